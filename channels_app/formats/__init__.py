@@ -1,0 +1,36 @@
+"""Registry of repository formats: a new type is one module and one line here."""
+
+from __future__ import annotations
+
+from .base import FormatError, OptionsError, PackageRecord, RepositoryFormat
+from .conda import CondaFormat
+from .cran import CranFormat
+from .pypi import PypiFormat
+
+FORMATS: dict[str, RepositoryFormat] = {
+    fmt.kind: fmt for fmt in (CondaFormat(), PypiFormat(), CranFormat())
+}
+
+
+def get_format(kind: str) -> RepositoryFormat:
+    """Return the format registered as `kind`; KeyError names the known kinds."""
+    try:
+        return FORMATS[kind]
+    except KeyError:
+        known = ", ".join(sorted(FORMATS))
+        raise KeyError(f"unknown package type {kind!r} (known: {known})") from None
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    return [(fmt.kind, fmt.label) for fmt in FORMATS.values()]
+
+
+__all__ = [
+    "FORMATS",
+    "FormatError",
+    "OptionsError",
+    "PackageRecord",
+    "RepositoryFormat",
+    "get_format",
+    "kind_choices",
+]

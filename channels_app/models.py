@@ -1,0 +1,176 @@
+"""Channels, the packages they index, and the content-addressed files behind them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from .formats import FORMATS
+from .querysets import ChannelQuerySet
+
+channel_name_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]*\Z",
+    "Use lower-case letters, digits, '-' and '_', starting with a letter or digit.",
+)
+
+
+def validate_kind(value: str) -> None:
+    if value not in FORMATS:
+        known = ", ".join(sorted(FORMATS))
+        raise ValidationError(f"Unknown package type {value!r}; choose one of: {known}.")
+
+
+class Channel(models.Model):
+    """A named repository that clients install from; one level of subchannels below it."""
+
+    name = models.CharField(max_length=100, validators=[channel_name_validator])
+    description = models.TextField(blank=True)
+    # No `choices=`: valid kinds come from the formats registry, so a new type needs no migration.
+    kind = models.CharField(
+        "package type",
+        max_length=20,
+        validators=[validate_kind],
+        help_text="The type of packages this channel holds: conda, standard python or standard R.",
+    )
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="subchannels",
+        help_text="Set to make this a subchannel (one level deep) of another channel.",
+    )
+    policy = models.ForeignKey(
+        "policies_app.Policy",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="channels",
+        help_text="Policy applied to everything mirrored into this channel.",
+    )
+    frozen = models.BooleanField(
+        default=False,
+        help_text="A frozen channel keeps serving its last published index until unfrozen.",
+    )
+    frozen_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    frozen_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ChannelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"],
+                condition=Q(parent__isnull=True),
+                name="channel_name_unique",
+                violation_error_message="A channel with this name already exists.",
+            ),
+            models.UniqueConstraint(
+                fields=["parent", "name"],
+                name="subchannel_name_unique_in_parent",
+                violation_error_message="This channel already has a subchannel with this name.",
+            ),
+        ]
+        permissions = [("freeze_channel", "Can freeze and unfreeze channels")]
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def path(self) -> str:
+        """`channel` or `channel/subchannel`, as clients and the API address it."""
+        return f"{self.parent.name}/{self.name}" if self.parent_id else self.name
+
+    @property
+    def is_subchannel(self) -> bool:
+        return self.parent_id is not None
+
+    def clean(self) -> None:
+        if self.parent_id:
+            if self.parent_id == self.pk:
+                raise ValidationError({"parent": "A channel cannot be its own subchannel."})
+            if self.parent.parent_id:
+                raise ValidationError({"parent": "Subchannels are one level deep only."})
+            if self.pk and self.subchannels.exists():
+                raise ValidationError({"parent": "A channel with subchannels cannot become one."})
+
+    def freeze(self, user) -> None:
+        self.frozen, self.frozen_by, self.frozen_at = True, user, timezone.now()
+
+    def unfreeze(self) -> None:
+        self.frozen, self.frozen_by, self.frozen_at = False, None, None
+
+
+class Artifact(models.Model):
+    """A stored file, addressed by its sha256 so one copy serves every channel."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.sha256
+
+    @property
+    def storage_path(self) -> str:
+        return f"blobs/{self.sha256[:2]}/{self.sha256[2:4]}/{self.sha256}"
+
+
+class Package(models.Model):
+    """One file in a channel's index, with the upstream metadata it is served with.
+
+    `artifact` is empty while a passive mirror's file has not been fetched yet; `upstream_url`
+    says where to fetch it from.
+    """
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="packages")
+    mirror = models.ForeignKey(
+        "mirrors_app.Mirror",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="packages",
+        help_text="The mirror that brought this package; kept when the mirror is deleted.",
+    )
+    subdir = models.CharField(
+        max_length=100, blank=True, help_text="conda platform, or the format's index folder."
+    )
+    filename = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    version = models.CharField(max_length=100)
+    sha256 = models.CharField(max_length=64, blank=True)
+    md5 = models.CharField(max_length=32, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    upstream_url = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    artifact = models.ForeignKey(
+        Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="packages"
+    )
+    added_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["channel", "subdir", "name", "version", "filename"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "subdir", "filename"], name="package_file_unique_in_channel"
+            ),
+        ]
+        indexes = [models.Index(fields=["channel", "name"], name="package_channel_name")]
+
+    def __str__(self) -> str:
+        return f"{self.channel}/{self.subdir}/{self.filename}" if self.subdir else self.filename
+
+    @property
+    def is_stored(self) -> bool:
+        """Active (bytes stored locally) rather than passive (fetched on first request)."""
+        return self.artifact_id is not None

@@ -1,0 +1,187 @@
+"""Mirror operations shared by the admin, the API, management commands and tasks.
+
+Run state changes are conditional UPDATEs (`state` must still be what we expect), so a worker
+claiming a run and a user stopping it can never both win. The mirror's `status` follows its
+latest run's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import schedules
+from .models import Mirror, SyncRun
+
+logger = logging.getLogger(__name__)
+State = SyncRun.State
+
+
+class MirrorBusy(Exception):
+    """The mirror already has a run queued, running or stopping."""
+
+    def __init__(self, mirror: Mirror, run: SyncRun | None) -> None:
+        self.mirror, self.run = mirror, run
+        detail = f" (run #{run.pk}, {run.get_state_display().lower()})" if run else ""
+        super().__init__(f"Mirror {mirror.name!r} already has a run in progress{detail}.")
+
+
+class MirrorNotRunning(Exception):
+    """Stop was asked of a mirror with no active run."""
+
+    def __init__(self, mirror: Mirror) -> None:
+        super().__init__(f"Mirror {mirror.name!r} is not running.")
+
+
+def mirror_save(*, mirror: Mirror, user=None, run_now: bool = False) -> SyncRun | None:
+    """Validate and save the mirror, keep its schedule in step, and run it now if asked.
+
+    Returns the queued run when `run_now` is set.
+    """
+    with transaction.atomic():
+        if mirror.pk is None and mirror.created_by is None and user and user.is_authenticated:
+            mirror.created_by = user
+        mirror.full_clean()
+        mirror.save()
+        schedules.schedule_sync(mirror)
+        if run_now:
+            return mirror_run_now(mirror=mirror, user=user)
+    return None
+
+
+def mirror_delete(*, mirror: Mirror, with_packages: bool = False) -> None:
+    """Delete the mirror, its schedule and its runs; its packages stay unless asked."""
+    with transaction.atomic():
+        if with_packages:
+            mirror.packages.all().delete()
+        mirror.delete()  # the post_delete signal removes the PeriodicTask
+
+
+def sync_run_create(
+    *, mirror: Mirror, trigger: str = SyncRun.Trigger.MANUAL, user=None
+) -> SyncRun:
+    """Record a queued run for the mirror; raise MirrorBusy if one is already active."""
+    try:
+        with transaction.atomic():
+            run = SyncRun.objects.create(
+                mirror=mirror,
+                trigger=trigger,
+                requested_by=user if user is not None and user.is_authenticated else None,
+            )
+    except IntegrityError:
+        raise MirrorBusy(mirror, mirror.active_run()) from None
+    Mirror.objects.filter(pk=mirror.pk).update(status=Mirror.Status.QUEUED)
+    mirror.status = Mirror.Status.QUEUED
+    return run
+
+
+def mirror_run_now(
+    *, mirror: Mirror, user=None, trigger: str = SyncRun.Trigger.MANUAL
+) -> SyncRun:
+    """Queue a run of the mirror on a worker; raise MirrorBusy if one is active."""
+    from .tasks import sync_mirror
+
+    with transaction.atomic():
+        run = sync_run_create(mirror=mirror, trigger=trigger, user=user)
+        transaction.on_commit(lambda: sync_mirror.delay(mirror_id=mirror.pk, run_id=run.pk))
+    return run
+
+
+def mirror_restart(*, mirror: Mirror, user=None) -> SyncRun:
+    """Queue a run that starts from the beginning, ignoring any progress of earlier runs."""
+    return mirror_run_now(mirror=mirror, user=user, trigger=SyncRun.Trigger.RESTART)
+
+
+def mirror_stop(*, mirror: Mirror, user=None) -> SyncRun:
+    """Ask the mirror's active run to stop; a queued run stops at once, a running one soon."""
+    for _ in range(3):  # the run may change state under us; retry the conditional updates
+        run = mirror.active_run()
+        if run is None:
+            raise MirrorNotRunning(mirror)
+        if run.state == State.STOPPING:
+            return run
+        now = timezone.now()
+        if run.state == State.QUEUED and _transition(
+            run, {State.QUEUED}, State.STOPPED, finished_at=now, step="stopped before it started"
+        ):
+            return run
+        if run.state == State.RUNNING and _transition(run, {State.RUNNING}, State.STOPPING):
+            return run
+    raise MirrorNotRunning(mirror)
+
+
+def sync_run_for_schedule(*, mirror_id: int) -> SyncRun | None:
+    """Create the run for a scheduled tick, or record it as skipped if a run is active."""
+    mirror = Mirror.objects.filter(pk=mirror_id).first()
+    if mirror is None:
+        logger.warning("scheduled run of deleted mirror %s ignored", mirror_id)
+        return None
+    try:
+        return sync_run_create(mirror=mirror, trigger=SyncRun.Trigger.SCHEDULE)
+    except MirrorBusy as busy:
+        now = timezone.now()
+        SyncRun.objects.create(
+            mirror=mirror,
+            trigger=SyncRun.Trigger.SCHEDULE,
+            state=State.SKIPPED,
+            finished_at=now,
+            error=f"Skipped: run #{busy.run.pk if busy.run else '?'} was still in progress.",
+        )
+        return None
+
+
+def sync_run_claim(*, run_id: int) -> SyncRun | None:
+    """Move a queued run to running for this worker; None if it was stopped or taken."""
+    run = SyncRun.objects.select_related("mirror").filter(pk=run_id).first()
+    if run is None:
+        return None
+    now = timezone.now()
+    if not _transition(run, {State.QUEUED}, State.RUNNING, started_at=now, heartbeat_at=now):
+        return None
+    return run
+
+
+def sync_run_finish(*, run: SyncRun, state: str, error: str = "") -> bool:
+    """Record how the run ended; False if it was no longer running (e.g. failed as stale)."""
+    now = timezone.now()
+    done = _transition(
+        run, {State.RUNNING, State.STOPPING}, state, finished_at=now, heartbeat_at=now, error=error
+    )
+    if done:
+        Mirror.objects.filter(pk=run.mirror_id).update(last_synced_at=now)
+    return done
+
+
+def sync_runs_fail_stale(*, now=None) -> int:
+    """Fail runs whose worker stopped reporting (it died); return how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.PSM_RUN_STALE_AFTER)
+    failed = 0
+    for run in SyncRun.objects.stale(heartbeat_before=cutoff):
+        failed += _transition(
+            run,
+            {State.RUNNING, State.STOPPING},
+            State.FAILED,
+            finished_at=now,
+            error=f"The worker stopped reporting (no heartbeat since {run.heartbeat_at:%c}).",
+        )
+    return failed
+
+
+def _transition(run: SyncRun, from_states: set[str], to: str, **fields) -> bool:
+    """Change the run's state if it is still in `from_states`; the mirror's status follows."""
+    with transaction.atomic():
+        changed = SyncRun.objects.filter(pk=run.pk, state__in=from_states).update(
+            state=to, **fields
+        )
+        if changed:
+            Mirror.objects.filter(pk=run.mirror_id).update(status=to)
+    if changed:
+        run.state = to
+        for name, value in fields.items():
+            setattr(run, name, value)
+    return bool(changed)

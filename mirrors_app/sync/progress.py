@@ -1,0 +1,64 @@
+"""Counters of a run, written in batches, and the cooperative stop check."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from django.utils import timezone
+
+from ..models import SyncRun
+
+
+class StopRequested(Exception):
+    """The run was asked to stop (or deleted); end it cleanly after keeping the work done."""
+
+
+class Progress:
+    """Accumulate a run's counters and flush them every `every` records or `seconds`.
+
+    Each flush is one UPDATE (counters, step, heartbeat) and one read of the run's state, so a
+    user's Stop is seen within a batch.
+    """
+
+    COUNTERS = ("total", "seen", "filtered", "ingested", "downloaded", "passive", "failed")
+
+    def __init__(self, run: SyncRun, *, every: int = 1000, seconds: float = 2.0) -> None:
+        self.run = run
+        self.every, self.seconds = every, seconds
+        self.total: int | None = None
+        self.seen = self.filtered = self.ingested = 0
+        self.downloaded = self.passive = self.failed = self.bytes_downloaded = 0
+        self.reasons: Counter[str] = Counter()
+        self.step_text = ""
+        self._pending = 0
+        self._flushed_at = time.monotonic()
+
+    def step(self, text: str) -> None:
+        self.step_text = text[:200]
+        self.flush()
+
+    def exclude(self, reason: str) -> None:
+        self.filtered += 1
+        self.reasons[reason] += 1
+
+    def tick(self, count: int = 1) -> None:
+        """Note `count` units of work; flush (and check for Stop) when a batch is full."""
+        self._pending += count
+        if self._pending >= self.every or time.monotonic() - self._flushed_at >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        self._pending = 0
+        self._flushed_at = time.monotonic()
+        fields = {name: getattr(self, name) for name in self.COUNTERS}
+        updated = SyncRun.objects.filter(pk=self.run.pk).update(
+            **fields,
+            bytes_downloaded=self.bytes_downloaded,
+            filtered_reasons=dict(self.reasons),
+            step=self.step_text,
+            heartbeat_at=timezone.now(),
+        )
+        state = SyncRun.objects.filter(pk=self.run.pk).values_list("state", flat=True).first()
+        if not updated or state != SyncRun.State.RUNNING:
+            raise StopRequested

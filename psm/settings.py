@@ -1,0 +1,285 @@
+"""PSM settings, read from the environment.
+
+Defaults give the embedded mode: SQLite, a file-system Celery broker and every file under one data
+directory, so `scripts/serve.sh` works on a machine with nothing but Python. Production sets
+`DATABASE_URL` (PostgreSQL) and `CELERY_BROKER_URL` (Redis or RabbitMQ). Every variable is listed in
+the README. A bad value stops start-up with `ImproperlyConfigured` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envstr(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool) -> bool:
+    """Accept only true/false (any case); anything else is a configuration error."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def envint(name: str, default: int, *, minimum: int = 0) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def envsecret(name: str, default: str = "") -> str:
+    """Read NAME, or the file named by NAME_FILE (for container secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE: cannot read {path}: {exc}") from None
+    return os.environ.get(name, default)
+
+
+def envlist(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# --- Core -----------------------------------------------------------------------------------
+
+DEBUG = envbool("PSM_DEBUG", False)
+DATA_DIR = Path(envstr("PSM_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+try:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise ImproperlyConfigured(f"PSM_DATA_DIR: cannot create {DATA_DIR}: {exc}") from None
+
+SECRET_KEY = envsecret("PSM_SECRET_KEY")
+if not SECRET_KEY:
+    # Embedded mode: a key generated once and kept in the data directory.
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        from django.core.management.utils import get_random_secret_key
+
+        key_file.write_text(get_random_secret_key())
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text().strip()
+
+ALLOWED_HOSTS = envlist("PSM_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = envlist("PSM_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_beat",
+    "mozilla_django_oidc",
+    "channels_app",
+    "policies_app",
+    "mirrors_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "psm.urls"
+WSGI_APPLICATION = "psm.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "psm" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+
+
+def _database() -> dict:
+    url = envstr("DATABASE_URL")
+    if not url:
+        path = DATA_DIR / "psm.sqlite3"
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            # The web server, the worker and the scheduler share one file: wait for locks
+            # instead of failing, and let readers run beside the writer (WAL).
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not memory, so a worker process in the integration tests sees the data.
+            "TEST": {"NAME": str(DATA_DIR / "test_psm.sqlite3")},
+        }
+    try:
+        config = dj_database_url.parse(url, conn_max_age=envint("PSM_DB_CONN_MAX_AGE", 60))
+    except Exception as exc:  # dj-database-url raises several types for bad URLs
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if not config.get("ENGINE") or not config.get("NAME"):
+        raise ImproperlyConfigured("DATABASE_URL must name an engine and a database")
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth -----------------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+PSM_OIDC_ENABLED = envbool("PSM_OIDC_ENABLED", False)
+LOGIN_URL = "admin:login"
+
+# --- I18N / time ----------------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = envstr("PSM_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+MEDIA_ROOT = DATA_DIR / "files"
+
+# --- REST API -------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["psm.permissions.ModelPermissions"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PSM API",
+    "DESCRIPTION": "Channels, mirrors, policies and sync runs of the Package Security Manager.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Celery ---------------------------------------------------------------------------------
+
+
+def _broker() -> tuple[str, dict]:
+    url = envstr("CELERY_BROKER_URL")
+    if not url:
+        # Embedded: kombu's file-system transport needs no server. Producer and consumer
+        # use the same folder, so in and out are the same directory.
+        folder = DATA_DIR / "broker"
+        for sub in ("queue", "control", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        options = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            "processed_folder": str(folder / "processed"),
+        }
+        return "filesystem://", options
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "memory"):
+        raise ImproperlyConfigured(
+            f"CELERY_BROKER_URL scheme {scheme!r} is not supported; use redis://, amqp:// "
+            "or leave it unset for the embedded broker"
+        )
+    return url, {}
+
+
+CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = _broker()
+# Runs record their own state in the database; no result backend is needed.
+CELERY_TASK_IGNORE_RESULT = True
+# Early acknowledgement: a sync can last hours, and late acks would redeliver it after the
+# broker's visibility timeout. A run lost with its worker is failed by `fail_stale_runs`.
+CELERY_TASK_ACKS_LATE = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "every-5-minutes-fail-stale-runs": {
+        "task": "mirrors.fail_stale_runs",
+        "schedule": 300.0,
+    },
+}
+
+# --- PSM ------------------------------------------------------------------------------------
+
+# Hosts a mirror may use as its source. An entry matches the host and its subdomains;
+# "*" allows any host.
+PSM_UPSTREAM_ALLOWLIST = envlist(
+    "PSM_UPSTREAM_ALLOWLIST",
+    [
+        "conda.anaconda.org",
+        "repo.anaconda.com",
+        "repo.anaconda.cloud",
+        "anaconda.org",
+        "pypi.org",
+        "files.pythonhosted.org",
+        "cran.r-project.org",
+        "cloud.r-project.org",
+    ],
+)
+PSM_HTTP_TIMEOUT = envint("PSM_HTTP_TIMEOUT", 60, minimum=1)
+PSM_HTTP_RETRIES = envint("PSM_HTTP_RETRIES", 3)
+PSM_HTTP_PROXY = envstr("PSM_HTTP_PROXY")
+# Largest index document a run accepts (decompressed), a guard against hostile upstreams.
+PSM_MAX_INDEX_BYTES = envint("PSM_MAX_INDEX_BYTES", 2 * 1024**3, minimum=1024)
+# A running run whose heartbeat is older than this is taken to have lost its worker.
+PSM_RUN_STALE_AFTER = envint("PSM_RUN_STALE_AFTER", 900, minimum=60)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": envstr("PSM_LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+admin.site.site_header = "Package Security Manager"
+admin.site.site_title = "PSM"
+admin.site.index_title = "Channels, mirrors and policies"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/", include("psm.api_urls")),
+]

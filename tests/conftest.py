@@ -1,0 +1,123 @@
+"""Shared fixtures: users with permissions, an API client, and upstream repositories on loopback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _loopback_upstreams(settings):
+    """Tests only ever talk to loopback: allow it, and nothing else, as a mirror source."""
+    settings.PSM_UPSTREAM_ALLOWLIST = ["127.0.0.1", "localhost"]
+    settings.PSM_HTTP_RETRIES = 0
+    settings.PSM_HTTP_TIMEOUT = 10
+
+
+@pytest.fixture
+def make_user(db):
+    """Create a staff user holding the given permissions ("app_label.codename")."""
+
+    def make(*perms: str, username: str | None = None):
+        user = UserFactory(**({"username": username} if username else {}))
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        pass
+
+
+class Upstream:
+    """A directory served over HTTP on 127.0.0.1, standing in for an upstream repository."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        handler = functools.partial(_QuietHandler, directory=str(root))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def write(self, path: str, content: bytes | str | dict) -> Path:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, dict):
+            content = json.dumps(content)
+        if isinstance(content, str):
+            content = content.encode()
+        target.write_bytes(content)
+        return target
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    server = Upstream(tmp_path / "upstream")
+    server.root.mkdir()
+    yield server
+    server.close()
+
+
+def conda_record(name: str, version: str, build: str = "0", subdir: str = "noarch") -> dict:
+    return {
+        "name": name,
+        "version": version,
+        "build": build,
+        "build_number": 0,
+        "depends": [],
+        "license": "MIT",
+        "subdir": subdir,
+        "md5": "0" * 32,
+        "sha256": "0" * 64,
+        "size": 100,
+    }
+
+
+@pytest.fixture
+def conda_upstream(upstream):
+    """A small conda channel: 2 noarch records and 1 linux-64 record."""
+    upstream.write("channeldata.json", {"subdirs": ["linux-64", "noarch"], "packages": {}})
+    upstream.write(
+        "noarch/repodata.json",
+        {
+            "info": {"subdir": "noarch"},
+            "packages": {"alpha-1.0-0.tar.bz2": conda_record("alpha", "1.0")},
+            "packages.conda": {"alpha-1.1-0.conda": conda_record("alpha", "1.1")},
+        },
+    )
+    upstream.write(
+        "linux-64/repodata.json",
+        {
+            "info": {"subdir": "linux-64"},
+            "packages": {},
+            "packages.conda": {
+                "beta-2.0-0.conda": conda_record("beta", "2.0", subdir="linux-64")
+            },
+        },
+    )
+    return upstream
