@@ -102,6 +102,15 @@ class Channel(models.Model):
                 raise ValidationError({"parent": "Subchannels are one level deep only."})
             if self.pk and self.subchannels.exists():
                 raise ValidationError({"parent": "A channel with subchannels cannot become one."})
+        if self.pk and self.policy_id:
+            clash = self.mirrors.filter(policy_id=self.policy_id).first()
+            if clash is not None:
+                raise ValidationError(
+                    {
+                        "policy": f"Policy {self.policy.name!r} is already applied to mirror "
+                        f"{clash.name!r} of this channel; a policy cannot be on both."
+                    }
+                )
 
     def freeze(self, user) -> None:
         self.frozen, self.frozen_by, self.frozen_at = True, user, timezone.now()

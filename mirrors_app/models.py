@@ -208,6 +208,9 @@ class Mirror(models.Model):
         return schedules.next_run(self.cron)
 
     def active_run(self) -> SyncRun | None:
+        prefetched = getattr(self, "_active_runs", None)  # see MirrorViewSet.get_queryset
+        if prefetched is not None:
+            return prefetched[0] if prefetched else None
         return self.runs.active().first()
 
     def latest_run(self) -> SyncRun | None:

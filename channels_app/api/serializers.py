@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from psm.api import FullCleanMixin
+
+from ..formats import kind_choices
+from ..models import Channel
+
+
+class ChannelSerializer(FullCleanMixin, serializers.ModelSerializer):
+    kind = serializers.ChoiceField(choices=kind_choices(), help_text=Channel.kind.field.help_text)
+    path = serializers.CharField(read_only=True)
+    parent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    frozen_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    subchannels = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+
+    class Meta:
+        model = Channel
+        fields = [
+            "id",
+            "name",
+            "path",
+            "description",
+            "kind",
+            "parent",
+            "policy",
+            "frozen",
+            "frozen_by",
+            "frozen_at",
+            "subchannels",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["frozen", "frozen_at", "created_at", "updated_at"]
+        # Uniqueness is checked by the model's constraints in full_clean().
+        validators = []
+
+    def validate(self, attrs):
+        parent = self.context.get("parent")
+        if parent is not None and self.instance is None:
+            attrs["parent"] = parent
+        return super().validate(attrs)
+
+
+class ChannelPathField(serializers.RelatedField):
+    """A channel written and shown as its path: `channel` or `channel/subchannel`."""
+
+    default_error_messages = {
+        "does_not_exist": "Channel {value!r} does not exist.",
+        "invalid": "Give the channel as 'channel' or 'channel/subchannel'.",
+    }
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("queryset", Channel.objects.select_related("parent"))
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not data.strip("/"):
+            self.fail("invalid")
+        try:
+            return self.get_queryset().get_by_path(data)
+        except Channel.DoesNotExist:
+            self.fail("does_not_exist", value=data)
+
+    def to_representation(self, value) -> str:
+        return value.path
