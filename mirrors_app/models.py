@@ -43,7 +43,7 @@ HELP = {
         "Leave empty to use the channel's policy, or select a policy for this mirror only. A "
         "policy already applied to the channel cannot also be applied to the mirror."
     ),
-    "options": "Type-specific options as JSON, e.g. {\"subdirs\": [\"linux-64\"]} for conda.",
+    "options": 'Type-specific options as JSON, e.g. {"subdirs": ["linux-64"]} for conda.',
 }
 
 
@@ -74,13 +74,18 @@ class Mirror(models.Model):
         default=Mode.PASSIVE,
         help_text=HELP["mode"],
     )
-    source_url = models.URLField("external source URL", max_length=2000, help_text=HELP["source_url"])
+    source_url = models.URLField(
+        "external source URL", max_length=2000, help_text=HELP["source_url"]
+    )
     # No `choices=`: valid kinds come from the formats registry.
     kind = models.CharField(
         "mirror type", max_length=20, validators=[validate_kind], help_text=HELP["kind"]
     )
     cron = models.CharField(
-        "mirroring frequency", max_length=100, default=schedules.DEFAULT_CRON, help_text=HELP["cron"]
+        "mirroring frequency",
+        max_length=100,
+        default=schedules.DEFAULT_CRON,
+        help_text=HELP["cron"],
     )
     policy = models.ForeignKey(
         "policies_app.Policy",

@@ -61,9 +61,7 @@ def mirror_delete(*, mirror: Mirror, with_packages: bool = False) -> None:
         mirror.delete()  # the post_delete signal removes the PeriodicTask
 
 
-def sync_run_create(
-    *, mirror: Mirror, trigger: str = SyncRun.Trigger.MANUAL, user=None
-) -> SyncRun:
+def sync_run_create(*, mirror: Mirror, trigger: str = SyncRun.Trigger.MANUAL, user=None) -> SyncRun:
     """Record a queued run for the mirror; raise MirrorBusy if one is already active."""
     try:
         with transaction.atomic():
@@ -79,9 +77,7 @@ def sync_run_create(
     return run
 
 
-def mirror_run_now(
-    *, mirror: Mirror, user=None, trigger: str = SyncRun.Trigger.MANUAL
-) -> SyncRun:
+def mirror_run_now(*, mirror: Mirror, user=None, trigger: str = SyncRun.Trigger.MANUAL) -> SyncRun:
     """Queue a run of the mirror on a worker; raise MirrorBusy if one is active."""
     from .tasks import sync_mirror
 

@@ -89,9 +89,7 @@ def open_stream(
     if not is_host_allowed(url):
         raise UpstreamError(url, "host is not on the upstream allowlist (PSM_UPSTREAM_ALLOWLIST)")
     try:
-        response = session.get(
-            url, headers=headers, stream=True, timeout=settings.PSM_HTTP_TIMEOUT
-        )
+        response = session.get(url, headers=headers, stream=True, timeout=settings.PSM_HTTP_TIMEOUT)
     except requests.RequestException as exc:
         raise UpstreamError(url, f"request failed: {exc.__class__.__name__}: {exc}") from exc
     try:

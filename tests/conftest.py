@@ -115,9 +115,7 @@ def conda_upstream(upstream):
         {
             "info": {"subdir": "linux-64"},
             "packages": {},
-            "packages.conda": {
-                "beta-2.0-0.conda": conda_record("beta", "2.0", subdir="linux-64")
-            },
+            "packages.conda": {"beta-2.0-0.conda": conda_record("beta", "2.0", subdir="linux-64")},
         },
     )
     return upstream

@@ -19,14 +19,18 @@ class _ChannelActions(viewsets.ModelViewSet):
     lookup_field = "name"
     lookup_value_regex = NAME_REGEX
 
-    @action(detail=True, methods=["post"], permission_classes=[require("channels_app.freeze_channel")])
+    @action(
+        detail=True, methods=["post"], permission_classes=[require("channels_app.freeze_channel")]
+    )
     def freeze(self, request, **kwargs):
         """Pin the channel's published index; clients keep seeing it until unfrozen."""
         channel = self.get_object()
         services.channel_freeze(channel=channel, user=request.user)
         return Response(self.get_serializer(channel).data)
 
-    @action(detail=True, methods=["post"], permission_classes=[require("channels_app.freeze_channel")])
+    @action(
+        detail=True, methods=["post"], permission_classes=[require("channels_app.freeze_channel")]
+    )
     def unfreeze(self, request, **kwargs):
         """Let the channel publish again."""
         channel = self.get_object()
@@ -38,8 +42,8 @@ class ChannelViewSet(_ChannelActions):
     """Top-level channels, addressed by name."""
 
     def get_queryset(self):
-        return Channel.objects.top_level().select_related("frozen_by").prefetch_related(
-            "subchannels"
+        return (
+            Channel.objects.top_level().select_related("frozen_by").prefetch_related("subchannels")
         )
 
 

@@ -96,7 +96,9 @@ class MirrorViewSet(viewsets.ModelViewSet):
     def details(self, request, pk=None):
         """See details: what was filtered and why, active vs passive package counts."""
         details = reports.mirror_details(self.get_object())
-        return Response(MirrorDetailsSerializer(details, context=self.get_serializer_context()).data)
+        return Response(
+            MirrorDetailsSerializer(details, context=self.get_serializer_context()).data
+        )
 
 
 class SyncRunViewSet(viewsets.ReadOnlyModelViewSet):

@@ -19,8 +19,10 @@ class PolicyViewSet(viewsets.ModelViewSet):
             policy.delete()
         except ProtectedError:
             return Response(
-                {"detail": f"Policy {policy.name!r} is applied to a channel or mirror; "
-                 "remove it from them first."},
+                {
+                    "detail": f"Policy {policy.name!r} is applied to a channel or mirror; "
+                    "remove it from them first."
+                },
                 status=status.HTTP_409_CONFLICT,
             )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -29,7 +29,9 @@ class Command(BaseCommand):
             )
         found = list(mirrors[:2])
         if not found:
-            raise CommandError(f"No mirror named {name!r}" + (f" in {channel!r}" if channel else ""))
+            raise CommandError(
+                f"No mirror named {name!r}" + (f" in {channel!r}" if channel else "")
+            )
         if len(found) > 1:
             raise CommandError(f"Several mirrors are named {name!r}; say which with --channel.")
         mirror = found[0]
