@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import ngettext
+
+from . import services
+from .formats import FORMATS, kind_choices
+from .models import Channel, Package
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    list_display = ["path_display", "kind_label", "frozen", "policy", "mirror_count", "created_at"]
+    list_filter = ["kind", "frozen"]
+    search_fields = ["name", "description", "parent__name"]
+    list_select_related = ["parent", "policy"]
+    actions = ["freeze", "unfreeze"]
+    fields = ["name", "description", "kind", "parent", "policy", "frozen_info", "mirrors_table"]
+    readonly_fields = ["frozen_info", "mirrors_table"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_mirror_count=Count("mirrors"))
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "kind":
+            # Choices come from the formats registry, not from the model (no migration per type).
+            from django import forms
+
+            return forms.ChoiceField(
+                choices=kind_choices(), label="Package type", help_text=db_field.help_text
+            )
+        if db_field.name == "parent":
+            kwargs["queryset"] = Channel.objects.top_level()
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="Channel", ordering="name")
+    def path_display(self, channel: Channel) -> str:
+        return channel.path
+
+    @admin.display(description="Package type", ordering="kind")
+    def kind_label(self, channel: Channel) -> str:
+        fmt = FORMATS.get(channel.kind)
+        return fmt.label if fmt else channel.kind
+
+    @admin.display(description="Mirrors", ordering="_mirror_count")
+    def mirror_count(self, channel: Channel) -> int:
+        return channel._mirror_count
+
+    @admin.display(description="Frozen")
+    def frozen_info(self, channel: Channel) -> str:
+        if not channel.frozen:
+            return "No: each run publishes its result at once."
+        by = channel.frozen_by.get_username() if channel.frozen_by else "unknown"
+        return (
+            f"Yes, by {by} at {channel.frozen_at:%Y-%m-%d %H:%M %Z}: the published index is pinned."
+        )
+
+    @admin.display(description="Mirrors")
+    def mirrors_table(self, channel: Channel):
+        if channel.pk is None:
+            return "Save the channel first, then create its mirror."
+        add_url = reverse("admin:mirrors_app_mirror_add") + f"?channel={channel.pk}"
+        rows = format_html_join(
+            "",
+            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td><a href='{}'>Run now</a> · <a href='{}'>Stop</a> · <a href='{}'>Restart</a> · "
+            "<a href='{}'>See details</a> · <a href='{}'>Delete</a></td></tr>",
+            (
+                (
+                    reverse("admin:mirrors_app_mirror_change", args=[m.pk]),
+                    m.name,
+                    FORMATS[m.kind].label if m.kind in FORMATS else m.kind,
+                    m.get_mode_display(),
+                    m.get_status_display(),
+                    f"{m.last_synced_at:%Y-%m-%d %H:%M}" if m.last_synced_at else "never",
+                    reverse("admin:mirrors_app_mirror_run", args=[m.pk]),
+                    reverse("admin:mirrors_app_mirror_stop", args=[m.pk]),
+                    reverse("admin:mirrors_app_mirror_restart", args=[m.pk]),
+                    reverse("admin:mirrors_app_mirror_details", args=[m.pk]),
+                    reverse("admin:mirrors_app_mirror_delete", args=[m.pk]),
+                )
+                for m in channel.mirrors.all()
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>Name</th><th>Type</th><th>Mode</th><th>Status</th>"
+            "<th>Last updated</th><th>Actions</th></tr></thead><tbody>{}</tbody></table>"
+            "<p><a class='addlink' href='{}'>Create mirror</a></p>",
+            rows or format_html("<tr><td colspan='6'>No mirrors yet.</td></tr>"),
+            add_url,
+        )
+
+    @admin.action(permissions=["freeze"], description="Freeze selected channels")
+    def freeze(self, request, queryset) -> None:
+        count = sum(services.channel_freeze(channel=c, user=request.user) for c in queryset)
+        self.message_user(
+            request, ngettext("%d channel frozen.", "%d channels frozen.", count) % count
+        )
+
+    @admin.action(permissions=["freeze"], description="Unfreeze selected channels")
+    def unfreeze(self, request, queryset) -> None:
+        count = sum(services.channel_unfreeze(channel=c, user=request.user) for c in queryset)
+        self.message_user(
+            request, ngettext("%d channel unfrozen.", "%d channels unfrozen.", count) % count
+        )
+
+    def has_freeze_permission(self, request) -> bool:
+        return request.user.has_perm("channels_app.freeze_channel")
+
+
+@admin.register(Package)
+class PackageAdmin(admin.ModelAdmin):
+    list_display = ["filename", "channel", "subdir", "name", "version", "stored", "added_at"]
+    list_filter = ["channel__kind"]
+    search_fields = ["name", "filename"]
+    list_select_related = ["channel", "channel__parent"]
+    # Channels can hold hundreds of thousands of packages: skip the unfiltered COUNT(*).
+    show_full_result_count = False
+
+    @admin.display(description="Indexing status", boolean=False)
+    def stored(self, package: Package) -> str:
+        return "active" if package.is_stored else "passive"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

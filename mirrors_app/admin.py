@@ -1,0 +1,370 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import ngettext
+
+from channels_app.formats import FORMATS, kind_choices
+
+from . import reports, services
+from .models import Mirror, SyncRun
+
+RUN_NOW_HELP = (
+    "Start the mirror when you click Save (or use Save & Run). Otherwise your changes are saved "
+    "and the mirror runs the next time its frequency says so."
+)
+
+
+class MirrorForm(forms.ModelForm):
+    kind = forms.ChoiceField(
+        choices=kind_choices(), label="Mirror type", help_text=Mirror.kind.field.help_text
+    )
+    run_now = forms.BooleanField(required=False, label="Run now", help_text=RUN_NOW_HELP)
+
+    class Meta:
+        model = Mirror
+        fields = ["channel", "name", "mode", "source_url", "kind", "cron", "policy", "options"]
+        widgets = {"mode": forms.RadioSelect}
+
+
+@admin.register(Mirror)
+class MirrorAdmin(admin.ModelAdmin):
+    form = MirrorForm
+    list_display = [
+        "name",
+        "channel_link",
+        "kind_label",
+        "mode",
+        "status_display",
+        "last_synced_at",
+        "row_actions",
+    ]
+    list_filter = ["kind", "mode", "status"]
+    search_fields = ["name"]
+    sortable_by = ["name", "kind_label", "mode", "status_display", "last_synced_at"]
+    actions = ["run_now", "stop", "restart", "download_dependency_report", "delete_selected"]
+    readonly_fields = [
+        "status_display",
+        "last_synced_at",
+        "next_run",
+        "applied_policy",
+        "recent_runs",
+    ]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("channel", "channel__parent", "policy", "channel__policy")
+            .prefetch_related(
+                Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
+            )
+        )
+
+    def get_fieldsets(self, request, obj=None):
+        form_fields = ["channel", "name", "mode", "source_url", "kind", "cron", "run_now"]
+        fieldsets = [
+            (None, {"fields": form_fields}),
+            ("Assign mirror policy", {"fields": ["policy", "applied_policy"]}),
+            ("Type-specific options", {"fields": ["options"], "classes": ["collapse"]}),
+        ]
+        if obj is not None:
+            status = ["status_display", "last_synced_at", "next_run", "recent_runs"]
+            fieldsets.append(("Status", {"fields": status}))
+        return fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(self.readonly_fields)
+        if obj is not None:
+            fields += ["mode", "channel"]  # the mode of an established mirror cannot change
+        return fields
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        channel = initial.get("channel")
+        if channel:
+            from channels_app.models import Channel
+
+            found = Channel.objects.filter(pk=channel).first()
+            if found is not None:
+                initial.setdefault("kind", found.kind)
+        return initial
+
+    def save_model(self, request, obj, form, change) -> None:
+        run_now = form.cleaned_data.get("run_now") or "_saveandrun" in request.POST
+        try:
+            services.mirror_save(mirror=obj, user=request.user, run_now=run_now)
+        except services.MirrorBusy as exc:
+            self.message_user(request, f"Saved, but not started: {exc}", messages.WARNING)
+        else:
+            if run_now:
+                self.message_user(request, f"Mirror {obj.name!r} is queued to run now.")
+        for warning in obj.warnings():
+            self.message_user(request, warning, messages.WARNING)
+
+    def delete_model(self, request, obj) -> None:
+        services.mirror_delete(mirror=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for mirror in queryset:
+            services.mirror_delete(mirror=mirror)
+
+    # --- The All Mirrors list -----------------------------------------------------------------
+
+    def changelist_view(self, request, extra_context=None):
+        if not request.user.has_perm("mirrors_app.view_all_mirrors"):
+            raise PermissionDenied("The All Mirrors view needs the 'view all mirrors' permission.")
+        extra_context = {**(extra_context or {}), "title": "All Mirrors"}
+        return super().changelist_view(request, extra_context)
+
+    def get_model_perms(self, request):
+        perms = super().get_model_perms(request)
+        if not request.user.has_perm("mirrors_app.view_all_mirrors"):
+            perms = {key: False for key in perms}  # hide the All Mirrors entry from the index
+        return perms
+
+    @admin.display(description="Channel", ordering="channel__name")
+    def channel_link(self, mirror: Mirror):
+        url = reverse("admin:channels_app_channel_change", args=[mirror.channel_id])
+        return format_html("<a href='{}'>{}</a>", url, mirror.channel.path)
+
+    @admin.display(description="Type", ordering="kind")
+    def kind_label(self, mirror: Mirror) -> str:
+        return FORMATS[mirror.kind].label if mirror.kind in FORMATS else mirror.kind
+
+    @admin.display(description="Mirroring status", ordering="status")
+    def status_display(self, mirror: Mirror):
+        run = mirror.active_run() if mirror.is_active else None
+        if run is None or run.state == SyncRun.State.QUEUED:
+            return mirror.get_status_display()
+        detail = f"{run.step or 'starting'}: {run.seen:,} read, {run.filtered:,} filtered"
+        if run.progress is not None:
+            return format_html(
+                "{}<br><progress max='100' value='{}'></progress> {}%<br><small>{}</small>",
+                run.get_state_display(),
+                run.progress,
+                run.progress,
+                detail,
+            )
+        return format_html("{}<br><small>{}</small>", run.get_state_display(), detail)
+
+    @admin.display(description="Actions")
+    def row_actions(self, mirror: Mirror):
+        links = [("See details", "details")]
+        if mirror.is_active:
+            links.append(("Stop", "stop"))
+        else:
+            links += [("Run now", "run"), ("Restart", "restart")]
+        return format_html_join(
+            " · ",
+            "<a href='{}'>{}</a>",
+            (
+                (reverse(f"admin:mirrors_app_mirror_{name}", args=[mirror.pk]), label)
+                for label, name in links
+            ),
+        )
+
+    @admin.display(description="Next scheduled run")
+    def next_run(self, mirror: Mirror) -> str:
+        return f"{mirror.next_run_at():%Y-%m-%d %H:%M %Z} (cron {mirror.cron})"
+
+    @admin.display(description="View applied policy")
+    def applied_policy(self, mirror: Mirror):
+        policy = mirror.effective_policy() if mirror.pk else None
+        if policy is None:
+            return "No policy: every package of the mirror type is mirrored."
+        source = "the mirror's own policy" if mirror.policy_id else "the channel's policy"
+        url = reverse("admin:policies_app_policy_change", args=[policy.pk])
+        return format_html(
+            "<a href='{}'>{}</a> ({}){}",
+            url,
+            policy.name,
+            source,
+            format_html("<br>{}", policy.description) if policy.description else "",
+        )
+
+    @admin.display(description="Recent runs")
+    def recent_runs(self, mirror: Mirror):
+        runs = mirror.runs.all()[:10]
+        rows = format_html_join(
+            "",
+            "<tr><td><a href='{}'>#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:mirrors_app_syncrun_change", args=[r.pk]),
+                    r.pk,
+                    r.get_state_display(),
+                    r.get_trigger_display(),
+                    f"{r.created_at:%Y-%m-%d %H:%M}",
+                    f"{r.seen:,} read / {r.filtered:,} filtered / {r.ingested:,} ingested",
+                    r.error,
+                )
+                for r in runs
+            ),
+        )
+        return format_html(
+            "<table><tr><th>Run</th><th>State</th><th>Trigger</th><th>Queued</th>"
+            "<th>Counts</th><th>Error</th></tr>{}</table>",
+            rows or format_html("<tr><td colspan='6'>No runs yet.</td></tr>"),
+        )
+
+    # --- Actions on selected mirrors ----------------------------------------------------------
+
+    @admin.action(permissions=["run"], description="Run selected mirrors now")
+    def run_now(self, request, queryset) -> None:
+        self._bulk(
+            request, queryset, services.mirror_run_now, "%d mirror queued.", "%d mirrors queued."
+        )
+
+    @admin.action(permissions=["stop"], description="Stop selected running mirrors")
+    def stop(self, request, queryset) -> None:
+        self._bulk(
+            request, queryset, services.mirror_stop, "%d mirror stopping.", "%d mirrors stopping."
+        )
+
+    @admin.action(
+        permissions=["restart"], description="Restart selected mirrors from the beginning"
+    )
+    def restart(self, request, queryset) -> None:
+        self._bulk(
+            request,
+            queryset,
+            services.mirror_restart,
+            "%d mirror restarted.",
+            "%d mirrors restarted.",
+        )
+
+    @admin.action(permissions=["report"], description="Download dependency report")
+    def download_dependency_report(self, request, queryset) -> None:
+        for mirror in queryset:
+            reason = reports.dependency_report_unavailable(mirror)
+            self.message_user(request, reason or f"{mirror.name}: report available.", messages.INFO)
+
+    def _bulk(self, request, queryset, service, singular: str, plural: str) -> None:
+        done = 0
+        for mirror in queryset:
+            try:
+                service(mirror=mirror, user=request.user)
+                done += 1
+            except (services.MirrorBusy, services.MirrorNotRunning) as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        self.message_user(request, ngettext(singular, plural, done) % done)
+
+    def has_run_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("mirrors_app.run_mirror")
+
+    def has_stop_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("mirrors_app.stop_mirror")
+
+    def has_restart_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("mirrors_app.restart_mirror")
+
+    def has_report_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("mirrors_app.download_dependency_report")
+
+    # --- Per-mirror pages: confirm-then-POST commands, and See details -------------------------
+
+    COMMANDS = {
+        "run": (services.mirror_run_now, "run", "Run mirror now"),
+        "stop": (services.mirror_stop, "stop", "Stop running mirror"),
+        "restart": (services.mirror_restart, "restart", "Restart mirror"),
+    }
+
+    def get_urls(self):
+        custom = [
+            path(
+                f"<int:pk>/{name}/",
+                self.admin_site.admin_view(self.command_view),
+                {"command": name},
+                name=f"mirrors_app_mirror_{name}",
+            )
+            for name in self.COMMANDS
+        ]
+        custom.append(
+            path(
+                "<int:pk>/details/",
+                self.admin_site.admin_view(self.details_view),
+                name="mirrors_app_mirror_details",
+            )
+        )
+        return custom + super().get_urls()
+
+    def command_view(self, request, pk: int, command: str):
+        service, perm, title = self.COMMANDS[command]
+        if not getattr(self, f"has_{perm}_permission")(request):
+            raise PermissionDenied
+        mirror = get_object_or_404(self.get_queryset(request), pk=pk)
+        back = request.POST.get("next") or request.GET.get("next") or ""
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}):
+            back = ""
+        back = back or reverse("admin:mirrors_app_mirror_change", args=[pk])
+        if request.method == "POST":
+            try:
+                run = service(mirror=mirror, user=request.user)
+            except (services.MirrorBusy, services.MirrorNotRunning) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                state = run.get_state_display().lower()
+                self.message_user(request, f"Mirror {mirror.name!r}: run #{run.pk} is {state}.")
+            return redirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "mirror": mirror,
+            "command": command,
+            "next": back,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/mirrors_app/mirror/confirm_command.html", context)
+
+    def details_view(self, request, pk: int):
+        mirror = get_object_or_404(self.get_queryset(request), pk=pk)
+        if not self.has_view_permission(request, mirror):
+            raise PermissionDenied
+        details = reports.mirror_details(mirror)
+        run = details["latest_run"]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Details of mirror {mirror.name}",
+            "opts": self.model._meta,
+            "details": details,
+            "run": run,
+            "reasons": sorted((run.filtered_reasons if run else {}).items(), key=lambda i: -i[1]),
+        }
+        return TemplateResponse(request, "admin/mirrors_app/mirror/details.html", context)
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "mirror",
+        "state",
+        "trigger",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "seen",
+        "filtered",
+        "ingested",
+        "downloaded",
+        "failed",
+    ]
+    list_filter = ["state", "trigger"]
+    search_fields = ["mirror__name"]
+    list_select_related = ["mirror"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
