@@ -116,6 +116,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "psm.urls"
+FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour for bare host names in URL fields
 WSGI_APPLICATION = "psm.wsgi.application"
 
 TEMPLATES = [
@@ -173,8 +174,36 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
-PSM_OIDC_ENABLED = envbool("PSM_OIDC_ENABLED", False)
 LOGIN_URL = "admin:login"
+
+# Keycloak single sign-on through mozilla-django-oidc. Local logins stay available (break-glass).
+PSM_OIDC_ENABLED = envbool("PSM_OIDC_ENABLED", False)
+if PSM_OIDC_ENABLED:
+    _oidc_required = [
+        "OIDC_RP_CLIENT_ID",
+        "OIDC_RP_CLIENT_SECRET",
+        "OIDC_OP_AUTHORIZATION_ENDPOINT",
+        "OIDC_OP_TOKEN_ENDPOINT",
+        "OIDC_OP_USER_ENDPOINT",
+        "OIDC_OP_JWKS_ENDPOINT",
+    ]
+    _missing = [name for name in _oidc_required if not envsecret(name)]
+    if _missing:
+        raise ImproperlyConfigured(
+            f"PSM_OIDC_ENABLED is true but these are not set: {', '.join(_missing)}"
+        )
+    OIDC_RP_CLIENT_ID = envstr("OIDC_RP_CLIENT_ID")
+    OIDC_RP_CLIENT_SECRET = envsecret("OIDC_RP_CLIENT_SECRET")
+    OIDC_OP_AUTHORIZATION_ENDPOINT = envstr("OIDC_OP_AUTHORIZATION_ENDPOINT")
+    OIDC_OP_TOKEN_ENDPOINT = envstr("OIDC_OP_TOKEN_ENDPOINT")
+    OIDC_OP_USER_ENDPOINT = envstr("OIDC_OP_USER_ENDPOINT")
+    OIDC_OP_JWKS_ENDPOINT = envstr("OIDC_OP_JWKS_ENDPOINT")
+    OIDC_OP_LOGOUT_ENDPOINT = envstr("OIDC_OP_LOGOUT_ENDPOINT")
+    OIDC_RP_SIGN_ALGO = envstr("OIDC_RP_SIGN_ALGO", "RS256")
+    OIDC_RP_SCOPES = envstr("OIDC_RP_SCOPES", "openid email profile")
+    AUTHENTICATION_BACKENDS.insert(0, "mozilla_django_oidc.auth.OIDCAuthenticationBackend")
+    LOGIN_REDIRECT_URL = "/admin/"
+    LOGOUT_REDIRECT_URL = "/admin/"
 
 # --- I18N / time ----------------------------------------------------------------------------
 
@@ -195,6 +224,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        *(["mozilla_django_oidc.contrib.drf.OIDCAuthentication"] if PSM_OIDC_ENABLED else []),
     ],
     "DEFAULT_PERMISSION_CLASSES": ["psm.permissions.ModelPermissions"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
