@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
 from . import services
@@ -89,7 +90,7 @@ class ChannelAdmin(admin.ModelAdmin):
             "<table><thead><tr><th>Name</th><th>Type</th><th>Mode</th><th>Status</th>"
             "<th>Last updated</th><th>Actions</th></tr></thead><tbody>{}</tbody></table>"
             "<p><a class='addlink' href='{}'>Create mirror</a></p>",
-            rows or format_html("<tr><td colspan='6'>No mirrors yet.</td></tr>"),
+            rows or mark_safe("<tr><td colspan='6'>No mirrors yet.</td></tr>"),
             add_url,
         )
 

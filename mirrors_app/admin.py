@@ -9,6 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
 from channels_app.formats import FORMATS, kind_choices
@@ -32,6 +33,18 @@ class MirrorForm(forms.ModelForm):
         model = Mirror
         fields = ["channel", "name", "mode", "source_url", "kind", "cron", "policy", "options"]
         widgets = {"mode": forms.RadioSelect}
+
+    def clean(self):
+        cleaned_data = super().clean()
+        # Checked here, on the name field: on the change page `channel` is read-only, so Django
+        # would skip the unique (channel, name) constraint and the save would fail with a 500.
+        channel = cleaned_data.get("channel") if "channel" in self.fields else self.instance.channel
+        name = cleaned_data.get("name")
+        if channel and name:
+            clash = Mirror.objects.filter(channel=channel, name=name).exclude(pk=self.instance.pk)
+            if clash.exists():
+                self.add_error("name", "This channel already has a mirror with this name.")
+        return cleaned_data
 
 
 @admin.register(Mirror)
@@ -110,7 +123,33 @@ class MirrorAdmin(admin.ModelAdmin):
             self.message_user(request, warning, messages.WARNING)
 
     def delete_model(self, request, obj) -> None:
+        request._psm_channel_id = obj.channel_id  # where response_delete goes back to
         services.mirror_delete(mirror=obj)
+
+    def get_deleted_objects(self, objs, request):
+        # A mirror's runs go with it: deleting a mirror needs no separate "delete sync run" right.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(SyncRun._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
+    # After a save or delete Django returns to All Mirrors, a 403 for users without "view all
+    # mirrors" (e.g. who came from a channel's "Create mirror"): send them to the channel.
+    def _response_post_save(self, request, obj):
+        if request.user.has_perm("mirrors_app.view_all_mirrors"):
+            return super()._response_post_save(request, obj)
+        return self._back_to_channel(request, obj.channel_id)
+
+    def response_delete(self, request, obj_display, obj_id):
+        response = super().response_delete(request, obj_display, obj_id)
+        if request.user.has_perm("mirrors_app.view_all_mirrors") or response.status_code != 302:
+            return response
+        return self._back_to_channel(request, getattr(request, "_psm_channel_id", None))
+
+    def _back_to_channel(self, request, channel_id):
+        perms = ("channels_app.view_channel", "channels_app.change_channel")
+        if channel_id and any(request.user.has_perm(perm) for perm in perms):
+            return redirect("admin:channels_app_channel_change", channel_id)
+        return redirect("admin:index")
 
     def delete_queryset(self, request, queryset) -> None:
         for mirror in queryset:
@@ -213,7 +252,7 @@ class MirrorAdmin(admin.ModelAdmin):
         return format_html(
             "<table><tr><th>Run</th><th>State</th><th>Trigger</th><th>Queued</th>"
             "<th>Counts</th><th>Error</th></tr>{}</table>",
-            rows or format_html("<tr><td colspan='6'>No runs yet.</td></tr>"),
+            rows or mark_safe("<tr><td colspan='6'>No runs yet.</td></tr>"),
         )
 
     # --- Actions on selected mirrors ----------------------------------------------------------

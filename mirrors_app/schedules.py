@@ -54,8 +54,8 @@ def normalize_cron(value: str) -> str:
     return text
 
 
-def _crontab(cron: str) -> crontab:
-    return crontab(**dict(zip(FIELDS, cron.split(" "), strict=True)))
+def _crontab(cron: str, **options) -> crontab:
+    return crontab(**dict(zip(FIELDS, cron.split(" "), strict=True)), **options)
 
 
 def runs_more_than_daily(cron: str) -> bool:
@@ -66,7 +66,8 @@ def runs_more_than_daily(cron: str) -> bool:
 
 def next_run(cron: str, now: datetime | None = None) -> datetime:
     now = now or timezone.now()
-    return now + _crontab(cron).remaining_estimate(now)
+    # remaining_estimate counts from the schedule's own clock: make that clock `now` too.
+    return now + _crontab(cron, nowfun=lambda: now).remaining_estimate(now)
 
 
 def schedule_sync(mirror) -> PeriodicTask:

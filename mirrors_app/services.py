@@ -48,8 +48,9 @@ def mirror_save(*, mirror: Mirror, user=None, run_now: bool = False) -> SyncRun 
         mirror.full_clean()
         mirror.save()
         schedules.schedule_sync(mirror)
-        if run_now:
-            return mirror_run_now(mirror=mirror, user=user)
+    if run_now:
+        # After the save's transaction: MirrorBusy must not roll the saved settings back.
+        return mirror_run_now(mirror=mirror, user=user)
     return None
 
 

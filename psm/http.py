@@ -23,10 +23,21 @@ class UpstreamError(Exception):
     """An upstream request failed; the message says which URL and why."""
 
     def __init__(self, url: str, reason: str, *, status: int | None = None) -> None:
+        # The reason may quote the raw URL (requests' messages do); hide its secrets there too.
+        for secret in _secrets(url):
+            reason = reason.replace(secret, "***")
         self.url = url
         self.reason = reason
         self.status = status
         super().__init__(f"{redact(url)}: {reason}")
+
+
+def _secrets(url: str) -> list[str]:
+    """The parts of `url` that `redact` hides: password, `/t/<token>/` segments, query."""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    found = [segments[i + 1] for i, segment in enumerate(segments[:-1]) if segment == "t"]
+    return [secret for secret in (*found, parts.password, parts.query) if secret]
 
 
 def redact(url: str) -> str:

@@ -27,9 +27,9 @@ def envbool(name: str, default: bool) -> bool:
     value = os.environ.get(name, "").strip().lower()
     if not value:
         return default
-    if value in ("true", "1", "yes"):
+    if value == "true":
         return True
-    if value in ("false", "0", "no"):
+    if value == "false":
         return False
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
 

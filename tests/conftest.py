@@ -57,7 +57,9 @@ class Upstream:
         handler = functools.partial(_QuietHandler, directory=str(root))
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def write(self, path: str, content: bytes | str | dict) -> Path:
@@ -119,3 +121,60 @@ def conda_upstream(upstream):
         },
     )
     return upstream
+
+
+class _StubHandler(SimpleHTTPRequestHandler):
+    """Answers each path with the (status, body) registered for it; 404 otherwise."""
+
+    routes: dict[str, tuple[int, bytes]] = {}
+
+    def do_GET(self):  # noqa: N802 - stdlib signature
+        status, body = self.routes.get(self.path, (404, b"not found"))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        pass
+
+
+class StubUpstream:
+    """An HTTP server on 127.0.0.1 answering registered paths with any status (e.g. 500)."""
+
+    def __init__(self) -> None:
+        handler = type("Handler", (_StubHandler,), {"routes": {}})
+        self.routes = handler.routes
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def route(self, path: str, status: int = 200, body: bytes | str = b"") -> str:
+        """Answer `path` with `status` and `body`; return its full URL."""
+        self.routes[path] = (status, body.encode() if isinstance(body, str) else body)
+        return self.url + path
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub_upstream():
+    server = StubUpstream()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens, so connecting is refused."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

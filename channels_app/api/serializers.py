@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from psm.api import FullCleanMixin
@@ -43,6 +45,7 @@ class ChannelSerializer(FullCleanMixin, serializers.ModelSerializer):
         return super().validate(attrs)
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class ChannelPathField(serializers.RelatedField):
     """A channel written and shown as its path: `channel` or `channel/subchannel`."""
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -19,6 +20,7 @@ class _ChannelActions(viewsets.ModelViewSet):
     lookup_field = "name"
     lookup_value_regex = NAME_REGEX
 
+    @extend_schema(request=None)
     @action(
         detail=True, methods=["post"], permission_classes=[require("channels_app.freeze_channel")]
     )
@@ -28,6 +30,7 @@ class _ChannelActions(viewsets.ModelViewSet):
         services.channel_freeze(channel=channel, user=request.user)
         return Response(self.get_serializer(channel).data)
 
+    @extend_schema(request=None)
     @action(
         detail=True, methods=["post"], permission_classes=[require("channels_app.freeze_channel")]
     )

@@ -68,7 +68,7 @@ class CondaFormat(RepositoryFormat):
         if body is not None:
             try:
                 listed = [s for s in json.loads(body).get("subdirs", []) if s in KNOWN_SUBDIRS]
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, TypeError):
                 listed = []  # a broken channeldata.json only costs us the hint
         return sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"})
 

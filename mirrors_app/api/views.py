@@ -54,9 +54,12 @@ class MirrorViewSet(viewsets.ModelViewSet):
         for name, value in data.items():
             setattr(mirror, name, value)
         try:
-            services.mirror_save(mirror=mirror, user=self.request.user, run_now=run_now)
+            run = services.mirror_save(mirror=mirror, user=self.request.user, run_now=run_now)
         except services.MirrorBusy:
             pass  # saved; the run already in progress will pick up the new settings next time
+        else:
+            if run is not None:
+                mirror._active_runs = [run]  # the prefetched active runs predate this run
         serializer.instance = mirror
 
     def perform_destroy(self, instance: Mirror) -> None:

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The one test command: `bash scripts/test.sh [pytest arguments]`.
+#
+# Needs only Python 3.11+. Creates .venv, installs PSM with its test extras, makes sure
+# PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are running, starting or installing them
+# when it can, then runs ruff and pytest. Without PostgreSQL the tests fall back to SQLite (with a
+# warning); without Redis the worker integration tests use the embedded file-system broker.
+# An already-set DATABASE_URL or PSM_TEST_BROKER_URL is used as is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -f pyproject.toml ] || { echo "scripts/test.sh: cannot find the PSM repository" >&2; exit 1; }
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+PG_URL=postgres://postgres@127.0.0.1:5432/psm
+REDIS_URL=redis://127.0.0.1:6379/15
+
+say() { printf '==> %s\n' "$*"; }
+warn() { printf '\n*** WARNING: %s\n\n' "$*" >&2; }
+
+# --- Python environment ---------------------------------------------------------------------
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "scripts/test.sh needs Python 3.11 or newer as '$PYTHON' (set PYTHON=...)." >&2
+    exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+# Reinstall only when the dependencies may have changed since the last install.
+stamp="$VENV/.psm-test-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    say "installing psm with its test dependencies into $VENV"
+    "$VENV/bin/python" -m pip install --quiet -e ".[test]"
+    touch "$stamp"
+fi
+PY="$VENV/bin/python"
+
+# --- System services ------------------------------------------------------------------------
+
+apt_updated=""
+apt_install() {
+    # Only as root on a Debian-like system; anything else is left to the developer.
+    command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ] || return 1
+    say "installing $* with apt-get"
+    if [ -z "$apt_updated" ]; then
+        apt-get update -qq && apt_updated=1 || return 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Wait up to $1 seconds for the command that follows to succeed.
+wait_for() {
+    local seconds=$1
+    shift
+    for _ in $(seq "$((seconds * 2))"); do
+        "$@" && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+pg_ok() {
+    # Connects (and authenticates) as the tests will, to the always-present `postgres` database.
+    "$PY" -c 'import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()' \
+        "${PG_URL%/*}/postgres" >/dev/null 2>&1
+}
+
+start_postgres() {
+    local installed=""
+    if [ ! -d /etc/postgresql ] || ! command -v pg_ctlcluster >/dev/null; then
+        apt_install postgresql || return 1
+        installed=1
+    fi
+    local version
+    for version in $(ls /etc/postgresql); do
+        if [ -n "$installed" ]; then
+            # A cluster we just installed: let the tests in as `postgres` from loopback.
+            sed -i '1i host all postgres 127.0.0.1/32 trust' \
+                "/etc/postgresql/$version/main/pg_hba.conf"
+        fi
+        say "starting PostgreSQL $version"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+        if [ -n "$installed" ]; then  # the package may have started it before our pg_hba line
+            pg_ctlcluster --skip-systemctl-redirect "$version" main reload >/dev/null 2>&1 || true
+        fi
+    done
+    wait_for 15 pg_ok
+}
+
+redis_ok() {
+    "$PY" -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_timeout=2).ping()' \
+        "$REDIS_URL" >/dev/null 2>&1
+}
+
+start_redis() {
+    command -v redis-server >/dev/null || apt_install redis-server || return 1
+    say "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        >/dev/null || return 1
+    wait_for 10 redis_ok
+}
+
+if [ -n "${DATABASE_URL:-}" ]; then
+    say "database: DATABASE_URL as set"
+elif pg_ok || start_postgres; then
+    export DATABASE_URL="$PG_URL"
+    say "database: PostgreSQL at 127.0.0.1:5432"
+else
+    warn "PostgreSQL is not reachable on 127.0.0.1:5432 as user postgres (trust auth) and could
+not be started or installed: the tests run on SQLite instead. CI must run them on PostgreSQL."
+fi
+
+if [ -n "${PSM_TEST_BROKER_URL:-}" ]; then
+    say "broker: PSM_TEST_BROKER_URL as set"
+elif redis_ok || start_redis; then
+    export PSM_TEST_BROKER_URL="$REDIS_URL"
+    say "broker: Redis at 127.0.0.1:6379"
+else
+    say "broker: Redis unavailable; the worker tests use the embedded file-system broker"
+fi
+
+# Every file the tests write (embedded broker, SQLite test database, blobs) goes here.
+PSM_DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/psm-test.XXXXXX")
+export PSM_DATA_DIR
+trap 'rm -rf "$PSM_DATA_DIR"' EXIT
+
+# --- Lint and test --------------------------------------------------------------------------
+
+say "ruff check"
+"$VENV/bin/ruff" check .
+
+say "pytest $*"
+status=0
+"$PY" -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no tests: that is a failure." >&2
+fi
+exit "$status"

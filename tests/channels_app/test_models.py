@@ -1,0 +1,153 @@
+"""Channels: names, subchannels, package types, policies, freezing and lookup by path."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from channels_app import services
+from channels_app.models import Channel
+from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _errors(channel: Channel) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as caught:
+        channel.full_clean()
+    return caught.value.message_dict
+
+
+@pytest.mark.parametrize("name", ["My-Channel", "UPPER", "has space", "dot.ted", "-dash", "_x", ""])
+def test_channel_name_rejects_bad_characters_and_upper_case(name):
+    assert "name" in _errors(Channel(name=name, kind="conda"))
+
+
+@pytest.mark.parametrize("name", ["main", "conda-forge", "r_2", "0day"])
+def test_channel_name_accepts_lower_case_digits_dash_underscore(name):
+    Channel(name=name, kind="conda").full_clean()
+
+
+def test_top_level_channel_names_are_unique():
+    ChannelFactory(name="main")
+    errors = _errors(Channel(name="main", kind="pypi"))
+    assert "A channel with this name already exists." in str(errors)
+
+
+def test_database_rejects_a_duplicate_top_level_name():
+    ChannelFactory(name="main")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Channel.objects.create(name="main", kind="conda")
+
+
+def test_subchannel_may_share_a_top_level_channels_name():
+    ChannelFactory(name="main")
+    other = ChannelFactory(name="other")
+    Channel(name="main", kind="conda", parent=other).full_clean()
+
+
+def test_subchannels_are_one_level_deep_only():
+    top = ChannelFactory(name="top")
+    sub = ChannelFactory(name="sub", parent=top)
+    errors = _errors(Channel(name="deeper", kind="conda", parent=sub))
+    assert errors["parent"] == ["Subchannels are one level deep only."]
+
+
+def test_channel_with_subchannels_cannot_become_a_subchannel():
+    top = ChannelFactory(name="top")
+    ChannelFactory(name="sub", parent=top)
+    other = ChannelFactory(name="other")
+    top.parent = other
+    assert "parent" in _errors(top)
+
+
+def test_channel_cannot_be_its_own_subchannel():
+    channel = ChannelFactory(name="self")
+    channel.parent = channel
+    assert "parent" in _errors(channel)
+
+
+def test_subchannel_names_are_unique_within_their_parent():
+    top = ChannelFactory(name="top")
+    ChannelFactory(name="dev", parent=top)
+    errors = _errors(Channel(name="dev", kind="conda", parent=top))
+    assert "This channel already has a subchannel with this name." in str(errors)
+
+
+def test_same_subchannel_name_is_allowed_under_different_parents():
+    ChannelFactory(name="dev", parent=ChannelFactory(name="one"))
+    Channel(name="dev", kind="conda", parent=ChannelFactory(name="two")).full_clean()
+
+
+def test_unknown_kind_is_rejected_naming_the_known_kinds():
+    errors = _errors(Channel(name="main", kind="rpm"))
+    assert errors["kind"] == ["Unknown package type 'rpm'; choose one of: conda, cran, pypi."]
+
+
+@pytest.mark.parametrize("kind", ["conda", "pypi", "cran"])
+def test_registered_kinds_are_accepted(kind):
+    Channel(name="main", kind=kind).full_clean()
+
+
+def test_channel_policy_already_used_by_one_of_its_mirrors_is_rejected():
+    policy = PolicyFactory(name="strict")
+    mirror = MirrorFactory(name="forge", policy=policy)
+    channel = mirror.channel
+    channel.policy = policy
+    errors = _errors(channel)
+    assert errors["policy"] == [
+        "Policy 'strict' is already applied to mirror 'forge' of this channel; "
+        "a policy cannot be on both."
+    ]
+
+
+def test_channel_policy_different_from_its_mirrors_policies_is_fine():
+    mirror = MirrorFactory(policy=PolicyFactory())
+    channel = mirror.channel
+    channel.policy = PolicyFactory()
+    channel.full_clean()
+
+
+def test_freeze_records_who_and_when_and_is_idempotent():
+    channel = ChannelFactory()
+    user = UserFactory()
+    assert services.channel_freeze(channel=channel, user=user) is True
+    channel.refresh_from_db()
+    assert channel.frozen is True
+    assert channel.frozen_by == user
+    assert channel.frozen_at is not None
+    first_frozen_at = channel.frozen_at
+
+    assert services.channel_freeze(channel=channel, user=UserFactory()) is False
+    channel.refresh_from_db()
+    assert channel.frozen_by == user
+    assert channel.frozen_at == first_frozen_at
+
+
+def test_unfreeze_clears_who_and_when_and_is_idempotent():
+    channel = ChannelFactory()
+    user = UserFactory()
+    services.channel_freeze(channel=channel, user=user)
+    assert services.channel_unfreeze(channel=channel, user=user) is True
+    channel.refresh_from_db()
+    assert (channel.frozen, channel.frozen_by, channel.frozen_at) == (False, None, None)
+    assert services.channel_unfreeze(channel=channel, user=user) is False
+
+
+def test_get_by_path_finds_channels_and_subchannels():
+    top = ChannelFactory(name="main")
+    sub = ChannelFactory(name="dev", parent=top)
+    ChannelFactory(name="dev")  # a top-level namesake of the subchannel
+    assert Channel.objects.get_by_path("main") == top
+    assert Channel.objects.get_by_path("main/dev") == sub
+    assert Channel.objects.get_by_path("/main/dev/") == sub
+    assert Channel.objects.get_by_path("dev") != sub
+    assert sub.path == "main/dev"
+
+
+@pytest.mark.parametrize("path", ["missing", "main/missing", "dev/main", "main/dev/deeper"])
+def test_get_by_path_raises_does_not_exist_for_unknown_paths(path):
+    ChannelFactory(name="dev", parent=ChannelFactory(name="main"))
+    with pytest.raises(Channel.DoesNotExist):
+        Channel.objects.get_by_path(path)

@@ -1,0 +1,188 @@
+"""The sync orchestrator and the Celery task that wraps it, against loopback upstreams."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from mirrors_app import services, tasks
+from mirrors_app.models import Mirror, SyncRun
+from mirrors_app.sync import run_sync
+from psm.http import UpstreamClient
+from tests.conftest import conda_record
+from tests.factories import MirrorFactory, SyncRunFactory
+
+pytestmark = pytest.mark.django_db
+State = SyncRun.State
+
+
+def _claimed_run(source_url: str, **mirror_fields) -> SyncRun:
+    mirror = MirrorFactory(source_url=source_url, **mirror_fields)
+    run = SyncRunFactory(mirror=mirror, state=State.QUEUED)
+    claimed = services.sync_run_claim(run_id=run.pk)
+    assert claimed is not None
+    return claimed
+
+
+def _reload(obj):
+    obj.refresh_from_db()
+    return obj
+
+
+def test_run_against_a_conda_channel_completes_and_counts_every_record(conda_upstream):
+    run = _claimed_run(conda_upstream.url)
+    assert run_sync(run) == State.COMPLETED
+    run = _reload(run)
+    assert run.state == State.COMPLETED
+    assert run.seen == 3
+    assert run.step == "done"
+    assert run.heartbeat_at is not None
+    assert run.finished_at is not None
+    assert run.error == ""
+    mirror = _reload(run.mirror)
+    assert mirror.status == Mirror.Status.COMPLETED
+    assert mirror.last_synced_at == run.finished_at
+
+
+def test_run_honours_the_mirrors_subdirs_option(conda_upstream):
+    run = _claimed_run(conda_upstream.url, options={"subdirs": ["noarch"]})
+    assert run_sync(run) == State.COMPLETED
+    assert _reload(run).seen == 2
+
+
+def test_run_against_malformed_repodata_fails_naming_the_url(conda_upstream):
+    conda_upstream.write("linux-64/repodata.json", b"<html>not json</html>")
+    run = _claimed_run(conda_upstream.url)
+    assert run_sync(run) == State.FAILED
+    run = _reload(run)
+    assert run.state == State.FAILED
+    assert f"{conda_upstream.url}/linux-64/repodata.json" in run.error
+    assert "not valid JSON" in run.error
+    assert _reload(run.mirror).status == Mirror.Status.FAILED
+
+
+def test_run_against_an_unreachable_upstream_fails_with_a_clear_error(refused_url):
+    run = _claimed_run(refused_url + "/conda-forge")
+    assert run_sync(run) == State.FAILED
+    run = _reload(run)
+    assert run.error.startswith(f"{refused_url}/conda-forge/")
+    assert "request failed: ConnectionError" in run.error
+    assert run.finished_at is not None
+    assert _reload(run.mirror).status == Mirror.Status.FAILED
+
+
+def test_run_against_an_upstream_server_error_fails(stub_upstream):
+    stub_upstream.route("/channel/channeldata.json", 503, b"down")
+    run = _claimed_run(stub_upstream.url + "/channel")
+    assert run_sync(run) == State.FAILED
+    assert "HTTP 503" in _reload(run).error
+
+
+def test_stop_before_the_first_batch_ends_the_run_stopped(conda_upstream):
+    run = _claimed_run(conda_upstream.url)
+    services.mirror_stop(mirror=run.mirror)
+    assert run_sync(run) == State.STOPPED
+    run = _reload(run)
+    assert run.state == State.STOPPED
+    assert run.finished_at is not None
+    assert run.error == ""
+    assert _reload(run.mirror).status == Mirror.Status.STOPPED
+
+
+def test_stop_mid_run_ends_stopped_and_keeps_the_counters(conda_upstream, monkeypatch):
+    # linux-64 (1 record) is read before noarch (2): ask to stop as the second subdir is fetched.
+    run = _claimed_run(conda_upstream.url)
+    real_fetch = UpstreamClient.fetch
+
+    def fetch_then_stop(client, url, **kwargs):
+        if url.endswith("/noarch/repodata.json"):
+            services.mirror_stop(mirror=run.mirror)
+        return real_fetch(client, url, **kwargs)
+
+    monkeypatch.setattr(UpstreamClient, "fetch", fetch_then_stop)
+    assert run_sync(run) == State.STOPPED
+    run = _reload(run)
+    assert run.state == State.STOPPED
+    assert run.seen == 3  # the last flush kept what was read before the stop was seen
+    assert run.finished_at is not None
+    assert _reload(run.mirror).status == Mirror.Status.STOPPED
+
+
+def test_large_index_is_counted_across_several_batches(upstream):
+    records = {f"pkg{i}-1.0-0.conda": conda_record(f"pkg{i}", "1.0") for i in range(2500)}
+    upstream.write("channeldata.json", {"subdirs": ["noarch"]})
+    upstream.write("noarch/repodata.json", {"packages.conda": records})
+    run = _claimed_run(upstream.url)
+    assert run_sync(run) == State.COMPLETED
+    assert _reload(run).seen == 2500
+
+
+def test_mirror_deleted_mid_run_does_not_crash(conda_upstream, monkeypatch):
+    run = _claimed_run(conda_upstream.url)
+    real_fetch = UpstreamClient.fetch
+
+    def fetch_then_delete(client, url, **kwargs):
+        if url.endswith("/noarch/repodata.json") and Mirror.objects.exists():
+            services.mirror_delete(mirror=Mirror.objects.get())
+        return real_fetch(client, url, **kwargs)
+
+    monkeypatch.setattr(UpstreamClient, "fetch", fetch_then_delete)
+    assert run_sync(run) == State.STOPPED
+    assert not SyncRun.objects.exists()
+    assert not Mirror.objects.exists()
+
+
+def test_run_whose_mirror_was_deleted_before_it_started_ends_quietly(conda_upstream):
+    run = _claimed_run(conda_upstream.url)
+    Mirror.objects.all().delete()
+    assert run_sync(run) == State.STOPPED
+
+
+def test_task_runs_the_given_queued_run(conda_upstream):
+    mirror = MirrorFactory(source_url=conda_upstream.url)
+    run = services.sync_run_create(mirror=mirror)
+    assert tasks.sync_mirror(mirror_id=mirror.pk, run_id=run.pk) == State.COMPLETED
+    assert _reload(run).state == State.COMPLETED
+    assert _reload(run).seen == 3
+
+
+def test_task_does_nothing_for_a_run_stopped_before_it_started(conda_upstream):
+    mirror = MirrorFactory(source_url=conda_upstream.url)
+    run = services.sync_run_create(mirror=mirror)
+    services.mirror_stop(mirror=mirror)
+    assert tasks.sync_mirror(mirror_id=mirror.pk, run_id=run.pk) is None
+    assert _reload(run).state == State.STOPPED
+    assert _reload(run).started_at is None
+
+
+def test_scheduled_task_creates_and_completes_a_run(conda_upstream):
+    mirror = MirrorFactory(source_url=conda_upstream.url)
+    assert tasks.sync_mirror(mirror_id=mirror.pk) == State.COMPLETED
+    (run,) = SyncRun.objects.all()
+    assert run.trigger == SyncRun.Trigger.SCHEDULE
+    assert run.state == State.COMPLETED
+    assert run.seen == 3
+
+
+def test_scheduled_task_skips_while_a_run_is_active(conda_upstream):
+    mirror = MirrorFactory(source_url=conda_upstream.url)
+    active = SyncRunFactory(mirror=mirror, state=State.RUNNING)
+    assert tasks.sync_mirror(mirror_id=mirror.pk, run_id=None) is None
+    assert _reload(active).state == State.RUNNING
+    assert SyncRun.objects.filter(state=State.SKIPPED).count() == 1
+
+
+def test_scheduled_task_for_a_deleted_mirror_does_nothing():
+    assert tasks.sync_mirror(mirror_id=987654) is None
+    assert not SyncRun.objects.exists()
+
+
+def test_fail_stale_runs_task_fails_runs_without_a_heartbeat(settings):
+    stale = SyncRunFactory(
+        state=State.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.PSM_RUN_STALE_AFTER + 5),
+    )
+    assert tasks.fail_stale_runs() == 1
+    assert _reload(stale).state == State.FAILED

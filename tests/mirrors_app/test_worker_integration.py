@@ -1,0 +1,305 @@
+"""Mirror runs through a real Celery worker process and a real broker.
+
+The broker is PSM_TEST_BROKER_URL when set (Redis in CI), else the embedded file-system broker in
+the shared PSM_DATA_DIR. The worker is started per test on the test database and killed after it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from mirrors_app import schedules, services
+from mirrors_app.models import Mirror, SyncRun
+from psm.celery import app as celery_app
+from tests.factories import MirrorFactory, SyncRunFactory
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+State = SyncRun.State
+TIMEOUT = 60.0
+READY = re.compile(r"@\S+ ready\.")
+TASK_DONE = re.compile(r"Task mirrors\.sync_mirror\[[^\]]+\] succeeded")
+
+
+def wait_until(predicate: Callable[[], object], what: str, worker: Worker) -> object:
+    """Poll `predicate` until it returns something truthy; fail with the worker's log if not."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {TIMEOUT:.0f}s waiting for {what}\n{worker.output()}")
+
+
+def wait_finished(run: SyncRun, worker: Worker) -> SyncRun:
+    def finished() -> SyncRun | None:
+        current = SyncRun.objects.get(pk=run.pk)
+        return None if current.is_active else current
+
+    return wait_until(finished, f"run #{run.pk} to finish", worker)
+
+
+# --- The worker and its broker ----------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(monkeypatch):
+    """Point this process's Celery app at the test broker; skip if it cannot be reached."""
+    url = os.environ.get("PSM_TEST_BROKER_URL", "")
+    saved = celery_app.conf["broker_url"], celery_app.conf.broker_transport_options
+    if url:
+        # Celery reads CELERY_BROKER_URL from the environment before its configuration.
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
+        celery_app.conf.broker_url = url
+        celery_app.conf.broker_transport_options = {}
+    _forget_connections()
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=5)
+    except Exception as exc:  # kombu raises the transport's own errors
+        _forget_connections()
+        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
+        pytest.skip(f"the Celery broker {url or '(embedded)'} cannot be reached: {exc}")
+    yield url
+    monkeypatch.undo()
+    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
+    _forget_connections()
+
+
+def _forget_connections() -> None:
+    """Drop pooled broker connections so a changed broker URL takes effect."""
+    celery_app.close()
+    celery_app.amqp._producer_pool = None
+
+
+def _worker_database_url() -> str:
+    """DATABASE_URL of the test database this process uses, for the worker."""
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        if not Path(str(name)).is_absolute():
+            pytest.skip(f"the SQLite test database {name!r} is not a file a worker can open")
+        return f"sqlite:///{name}"
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return parts._replace(path="/" + quote(str(name))).geturl()
+
+
+class Worker:
+    """A `celery worker` subprocess whose combined output is collected as it runs."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "psm",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            "-Q",
+            "celery",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+            # Messages left by earlier tests or sessions must not reach this test's worker.
+            "--purge",
+            "-n",
+            f"psm-test-{os.getpid()}@%h",
+        ]
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            command,
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def output(self) -> str:
+        return "--- worker output ---\n" + "".join(self.lines)
+
+    def saw(self, pattern: re.Pattern) -> bool:
+        return any(pattern.search(line) for line in list(self.lines))
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not self.saw(READY):
+            if self.process.poll() is not None:
+                pytest.fail(f"the worker exited with {self.process.returncode}\n{self.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the worker was not ready after {TIMEOUT:.0f}s\n{self.output()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # warm shutdown
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(timeout=5)
+
+
+@pytest.fixture
+def worker(transactional_db, broker):
+    """A ready worker on the test database and the test broker; terminated after the test."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "psm.settings"),
+        "DATABASE_URL": _worker_database_url(),
+        "PSM_DATA_DIR": str(settings.DATA_DIR),  # the embedded broker's folder lives here
+        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
+        "PSM_HTTP_RETRIES": "0",
+        "PSM_HTTP_TIMEOUT": "10",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if broker:
+        env["CELERY_BROKER_URL"] = broker
+    process = Worker(env)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+# --- An upstream that holds a request until the test lets it go -------------------------------
+
+
+class _GatedHandler(SimpleHTTPRequestHandler):
+    def do_GET(self) -> None:
+        server = self.server
+        if self.path == server.gate_path:
+            server.arrived.set()
+            server.release.wait(TIMEOUT)
+        super().do_GET()
+
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        pass
+
+
+class GatedUpstream:
+    """Serve `root` on 127.0.0.1; a GET of `gate_path` waits until `release` is set."""
+
+    def __init__(self, root: Path, gate_path: str) -> None:
+        handler = functools.partial(_GatedHandler, directory=str(root))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.server.gate_path = gate_path
+        self.arrived = self.server.arrived = threading.Event()
+        self.release = self.server.release = threading.Event()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- Tests ------------------------------------------------------------------------------------
+
+
+def test_worker_runs_a_queued_mirror_to_completion(worker, conda_upstream):
+    mirror = MirrorFactory(source_url=conda_upstream.url)
+
+    run = services.mirror_run_now(mirror=mirror)
+
+    run = wait_finished(run, worker)
+    assert run.state == State.COMPLETED, f"{run.error}\n{worker.output()}"
+    assert run.seen == 3
+    assert run.started_at is not None and run.finished_at is not None
+    mirror.refresh_from_db()
+    assert mirror.status == Mirror.Status.COMPLETED
+    assert mirror.last_synced_at is not None
+
+
+def test_scheduled_tick_while_a_run_is_active_is_recorded_as_skipped(worker):
+    mirror = MirrorFactory()
+    now = timezone.now()
+    active = SyncRunFactory(mirror=mirror, state=State.RUNNING, started_at=now, heartbeat_at=now)
+    Mirror.objects.filter(pk=mirror.pk).update(status=Mirror.Status.RUNNING)
+
+    # What beat sends on the mirror's cron tick.
+    celery_app.send_task(schedules.SYNC_TASK, kwargs={"mirror_id": mirror.pk})
+
+    skipped = wait_until(
+        lambda: SyncRun.objects.filter(mirror=mirror, state=State.SKIPPED).first(),
+        "the skipped run",
+        worker,
+    )
+    assert skipped.trigger == SyncRun.Trigger.SCHEDULE
+    assert f"run #{active.pk}" in skipped.error
+    assert skipped.finished_at is not None
+    assert list(mirror.runs.active()) == [active]
+    untouched = SyncRun.objects.get(pk=active.pk)
+    assert untouched.state == State.RUNNING
+    assert (untouched.started_at, untouched.heartbeat_at) == (now, now)
+    mirror.refresh_from_db()
+    assert mirror.status == Mirror.Status.RUNNING
+
+
+def test_run_stopped_while_queued_is_not_run_by_the_worker(worker, conda_upstream):
+    mirror = MirrorFactory(source_url=conda_upstream.url)
+
+    with transaction.atomic():  # the task message is sent on commit, after the stop
+        run = services.mirror_run_now(mirror=mirror)
+        services.mirror_stop(mirror=mirror)
+
+    wait_until(lambda: worker.saw(TASK_DONE), "the worker to handle the task", worker)
+    run.refresh_from_db()
+    assert run.state == State.STOPPED
+    assert run.started_at is None
+    assert run.seen == 0
+    mirror.refresh_from_db()
+    assert mirror.status == Mirror.Status.STOPPED
+
+
+def test_stop_during_a_run_ends_it_stopped(worker, conda_upstream):
+    upstream = GatedUpstream(conda_upstream.root, gate_path="/channeldata.json")
+    try:
+        mirror = MirrorFactory(source_url=upstream.url)
+        run = services.mirror_run_now(mirror=mirror)
+        if not upstream.arrived.wait(TIMEOUT):
+            pytest.fail(f"the worker never fetched the source index\n{worker.output()}")
+        assert SyncRun.objects.get(pk=run.pk).state == State.RUNNING
+
+        services.mirror_stop(mirror=mirror)
+        assert SyncRun.objects.get(pk=run.pk).state == State.STOPPING
+        upstream.release.set()
+
+        run = wait_finished(run, worker)
+    finally:
+        upstream.close()
+    assert run.state == State.STOPPED, f"{run.error}\n{worker.output()}"
+    assert run.finished_at is not None
+    mirror.refresh_from_db()
+    assert mirror.status == Mirror.Status.STOPPED
+    assert mirror.last_synced_at is not None
