@@ -60,6 +60,14 @@ class Channel(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     frozen_at = models.DateTimeField(null=True, blank=True)
+    # Bumped by every write to the channel's packages; publishing records the version it
+    # rendered, so "is the published index behind?" is one comparison.
+    content_version = models.BigIntegerField(default=0, editable=False)
+    published_version = models.BigIntegerField(default=0, editable=False)
+    published_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Index-level metadata kept besides the packages, per mirror and unit, e.g. conda's
+    # `removed` list: {"<mirror id>": {"linux-64": {"removed": [...]}}}.
+    index_extras = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -131,7 +139,7 @@ class Artifact(models.Model):
 
     @property
     def storage_path(self) -> str:
-        return f"blobs/{self.sha256[:2]}/{self.sha256[2:4]}/{self.sha256}"
+        return f"blobs/{self.sha256[:2]}/{self.sha256[2:4]}/{self.sha256}"  # storage.blob_path
 
 
 class Package(models.Model):
@@ -160,9 +168,22 @@ class Package(models.Model):
     md5 = models.CharField(max_length=32, blank=True)
     size = models.BigIntegerField(null=True, blank=True)
     upstream_url = models.TextField(blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    # The upstream index entry, verbatim (compact JSON for conda), served back as is.
+    record = models.TextField(blank=True)
+    # 64-bit digest of `record`: a sync compares it instead of the text to find changes.
+    record_hash = models.BigIntegerField(default=0)
     artifact = models.ForeignKey(
         Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="packages"
+    )
+    on_demand = models.BooleanField(
+        default=False, help_text="Passive: fetched from upstream on its first request."
+    )
+    removed = models.BooleanField(
+        default=False,
+        help_text="Gone upstream or filtered out; still served until the next publish drops it.",
+    )
+    error = models.CharField(
+        max_length=500, blank=True, help_text="Why the file could not be mirrored."
     )
     added_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -174,12 +195,46 @@ class Package(models.Model):
                 fields=["channel", "subdir", "filename"], name="package_file_unique_in_channel"
             ),
         ]
-        indexes = [models.Index(fields=["channel", "name"], name="package_channel_name")]
+        indexes = [
+            models.Index(fields=["channel", "name"], name="package_channel_name"),
+            models.Index(fields=["mirror", "subdir"], name="package_mirror_subdir"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.channel}/{self.subdir}/{self.filename}" if self.subdir else self.filename
 
     @property
+    def path(self) -> str:
+        return f"{self.subdir}/{self.filename}" if self.subdir else self.filename
+
+    @property
+    def is_servable(self) -> bool:
+        """Stored here, or a passive file we may fetch on request."""
+        return self.artifact_id is not None or self.on_demand
+
+    @property
     def is_stored(self) -> bool:
         """Active (bytes stored locally) rather than passive (fetched on first request)."""
         return self.artifact_id is not None
+
+
+class PublishedFile(models.Model):
+    """An index file clients read (e.g. `linux-64/repodata.json`), as last published.
+
+    A publish renders every index file of a channel to blobs, then replaces the channel's rows in
+    one transaction, so clients switch from one consistent snapshot to the next.
+    """
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="published_files")
+    path = models.CharField(max_length=255)
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    content_type = models.CharField(max_length=100)
+    published_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["channel", "path"], name="published_file_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}/{self.path}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from . import tasks
 from .models import Channel
 
 
@@ -24,4 +25,6 @@ def channel_unfreeze(*, channel: Channel, user) -> bool:
         return False
     channel.unfreeze()
     channel.save(update_fields=["frozen", "frozen_by", "frozen_at", "updated_at"])
+    # Publish what was prepared while frozen, in one step, off the request.
+    transaction.on_commit(lambda: tasks.publish_channel.delay(channel.pk))
     return True

@@ -1,4 +1,4 @@
-"""Content-addressed package files over Django's storage API.
+"""Content-addressed files over Django's storage API.
 
 A file is stored once under `blobs/<sha256>`, whichever channels list it. Bytes are hashed while
 they are written to a temporary file, checked against what upstream promised, and only then moved
@@ -10,16 +10,79 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterable
+from typing import BinaryIO
 
+import requests
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
+
+from psm.http import CHUNK_SIZE, UpstreamClient, UpstreamError, open_stream
 
 from .models import Artifact
 
 
 class IntegrityError(Exception):
     """The bytes do not match the expected checksum or size."""
+
+
+def blob_path(sha256: str) -> str:
+    return f"blobs/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+class BlobWriter:
+    """A file being written into storage: hashed as it is written, published only by `commit`.
+
+    Use as a context manager; leaving it without `commit` (or with an exception) discards the
+    bytes. Touches no database, so download threads can use it.
+    """
+
+    def __init__(self, *, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._sha256, self._md5 = hashlib.sha256(), hashlib.md5()
+        self._tmp = tempfile.NamedTemporaryFile(dir=_tmp_dir(), delete=False)
+
+    def write(self, chunk: bytes) -> int:
+        self.size += len(chunk)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise IntegrityError(f"more than the expected {self.max_bytes} bytes")
+        self._sha256.update(chunk)
+        self._md5.update(chunk)
+        return self._tmp.write(chunk)
+
+    def commit(
+        self, *, sha256: str | None = None, md5: str | None = None, size: int | None = None
+    ) -> tuple[str, int]:
+        """Check the bytes against what was promised, move them into place; return (sha256, size)."""
+        self._tmp.close()
+        digest = self._sha256.hexdigest()
+        if size is not None and self.size != size:
+            raise IntegrityError(f"size {self.size} does not match the expected {size}")
+        if sha256 and digest != sha256.lower():
+            raise IntegrityError(f"sha256 {digest} does not match the expected {sha256}")
+        if md5 and self._md5.hexdigest() != md5.lower():
+            raise IntegrityError(f"md5 {self._md5.hexdigest()} does not match the expected {md5}")
+        path = blob_path(digest)
+        if not default_storage.exists(path):
+            with open(self._tmp.name, "rb") as source:
+                default_storage.save(path, _VerifiedFile(source))
+        self.discard()
+        return digest, self.size
+
+    def discard(self) -> None:
+        self._tmp.close()
+        if os.path.exists(self._tmp.name):  # local storage may have moved it into place
+            os.unlink(self._tmp.name)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.discard()
 
 
 def store(
@@ -31,34 +94,26 @@ def store(
     max_bytes: int | None = None,
 ) -> Artifact:
     """Write the chunks to storage if they match the expected digests; return their Artifact."""
-    sha, md5sum, total = hashlib.sha256(), hashlib.md5(), 0
-    with tempfile.NamedTemporaryFile(dir=_tmp_dir(), delete=False) as tmp:
-        try:
-            for chunk in chunks:
-                total += len(chunk)
-                limit = max_bytes if max_bytes is not None else size
-                if limit is not None and total > limit:
-                    raise IntegrityError(f"more than the expected {limit} bytes")
-                sha.update(chunk)
-                md5sum.update(chunk)
-                tmp.write(chunk)
-            tmp.flush()
-            digest = sha.hexdigest()
-            if size is not None and total != size:
-                raise IntegrityError(f"size {total} does not match the expected {size}")
-            if sha256 and digest != sha256.lower():
-                raise IntegrityError(f"sha256 {digest} does not match the expected {sha256}")
-            if md5 and md5sum.hexdigest() != md5.lower():
-                raise IntegrityError(f"md5 {md5sum.hexdigest()} does not match the expected {md5}")
-            artifact = Artifact(sha256=digest, size=total)
-            if not default_storage.exists(artifact.storage_path):
-                with open(tmp.name, "rb") as source:
-                    default_storage.save(artifact.storage_path, _VerifiedFile(source))
-        finally:
-            if os.path.exists(tmp.name):  # local storage moved it into place
-                os.unlink(tmp.name)
-    artifact, _ = Artifact.objects.get_or_create(sha256=digest, defaults={"size": total})
+    with BlobWriter(max_bytes=max_bytes if max_bytes is not None else size) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+        digest, total = writer.commit(sha256=sha256, md5=md5, size=size)
+    return artifact_for(digest, total)
+
+
+def artifact_for(sha256: str, size: int) -> Artifact:
+    """The Artifact row of a committed blob."""
+    artifact, _ = Artifact.objects.get_or_create(sha256=sha256, defaults={"size": size})
     return artifact
+
+
+def open_artifact(artifact: Artifact) -> BinaryIO:
+    """Open a stored file for reading."""
+    return default_storage.open(artifact.storage_path, "rb")
+
+
+def delete_blob(sha256: str) -> None:
+    default_storage.delete(blob_path(sha256))
 
 
 class _VerifiedFile(File):
@@ -69,11 +124,6 @@ class _VerifiedFile(File):
         return self.file.name
 
 
-def open_artifact(artifact: Artifact):
-    """Open a stored file for reading."""
-    return default_storage.open(artifact.storage_path, "rb")
-
-
 def _tmp_dir() -> str | None:
     # Same file system as local storage, so the final move is cheap; None = system temp dir.
     location = getattr(default_storage, "location", None)
@@ -82,3 +132,47 @@ def _tmp_dir() -> str | None:
         os.makedirs(path, exist_ok=True)
         return path
     return None
+
+
+def download(
+    client: UpstreamClient,
+    url: str,
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    size: int | None = None,
+    stop: threading.Event | None = None,
+) -> tuple[str, int]:
+    """Fetch a package file into storage, verified; return (sha256, size). No database access.
+
+    Transient failures (connection refused or cut, 5xx) are retried; a checksum mismatch or a
+    404 is not. Raises UpstreamError, IntegrityError, or Stopped when `stop` is set.
+    """
+    attempts = settings.PSM_HTTP_RETRIES + 1
+    for attempt in range(attempts):
+        try:
+            with BlobWriter(max_bytes=size) as writer:
+                with open_stream(client.session, url) as response:
+                    if response.status_code != 200:
+                        raise UpstreamError(
+                            url, f"HTTP {response.status_code}", status=response.status_code
+                        )
+                    try:
+                        for chunk in response.iter_content(CHUNK_SIZE):
+                            if stop is not None and stop.is_set():
+                                raise Stopped
+                            writer.write(chunk)
+                    except requests.RequestException as exc:
+                        raise UpstreamError(
+                            url, f"download interrupted: {exc}", transient=True
+                        ) from exc
+                return writer.commit(sha256=sha256, md5=None if sha256 else md5, size=size)
+        except UpstreamError as exc:
+            if not exc.transient or attempt + 1 == attempts:
+                raise
+            time.sleep(min(0.5 * 2**attempt, 10))
+    raise AssertionError("unreachable")
+
+
+class Stopped(Exception):
+    """A download was abandoned because its run is stopping."""

@@ -97,6 +97,9 @@ class Mirror(models.Model):
         help_text=HELP["policy"],
     )
     options = models.JSONField(default=dict, blank=True, help_text=HELP["options"])
+    # Per index file: the validators of the last fully ingested response (ETag, Last-Modified),
+    # sent back as a conditional request so an unchanged index costs one 304.
+    fetch_state = models.JSONField(default=dict, blank=True, editable=False)
     status = models.CharField(
         "mirroring status", max_length=10, choices=Status.choices, default=Status.SCHEDULED
     )

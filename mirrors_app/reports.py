@@ -23,7 +23,7 @@ def dependency_report_unavailable(mirror: Mirror) -> str | None:
 
 def mirror_details(mirror: Mirror) -> dict:
     """Filtering by reason on the latest run, and how many packages are active vs passive."""
-    counts = mirror.packages.aggregate(
+    counts = mirror.packages.filter(removed=False).aggregate(
         active=Count("pk", filter=Q(artifact__isnull=False)),
         passive=Count("pk", filter=Q(artifact__isnull=True)),
     )

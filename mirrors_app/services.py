@@ -12,7 +12,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
+
+from channels_app.models import Channel
+from channels_app.tasks import publish_channel
 
 from . import schedules
 from .models import Mirror, SyncRun
@@ -58,7 +62,14 @@ def mirror_delete(*, mirror: Mirror, with_packages: bool = False) -> None:
     """Delete the mirror, its schedule and its runs; its packages stay unless asked."""
     with transaction.atomic():
         if with_packages:
-            mirror.packages.all().delete()
+            # Dropped from the index at the next publish, served until then.
+            mirror.packages.update(removed=True, updated_at=timezone.now())
+            channel = Channel.objects.select_for_update().get(pk=mirror.channel_id)
+            channel.index_extras.pop(str(mirror.pk), None)
+            Channel.objects.filter(pk=channel.pk).update(
+                index_extras=channel.index_extras, content_version=F("content_version") + 1
+            )
+            transaction.on_commit(lambda: publish_channel.delay(channel.pk))
         mirror.delete()  # the post_delete signal removes the PeriodicTask
 
 
@@ -148,7 +159,7 @@ def sync_run_finish(*, run: SyncRun, state: str, error: str = "") -> bool:
     done = _transition(
         run, {State.RUNNING, State.STOPPING}, state, finished_at=now, heartbeat_at=now, error=error
     )
-    if done:
+    if done and state != State.FAILED:
         Mirror.objects.filter(pk=run.mirror_id).update(last_synced_at=now)
     return done
 

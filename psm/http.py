@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import requests
@@ -22,13 +24,17 @@ CHUNK_SIZE = 1024 * 1024
 class UpstreamError(Exception):
     """An upstream request failed; the message says which URL and why."""
 
-    def __init__(self, url: str, reason: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, url: str, reason: str, *, status: int | None = None, transient: bool = False
+    ) -> None:
         # The reason may quote the raw URL (requests' messages do); hide its secrets there too.
         for secret in _secrets(url):
             reason = reason.replace(secret, "***")
         self.url = url
         self.reason = reason
         self.status = status
+        # Worth retrying: the connection failed or was cut, or upstream was briefly unavailable.
+        self.transient = transient or status in (429, 500, 502, 503, 504)
         super().__init__(f"{redact(url)}: {reason}")
 
 
@@ -102,7 +108,9 @@ def open_stream(
     try:
         response = session.get(url, headers=headers, stream=True, timeout=settings.PSM_HTTP_TIMEOUT)
     except requests.RequestException as exc:
-        raise UpstreamError(url, f"request failed: {exc.__class__.__name__}: {exc}") from exc
+        raise UpstreamError(
+            url, f"request failed: {exc.__class__.__name__}: {exc}", transient=True
+        ) from exc
     try:
         if response.status_code >= 400 and response.status_code != 404:
             raise UpstreamError(url, f"HTTP {response.status_code}", status=response.status_code)
@@ -135,6 +143,16 @@ def fetch_bytes(
         return b"".join(chunks)
 
 
+@dataclass(frozen=True)
+class Download:
+    """What a streamed download ended with: 200 (body written), 304 or 404 (nothing written)."""
+
+    status: int
+    url: str
+    etag: str = ""
+    last_modified: str = ""
+
+
 class UpstreamClient:
     """A session plus the limits that apply to one mirror run; handed to format modules."""
 
@@ -145,6 +163,42 @@ class UpstreamClient:
     def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None:
         """GET a document within the index size limit; None when upstream says 404."""
         return fetch_bytes(self.session, url, max_bytes=self.max_bytes, headers=headers)
+
+    def download(
+        self,
+        url: str,
+        dest: BinaryIO,
+        *,
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> Download:
+        """Stream a GET into `dest` (at most `max_bytes`); 304 and 404 write nothing.
+
+        The caller owns `dest` and must discard it if this raises: the body may be partial.
+        """
+        limit = max_bytes or self.max_bytes
+        with open_stream(self.session, url, headers=headers) as response:
+            result = Download(
+                status=response.status_code,
+                url=url,
+                etag=response.headers.get("ETag", ""),
+                last_modified=response.headers.get("Last-Modified", ""),
+            )
+            if response.status_code != 200:
+                return result
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise UpstreamError(url, f"response is larger than the {limit} byte limit")
+            total = 0
+            try:
+                for chunk in response.iter_content(CHUNK_SIZE):
+                    total += len(chunk)
+                    if total > limit:
+                        raise UpstreamError(url, f"response is larger than the {limit} byte limit")
+                    dest.write(chunk)
+            except requests.RequestException as exc:
+                raise UpstreamError(url, f"download interrupted: {exc}", transient=True) from exc
+            return result
 
     def close(self) -> None:
         self.session.close()

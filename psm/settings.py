@@ -280,6 +280,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "mirrors.fail_stale_runs",
         "schedule": 300.0,
     },
+    "hourly-collect-garbage": {
+        "task": "channels.collect_garbage",
+        "schedule": 3600.0,
+    },
 }
 
 # --- PSM ------------------------------------------------------------------------------------
@@ -304,6 +308,10 @@ PSM_HTTP_RETRIES = envint("PSM_HTTP_RETRIES", 3)
 PSM_HTTP_PROXY = envstr("PSM_HTTP_PROXY")
 # Largest index document a run accepts (decompressed), a guard against hostile upstreams.
 PSM_MAX_INDEX_BYTES = envint("PSM_MAX_INDEX_BYTES", 2 * 1024**3, minimum=1024)
+# Package files an active mirror downloads at once (each streams to disk, 1 MiB in memory).
+PSM_DOWNLOAD_WORKERS = envint("PSM_DOWNLOAD_WORKERS", 4, minimum=1)
+# Seconds clients may cache an index file (package files are immutable and cached for a year).
+PSM_INDEX_MAX_AGE = envint("PSM_INDEX_MAX_AGE", 60)
 # A running run whose heartbeat is older than this is taken to have lost its worker.
 PSM_RUN_STALE_AFTER = envint("PSM_RUN_STALE_AFTER", 900, minimum=60)
 

@@ -1,7 +1,9 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
+
+from channels_app import serving
 
 admin.site.site_header = "Package Security Manager"
 admin.site.site_title = "PSM"
@@ -10,6 +12,8 @@ admin.site.index_title = "Channels, mirrors and policies"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # What package clients read: a channel's index and package files.
+    re_path(r"^api/repo/(?P<path>.+)$", serving.repo_file, name="repo-file"),
     path("api/", include("psm.api_urls")),
 ]
 if settings.PSM_OIDC_ENABLED:

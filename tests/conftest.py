@@ -178,3 +178,34 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_storage(settings, tmp_path):
+    """Each test stores package and index files in its own folder."""
+    settings.MEDIA_ROOT = tmp_path / "files"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "files")},
+        },
+    }
+
+
+@pytest.fixture
+def run_mirror():
+    """Run a mirror in this process, as `manage.py mirror_run` does; return the finished run."""
+    from mirrors_app import services, sync
+    from mirrors_app.models import SyncRun
+
+    def run(mirror, *, restart: bool = False) -> SyncRun:
+        trigger = SyncRun.Trigger.RESTART if restart else SyncRun.Trigger.MANUAL
+        queued = services.sync_run_create(mirror=mirror, trigger=trigger)
+        claimed = services.sync_run_claim(run_id=queued.pk)
+        sync.run_sync(claimed)
+        claimed.refresh_from_db()
+        mirror.refresh_from_db()
+        return claimed
+
+    return run

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import FormatError, OptionsError, PackageRecord, RepositoryFormat
+from .base import Fetched, FormatError, OptionsError, PackageRecord, Rejected, RepositoryFormat
 from .conda import CondaFormat
 from .cran import CranFormat
 from .pypi import PypiFormat
@@ -27,6 +27,8 @@ def kind_choices() -> list[tuple[str, str]]:
 
 __all__ = [
     "FORMATS",
+    "Fetched",
+    "Rejected",
     "FormatError",
     "OptionsError",
     "PackageRecord",

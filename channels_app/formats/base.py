@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, BinaryIO, ClassVar, Literal, Protocol
 
 
 class Client(Protocol):
     """What a format needs from the HTTP layer (`psm.http.UpstreamClient`)."""
 
+    max_bytes: int
+
     def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None: ...
+
+    def download(
+        self,
+        url: str,
+        dest: BinaryIO,
+        *,
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> Any: ...
 
 
 class FormatError(Exception):
@@ -42,6 +54,44 @@ class PackageRecord:
     license: str | None = None
     # Format-specific fields, kept verbatim so they can be served back unchanged.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # The index entry as it is stored and served back (e.g. compact JSON for conda).
+    document: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An index entry that cannot be mirrored; `reason` is counted on the run."""
+
+    filename: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The outcome of fetching one index unit (a conda subdir): `changed` means `dest` holds it.
+
+    `validators` (URL, ETag, Last-Modified) are kept and sent back next time.
+    """
+
+    status: Literal["changed", "unchanged", "missing"]
+    url: str = ""
+    validators: dict[str, str] = field(default_factory=dict)
+
+
+class IndexSource(Protocol):
+    """A channel's current packages, as publishing hands them to a format to render."""
+
+    def units(self) -> list[str]: ...
+
+    def documents(self, unit: str, suffix: str = "") -> Iterable[tuple[str, str]]:
+        """(filename, document) of the servable packages of a unit, in a stable order."""
+        ...
+
+    def unit_extras(self, unit: str) -> dict[str, Any]: ...
+
+
+#: Opens one index file being published: `with emit(path, content_type) as out: out.write(b)`.
+Emit = Callable[[str, str], AbstractContextManager[BinaryIO]]
 
 
 class RepositoryFormat:
@@ -75,3 +125,44 @@ class RepositoryFormat:
     ) -> Iterator[PackageRecord]:
         """Fetch the source's index and yield its records."""
         raise NotImplementedError
+
+    # --- Mirroring in units (a conda subdir): formats that implement these get full syncs ---
+
+    #: Whether this format implements the unit methods below (others only count their index).
+    syncs_units: ClassVar[bool] = False
+    #: Names a subchannel may not take because they are paths inside a channel (conda subdirs).
+    reserved_names: ClassVar[frozenset[str]] = frozenset()
+
+    def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
+        """The independently fetched parts of the source's index."""
+        raise NotImplementedError
+
+    def fetch_unit(
+        self,
+        client: Client,
+        source_url: str,
+        unit: str,
+        dest: BinaryIO,
+        validators: Mapping[str, str],
+    ) -> Fetched:
+        """Fetch one unit's index into `dest`, conditionally on `validators`."""
+        raise NotImplementedError
+
+    def parse_unit(
+        self, fileobj: BinaryIO, url: str, unit: str
+    ) -> Iterator[PackageRecord | Rejected]:
+        """Stream the records of a fetched unit; raise FormatError if it is not readable."""
+        raise NotImplementedError
+
+    def unit_extras(self, fileobj: BinaryIO, url: str, unit: str) -> dict[str, Any]:
+        """Unit-level metadata to keep besides the records (conda's `removed`)."""
+        return {}
+
+    def render_index(self, source: IndexSource, emit: Emit) -> None:
+        """Write every index file of a channel through `emit`."""
+        raise NotImplementedError
+
+    def locate(self, path: str) -> tuple[str, str] | None:
+        """(unit, filename) of a package file path inside a channel, or None."""
+        unit, _, filename = path.rpartition("/")
+        return (unit, filename) if filename else None

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import bz2
 import json
+import tempfile
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import quote, urljoin
 
-from .base import Client, FormatError, OptionsError, PackageRecord, RepositoryFormat
+import ijson
+import orjson
+import zstandard
+
+from .base import (
+    Client,
+    Emit,
+    Fetched,
+    FormatError,
+    IndexSource,
+    OptionsError,
+    PackageRecord,
+    Rejected,
+    RepositoryFormat,
+)
 
 #: Platforms a conda channel may have (conda's known subdirs).
 KNOWN_SUBDIRS = frozenset(
@@ -62,7 +79,7 @@ class CondaFormat(RepositoryFormat):
     def subdirs(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The subdirs to mirror: the option, else what channeldata.json lists, else defaults."""
         if options.get("subdirs"):
-            return list(options["subdirs"])
+            return sorted(set(options["subdirs"]) | {"noarch"})
         body = client.fetch(_join(source_url, "channeldata.json"))
         listed: list[str] = []
         if body is not None:
@@ -72,44 +89,280 @@ class CondaFormat(RepositoryFormat):
                 listed = []  # a broken channeldata.json only costs us the hint
         return sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"})
 
+    syncs_units = True
+    reserved_names = KNOWN_SUBDIRS
+
     def iter_index(
         self, client: Client, source_url: str, options: Mapping[str, Any]
     ) -> Iterator[PackageRecord]:
         for subdir in self.subdirs(client, source_url, options):
-            url = _join(source_url, f"{subdir}/repodata.json")
-            body = client.fetch(url)
-            if body is None:
-                continue  # a channel need not have every platform
-            yield from parse_repodata(body, url, subdir)
+            with tempfile.TemporaryFile() as index:
+                fetched = self.fetch_unit(client, source_url, subdir, index, {})
+                if fetched.status != "changed":
+                    continue  # a channel need not have every platform
+                for item in self.parse_unit(index, fetched.url, subdir):
+                    if isinstance(item, PackageRecord):
+                        yield item
+
+    def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
+        return self.subdirs(client, source_url, options)
+
+    def fetch_unit(
+        self,
+        client: Client,
+        source_url: str,
+        unit: str,
+        dest: BinaryIO,
+        validators: Mapping[str, str],
+    ) -> Fetched:
+        """Fetch `<subdir>/repodata.json`, preferring `.zst`, then plain, then `.bz2`.
+
+        Conditional on the validators of the same URL, so an unchanged subdir costs one 304.
+        The decompressed document is capped at the client's index size limit.
+        """
+        for name in REPODATA_FILES:
+            url = _join(source_url, f"{unit}/{name}")
+            headers = {}
+            if validators.get("url") == url:
+                if validators.get("etag"):
+                    headers["If-None-Match"] = validators["etag"]
+                if validators.get("last_modified"):
+                    headers["If-Modified-Since"] = validators["last_modified"]
+            with tempfile.TemporaryFile() as raw:
+                target = dest if name == "repodata.json" else raw
+                download = client.download(url, target, headers=headers)
+                if download.status == 304:
+                    return Fetched("unchanged", url, dict(validators))
+                if download.status != 200:
+                    continue
+                if target is raw:
+                    raw.seek(0)
+                    _decompress(name, raw, dest, url, client.max_bytes)
+            dest.seek(0)
+            kept = {"url": url, "etag": download.etag, "last_modified": download.last_modified}
+            return Fetched("changed", url, {k: v for k, v in kept.items() if v})
+        return Fetched("missing")
+
+    def parse_unit(
+        self, fileobj: BinaryIO, url: str, unit: str
+    ) -> Iterator[PackageRecord | Rejected]:
+        """Stream the records of a subdir's repodata.json, section by section.
+
+        Each section is its own streaming pass (ijson's C backend), so memory stays at one record
+        whatever the document's size. `unit_extras` first reads the whole document, so a
+        truncated or malformed one fails before any record is yielded.
+        """
+        info = _first(fileobj, "info", url)
+        if info is not None and not isinstance(info, dict):
+            raise FormatError(f"{url} [info]", "must be an object")
+        base = _base_url(url, (info or {}).get("base_url"))
+        for section, suffix in SECTIONS:
+            fileobj.seek(0)
+            entries = 0
+            try:
+                for filename, record in ijson.kvitems(
+                    fileobj, section, use_float=True, buf_size=PARSE_BUFFER
+                ):
+                    entries += 1
+                    yield _record(section, suffix, filename, record, unit, base)
+            except ijson.JSONError as exc:
+                raise FormatError(url, f"not valid JSON: {exc}") from None
+            if not entries:
+                # A section of the wrong shape reads as empty, which would remove every
+                # package; tell it apart (costs a pass only for an empty section).
+                _require_object(fileobj, section, url)
+
+    def unit_extras(self, fileobj: BinaryIO, url: str, unit: str) -> dict[str, Any]:
+        """The `removed` list, reading (and so validating) the whole document."""
+        fileobj.seek(0)
+        removed = None
+        try:
+            # Read to the end even after `removed` is found: that is the validation.
+            for value in ijson.items(fileobj, "removed", buf_size=PARSE_BUFFER):
+                removed = value if removed is None else removed
+        except ijson.JSONError as exc:
+            raise FormatError(url, f"not valid JSON: {exc}") from None
+        if removed is None:
+            return {}
+        if not isinstance(removed, list) or not all(_safe_filename(f) for f in removed):
+            raise FormatError(f"{url} [removed]", "must be a list of package file names")
+        return {"removed": removed}
+
+    def render_index(self, source: IndexSource, emit: Emit) -> None:
+        """Write `<subdir>/repodata.json` (+ `.zst`) for every subdir and `channeldata.json`.
+
+        `noarch` is always present. `base_url` is never written: package URLs are relative to
+        the repodata, so clients always come back to PSM.
+        """
+        subdirs = sorted(set(source.units()) | {"noarch"})
+        names: dict[str, set[str]] = {}
+        for subdir in subdirs:
+            with (
+                emit(f"{subdir}/repodata.json", "application/json") as plain,
+                emit(f"{subdir}/repodata.json.zst", "application/zstd") as packed,
+            ):
+                compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+                with compressor.stream_writer(packed, closefd=False) as zst:
+                    out = _Buffered((plain, zst))
+                    _write_repodata(out, subdir, source, names)
+                    out.flush()
+        channeldata = {
+            "channeldata_version": 1,
+            "packages": {name: {"subdirs": sorted(s)} for name, s in sorted(names.items())},
+            "subdirs": subdirs,
+        }
+        with emit("channeldata.json", "application/json") as out:
+            out.write(orjson.dumps(channeldata, option=orjson.OPT_INDENT_2))
 
 
-def parse_repodata(body: bytes, url: str, subdir: str) -> Iterator[PackageRecord]:
-    """Yield the records of one subdir's repodata.json."""
+#: Index files of a subdir, most preferred first.
+REPODATA_FILES = ("repodata.json.zst", "repodata.json", "repodata.json.bz2")
+#: repodata sections and the package file suffix each holds.
+SECTIONS = (("packages", ".tar.bz2"), ("packages.conda", ".conda"))
+PARSE_BUFFER = 1 << 20
+ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
+_HEX = frozenset("0123456789abcdef")
+
+
+def _first(fileobj: BinaryIO, prefix: str, url: str) -> Any:
+    """The first value at `prefix`; stops reading as soon as it is found (info comes first)."""
+    fileobj.seek(0)
     try:
-        document = json.loads(body)
-    except ValueError as exc:
+        return next(ijson.items(fileobj, prefix, use_float=True, buf_size=PARSE_BUFFER), None)
+    except ijson.JSONError as exc:
         raise FormatError(url, f"not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
+
+
+def _require_object(fileobj: BinaryIO, section: str, url: str) -> None:
+    if _first(fileobj, "item", url) is not None:  # the elements of a top-level array
         raise FormatError(url, "repodata must be a JSON object")
-    for key in ("packages", "packages.conda"):
-        section = document.get(key) or {}
-        if not isinstance(section, dict):
-            raise FormatError(f"{url} [{key}]", "must be an object of file name to record")
-        for filename, record in section.items():
-            if not isinstance(record, dict):
-                raise FormatError(f"{url} [{key}][{filename}]", "record must be an object")
-            yield PackageRecord(
-                name=str(record.get("name", "")),
-                version=str(record.get("version", "")),
-                filename=filename,
-                subdir=subdir,
-                sha256=record.get("sha256"),
-                md5=record.get("md5"),
-                size=record.get("size"),
-                depends=tuple(record.get("depends", ())),
-                license=record.get("license"),
-                extra=record,
-            )
+    if _first(fileobj, f"{section}.item", url) is not None:
+        raise FormatError(f"{url} [{section}]", "must be an object of file name to record")
+
+
+def _base_url(repodata_url: str, base_url: Any) -> str:
+    """Where the subdir's package files live upstream (repodata v2 `base_url`, else beside it)."""
+    here = repodata_url.rsplit("/", 1)[0] + "/"
+    if isinstance(base_url, str) and base_url:
+        return urljoin(here, base_url.rstrip("/") + "/")
+    return here
+
+
+def _safe_filename(filename: Any) -> bool:
+    return (
+        isinstance(filename, str)
+        and 0 < len(filename) <= 255
+        and not filename.startswith(".")
+        and ".." not in filename
+        and not any(c in filename for c in "/\\:\x00")
+        and filename.isprintable()
+    )
+
+
+def _record(
+    section: str, suffix: str, filename: Any, record: Any, subdir: str, base: str
+) -> PackageRecord | Rejected:
+    """Check one repodata entry and turn it into a PackageRecord (or say why not)."""
+    if not _safe_filename(filename):
+        return Rejected(str(filename)[:255], "unsafe file name")
+    if not filename.endswith(suffix):
+        return Rejected(filename, f"file name does not end in {suffix} (section {section})")
+    if not isinstance(record, dict):
+        return Rejected(filename, "record is not an object")
+    name, version = record.get("name"), record.get("version")
+    if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
+        return Rejected(filename, "record lacks a name or version")
+    if not filename.startswith(f"{name}-"):
+        return Rejected(filename, "file name does not match the package name")
+    if record.get("subdir", subdir) != subdir:
+        return Rejected(filename, f"record is for subdir {record.get('subdir')!r}")
+    sha256, md5, size = record.get("sha256"), record.get("md5"), record.get("size")
+    if sha256 is not None and not _is_hex(sha256, 64):
+        return Rejected(filename, "malformed sha256")
+    if md5 is not None and not _is_hex(md5, 32):
+        return Rejected(filename, "malformed md5")
+    if not sha256 and not md5:
+        return Rejected(filename, "no sha256 or md5 to verify the file with")
+    if size is not None and (type(size) is not int or size < 0):
+        return Rejected(filename, "malformed size")
+    depends = record.get("depends", [])
+    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+        return Rejected(filename, "malformed depends")
+    # An absolute per-record URL would send clients around PSM: keep it only as our source.
+    url = record.pop("url", None)
+    upstream = url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
+    return PackageRecord(
+        name=name,
+        version=version,
+        filename=filename,
+        subdir=subdir,
+        url=upstream or base + quote(filename),
+        sha256=sha256 or None,
+        md5=md5 or None,
+        size=size,
+        depends=tuple(depends),
+        license=record.get("license") if isinstance(record.get("license"), str) else None,
+        extra=record,
+        document=orjson.dumps(record).decode(),
+    )
+
+
+def _is_hex(value: Any, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and set(value.lower()) <= _HEX
+
+
+def _decompress(name: str, raw: BinaryIO, dest: BinaryIO, url: str, limit: int) -> None:
+    """Decompress `raw` into `dest`, refusing more than `limit` bytes (a decompression bomb)."""
+    if name.endswith(".zst"):
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        errors: tuple[type[Exception], ...] = (zstandard.ZstdError,)
+    else:
+        reader = bz2.BZ2File(raw)
+        errors = (OSError, EOFError, ValueError)
+    total = 0
+    try:
+        while chunk := reader.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise FormatError(url, f"decompresses to more than the {limit} byte limit")
+            dest.write(chunk)
+    except errors as exc:
+        raise FormatError(url, f"corrupt compressed data: {exc}") from None
+
+
+class _Buffered:
+    """Collect small writes and pass them on in ~1 MiB blocks to every target."""
+
+    def __init__(self, targets: tuple[Any, ...]) -> None:
+        self.targets, self.parts, self.size = targets, [], 0
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= 1 << 20:
+            self.flush()
+
+    def flush(self) -> None:
+        block = b"".join(self.parts)
+        for target in self.targets:
+            target.write(block)
+        self.parts, self.size = [], 0
+
+
+def _write_repodata(
+    out: _Buffered, subdir: str, source: IndexSource, names: dict[str, set[str]]
+) -> None:
+    out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
+    for section, suffix in SECTIONS:
+        out.write(b',"' + section.encode() + b'":{')
+        first = True
+        for filename, document in source.documents(subdir, suffix):
+            out.write((b"" if first else b",") + orjson.dumps(filename) + b":" + document.encode())
+            first = False
+            names.setdefault(filename.rsplit("-", 2)[0], set()).add(subdir)
+        out.write(b"}")
+    removed = sorted(set(source.unit_extras(subdir).get("removed", ())))
+    out.write(b',"removed":' + orjson.dumps(removed) + b',"repodata_version":1}')
 
 
 def _join(base: str, path: str) -> str:

@@ -1,16 +1,28 @@
 """The sync orchestrator: fetch → decide → ingest → download → publish for one run.
 
-Until the format-specific engines land, a run fetches the source's index and counts it.
+A format that mirrors in units (conda subdirs) gets the full pipeline, unit by unit: a unit is
+fetched conditionally, streamed through the filters into the database, its files downloaded
+(active mode), and only a unit read to the end removes what upstream dropped. The channel is
+published once at the end of a completed or stopped run; a failed run publishes nothing.
+Formats without units (until their engines land) only fetch and count their index.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 
-from channels_app.formats import FormatError
-from psm.http import UpstreamClient, UpstreamError
+from django.db import transaction
+from django.db.models import F
 
-from ..models import SyncRun
+from channels_app.formats import FormatError, PackageRecord, Rejected
+from channels_app.models import Channel
+from channels_app.publishing import channel_publish
+from psm.http import UpstreamClient, UpstreamError, redact
+
+from ..models import Mirror, SyncRun
+from .download import download_unit
+from .ingest import UnitIngest
 from .progress import Progress, StopRequested
 
 logger = logging.getLogger(__name__)
@@ -24,12 +36,12 @@ def run_sync(run: SyncRun) -> str:
     mirror = run.mirror
     progress = Progress(run)
     client = UpstreamClient()
+    problems: list[str] = []
     try:
-        progress.step("fetching the source index")
-        for _record in mirror.format.iter_index(client, mirror.source_url, mirror.options):
-            progress.seen += 1
-            progress.tick()
-        progress.step("done")
+        if mirror.format.syncs_units:
+            problems = _sync_units(run, mirror, client, progress)
+        else:
+            _count_index(mirror, client, progress)
     except StopRequested:
         final, error = State.STOPPED, ""
     except (UpstreamError, FormatError) as exc:
@@ -38,14 +50,108 @@ def run_sync(run: SyncRun) -> str:
         logger.exception("run %s of mirror %s crashed", run.pk, mirror.pk)
         final, error = State.FAILED, f"Internal error: {exc.__class__.__name__}: {exc}"
     else:
-        final, error = State.COMPLETED, ""
+        final, error = State.COMPLETED, "\n".join(problems)
     finally:
         client.close()
+    if final != State.FAILED:
+        try:
+            progress.step("publishing")
+        except StopRequested:
+            final = State.STOPPED if final == State.COMPLETED else final
+        channel_publish(channel=mirror.channel)
     if final != State.STOPPED:
         try:
-            progress.flush()
+            progress.step("done")
         except StopRequested:
             final = State.STOPPED if final == State.COMPLETED else final
     sync_run_finish(run=run, state=final, error=error)
     logger.info("run %s of mirror %s ended %s %s", run.pk, mirror.pk, final, error)
     return final
+
+
+def _sync_units(
+    run: SyncRun, mirror: Mirror, client: UpstreamClient, progress: Progress
+) -> list[str]:
+    """Sync every unit; return the problems of units that could not be read.
+
+    One unreadable unit (malformed index, upstream error) does not stop the others; if every
+    unit fails, the run fails.
+    """
+    fmt = mirror.format
+    restart = run.trigger == SyncRun.Trigger.RESTART
+    progress.step("listing the source's index")
+    units = fmt.index_units(client, mirror.source_url, mirror.options)
+    problems = []
+    for unit in units:
+        try:
+            _sync_unit(mirror, unit, client, progress, restart=restart)
+        except (UpstreamError, FormatError) as exc:
+            logger.warning("mirror %s: %s: %s", mirror.pk, unit, exc)
+            problems.append(f"{unit}: {exc}")
+            progress.fail(f"index unreadable: {unit}")
+    if units and len(problems) == len(units):
+        raise FormatError(redact(mirror.source_url), "; ".join(problems))
+    return problems
+
+
+def _sync_unit(
+    mirror: Mirror, unit: str, client: UpstreamClient, progress: Progress, *, restart: bool
+) -> None:
+    fmt = mirror.format
+    validators = {} if restart else mirror.fetch_state.get(unit, {})
+    progress.step(f"{unit}: fetching the index")
+    with tempfile.TemporaryFile() as index:
+        fetched = fmt.fetch_unit(client, mirror.source_url, unit, index, validators)
+        if fetched.status == "changed":
+            progress.step(f"{unit}: checking the index")
+            extras = fmt.unit_extras(index, fetched.url, unit)
+            progress.step(f"{unit}: reading the index")
+            ingest = UnitIngest(mirror, unit, progress)
+            for item in fmt.parse_unit(index, fetched.url, unit):
+                progress.seen += 1
+                if isinstance(item, Rejected):
+                    progress.exclude(item.reason)
+                else:
+                    reason = _decide(mirror, item)
+                    if reason:
+                        progress.exclude(reason)
+                    elif not ingest.add(item):
+                        progress.exclude("provided by another mirror of the channel")
+                progress.tick()
+            ingest.finish()
+            _keep_extras(mirror, unit, extras)
+        elif fetched.status == "missing":
+            progress.step(f"{unit}: not in the source")
+    if fetched.status == "changed":
+        # Only now: a unit read halfway must be fetched in full next time.
+        mirror.fetch_state = {**mirror.fetch_state, unit: fetched.validators}
+        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
+    if mirror.mode == Mirror.Mode.ACTIVE:
+        progress.step(f"{unit}: downloading package files")
+        download_unit(mirror, unit, client, progress)
+
+
+def _decide(mirror: Mirror, record: PackageRecord) -> str | None:
+    """Why the record may not enter the channel, or None. Policies plug in here."""
+    return None
+
+
+def _keep_extras(mirror: Mirror, unit: str, extras: dict) -> None:
+    """Store the unit's index-level metadata (conda's `removed`) for publishing."""
+    with transaction.atomic():
+        channel = Channel.objects.select_for_update().get(pk=mirror.channel_id)
+        units = channel.index_extras.get(str(mirror.pk), {})
+        if units.get(unit) == extras:
+            return
+        channel.index_extras[str(mirror.pk)] = {**units, unit: extras}
+        Channel.objects.filter(pk=channel.pk).update(
+            index_extras=channel.index_extras,
+            content_version=F("content_version") + 1,
+        )
+
+
+def _count_index(mirror: Mirror, client: UpstreamClient, progress: Progress) -> None:
+    progress.step("fetching the source index")
+    for _record in mirror.format.iter_index(client, mirror.source_url, mirror.options):
+        progress.seen += 1
+        progress.tick()

@@ -42,6 +42,11 @@ class Progress:
         self.filtered += 1
         self.reasons[reason] += 1
 
+    def fail(self, reason: str) -> None:
+        """A file that could not be mirrored; counted by reason next to the exclusions."""
+        self.failed += 1
+        self.reasons[reason] += 1
+
     def tick(self, count: int = 1) -> None:
         """Note `count` units of work; flush (and check for Stop) when a batch is full."""
         self._pending += count

@@ -1,0 +1,129 @@
+"""Publish a channel: render its index files once, then swap them in together.
+
+Clients only ever read published files, so they move from one consistent snapshot to the next:
+every file an index lists is servable (stored, or a passive file PSM fetches on request), and
+packages removed since the last publish stay servable until the publish that drops them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, BinaryIO
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import storage
+from .formats import get_format
+from .models import Artifact, Channel, Package, PublishedFile
+
+logger = logging.getLogger(__name__)
+
+
+class PackageIndexSource:
+    """A channel's servable packages, read from the database for a format to render."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.packages = Package.objects.filter(channel=channel, removed=False).filter(
+            Q(artifact__isnull=False) | Q(on_demand=True)
+        )
+
+    def units(self) -> list[str]:
+        listed = set(self.packages.values_list("subdir", flat=True).distinct())
+        for units in self.channel.index_extras.values():
+            listed.update(units)
+        return sorted(listed)
+
+    def documents(self, unit: str, suffix: str = "") -> Iterable[tuple[str, str]]:
+        rows = self.packages.filter(subdir=unit)
+        if suffix:
+            rows = rows.filter(filename__endswith=suffix)
+        return rows.order_by("filename").values_list("filename", "record").iterator(10_000)
+
+    def unit_extras(self, unit: str) -> dict[str, Any]:
+        merged: dict[str, list] = {}
+        for units in self.channel.index_extras.values():
+            for key, values in units.get(unit, {}).items():
+                merged.setdefault(key, []).extend(values)
+        return merged
+
+
+def channel_needs_publish(channel: Channel) -> bool:
+    return channel.published_at is None or channel.content_version > channel.published_version
+
+
+def channel_publish(*, channel: Channel, force: bool = False) -> bool:
+    """Render the channel's index files and make them the served ones; False if nothing to do.
+
+    A frozen channel is not published (its clients keep the pinned snapshot); neither is one
+    whose published index is already current, unless `force`.
+    """
+    channel.refresh_from_db()
+    fmt = get_format(channel.kind)
+    if channel.frozen or not fmt.syncs_units:
+        return False
+    if not force and not channel_needs_publish(channel):
+        return False
+    version, started = channel.content_version, timezone.now()
+    rendered: dict[str, tuple[str, int, str]] = {}
+
+    @contextmanager
+    def emit(path: str, content_type: str) -> Iterator[BinaryIO]:
+        with storage.BlobWriter() as writer:
+            yield writer
+            sha256, size = writer.commit()
+            rendered[path] = (sha256, size, content_type)
+
+    fmt.render_index(PackageIndexSource(channel), emit)
+    with transaction.atomic():
+        current = Channel.objects.select_for_update().get(pk=channel.pk)
+        if current.frozen or (
+            current.published_at and current.published_version >= version and not force
+        ):
+            return False  # frozen meanwhile, or a concurrent publish got there first
+        files = [
+            PublishedFile(
+                channel=current,
+                path=path,
+                artifact=storage.artifact_for(sha256, size),
+                content_type=content_type,
+                published_at=started,
+            )
+            for path, (sha256, size, content_type) in sorted(rendered.items())
+        ]
+        PublishedFile.objects.filter(channel=current).delete()
+        PublishedFile.objects.bulk_create(files)
+        # Rows removed before rendering began are in no index any more.
+        dropped, _ = Package.objects.filter(
+            channel=current, removed=True, updated_at__lt=started
+        ).delete()
+        Channel.objects.filter(pk=current.pk).update(
+            published_version=version, published_at=timezone.now()
+        )
+    logger.info("published %s: %d files, %d packages dropped", channel, len(files), dropped)
+    return True
+
+
+def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:
+    """Delete stored files that nothing references any more; return how many.
+
+    Only files older than `older_than`, so one being published right now is never taken.
+    """
+    cutoff = timezone.now() - older_than
+    orphans = (
+        Artifact.objects.filter(created_at__lt=cutoff, packages__isnull=True)
+        .exclude(pk__in=PublishedFile.objects.values("artifact_id"))
+        .values_list("pk", "sha256")
+    )
+    deleted = 0
+    for pk, sha256 in orphans.iterator(1000):
+        with transaction.atomic():
+            if Artifact.objects.filter(pk=pk, packages__isnull=True).delete()[0]:
+                transaction.on_commit(lambda sha256=sha256: storage.delete_blob(sha256))
+                deleted += 1
+    return deleted

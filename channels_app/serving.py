@@ -1,0 +1,169 @@
+"""Serve channels to package clients under `/api/repo/<channel>[/<subchannel>]/<path>`.
+
+Index files are the published ones (rendered once at publish, never per request). Package files
+come from storage; a passive mirror's file is fetched from upstream on its first request,
+verified and stored, with one upstream download however many clients ask at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import mimetypes
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.views.decorators.http import require_safe
+
+from psm.http import UpstreamClient, UpstreamError
+
+from . import storage
+from .formats import get_format
+from .http_files import file_response
+from .models import Artifact, Channel, Package, PublishedFile
+from .publishing import channel_publish
+
+logger = logging.getLogger(__name__)
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@require_safe
+def repo_file(request: HttpRequest, path: str) -> HttpResponseBase:
+    """Any file of a channel: a published index file or a package file."""
+    channel, inner = _resolve(path)
+    published = (
+        PublishedFile.objects.filter(channel=channel, path=inner).select_related("artifact").first()
+    )
+    if published is None and channel.published_at is None and not channel.frozen:
+        # A channel nothing was mirrored into yet still answers with (empty) index files.
+        channel_publish(channel=channel)
+        published = (
+            PublishedFile.objects.filter(channel=channel, path=inner)
+            .select_related("artifact")
+            .first()
+        )
+    if published is not None:
+        artifact = published.artifact
+        return file_response(
+            request,
+            lambda: storage.open_artifact(artifact),
+            size=artifact.size,
+            etag=artifact.sha256,
+            content_type=published.content_type,
+            last_modified=published.published_at,
+            cache_control=f"public, max-age={settings.PSM_INDEX_MAX_AGE}",
+        )
+    return _package_file(request, channel, inner)
+
+
+def _resolve(path: str) -> tuple[Channel, str]:
+    """(channel, path inside it); a subchannel wins over a same-named folder of its parent."""
+    parts = path.split("/")
+    if len(parts) >= 3:
+        sub = Channel.objects.filter(
+            parent__parent__isnull=True, parent__name=parts[0], name=parts[1]
+        ).first()
+        if sub is not None:
+            return sub, "/".join(parts[2:])
+    channel = Channel.objects.filter(parent__isnull=True, name=parts[0]).first()
+    if channel is None or len(parts) < 2:
+        raise Http404("No such channel.")
+    return channel, "/".join(parts[1:])
+
+
+def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpResponseBase:
+    located = get_format(channel.kind).locate(inner)
+    if located is None:
+        raise Http404("No such file.")
+    unit, filename = located
+    package = (
+        Package.objects.filter(channel=channel, subdir=unit, filename=filename)
+        .select_related("artifact")
+        .first()
+    )
+    if package is None or not package.is_servable:
+        raise Http404("No such file in this channel.")
+    if package.artifact is None:
+        if request.method == "HEAD":
+            # Promise nothing we have not verified; clients only HEAD index files.
+            response = HttpResponse(status=200, content_type=_content_type(filename))
+            if package.size is not None:
+                response["Content-Length"] = str(package.size)
+            return response
+        try:
+            fetch_on_demand(package)
+        except UpstreamError as exc:
+            return _upstream_failure(exc)
+        except storage.IntegrityError as exc:
+            return HttpResponse(
+                f"Upstream sent a file that does not match its index entry: {exc}\n",
+                status=502,
+                content_type="text/plain",
+            )
+    artifact = package.artifact
+    return file_response(
+        request,
+        lambda: storage.open_artifact(artifact),
+        size=artifact.size,
+        etag=artifact.sha256,
+        content_type=_content_type(filename),
+        last_modified=package.added_at,
+        cache_control=IMMUTABLE,
+    )
+
+
+def fetch_on_demand(package: Package) -> None:
+    """Store a passive package's file from upstream (verified); one download per file."""
+    with _file_lock(f"package-{package.pk}"):
+        package.refresh_from_db(fields=["artifact"])
+        if package.artifact_id is not None:
+            return  # another request fetched it while we waited
+        stored = Artifact.objects.filter(sha256=package.sha256).first() if package.sha256 else None
+        if stored is None:
+            client = UpstreamClient()
+            try:
+                sha256, size = storage.download(
+                    client,
+                    package.upstream_url,
+                    sha256=package.sha256 or None,
+                    md5=package.md5 or None,
+                    size=package.size,
+                )
+            finally:
+                client.close()
+            stored = storage.artifact_for(sha256, size)
+        Package.objects.filter(pk=package.pk).update(artifact=stored, error="")
+        package.artifact = stored
+
+
+def _upstream_failure(exc: UpstreamError) -> HttpResponse:
+    timed_out = "Timeout" in exc.reason or "timed out" in exc.reason
+    status = 504 if timed_out else 502
+    logger.warning("passive fetch failed: %s", exc)
+    return HttpResponse(
+        f"PSM could not fetch this package from its source: {exc}\n",
+        status=status,
+        content_type="text/plain",
+    )
+
+
+def _content_type(filename: str) -> str:
+    if filename.endswith(".conda"):
+        return "application/octet-stream"
+    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+@contextmanager
+def _file_lock(name: str) -> Iterator[None]:
+    """An exclusive lock across the processes of this host (web workers share a data dir)."""
+    folder = os.path.join(settings.DATA_DIR, "locks")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name}.lock"), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,21 @@
+"""Celery tasks: thin, explicitly named wrappers that take ids and call plain functions."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import publishing
+from .models import Channel
+
+
+@shared_task(name="channels.publish_channel")
+def publish_channel(channel_id: int) -> bool:
+    """Publish the channel's current packages, if its published index is behind."""
+    channel = Channel.objects.filter(pk=channel_id).first()
+    return channel is not None and publishing.channel_publish(channel=channel)
+
+
+@shared_task(name="channels.collect_garbage")
+def collect_garbage() -> int:
+    """Delete stored files nothing references any more."""
+    return publishing.collect_garbage()

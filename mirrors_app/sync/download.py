@@ -1,0 +1,120 @@
+"""Active mode: download every allowed package file not stored yet, verified, in parallel.
+
+Threads only move bytes (upstream → verified blob); the database is touched from the run's own
+thread. At most `PSM_DOWNLOAD_WORKERS` files are in flight, each streamed to disk, so memory is
+bounded whatever the file sizes. A file that fails keeps its reason and stays unpublished.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from django.conf import settings
+from django.db.models import F, OuterRef, Subquery
+from django.utils import timezone
+
+from channels_app import storage
+from channels_app.models import Artifact, Channel, Package
+from psm.http import UpstreamClient, UpstreamError
+
+from ..models import Mirror
+from .progress import Progress, StopRequested
+
+logger = logging.getLogger(__name__)
+PAGE = 500
+
+
+def download_unit(mirror: Mirror, unit: str, client: UpstreamClient, progress: Progress) -> None:
+    """Store the unit's pending files of this mirror; failures are recorded, not raised."""
+    pending = Package.objects.filter(
+        mirror=mirror, subdir=unit, removed=False, on_demand=False, artifact__isnull=True
+    )
+    _link_stored(pending, mirror)
+    stop = threading.Event()
+    workers = settings.PSM_DOWNLOAD_WORKERS
+    in_flight: dict[Future, tuple] = {}
+    last_id = 0
+    with ThreadPoolExecutor(workers, thread_name_prefix=f"download-{mirror.pk}") as pool:
+        try:
+            while True:
+                page = list(
+                    pending.filter(pk__gt=last_id)
+                    .order_by("pk")
+                    .values_list("pk", "filename", "upstream_url", "sha256", "md5", "size")[:PAGE]
+                )
+                if not page and not in_flight:
+                    break
+                for row in page:
+                    while len(in_flight) >= 2 * workers:
+                        _collect(in_flight, mirror, progress)
+                    pk, _, url, sha256, md5, size = row
+                    future = pool.submit(
+                        storage.download,
+                        client,
+                        url,
+                        sha256=sha256 or None,
+                        md5=md5 or None,
+                        size=size,
+                        stop=stop,
+                    )
+                    in_flight[future] = row
+                    last_id = pk
+                if not page:
+                    _collect(in_flight, mirror, progress)
+        except StopRequested:
+            stop.set()  # abandon files in flight; what was stored is kept
+            raise
+
+
+def _collect(in_flight: dict[Future, tuple], mirror: Mirror, progress: Progress) -> None:
+    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+    stored = 0
+    for future in done:
+        pk, filename, url, *_ = in_flight.pop(future)
+        try:
+            sha256, size = future.result()
+        except storage.Stopped:
+            continue
+        except (UpstreamError, storage.IntegrityError) as exc:
+            reason = str(exc)
+            Package.objects.filter(pk=pk).update(error=reason[:500], updated_at=timezone.now())
+            progress.fail(f"download failed: {_category(exc)}")
+            logger.warning("mirror %s: %s: %s", mirror.pk, filename, reason)
+            continue
+        artifact = storage.artifact_for(sha256, size)
+        Package.objects.filter(pk=pk).update(artifact=artifact, error="")
+        progress.downloaded += 1
+        progress.bytes_downloaded += size
+        stored += 1
+    if stored:
+        Channel.objects.filter(pk=mirror.channel_id).update(
+            content_version=F("content_version") + 1
+        )
+    progress.tick(len(done))
+
+
+def _link_stored(pending, mirror: Mirror) -> None:
+    """Files another channel (or an earlier run) already stored need no download."""
+    stored = Artifact.objects.filter(sha256=OuterRef("sha256"))
+    linked = (
+        pending.exclude(sha256="")
+        .filter(sha256__in=Artifact.objects.values("sha256"))
+        .update(artifact=Subquery(stored.values("pk")[:1]), error="")
+    )
+    if linked:
+        Channel.objects.filter(pk=mirror.channel_id).update(
+            content_version=F("content_version") + 1
+        )
+
+
+def _category(exc: Exception) -> str:
+    """A short reason to count failures by (the full one is kept on the package)."""
+    if isinstance(exc, storage.IntegrityError):
+        return str(exc).split(" ", 1)[0] + " mismatch"
+    if isinstance(exc, UpstreamError) and exc.status:
+        return f"HTTP {exc.status}"
+    if isinstance(exc, UpstreamError) and "interrupted" in exc.reason:
+        return "connection cut"
+    return "connection failed"

@@ -1,0 +1,181 @@
+"""Bring a channel's packages from one mirror and unit in line with the upstream index.
+
+Only what changed is written: each stored record carries a 64-bit digest, and a record whose
+digest is unchanged costs nothing. Writes go in batches (PostgreSQL: COPY into a staging table,
+then one INSERT ... ON CONFLICT), packages gone upstream are marked removed (publishing drops
+them), and every batch bumps the channel's content version so publishing knows it is behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from channels_app.formats import PackageRecord
+from channels_app.models import Channel, Package
+
+from ..models import Mirror
+from .progress import Progress
+
+BATCH_SIZE = 5000
+#: Columns a sync writes; the rest (id, artifact) are kept or defaulted.
+COLUMNS = (
+    "channel_id",
+    "mirror_id",
+    "subdir",
+    "filename",
+    "name",
+    "version",
+    "sha256",
+    "md5",
+    "size",
+    "upstream_url",
+    "record",
+    "record_hash",
+    "on_demand",
+    "removed",
+    "error",
+    "added_at",
+    "updated_at",
+)
+#: Columns an upsert refreshes on an existing row (not channel, subdir, filename, added_at).
+UPDATED = tuple(c for c in COLUMNS if c not in ("channel_id", "subdir", "filename", "added_at"))
+
+
+def record_hash(document: str) -> int:
+    """A signed 64-bit digest of a stored record (fits a BIGINT column)."""
+    digest = hashlib.blake2b(document.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class Known(NamedTuple):
+    id: int
+    hash: int
+    removed: bool
+
+
+class UnitIngest:
+    """Diff one unit (a conda subdir) of one mirror against the database, writing in batches.
+
+    Call `add` for every allowed record, then `finish` once the whole index was read; a run that
+    stops before `finish` keeps what it wrote and removes nothing.
+    """
+
+    def __init__(self, mirror: Mirror, unit: str, progress: Progress) -> None:
+        self.mirror, self.unit, self.progress = mirror, unit, progress
+        rows = Package.objects.filter(mirror=mirror, subdir=unit)
+        self.known: dict[str, Known] = {
+            filename: Known(pk, digest, removed)
+            for filename, pk, digest, removed in rows.values_list(
+                "filename", "pk", "record_hash", "removed"
+            ).iterator(20_000)
+        }
+        # Files another mirror (or an upload) already provides in this channel and unit.
+        self.taken = set(
+            Package.objects.filter(channel_id=mirror.channel_id, subdir=unit)
+            .exclude(mirror=mirror)
+            .values_list("filename", flat=True)
+        )
+        self.pending: dict[str, tuple] = {}
+        self.changed = 0
+
+    def add(self, record: PackageRecord) -> bool:
+        """Queue the record if it is new or changed; False if another mirror provides it."""
+        if record.filename in self.taken:
+            return False
+        digest = record_hash(record.document)
+        old = self.known.pop(record.filename, None)
+        if old is not None and old.hash == digest and not old.removed:
+            return True
+        now = timezone.now()
+        self.pending[record.filename] = (
+            self.mirror.channel_id,
+            self.mirror.pk,
+            self.unit,
+            record.filename,
+            record.name[:255],
+            record.version[:100],
+            record.sha256 or "",
+            record.md5 or "",
+            record.size,
+            record.url,
+            record.document,
+            digest,
+            self.mirror.mode == Mirror.Mode.PASSIVE,
+            False,
+            "",
+            now,
+            now,
+        )
+        if len(self.pending) >= BATCH_SIZE:
+            self.flush()
+        return True
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        rows = list(self.pending.values())
+        self.pending = {}
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                _upsert_copy(rows)
+            else:
+                _upsert_orm(rows)
+            self._changed(len(rows))
+        self.progress.ingested += len(rows)
+
+    def finish(self) -> None:
+        """Write what is left and mark what upstream no longer lists (or we no longer allow)."""
+        self.flush()
+        gone = [known.id for known in self.known.values() if not known.removed]
+        for start in range(0, len(gone), BATCH_SIZE):
+            batch = gone[start : start + BATCH_SIZE]
+            with transaction.atomic():
+                Package.objects.filter(pk__in=batch).update(removed=True, updated_at=timezone.now())
+                self._changed(len(batch))
+        self.known = {}
+        if self.changed:
+            # A record whose file changed (new sha256) no longer matches what we stored.
+            Package.objects.filter(
+                mirror=self.mirror, subdir=self.unit, artifact__isnull=False
+            ).exclude(sha256="").exclude(artifact__sha256=F("sha256")).update(artifact=None)
+
+    def _changed(self, count: int) -> None:
+        self.changed += count
+        Channel.objects.filter(pk=self.mirror.channel_id).update(
+            content_version=F("content_version") + 1
+        )
+
+
+def _upsert_copy(rows: list[tuple]) -> None:
+    table = Package._meta.db_table
+    columns = ", ".join(COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in UPDATED)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMP TABLE psm_package_stage ON COMMIT DROP AS "
+            f"SELECT {columns} FROM {table} WITH NO DATA"
+        )
+        with cursor.copy(f"COPY psm_package_stage ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        # The WHERE keeps a row another mirror brought in meanwhile from changing hands.
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}, artifact_id) "
+            f"SELECT {columns}, NULL FROM psm_package_stage "
+            f"ON CONFLICT (channel_id, subdir, filename) DO UPDATE SET {updates} "
+            f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id"
+        )
+
+
+def _upsert_orm(rows: list[tuple]) -> None:
+    Package.objects.bulk_create(
+        [Package(**dict(zip(COLUMNS, row, strict=True))) for row in rows],
+        update_conflicts=True,
+        unique_fields=["channel", "subdir", "filename"],
+        update_fields=[c.removesuffix("_id") for c in UPDATED],
+    )

@@ -1,0 +1,89 @@
+"""Conda mirrors end to end: a real fixture channel on loopback, synced into PSM, served back."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from channels_app.models import Package, PublishedFile
+from mirrors_app.models import Mirror, SyncRun
+from tests.factories import ChannelFactory, MirrorFactory
+from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel, read_repodata
+
+pytestmark = pytest.mark.django_db
+
+PACKAGES = [
+    FakePackage("alpha", "1.0"),
+    FakePackage("beta", "2.0", subdir="linux-64", fmt=".conda", depends=["alpha >=1"]),
+    FakePackage("gamma", "0.1", subdir="linux-64"),
+]
+
+
+@pytest.fixture
+def source(tmp_path):
+    root = build_channel(tmp_path / "upstream", PACKAGES)
+    with ChannelServer(root) as server:
+        yield server
+
+
+def _mirror(server, mode=Mirror.Mode.PASSIVE, **kwargs):
+    return MirrorFactory(
+        source_url=server.url, mode=mode, options={"subdirs": ["linux-64"]}, **kwargs
+    )
+
+
+def _served(client, channel, path):
+    response = client.get(f"/api/repo/{channel.path}/{path}")
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return response, body
+
+
+def test_passive_sync_publishes_upstream_records_verbatim(source, run_mirror, client):
+    mirror = _mirror(source)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert run.seen == 3 and run.ingested == 3 and run.filtered == 0
+    response, body = _served(client, mirror.channel, "linux-64/repodata.json")
+    assert response.status_code == 200
+    served = orjson.loads(body)
+    upstream = read_repodata(source.root, "linux-64")
+    assert served["packages"] == upstream["packages"]
+    assert served["packages.conda"] == upstream["packages.conda"]
+    response, body = _served(client, mirror.channel, "noarch/repodata.json")
+    assert orjson.loads(body)["packages"] == read_repodata(source.root, "noarch")["packages"]
+    assert Package.objects.filter(on_demand=True, artifact__isnull=True).count() == 3
+
+
+def test_unchanged_upstream_costs_one_conditional_request_per_subdir(source, run_mirror):
+    mirror = _mirror(source)
+    run_mirror(mirror)
+    published = set(PublishedFile.objects.values_list("artifact__sha256", flat=True))
+    before = len(source.requests)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED
+    assert run.ingested == 0
+    fetched = [path for _, path in source.requests[before:] if "repodata" in path]
+    assert len(fetched) == 2  # noarch and linux-64, each a 304
+    assert set(PublishedFile.objects.values_list("artifact__sha256", flat=True)) == published
+
+
+def test_active_sync_downloads_verified_files(source, run_mirror, client):
+    mirror = _mirror(source, mode=Mirror.Mode.ACTIVE)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert run.downloaded == 3
+    filename = PACKAGES[1].filename
+    response, body = _served(client, mirror.channel, f"linux-64/{filename}")
+    assert response.status_code == 200
+    assert body == (source.root / "linux-64" / filename).read_bytes()
+
+
+def test_passive_file_is_fetched_on_first_request(source, run_mirror, client):
+    mirror = _mirror(source)
+    run_mirror(mirror)
+    filename = PACKAGES[0].filename
+    response, body = _served(client, mirror.channel, f"noarch/{filename}")
+    assert response.status_code == 200
+    assert body == (source.root / "noarch" / filename).read_bytes()
+    response, body = _served(client, mirror.channel, f"noarch/{filename}")
+    assert source.count(f"/noarch/{filename}") == 1
