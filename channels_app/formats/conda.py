@@ -175,6 +175,9 @@ class CondaFormat(RepositoryFormat):
     def unit_extras(self, fileobj: BinaryIO, url: str, unit: str) -> dict[str, Any]:
         """The `removed` list, reading (and so validating) the whole document."""
         fileobj.seek(0)
+        if not fileobj.read(4096).lstrip().startswith(b"{"):
+            raise FormatError(url, "repodata must be a JSON object")
+        fileobj.seek(0)
         removed = None
         try:
             # Read to the end even after `removed` is found: that is the validation.

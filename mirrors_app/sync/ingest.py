@@ -156,6 +156,8 @@ def _upsert_copy(rows: list[tuple]) -> None:
     columns = ", ".join(COLUMNS)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in UPDATED)
     with connection.cursor() as cursor:
+        # Dropped first as well: inside an outer transaction (tests) ON COMMIT comes late.
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.psm_package_stage")
         cursor.execute(
             f"CREATE TEMP TABLE psm_package_stage ON COMMIT DROP AS "
             f"SELECT {columns} FROM {table} WITH NO DATA"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 
 import pytest
 
 from channels_app.formats import FORMATS, FormatError, OptionsError, get_format
-from channels_app.formats.conda import DEFAULT_SUBDIRS, parse_repodata
+from channels_app.formats import Rejected
+from channels_app.formats.conda import DEFAULT_SUBDIRS
 from channels_app.formats.cran import parse_dcf
 from channels_app.formats.pypi import parse_project_list
 from psm.http import UpstreamClient, UpstreamError
@@ -17,6 +19,13 @@ from tests.conftest import conda_record
 conda = FORMATS["conda"]
 pypi = FORMATS["pypi"]
 cran = FORMATS["cran"]
+
+
+def parse_repodata(body: bytes, url: str, subdir: str) -> list:
+    """Check and parse a repodata document the way a sync does."""
+    document = io.BytesIO(body)
+    conda.unit_extras(document, url, subdir)
+    return list(conda.parse_unit(document, url, subdir))
 
 
 @pytest.fixture
@@ -128,7 +137,9 @@ def test_conda_malformed_repodata_raises_format_error_naming_the_url(client, con
     conda_upstream.write("noarch/repodata.json", b'{"packages": ')
     url = f"{conda_upstream.url}/noarch/repodata.json"
     with pytest.raises(FormatError) as caught:
-        list(conda.iter_index(client, conda_upstream.url, {}))
+        parse_repodata(
+            conda_upstream.root.joinpath("noarch/repodata.json").read_bytes(), url, "noarch"
+        )
     assert caught.value.where == url
     assert url in str(caught.value)
     assert "not valid JSON" in str(caught.value)
@@ -139,7 +150,6 @@ def test_conda_malformed_repodata_raises_format_error_naming_the_url(client, con
     [
         (b"[]", "URL", "repodata must be a JSON object"),
         (b'{"packages": ["x"]}', "URL [packages]", "must be an object"),
-        (b'{"packages.conda": {"x.conda": 1}}', "URL [packages.conda][x.conda]", "must be an"),
     ],
 )
 def test_conda_repodata_of_the_wrong_shape_names_the_key(body, where, reason):
@@ -152,6 +162,7 @@ def test_conda_repodata_of_the_wrong_shape_names_the_key(body, where, reason):
 def test_conda_repodata_records_keep_their_fields():
     body = json.dumps({"packages": {"a-1-0.tar.bz2": conda_record("a", "1")}}).encode()
     (record,) = parse_repodata(body, "URL", "noarch")
+    assert record.document == json.dumps(conda_record("a", "1"), separators=(",", ":"))
     assert (record.name, record.version, record.filename, record.subdir) == (
         "a",
         "1",
@@ -159,6 +170,13 @@ def test_conda_repodata_records_keep_their_fields():
         "noarch",
     )
     assert record.md5 == "0" * 32
+
+
+def test_conda_record_that_is_not_an_object_is_rejected_not_fatal():
+    body = b'{"packages.conda": {"x-1-0.conda": 1}}'
+    assert parse_repodata(body, "URL", "noarch") == [
+        Rejected("x-1-0.conda", "record is not an object")
+    ]
 
 
 # --- pypi -------------------------------------------------------------------------------------
