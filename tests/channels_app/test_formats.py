@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from channels_app.formats import FORMATS, FormatError, OptionsError, get_format
-from channels_app.formats import Rejected
+from channels_app.formats import FORMATS, FormatError, OptionsError, Rejected, get_format
 from channels_app.formats.conda import DEFAULT_SUBDIRS
 from channels_app.formats.cran import parse_dcf
 from channels_app.formats.pypi import parse_project_list

@@ -1003,7 +1003,8 @@ def test_delete_mirror_with_packages_removes_its_packages(admin_client, channel,
     assert response.status_code == 204
     assert not Mirror.objects.filter(pk=mirror_id).exists()
     assert not PeriodicTask.objects.filter(name=f"mirror-{mirror_id}").exists()
-    assert list(Package.objects.values_list("filename", flat=True)) == ["c-1.0-0.conda"]
+    served = Package.objects.filter(removed=False)
+    assert list(served.values_list("filename", flat=True)) == ["c-1.0-0.conda"]
 
 
 def test_delete_mirror_with_packages_false_keeps_packages(admin_client, channel):

@@ -7,7 +7,7 @@ import pytest
 
 from channels_app.models import Package, PublishedFile
 from mirrors_app.models import Mirror, SyncRun
-from tests.factories import ChannelFactory, MirrorFactory
+from tests.factories import MirrorFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel, read_repodata
 
 pytestmark = pytest.mark.django_db

@@ -28,7 +28,7 @@ def test_runs_the_mirror_synchronously_and_prints_a_summary(conda_upstream):
     run = SyncRun.objects.get()
     assert output.strip() == (
         f"Run #{run.pk} of 'forge' (main): completed; "
-        "seen 3, filtered 0, ingested 0, downloaded 0, failed 0"
+        "seen 3, filtered 0, ingested 3, downloaded 0, failed 0"
     )
     assert run.state == State.COMPLETED
     assert run.trigger == SyncRun.Trigger.MANUAL
@@ -84,6 +84,7 @@ def test_channel_option_accepts_a_subchannel_path(conda_upstream):
 
 def test_failing_upstream_is_an_error_with_the_reason_and_the_run_failed(conda_upstream):
     conda_upstream.write("noarch/repodata.json", b"{broken")
+    conda_upstream.write("linux-64/repodata.json", b"{broken")
     MirrorFactory(name="forge", source_url=conda_upstream.url)
     with pytest.raises(CommandError) as caught:
         _run("forge")

@@ -200,7 +200,9 @@ def test_finish_sets_the_mirror_status_and_last_synced_at(state):
     assert run.error == "why"
     mirror = _reload(mirror)
     assert mirror.status == state
-    assert mirror.last_synced_at == run.finished_at
+    # "Last updated" is the last run that brought anything in; a failed run did not.
+    expected = None if state == State.FAILED else run.finished_at
+    assert mirror.last_synced_at == expected
 
 
 def test_finish_of_a_run_no_longer_running_changes_nothing():
@@ -247,13 +249,19 @@ def test_delete_keeps_the_mirrors_packages_by_default():
         assert package.channel == mirror.channel
 
 
-def test_delete_with_packages_removes_them_too():
+def test_delete_with_packages_removes_them_at_the_next_publish(
+    django_capture_on_commit_callbacks,
+):
     mirror = MirrorFactory()
     other = MirrorFactory(channel=mirror.channel)
     _package(mirror, "a.conda")
     kept = _package(other, "b.conda")
-    services.mirror_delete(mirror=mirror, with_packages=True)
-    assert list(Package.objects.all()) == [kept]
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.mirror_delete(mirror=mirror, with_packages=True)
+    # Still served until the publish that drops them, so no index lists a missing file.
+    assert list(Package.objects.filter(removed=False)) == [kept]
+    assert Package.objects.filter(removed=True).count() == 1
+    assert len(callbacks) == 1  # the publish is queued
 
 
 def test_save_with_run_now_returns_the_queued_run(delay, django_capture_on_commit_callbacks):

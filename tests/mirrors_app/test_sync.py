@@ -52,8 +52,20 @@ def test_run_honours_the_mirrors_subdirs_option(conda_upstream):
     assert _reload(run).seen == 2
 
 
-def test_run_against_malformed_repodata_fails_naming_the_url(conda_upstream):
+def test_malformed_repodata_in_one_subdir_is_reported_and_the_others_still_sync(conda_upstream):
     conda_upstream.write("linux-64/repodata.json", b"<html>not json</html>")
+    run = _claimed_run(conda_upstream.url)
+    assert run_sync(run) == State.COMPLETED
+    run = _reload(run)
+    assert f"linux-64: {conda_upstream.url}/linux-64/repodata.json" in run.error
+    assert "repodata must be a JSON object" in run.error
+    assert run.filtered_reasons == {"index unreadable: linux-64": 1}
+    assert set(run.mirror.packages.values_list("subdir", flat=True)) == {"noarch"}
+
+
+def test_run_against_malformed_repodata_everywhere_fails_naming_the_url(conda_upstream):
+    conda_upstream.write("linux-64/repodata.json", b"<html>not json</html>")
+    conda_upstream.write("noarch/repodata.json", b'{"packages": {')
     run = _claimed_run(conda_upstream.url)
     assert run_sync(run) == State.FAILED
     run = _reload(run)
@@ -61,6 +73,7 @@ def test_run_against_malformed_repodata_fails_naming_the_url(conda_upstream):
     assert f"{conda_upstream.url}/linux-64/repodata.json" in run.error
     assert "not valid JSON" in run.error
     assert _reload(run.mirror).status == Mirror.Status.FAILED
+    assert not run.mirror.packages.exists()
 
 
 def test_run_against_an_unreachable_upstream_fails_with_a_clear_error(refused_url):
@@ -94,18 +107,21 @@ def test_stop_before_the_first_batch_ends_the_run_stopped(conda_upstream):
 def test_stop_mid_run_ends_stopped_and_keeps_the_counters(conda_upstream, monkeypatch):
     # linux-64 (1 record) is read before noarch (2): ask to stop as the second subdir is fetched.
     run = _claimed_run(conda_upstream.url)
-    real_fetch = UpstreamClient.fetch
+    real_download = UpstreamClient.download
 
-    def fetch_then_stop(client, url, **kwargs):
-        if url.endswith("/noarch/repodata.json"):
+    def download_then_stop(client, url, dest, **kwargs):
+        if "/noarch/repodata.json" in url:
             services.mirror_stop(mirror=run.mirror)
-        return real_fetch(client, url, **kwargs)
+        return real_download(client, url, dest, **kwargs)
 
-    monkeypatch.setattr(UpstreamClient, "fetch", fetch_then_stop)
+    monkeypatch.setattr(UpstreamClient, "download", download_then_stop)
     assert run_sync(run) == State.STOPPED
     run = _reload(run)
     assert run.state == State.STOPPED
-    assert run.seen == 3  # the last flush kept what was read before the stop was seen
+    assert run.seen == 1  # linux-64 was read in full before the stop was seen
+    # What the run completed is kept and published.
+    assert list(run.mirror.packages.values_list("subdir", flat=True)) == ["linux-64"]
+    assert run.mirror.channel.published_files.filter(path="linux-64/repodata.json").exists()
     assert run.finished_at is not None
     assert _reload(run.mirror).status == Mirror.Status.STOPPED
 
@@ -121,14 +137,14 @@ def test_large_index_is_counted_across_several_batches(upstream):
 
 def test_mirror_deleted_mid_run_does_not_crash(conda_upstream, monkeypatch):
     run = _claimed_run(conda_upstream.url)
-    real_fetch = UpstreamClient.fetch
+    real_download = UpstreamClient.download
 
-    def fetch_then_delete(client, url, **kwargs):
-        if url.endswith("/noarch/repodata.json") and Mirror.objects.exists():
+    def download_then_delete(client, url, dest, **kwargs):
+        if "/noarch/repodata.json" in url and Mirror.objects.exists():
             services.mirror_delete(mirror=Mirror.objects.get())
-        return real_fetch(client, url, **kwargs)
+        return real_download(client, url, dest, **kwargs)
 
-    monkeypatch.setattr(UpstreamClient, "fetch", fetch_then_delete)
+    monkeypatch.setattr(UpstreamClient, "download", download_then_delete)
     assert run_sync(run) == State.STOPPED
     assert not SyncRun.objects.exists()
     assert not Mirror.objects.exists()

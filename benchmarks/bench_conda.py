@@ -1,0 +1,494 @@
+"""Benchmark a passive conda mirror of a conda-forge-scale subdir on PostgreSQL.
+
+    .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
+        [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
+        [--mutate 0.01] [--serve-seconds 15] [--no-serve] [--profile] [--json FILE]
+
+What it does, in order:
+
+1. Data: generates `<workdir>/chan` with gen_conda.py (or copies `--source`, an already generated
+   channel of the same `--records`; the copy is what gets mutated, never the source).
+2. Upstream: serves `<workdir>/chan` on 127.0.0.1 with a threaded HTTP server that sends an
+   ETag (size + mtime) and answers If-None-Match with 304, like a CDN would.
+3. Database: drops and creates `--db` on the `--pg` server, migrates, creates a conda channel
+   `bench` and a passive mirror `bench` of linux-64 (+ noarch) from the upstream.
+4. Syncs, each one `manage.py mirror_run bench` in its own process (wall time, peak RSS of that
+   process, records/s, and when each step began, read from the run's `step` while it runs):
+   full (empty database), unchanged (upstream answers 304), 1% changed (after
+   `gen_conda.py --mutate` on the copy).
+5. Serving: starts gunicorn (2 sync workers) on the data and measures requests/s with wrk
+   (else a threaded Python client): full GET of linux-64/repodata.json, of .json.zst, and a
+   conditional GET with If-None-Match (304).
+
+Prints a table and writes JSON (`<workdir>/results.json` unless `--json`). Nothing is
+asserted: the figures are for the reader (see benchmarks/README.md for targets and results).
+`--profile` also runs each sync under cProfile (`<workdir>/run-N.prof`); timings then include
+the profiler's overhead, so compare them with a run without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+SUBDIR = "linux-64"
+
+# --- upstream ---------------------------------------------------------------------------------
+
+
+def make_upstream(root: Path) -> ThreadingHTTPServer:
+    """A static file server for `root` with ETag/If-None-Match and Last-Modified (GET, HEAD)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def _serve(self, *, body: bool) -> None:
+            path = (root / self.path.split("?", 1)[0].lstrip("/")).resolve()
+            if root not in path.parents or not path.is_file():
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            st = path.stat()
+            etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+            modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+            match = self.headers.get("If-None-Match")
+            if match and etag in [t.strip() for t in match.split(",")]:
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(st.st_size))
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", modified)
+            self.end_headers()
+            if body:
+                with open(path, "rb") as handle:
+                    self.wfile.flush()
+                    self.connection.sendfile(handle)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# --- database and PSM -------------------------------------------------------------------------
+
+
+def fresh_database(pg: str, db: str) -> None:
+    with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db}"')
+
+
+def manage(env: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, str(ROOT / "manage.py"), *args],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+SETUP = """
+from channels_app.models import Channel
+from mirrors_app.models import Mirror
+channel = Channel.objects.create(name="bench", kind="conda")
+Mirror.objects.create(channel=channel, name="bench", mode="passive", kind="conda",
+                      source_url={url!r}, options={{"subdirs": [{subdir!r}]}})
+"""
+
+RSS_WRAPPER = """
+import resource, subprocess, sys, json
+code = subprocess.call(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "maxrss_kb": usage.ru_maxrss, "user": usage.ru_utime,
+               "sys": usage.ru_stime}, out)
+sys.exit(code)
+"""
+
+
+class StepWatcher:
+    """Polls the running run's `step` and notes when each step was first seen."""
+
+    def __init__(self, dsn: str, period: float = 0.1) -> None:
+        self.dsn, self.period = dsn, period
+        self.steps: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> StepWatcher:
+        with psycopg.connect(self.dsn) as conn:
+            self._after = conn.execute(
+                "SELECT coalesce(max(id), 0) FROM mirrors_app_syncrun"
+            ).fetchone()[0]
+        self.start = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self._stop.is_set():
+                row = conn.execute(
+                    "SELECT step FROM mirrors_app_syncrun WHERE id > %s ORDER BY id DESC LIMIT 1",
+                    (self._after,),
+                ).fetchone()
+                if row and row[0] and (not self.steps or self.steps[-1][1] != row[0]):
+                    self.steps.append((round(time.monotonic() - self.start, 2), row[0]))
+                self._stop.wait(self.period)
+
+
+def run_sync(env: dict, dsn: str, workdir: Path, label: str, index: int, profile: bool) -> dict:
+    stats_file = workdir / f"run-{index}.rusage.json"
+    command = [PYTHON]
+    if profile:
+        command += ["-m", "cProfile", "-o", str(workdir / f"run-{index}.prof")]
+    command += [str(ROOT / "manage.py"), "mirror_run", "bench"]
+    log = workdir / f"run-{index}.log"
+    with StepWatcher(dsn) as watcher, open(log, "w") as out:
+        started = time.monotonic()
+        code = subprocess.call(
+            [PYTHON, "-c", RSS_WRAPPER, str(stats_file), *command],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        wall = time.monotonic() - started
+    usage = json.loads(stats_file.read_text())
+    with psycopg.connect(dsn) as conn:
+        state, seen, ingested, step = conn.execute(
+            "SELECT state, seen, ingested, step FROM mirrors_app_syncrun ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        packages, live = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE NOT removed) FROM channels_app_package"
+        ).fetchone()
+        table_mb = conn.execute(
+            "SELECT pg_total_relation_size('channels_app_package') / 1e6"
+        ).fetchone()[0]
+    result = {
+        "label": label,
+        "exit_code": code,
+        "state": state,
+        "wall_s": round(wall, 2),
+        "cpu_user_s": round(usage["user"], 2),
+        "cpu_sys_s": round(usage["sys"], 2),
+        "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
+        "seen": seen,
+        "ingested": ingested,
+        "records_per_s": round(seen / wall) if wall else None,
+        "package_rows": packages,
+        "live_rows": live,
+        "package_table_mb": round(float(table_mb)),
+        "steps": watcher.steps,
+        "log": str(log),
+    }
+    if code:
+        result["output_tail"] = log.read_text()[-2000:]
+    return result
+
+
+# --- serving ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(host: str, port: int, path: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn.request("HEAD", path)
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def head(port: int, path: str) -> dict[str, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("HEAD", path)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return {k.lower(): v for k, v in response.getheaders()} | {"status": str(response.status)}
+
+
+def _wrk_number(value: str, unit: str) -> float:
+    scale = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9, "B": 1}
+    return float(value) * scale[unit]
+
+
+def load_wrk(url: str, connections: int, seconds: int, headers: dict[str, str]) -> dict:
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s"]
+    command += ["--timeout", "120s"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w*B)", output)
+    latency = re.search(r"Latency\s+([\d.]+)(\w+)", output)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "tool": "wrk",
+        "requests_per_s": float(rps.group(1)) if rps else None,
+        "mb_per_s": round(_wrk_number(*transfer.groups()) / 1e6, 1) if transfer else None,
+        "avg_latency": "".join(latency.groups()) if latency else None,
+        "bad_responses": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+def load_python(url: str, connections: int, seconds: int, headers: dict[str, str]) -> dict:
+    """A threaded keep-alive client: each thread repeats the GET until time is up."""
+    _, _, rest = url.partition("://")
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    counts = {"requests": 0, "bytes": 0, "bad": 0}
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        done = size = bad = 0
+        while time.monotonic() < deadline:
+            conn.request("GET", "/" + path, headers=headers)
+            response = conn.getresponse()
+            while chunk := response.read(1 << 20):
+                size += len(chunk)
+            bad += response.status >= 400
+            done += 1
+        conn.close()
+        with lock:
+            counts["requests"] += done
+            counts["bytes"] += size
+            counts["bad"] += bad
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    return {
+        "tool": "python",
+        "requests_per_s": round(counts["requests"] / elapsed, 2),
+        "mb_per_s": round(counts["bytes"] / elapsed / 1e6, 1),
+        "bad_responses": counts["bad"],
+    }
+
+
+def measure_serving(env: dict, workdir: Path, seconds: int, workers: int) -> dict:
+    port = free_port()
+    log = open(workdir / "gunicorn.log", "w")
+    server = subprocess.Popen(
+        [PYTHON, "-m", "gunicorn", "psm.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"]
+        + ["--timeout", "300", "--log-level", "warning"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = "/api/repo/bench/" + SUBDIR
+    results: dict = {"workers": workers, "port": port}
+    try:
+        wait_http("127.0.0.1", port, base + "/repodata.json")
+        load = load_wrk if shutil.which("wrk") else load_python
+        plain = head(port, base + "/repodata.json")
+        packed = head(port, base + "/repodata.json.zst")
+        results["repodata_json_mb"] = round(int(plain["content-length"]) / 1e6, 1)
+        results["repodata_zst_mb"] = round(int(packed["content-length"]) / 1e6, 1)
+        cases = [
+            ("GET repodata.json (full body)", "/repodata.json", 2, {}),
+            ("GET repodata.json.zst (full body)", "/repodata.json.zst", 2, {}),
+            (
+                "GET repodata.json, If-None-Match (304)",
+                "/repodata.json",
+                16,
+                {"If-None-Match": plain["etag"]},
+            ),
+        ]
+        results["cases"] = []
+        for label, path, connections, headers in cases:
+            url = f"http://127.0.0.1:{port}{base}{path}"
+            measured = load(url, connections, seconds, headers)
+            results["cases"].append({"label": label, "connections": connections, **measured})
+            print(f"  {label}: {measured}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    return results
+
+
+# --- driver -----------------------------------------------------------------------------------
+
+
+def generate(out: Path, records: int, mutate: float = 0.0) -> float:
+    command = [PYTHON, str(ROOT / "benchmarks" / "gen_conda.py"), str(out)]
+    command += ["--records", str(records), "--subdir", SUBDIR]
+    if mutate:
+        command += ["--mutate", str(mutate)]
+    started = time.monotonic()
+    subprocess.run(command, check=True)
+    return time.monotonic() - started
+
+
+def print_table(results: dict) -> None:
+    print()
+    print(f"{'sync':<26}{'wall s':>9}{'peak RSS MB':>13}{'records/s':>12}{'seen':>9}{'written':>9}")
+    for run in results["syncs"]:
+        print(
+            f"{run['label']:<26}{run['wall_s']:>9.1f}{run['peak_rss_mb']:>13.0f}"
+            f"{run['records_per_s'] or 0:>12,}{run['seen']:>9}{run['ingested']:>9}"
+            + ("" if run["state"] == "completed" else f"  ({run['state']})")
+        )
+    for run in results["syncs"]:
+        steps = ", ".join(f"{t:.1f}s {s}" for t, s in run["steps"])
+        print(f"  {run['label']}: {steps}")
+    serving = results.get("serving")
+    if serving:
+        print()
+        print(f"serving (gunicorn, {serving['workers']} sync workers):")
+        print(f"{'request':<42}{'conns':>6}{'req/s':>10}{'MB/s':>9}")
+        for case in serving["cases"]:
+            print(
+                f"{case['label']:<42}{case['connections']:>6}{case['requests_per_s']:>10}"
+                f"{case['mb_per_s'] or 0:>9}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=600_000)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/psm-bench"))
+    parser.add_argument("--source", type=Path, help="an already generated channel to copy")
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="server URL")
+    parser.add_argument("--db", default="psm_bench")
+    parser.add_argument("--mutate", type=float, default=0.01)
+    parser.add_argument("--serve-seconds", type=int, default=15)
+    parser.add_argument("--serve-workers", type=int, default=2)
+    parser.add_argument("--no-serve", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile each sync")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    chan, data = workdir / "chan", workdir / "data"
+    for folder in (chan, data):
+        shutil.rmtree(folder, ignore_errors=True)
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(PYTHON).name, *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        },
+        "records": args.records,
+    }
+
+    if args.source:
+        print(f"copying {args.source} to {chan}", flush=True)
+        shutil.copytree(args.source, chan)
+    else:
+        results["generate_s"] = round(generate(chan, args.records), 1)
+    results["repodata_mb"] = round((chan / SUBDIR / "repodata.json").stat().st_size / 1e6, 1)
+    results["repodata_zst_mb"] = round(
+        (chan / SUBDIR / "repodata.json.zst").stat().st_size / 1e6, 1
+    )
+
+    upstream = make_upstream(chan)
+    upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
+    dsn = f"{args.pg}/{args.db}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "PSM_DATA_DIR": str(data),
+        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
+        "PSM_SECRET_KEY": "benchmark-only-not-secret",
+        "DJANGO_SETTINGS_MODULE": "psm.settings",
+    }
+    print(f"fresh database {args.db}; migrating", flush=True)
+    fresh_database(args.pg, args.db)
+    manage(env, "migrate", "--noinput")
+    manage(env, "shell", "-c", SETUP.format(url=upstream_url, subdir=SUBDIR))
+
+    plan = [("full (empty db)", None), ("unchanged (304)", None), (f"{args.mutate:.0%} changed", "mutate")]
+    results["syncs"] = []
+    for index, (label, before) in enumerate(plan, 1):
+        if before == "mutate":
+            print(f"mutating {args.mutate:.0%} of the records", flush=True)
+            results["mutate_s"] = round(generate(chan, args.records, args.mutate), 1)
+        print(f"sync {index}: {label}", flush=True)
+        run = run_sync(env, dsn, workdir, label, index, args.profile)
+        print(f"  {run['state']} in {run['wall_s']} s, peak RSS {run['peak_rss_mb']} MB", flush=True)
+        results["syncs"].append(run)
+        if run["exit_code"]:
+            print(run.get("output_tail", ""), file=sys.stderr)
+            break
+
+    upstream.shutdown()
+    if not args.no_serve and all(r["exit_code"] == 0 for r in results["syncs"]):
+        print("serving", flush=True)
+        results["serving"] = measure_serving(env, workdir, args.serve_seconds, args.serve_workers)
+
+    out = args.json or workdir / "results.json"
+    out.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nresults: {out}")
+
+
+if __name__ == "__main__":
+    main()
