@@ -465,7 +465,11 @@ def main() -> None:
     manage(env, "migrate", "--noinput")
     manage(env, "shell", "-c", SETUP.format(url=upstream_url, subdir=SUBDIR))
 
-    plan = [("full (empty db)", None), ("unchanged (304)", None), (f"{args.mutate:.0%} changed", "mutate")]
+    plan = [
+        ("full (empty db)", None),
+        ("unchanged (304)", None),
+        (f"{args.mutate:.0%} changed", "mutate"),
+    ]
     results["syncs"] = []
     for index, (label, before) in enumerate(plan, 1):
         if before == "mutate":
@@ -473,7 +477,9 @@ def main() -> None:
             results["mutate_s"] = round(generate(chan, args.records, args.mutate), 1)
         print(f"sync {index}: {label}", flush=True)
         run = run_sync(env, dsn, workdir, label, index, args.profile)
-        print(f"  {run['state']} in {run['wall_s']} s, peak RSS {run['peak_rss_mb']} MB", flush=True)
+        print(
+            f"  {run['state']} in {run['wall_s']} s, peak RSS {run['peak_rss_mb']} MB", flush=True
+        )
         results["syncs"].append(run)
         if run["exit_code"]:
             print(run.get("output_tail", ""), file=sys.stderr)

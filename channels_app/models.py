@@ -110,6 +110,13 @@ class Channel(models.Model):
                 raise ValidationError({"parent": "Subchannels are one level deep only."})
             if self.pk and self.subchannels.exists():
                 raise ValidationError({"parent": "A channel with subchannels cannot become one."})
+            if self.kind in FORMATS and self.name in FORMATS[self.kind].reserved_names:
+                raise ValidationError(
+                    {
+                        "name": f"{self.name!r} is a folder of every {self.kind} channel; "
+                        "choose another subchannel name."
+                    }
+                )
         if self.pk and self.policy_id:
             clash = self.mirrors.filter(policy_id=self.policy_id).first()
             if clash is not None:

@@ -7,6 +7,7 @@ packages removed since the last publish stay servable until the publish that dro
 
 from __future__ import annotations
 
+import bz2
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -106,7 +107,55 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             published_version=version, published_at=timezone.now()
         )
     logger.info("published %s: %d files, %d packages dropped", channel, len(files), dropped)
+    small = [f for f in files if f.path.endswith(BZ2_OF) and f.artifact.size <= BZ2_INLINE_BYTES]
+    if len(small) < sum(f.path.endswith(BZ2_OF) for f in files):
+        # bzip2 of a conda-forge-sized index takes most of a minute: not on the run's clock.
+        from .tasks import compress_channel
+
+        transaction.on_commit(lambda: compress_channel.delay(channel.pk))
+    else:
+        channel_compress(channel=channel)
     return True
+
+
+#: Published files that also get a `.bz2` copy (older conda clients ask for it).
+BZ2_OF = "/repodata.json"
+BZ2_INLINE_BYTES = 8 * 1024 * 1024
+
+
+def channel_compress(*, channel: Channel) -> int:
+    """Add the `.bz2` copy of every published repodata.json lacking one; return how many.
+
+    A copy is only added while its source is still the published one, so it always matches.
+    """
+    added = 0
+    sources = PublishedFile.objects.filter(channel=channel, path__endswith=BZ2_OF)
+    for source in sources.select_related("artifact"):
+        target = source.path + ".bz2"
+        if PublishedFile.objects.filter(channel=channel, path=target).exists():
+            continue
+        with storage.BlobWriter() as writer, storage.open_artifact(source.artifact) as plain:
+            compressor = bz2.BZ2Compressor(9)
+            while chunk := plain.read(1 << 20):
+                writer.write(compressor.compress(chunk))
+            writer.write(compressor.flush())
+            sha256, size = writer.commit()
+        with transaction.atomic():
+            still = PublishedFile.objects.select_for_update().filter(
+                pk=source.pk, artifact_id=source.artifact_id
+            )
+            if still.exists():
+                PublishedFile.objects.get_or_create(
+                    channel=channel,
+                    path=target,
+                    defaults={
+                        "artifact": storage.artifact_for(sha256, size),
+                        "content_type": "application/x-bzip2",
+                        "published_at": source.published_at,
+                    },
+                )
+                added += 1
+    return added
 
 
 def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:

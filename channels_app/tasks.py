@@ -19,3 +19,10 @@ def publish_channel(channel_id: int) -> bool:
 def collect_garbage() -> int:
     """Delete stored files nothing references any more."""
     return publishing.collect_garbage()
+
+
+@shared_task(name="channels.compress_channel")
+def compress_channel(channel_id: int) -> int:
+    """Add the bzip2 copies of a channel's published index files."""
+    channel = Channel.objects.filter(pk=channel_id).first()
+    return publishing.channel_compress(channel=channel) if channel else 0
