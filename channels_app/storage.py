@@ -26,7 +26,11 @@ from .models import Artifact
 
 
 class IntegrityError(Exception):
-    """The bytes do not match the expected checksum or size."""
+    """The bytes do not match the expected checksum or size; `check` says which."""
+
+    def __init__(self, check: str, message: str) -> None:
+        self.check = check
+        super().__init__(message)
 
 
 def blob_path(sha256: str) -> str:
@@ -49,7 +53,7 @@ class BlobWriter:
     def write(self, chunk: bytes) -> int:
         self.size += len(chunk)
         if self.max_bytes is not None and self.size > self.max_bytes:
-            raise IntegrityError(f"more than the expected {self.max_bytes} bytes")
+            raise IntegrityError("size", f"more than the expected {self.max_bytes} bytes")
         self._sha256.update(chunk)
         self._md5.update(chunk)
         return self._tmp.write(chunk)
@@ -61,11 +65,13 @@ class BlobWriter:
         self._tmp.close()
         digest = self._sha256.hexdigest()
         if size is not None and self.size != size:
-            raise IntegrityError(f"size {self.size} does not match the expected {size}")
+            raise IntegrityError("size", f"size {self.size} does not match the expected {size}")
         if sha256 and digest != sha256.lower():
-            raise IntegrityError(f"sha256 {digest} does not match the expected {sha256}")
+            raise IntegrityError("sha256", f"sha256 {digest} does not match the expected {sha256}")
         if md5 and self._md5.hexdigest() != md5.lower():
-            raise IntegrityError(f"md5 {self._md5.hexdigest()} does not match the expected {md5}")
+            raise IntegrityError(
+                "md5", f"md5 {self._md5.hexdigest()} does not match the expected {md5}"
+            )
         path = blob_path(digest)
         if not default_storage.exists(path):
             with open(self._tmp.name, "rb") as source:

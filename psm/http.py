@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from django.conf import settings
@@ -19,6 +19,7 @@ from urllib3.util.retry import Retry
 
 USER_AGENT = "psm/0.1 (+package security manager)"
 CHUNK_SIZE = 1024 * 1024
+MAX_REDIRECTS = 5
 
 
 class UpstreamError(Exception):
@@ -103,10 +104,28 @@ def open_stream(
     The caller reads `response.iter_content()`; a 404 is returned (not raised) so callers can
     treat a missing optional file as absent.
     """
-    if not is_host_allowed(url):
-        raise UpstreamError(url, "host is not on the upstream allowlist (PSM_UPSTREAM_ALLOWLIST)")
+    response = None
+    target = url
     try:
-        response = session.get(url, headers=headers, stream=True, timeout=settings.PSM_HTTP_TIMEOUT)
+        # Redirects are followed by hand so that every hop is checked against the allowlist.
+        for _hop in range(MAX_REDIRECTS + 1):
+            if not is_host_allowed(target):
+                raise UpstreamError(
+                    target, "host is not on the upstream allowlist (PSM_UPSTREAM_ALLOWLIST)"
+                )
+            response = session.get(
+                target,
+                headers=headers,
+                stream=True,
+                timeout=settings.PSM_HTTP_TIMEOUT,
+                allow_redirects=False,
+            )
+            if not response.is_redirect:
+                break
+            target = urljoin(target, response.headers["Location"])
+            response.close()
+        else:
+            raise UpstreamError(url, f"more than {MAX_REDIRECTS} redirects")
     except requests.RequestException as exc:
         raise UpstreamError(
             url, f"request failed: {exc.__class__.__name__}: {exc}", transient=True

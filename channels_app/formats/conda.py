@@ -170,7 +170,11 @@ class CondaFormat(RepositoryFormat):
             if not entries:
                 # A section of the wrong shape reads as empty, which would remove every
                 # package; tell it apart (costs a pass only for an empty section).
-                _require_object(fileobj, section, url)
+                value = _first(fileobj, section, url, missing=_MISSING)
+                if value is not _MISSING and not isinstance(value, dict):
+                    raise FormatError(
+                        f"{url} [{section}]", "must be an object of file name to record"
+                    )
 
     def unit_extras(self, fileobj: BinaryIO, url: str, unit: str) -> dict[str, Any]:
         """The `removed` list, reading (and so validating) the whole document."""
@@ -227,20 +231,17 @@ ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few second
 _HEX = frozenset("0123456789abcdef")
 
 
-def _first(fileobj: BinaryIO, prefix: str, url: str) -> Any:
+_MISSING = object()
+
+
+def _first(fileobj: BinaryIO, prefix: str, url: str, missing: Any = None) -> Any:
     """The first value at `prefix`; stops reading as soon as it is found (info comes first)."""
     fileobj.seek(0)
     try:
-        return next(ijson.items(fileobj, prefix, use_float=True, buf_size=PARSE_BUFFER), None)
+        items = ijson.items(fileobj, prefix, use_float=True, buf_size=PARSE_BUFFER)
+        return next(items, missing)
     except ijson.JSONError as exc:
         raise FormatError(url, f"not valid JSON: {exc}") from None
-
-
-def _require_object(fileobj: BinaryIO, section: str, url: str) -> None:
-    if _first(fileobj, "item", url) is not None:  # the elements of a top-level array
-        raise FormatError(url, "repodata must be a JSON object")
-    if _first(fileobj, f"{section}.item", url) is not None:
-        raise FormatError(f"{url} [{section}]", "must be an object of file name to record")
 
 
 def _base_url(repodata_url: str, base_url: Any) -> str:
@@ -273,8 +274,8 @@ def _record(
     if not isinstance(record, dict):
         return Rejected(filename, "record is not an object")
     name, version = record.get("name"), record.get("version")
-    if not isinstance(name, str) or not isinstance(version, str) or not name or not version:
-        return Rejected(filename, "record lacks a name or version")
+    if not _is_text(name, 255) or not _is_text(version, 100):
+        return Rejected(filename, "record lacks a valid name or version")
     if not filename.startswith(f"{name}-"):
         return Rejected(filename, "file name does not match the package name")
     if record.get("subdir", subdir) != subdir:
@@ -293,21 +294,26 @@ def _record(
         return Rejected(filename, "malformed depends")
     # An absolute per-record URL would send clients around PSM: keep it only as our source.
     url = record.pop("url", None)
-    upstream = url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
+    absolute = isinstance(url, str) and url.startswith(("http://", "https://"))
+    upstream = url if absolute and _is_text(url, 2000) and " " not in url else ""
     return PackageRecord(
         name=name,
         version=version,
         filename=filename,
         subdir=subdir,
         url=upstream or base + quote(filename),
-        sha256=sha256 or None,
-        md5=md5 or None,
+        sha256=sha256.lower() if sha256 else None,
+        md5=md5.lower() if md5 else None,
         size=size,
         depends=tuple(depends),
         license=record.get("license") if isinstance(record.get("license"), str) else None,
         extra=record,
         document=orjson.dumps(record).decode(),
     )
+
+
+def _is_text(value: Any, max_length: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= max_length and value.isprintable()
 
 
 def _is_hex(value: Any, length: int) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 
 from channels_app.formats import FormatError, PackageRecord, Rejected
@@ -85,7 +85,8 @@ def _sync_units(
     for unit in units:
         try:
             _sync_unit(mirror, unit, client, progress, restart=restart)
-        except (UpstreamError, FormatError) as exc:
+        except (UpstreamError, FormatError, DatabaseError) as exc:
+            # DatabaseError: a record the database refuses must not sink the other units.
             logger.warning("mirror %s: %s: %s", mirror.pk, unit, exc)
             problems.append(f"{unit}: {exc}")
             progress.fail(f"index unreadable: {unit}")

@@ -112,7 +112,7 @@ def _link_stored(pending, mirror: Mirror) -> None:
 def _category(exc: Exception) -> str:
     """A short reason to count failures by (the full one is kept on the package)."""
     if isinstance(exc, storage.IntegrityError):
-        return str(exc).split(" ", 1)[0] + " mismatch"
+        return f"{exc.check} mismatch"
     if isinstance(exc, UpstreamError) and exc.status:
         return f"HTTP {exc.status}"
     if isinstance(exc, UpstreamError) and "interrupted" in exc.reason:

@@ -87,7 +87,8 @@ class UnitIngest:
         """Queue the record if it is new or changed; False if another mirror provides it."""
         if record.filename in self.taken:
             return False
-        digest = record_hash(record.document)
+        # The upstream location is part of what must be current (a moved base_url).
+        digest = record_hash(f"{record.document}\n{record.url}")
         old = self.known.pop(record.filename, None)
         if old is not None and old.hash == digest and not old.removed:
             return True
