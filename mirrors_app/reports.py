@@ -21,12 +21,18 @@ def dependency_report_unavailable(mirror: Mirror) -> str | None:
     )
 
 
+FAILURES_SHOWN = 100
+
+
 def mirror_details(mirror: Mirror) -> dict:
     """Filtering by reason on the latest run, and how many packages are active vs passive."""
-    counts = mirror.packages.filter(removed=False).aggregate(
+    listed = mirror.packages.filter(removed=False)
+    counts = listed.aggregate(
         active=Count("pk", filter=Q(artifact__isnull=False)),
-        passive=Count("pk", filter=Q(artifact__isnull=True)),
+        passive=Count("pk", filter=Q(artifact__isnull=True, on_demand=True)),
+        failed=Count("pk", filter=Q(artifact__isnull=True, on_demand=False)),
     )
+    failures = listed.filter(artifact__isnull=True, on_demand=False).exclude(error="")
     policy = mirror.effective_policy()
     reason = dependency_report_unavailable(mirror)
     return {
@@ -35,6 +41,13 @@ def mirror_details(mirror: Mirror) -> dict:
         "policy_source": "mirror" if mirror.policy_id else ("channel" if policy else "none"),
         "packages_active": counts["active"],
         "packages_passive": counts["passive"],
+        "packages_failed": counts["failed"],
+        "failures": [
+            {"path": p.path, "error": p.error}
+            for p in failures.order_by("subdir", "filename").only("subdir", "filename", "error")[
+                :FAILURES_SHOWN
+            ]
+        ],
         "latest_run": mirror.latest_run(),
         "dependency_report": reason or "available",
     }

@@ -47,6 +47,13 @@ def _secrets(url: str) -> list[str]:
     return [secret for secret in (*found, parts.password, parts.query) if secret]
 
 
+def scrub(text: str, url: str) -> str:
+    """Hide the secrets of `url` (password, path token, query) wherever `text` quotes them."""
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    return text
+
+
 def redact(url: str) -> str:
     """Hide credentials and `/t/<token>/` path segments before a URL is logged or shown."""
     parts = urlsplit(url)

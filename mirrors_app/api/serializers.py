@@ -94,6 +94,13 @@ class MirrorDetailsSerializer(serializers.Serializer):
     policy_source = serializers.CharField()
     packages_active = serializers.IntegerField()
     packages_passive = serializers.IntegerField()
+    packages_failed = serializers.IntegerField(
+        help_text="Active packages not stored: their download failed (not published)."
+    )
+    failures = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        help_text="The first 100 packages whose download failed, with the reason.",
+    )
     latest_run = SyncRunSerializer(allow_null=True)
     dependency_report = serializers.CharField(
         help_text="Why no dependency report exists, or 'available'."

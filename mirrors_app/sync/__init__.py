@@ -18,7 +18,7 @@ from django.db.models import F
 from channels_app.formats import FormatError, PackageRecord, Rejected
 from channels_app.models import Channel
 from channels_app.publishing import channel_publish
-from psm.http import UpstreamClient, UpstreamError, redact
+from psm.http import UpstreamClient, UpstreamError, redact, scrub
 
 from ..models import Mirror, SyncRun
 from .download import download_unit
@@ -64,6 +64,8 @@ def run_sync(run: SyncRun) -> str:
             progress.step("done")
         except StopRequested:
             final = State.STOPPED if final == State.COMPLETED else final
+    # Errors quote URLs; a token in the source's path must not reach the run's record.
+    error = scrub(error, mirror.source_url)
     sync_run_finish(run=run, state=final, error=error)
     logger.info("run %s of mirror %s ended %s %s", run.pk, mirror.pk, final, error)
     return final

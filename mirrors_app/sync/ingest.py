@@ -128,6 +128,8 @@ class UnitIngest:
                 _upsert_orm(rows)
             self._changed(len(rows))
         self.progress.ingested += len(rows)
+        if self.mirror.mode == Mirror.Mode.PASSIVE:
+            self.progress.passive += len(rows)
 
     def finish(self) -> None:
         """Write what is left and mark what upstream no longer lists (or we no longer allow)."""

@@ -637,6 +637,7 @@ def _package(mirror, n: int, *, stored: bool) -> Package:
         name=f"pkg{n}",
         version="1.0",
         artifact=artifact,
+        on_demand=not stored,
     )
 
 

@@ -878,6 +878,7 @@ def _package(mirror, filename: str, *, stored: bool) -> Package:
         name=filename.split("-")[0],
         version="1.0",
         artifact=artifact,
+        on_demand=not stored,
     )
 
 

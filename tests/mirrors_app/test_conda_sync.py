@@ -87,3 +87,37 @@ def test_passive_file_is_fetched_on_first_request(source, run_mirror, client):
     assert body == (source.root / "noarch" / filename).read_bytes()
     response, body = _served(client, mirror.channel, f"noarch/{filename}")
     assert source.count(f"/noarch/{filename}") == 1
+
+
+def test_source_with_a_token_in_its_path_syncs_and_never_shows_the_token(tmp_path, run_mirror):
+    root = tmp_path / "served"
+    build_channel(root / "t" / "s3cr3t-token" / "private", PACKAGES)
+    with ChannelServer(root) as server:
+        mirror = MirrorFactory(source_url=f"{server.url}/t/s3cr3t-token/private")
+        run = run_mirror(mirror)
+        assert run.state == SyncRun.State.COMPLETED, run.error
+        assert run.ingested == 3
+        (root / "t" / "s3cr3t-token" / "private" / "noarch" / "repodata.json.zst").write_bytes(
+            b"not zstd"
+        )
+        Mirror.objects.filter(pk=mirror.pk).update(fetch_state={})
+        run = run_mirror(mirror)
+    assert "noarch" in run.error and "corrupt compressed data" in run.error
+    assert "s3cr3t-token" not in run.error
+    assert "/t/***/private" in run.error
+
+
+def test_details_list_failed_downloads_with_their_reason(source, run_mirror):
+    from mirrors_app.reports import mirror_details
+
+    source.fail[f"/linux-64/{PACKAGES[2].filename}"] = 404
+    mirror = _mirror(source, mode=Mirror.Mode.ACTIVE)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED
+    assert (run.downloaded, run.failed) == (2, 1)
+    assert run.filtered_reasons == {"download failed: HTTP 404": 1}
+    details = mirror_details(mirror)
+    assert (details["packages_active"], details["packages_failed"]) == (2, 1)
+    (failure,) = details["failures"]
+    assert failure["path"] == f"linux-64/{PACKAGES[2].filename}"
+    assert "HTTP 404" in failure["error"]
