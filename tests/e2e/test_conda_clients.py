@@ -221,6 +221,21 @@ def test_hotfixed_upstream_metadata_is_served_verbatim_and_used_by_the_solver(
     assert meta["depends"] == ["alpha >=1,<1.1"]
 
 
+@pytest.mark.parametrize("mode", [Mirror.Mode.ACTIVE, Mirror.Mode.PASSIVE])
+def test_file_names_with_epoch_and_local_version_install(run_mirror, live_server, tmp_path, mode):
+    # "!" and "+" are percent-encoded on the way upstream and back; the file must survive both.
+    odd = FakePackage("odd", "1!2.0+cpu", build="py_0")
+    root = build_channel(tmp_path / "odd-upstream", [odd])
+    with ChannelServer(root) as server:
+        mirror = _mirror(server.url, mode)
+        _synced(run_mirror, mirror)
+        url = _repo_url(live_server, mirror.channel.path)
+        records = _install(url, ["odd"], tmp_path / "client")
+
+        _assert_installed_from(records, url, tmp_path / "client", odd)
+        assert _package_gets(server) == ["/noarch/odd-1%212.0%2Bcpu-py_0.tar.bz2"]
+
+
 # --- index and package files over HTTP ------------------------------------------------------
 
 
