@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, BinaryIO
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from psycopg.adapt import Loader
 
 from . import storage
 from .formats import get_format
@@ -40,11 +41,14 @@ class PackageIndexSource:
             listed.update(units)
         return sorted(listed)
 
-    def documents(self, unit: str, suffix: str = "") -> Iterable[tuple[str, str]]:
+    def documents(self, unit: str, suffix: str = "") -> Iterable[tuple[str, str | bytes]]:
         rows = self.packages.filter(subdir=unit)
         if suffix:
             rows = rows.filter(filename__endswith=suffix)
-        return rows.order_by("filename").values_list("filename", "record").iterator(10_000)
+        rows = rows.order_by("filename").values_list("filename", "record")
+        if connection.vendor != "postgresql":
+            return rows.iterator(10_000)
+        return _raw_rows(rows)
 
     def unit_extras(self, unit: str) -> dict[str, Any]:
         merged: dict[str, list] = {}
@@ -52,6 +56,25 @@ class PackageIndexSource:
             for key, values in units.get(unit, {}).items():
                 merged.setdefault(key, []).extend(values)
         return merged
+
+
+class _RawText(Loader):
+    def load(self, data) -> bytes:
+        return bytes(data)
+
+
+def _raw_rows(rows) -> Iterator[tuple[str, bytes]]:
+    """Stream (filename, record) with the record as raw bytes: a conda-forge-sized subdir is
+    hundreds of MB of records that would otherwise be decoded only to be encoded again."""
+    sql, params = rows.query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # A server-side cursor (inside the transaction) keeps memory flat.
+        with cursor.cursor.connection.cursor(name="psm_render") as named:
+            named.adapters.register_loader("text", _RawText)
+            named.itersize = 10_000
+            named.execute(sql, params)
+            for filename, record in named:
+                yield filename, record  # filename is varchar: still str
 
 
 def channel_needs_publish(channel: Channel) -> bool:

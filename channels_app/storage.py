@@ -44,10 +44,11 @@ class BlobWriter:
     bytes. Touches no database, so download threads can use it.
     """
 
-    def __init__(self, *, max_bytes: int | None = None) -> None:
+    def __init__(self, *, max_bytes: int | None = None, with_md5: bool = False) -> None:
         self.max_bytes = max_bytes
         self.size = 0
-        self._sha256, self._md5 = hashlib.sha256(), hashlib.md5()
+        # md5 only when it is all upstream gives: it costs a second pass's worth of CPU.
+        self._sha256, self._md5 = hashlib.sha256(), hashlib.md5() if with_md5 else None
         self._tmp = tempfile.NamedTemporaryFile(dir=_tmp_dir(), delete=False)
 
     def write(self, chunk: bytes) -> int:
@@ -55,7 +56,8 @@ class BlobWriter:
         if self.max_bytes is not None and self.size > self.max_bytes:
             raise IntegrityError("size", f"more than the expected {self.max_bytes} bytes")
         self._sha256.update(chunk)
-        self._md5.update(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
         return self._tmp.write(chunk)
 
     def commit(
@@ -68,7 +70,7 @@ class BlobWriter:
             raise IntegrityError("size", f"size {self.size} does not match the expected {size}")
         if sha256 and digest != sha256.lower():
             raise IntegrityError("sha256", f"sha256 {digest} does not match the expected {sha256}")
-        if md5 and self._md5.hexdigest() != md5.lower():
+        if md5 and self._md5 is not None and self._md5.hexdigest() != md5.lower():
             raise IntegrityError(
                 "md5", f"md5 {self._md5.hexdigest()} does not match the expected {md5}"
             )
@@ -100,7 +102,8 @@ def store(
     max_bytes: int | None = None,
 ) -> Artifact:
     """Write the chunks to storage if they match the expected digests; return their Artifact."""
-    with BlobWriter(max_bytes=max_bytes if max_bytes is not None else size) as writer:
+    limit = max_bytes if max_bytes is not None else size
+    with BlobWriter(max_bytes=limit, with_md5=bool(md5)) as writer:
         for chunk in chunks:
             writer.write(chunk)
         digest, total = writer.commit(sha256=sha256, md5=md5, size=size)
@@ -157,7 +160,7 @@ def download(
     attempts = settings.PSM_HTTP_RETRIES + 1
     for attempt in range(attempts):
         try:
-            with BlobWriter(max_bytes=size) as writer:
+            with BlobWriter(max_bytes=size, with_md5=bool(md5 and not sha256)) as writer:
                 with open_stream(client.session, url) as response:
                     if response.status_code != 200:
                         raise UpstreamError(

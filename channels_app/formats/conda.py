@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import bz2
 import json
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
-from urllib.parse import quote, urljoin
+from urllib.parse import urljoin
 
 import ijson
 import orjson
@@ -228,7 +229,6 @@ REPODATA_FILES = ("repodata.json.zst", "repodata.json", "repodata.json.bz2")
 SECTIONS = (("packages", ".tar.bz2"), ("packages.conda", ".conda"))
 PARSE_BUFFER = 1 << 20
 ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
-_HEX = frozenset("0123456789abcdef")
 
 
 _MISSING = object()
@@ -252,14 +252,17 @@ def _base_url(repodata_url: str, base_url: Any) -> str:
     return here
 
 
+#: What a conda file name may contain: no separators, no spaces, no leading dot, no `%`.
+_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+!~=,-]{0,254}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_MD5 = re.compile(r"[0-9a-fA-F]{32}")
+
+
 def _safe_filename(filename: Any) -> bool:
     return (
         isinstance(filename, str)
-        and 0 < len(filename) <= 255
-        and not filename.startswith(".")
+        and _SAFE_FILENAME.fullmatch(filename) is not None
         and ".." not in filename
-        and not any(c in filename for c in "/\\:\x00")
-        and filename.isprintable()
     )
 
 
@@ -276,14 +279,14 @@ def _record(
     name, version = record.get("name"), record.get("version")
     if not _is_text(name, 255) or not _is_text(version, 100):
         return Rejected(filename, "record lacks a valid name or version")
-    if not filename.startswith(f"{name}-"):
+    if not filename.startswith(name) or filename[len(name) : len(name) + 1] != "-":
         return Rejected(filename, "file name does not match the package name")
     if record.get("subdir", subdir) != subdir:
         return Rejected(filename, f"record is for subdir {record.get('subdir')!r}")
     sha256, md5, size = record.get("sha256"), record.get("md5"), record.get("size")
-    if sha256 is not None and not _is_hex(sha256, 64):
+    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
         return Rejected(filename, "malformed sha256")
-    if md5 is not None and not _is_hex(md5, 32):
+    if md5 is not None and not (isinstance(md5, str) and _MD5.fullmatch(md5)):
         return Rejected(filename, "malformed md5")
     if not sha256 and not md5:
         return Rejected(filename, "no sha256 or md5 to verify the file with")
@@ -301,7 +304,7 @@ def _record(
         version=version,
         filename=filename,
         subdir=subdir,
-        url=upstream or base + quote(filename),
+        url=upstream or base + filename,  # a safe file name needs no quoting
         sha256=sha256.lower() if sha256 else None,
         md5=md5.lower() if md5 else None,
         size=size,
@@ -314,10 +317,6 @@ def _record(
 
 def _is_text(value: Any, max_length: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= max_length and value.isprintable()
-
-
-def _is_hex(value: Any, length: int) -> bool:
-    return isinstance(value, str) and len(value) == length and set(value.lower()) <= _HEX
 
 
 def _decompress(name: str, raw: BinaryIO, dest: BinaryIO, url: str, limit: int) -> None:
@@ -366,7 +365,8 @@ def _write_repodata(
         out.write(b',"' + section.encode() + b'":{')
         first = True
         for filename, document in source.documents(subdir, suffix):
-            out.write((b"" if first else b",") + orjson.dumps(filename) + b":" + document.encode())
+            raw = document if isinstance(document, bytes) else document.encode()
+            out.write((b"" if first else b",") + orjson.dumps(filename) + b":" + raw)
             first = False
             names.setdefault(filename.rsplit("-", 2)[0], set()).add(subdir)
         out.write(b"}")

@@ -23,7 +23,7 @@ class Progress:
 
     COUNTERS = ("total", "seen", "filtered", "ingested", "downloaded", "passive", "failed")
 
-    def __init__(self, run: SyncRun, *, every: int = 1000, seconds: float = 2.0) -> None:
+    def __init__(self, run: SyncRun, *, every: int = 20_000, seconds: float = 1.0) -> None:
         self.run = run
         self.every, self.seconds = every, seconds
         self.total: int | None = None
