@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
         [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
-        [--mutate 0.01] [--serve-seconds 15] [--no-serve] [--profile] [--json FILE]
+        [--mutate 0.01] [--touch] [--serve-seconds 15] [--no-serve] [--no-vacuum]
+        [--profile] [--json FILE]
 
 What it does, in order:
 
@@ -14,8 +15,11 @@ What it does, in order:
    `bench` and a passive mirror `bench` of linux-64 (+ noarch) from the upstream.
 4. Syncs, each one `manage.py mirror_run bench` in its own process (wall time, peak RSS of that
    process, records/s, and when each step began, read from the run's `step` while it runs):
-   full (empty database), unchanged (upstream answers 304), 1% changed (after
-   `gen_conda.py --mutate` on the copy).
+   full (empty database), unchanged (upstream answers 304), with `--touch` the same records
+   under a new ETag (a full fetch and parse that writes nothing), 1% changed (after
+   `gen_conda.py --mutate` on the copy: 1% of the records get a new build string, so as many
+   packages are added as are dropped). Between syncs, untimed, `VACUUM (ANALYZE)` of the
+   package table stands in for autovacuum (`--no-vacuum` to skip it).
 5. Serving: starts gunicorn (2 sync workers) on the data and measures requests/s with wrk
    (else a threaded Python client): full GET of linux-64/repodata.json, of .json.zst, and a
    conditional GET with If-None-Match (304).
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import email.utils
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -111,6 +116,14 @@ def fresh_database(pg: str, db: str) -> None:
         conn.execute(f'CREATE DATABASE "{db}"')
 
 
+def vacuum_analyze(dsn: str) -> float:
+    """What autovacuum would do after a big write (untimed here; this server may have it off)."""
+    started = time.monotonic()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) channels_app_package")
+    return round(time.monotonic() - started, 1)
+
+
 def manage(env: dict, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PYTHON, str(ROOT / "manage.py"), *args],
@@ -183,6 +196,7 @@ def run_sync(env: dict, dsn: str, workdir: Path, label: str, index: int, profile
         command += ["-m", "cProfile", "-o", str(workdir / f"run-{index}.prof")]
     command += [str(ROOT / "manage.py"), "mirror_run", "bench"]
     log = workdir / f"run-{index}.log"
+    load_before = os.getloadavg()[0]
     with StepWatcher(dsn) as watcher, open(log, "w") as out:
         started = time.monotonic()
         code = subprocess.call(
@@ -209,6 +223,8 @@ def run_sync(env: dict, dsn: str, workdir: Path, label: str, index: int, profile
         "exit_code": code,
         "state": state,
         "wall_s": round(wall, 2),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
         "cpu_user_s": round(usage["user"], 2),
         "cpu_sys_s": round(usage["sys"], 2),
         "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
@@ -260,7 +276,8 @@ def head(port: int, path: str) -> dict[str, str]:
 
 
 def _wrk_number(value: str, unit: str) -> float:
-    scale = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KB": 1e3, "MB": 1e6, "GB": 1e9, "B": 1}
+    """wrk prints binary units (its "MB" is MiB)."""
+    scale = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40}
     return float(value) * scale[unit]
 
 
@@ -381,12 +398,32 @@ def generate(out: Path, records: int, mutate: float = 0.0) -> float:
     return time.monotonic() - started
 
 
+def git_describe() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return ""
+    return commit + ("-dirty" if dirty else "")
+
+
 def print_table(results: dict) -> None:
     print()
-    print(f"{'sync':<26}{'wall s':>9}{'peak RSS MB':>13}{'records/s':>12}{'seen':>9}{'written':>9}")
+    print(
+        f"{'sync':<26}{'wall s':>9}{'cpu s':>8}{'peak RSS MB':>13}{'records/s':>12}"
+        f"{'seen':>9}{'written':>9}"
+    )
     for run in results["syncs"]:
+        cpu = run["cpu_user_s"] + run["cpu_sys_s"]
         print(
-            f"{run['label']:<26}{run['wall_s']:>9.1f}{run['peak_rss_mb']:>13.0f}"
+            f"{run['label']:<26}{run['wall_s']:>9.1f}{cpu:>8.1f}{run['peak_rss_mb']:>13.0f}"
             f"{run['records_per_s'] or 0:>12,}{run['seen']:>9}{run['ingested']:>9}"
             + ("" if run["state"] == "completed" else f"  ({run['state']})")
         )
@@ -418,6 +455,16 @@ def main() -> None:
     parser.add_argument("--serve-seconds", type=int, default=15)
     parser.add_argument("--serve-workers", type=int, default=2)
     parser.add_argument("--no-serve", action="store_true")
+    parser.add_argument(
+        "--no-vacuum",
+        action="store_true",
+        help="do not VACUUM ANALYZE the package table between syncs (as autovacuum would)",
+    )
+    parser.add_argument(
+        "--touch",
+        action="store_true",
+        help="also re-sync after a new ETag on unchanged content (the parse-and-diff floor)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile each sync")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -437,7 +484,15 @@ def main() -> None:
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
         },
         "records": args.records,
+        "git": git_describe(),
+        "load_at_start": os.getloadavg(),
     }
+    if os.getloadavg()[0] > 0.5:
+        print(
+            f"warning: load average {os.getloadavg()[0]:.1f}: other work competes for the CPUs "
+            "and the timings will be too high",
+            flush=True,
+        )
 
     if args.source:
         print(f"copying {args.source} to {chan}", flush=True)
@@ -463,15 +518,24 @@ def main() -> None:
     print(f"fresh database {args.db}; migrating", flush=True)
     fresh_database(args.pg, args.db)
     manage(env, "migrate", "--noinput")
+    with psycopg.connect(dsn) as conn:
+        results["pg"] = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN ('server_version', "
+                "'autovacuum', 'shared_buffers', 'synchronous_commit', 'work_mem')"
+            ).fetchall()
+        )
     manage(env, "shell", "-c", SETUP.format(url=upstream_url, subdir=SUBDIR))
 
-    plan = [
-        ("full (empty db)", None),
-        ("unchanged (304)", None),
-        (f"{args.mutate:.0%} changed", "mutate"),
-    ]
+    plan = [("full (empty db)", None), ("unchanged (304)", None)]
+    if args.touch:
+        plan.append(("same records, new ETag", "touch"))
+    plan.append((f"{args.mutate:.0%} changed", "mutate"))
     results["syncs"] = []
     for index, (label, before) in enumerate(plan, 1):
+        if before == "touch":
+            for path in (chan / SUBDIR).iterdir():
+                os.utime(path)  # a new mtime is a new ETag: full fetch and parse, no change
         if before == "mutate":
             print(f"mutating {args.mutate:.0%} of the records", flush=True)
             results["mutate_s"] = round(generate(chan, args.records, args.mutate), 1)
@@ -484,9 +548,13 @@ def main() -> None:
         if run["exit_code"]:
             print(run.get("output_tail", ""), file=sys.stderr)
             break
+        if not args.no_vacuum:
+            run["vacuum_analyze_s"] = vacuum_analyze(dsn)
 
     upstream.shutdown()
-    if not args.no_serve and all(r["exit_code"] == 0 for r in results["syncs"]):
+    if not args.no_serve and importlib.util.find_spec("gunicorn") is None:
+        print("serving skipped: gunicorn is not installed (.venv/bin/pip install gunicorn)")
+    elif not args.no_serve and all(r["exit_code"] == 0 for r in results["syncs"]):
         print("serving", flush=True)
         results["serving"] = measure_serving(env, workdir, args.serve_seconds, args.serve_workers)
 
