@@ -36,9 +36,16 @@ class PackageIndexSource:
         )
 
     def units(self) -> list[str]:
-        listed = set(self.packages.values_list("subdir", flat=True).distinct())
+        listed = set()
         for units in self.channel.index_extras.values():
             listed.update(units)
+        folders = get_format(self.channel.kind).reserved_names
+        if folders:
+            # An index probe per possible folder: DISTINCT would sort every package row.
+            rows = Package.objects.filter(channel=self.channel)
+            listed.update(u for u in folders - listed if rows.filter(subdir=u).exists())
+        else:
+            listed.update(self.packages.values_list("subdir", flat=True).distinct())
         return sorted(listed)
 
     def documents(self, unit: str, suffix: str = "") -> Iterable[tuple[str, str | bytes]]:
@@ -73,8 +80,7 @@ def _raw_rows(rows) -> Iterator[tuple[str, bytes]]:
             named.adapters.register_loader("text", _RawText)
             named.itersize = 10_000
             named.execute(sql, params)
-            for filename, record in named:
-                yield filename, record  # filename is varchar: still str
+            yield from named  # (filename, record): filename is varchar, still str
 
 
 def channel_needs_publish(channel: Channel) -> bool:

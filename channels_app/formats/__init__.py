@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .base import Fetched, FormatError, OptionsError, PackageRecord, Rejected, RepositoryFormat
+from .base import (
+    Fetched,
+    FormatError,
+    OptionsError,
+    PackageRecord,
+    Rejected,
+    RepositoryFormat,
+    Unchanged,
+    entry_digest,
+)
 from .conda import CondaFormat
 from .cran import CranFormat
 from .pypi import PypiFormat
@@ -29,6 +38,8 @@ __all__ = [
     "FORMATS",
     "Fetched",
     "Rejected",
+    "Unchanged",
+    "entry_digest",
     "FormatError",
     "OptionsError",
     "PackageRecord",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -56,6 +57,26 @@ class PackageRecord:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # The index entry as it is stored and served back (e.g. compact JSON for conda).
     document: str = ""
+    # `entry_digest` of the upstream entry: equal digests mean nothing to write.
+    digest: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """An index entry identical to what is stored (same digest): seen, nothing to do."""
+
+    filename: str
+
+
+def entry_digest(raw: bytes, location: str) -> int:
+    """A signed 64-bit digest (fits a BIGINT) of an upstream entry and where its file lives."""
+    digest = hashlib.blake2b(raw, digest_size=8)
+    digest.update(location.encode())
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+#: Tells a format which entries are stored already: `is_current(filename, digest)`.
+IsCurrent = Callable[[str, int], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +170,12 @@ class RepositoryFormat:
         raise NotImplementedError
 
     def parse_unit(
-        self, fileobj: BinaryIO, url: str, unit: str
-    ) -> Iterator[PackageRecord | Rejected]:
-        """Stream the records of a fetched unit; raise FormatError if it is not readable."""
+        self, fileobj: BinaryIO, url: str, unit: str, is_current: IsCurrent | None = None
+    ) -> Iterator[PackageRecord | Rejected | Unchanged]:
+        """Stream the records of a fetched unit; raise FormatError if it is not readable.
+
+        Entries `is_current` accepts come back as `Unchanged`, without being checked again.
+        """
         raise NotImplementedError
 
     def unit_extras(self, fileobj: BinaryIO, url: str, unit: str) -> dict[str, Any]:

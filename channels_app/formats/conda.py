@@ -8,7 +8,7 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import ijson
 import orjson
@@ -20,10 +20,13 @@ from .base import (
     Fetched,
     FormatError,
     IndexSource,
+    IsCurrent,
     OptionsError,
     PackageRecord,
     Rejected,
     RepositoryFormat,
+    Unchanged,
+    entry_digest,
 )
 
 #: Platforms a conda channel may have (conda's known subdirs).
@@ -145,13 +148,14 @@ class CondaFormat(RepositoryFormat):
         return Fetched("missing")
 
     def parse_unit(
-        self, fileobj: BinaryIO, url: str, unit: str
-    ) -> Iterator[PackageRecord | Rejected]:
+        self, fileobj: BinaryIO, url: str, unit: str, is_current: IsCurrent | None = None
+    ) -> Iterator[PackageRecord | Rejected | Unchanged]:
         """Stream the records of a subdir's repodata.json, section by section.
 
         Each section is its own streaming pass (ijson's C backend), so memory stays at one record
         whatever the document's size. `unit_extras` first reads the whole document, so a
-        truncated or malformed one fails before any record is yielded.
+        truncated or malformed one fails before any record is yielded. An entry is digested as
+        parsed, before any check: on a re-sync almost every entry is current and costs no more.
         """
         info = _first(fileobj, "info", url)
         if info is not None and not isinstance(info, dict):
@@ -165,7 +169,12 @@ class CondaFormat(RepositoryFormat):
                     fileobj, section, use_float=True, buf_size=PARSE_BUFFER
                 ):
                     entries += 1
-                    yield _record(section, suffix, filename, record, unit, base)
+                    raw = orjson.dumps(record)
+                    digest = entry_digest(raw, base)
+                    if is_current is not None and is_current(filename, digest):
+                        yield Unchanged(filename)
+                    else:
+                        yield _record(section, suffix, filename, record, unit, base, raw, digest)
             except ijson.JSONError as exc:
                 raise FormatError(url, f"not valid JSON: {exc}") from None
             if not entries:
@@ -254,6 +263,7 @@ def _base_url(repodata_url: str, base_url: Any) -> str:
 
 #: What a conda file name may contain: no separators, no spaces, no leading dot, no `%`.
 _SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+!~=,-]{0,254}")
+_PLAIN = re.compile(r"[A-Za-z0-9_.-]+")  # needs no quoting in a URL (`+` would, on S3)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 
@@ -267,7 +277,14 @@ def _safe_filename(filename: Any) -> bool:
 
 
 def _record(
-    section: str, suffix: str, filename: Any, record: Any, subdir: str, base: str
+    section: str,
+    suffix: str,
+    filename: Any,
+    record: Any,
+    subdir: str,
+    base: str,
+    raw: bytes,
+    digest: int,
 ) -> PackageRecord | Rejected:
     """Check one repodata entry and turn it into a PackageRecord (or say why not)."""
     if not _safe_filename(filename):
@@ -297,6 +314,8 @@ def _record(
         return Rejected(filename, "malformed depends")
     # An absolute per-record URL would send clients around PSM: keep it only as our source.
     url = record.pop("url", None)
+    if url is not None:
+        raw = orjson.dumps(record)
     absolute = isinstance(url, str) and url.startswith(("http://", "https://"))
     upstream = url if absolute and _is_text(url, 2000) and " " not in url else ""
     return PackageRecord(
@@ -304,14 +323,15 @@ def _record(
         version=version,
         filename=filename,
         subdir=subdir,
-        url=upstream or base + filename,  # a safe file name needs no quoting
+        url=upstream or base + (filename if _PLAIN.fullmatch(filename) else quote(filename)),
         sha256=sha256.lower() if sha256 else None,
         md5=md5.lower() if md5 else None,
         size=size,
         depends=tuple(depends),
         license=record.get("license") if isinstance(record.get("license"), str) else None,
         extra=record,
-        document=orjson.dumps(record).decode(),
+        document=raw.decode(),
+        digest=digest,
     )
 
 

@@ -15,7 +15,7 @@ import tempfile
 from django.db import DatabaseError, transaction
 from django.db.models import F
 
-from channels_app.formats import FormatError, PackageRecord, Rejected
+from channels_app.formats import FormatError, PackageRecord, Rejected, Unchanged
 from channels_app.models import Channel
 from channels_app.publishing import channel_publish
 from psm.http import UpstreamClient, UpstreamError, redact, scrub
@@ -110,9 +110,11 @@ def _sync_unit(
             extras = fmt.unit_extras(index, fetched.url, unit)
             progress.step(f"{unit}: reading the index")
             ingest = UnitIngest(mirror, unit, progress)
-            for item in fmt.parse_unit(index, fetched.url, unit):
+            for item in fmt.parse_unit(index, fetched.url, unit, ingest.is_current):
                 progress.seen += 1
-                if isinstance(item, Rejected):
+                if isinstance(item, Unchanged):
+                    pass
+                elif isinstance(item, Rejected):
                     progress.exclude(item.reason)
                 else:
                     reason = _decide(mirror, item)

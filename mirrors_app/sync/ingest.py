@@ -8,7 +8,6 @@ them), and every batch bumps the channel's content version so publishing knows i
 
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 from django.db import connection, transaction
@@ -46,12 +45,6 @@ COLUMNS = (
 UPDATED = tuple(c for c in COLUMNS if c not in ("channel_id", "subdir", "filename", "added_at"))
 
 
-def record_hash(document: str) -> int:
-    """A signed 64-bit digest of a stored record (fits a BIGINT column)."""
-    digest = hashlib.blake2b(document.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 class Known(NamedTuple):
     id: int
     hash: int
@@ -77,15 +70,20 @@ class UnitIngest:
         self.pending: dict[str, tuple] = {}
         self.changed = 0
 
+    def is_current(self, filename: str, digest: int) -> bool:
+        """Whether the stored row is this very entry (then it counts as seen, nothing to do)."""
+        old = self.known.get(filename)
+        if old is None or old.hash != digest or old.removed or filename in self.taken:
+            return False
+        del self.known[filename]
+        return True
+
     def add(self, record: PackageRecord) -> bool:
-        """Queue the record if it is new or changed; False if another mirror provides it."""
+        """Queue a new or changed record; False if another mirror provides it."""
         if record.filename in self.taken:
             return False
-        # The upstream location is part of what must be current (a moved base_url).
-        digest = record_hash(f"{record.document}\n{record.url}")
-        old = self.known.pop(record.filename, None)
-        if old is not None and old.hash == digest and not old.removed:
-            return True
+        digest = record.digest
+        self.known.pop(record.filename, None)
         now = timezone.now()
         self.pending[record.filename] = (
             self.mirror.channel_id,
