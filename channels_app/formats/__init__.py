@@ -10,6 +10,7 @@ from .base import (
     Rejected,
     RepositoryFormat,
     Unchanged,
+    UnitExtras,
     entry_digest,
 )
 from .conda import CondaFormat
@@ -39,6 +40,7 @@ __all__ = [
     "Fetched",
     "Rejected",
     "Unchanged",
+    "UnitExtras",
     "entry_digest",
     "FormatError",
     "OptionsError",

@@ -68,6 +68,13 @@ class Unchanged:
     filename: str
 
 
+@dataclass(frozen=True, slots=True)
+class UnitExtras:
+    """Unit-level metadata to keep besides the records (conda's `removed`)."""
+
+    extras: dict[str, Any]
+
+
 def entry_digest(raw: bytes, location: str) -> int:
     """A signed 64-bit digest (fits a BIGINT) of an upstream entry and where its file lives."""
     digest = hashlib.blake2b(raw, digest_size=8)
@@ -170,17 +177,19 @@ class RepositoryFormat:
         raise NotImplementedError
 
     def parse_unit(
-        self, fileobj: BinaryIO, url: str, unit: str, is_current: IsCurrent | None = None
-    ) -> Iterator[PackageRecord | Rejected | Unchanged]:
+        self,
+        fileobj: BinaryIO,
+        url: str,
+        unit: str,
+        is_current: IsCurrent | None = None,
+        current: Mapping[str, int] | None = None,
+    ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
         """Stream the records of a fetched unit; raise FormatError if it is not readable.
 
-        Entries `is_current` accepts come back as `Unchanged`, without being checked again.
+        Entries `is_current` accepts come back as `Unchanged`, without being checked again;
+        `current` (filename -> digest of what is stored) lets a format split the work.
         """
         raise NotImplementedError
-
-    def unit_extras(self, fileobj: BinaryIO, url: str, unit: str) -> dict[str, Any]:
-        """Unit-level metadata to keep besides the records (conda's `removed`)."""
-        return {}
 
     def render_index(self, source: IndexSource, emit: Emit) -> None:
         """Write every index file of a channel through `emit`."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import bz2
 import json
+import os
+import pickle
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
@@ -26,6 +30,7 @@ from .base import (
     Rejected,
     RepositoryFormat,
     Unchanged,
+    UnitExtras,
     entry_digest,
 )
 
@@ -148,62 +153,40 @@ class CondaFormat(RepositoryFormat):
         return Fetched("missing")
 
     def parse_unit(
-        self, fileobj: BinaryIO, url: str, unit: str, is_current: IsCurrent | None = None
-    ) -> Iterator[PackageRecord | Rejected | Unchanged]:
+        self,
+        fileobj: BinaryIO,
+        url: str,
+        unit: str,
+        is_current: IsCurrent | None = None,
+        current: Mapping[str, int] | None = None,
+    ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
         """Stream the records of a subdir's repodata.json, section by section.
 
-        Each section is its own streaming pass (ijson's C backend), so memory stays at one record
-        whatever the document's size. `unit_extras` first reads the whole document, so a
-        truncated or malformed one fails before any record is yielded. An entry is digested as
-        parsed, before any check: on a re-sync almost every entry is current and costs no more.
+        First the whole document is read once to check it (a truncated or malformed one fails
+        before any record is yielded) and to find `removed`, yielded as UnitExtras. Then each
+        section is a streaming pass (ijson's C backend), so memory stays at one record whatever
+        the document's size. Entries are digested as parsed, before any check: on a re-sync
+        almost every entry is current and costs little more than parsing.
+
+        A re-sync of a large subdir (`current`: the stored digests) uses the second core: a
+        child process checks the document and scans `packages.conda` while this one scans
+        `packages`.
         """
+        fileobj.seek(0)
+        if not fileobj.read(4096).lstrip().startswith(b"{"):
+            raise FormatError(url, "repodata must be a JSON object")
         info = _first(fileobj, "info", url)
         if info is not None and not isinstance(info, dict):
             raise FormatError(f"{url} [info]", "must be an object")
         base = _base_url(url, (info or {}).get("base_url"))
+        if current is not None and len(current) >= PARALLEL_FROM:
+            scanned = _scan_in_child(fileobj, url, base, current)
+            if scanned is not None:
+                yield from _parallel(fileobj, url, unit, base, is_current, scanned)
+                return
+        yield UnitExtras(_check_document(fileobj, url))
         for section, suffix in SECTIONS:
-            fileobj.seek(0)
-            entries = 0
-            try:
-                for filename, record in ijson.kvitems(
-                    fileobj, section, use_float=True, buf_size=PARSE_BUFFER
-                ):
-                    entries += 1
-                    raw = orjson.dumps(record)
-                    digest = entry_digest(raw, base)
-                    if is_current is not None and is_current(filename, digest):
-                        yield Unchanged(filename)
-                    else:
-                        yield _record(section, suffix, filename, record, unit, base, raw, digest)
-            except ijson.JSONError as exc:
-                raise FormatError(url, f"not valid JSON: {exc}") from None
-            if not entries:
-                # A section of the wrong shape reads as empty, which would remove every
-                # package; tell it apart (costs a pass only for an empty section).
-                value = _first(fileobj, section, url, missing=_MISSING)
-                if value is not _MISSING and not isinstance(value, dict):
-                    raise FormatError(
-                        f"{url} [{section}]", "must be an object of file name to record"
-                    )
-
-    def unit_extras(self, fileobj: BinaryIO, url: str, unit: str) -> dict[str, Any]:
-        """The `removed` list, reading (and so validating) the whole document."""
-        fileobj.seek(0)
-        if not fileobj.read(4096).lstrip().startswith(b"{"):
-            raise FormatError(url, "repodata must be a JSON object")
-        fileobj.seek(0)
-        removed = None
-        try:
-            # Read to the end even after `removed` is found: that is the validation.
-            for value in ijson.items(fileobj, "removed", buf_size=PARSE_BUFFER):
-                removed = value if removed is None else removed
-        except ijson.JSONError as exc:
-            raise FormatError(url, f"not valid JSON: {exc}") from None
-        if removed is None:
-            return {}
-        if not isinstance(removed, list) or not all(_safe_filename(f) for f in removed):
-            raise FormatError(f"{url} [removed]", "must be a list of package file names")
-        return {"removed": removed}
+            yield from _scan(fileobj, url, unit, base, section, suffix, is_current)
 
     def render_index(self, source: IndexSource, emit: Emit) -> None:
         """Write `<subdir>/repodata.json` (+ `.zst`) for every subdir and `channeldata.json`.
@@ -232,6 +215,8 @@ class CondaFormat(RepositoryFormat):
             out.write(orjson.dumps(channeldata, option=orjson.OPT_INDENT_2))
 
 
+#: A re-sync of a subdir with this many stored records scans its sections in parallel.
+PARALLEL_FROM = 50_000
 #: Index files of a subdir, most preferred first.
 REPODATA_FILES = ("repodata.json.zst", "repodata.json", "repodata.json.bz2")
 #: repodata sections and the package file suffix each holds.
@@ -251,6 +236,140 @@ def _first(fileobj: BinaryIO, prefix: str, url: str, missing: Any = None) -> Any
         return next(items, missing)
     except ijson.JSONError as exc:
         raise FormatError(url, f"not valid JSON: {exc}") from None
+
+
+def _check_document(fileobj: BinaryIO, url: str) -> dict[str, Any]:
+    """Read the whole document (that is the check) and return its `removed` list as extras."""
+    fileobj.seek(0)
+    removed = None
+    try:
+        # Read to the end even after `removed` is found: that is the check.
+        for value in ijson.items(fileobj, "removed", buf_size=PARSE_BUFFER):
+            removed = value if removed is None else removed
+    except ijson.JSONError as exc:
+        raise FormatError(url, f"not valid JSON: {exc}") from None
+    if removed is None:
+        return {}
+    if not isinstance(removed, list) or not all(_safe_filename(f) for f in removed):
+        raise FormatError(f"{url} [removed]", "must be a list of package file names")
+    return {"removed": removed}
+
+
+def _entries(fileobj: BinaryIO, url: str, section: str) -> Iterator[tuple[Any, Any]]:
+    """(filename, record) of one section; a section of the wrong shape is an error."""
+    fileobj.seek(0)
+    entries = 0
+    try:
+        for entry in ijson.kvitems(fileobj, section, use_float=True, buf_size=PARSE_BUFFER):
+            entries += 1
+            yield entry
+    except ijson.JSONError as exc:
+        raise FormatError(url, f"not valid JSON: {exc}") from None
+    if not entries:
+        # A section of the wrong shape reads as empty, which would remove every package;
+        # tell it apart (costs a pass only for an empty section).
+        value = _first(fileobj, section, url, missing=_MISSING)
+        if value is not _MISSING and not isinstance(value, dict):
+            raise FormatError(f"{url} [{section}]", "must be an object of file name to record")
+
+
+def _scan(
+    fileobj: BinaryIO,
+    url: str,
+    unit: str,
+    base: str,
+    section: str,
+    suffix: str,
+    is_current: IsCurrent | None,
+) -> Iterator[PackageRecord | Rejected | Unchanged]:
+    for filename, record in _entries(fileobj, url, section):
+        raw = orjson.dumps(record)
+        digest = entry_digest(raw, base)
+        if is_current is not None and is_current(filename, digest):
+            yield Unchanged(filename)
+        else:
+            yield _record(section, suffix, filename, record, unit, base, raw, digest)
+
+
+def _scan_in_child(
+    fileobj: BinaryIO, url: str, base: str, current: Mapping[str, int]
+) -> subprocess.Popen | None:
+    """Start a child that checks the document and digests the second section; None if the
+    document has no path or the child cannot start (the caller then works alone)."""
+    path = getattr(fileobj, "name", None)
+    if not isinstance(path, str) or not os.path.exists(path):
+        return None
+    section, suffix = SECTIONS[1]
+    known = {f: d for f, d in current.items() if f.endswith(suffix)}
+    # A plain subprocess, not multiprocessing: Celery's pool processes may not have children.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    code = "from channels_app.formats.conda import _child_main; _child_main()"
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        pickle.dump((path, url, base, section, known), child.stdin, protocol=5)
+        child.stdin.close()
+    except OSError:
+        return None
+    return child
+
+
+def _child_main() -> None:
+    """The child's side of `_scan_in_child`: arguments in on stdin, result out on stdout."""
+    path, url, base, section, known = pickle.load(sys.stdin.buffer)
+    try:
+        with open(path, "rb") as fileobj:
+            extras = _check_document(fileobj, url)
+            unchanged, changed = [], []
+            for filename, record in _entries(fileobj, url, section):
+                raw = orjson.dumps(record)
+                digest = entry_digest(raw, base)
+                if known.get(filename) == digest:
+                    unchanged.append((filename, digest))
+                else:
+                    changed.append((filename, record, raw, digest))
+        result: tuple = ("ok", extras, unchanged, changed)
+    except FormatError as exc:
+        result = ("error", exc.where, exc.reason)
+    pickle.dump(result, sys.stdout.buffer, protocol=5)
+
+
+def _parallel(
+    fileobj: BinaryIO,
+    url: str,
+    unit: str,
+    base: str,
+    is_current: IsCurrent | None,
+    child: subprocess.Popen,
+) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
+    first_section, first_suffix = SECTIONS[0]
+    try:
+        # Kept back until the child has checked the whole document.
+        first = list(_scan(fileobj, url, unit, base, first_section, first_suffix, is_current))
+        output = child.stdout.read()
+    finally:
+        child.stdout.close()
+        if child.wait() != 0 or not output:
+            child.kill()
+    result = pickle.loads(output) if child.returncode == 0 and output else None
+    if result is None:  # the child died: do its part here
+        yield UnitExtras(_check_document(fileobj, url))
+        yield from first
+        yield from _scan(fileobj, url, unit, base, *SECTIONS[1], is_current)
+        return
+    if result[0] == "error":
+        raise FormatError(result[1], result[2])
+    _, extras, unchanged, changed = result
+    yield UnitExtras(extras)
+    yield from first
+    section, suffix = SECTIONS[1]
+    for filename, digest in unchanged:
+        if is_current is not None:
+            is_current(filename, digest)  # marks it seen
+        yield Unchanged(filename)
+    for filename, record, raw, digest in changed:
+        yield _record(section, suffix, filename, record, unit, base, raw, digest)
 
 
 def _base_url(repodata_url: str, base_url: Any) -> str:

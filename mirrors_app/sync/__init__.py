@@ -15,7 +15,7 @@ import tempfile
 from django.db import DatabaseError, transaction
 from django.db.models import F
 
-from channels_app.formats import FormatError, PackageRecord, Rejected, Unchanged
+from channels_app.formats import FormatError, PackageRecord, Rejected, Unchanged, UnitExtras
 from channels_app.models import Channel
 from channels_app.publishing import channel_publish
 from psm.http import UpstreamClient, UpstreamError, redact, scrub
@@ -103,14 +103,19 @@ def _sync_unit(
     fmt = mirror.format
     validators = {} if restart else mirror.fetch_state.get(unit, {})
     progress.step(f"{unit}: fetching the index")
-    with tempfile.TemporaryFile() as index:
+    with tempfile.NamedTemporaryFile(prefix="psm-index-") as index:
         fetched = fmt.fetch_unit(client, mirror.source_url, unit, index, validators)
         if fetched.status == "changed":
-            progress.step(f"{unit}: checking the index")
-            extras = fmt.unit_extras(index, fetched.url, unit)
             progress.step(f"{unit}: reading the index")
             ingest = UnitIngest(mirror, unit, progress)
-            for item in fmt.parse_unit(index, fetched.url, unit, ingest.is_current):
+            extras: dict = {}
+            items = fmt.parse_unit(
+                index, fetched.url, unit, ingest.is_current, ingest.current_digests()
+            )
+            for item in items:
+                if isinstance(item, UnitExtras):
+                    extras = item.extras
+                    continue
                 progress.seen += 1
                 if isinstance(item, Unchanged):
                     pass

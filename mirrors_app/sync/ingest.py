@@ -70,6 +70,14 @@ class UnitIngest:
         self.pending: dict[str, tuple] = {}
         self.changed = 0
 
+    def current_digests(self) -> dict[str, int]:
+        """filename -> digest of the stored rows an unchanged entry would leave as they are."""
+        return {
+            filename: known.hash
+            for filename, known in self.known.items()
+            if not known.removed and filename not in self.taken
+        }
+
     def is_current(self, filename: str, digest: int) -> bool:
         """Whether the stored row is this very entry (then it counts as seen, nothing to do)."""
         old = self.known.get(filename)

@@ -8,7 +8,14 @@ import json
 
 import pytest
 
-from channels_app.formats import FORMATS, FormatError, OptionsError, Rejected, get_format
+from channels_app.formats import (
+    FORMATS,
+    FormatError,
+    OptionsError,
+    Rejected,
+    UnitExtras,
+    get_format,
+)
 from channels_app.formats.conda import DEFAULT_SUBDIRS
 from channels_app.formats.cran import parse_dcf
 from channels_app.formats.pypi import parse_project_list
@@ -22,9 +29,8 @@ cran = FORMATS["cran"]
 
 def parse_repodata(body: bytes, url: str, subdir: str) -> list:
     """Check and parse a repodata document the way a sync does."""
-    document = io.BytesIO(body)
-    conda.unit_extras(document, url, subdir)
-    return list(conda.parse_unit(document, url, subdir))
+    items = conda.parse_unit(io.BytesIO(body), url, subdir)
+    return [item for item in items if not isinstance(item, UnitExtras)]
 
 
 @pytest.fixture

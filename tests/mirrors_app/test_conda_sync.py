@@ -121,3 +121,42 @@ def test_details_list_failed_downloads_with_their_reason(source, run_mirror):
     (failure,) = details["failures"]
     assert failure["path"] == f"linux-64/{PACKAGES[2].filename}"
     assert "HTTP 404" in failure["error"]
+
+
+@pytest.fixture
+def split_resyncs(monkeypatch):
+    """Re-syncs of any size use the child process, as conda-forge-sized ones do."""
+    from channels_app.formats import conda
+
+    monkeypatch.setattr(conda, "PARALLEL_FROM", 1)
+
+
+def test_resync_split_across_two_processes_matches_upstream(
+    source, run_mirror, client, split_resyncs
+):
+    from tests.fixtures.conda_channel import write_repodata
+
+    mirror = _mirror(source)
+    run_mirror(mirror)
+    document = read_repodata(source.root, "linux-64")
+    document["packages.conda"][PACKAGES[1].filename]["depends"] = ["alpha >=1,<2"]
+    del document["packages"][PACKAGES[2].filename]
+    write_repodata(source.root, "linux-64", document)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert (run.seen, run.ingested) == (1, 1)  # noarch unchanged (304), gamma gone
+    served = orjson.loads(_served(client, mirror.channel, "linux-64/repodata.json")[1])
+    assert served["packages.conda"] == document["packages.conda"]
+    assert served["packages"] == {}
+
+
+def test_split_resync_of_a_truncated_index_writes_nothing(source, run_mirror, split_resyncs):
+    mirror = _mirror(source)
+    run_mirror(mirror)
+    before = list(Package.objects.values_list("filename", "record_hash", "removed"))
+    path = source.root / "linux-64" / "repodata.json"
+    (source.root / "linux-64" / "repodata.json.zst").unlink()
+    path.write_bytes(path.read_bytes()[:-40])
+    run = run_mirror(mirror)
+    assert "linux-64" in run.error and "not valid JSON" in run.error
+    assert list(Package.objects.values_list("filename", "record_hash", "removed")) == before
