@@ -182,12 +182,12 @@ class RepositoryFormat:
         url: str,
         unit: str,
         is_current: IsCurrent | None = None,
-        current: Mapping[str, int] | None = None,
+        current: Callable[[], Mapping[str, int]] | None = None,
     ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
         """Stream the records of a fetched unit; raise FormatError if it is not readable.
 
         Entries `is_current` accepts come back as `Unchanged`, without being checked again;
-        `current` (filename -> digest of what is stored) lets a format split the work.
+        `current()` (filename -> digest of what is stored) lets a format split the work.
         """
         raise NotImplementedError
 

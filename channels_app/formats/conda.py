@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 from urllib.parse import quote, urljoin
 
@@ -158,7 +158,7 @@ class CondaFormat(RepositoryFormat):
         url: str,
         unit: str,
         is_current: IsCurrent | None = None,
-        current: Mapping[str, int] | None = None,
+        current: Callable[[], Mapping[str, int]] | None = None,
     ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
         """Stream the records of a subdir's repodata.json, section by section.
 
@@ -168,9 +168,9 @@ class CondaFormat(RepositoryFormat):
         the document's size. Entries are digested as parsed, before any check: on a re-sync
         almost every entry is current and costs little more than parsing.
 
-        A re-sync of a large subdir (`current`: the stored digests) uses the second core: a
-        child process checks the document and scans `packages.conda` while this one scans
-        `packages`.
+        A large subdir uses the second core: a child process checks the document while this
+        one asks `current` for the stored digests; on a re-sync (many stored) the child then
+        scans `packages.conda` while this process scans `packages`.
         """
         fileobj.seek(0)
         if not fileobj.read(4096).lstrip().startswith(b"{"):
@@ -179,11 +179,10 @@ class CondaFormat(RepositoryFormat):
         if info is not None and not isinstance(info, dict):
             raise FormatError(f"{url} [info]", "must be an object")
         base = _base_url(url, (info or {}).get("base_url"))
-        if current is not None and len(current) >= PARALLEL_FROM:
-            scanned = _scan_in_child(fileobj, url, base, current)
-            if scanned is not None:
-                yield from _parallel(fileobj, url, unit, base, is_current, scanned)
-                return
+        child = _start_child(fileobj, url, base) if current is not None else None
+        if child is not None:
+            yield from _parallel(fileobj, url, unit, base, is_current, current, child)
+            return
         yield UnitExtras(_check_document(fileobj, url))
         for section, suffix in SECTIONS:
             yield from _scan(fileobj, url, unit, base, section, suffix, is_current)
@@ -215,7 +214,9 @@ class CondaFormat(RepositoryFormat):
             out.write(orjson.dumps(channeldata, option=orjson.OPT_INDENT_2))
 
 
-#: A re-sync of a subdir with this many stored records scans its sections in parallel.
+#: An index this large is checked by a child process, in parallel with the database read.
+PARALLEL_BYTES = 16 * 1024 * 1024
+#: A re-sync of a subdir with this many stored records also scans its sections in parallel.
 PARALLEL_FROM = 50_000
 #: Index files of a subdir, most preferred first.
 REPODATA_FILES = ("repodata.json.zst", "repodata.json", "repodata.json.bz2")
@@ -291,16 +292,14 @@ def _scan(
             yield _record(section, suffix, filename, record, unit, base, raw, digest)
 
 
-def _scan_in_child(
-    fileobj: BinaryIO, url: str, base: str, current: Mapping[str, int]
-) -> subprocess.Popen | None:
-    """Start a child that checks the document and digests the second section; None if the
-    document has no path or the child cannot start (the caller then works alone)."""
+def _start_child(fileobj: BinaryIO, url: str, base: str) -> subprocess.Popen | None:
+    """Start the child that checks the document (see `_child_main`); None if the document is
+    small, has no path, or the child cannot start (the caller then works alone)."""
     path = getattr(fileobj, "name", None)
     if not isinstance(path, str) or not os.path.exists(path):
         return None
-    section, suffix = SECTIONS[1]
-    known = {f: d for f, d in current.items() if f.endswith(suffix)}
+    if os.path.getsize(path) < PARALLEL_BYTES:
+        return None
     # A plain subprocess, not multiprocessing: Celery's pool processes may not have children.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     code = "from channels_app.formats.conda import _child_main; _child_main()"
@@ -308,27 +307,30 @@ def _scan_in_child(
         child = subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
-        pickle.dump((path, url, base, section, known), child.stdin, protocol=5)
-        child.stdin.close()
+        pickle.dump((path, url, base, SECTIONS[1][0]), child.stdin, protocol=5)
+        child.stdin.flush()
     except OSError:
         return None
     return child
 
 
 def _child_main() -> None:
-    """The child's side of `_scan_in_child`: arguments in on stdin, result out on stdout."""
-    path, url, base, section, known = pickle.load(sys.stdin.buffer)
+    """The child: check the document, then, given the stored digests of the second section,
+    digest it and send back what is unchanged and what changed (records only for those)."""
+    path, url, base, section = pickle.load(sys.stdin.buffer)
     try:
         with open(path, "rb") as fileobj:
             extras = _check_document(fileobj, url)
+            known = pickle.load(sys.stdin.buffer)  # None: the parent scans everything itself
             unchanged, changed = [], []
-            for filename, record in _entries(fileobj, url, section):
-                raw = orjson.dumps(record)
-                digest = entry_digest(raw, base)
-                if known.get(filename) == digest:
-                    unchanged.append((filename, digest))
-                else:
-                    changed.append((filename, record, raw, digest))
+            if known is not None:
+                for filename, record in _entries(fileobj, url, section):
+                    raw = orjson.dumps(record)
+                    digest = entry_digest(raw, base)
+                    if known.get(filename) == digest:
+                        unchanged.append((filename, digest))
+                    else:
+                        changed.append((filename, record, raw, digest))
         result: tuple = ("ok", extras, unchanged, changed)
     except FormatError as exc:
         result = ("error", exc.where, exc.reason)
@@ -341,27 +343,44 @@ def _parallel(
     unit: str,
     base: str,
     is_current: IsCurrent | None,
+    current: Callable[[], Mapping[str, int]],
     child: subprocess.Popen,
 ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
-    first_section, first_suffix = SECTIONS[0]
+    first: list = []
+    output = b""
     try:
-        # Kept back until the child has checked the whole document.
-        first = list(_scan(fileobj, url, unit, base, first_section, first_suffix, is_current))
+        stored = current()  # the database read overlaps the child's check
+        split = len(stored) >= PARALLEL_FROM
+        suffix = SECTIONS[1][1]
+        known = {f: d for f, d in stored.items() if f.endswith(suffix)} if split else None
+        pickle.dump(known, child.stdin, protocol=5)
+        child.stdin.close()
+        if split:
+            # Kept back until the child has checked the whole document.
+            first = list(_scan(fileobj, url, unit, base, *SECTIONS[0], is_current))
         output = child.stdout.read()
+    except OSError:
+        pass  # the child died; its work is done here below
     finally:
+        if not child.stdin.closed:
+            child.stdin.close()  # unblocks a child still waiting for the digests
         child.stdout.close()
-        if child.wait() != 0 or not output:
-            child.kill()
-    result = pickle.loads(output) if child.returncode == 0 and output else None
-    if result is None:  # the child died: do its part here
+        if child.wait() != 0:
+            output = b""
+    if not output:
         yield UnitExtras(_check_document(fileobj, url))
-        yield from first
+        yield from first or _scan(fileobj, url, unit, base, *SECTIONS[0], is_current)
         yield from _scan(fileobj, url, unit, base, *SECTIONS[1], is_current)
         return
+    result = pickle.loads(output)
     if result[0] == "error":
         raise FormatError(result[1], result[2])
     _, extras, unchanged, changed = result
     yield UnitExtras(extras)
+    if not split:
+        for section, suffix in SECTIONS:
+            yield from _scan(fileobj, url, unit, base, section, suffix, is_current)
+        return
     yield from first
     section, suffix = SECTIONS[1]
     for filename, digest in unchanged:

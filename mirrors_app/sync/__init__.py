@@ -110,7 +110,7 @@ def _sync_unit(
             ingest = UnitIngest(mirror, unit, progress)
             extras: dict = {}
             items = fmt.parse_unit(
-                index, fetched.url, unit, ingest.is_current, ingest.current_digests()
+                index, fetched.url, unit, ingest.is_current, ingest.current_digests
             )
             for item in items:
                 if isinstance(item, UnitExtras):

@@ -60,7 +60,7 @@ class UnitIngest:
 
     def __init__(self, mirror: Mirror, unit: str, progress: Progress) -> None:
         self.mirror, self.unit, self.progress = mirror, unit, progress
-        self.known: dict[str, Known] = _load_known(mirror.pk, unit)
+        self._known: dict[str, Known] | None = None  # read on first use (see `known`)
         # Files another mirror (or an upload) already provides in this channel and unit.
         self.taken = set(
             Package.objects.filter(channel_id=mirror.channel_id, subdir=unit)
@@ -69,6 +69,13 @@ class UnitIngest:
         )
         self.pending: dict[str, tuple] = {}
         self.changed = 0
+
+    @property
+    def known(self) -> dict[str, Known]:
+        """The unit's stored rows, read when first needed (a format may overlap the read)."""
+        if self._known is None:
+            self._known = _load_known(self.mirror.pk, self.unit)
+        return self._known
 
     def current_digests(self) -> dict[str, int]:
         """filename -> digest of the stored rows an unchanged entry would leave as they are."""
@@ -140,7 +147,7 @@ class UnitIngest:
             with transaction.atomic():
                 Package.objects.filter(pk__in=batch).update(removed=True, updated_at=timezone.now())
                 self._changed(len(batch))
-        self.known = {}
+        self._known = {}
         if self.changed:
             # A record whose file changed (new sha256) no longer matches what we stored.
             Package.objects.filter(

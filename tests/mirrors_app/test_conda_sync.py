@@ -129,6 +129,7 @@ def split_resyncs(monkeypatch):
     from channels_app.formats import conda
 
     monkeypatch.setattr(conda, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(conda, "PARALLEL_BYTES", 0)
 
 
 def test_resync_split_across_two_processes_matches_upstream(
@@ -148,6 +149,12 @@ def test_resync_split_across_two_processes_matches_upstream(
     served = orjson.loads(_served(client, mirror.channel, "linux-64/repodata.json")[1])
     assert served["packages.conda"] == document["packages.conda"]
     assert served["packages"] == {}
+
+
+def test_first_sync_with_the_check_in_a_child_matches_upstream(
+    source, run_mirror, client, split_resyncs
+):
+    test_passive_sync_publishes_upstream_records_verbatim(source, run_mirror, client)
 
 
 def test_split_resync_of_a_truncated_index_writes_nothing(source, run_mirror, split_resyncs):
