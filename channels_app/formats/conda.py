@@ -17,6 +17,9 @@ from urllib.parse import quote, urljoin
 import ijson
 import orjson
 import zstandard
+from rattler import MatchSpec
+from rattler import PackageRecord as RattlerRecord
+from rattler.package.build_string import BuildString
 
 from .base import (
     Client,
@@ -216,6 +219,34 @@ class CondaFormat(RepositoryFormat):
 
 #: An index this large is checked by a child process, in parallel with the database read.
 PARALLEL_BYTES = 16 * 1024 * 1024
+
+
+def parse_match_spec(text: str) -> MatchSpec:
+    """A conda MatchSpec (py-rattler's parser); ValueError says what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("empty MatchSpec")
+    try:
+        spec = MatchSpec(text.strip())
+    except Exception as exc:  # rattler raises its own error types
+        raise ValueError(str(exc).strip() or "not a MatchSpec") from None
+    if spec.name is None:
+        raise ValueError("a package name is required")
+    return spec
+
+
+def rattler_record(record: Mapping[str, Any]) -> RattlerRecord:
+    """A py-rattler PackageRecord of a repodata entry, for MatchSpec matching."""
+    return RattlerRecord(
+        name=record["name"],
+        version=record["version"],
+        build=BuildString(str(record.get("build", ""))),
+        build_number=int(record.get("build_number") or 0),
+        subdir=str(record.get("subdir") or "noarch"),
+        depends=list(record.get("depends") or []),
+        license=record.get("license") if isinstance(record.get("license"), str) else None,
+    )
+
+
 #: A re-sync of a subdir with this many stored records also scans its sections in parallel.
 PARALLEL_FROM = 50_000
 #: Index files of a subdir, most preferred first.
