@@ -192,6 +192,9 @@ class Package(models.Model):
     error = models.CharField(
         max_length=500, blank=True, help_text="Why the file could not be mirrored."
     )
+    # Why the policy keeps it out (empty: allowed). Excluded packages are kept so that a policy
+    # change can be applied without fetching the upstream index again.
+    excluded = models.CharField(max_length=300, blank=True, db_index=True)
     added_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -216,8 +219,8 @@ class Package(models.Model):
 
     @property
     def is_servable(self) -> bool:
-        """Stored here, or a passive file we may fetch on request."""
-        return self.artifact_id is not None or self.on_demand
+        """Allowed, and stored here or a passive file we may fetch on request."""
+        return not self.excluded and (self.artifact_id is not None or self.on_demand)
 
     @property
     def is_stored(self) -> bool:

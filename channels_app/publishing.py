@@ -31,7 +31,7 @@ class PackageIndexSource:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.packages = Package.objects.filter(channel=channel, removed=False).filter(
+        self.packages = Package.objects.filter(channel=channel, removed=False, excluded="").filter(
             Q(artifact__isnull=False) | Q(on_demand=True)
         )
 

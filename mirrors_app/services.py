@@ -193,3 +193,16 @@ def _transition(run: SyncRun, from_states: set[str], to: str, **fields) -> bool:
         for name, value in fields.items():
             setattr(run, name, value)
     return bool(changed)
+
+
+def mirror_policy_apply(*, mirror: Mirror, dry_run: bool = False) -> dict:
+    """Preview (`dry_run`) or apply the mirror's effective policy to what it already holds,
+    without fetching the upstream index again; applying publishes the channel."""
+    from .sync.policy import policy_apply, policy_fingerprint
+
+    change = policy_apply(mirror=mirror, dry_run=dry_run)
+    if not dry_run:
+        mirror.fetch_state = {**mirror.fetch_state, "_policy": policy_fingerprint(mirror)}
+        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
+        transaction.on_commit(lambda: publish_channel.delay(mirror.channel_id))
+    return change.as_dict()

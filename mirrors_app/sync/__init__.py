@@ -13,20 +13,22 @@ import logging
 import tempfile
 
 from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db.models import Count, F
 
-from channels_app.formats import FormatError, PackageRecord, Rejected, Unchanged, UnitExtras
-from channels_app.models import Channel
+from channels_app.formats import FormatError, Rejected, Unchanged, UnitExtras
+from channels_app.models import Channel, Package
 from channels_app.publishing import channel_publish
 from psm.http import UpstreamClient, UpstreamError, redact, scrub
 
 from ..models import Mirror, SyncRun
 from .download import download_unit
 from .ingest import UnitIngest
+from .policy import policy_apply, policy_fingerprint
 from .progress import Progress, StopRequested
 
 logger = logging.getLogger(__name__)
 State = SyncRun.State
+POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
 
 
 def run_sync(run: SyncRun) -> str:
@@ -84,9 +86,12 @@ def _sync_units(
     progress.step("listing the source's index")
     units = fmt.index_units(client, mirror.source_url, mirror.options)
     problems = []
+    changed = 0
+    read: list[str] = []
     for unit in units:
         try:
-            _sync_unit(mirror, unit, client, progress, restart=restart)
+            changed += _sync_unit(mirror, unit, client, progress, restart=restart)
+            read.append(unit)
         except (UpstreamError, FormatError, DatabaseError) as exc:
             # DatabaseError: a record the database refuses must not sink the other units.
             logger.warning("mirror %s: %s: %s", mirror.pk, unit, exc)
@@ -94,12 +99,38 @@ def _sync_units(
             progress.fail(f"index unreadable: {unit}")
     if units and len(problems) == len(units):
         raise FormatError(redact(mirror.source_url), "; ".join(problems))
+    _apply_policy(mirror, progress, changed=changed, restart=restart)
+    if mirror.mode == Mirror.Mode.ACTIVE:
+        for unit in read:
+            progress.step(f"{unit}: downloading package files")
+            download_unit(mirror, unit, client, progress)
     return problems
+
+
+def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: bool) -> None:
+    """Decide again what changed records, a changed policy or new CVE data affect; count
+    what the policy keeps out on the run."""
+    fingerprint = policy_fingerprint(mirror)
+    if changed or restart or mirror.fetch_state.get(POLICY_KEY) != fingerprint:
+        progress.step("applying the policy")
+        policy_apply(mirror=mirror)
+        mirror.fetch_state = {**mirror.fetch_state, POLICY_KEY: fingerprint}
+        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
+    excluded = (
+        Package.objects.filter(mirror=mirror, removed=False)
+        .exclude(excluded="")
+        .values_list("excluded")
+        .annotate(n=Count("pk"))
+    )
+    for reason, count in excluded:
+        progress.filtered += count
+        progress.reasons[reason] += count
 
 
 def _sync_unit(
     mirror: Mirror, unit: str, client: UpstreamClient, progress: Progress, *, restart: bool
-) -> None:
+) -> int:
+    """Bring one unit in line with upstream; return how many rows changed."""
     fmt = mirror.format
     validators = {} if restart else mirror.fetch_state.get(unit, {})
     progress.step(f"{unit}: fetching the index")
@@ -121,12 +152,8 @@ def _sync_unit(
                     pass
                 elif isinstance(item, Rejected):
                     progress.exclude(item.reason)
-                else:
-                    reason = _decide(mirror, item)
-                    if reason:
-                        progress.exclude(reason)
-                    elif not ingest.add(item):
-                        progress.exclude("provided by another mirror of the channel")
+                elif not ingest.add(item):
+                    progress.exclude("provided by another mirror of the channel")
                 progress.tick()
             ingest.finish()
             _keep_extras(mirror, unit, extras)
@@ -136,14 +163,7 @@ def _sync_unit(
         # Only now: a unit read halfway must be fetched in full next time.
         mirror.fetch_state = {**mirror.fetch_state, unit: fetched.validators}
         Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
-    if mirror.mode == Mirror.Mode.ACTIVE:
-        progress.step(f"{unit}: downloading package files")
-        download_unit(mirror, unit, client, progress)
-
-
-def _decide(mirror: Mirror, record: PackageRecord) -> str | None:
-    """Why the record may not enter the channel, or None. Policies plug in here."""
-    return None
+    return ingest.changed if fetched.status == "changed" else 0
 
 
 def _keep_extras(mirror: Mirror, unit: str, extras: dict) -> None:

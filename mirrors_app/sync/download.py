@@ -29,7 +29,12 @@ PAGE = 500
 def download_unit(mirror: Mirror, unit: str, client: UpstreamClient, progress: Progress) -> None:
     """Store the unit's pending files of this mirror; failures are recorded, not raised."""
     pending = Package.objects.filter(
-        mirror=mirror, subdir=unit, removed=False, on_demand=False, artifact__isnull=True
+        mirror=mirror,
+        subdir=unit,
+        removed=False,
+        excluded="",
+        on_demand=False,
+        artifact__isnull=True,
     )
     _link_stored(pending, mirror)
     stop = threading.Event()

@@ -21,6 +21,7 @@ from ..models import Mirror
 from .progress import Progress
 
 BATCH_SIZE = 5000
+PENDING = "awaiting the policy's decision"
 #: Columns a sync writes; the rest (id, artifact) are kept or defaulted.
 COLUMNS = (
     "channel_id",
@@ -38,6 +39,7 @@ COLUMNS = (
     "on_demand",
     "removed",
     "error",
+    "excluded",
     "added_at",
     "updated_at",
 )
@@ -61,6 +63,8 @@ class UnitIngest:
     def __init__(self, mirror: Mirror, unit: str, progress: Progress) -> None:
         self.mirror, self.unit, self.progress = mirror, unit, progress
         self._known: dict[str, Known] | None = None  # read on first use (see `known`)
+        # With a policy, new and changed records wait for its decision before anyone sees them.
+        self.initial_exclusion = PENDING if mirror.effective_policy() else ""
         # Files another mirror (or an upload) already provides in this channel and unit.
         self.taken = set(
             Package.objects.filter(channel_id=mirror.channel_id, subdir=unit)
@@ -116,6 +120,7 @@ class UnitIngest:
             self.mirror.mode == Mirror.Mode.PASSIVE,
             False,
             "",
+            self.initial_exclusion,
             now,
             now,
         )

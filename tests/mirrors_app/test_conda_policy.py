@@ -1,0 +1,95 @@
+"""Policies applied by conda syncs: what enters, reasons on the run, changes without refetch."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from channels_app import publishing
+from channels_app.models import Package
+from mirrors_app import services
+from mirrors_app.models import Mirror, SyncRun
+from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory
+from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
+
+pytestmark = pytest.mark.django_db
+
+PACKAGES = [
+    FakePackage("alpha", "1.0"),
+    FakePackage("alpha", "2.0"),
+    FakePackage("beta", "1.0", subdir="linux-64", fmt=".conda", depends=["alpha >=2"]),
+    FakePackage("gamma", "1.0", subdir="linux-64"),
+]
+
+
+@pytest.fixture
+def source(tmp_path):
+    with ChannelServer(build_channel(tmp_path / "up", PACKAGES)) as server:
+        yield server
+
+
+def _listed(client, channel, subdir):
+    response = client.get(f"/api/repo/{channel.path}/{subdir}/repodata.json")
+    document = orjson.loads(b"".join(response.streaming_content))
+    return sorted([*document["packages"], *document["packages.conda"]])
+
+
+def test_channel_policy_decides_what_is_published_with_reasons(source, run_mirror, client):
+    policy = PolicyFactory(allow_specs=["beta"], include_dependencies=True)
+    channel = ChannelFactory(policy=policy)
+    mirror = MirrorFactory(channel=channel, source_url=source.url, mode=Mirror.Mode.ACTIVE)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert _listed(client, channel, "linux-64") == ["beta-1.0-0.conda"]
+    assert _listed(client, channel, "noarch") == ["alpha-2.0-0.tar.bz2"]
+    assert run.filtered_reasons == {"not in the allow list": 2}
+    assert run.downloaded == 2  # excluded packages are never downloaded
+    # Excluded records are kept (with their reason) but not servable.
+    gamma = Package.objects.get(name="gamma")
+    assert gamma.excluded == "not in the allow list" and gamma.artifact is None
+    response = client.get(f"/api/repo/{channel.path}/linux-64/{gamma.filename}")
+    assert response.status_code == 404
+
+
+def test_policy_change_is_previewed_and_applied_without_refetching(source, run_mirror, client):
+    policy = PolicyFactory(block_specs=["gamma"])
+    mirror = MirrorFactory(channel=ChannelFactory(policy=policy), source_url=source.url)
+    run_mirror(mirror)
+    assert "gamma-1.0-0.tar.bz2" not in _listed(client, mirror.channel, "linux-64")
+    policy.block_specs = ["alpha <2"]
+    policy.save()
+    before = len(source.requests)
+    preview = services.mirror_policy_apply(mirror=mirror, dry_run=True)
+    assert preview["entering_packages"] == ["linux-64/gamma-1.0-0.tar.bz2"]
+    assert preview["leaving_packages"] == [
+        {"path": "noarch/alpha-1.0-0.tar.bz2", "reason": "blocked by package rule 'alpha <2'"}
+    ]
+    assert Package.objects.get(name="gamma").excluded  # a preview changes nothing
+    services.mirror_policy_apply(mirror=mirror)
+    publishing.channel_publish(channel=mirror.channel)  # as the queued task does
+    assert len(source.requests) == before  # upstream was not asked again
+    assert "gamma-1.0-0.tar.bz2" in _listed(client, mirror.channel, "linux-64")
+    assert _listed(client, mirror.channel, "noarch") == ["alpha-2.0-0.tar.bz2"]
+
+
+def test_policy_edit_takes_effect_at_the_next_run_even_if_upstream_is_unchanged(
+    source, run_mirror, client
+):
+    policy = PolicyFactory()
+    mirror = MirrorFactory(channel=ChannelFactory(policy=policy), source_url=source.url)
+    run_mirror(mirror)
+    assert len(_listed(client, mirror.channel, "noarch")) == 2
+    policy.block_specs = ["alpha"]
+    policy.save()
+    run = run_mirror(mirror)  # upstream answers 304 for every subdir
+    assert run.filtered_reasons == {"blocked by package rule 'alpha'": 2}
+    assert _listed(client, mirror.channel, "noarch") == []
+
+
+def test_mirror_policy_replaces_the_channel_policy(source, run_mirror, client):
+    channel = ChannelFactory(policy=PolicyFactory(block_specs=["beta"]))
+    mirror = MirrorFactory(
+        channel=channel, source_url=source.url, policy=PolicyFactory(block_specs=["gamma"])
+    )
+    run_mirror(mirror)
+    assert _listed(client, channel, "linux-64") == ["beta-1.0-0.conda"]
