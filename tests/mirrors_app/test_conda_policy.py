@@ -93,3 +93,56 @@ def test_mirror_policy_replaces_the_channel_policy(source, run_mirror, client):
     )
     run_mirror(mirror)
     assert _listed(client, channel, "linux-64") == ["beta-1.0-0.conda"]
+
+
+def test_dependency_report_lists_requested_packages_and_their_dependencies(source, run_mirror):
+    from mirrors_app import reports
+
+    policy = PolicyFactory(
+        allow_specs=["beta", "zeta"], include_dependencies=True, block_specs=["alpha 2.0"]
+    )
+    mirror = MirrorFactory(channel=ChannelFactory(policy=policy), source_url=source.url)
+    run_mirror(mirror)
+    rows = reports.dependency_report(mirror)
+    assert [(r["requested"], r["package"], r["depth"], r["status"]) for r in rows] == [
+        ("beta", "beta", 0, "present"),
+        ("beta", "alpha", 1, "filtered: blocked by package rule 'alpha 2.0'"),
+        ("zeta", "zeta", 0, "missing"),
+    ]
+    assert rows[1]["required_by"] == "beta" and rows[1]["version"] == "2.0"
+    text = reports.as_csv(rows, reports.REPORT_COLUMNS)
+    assert text.splitlines()[0] == "requested,package,version,build,subdir,depth,required_by,status"
+
+
+def test_no_dependency_report_without_allow_rules_and_include_dependencies(source, run_mirror):
+    from mirrors_app import reports
+
+    mirror = MirrorFactory(
+        channel=ChannelFactory(policy=PolicyFactory(allow_specs=["beta"])), source_url=source.url
+    )
+    assert reports.dependency_report(mirror) is None
+    assert "Include dependencies" in reports.dependency_report_unavailable(mirror)
+
+
+def test_why_is_a_package_missing(source, run_mirror):
+    from mirrors_app import reports
+
+    mirror = MirrorFactory(
+        channel=ChannelFactory(policy=PolicyFactory(block_specs=["alpha <2"])),
+        source_url=source.url,
+    )
+    run_mirror(mirror)
+    answers = {a["path"]: (a["allowed"], a["reason"]) for a in reports.explain(mirror, "alpha")}
+    assert answers == {
+        "noarch/alpha-1.0-0.tar.bz2": (False, "blocked by package rule 'alpha <2'"),
+        "noarch/alpha-2.0-0.tar.bz2": (True, f"allowed by {mirror.channel.policy.name}"),
+    }
+    excluded = reports.excluded_packages(mirror)
+    assert excluded == [
+        {
+            "path": "noarch/alpha-1.0-0.tar.bz2",
+            "name": "alpha",
+            "version": "1.0",
+            "reason": "blocked by package rule 'alpha <2'",
+        }
+    ]
