@@ -82,9 +82,7 @@ def _entries(mirror: Mirror, **filters) -> list[tuple[Entry, str]]:
     )
     found = []
     for subdir, filename, record, excluded in rows.iterator(10_000):
-        entry = Entry(filename, orjson.loads(record) if record else {})
-        entry.subdir = subdir
-        found.append((entry, excluded))
+        found.append((Entry(filename, orjson.loads(record) if record else {}, subdir), excluded))
     return found
 
 
@@ -119,7 +117,7 @@ def dependency_report(mirror: Mirror) -> list[dict] | None:
         for subdir, names in index.items():
             for entry in names.get(spec.name.normalized, ()):
                 if spec.matches(entry.rattler):
-                    key = f"{entry.subdir}/{entry.filename}"
+                    key = entry.key
                     by_subdir.setdefault(subdir, []).append((entry, reasons[key]))
         if not by_subdir:
             rows.append(_row(requested, spec.name.normalized, None, "", 0, "", "missing"))
@@ -134,20 +132,20 @@ def _walk(requested, root, compiled, index, reasons, rows) -> None:
     stack = [(root, 0, "")]
     while stack:
         (entry, why), depth, parent = stack.pop(0)
-        key = f"{entry.subdir}/{entry.filename}"
+        key = entry.key
         status = "present" if not why else f"filtered: {why}"
         rows.append(_row(requested, entry.name, entry, entry.subdir, depth, parent, status))
         if key in seen:
             continue
         seen.add(key)
         for text, matches in compiled.dependencies(entry, index):
-            chosen = _newest([(m, reasons[f"{m.subdir}/{m.filename}"]) for m in matches])
+            chosen = _newest([(m, reasons[m.key]) for m in matches])
             if chosen is None:
                 name = text.split()[0]
                 rows.append(
                     _row(requested, name, None, entry.subdir, depth + 1, entry.name, "missing")
                 )
-            elif f"{chosen[0].subdir}/{chosen[0].filename}" not in seen:
+            elif chosen[0].key not in seen:
                 stack.append((chosen, depth + 1, entry.name))
 
 

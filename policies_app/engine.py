@@ -26,8 +26,6 @@ from channels_app.formats.conda import parse_match_spec, rattler_record
 
 from .licenses import classify, normalize_license
 
-KEPT = ""
-
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -37,21 +35,27 @@ class Decision:
     reason: str = ""
 
 
+ALLOWED = Decision(True)
+NOT_LISTED = Decision(False, "not in the allow list")
+
+
 @dataclass(slots=True)
 class Entry:
     """What the engine reads of one package (a conda repodata record)."""
 
     filename: str
     record: Mapping[str, Any]
-    name: str = ""
-    version: str = ""
     subdir: str = ""
+    name: str = ""  # lower case, as package names compare
+    version: str = ""
+    key: str = ""  # "subdir/filename": unique in a channel
     _rattler: Any = None
 
     def __post_init__(self) -> None:
-        self.name = str(self.record.get("name", ""))
+        self.name = str(self.record.get("name", "")).lower()
         self.version = str(self.record.get("version", ""))
-        self.subdir = str(self.record.get("subdir") or "")
+        self.subdir = self.subdir or str(self.record.get("subdir") or "")
+        self.key = f"{self.subdir}/{self.filename}"
 
     @property
     def rattler(self):
@@ -96,7 +100,7 @@ class _Specs:
 
     def match(self, entry: Entry) -> str | None:
         """The text of the first spec matching the entry, or None."""
-        for text, spec in self.by_name.get(entry.name.lower(), ()):
+        for text, spec in self.by_name.get(entry.name, ()):
             if spec.matches(entry.rattler):
                 return text
         return None
@@ -189,7 +193,7 @@ class CompiledPolicy:
     def _cves(self, entry: Entry) -> str | None:
         found = [
             advisory
-            for advisory, affected in self.advisories.get(entry.name.lower(), ())
+            for advisory, affected in self.advisories.get(entry.name, ())
             if _affects(affected, entry.version)
         ]
         if not found:
@@ -223,32 +227,36 @@ class CompiledPolicy:
         entries = list(entries)
         decisions: dict[str, Decision] = {}
         passing: list[Entry] = []
+        dropped: dict[str, Decision] = {}  # one Decision per reason, shared
+        exclusions, check = self.exclusions, self.check
         for entry in entries:
-            key = f"{entry.subdir}/{entry.filename}"
-            spec = self.exclusions.match(entry) if self.exclusions else None
+            spec = exclusions.match(entry) if exclusions else None
             if spec:
-                decisions[key] = Decision(True, f"kept by exclusion {spec!r}")
+                decisions[entry.key] = Decision(True, f"kept by exclusion {spec!r}")
                 continue
-            reason = self.check(entry)
+            reason = check(entry)
             if reason:
-                decisions[key] = Decision(False, reason)
+                decision = dropped.get(reason)
+                if decision is None:
+                    decision = dropped[reason] = Decision(False, reason)
+                decisions[entry.key] = decision
             else:
                 passing.append(entry)
         if self.allow:
             allowed = [e for e in passing if self.allow.match(e)]
             via = self.closure(allowed, passing) if self.include_dependencies else {}
-            allowed_keys = {f"{e.subdir}/{e.filename}" for e in allowed}
+            allowed_keys = {e.key for e in allowed}
             for entry in passing:
-                key = f"{entry.subdir}/{entry.filename}"
+                key = entry.key
                 if key in allowed_keys:
-                    decisions[key] = Decision(True)
+                    decisions[key] = ALLOWED
                 elif key in via:
                     decisions[key] = Decision(True, f"dependency of {via[key]}")
                 else:
-                    decisions[key] = Decision(False, "not in the allow list")
+                    decisions[key] = NOT_LISTED
         else:
             for entry in passing:
-                decisions[f"{entry.subdir}/{entry.filename}"] = Decision(True)
+                decisions[entry.key] = ALLOWED
         if not self.legacy:
             self._drop_legacy(entries, decisions)
         return decisions
@@ -259,12 +267,12 @@ class CompiledPolicy:
         index = _index(candidates)
         via: dict[str, str] = {}
         stack = list(roots)
-        seen = {f"{e.subdir}/{e.filename}" for e in roots}
+        seen = {e.key for e in roots}
         while stack:
             entry = stack.pop()
             for _spec, match in self.dependencies(entry, index):
                 for dependency in match:
-                    key = f"{dependency.subdir}/{dependency.filename}"
+                    key = dependency.key
                     if key not in seen:
                         seen.add(key)
                         via[key] = entry.name
@@ -288,14 +296,13 @@ class CompiledPolicy:
 
     def _drop_legacy(self, entries: list[Entry], decisions: dict[str, Decision]) -> None:
         conda_builds = {
-            f"{e.subdir}/{e.filename[: -len('.conda')]}"
+            e.key[: -len(".conda")]
             for e in entries
-            if e.filename.endswith(".conda")
-            and decisions.get(f"{e.subdir}/{e.filename}", Decision(False)).allowed
+            if e.filename.endswith(".conda") and decisions[e.key].allowed
         }
         for entry in entries:
             if entry.filename.endswith(".tar.bz2"):
-                key = f"{entry.subdir}/{entry.filename}"
+                key = entry.key
                 stem = key[: -len(".tar.bz2")]
                 if stem in conda_builds and decisions[key].allowed:
                     decisions[key] = Decision(False, "legacy .tar.bz2 (the .conda is mirrored)")
@@ -304,7 +311,7 @@ class CompiledPolicy:
 def _index(entries: Iterable[Entry]) -> dict[str, dict[str, list[Entry]]]:
     index: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for entry in entries:
-        index[entry.subdir][entry.name.lower()].append(entry)
+        index[entry.subdir][entry.name].append(entry)
     return index
 
 

@@ -73,9 +73,7 @@ def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
         key = f"{subdir}/{filename}"
         current[key] = (pk, excluded)
         if policy is not None:
-            entry = Entry(filename, orjson.loads(record) if record else {})
-            entry.subdir = subdir
-            entries.append(entry)
+            entries.append(Entry(filename, orjson.loads(record) if record else {}, subdir))
     if policy is None:
         decisions = {key: ("") for key in current}
     else:

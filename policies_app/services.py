@@ -1,0 +1,105 @@
+"""Policy operations shared by the admin, the API, management commands and tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+
+from . import osv
+from .models import Vulnerability
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+_FIELDS = [f.name for f in dataclasses.fields(osv.Advisory) if f.name != "osv_id"]
+
+
+@dataclass
+class LoadResult:
+    """What a load did: advisories created, updated, left as they were, and the problems."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> int:
+        """Advisories read successfully, whatever was done with them."""
+        return self.created + self.updated + self.unchanged
+
+    def __str__(self) -> str:
+        errors = len(self.errors)
+        return (
+            f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{errors} error{'' if errors == 1 else 's'}"
+        )
+
+
+def vulnerabilities_load(*, path: Path, force: bool = False) -> LoadResult:
+    """Upsert the advisories found at `path` (a .json file, a .zip, or a directory of both).
+
+    An advisory already stored with the same or a later `modified` time is left alone (the
+    later one is authoritative in OSV), unless `force`. Unreadable advisories are reported in
+    `errors`; the others still load. Batches of BATCH_SIZE, each in its own transaction.
+    """
+    result = LoadResult()
+    batch: dict[str, osv.Advisory] = {}
+    for item in osv.iter_advisories(Path(path)):
+        if isinstance(item, osv.OSVError):
+            result.errors.append(str(item))
+            continue
+        previous = batch.get(item.osv_id)
+        if previous is not None:
+            result.unchanged += 1  # a duplicate within the batch: only the later one is written
+            if not _newer(item, previous):
+                continue
+        batch[item.osv_id] = item
+        if len(batch) >= BATCH_SIZE:
+            _upsert(batch.values(), result, force=force)
+            batch = {}
+    if batch:
+        _upsert(batch.values(), result, force=force)
+    logger.info("Loaded vulnerabilities from %s: %s", path, result)
+    return result
+
+
+def _newer(advisory: osv.Advisory, than: osv.Advisory) -> bool:
+    """Whether `advisory` should replace `than` (no modified time counts as newer)."""
+    if advisory.modified_at is None or than.modified_at is None:
+        return True
+    return advisory.modified_at > than.modified_at
+
+
+def _upsert(advisories: Iterable[osv.Advisory], result: LoadResult, *, force: bool) -> None:
+    advisories = list(advisories)
+    with transaction.atomic():
+        stored = dict(
+            Vulnerability.objects.filter(osv_id__in=[a.osv_id for a in advisories]).values_list(
+                "osv_id", "modified_at"
+            )
+        )
+        changed = []
+        for advisory in advisories:
+            if advisory.osv_id not in stored:
+                result.created += 1
+            elif force or advisory.modified_at is None or stored[advisory.osv_id] is None:
+                result.updated += 1
+            elif advisory.modified_at > stored[advisory.osv_id]:
+                result.updated += 1
+            else:
+                result.unchanged += 1
+                continue
+            changed.append(Vulnerability(**dataclasses.asdict(advisory)))
+        if changed:
+            Vulnerability.objects.bulk_create(
+                changed,
+                update_conflicts=True,
+                unique_fields=["osv_id"],
+                update_fields=[*_FIELDS, "loaded_at"],
+            )
