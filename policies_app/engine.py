@@ -153,10 +153,12 @@ class CompiledPolicy:
 
     # --- One package, every rule but the allow list ---------------------------------------
 
-    def check(self, entry: Entry) -> str | None:
+    def check(self, entry: Entry, *, any_platform: bool = False) -> str | None:
         """Why the rules of step 2 drop the entry, or None if it passes them."""
         subdir = entry.subdir
-        if self.platforms_in and subdir not in self.platforms_in:
+        if any_platform:
+            pass
+        elif self.platforms_in and subdir not in self.platforms_in:
             return f"platform {subdir} is not included"
         if subdir in self.platforms_out:
             return f"platform {subdir} is excluded"
@@ -257,9 +259,31 @@ class CompiledPolicy:
         else:
             for entry in passing:
                 decisions[entry.key] = ALLOWED
+        if self.platforms_in and "noarch" not in self.platforms_in:
+            self._admit_noarch_dependencies(entries, decisions)
         if not self.legacy:
             self._drop_legacy(entries, decisions)
         return decisions
+
+    def _admit_noarch_dependencies(
+        self, entries: list[Entry], decisions: dict[str, Decision]
+    ) -> None:
+        """A platform rule without noarch still brings the noarch packages that the allowed
+        platform packages need (they must pass every other rule)."""
+        noarch = [
+            e
+            for e in entries
+            if e.subdir == "noarch"
+            and not decisions[e.key].allowed
+            and self.check(e, any_platform=True) is None
+            and (not self.allow or self.allow.match(e) or self.include_dependencies)
+        ]
+        if not noarch:
+            return
+        roots = [e for e in entries if e.subdir != "noarch" and decisions[e.key].allowed]
+        for key, parent in self.closure(roots, noarch).items():
+            if key.startswith("noarch/"):
+                decisions[key] = Decision(True, f"noarch dependency of {parent}")
 
     def closure(self, roots: list[Entry], candidates: list[Entry]) -> dict[str, str]:
         """`subdir/filename` -> the package that first pulled it in, for every dependency

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from policies_app.engine import Advisory, CompiledPolicy, Entry
+from policies_app.engine import Advisory, CompiledPolicy, Decision, Entry
 from policies_app.licenses import classify, normalize_license
 from policies_app.models import Policy
 
@@ -236,3 +236,14 @@ def test_license_rule_values_are_families_or_identifiers():
     assert normalize_license("public-domain") == "Public-Domain"
     assert normalize_license("BSD-3-Clause") == "BSD-3-CLAUSE"
     assert normalize_license("not a license!") is None
+
+
+def test_platform_rule_still_brings_the_noarch_dependencies_of_allowed_packages():
+    policy = compile_(platforms_include=["linux-64"])
+    decisions = decide(policy, UNIVERSE)
+    assert decisions["urllib3-2.2.1-0.conda"].reason == "platform noarch is not included"
+    assert not decisions["requests-2.32.0-0.conda"].allowed
+    universe = [*UNIVERSE, rec("tool", "1.0", subdir="linux-64", depends=["urllib3"])]
+    decisions = decide(policy, universe)
+    assert decisions["urllib3-2.2.1-0.conda"] == Decision(True, "noarch dependency of tool")
+    assert not decisions["requests-2.32.0-0.conda"].allowed
