@@ -4,7 +4,7 @@ from rest_framework.routers import DefaultRouter
 
 from channels_app.api.views import ChannelViewSet, SubchannelViewSet
 from mirrors_app.api.views import MirrorViewSet, SyncRunViewSet
-from policies_app.api.views import PolicyViewSet
+from policies_app.api.views import PolicyViewSet, VulnerabilityViewSet
 
 router = DefaultRouter()
 router.register("channels", ChannelViewSet, basename="channel")
@@ -16,5 +16,6 @@ router.register(
 router.register("mirrors", MirrorViewSet, basename="mirror")
 router.register("runs", SyncRunViewSet, basename="syncrun")
 router.register("policies", PolicyViewSet, basename="policy")
+router.register("vulnerabilities", VulnerabilityViewSet, basename="vulnerability")
 
 urlpatterns = router.urls

@@ -280,6 +280,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "mirrors.fail_stale_runs",
         "schedule": 300.0,
     },
+    "hourly-load-vulnerabilities": {
+        "task": "policies.load_vulnerabilities",
+        "schedule": 3600.0,
+    },
     "hourly-collect-garbage": {
         "task": "channels.collect_garbage",
         "schedule": 3600.0,
@@ -312,6 +316,9 @@ PSM_MAX_INDEX_BYTES = envint("PSM_MAX_INDEX_BYTES", 2 * 1024**3, minimum=1024)
 PSM_DOWNLOAD_WORKERS = envint("PSM_DOWNLOAD_WORKERS", 4, minimum=1)
 # Seconds clients may cache an index file (package files are immutable and cached for a year).
 PSM_INDEX_MAX_AGE = envint("PSM_INDEX_MAX_AGE", 60)
+# Folder of OSV advisories (.json files, .zip archives such as osv.dev's <ecosystem>/all.zip),
+# loaded hourly by `policies.load_vulnerabilities`. Empty: no automatic loading.
+PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")
 # A running run whose heartbeat is older than this is taken to have lost its worker.
 PSM_RUN_STALE_AFTER = envint("PSM_RUN_STALE_AFTER", 900, minimum=60)
 

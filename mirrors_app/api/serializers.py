@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from channels_app.api.serializers import ChannelPathField
@@ -41,6 +42,12 @@ class SyncRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class AppliedPolicySerializer(serializers.Serializer):
+    id = serializers.IntegerField(allow_null=True)
+    name = serializers.CharField(allow_null=True)
+    source = serializers.ChoiceField(choices=["mirror", "channel", "none"])
+
+
 class MirrorSerializer(FullCleanMixin, serializers.ModelSerializer):
     channel = ChannelPathField(help_text="The channel, as 'channel' or 'channel/subchannel'.")
     kind = serializers.ChoiceField(choices=kind_choices(), help_text=Mirror.kind.field.help_text)
@@ -50,6 +57,10 @@ class MirrorSerializer(FullCleanMixin, serializers.ModelSerializer):
         help_text="Start the mirror at once (Save & Run) instead of waiting for its schedule.",
     )
     active_run = serializers.SerializerMethodField()
+    applied_policy = serializers.SerializerMethodField(
+        help_text="The policy in force: the mirror's own, else its channel's (source 'none' "
+        "when neither has one)."
+    )
     warnings = serializers.SerializerMethodField()
 
     class Meta:
@@ -63,6 +74,7 @@ class MirrorSerializer(FullCleanMixin, serializers.ModelSerializer):
             "kind",
             "cron",
             "policy",
+            "applied_policy",
             "options",
             "run_now",
             "status",
@@ -81,6 +93,14 @@ class MirrorSerializer(FullCleanMixin, serializers.ModelSerializer):
     def get_active_run(self, mirror: Mirror) -> dict | None:
         run = mirror.active_run()
         return SyncRunSerializer(run).data if run else None
+
+    @extend_schema_field(AppliedPolicySerializer)
+    def get_applied_policy(self, mirror: Mirror) -> dict:
+        policy = mirror.effective_policy() if mirror.channel_id else None
+        if policy is None:
+            return {"id": None, "name": None, "source": "none"}
+        source = "mirror" if mirror.policy_id else "channel"
+        return {"id": policy.pk, "name": policy.name, "source": source}
 
     def get_warnings(self, mirror: Mirror) -> list[str]:
         return mirror.warnings()
@@ -104,4 +124,57 @@ class MirrorDetailsSerializer(serializers.Serializer):
     latest_run = SyncRunSerializer(allow_null=True)
     dependency_report = serializers.CharField(
         help_text="Why no dependency report exists, or 'available'."
+    )
+
+
+class ExcludedPackageSerializer(serializers.Serializer):
+    """A package of the mirror that its policy keeps out."""
+
+    path = serializers.CharField(help_text="subdir/filename")
+    name = serializers.CharField()
+    version = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class ExplanationSerializer(serializers.Serializer):
+    """Why one file of the mirror is in the channel or not."""
+
+    path = serializers.CharField(help_text="subdir/filename")
+    version = serializers.CharField()
+    allowed = serializers.BooleanField()
+    reason = serializers.CharField()
+    stored = serializers.BooleanField(help_text="Whether the file is downloaded (active).")
+
+
+class DependencyReportRowSerializer(serializers.Serializer):
+    requested = serializers.CharField(help_text="The allow rule (MatchSpec) this row comes from.")
+    package = serializers.CharField()
+    version = serializers.CharField()
+    build = serializers.CharField()
+    subdir = serializers.CharField()
+    depth = serializers.IntegerField(help_text="0 requested, 1 direct, 2+ indirect dependency.")
+    required_by = serializers.CharField()
+    status = serializers.CharField(help_text="present, 'filtered: <reason>' or missing.")
+
+
+class LeavingPackageSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class PolicyChangeSerializer(serializers.Serializer):
+    """What applying the mirror's policy to the packages it holds does (preview) or did."""
+
+    allowed = serializers.IntegerField(help_text="Packages the policy keeps.")
+    excluded = serializers.IntegerField(help_text="Packages the policy keeps out.")
+    entering = serializers.IntegerField(help_text="Packages coming in (were excluded).")
+    leaving = serializers.IntegerField(help_text="Packages going out (were in).")
+    entering_packages = serializers.ListField(
+        child=serializers.CharField(), help_text="The first 1000 entering, as subdir/filename."
+    )
+    leaving_packages = LeavingPackageSerializer(
+        many=True, help_text="The first 1000 leaving, with the reason."
+    )
+    excluded_by_reason = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Excluded packages counted by reason."
     )

@@ -4,11 +4,83 @@ from rest_framework import serializers
 
 from psm.api import FullCleanMixin
 
-from ..models import Policy
+from ..models import Policy, Vulnerability
+
+# JSON list fields: typed as lists of strings here; what the strings may be (platforms,
+# licenses, MatchSpecs, statuses) is checked by the model's validators through full_clean().
+LIST_FIELDS = (
+    "platforms_include",
+    "platforms_exclude",
+    "licenses_include",
+    "licenses_exclude",
+    "cve_statuses_excluded",
+    "allow_specs",
+    "block_specs",
+    "exclusions",
+)
 
 
 class PolicySerializer(FullCleanMixin, serializers.ModelSerializer):
     class Meta:
         model = Policy
-        fields = ["id", "name", "description", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "description",
+            "platforms_include",
+            "platforms_exclude",
+            "licenses_include",
+            "licenses_exclude",
+            "unknown_license",
+            "cve_score",
+            "cve_score_comparator",
+            "cve_statuses_excluded",
+            "allow_specs",
+            "block_specs",
+            "include_dependencies",
+            "created_after",
+            "created_before",
+            "min_age_days",
+            "exclusions",
+            "legacy_packages",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["created_at", "updated_at"]
+
+    def build_field(self, field_name, info, model_class, nested_depth):
+        if field_name in LIST_FIELDS:
+            model_field = model_class._meta.get_field(field_name)
+            return serializers.ListField, {
+                "child": serializers.CharField(allow_blank=False, trim_whitespace=True),
+                "required": False,
+                "help_text": model_field.help_text,
+                "label": model_field.verbose_name.capitalize(),
+            }
+        return super().build_field(field_name, info, model_class, nested_depth)
+
+
+class VulnerabilitySerializer(serializers.ModelSerializer):
+    aliases = serializers.ListField(child=serializers.CharField(), read_only=True)
+    affected = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text="The affected packages and versions, as in OSV.",
+    )
+
+    class Meta:
+        model = Vulnerability
+        fields = [
+            "id",
+            "osv_id",
+            "aliases",
+            "summary",
+            "cvss_score",
+            "cvss_vector",
+            "status",
+            "affected",
+            "published_at",
+            "modified_at",
+            "loaded_at",
+        ]
+        read_only_fields = fields

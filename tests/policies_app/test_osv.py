@@ -187,11 +187,10 @@ def test_numeric_severity_scores():
     doc = {"id": "X-1", "severity": [{"type": "CVSS_V3", "score": 9.1}]}
     assert osv.parse_advisory(doc, "x").cvss_score == Decimal("9.1")
 
-    doc = {"id": "X-2", "severity": [{"type": "CVSS_V3", "score": "5"}]}
-    assert (osv.parse_advisory(doc, "x").cvss_score, osv.parse_advisory(doc, "x").cvss_vector) == (
-        Decimal("5.0"),
-        "",
+    advisory = osv.parse_advisory(
+        {"id": "X-2", "severity": [{"type": "CVSS_V3", "score": "5"}]}, "x"
     )
+    assert (advisory.cvss_score, advisory.cvss_vector) == (Decimal("5.0"), "")
 
 
 def test_v4_only_keeps_the_vector_without_a_score_and_v2_is_the_fallback():
@@ -391,8 +390,11 @@ def test_iter_zip_refuses_large_members(tmp_path, monkeypatch):
 
     advisories, errors = split(osv.iter_advisories(archive))
 
-    assert "PYSEC-2022-42969" not in [a.osv_id for a in advisories]  # its file is 1.6 kB
-    assert f"{archive}:PYSEC-2022-42969.json: larger than 1500 bytes; skipped" in map(str, errors)
+    ids = [a.osv_id for a in advisories]
+    assert "GHSA-j8r2-6x86-q33q" not in ids and "PYSEC-2014-8" in ids  # 1.6 kB and 1.0 kB
+    assert f"{archive}:GHSA-j8r2-6x86-q33q.json: larger than 1500 bytes; skipped" in map(
+        str, errors
+    )
 
 
 def test_directory_reads_zips_inside(tmp_path):
@@ -430,6 +432,26 @@ def test_load_directory_then_reload_is_idempotent():
 
     forced = services.vulnerabilities_load(path=FIXTURES, force=True)
     assert (forced.created, forced.updated, forced.unchanged) == (0, 5, 0)
+    requests.refresh_from_db()
+    assert requests.loaded_at > loaded_at
+
+
+@pytest.mark.django_db
+def test_load_keeps_good_advisories_beside_bad_ones(tmp_path):
+    shutil.copy(FIXTURES / "PYSEC-2014-8.json", tmp_path)
+    (tmp_path / "not-json.json").write_text("<html>rate limited</html>")
+    bad_vector = {"id": "X-1", "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:Q"}]}
+    (tmp_path / "X-1.json").write_text(json.dumps(bad_vector))
+
+    result = services.vulnerabilities_load(path=tmp_path)
+
+    assert (result.created, result.updated, result.unchanged) == (1, 0, 0)
+    assert len(result.errors) == 2
+    assert result.errors[0] == (
+        f"{tmp_path / 'X-1.json'}: bad CVSS_V3 vector 'CVSS:3.1/AV:Q': AV:Q is not a valid value"
+    )
+    assert result.errors[1].startswith(f"{tmp_path / 'not-json.json'}: not valid JSON: ")
+    assert list(Vulnerability.objects.values_list("osv_id", flat=True)) == ["PYSEC-2014-8"]
 
 
 @pytest.mark.django_db
