@@ -146,3 +146,22 @@ def test_why_is_a_package_missing(source, run_mirror):
             "reason": "blocked by package rule 'alpha <2'",
         }
     ]
+
+
+def test_cve_data_loaded_from_osv_keeps_vulnerable_builds_out(tmp_path, run_mirror, client):
+    from pathlib import Path
+
+    from policies_app.services import vulnerabilities_load
+
+    osv = Path(__file__).parents[1] / "fixtures" / "osv" / "conda"
+    assert vulnerabilities_load(path=osv).created == 1
+    packages = [
+        FakePackage("openssl", "3.0.7", subdir="linux-64"),
+        FakePackage("openssl", "3.0.8", subdir="linux-64"),
+    ]
+    with ChannelServer(build_channel(tmp_path / "up", packages)) as server:
+        policy = PolicyFactory(cve_score="7.0", cve_score_comparator="<")
+        mirror = MirrorFactory(channel=ChannelFactory(policy=policy), source_url=server.url)
+        run = run_mirror(mirror)
+    assert run.filtered_reasons == {"CVE-2023-0286 score 7.4 ≥ 7.0": 1}
+    assert _listed(client, mirror.channel, "linux-64") == ["openssl-3.0.8-0.tar.bz2"]
