@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import io
+import re
+import zipfile
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -16,6 +21,22 @@ from channels_app.formats import FORMATS, kind_choices
 
 from . import reports, services
 from .models import Mirror, SyncRun
+
+EXCLUDED_COLUMNS = ("path", "name", "version", "reason")
+EXCLUDED_SHOWN = 1000  # on the details page; the CSV download has them all
+PREVIEW_SHOWN = 50  # entering and leaving packages listed on the policy preview page
+
+
+def _download(content: bytes | str, filename: str, content_type: str = "text/csv") -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _report_name(mirror: Mirror, what: str) -> str:
+    """A safe download file name: channel, mirror and report, e.g. main-forge-excluded.csv."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{mirror.channel.path}-{mirror.name}-{what}") + ".csv"
+
 
 RUN_NOW_HELP = (
     "Start the mirror when you click Save (or use Save & Run). Otherwise your changes are saved "
@@ -282,10 +303,28 @@ class MirrorAdmin(admin.ModelAdmin):
         )
 
     @admin.action(permissions=["report"], description="Download dependency report")
-    def download_dependency_report(self, request, queryset) -> None:
+    def download_dependency_report(self, request, queryset):
+        """One mirror with a report: its CSV; several: a zip of their CSVs. Each selected
+        mirror without a report gets a message saying why."""
+        found: list[tuple[str, str]] = []
         for mirror in queryset:
-            reason = reports.dependency_report_unavailable(mirror)
-            self.message_user(request, reason or f"{mirror.name}: report available.", messages.INFO)
+            rows = reports.dependency_report(mirror)
+            if rows is None:
+                reason = reports.dependency_report_unavailable(mirror)
+                self.message_user(request, reason, messages.WARNING)
+            else:
+                text = reports.as_csv(rows, reports.REPORT_COLUMNS)
+                found.append((_report_name(mirror, "dependency-report"), text))
+        if not found:
+            return None  # back to the list, with the messages
+        if len(found) == 1:
+            name, text = found[0]
+            return _download(text, name)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, text in found:
+                archive.writestr(name, text)
+        return _download(buffer.getvalue(), "dependency-reports.zip", "application/zip")
 
     def _bulk(self, request, queryset, service, singular: str, plural: str) -> None:
         done = 0
@@ -327,13 +366,21 @@ class MirrorAdmin(admin.ModelAdmin):
             )
             for name in self.COMMANDS
         ]
-        custom.append(
+        pages = {
+            "details/": (self.details_view, "details"),
+            "excluded.csv": (self.excluded_csv_view, "excluded_csv"),
+            "dependency-report.csv": (self.dependency_report_view, "dependency_report"),
+            "policy-preview/": (self.policy_preview_view, "policy_preview"),
+            "policy-apply/": (self.policy_apply_view, "policy_apply"),
+        }
+        custom += [
             path(
-                "<int:pk>/details/",
-                self.admin_site.admin_view(self.details_view),
-                name="mirrors_app_mirror_details",
+                f"<int:pk>/{route}",
+                self.admin_site.admin_view(view),
+                name=f"mirrors_app_mirror_{name}",
             )
-        )
+            for route, (view, name) in pages.items()
+        ]
         return custom + super().get_urls()
 
     def command_view(self, request, pk: int, command: str):
@@ -364,12 +411,25 @@ class MirrorAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/mirrors_app/mirror/confirm_command.html", context)
 
-    def details_view(self, request, pk: int):
+    def _mirror(self, request, pk: int, *, change: bool = False) -> Mirror:
+        """The mirror, if the user may see it (and change it, with `change`); else 403."""
         mirror = get_object_or_404(self.get_queryset(request), pk=pk)
         if not self.has_view_permission(request, mirror):
             raise PermissionDenied
+        if change and not self.has_change_permission(request, mirror):
+            raise PermissionDenied
+        return mirror
+
+    def details_view(self, request, pk: int):
+        mirror = self._mirror(request, pk)
         details = reports.mirror_details(mirror)
         run = details["latest_run"]
+        excluded = reports.excluded_packages(mirror)
+        query = request.GET.get("package", "").strip()
+        policy = mirror.effective_policy()
+        can_see_policy = policy is not None and any(
+            request.user.has_perm(f"policies_app.{perm}_policy") for perm in ("view", "change")
+        )
         context = {
             **self.admin_site.each_context(request),
             "title": f"Details of mirror {mirror.name}",
@@ -377,8 +437,76 @@ class MirrorAdmin(admin.ModelAdmin):
             "details": details,
             "run": run,
             "reasons": sorted((run.filtered_reasons if run else {}).items(), key=lambda i: -i[1]),
+            "excluded": excluded[:EXCLUDED_SHOWN],
+            "excluded_total": len(excluded),
+            "query": query,
+            "explanation": reports.explain(mirror, query) if query else None,
+            "policy": policy,
+            "policy_url": (
+                reverse("admin:policies_app_policy_change", args=[policy.pk])
+                if can_see_policy
+                else ""
+            ),
+            "can_change": self.has_change_permission(request, mirror),
+            "can_report": self.has_report_permission(request)
+            and details["dependency_report"] == "available",
         }
         return TemplateResponse(request, "admin/mirrors_app/mirror/details.html", context)
+
+    def excluded_csv_view(self, request, pk: int):
+        """Every package the policy keeps out, with the reason, as CSV."""
+        mirror = self._mirror(request, pk)
+        text = reports.as_csv(reports.excluded_packages(mirror), EXCLUDED_COLUMNS)
+        return _download(text, _report_name(mirror, "excluded"))
+
+    def dependency_report_view(self, request, pk: int):
+        mirror = self._mirror(request, pk)
+        if not self.has_report_permission(request):
+            raise PermissionDenied
+        rows = reports.dependency_report(mirror)
+        if rows is None:
+            reason = reports.dependency_report_unavailable(mirror)
+            self.message_user(request, reason, messages.WARNING)
+            return redirect("admin:mirrors_app_mirror_details", pk)
+        text = reports.as_csv(rows, reports.REPORT_COLUMNS)
+        return _download(text, _report_name(mirror, "dependency-report"))
+
+    def policy_preview_view(self, request, pk: int):
+        """What applying the effective policy now would change (GET or POST: nothing is
+        changed); the page offers to apply it."""
+        mirror = self._mirror(request, pk, change=True)
+        return self._policy_page(request, mirror, "Preview policy")
+
+    def policy_apply_view(self, request, pk: int):
+        """GET: the preview, to confirm; POST: apply the policy to what the mirror holds."""
+        mirror = self._mirror(request, pk, change=True)
+        if request.method != "POST":
+            return self._policy_page(request, mirror, "Apply policy now")
+        change = services.mirror_policy_apply(mirror=mirror)
+        self.message_user(
+            request,
+            f"Policy applied to mirror {mirror.name!r}: {change['entering']:,} packages entered, "
+            f"{change['leaving']:,} left; {change['allowed']:,} kept, {change['excluded']:,} "
+            "excluded. The channel is being republished.",
+        )
+        return redirect("admin:mirrors_app_mirror_details", pk)
+
+    def _policy_page(self, request, mirror: Mirror, title: str):
+        change = services.mirror_policy_apply(mirror=mirror, dry_run=True)
+        policy = mirror.effective_policy()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{title}: mirror {mirror.name}",
+            "opts": self.model._meta,
+            "mirror": mirror,
+            "policy": policy,
+            "change": change,
+            "entering": change["entering_packages"][:PREVIEW_SHOWN],
+            "leaving": change["leaving_packages"][:PREVIEW_SHOWN],
+            "shown": PREVIEW_SHOWN,
+            "reasons": sorted(change["excluded_by_reason"].items(), key=lambda i: -i[1]),
+        }
+        return TemplateResponse(request, "admin/mirrors_app/mirror/policy_preview.html", context)
 
 
 @admin.register(SyncRun)

@@ -12,7 +12,6 @@ from channels_app.formats.conda import KNOWN_SUBDIRS
 from .models import CveStatus, Policy, Vulnerability
 
 
-
 class LinesField(forms.CharField):
     """A list of strings edited in a text area, one value per line (blank lines dropped).
     Lines, not commas: a MatchSpec may hold commas ("numpy >=1.26,<2")."""
@@ -75,7 +74,26 @@ class PolicyForm(forms.ModelForm):
 
     class Meta:
         model = Policy
-        fields = "__all__"
+        fields = [
+            "name",
+            "description",
+            "platforms_include",
+            "platforms_exclude",
+            "licenses_include",
+            "licenses_exclude",
+            "unknown_license",
+            "cve_score_comparator",
+            "cve_score",
+            "cve_statuses_excluded",
+            "allow_specs",
+            "block_specs",
+            "include_dependencies",
+            "created_after",
+            "created_before",
+            "min_age_days",
+            "exclusions",
+            "legacy_packages",
+        ]
         widgets = {"unknown_license": forms.RadioSelect}
 
     def __init__(self, *args, **kwargs) -> None:
@@ -88,9 +106,10 @@ class PolicyForm(forms.ModelForm):
         return self.cleaned_data.get("unknown_license") or Policy.UnknownLicense.ALLOW
 
     def clean_cve_score_comparator(self) -> str:
-        return self.cleaned_data.get("cve_score_comparator") or Policy._meta.get_field(
-            "cve_score_comparator"
-        ).get_default()
+        return (
+            self.cleaned_data.get("cve_score_comparator")
+            or Policy._meta.get_field("cve_score_comparator").get_default()
+        )
 
 
 def _number(value: Decimal) -> str:

@@ -1,17 +1,67 @@
 from __future__ import annotations
 
+import re
+
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from psm.permissions import require
 
 from .. import reports, services
 from ..models import Mirror, SyncRun
-from .serializers import MirrorDetailsSerializer, MirrorSerializer, SyncRunSerializer
+from .serializers import (
+    DependencyReportRowSerializer,
+    ExcludedPackageSerializer,
+    ExplanationSerializer,
+    MirrorDetailsSerializer,
+    MirrorSerializer,
+    PolicyChangeSerializer,
+    SyncRunSerializer,
+)
+
+EXCLUDED_COLUMNS = ("path", "name", "version", "reason")
+VIEW = "mirrors_app.view_mirror"
+
+
+class CSVRenderer(BaseRenderer):
+    """text/csv, chosen by `?format=csv` or `Accept: text/csv`. Views hand it the CSV text;
+    an error (a dict such as {"detail": ...}) becomes a one-row CSV of its fields."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        if data is None:
+            return b""
+        if isinstance(data, str):
+            return data.encode()
+        if isinstance(data, dict):
+            return reports.as_csv([{k: str(v) for k, v in data.items()}], data).encode()
+        return str(data).encode()
+
+
+CSV_RENDERERS = [JSONRenderer, CSVRenderer]
+
+
+def _csv_response(request, rows: list[dict], columns, filename: str) -> Response | None:
+    """The rows as a CSV download when the client asked for CSV, else None."""
+    if getattr(request.accepted_renderer, "format", None) != "csv":
+        return None
+    response = Response(reports.as_csv(rows, columns))
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _csv_name(mirror: Mirror, what: str) -> str:
+    """A safe download file name: channel, mirror and report, e.g. main-forge-excluded.csv."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{mirror.channel.path}-{mirror.name}-{what}") + ".csv"
 
 
 class MirrorViewSet(viewsets.ModelViewSet):
@@ -102,6 +152,109 @@ class MirrorViewSet(viewsets.ModelViewSet):
         return Response(
             MirrorDetailsSerializer(details, context=self.get_serializer_context()).data
         )
+
+    @extend_schema(
+        responses={
+            (200, "application/json"): ExcludedPackageSerializer(many=True),
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="CSV with the header path,name,version,reason."
+            ),
+        }
+    )
+    @action(detail=True, methods=["get"], renderer_classes=CSV_RENDERERS, pagination_class=None)
+    def excluded(self, request, pk=None):
+        """Every package of the mirror its policy keeps out, with the reason (all of them, not
+        paginated); `?format=csv` or `Accept: text/csv` for a CSV file."""
+        mirror = self.get_object()
+        rows = reports.excluded_packages(mirror)
+        csv = _csv_response(request, rows, EXCLUDED_COLUMNS, _csv_name(mirror, "excluded"))
+        return csv or Response(ExcludedPackageSerializer(rows, many=True).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "package",
+                str,
+                required=True,
+                description="A package name (e.g. numpy) or a file name (e.g. "
+                "numpy-2.0.0-py312h0_0.conda).",
+            )
+        ],
+        responses={
+            200: ExplanationSerializer(many=True),
+            400: OpenApiResponse(description="No `package` given."),
+        },
+    )
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def explain(self, request, pk=None):
+        """Why is X missing? Each file of the mirror with that name: in or out, and why.
+        An empty list: the mirror's source has no such package."""
+        mirror = self.get_object()
+        package = request.query_params.get("package", "").strip()
+        if not package:
+            raise ValidationError({"package": ["Give a package name or a file name."]})
+        rows = reports.explain(mirror, package)
+        return Response(ExplanationSerializer(rows, many=True).data)
+
+    @extend_schema(
+        responses={
+            (200, "application/json"): DependencyReportRowSerializer(many=True),
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="CSV with the header " + ",".join(reports.REPORT_COLUMNS) + ".",
+            ),
+            404: OpenApiResponse(description="The mirror has no dependency report, and why."),
+        }
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="dependency-report",
+        renderer_classes=CSV_RENDERERS,
+        pagination_class=None,
+        permission_classes=[require(VIEW, "mirrors_app.download_dependency_report")],
+    )
+    def dependency_report(self, request, pk=None):
+        """The packages the policy allows by name with their dependencies, and whether each is
+        present, filtered or missing; `?format=csv` or `Accept: text/csv` for a CSV file.
+        404 when the mirror has none (its policy allows no packages by name with 'Include
+        dependencies' set)."""
+        mirror = self.get_object()
+        rows = reports.dependency_report(mirror)
+        if rows is None:
+            return Response(
+                {"detail": reports.dependency_report_unavailable(mirror)},
+                status=status.HTTP_404_NOT_FOUND,
+            )
+        name = _csv_name(mirror, "dependency-report")
+        csv = _csv_response(request, rows, reports.REPORT_COLUMNS, name)
+        return csv or Response(DependencyReportRowSerializer(rows, many=True).data)
+
+    @extend_schema(request=None, responses=PolicyChangeSerializer)
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="policy-preview",
+        permission_classes=[require(VIEW, "mirrors_app.change_mirror")],
+    )
+    def policy_preview(self, request, pk=None):
+        """What applying the effective policy now would change among the packages the mirror
+        holds: nothing is changed."""
+        change = services.mirror_policy_apply(mirror=self.get_object(), dry_run=True)
+        return Response(PolicyChangeSerializer(change).data)
+
+    @extend_schema(request=None, responses=PolicyChangeSerializer)
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="policy-apply",
+        permission_classes=[require(VIEW, "mirrors_app.change_mirror")],
+    )
+    def policy_apply(self, request, pk=None):
+        """Apply the effective policy to the packages the mirror holds now, without fetching
+        the source again, and republish the channel."""
+        change = services.mirror_policy_apply(mirror=self.get_object())
+        return Response(PolicyChangeSerializer(change).data)
 
 
 class SyncRunViewSet(viewsets.ReadOnlyModelViewSet):

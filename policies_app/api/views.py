@@ -42,7 +42,7 @@ class VulnerabilityViewSet(viewsets.ReadOnlyModelViewSet):
         status_ = params.get("status")
         if status_:
             if status_ not in CveStatus.values:
-                raise ValidationError({"status": f"One of: {', '.join(CveStatus.values)}."})
+                raise ValidationError({"status": [f"One of: {', '.join(CveStatus.values)}."]})
             found = found.filter(status=status_)
         package = params.get("package", "").strip()
         if package:

@@ -716,6 +716,91 @@ def test_details_are_available_without_the_all_mirrors_permission(client, make_u
     assert client.get(command_url("details", mirror)).status_code == 200
 
 
+def _excluded(mirror, count: int) -> None:
+    Package.objects.bulk_create(
+        Package(
+            channel=mirror.channel,
+            mirror=mirror,
+            subdir="noarch",
+            filename=f"pkg{n:05}-1.0-0.conda",
+            name=f"pkg{n:05}",
+            version="1.0",
+            excluded="not in the allow list",
+        )
+        for n in range(count)
+    )
+
+
+def test_details_list_at_most_1000_excluded_packages_and_link_the_csv(client, make_user):
+    mirror = MirrorFactory(name="big")
+    _excluded(mirror, 1001)
+    client.force_login(make_user("mirrors_app.view_mirror"))
+
+    response = client.get(command_url("details", mirror))
+
+    assert response.context["excluded_total"] == 1001
+    assert len(response.context["excluded"]) == 1000
+    html = response.content.decode()
+    assert "1001 packages of this mirror are kept out by the policy." in html
+    assert "The first 1000 are listed;" in html
+    assert "pkg00999-1.0-0.conda" in html and "pkg01000-1.0-0.conda" not in html
+    csv_url = reverse("admin:mirrors_app_mirror_excluded_csv", args=[mirror.pk])
+    assert f'<a href="{csv_url}">Download all as CSV</a>' in html
+    lines = client.get(csv_url).content.decode().splitlines()
+    assert lines[0] == "path,name,version,reason"
+    assert len(lines) == 1002
+
+
+def test_details_without_a_policy_say_so(client, make_user):
+    mirror = MirrorFactory()
+    client.force_login(make_user("mirrors_app.view_mirror", "mirrors_app.change_mirror"))
+
+    html = client.get(command_url("details", mirror)).content.decode()
+
+    assert "No policy: every package of the mirror type is mirrored." in html
+    assert "The policy keeps no package of this mirror out." in html
+    assert command_url("policy_preview", mirror) in html
+
+
+def test_excluded_csv_needs_view_permission(client, make_user):
+    mirror = MirrorFactory()
+    client.force_login(make_user(*COMMAND_PERMS))
+
+    assert client.get(command_url("excluded_csv", mirror)).status_code == 403
+
+
+def test_dependency_report_download_without_a_report_explains_why(client, make_user):
+    mirror = MirrorFactory(name="bare")
+    client.force_login(
+        make_user("mirrors_app.view_mirror", "mirrors_app.download_dependency_report")
+    )
+
+    response = client.get(command_url("dependency_report", mirror))
+
+    assert response.status_code == 302
+    assert response["Location"] == command_url("details", mirror)
+    assert "Mirror 'bare' has no policy" in texts_of(response)[0]
+
+
+def test_policy_preview_of_a_mirror_without_packages(client, make_user):
+    mirror = MirrorFactory()
+    client.force_login(make_user("mirrors_app.view_mirror", "mirrors_app.change_mirror"))
+
+    response = client.post(command_url("policy_preview", mirror))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<tr><th>Kept</th><td>0</td></tr>" in html
+    assert "Nothing would change." in html
+
+
+def test_policy_pages_need_a_staff_login(client):
+    mirror = MirrorFactory()
+    response = client.post(command_url("policy_apply", mirror))
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
 # --- The mirror form ----------------------------------------------------------------------
 
 

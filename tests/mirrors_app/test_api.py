@@ -968,6 +968,162 @@ def test_details_of_unknown_mirror_is_404(admin_client):
     assert admin_client.get("/api/mirrors/999999/details/").status_code == 404
 
 
+# --- applied policy, excluded packages, explain, dependency report, policy preview/apply -------
+# (with real syncs in test_policy_views.py)
+
+
+def test_mirror_shows_its_applied_policy_and_where_it_comes_from(admin_client, channel):
+    bare = MirrorFactory(channel=channel)
+    channel_policy = PolicyFactory(name="channel-policy")
+    inherits = MirrorFactory(channel=ChannelFactory(policy=channel_policy))
+    own = MirrorFactory(
+        channel=ChannelFactory(policy=channel_policy), policy=PolicyFactory(name="own")
+    )
+
+    def applied(mirror):
+        return admin_client.get(f"/api/mirrors/{mirror.pk}/").json()["applied_policy"]
+
+    assert applied(bare) == {"id": None, "name": None, "source": "none"}
+    assert applied(inherits) == {
+        "id": channel_policy.pk,
+        "name": "channel-policy",
+        "source": "channel",
+    }
+    assert applied(own) == {"id": own.policy_id, "name": "own", "source": "mirror"}
+
+
+def test_created_mirror_shows_its_applied_policy(admin_client, channel, no_broker):
+    channel.policy = PolicyFactory(name="channel-policy")
+    channel.save()
+
+    response = create(admin_client)
+
+    assert response.status_code == 201
+    assert response.json()["applied_policy"]["source"] == "channel"
+
+
+def test_excluded_packages_of_a_mirror(admin_client, channel):
+    mirror = MirrorFactory(channel=channel)
+    _package(mirror, "a-1.0-0.conda", stored=True)
+    Package.objects.filter(mirror=mirror).update(excluded="blocked by package rule 'a'")
+    _package(mirror, "b-1.0-0.conda", stored=True)
+
+    response = admin_client.get(f"/api/mirrors/{mirror.pk}/excluded/")
+
+    assert response.status_code == 200
+    assert response.json() == [
+        {
+            "path": "noarch/a-1.0-0.conda",
+            "name": "a",
+            "version": "1.0",
+            "reason": "blocked by package rule 'a'",
+        }
+    ]
+
+
+def test_excluded_packages_of_a_mirror_with_none_as_csv(admin_client, channel):
+    mirror = MirrorFactory(channel=channel)
+
+    response = admin_client.get(f"/api/mirrors/{mirror.pk}/excluded/", {"format": "csv"})
+
+    assert response.status_code == 200
+    assert response.content.decode().splitlines() == ["path,name,version,reason"]
+
+
+def test_csv_file_name_is_made_safe(admin_client, channel):
+    mirror = MirrorFactory(channel=channel, name='my "forge"/x')
+
+    response = admin_client.get(f"/api/mirrors/{mirror.pk}/excluded/", {"format": "csv"})
+
+    assert response["Content-Disposition"] == 'attachment; filename="main-my_forge_x-excluded.csv"'
+
+
+@pytest.mark.parametrize("query", [{}, {"package": ""}, {"package": "  "}])
+def test_explain_without_package_is_rejected(admin_client, channel, query):
+    mirror = MirrorFactory(channel=channel)
+
+    response = admin_client.get(f"/api/mirrors/{mirror.pk}/explain/", query)
+
+    assert response.status_code == 400
+    assert response.json() == {"package": ["Give a package name or a file name."]}
+
+
+def test_explain_needs_view_permission(api_client, make_user, channel):
+    mirror = MirrorFactory(channel=channel)
+    api_client.force_authenticate(make_user("mirrors_app.change_mirror"))
+
+    assert api_client.get(f"/api/mirrors/{mirror.pk}/explain/", {"package": "a"}).status_code == 403
+
+
+def test_dependency_report_without_a_policy_is_404_with_the_reason(api_client, make_user, channel):
+    mirror = MirrorFactory(channel=channel, name="bare")
+    perms = ("mirrors_app.view_mirror", "mirrors_app.download_dependency_report")
+    api_client.force_authenticate(make_user(*perms))
+
+    response = api_client.get(f"/api/mirrors/{mirror.pk}/dependency-report/")
+
+    assert response.status_code == 404
+    assert "Mirror 'bare' has no policy" in response.json()["detail"]
+
+
+def test_csv_is_not_offered_where_there_is_no_csv(admin_client, channel):
+    mirror = MirrorFactory(channel=channel)
+
+    response = admin_client.get(
+        f"/api/mirrors/{mirror.pk}/explain/", {"package": "a", "format": "csv"}
+    )
+
+    assert response.status_code == 404
+
+
+def test_policy_preview_of_a_mirror_without_packages(admin_client, channel):
+    mirror = MirrorFactory(channel=channel)
+
+    response = admin_client.post(f"/api/mirrors/{mirror.pk}/policy-preview/")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "allowed": 0,
+        "excluded": 0,
+        "entering": 0,
+        "leaving": 0,
+        "entering_packages": [],
+        "leaving_packages": [],
+        "excluded_by_reason": {},
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/mirrors/999999/excluded/",
+        "/api/mirrors/999999/explain/?package=a",
+        "/api/mirrors/999999/policy-preview/",
+        "/api/mirrors/999999/policy-apply/",
+    ],
+)
+def test_reports_and_policy_commands_of_unknown_mirror_are_404(admin_client, url):
+    method = admin_client.post if "policy-" in url else admin_client.get
+    assert method(url).status_code == 404
+
+
+@pytest.mark.parametrize("command", ["policy-preview", "policy-apply"])
+def test_policy_commands_need_change_permission(api_client, make_user, channel, command):
+    mirror = MirrorFactory(channel=channel)
+    others = [p for p in ALL_MIRROR_PERMS if p != "mirrors_app.change_mirror"]
+    api_client.force_authenticate(make_user(*others))
+
+    assert api_client.post(f"/api/mirrors/{mirror.pk}/{command}/").status_code == 403
+
+
+@pytest.mark.parametrize("command", ["policy-preview", "policy-apply"])
+def test_policy_commands_need_view_permission(api_client, make_user, channel, command):
+    mirror = MirrorFactory(channel=channel)
+    api_client.force_authenticate(make_user("mirrors_app.change_mirror"))
+
+    assert api_client.post(f"/api/mirrors/{mirror.pk}/{command}/").status_code == 403
+
+
 # --- delete ------------------------------------------------------------------------------------
 
 

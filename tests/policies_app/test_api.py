@@ -234,3 +234,195 @@ def test_delete_policy_used_by_a_mirror_is_a_conflict(admin_client):
 
 def test_delete_unknown_policy_is_404(admin_client):
     assert admin_client.delete("/api/policies/999999/").status_code == 404
+
+
+# --- Rules -------------------------------------------------------------------------------------
+
+RULES = {
+    "name": "strict",
+    "platforms_include": ["linux-64", "noarch"],
+    "platforms_exclude": [],
+    "licenses_include": ["MIT", "BSD"],
+    "licenses_exclude": ["GPL"],
+    "unknown_license": "block",
+    "cve_score": "7.0",
+    "cve_score_comparator": "<=",
+    "cve_statuses_excluded": ["active"],
+    "allow_specs": ["numpy >=1.26,<2", "python 3.12.*"],
+    "block_specs": ["pytorch[build=*cuda*]"],
+    "include_dependencies": True,
+    "created_after": "2024-01-01",
+    "created_before": "2025-01-01",
+    "min_age_days": 7,
+    "exclusions": ["openssl 3.0.*"],
+    "legacy_packages": True,
+}
+
+
+def test_create_policy_with_every_rule(admin_client):
+    response = admin_client.post("/api/policies/", RULES, format="json")
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert {key: body[key] for key in RULES} == RULES
+    policy = Policy.objects.get(name="strict")
+    assert policy.allow_specs == ["numpy >=1.26,<2", "python 3.12.*"]
+    assert policy.has_dependency_report
+
+
+def test_new_policy_has_empty_rules(admin_client):
+    body = admin_client.post("/api/policies/", {"name": "open"}, format="json").json()
+
+    assert body["allow_specs"] == [] and body["platforms_include"] == []
+    assert (body["unknown_license"], body["cve_score"], body["cve_score_comparator"]) == (
+        "allow",
+        None,
+        "<",
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("allow_specs", ["numpy", "numpy >=>1"], "Invalid MatchSpec: 'numpy >=>1'"),
+        ("block_specs", ["[[["], "Invalid MatchSpec: '[[['"),
+        ("exclusions", [">=<"], "Invalid MatchSpec: '>=<'"),
+        ("platforms_include", ["linux-64", "beos-64"], "Unknown platform(s): beos-64."),
+        ("platforms_exclude", ["win-128"], "Unknown platform(s): win-128."),
+        ("licenses_include", ["Not a license!"], "Unknown license(s): Not a license!"),
+        ("cve_score", -1, "greater than or equal to 0"),
+        ("cve_score", 10.5, "less than or equal to 10"),
+        ("cve_score", "high", "A valid number is required."),
+        ("cve_score_comparator", "=<", '"=<" is not a valid choice.'),
+        ("cve_statuses_excluded", ["fixed"], "CVE statuses are: reported, active"),
+        ("unknown_license", "maybe", '"maybe" is not a valid choice.'),
+        ("allow_specs", "numpy", 'Expected a list of items but got type "str".'),
+        ("min_age_days", -3, "greater than or equal to 0"),
+    ],
+)
+def test_bad_rule_is_rejected_naming_the_field_and_the_problem(admin_client, field, value, message):
+    response = admin_client.post("/api/policies/", {"name": "bad", field: value}, format="json")
+
+    assert response.status_code == 400
+    body = response.json()
+    assert list(body) == [field]
+    assert message in " ".join(body[field])
+    assert not Policy.objects.exists()
+
+
+def test_platform_both_included_and_excluded_is_rejected(admin_client):
+    body = {"name": "bad", "platforms_include": ["noarch"], "platforms_exclude": ["noarch"]}
+
+    response = admin_client.post("/api/policies/", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json() == {"platforms_exclude": ["Both included and excluded: noarch."]}
+
+
+def test_dates_in_the_wrong_order_are_rejected(admin_client):
+    policy = PolicyFactory(created_after="2024-06-01")
+
+    response = admin_client.patch(
+        f"/api/policies/{policy.pk}/", {"created_before": "2024-01-01"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"created_before": ["Must not be before 'created after'."]}
+
+
+def test_patch_one_rule_keeps_the_others(admin_client):
+    policy = PolicyFactory(allow_specs=["numpy"], licenses_exclude=["GPL"])
+
+    response = admin_client.patch(
+        f"/api/policies/{policy.pk}/", {"allow_specs": ["scipy >=1.11"]}, format="json"
+    )
+
+    assert response.status_code == 200
+    policy.refresh_from_db()
+    assert policy.allow_specs == ["scipy >=1.11"]
+    assert policy.licenses_exclude == ["GPL"]
+
+
+# --- Vulnerabilities (read-only) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def advisories():
+    from policies_app.models import Vulnerability
+
+    return [
+        Vulnerability.objects.create(
+            osv_id="GHSA-aaaa",
+            aliases=["CVE-2023-0286"],
+            cvss_score="7.4",
+            status="active",
+            affected=[{"ecosystem": "conda", "name": "openssl", "versions": ["3.0.7"]}],
+        ),
+        Vulnerability.objects.create(
+            osv_id="PYSEC-2022-1",
+            aliases=["CVE-2022-42969"],
+            status="disputed",
+            affected=[{"ecosystem": "PyPI", "name": "py"}],
+        ),
+    ]
+
+
+@pytest.fixture
+def vuln_client(api_client, make_user):
+    api_client.force_authenticate(make_user("policies_app.view_vulnerability"))
+    return api_client
+
+
+def _vuln_ids(response) -> list[str]:
+    assert response.status_code == 200, response.content
+    return [v["osv_id"] for v in response.json()["results"]]
+
+
+def test_vulnerabilities_list_and_filters(vuln_client, advisories):
+    assert _vuln_ids(vuln_client.get("/api/vulnerabilities/")) == ["GHSA-aaaa", "PYSEC-2022-1"]
+    assert _vuln_ids(vuln_client.get("/api/vulnerabilities/", {"status": "disputed"})) == [
+        "PYSEC-2022-1"
+    ]
+    assert _vuln_ids(vuln_client.get("/api/vulnerabilities/", {"package": "openssl"})) == [
+        "GHSA-aaaa"
+    ]
+    assert _vuln_ids(vuln_client.get("/api/vulnerabilities/", {"search": "cve-2022"})) == [
+        "PYSEC-2022-1"
+    ]
+
+
+def test_vulnerability_detail(vuln_client, advisories):
+    response = vuln_client.get(f"/api/vulnerabilities/{advisories[0].pk}/")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["osv_id"] == "GHSA-aaaa"
+    assert body["aliases"] == ["CVE-2023-0286"]
+    assert body["cvss_score"] == "7.4"
+    assert body["affected"][0]["name"] == "openssl"
+
+
+def test_vulnerabilities_filter_by_unknown_status_is_rejected(vuln_client):
+    response = vuln_client.get("/api/vulnerabilities/", {"status": "fixed"})
+
+    assert response.status_code == 400
+    assert "status" in response.json()
+
+
+def test_vulnerabilities_are_read_only(api_client, make_user, advisories):
+    perms = ["add", "change", "delete", "view"]
+    api_client.force_authenticate(make_user(*[f"policies_app.{p}_vulnerability" for p in perms]))
+    url = f"/api/vulnerabilities/{advisories[0].pk}/"
+
+    assert (
+        api_client.post("/api/vulnerabilities/", {"osv_id": "x"}, format="json").status_code == 405
+    )
+    assert api_client.patch(url, {"status": "cleared"}, format="json").status_code == 405
+    assert api_client.delete(url).status_code == 405
+
+
+def test_vulnerabilities_need_view_permission(api_client, make_user, advisories):
+    api_client.force_authenticate(make_user("policies_app.view_policy"))
+
+    assert api_client.get("/api/vulnerabilities/").status_code == 403
+    assert api_client.get(f"/api/vulnerabilities/{advisories[0].pk}/").status_code == 403

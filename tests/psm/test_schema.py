@@ -13,6 +13,13 @@ from drf_spectacular.validation import validate_schema
 pytestmark = pytest.mark.django_db
 
 EXPECTED_PATHS = {
+    "/api/mirrors/{id}/excluded/": {"get"},
+    "/api/mirrors/{id}/explain/": {"get"},
+    "/api/mirrors/{id}/dependency-report/": {"get"},
+    "/api/mirrors/{id}/policy-preview/": {"post"},
+    "/api/mirrors/{id}/policy-apply/": {"post"},
+    "/api/vulnerabilities/": {"get"},
+    "/api/vulnerabilities/{id}/": {"get"},
     "/api/channels/": {"get", "post"},
     "/api/channels/{name}/": {"get", "put", "patch", "delete"},
     "/api/channels/{name}/freeze/": {"post"},
