@@ -182,6 +182,10 @@ class Package(models.Model):
     artifact = models.ForeignKey(
         Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="packages"
     )
+    # A file served beside the package (PEP 658 metadata), stored with it in active mode.
+    sidecar = models.ForeignKey(
+        Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="sidecar_of"
+    )
     on_demand = models.BooleanField(
         default=False, help_text="Passive: fetched from upstream on its first request."
     )

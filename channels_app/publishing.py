@@ -194,7 +194,9 @@ def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:
     """
     cutoff = timezone.now() - older_than
     orphans = (
-        Artifact.objects.filter(created_at__lt=cutoff, packages__isnull=True)
+        Artifact.objects.filter(
+            created_at__lt=cutoff, packages__isnull=True, sidecar_of__isnull=True
+        )
         .exclude(pk__in=PublishedFile.objects.values("artifact_id"))
         .values_list("pk", "sha256")
     )

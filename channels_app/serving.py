@@ -14,8 +14,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import orjson
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponsePermanentRedirect,
+)
 from django.views.decorators.http import require_safe
 
 from psm.http import UpstreamClient, UpstreamError
@@ -34,6 +41,19 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 def repo_file(request: HttpRequest, path: str) -> HttpResponseBase:
     """Any file of a channel: a published index file or a package file."""
     channel, inner = _resolve(path)
+    fmt = get_format(channel.kind)
+    negotiated = fmt.index_request(inner, request.headers.get("Accept"))
+    if negotiated is not None:
+        if negotiated.redirect:
+            return HttpResponsePermanentRedirect(f"/api/repo/{channel.path}/{negotiated.redirect}")
+        if not negotiated.path:
+            offered = ", ".join(negotiated.content_types)
+            return HttpResponse(
+                f"None of the accepted content types is available; offered: {offered}\n",
+                status=406,
+                content_type="text/plain",
+            )
+        inner = negotiated.path
     published = (
         PublishedFile.objects.filter(channel=channel, path=inner).select_related("artifact").first()
     )
@@ -47,7 +67,7 @@ def repo_file(request: HttpRequest, path: str) -> HttpResponseBase:
         )
     if published is not None:
         artifact = published.artifact
-        return file_response(
+        response = file_response(
             request,
             lambda: storage.open_artifact(artifact),
             size=artifact.size,
@@ -56,6 +76,9 @@ def repo_file(request: HttpRequest, path: str) -> HttpResponseBase:
             last_modified=published.published_at,
             cache_control=f"public, max-age={settings.PSM_INDEX_MAX_AGE}",
         )
+        if negotiated is not None:
+            response["Vary"] = "Accept"
+        return response
     return _package_file(request, channel, inner)
 
 
@@ -75,8 +98,12 @@ def _resolve(path: str) -> tuple[Channel, str]:
 
 
 def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpResponseBase:
-    located = get_format(channel.kind).locate(inner)
+    fmt = get_format(channel.kind)
+    located = fmt.locate(inner)
     if located is None:
+        sidecar = fmt.locate_sidecar(inner)
+        if sidecar is not None:
+            return _sidecar_file(request, channel, fmt, *sidecar)
         raise Http404("No such file.")
     unit, filename = located
     package = (
@@ -111,6 +138,54 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
         etag=artifact.sha256,
         content_type=_content_type(filename),
         last_modified=package.added_at,
+        cache_control=IMMUTABLE,
+    )
+
+
+def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
+    """A file upstream serves beside a package (PEP 658 metadata): fetched once, verified
+    against the digest in the package's record, then served from storage."""
+    package = (
+        Package.objects.filter(channel=channel, subdir=unit, filename=filename)
+        .select_related("sidecar")
+        .first()
+    )
+    if package is None or not package.is_servable:
+        raise Http404("No such file in this channel.")
+    if package.sidecar_id is not None:
+        artifact = package.sidecar
+        return file_response(
+            request,
+            lambda: storage.open_artifact(artifact),
+            size=artifact.size,
+            etag=artifact.sha256,
+            content_type="application/octet-stream",
+            cache_control=IMMUTABLE,
+        )
+    sha256 = fmt.sidecar_digest(orjson.loads(package.record or "{}"))
+    if not sha256:
+        raise Http404("Upstream offers no such file for this package.")
+    with _file_lock(f"sidecar-{sha256}"):
+        artifact = Artifact.objects.filter(sha256=sha256).first()
+        if artifact is None:
+            client = UpstreamClient()
+            try:
+                digest, size = storage.download(
+                    client, package.upstream_url + suffix, sha256=sha256
+                )
+            except UpstreamError as exc:
+                return _upstream_failure(exc)
+            except storage.IntegrityError as exc:
+                return HttpResponse(f"Upstream sent a bad file: {exc}\n", status=502)
+            finally:
+                client.close()
+            artifact = storage.artifact_for(digest, size)
+    return file_response(
+        request,
+        lambda: storage.open_artifact(artifact),
+        size=artifact.size,
+        etag=artifact.sha256,
+        content_type="application/octet-stream",
         cache_control=IMMUTABLE,
     )
 

@@ -82,6 +82,15 @@ def entry_digest(raw: bytes, location: str) -> int:
     return int.from_bytes(digest.digest(), "big", signed=True)
 
 
+@dataclass(frozen=True)
+class IndexRequest:
+    """Serve the published file `path`, redirect to `redirect`, or answer 406 (neither)."""
+
+    path: str = ""
+    redirect: str = ""
+    content_types: tuple[str, ...] = ()  # offered, for a 406's message
+
+
 #: Tells a format which entries are stored already: `is_current(filename, digest)`.
 IsCurrent = Callable[[str, int], bool]
 
@@ -194,6 +203,25 @@ class RepositoryFormat:
     def render_index(self, source: IndexSource, emit: Emit) -> None:
         """Write every index file of a channel through `emit`."""
         raise NotImplementedError
+
+    #: Suffix of the file upstream serves beside each package (`.metadata`, PEP 658), if any.
+    sidecar_suffix: ClassVar[str] = ""
+    #: Whether a unit read with no records still gets (empty) index files (conda subdirs).
+    lists_empty_units: ClassVar[bool] = False
+
+    def index_request(self, path: str, accept: str | None) -> IndexRequest | None:
+        """How to answer a request for an index page that depends on the request (content
+        negotiation, name normalisation); None: serve the published file at `path` as is."""
+        return None
+
+    def locate_sidecar(self, path: str) -> tuple[str, str, str] | None:
+        """(unit, package filename, suffix) of a file served beside a package, fetched from
+        upstream at `<package url><suffix>` (PEP 658 metadata), or None."""
+        return None
+
+    def sidecar_digest(self, document: Mapping[str, Any]) -> str | None:
+        """The sha256 upstream gives for a package's sidecar file, from its document."""
+        return None
 
     def locate(self, path: str) -> tuple[str, str] | None:
         """(unit, filename) of a package file path inside a channel, or None."""

@@ -103,6 +103,7 @@ class CondaFormat(RepositoryFormat):
 
     syncs_units = True
     reserved_names = KNOWN_SUBDIRS
+    lists_empty_units = True
 
     def iter_index(
         self, client: Client, source_url: str, options: Mapping[str, Any]

@@ -43,6 +43,7 @@ from .base import (
     Emit,
     Fetched,
     FormatError,
+    IndexRequest,
     IndexSource,
     IsCurrent,
     OptionsError,
@@ -200,6 +201,39 @@ class PypiFormat(RepositoryFormat):
             out.write(root_html)
         with emit("simple/index.json", JSON_TYPE) as out:
             out.write(root_json)
+
+    syncs_units = True
+    sidecar_suffix = ".metadata"
+
+    def index_request(self, path: str, accept: str | None) -> IndexRequest | None:
+        """`simple/` and `simple/<project>/` by PEP 691 content negotiation; other spellings
+        of a project (and a missing slash) are redirected to the normalized page."""
+        parts = path.split("/")
+        if parts[0] != "simple" or len(parts) > 3 or (len(parts) == 3 and parts[2]):
+            return None
+        if len(parts) == 2 and parts[1]:  # "simple/<name>" without its slash
+            project = project_name(parts[1])
+            return IndexRequest(redirect=f"simple/{project}/") if project else None
+        if len(parts) == 3:
+            project = project_name(parts[1])
+            if project is None:
+                return None
+            if project != parts[1]:
+                return IndexRequest(redirect=f"simple/{project}/")
+        flavour = negotiate(accept)
+        if flavour is None:
+            return IndexRequest(content_types=(JSON_TYPE, HTML_TYPE))
+        return IndexRequest(path=index_file(path, flavour) or "")
+
+    def locate_sidecar(self, path: str) -> tuple[str, str, str] | None:
+        located = locate_metadata(path)
+        return (*located, ".metadata") if located else None
+
+    def sidecar_digest(self, document: Mapping[str, Any]) -> str | None:
+        metadata = document.get("core-metadata")
+        if isinstance(metadata, dict) and isinstance(metadata.get("sha256"), str):
+            return metadata["sha256"]
+        return None
 
     def locate(self, path: str) -> tuple[str, str] | None:
         """(project, filename) of `files/<project>/<filename>`, or None."""

@@ -168,6 +168,8 @@ def _sync_unit(
 
 def _keep_extras(mirror: Mirror, unit: str, extras: dict) -> None:
     """Store the unit's index-level metadata (conda's `removed`) for publishing."""
+    if not extras and not mirror.format.lists_empty_units:
+        return  # nothing to keep (and one row lock per Python project would add up)
     with transaction.atomic():
         channel = Channel.objects.select_for_update().get(pk=mirror.channel_id)
         units = channel.index_extras.get(str(mirror.pk), {})

@@ -11,6 +11,7 @@ import logging
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+import orjson
 from django.conf import settings
 from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
@@ -47,22 +48,19 @@ def download_unit(mirror: Mirror, unit: str, client: UpstreamClient, progress: P
                 page = list(
                     pending.filter(pk__gt=last_id)
                     .order_by("pk")
-                    .values_list("pk", "filename", "upstream_url", "sha256", "md5", "size")[:PAGE]
+                    .values_list(
+                        "pk", "filename", "upstream_url", "sha256", "md5", "size", "record"
+                    )[:PAGE]
                 )
                 if not page and not in_flight:
                     break
                 for row in page:
                     while len(in_flight) >= 2 * workers:
                         _collect(in_flight, mirror, progress)
-                    pk, _, url, sha256, md5, size = row
+                    pk, _, url, sha256, md5, size, record = row
+                    sidecar = _sidecar(mirror, url, record)
                     future = pool.submit(
-                        storage.download,
-                        client,
-                        url,
-                        sha256=sha256 or None,
-                        md5=md5 or None,
-                        size=size,
-                        stop=stop,
+                        _fetch, client, url, sha256 or None, md5 or None, size, stop, sidecar
                     )
                     in_flight[future] = row
                     last_id = pk
@@ -79,7 +77,7 @@ def _collect(in_flight: dict[Future, tuple], mirror: Mirror, progress: Progress)
     for future in done:
         pk, filename, url, *_ = in_flight.pop(future)
         try:
-            sha256, size = future.result()
+            (sha256, size), sidecar = future.result()
         except storage.Stopped:
             continue
         except (UpstreamError, storage.IntegrityError) as exc:
@@ -89,7 +87,8 @@ def _collect(in_flight: dict[Future, tuple], mirror: Mirror, progress: Progress)
             logger.warning("mirror %s: %s: %s", mirror.pk, filename, reason)
             continue
         artifact = storage.artifact_for(sha256, size)
-        Package.objects.filter(pk=pk).update(artifact=artifact, error="")
+        extra = {"sidecar": storage.artifact_for(*sidecar)} if sidecar else {}
+        Package.objects.filter(pk=pk).update(artifact=artifact, error="", **extra)
         progress.downloaded += 1
         progress.bytes_downloaded += size
         stored += 1
@@ -98,6 +97,24 @@ def _collect(in_flight: dict[Future, tuple], mirror: Mirror, progress: Progress)
             content_version=F("content_version") + 1
         )
     progress.tick(len(done))
+
+
+def _sidecar(mirror: Mirror, url: str, record: str) -> tuple[str, str] | None:
+    """(url, sha256) of the file upstream serves beside this package, if any."""
+    fmt = mirror.format
+    if not fmt.sidecar_suffix or not record:
+        return None
+    digest = fmt.sidecar_digest(orjson.loads(record))
+    return (url + fmt.sidecar_suffix, digest) if digest else None
+
+
+def _fetch(client, url, sha256, md5, size, stop, sidecar):
+    """A thread's work: the package file, then its sidecar (both verified; no database)."""
+    stored = storage.download(client, url, sha256=sha256, md5=md5, size=size, stop=stop)
+    extra = None
+    if sidecar:
+        extra = storage.download(client, sidecar[0], sha256=sidecar[1], stop=stop)
+    return stored, extra
 
 
 def _link_stored(pending, mirror: Mirror) -> None:
