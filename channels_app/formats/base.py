@@ -200,6 +200,13 @@ class RepositoryFormat:
         """
         raise NotImplementedError
 
+    def filter_files(
+        self, options: Mapping[str, Any], files: Iterable[tuple[str, str, str, str, Mapping]]
+    ) -> dict[str, str] | None:
+        """Mirror filters: `key` -> exclusion reason ("" enters) for files given as (key, unit,
+        filename, version, document); None when the format is filtered by policies instead."""
+        return None
+
     def render_index(self, source: IndexSource, emit: Emit) -> None:
         """Write every index file of a channel through `emit`."""
         raise NotImplementedError

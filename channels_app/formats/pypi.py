@@ -38,6 +38,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from . import pypi_filters
 from .base import (
     Client,
     Emit,
@@ -46,7 +47,6 @@ from .base import (
     IndexRequest,
     IndexSource,
     IsCurrent,
-    OptionsError,
     PackageRecord,
     Rejected,
     RepositoryFormat,
@@ -73,19 +73,20 @@ class PypiFormat(RepositoryFormat):
     )
 
     def clean_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Only `projects`: the project names to mirror (else every project of the index)."""
-        options = dict(options or {})
-        projects = options.pop("projects", None)
-        if options:
-            raise OptionsError(f"unknown Python mirror options: {', '.join(sorted(options))}")
-        if projects is None:
-            return {}
-        if not isinstance(projects, list) or not all(isinstance(p, str) for p in projects):
-            raise OptionsError("projects must be a list of project names")
-        invalid = sorted(p for p in projects if project_name(p) is None)
-        if invalid:
-            raise OptionsError(f"invalid project name(s): {', '.join(invalid)}")
-        return {"projects": sorted({canonicalize_name(p) for p in projects})} if projects else {}
+        """The mirror filters (see `pypi_filters`), validated."""
+        return pypi_filters.clean(options or {})
+
+    def filter_files(
+        self, options: Mapping[str, Any], files: Iterable[tuple[str, str, str, str, Mapping]]
+    ) -> dict[str, str] | None:
+        """Standard Python mirrors are filtered by their mirror filters, not by policies."""
+        return pypi_filters.decide(
+            options,
+            (
+                pypi_filters.PyFile(key, project, version, filename, document)
+                for key, project, filename, version, document in files
+            ),
+        )
 
     def normalize_name(self, name: str) -> str:
         return canonicalize_name(name)
@@ -116,7 +117,7 @@ class PypiFormat(RepositoryFormat):
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The normalized project names: the mirror's `projects`, else the index root's."""
         if options.get("projects"):
-            return sorted({canonicalize_name(p) for p in options["projects"]})
+            return pypi_filters.project_names(options)
         url = source_url.rstrip("/") + "/"
         body = client.fetch(url, headers={"Accept": ACCEPT})
         if body is None:

@@ -64,7 +64,8 @@ class UnitIngest:
         self.mirror, self.unit, self.progress = mirror, unit, progress
         self._known: dict[str, Known] | None = None  # read on first use (see `known`)
         # With a policy, new and changed records wait for its decision before anyone sees them.
-        self.initial_exclusion = PENDING if mirror.effective_policy() else ""
+        decided = mirror.options if mirror.format.filter_files({}, ()) is not None else None
+        self.initial_exclusion = PENDING if decided or mirror.effective_policy() else ""
         # Files another mirror (or an upload) already provides in this channel and unit.
         self.taken = set(
             Package.objects.filter(channel_id=mirror.channel_id, subdir=unit)

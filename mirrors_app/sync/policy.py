@@ -48,6 +48,8 @@ class PolicyChange:
 
 def policy_fingerprint(mirror: Mirror) -> str:
     """Changes whenever a run must decide again although no record changed."""
+    if mirror.format.filter_files(mirror.options, ()) is not None:
+        return "filters:" + orjson.dumps(mirror.options, option=orjson.OPT_SORT_KEYS).decode()
     policy = mirror.effective_policy()
     if policy is None:
         return "none"
@@ -61,21 +63,29 @@ def policy_fingerprint(mirror: Mirror) -> str:
 
 
 def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
-    """Decide every package of the mirror under its effective policy; write the changes
-    unless `dry_run` (a preview)."""
-    policy = mirror.effective_policy()
+    """Decide every package of the mirror under its mirror filters (Python) or its effective
+    policy (conda); write the changes unless `dry_run` (a preview)."""
+    fmt = mirror.format
+    filtered = fmt.filter_files(mirror.options, ()) is not None
+    policy = None if filtered else mirror.effective_policy()
     rows = Package.objects.filter(mirror=mirror, removed=False)
     current: dict[str, tuple[int, str]] = {}
     entries: list[Entry] = []
-    for pk, subdir, filename, record, excluded in rows.values_list(
-        "pk", "subdir", "filename", "record", "excluded"
+    files: list[tuple] = []
+    for pk, subdir, filename, version, record, excluded in rows.values_list(
+        "pk", "subdir", "filename", "version", "record", "excluded"
     ).iterator(10_000):
         key = f"{subdir}/{filename}"
         current[key] = (pk, excluded)
-        if policy is not None:
-            entries.append(Entry(filename, orjson.loads(record) if record else {}, subdir))
-    if policy is None:
-        decisions = {key: ("") for key in current}
+        document = orjson.loads(record) if record else {}
+        if filtered:
+            files.append((key, subdir, filename, version, document))
+        elif policy is not None:
+            entries.append(Entry(filename, document, subdir))
+    if filtered:
+        decisions = fmt.filter_files(mirror.options, files)
+    elif policy is None:
+        decisions = {key: "" for key in current}
     else:
         compiled = compile_policy(policy)
         decisions = {

@@ -1,0 +1,120 @@
+"""Standard Python mirrors: filters, incremental re-syncs and hostile upstreams."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from channels_app.models import Package
+from mirrors_app.models import Mirror, SyncRun
+from tests.factories import ChannelFactory, MirrorFactory
+from tests.fixtures.pypi_index import FakeDist, IndexServer, build_index
+
+pytestmark = pytest.mark.django_db
+
+JSON = "application/vnd.pypi.simple.v1+json"
+DISTS = [
+    FakeDist("alpha", "1.0"),
+    FakeDist("alpha", "2.0"),
+    FakeDist("alpha", "2.0", kind="sdist"),
+    FakeDist("alpha", "3.0b1"),
+    FakeDist("beta", "0.5", tag="cp312-cp312-manylinux_2_17_x86_64"),
+    FakeDist("beta", "0.5", tag="cp311-cp311-win_amd64"),
+]
+
+
+@pytest.fixture
+def index(tmp_path):
+    return build_index(tmp_path / "index", DISTS)
+
+
+@pytest.fixture
+def upstream(index):
+    with IndexServer(index) as server:
+        yield server
+
+
+def _mirror(upstream, mode=Mirror.Mode.PASSIVE, **options) -> Mirror:
+    return MirrorFactory(
+        channel=ChannelFactory(kind="pypi"),
+        kind="pypi",
+        mode=mode,
+        source_url=upstream.index_url,
+        options=options,
+    )
+
+
+def _served(client, mirror, project) -> list[str]:
+    response = client.get(
+        f"/api/repo/{mirror.channel.name}/simple/{project}/", headers={"Accept": JSON}
+    )
+    if response.status_code == 404:
+        return []
+    return sorted(
+        f["filename"] for f in orjson.loads(b"".join(response.streaming_content))["files"]
+    )
+
+
+def test_mirror_filters_decide_what_enters_with_reasons(upstream, run_mirror, client):
+    mirror = _mirror(
+        upstream,
+        projects=["alpha >=2", "beta"],
+        package_types=["wheel"],
+        prereleases=False,
+        platforms=["manylinux*_x86_64"],
+    )
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert run.filtered_reasons == {
+        "not in the project list": 1,
+        "package type sdist not mirrored": 1,
+        "pre-release": 1,
+        "wheel platform not mirrored": 1,
+    }
+    assert _served(client, mirror, "alpha") == ["alpha-2.0-py3-none-any.whl"]
+    assert _served(client, mirror, "beta") == ["beta-0.5-cp312-cp312-manylinux_2_17_x86_64.whl"]
+
+
+def test_only_the_named_projects_are_fetched(upstream, run_mirror):
+    run_mirror(_mirror(upstream, projects=["beta"]))
+    pages = {path for _, path, _ in upstream.requests if path.startswith("/simple/")}
+    assert pages == {"/simple/beta/"}
+
+
+def test_resync_fetches_only_changed_projects_and_applies_changed_filters(
+    index, upstream, run_mirror, client
+):
+    mirror = _mirror(upstream)
+    assert run_mirror(mirror).ingested == 6
+    build_index(index, [*DISTS, FakeDist("alpha", "4.0")])
+    run = run_mirror(mirror)
+    assert (run.ingested, run.seen) == (1, 5)  # beta answered 304, alpha's page was read
+    Mirror.objects.filter(pk=mirror.pk).update(options={"latest": 1})
+    mirror.refresh_from_db()
+    run = run_mirror(mirror)  # nothing changed upstream: the filters are applied again
+    assert run.ingested == 0
+    assert _served(client, mirror, "alpha") == ["alpha-4.0-py3-none-any.whl"]
+
+
+def test_a_bad_project_page_does_not_stop_the_others(index, upstream, run_mirror, client):
+    (index / "simple" / "alpha" / "index.json").write_text(
+        '{"meta": {"api-version": "1.1"}, "files": ['
+    )
+    (index / "simple" / "alpha" / "index.html").write_text("")
+    upstream.json_only = True
+    mirror = _mirror(upstream)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED
+    assert "alpha" in run.error
+    assert _served(client, mirror, "beta") != []
+
+
+def test_active_mirror_refuses_a_file_whose_hash_does_not_match(index, upstream, run_mirror):
+    wheel = index / "files" / "alpha-1.0-py3-none-any.whl"
+    wheel.write_bytes(wheel.read_bytes() + b"tampered")
+    mirror = _mirror(upstream, mode=Mirror.Mode.ACTIVE)
+    run = run_mirror(mirror)
+    assert run.failed == 1
+    bad = Package.objects.get(filename="alpha-1.0-py3-none-any.whl")
+    assert bad.artifact is None and "expected 920 bytes" in bad.error  # size checked first
+    assert Package.objects.filter(artifact__isnull=False).count() == 5
