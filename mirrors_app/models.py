@@ -97,8 +97,7 @@ class Mirror(models.Model):
         help_text=HELP["policy"],
     )
     options = models.JSONField(default=dict, blank=True, help_text=HELP["options"])
-    # Per index file: the validators of the last fully ingested response (ETag, Last-Modified),
-    # sent back as a conditional request so an unchanged index costs one 304.
+    # Mirror-wide sync state, e.g. the fingerprint of the filters last applied ("_policy").
     fetch_state = models.JSONField(default=dict, blank=True, editable=False)
     status = models.CharField(
         "mirroring status", max_length=10, choices=Status.choices, default=Status.SCHEDULED
@@ -301,3 +300,23 @@ class SyncRun(models.Model):
         if not self.started_at:
             return None
         return (self.finished_at or timezone.now()) - self.started_at
+
+
+class MirrorUnit(models.Model):
+    """What a mirror last read in full of one unit of its source (a conda subdir, a Python
+    project): the validators sent back as a conditional request (an unchanged unit costs one
+    304) and the upstream serial (an unchanged PyPI project costs nothing)."""
+
+    mirror = models.ForeignKey(Mirror, on_delete=models.CASCADE, related_name="units")
+    name = models.CharField(max_length=255)
+    validators = models.JSONField(default=dict, blank=True)
+    serial = models.BigIntegerField(null=True, blank=True)
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["mirror", "name"], name="mirror_unit_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mirror} {self.name}"

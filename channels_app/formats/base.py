@@ -174,6 +174,13 @@ class RepositoryFormat:
         """The independently fetched parts of the source's index."""
         raise NotImplementedError
 
+    def list_units(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> dict[str, int | None]:
+        """The units with their upstream serial where the source gives one (a unit whose
+        serial did not change since it was last read is skipped without a request)."""
+        return dict.fromkeys(self.index_units(client, source_url, options))
+
     def fetch_unit(
         self,
         client: Client,

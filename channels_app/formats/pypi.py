@@ -116,14 +116,23 @@ class PypiFormat(RepositoryFormat):
 
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The normalized project names: the mirror's `projects`, else the index root's."""
+        return sorted(self.list_units(client, source_url, options))
+
+    def list_units(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> dict[str, int | None]:
+        """Projects with their `_last-serial` from a PEP 691 JSON root (PyPI's), else None."""
         if options.get("projects"):
-            return pypi_filters.project_names(options)
+            return dict.fromkeys(pypi_filters.project_names(options))
         url = source_url.rstrip("/") + "/"
         body = client.fetch(url, headers={"Accept": ACCEPT})
         if body is None:
             raise FormatError(url, "the index root was not found (404)")
-        names = (project_name(name) for name in parse_project_list(body, url))
-        return sorted({name for name in names if name is not None})
+        serials = parse_project_serials(body, url)
+        if serials is None:
+            names = (project_name(name) for name in parse_project_list(body, url))
+            return dict.fromkeys(sorted({name for name in names if name is not None}))
+        return serials
 
     def fetch_unit(
         self,
@@ -378,6 +387,23 @@ def _specificity(media: str, offer: str) -> int | None:
 
 
 # --- Parsing ----------------------------------------------------------------------------------
+
+
+def parse_project_serials(body: bytes, url: str) -> dict[str, int | None] | None:
+    """Normalized project -> `_last-serial` of a JSON root page; None for an HTML root."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        projects = orjson.loads(body)["projects"]
+        listed: dict[str, int | None] = {}
+        for project in projects:
+            name = project_name(project["name"])
+            serial = project.get("_last-serial")
+            if name is not None:
+                listed[name] = serial if type(serial) is int else None
+        return listed
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise FormatError(url, f"malformed JSON project list: {exc}") from None
 
 
 def parse_project_list(body: bytes, url: str) -> list[str]:

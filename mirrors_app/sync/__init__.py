@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, F
 
 from channels_app.formats import FormatError, Rejected, Unchanged, UnitExtras
@@ -20,7 +20,7 @@ from channels_app.models import Channel, Package
 from channels_app.publishing import channel_publish
 from psm.http import UpstreamClient, UpstreamError, redact, scrub
 
-from ..models import Mirror, SyncRun
+from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_unit
 from .ingest import UnitIngest
 from .policy import policy_apply, policy_fingerprint
@@ -28,6 +28,7 @@ from .progress import Progress, StopRequested
 
 logger = logging.getLogger(__name__)
 State = SyncRun.State
+MANY_UNITS = 100
 POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
 
 
@@ -84,19 +85,42 @@ def _sync_units(
     fmt = mirror.format
     restart = run.trigger == SyncRun.Trigger.RESTART
     progress.step("listing the source's index")
-    units = fmt.index_units(client, mirror.source_url, mirror.options)
+    listed = fmt.list_units(client, mirror.source_url, mirror.options)
+    units = sorted(listed)
+    known = {} if restart else {u.name: u for u in MirrorUnit.objects.filter(mirror=mirror)}
+    many = len(units) > MANY_UNITS  # then per-unit steps are not flushed one by one
     problems = []
     changed = 0
     read: list[str] = []
-    for unit in units:
-        try:
-            changed += _sync_unit(mirror, unit, client, progress, restart=restart)
+    done: list[MirrorUnit] = []
+    try:
+        for unit in units:
+            state, serial = known.get(unit), listed[unit]
+            if state is not None and serial is not None and state.serial == serial:
+                continue  # upstream says the unit did not change: no request at all
+            try:
+                rows, validators = _sync_unit(
+                    mirror, unit, client, progress, state.validators if state else {}, many
+                )
+            except (UpstreamError, FormatError, DatabaseError) as exc:
+                # DatabaseError: a record the database refuses must not sink the other units.
+                logger.warning("mirror %s: %s: %s", mirror.pk, unit, exc)
+                problems.append(f"{unit}: {exc}")
+                progress.fail(f"index unreadable: {unit}")
+                continue
+            changed += rows
             read.append(unit)
-        except (UpstreamError, FormatError, DatabaseError) as exc:
-            # DatabaseError: a record the database refuses must not sink the other units.
-            logger.warning("mirror %s: %s: %s", mirror.pk, unit, exc)
-            problems.append(f"{unit}: {exc}")
-            progress.fail(f"index unreadable: {unit}")
+            if validators is not None and (
+                state is None or (state.validators, state.serial) != (validators, serial)
+            ):
+                # Only once read to the end: a unit read halfway is fetched in full next time.
+                done.append(
+                    MirrorUnit(mirror=mirror, name=unit, validators=validators, serial=serial)
+                )
+                if len(done) >= 500:
+                    _save_units(done)
+    finally:
+        _save_units(done)  # a stopped run resumes after what it finished
     if units and len(problems) == len(units):
         raise FormatError(redact(mirror.source_url), "; ".join(problems))
     _apply_policy(mirror, progress, changed=changed, restart=restart)
@@ -128,42 +152,62 @@ def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: 
 
 
 def _sync_unit(
-    mirror: Mirror, unit: str, client: UpstreamClient, progress: Progress, *, restart: bool
-) -> int:
-    """Bring one unit in line with upstream; return how many rows changed."""
+    mirror: Mirror,
+    unit: str,
+    client: UpstreamClient,
+    progress: Progress,
+    validators: dict,
+    many: bool = False,
+) -> tuple[int, dict | None]:
+    """Bring one unit in line with upstream; return how many rows changed and the validators
+    to send next time (None: the unit is not in the source)."""
     fmt = mirror.format
-    validators = {} if restart else mirror.fetch_state.get(unit, {})
-    progress.step(f"{unit}: fetching the index")
+    progress.step(f"{unit}: fetching the index", now=not many)
     with tempfile.NamedTemporaryFile(prefix="psm-index-") as index:
         fetched = fmt.fetch_unit(client, mirror.source_url, unit, index, validators)
-        if fetched.status == "changed":
-            progress.step(f"{unit}: reading the index")
-            ingest = UnitIngest(mirror, unit, progress)
-            extras: dict = {}
-            items = fmt.parse_unit(
-                index, fetched.url, unit, ingest.is_current, ingest.current_digests
+        if fetched.status == "missing":
+            progress.step(f"{unit}: not in the source", now=not many)
+            return 0, None
+        if fetched.status == "unchanged":
+            return 0, fetched.validators
+        progress.step(f"{unit}: reading the index", now=not many)
+        ingest = UnitIngest(mirror, unit, progress)
+        extras: dict = {}
+        items = fmt.parse_unit(index, fetched.url, unit, ingest.is_current, ingest.current_digests)
+        for item in items:
+            if isinstance(item, UnitExtras):
+                extras = item.extras
+                continue
+            progress.seen += 1
+            if isinstance(item, Unchanged):
+                pass
+            elif isinstance(item, Rejected):
+                progress.exclude(item.reason)
+            elif not ingest.add(item):
+                progress.exclude("provided by another mirror of the channel")
+            progress.tick()
+        ingest.finish()
+        _keep_extras(mirror, unit, extras)
+    return ingest.changed, fetched.validators
+
+
+def _save_units(done: list[MirrorUnit]) -> None:
+    if not done:
+        return
+    if not Mirror.objects.filter(pk=done[0].mirror_id).exists():
+        done.clear()  # the mirror was deleted meanwhile: nothing to resume
+        return
+    try:
+        with transaction.atomic():
+            MirrorUnit.objects.bulk_create(
+                done,
+                update_conflicts=True,
+                unique_fields=["mirror", "name"],
+                update_fields=["validators", "serial", "read_at"],
             )
-            for item in items:
-                if isinstance(item, UnitExtras):
-                    extras = item.extras
-                    continue
-                progress.seen += 1
-                if isinstance(item, Unchanged):
-                    pass
-                elif isinstance(item, Rejected):
-                    progress.exclude(item.reason)
-                elif not ingest.add(item):
-                    progress.exclude("provided by another mirror of the channel")
-                progress.tick()
-            ingest.finish()
-            _keep_extras(mirror, unit, extras)
-        elif fetched.status == "missing":
-            progress.step(f"{unit}: not in the source")
-    if fetched.status == "changed":
-        # Only now: a unit read halfway must be fetched in full next time.
-        mirror.fetch_state = {**mirror.fetch_state, unit: fetched.validators}
-        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
-    return ingest.changed if fetched.status == "changed" else 0
+    except IntegrityError:
+        pass  # the mirror was deleted meanwhile: nothing to resume
+    done.clear()
 
 
 def _keep_extras(mirror: Mirror, unit: str, extras: dict) -> None:

@@ -34,9 +34,12 @@ class Progress:
         self._pending = 0
         self._flushed_at = time.monotonic()
 
-    def step(self, text: str) -> None:
+    def step(self, text: str, *, now: bool = True) -> None:
+        """Say what the run does; flushed at once, or (`now=False`, for steps taken thousands
+        of times) with the next batch."""
         self.step_text = text[:200]
-        self.flush()
+        if now or time.monotonic() - self._flushed_at >= self.seconds:
+            self.flush()
 
     def exclude(self, reason: str) -> None:
         self.filtered += 1

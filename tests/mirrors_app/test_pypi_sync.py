@@ -118,3 +118,43 @@ def test_active_mirror_refuses_a_file_whose_hash_does_not_match(index, upstream,
     bad = Package.objects.get(filename="alpha-1.0-py3-none-any.whl")
     assert bad.artifact is None and "expected 920 bytes" in bad.error  # size checked first
     assert Package.objects.filter(artifact__isnull=False).count() == 5
+
+
+def test_serials_let_a_resync_skip_unchanged_projects_without_a_request(
+    index, upstream, run_mirror
+):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    assert mirror.units.count() == 2 and all(u.serial for u in mirror.units.all())
+    build_index(index, [*DISTS, FakeDist("beta", "0.6")])
+    before = len(upstream.requests)
+    run = run_mirror(mirror)
+    pages = [p for _, p, _ in upstream.requests[before:] if p.startswith("/simple/")]
+    assert pages == ["/simple/", "/simple/beta/"]  # alpha's serial did not move
+    assert run.ingested == 1
+
+
+def test_a_stopped_run_resumes_where_it_stopped(index, upstream, run_mirror, monkeypatch):
+    from mirrors_app import services
+    from psm.http import UpstreamClient
+
+    mirror = _mirror(upstream)
+    real = UpstreamClient.download
+
+    def stop_at_beta(client, url, dest, **kwargs):
+        if url.endswith("/simple/beta/"):
+            services.mirror_stop(mirror=mirror)
+        return real(client, url, dest, **kwargs)
+
+    monkeypatch.setattr(UpstreamClient, "download", stop_at_beta)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.STOPPED
+    assert list(mirror.units.values_list("name", flat=True)) == ["alpha"]
+    monkeypatch.setattr(UpstreamClient, "download", real)
+    before = len(upstream.requests)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED
+    pages = [p for _, p, _ in upstream.requests[before:] if p.startswith("/simple/")]
+    assert pages == ["/simple/", "/simple/beta/"]  # alpha is not read again
+    restart = run_mirror(mirror, restart=True)
+    assert restart.seen == 6  # a restart reads everything again
