@@ -89,6 +89,7 @@ def _sync_units(
     units = sorted(listed)
     known = {} if restart else {u.name: u for u in MirrorUnit.objects.filter(mirror=mirror)}
     many = len(units) > MANY_UNITS  # then per-unit steps are not flushed one by one
+    shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
     changed = 0
     read: list[str] = []
@@ -100,7 +101,7 @@ def _sync_units(
                 continue  # upstream says the unit did not change: no request at all
             try:
                 rows, validators = _sync_unit(
-                    mirror, unit, client, progress, state.validators if state else {}, many
+                    mirror, unit, client, progress, state.validators if state else {}, many, shared
                 )
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units.
@@ -158,6 +159,7 @@ def _sync_unit(
     progress: Progress,
     validators: dict,
     many: bool = False,
+    shared: bool = True,
 ) -> tuple[int, dict | None]:
     """Bring one unit in line with upstream; return how many rows changed and the validators
     to send next time (None: the unit is not in the source)."""
@@ -171,7 +173,7 @@ def _sync_unit(
         if fetched.status == "unchanged":
             return 0, fetched.validators
         progress.step(f"{unit}: reading the index", now=not many)
-        ingest = UnitIngest(mirror, unit, progress)
+        ingest = UnitIngest(mirror, unit, progress, shared=shared)
         extras: dict = {}
         items = fmt.parse_unit(index, fetched.url, unit, ingest.is_current, ingest.current_digests)
         for item in items:

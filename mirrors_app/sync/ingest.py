@@ -21,6 +21,7 @@ from ..models import Mirror
 from .progress import Progress
 
 BATCH_SIZE = 5000
+COPY_FROM = 500  # smaller batches (a Python project's files) are one plain INSERT
 PENDING = "awaiting the policy's decision"
 #: Columns a sync writes; the rest (id, artifact) are kept or defaulted.
 COLUMNS = (
@@ -60,17 +61,24 @@ class UnitIngest:
     stops before `finish` keeps what it wrote and removes nothing.
     """
 
-    def __init__(self, mirror: Mirror, unit: str, progress: Progress) -> None:
+    def __init__(
+        self, mirror: Mirror, unit: str, progress: Progress, *, shared: bool = True
+    ) -> None:
         self.mirror, self.unit, self.progress = mirror, unit, progress
         self._known: dict[str, Known] | None = None  # read on first use (see `known`)
         # With a policy, new and changed records wait for its decision before anyone sees them.
         decided = mirror.options if mirror.format.filter_files({}, ()) is not None else None
         self.initial_exclusion = PENDING if decided or mirror.effective_policy() else ""
-        # Files another mirror (or an upload) already provides in this channel and unit.
-        self.taken = set(
-            Package.objects.filter(channel_id=mirror.channel_id, subdir=unit)
-            .exclude(mirror=mirror)
-            .values_list("filename", flat=True)
+        # Files another mirror (or an upload) already provides in this channel and unit;
+        # `shared=False` (the caller checked the channel once) saves a query per unit.
+        self.taken = (
+            set(
+                Package.objects.filter(channel_id=mirror.channel_id, subdir=unit)
+                .exclude(mirror=mirror)
+                .values_list("filename", flat=True)
+            )
+            if shared
+            else set()
         )
         self.pending: dict[str, tuple] = {}
         self.changed = 0
@@ -136,7 +144,7 @@ class UnitIngest:
         self.pending = {}
         with transaction.atomic():
             if connection.vendor == "postgresql":
-                _upsert_copy(rows)
+                (_upsert_copy if len(rows) >= COPY_FROM else _upsert_values)(rows)
             else:
                 _upsert_orm(rows)
             self._changed(len(rows))
@@ -204,6 +212,21 @@ def _upsert_copy(rows: list[tuple]) -> None:
             f"SELECT {columns}, NULL FROM psm_package_stage "
             f"ON CONFLICT (channel_id, subdir, filename) DO UPDATE SET {updates} "
             f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id"
+        )
+
+
+def _upsert_values(rows: list[tuple]) -> None:
+    """A small batch as one INSERT ... ON CONFLICT (no staging table)."""
+    table = Package._meta.db_table
+    columns = ", ".join(COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in UPDATED)
+    row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(rows))} "
+            f"ON CONFLICT (channel_id, subdir, filename) DO UPDATE SET {updates} "
+            f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id",
+            [value for values in rows for value in values],
         )
 
 
