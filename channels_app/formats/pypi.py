@@ -55,6 +55,8 @@ from .base import (
     entry_digest,
 )
 
+#: The largest project page accepted (PyPI's biggest are a few MB): a guard, not a limit.
+MAX_PAGE_BYTES = 64 * 1024 * 1024
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{SIMPLE_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 #: Content types of the published pages.
@@ -152,7 +154,8 @@ class PypiFormat(RepositoryFormat):
                 headers["If-None-Match"] = validators["etag"]
             if validators.get("last_modified"):
                 headers["If-Modified-Since"] = validators["last_modified"]
-        download = client.download(url, dest, headers=headers)
+        limit = min(client.max_bytes, MAX_PAGE_BYTES)
+        download = client.download(url, dest, headers=headers, max_bytes=limit)
         if download.status == 304:
             return Fetched("unchanged", url, dict(validators))
         if download.status == 404:

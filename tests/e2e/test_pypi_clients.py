@@ -100,3 +100,20 @@ def test_simple_pages_negotiate_and_redirect(run_mirror, upstream, live_server):
         timeout=10,
     )
     assert again.status_code == 304
+
+
+def test_a_psm_python_channel_is_a_source_for_another(run_mirror, upstream, live_server, tmp_path):
+    first = _sync(run_mirror, upstream, Mirror.Mode.PASSIVE)
+    second = MirrorFactory(
+        channel=ChannelFactory(kind="pypi"),
+        kind="pypi",
+        mode=Mirror.Mode.ACTIVE,
+        source_url=f"{live_server.url}/api/repo/{first.channel.name}/simple/",
+        options={},
+    )
+    run = run_mirror(second)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert run.downloaded == 4
+    index = f"{live_server.url}/api/repo/{second.channel.name}/simple/"
+    _ok(pip_install(index, ["beta"], tmp_path / "target"))
+    assert (tmp_path / "target" / "beta").is_dir()

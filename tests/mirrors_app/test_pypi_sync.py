@@ -158,3 +158,19 @@ def test_a_stopped_run_resumes_where_it_stopped(index, upstream, run_mirror, mon
     assert pages == ["/simple/", "/simple/beta/"]  # alpha is not read again
     restart = run_mirror(mirror, restart=True)
     assert restart.seen == 6  # a restart reads everything again
+
+
+def test_an_enormous_project_page_is_refused_and_the_others_arrive(
+    index, upstream, run_mirror, client, monkeypatch
+):
+    from channels_app.formats import pypi
+
+    monkeypatch.setattr(pypi, "MAX_PAGE_BYTES", 3000)
+    page = index / "simple" / "alpha" / "index.json"
+    page.write_bytes(page.read_bytes().replace(b'"files":[', b'"files":[' + b" " * 5000, 1))
+    mirror = _mirror(upstream)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED
+    assert "alpha" in run.error and "3000 byte limit" in run.error
+    assert _served(client, mirror, "alpha") == []
+    assert len(_served(client, mirror, "beta")) == 2
