@@ -274,13 +274,33 @@ Mirror.objects.create(channel=channel, name="bench", mode="passive", kind="pypi"
 PROJECT_STEP = re.compile(r"^proj-\d+: (.*)$")
 
 
+def tree_rss_mb(pid: int) -> float:
+    """The largest resident set among `pid` and its descendants (Linux /proc), in MB."""
+    largest, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        largest = max(largest, int(line.split()[1]))
+                        break
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                todo.extend(int(child) for child in children.read().split())
+        except (OSError, ValueError):
+            continue
+    return round(largest / 1024, 1)
+
+
 class Watcher:
-    """Polls the running run: when each kind of step was first (and last) seen, and its
-    counters every `sample` seconds (progress over time shows a slowdown as the data grows)."""
+    """Polls the running run: when each kind of step was first (and last) seen and the largest
+    RSS of the sync process during it (`pid`, once set), and its counters every `sample`
+    seconds (progress over time shows a slowdown as the data grows)."""
 
     def __init__(self, dsn: str, period: float = 0.1, sample: float = 10.0, echo: float = 60.0):
         self.dsn, self.period, self.sample, self.echo = dsn, period, sample, echo
-        self.steps: list[list] = []  # [first seen s, step, last seen s]
+        self.steps: list[list] = []  # [first seen s, step, last seen s, largest RSS MB]
+        self.pid: int | None = None
         self.samples: list[dict] = []
         self._by_step: dict[str, list] = {}
         self._stop = threading.Event()
@@ -309,23 +329,31 @@ class Watcher:
                     (self._after,),
                 ).fetchone()
                 now = round(time.monotonic() - self.start, 2)
+                rss = tree_rss_mb(self.pid) if self.pid else 0.0
                 if row and row[0]:
                     matched = PROJECT_STEP.match(row[0])
                     step = f"<project>: {matched.group(1)}" if matched else row[0]
                     entry = self._by_step.get(step)
                     if entry is None:
-                        entry = self._by_step[step] = [now, step, now]
+                        entry = self._by_step[step] = [now, step, now, rss]
                         self.steps.append(entry)
-                    entry[2] = now
+                    entry[2], entry[3] = now, max(entry[3], rss)
                 if row and now >= next_sample:
                     next_sample = now + self.sample
                     self.samples.append(
-                        {"t": now, "seen": row[1], "ingested": row[2], "step": row[0]}
+                        {
+                            "t": now,
+                            "seen": row[1],
+                            "ingested": row[2],
+                            "rss_mb": rss,
+                            "step": row[0],
+                        }
                     )
                 if row and self.echo and now >= next_echo and now > 0:
                     next_echo = now + self.echo
                     print(
-                        f"    {now:7.0f} s: seen {row[1]:,}, written {row[2]:,}, {row[0]}",
+                        f"    {now:7.0f} s: seen {row[1]:,}, written {row[2]:,}, RSS {rss:.0f} MB, "
+                        f"{row[0]}",
                         flush=True,
                     )
                 self._stop.wait(self.period)
@@ -401,6 +429,7 @@ def run_sync(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        watcher.pid = process.pid
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -556,8 +585,10 @@ def print_table(results: dict) -> None:
         )
     for run in results["syncs"]:
         steps = ", ".join(
-            f"{first:.1f}s {step}" + (f" (to {last:.1f}s)" if last - first >= 1 else "")
-            for first, step, last in run["steps"]
+            f"{first:.1f}s {step}"
+            + (f" (to {last:.1f}s" if last - first >= 1 else " (")
+            + f" {rss:.0f} MB)"
+            for first, step, last, rss in run["steps"]
         )
         print(f"  {run['label']}: {steps}")
     serving = results.get("serving")

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, BinaryIO
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 from psycopg.adapt import Loader
 
@@ -109,7 +109,8 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             sha256, size = writer.commit()
             rendered[path] = (sha256, size, content_type)
 
-    fmt.render_index(PackageIndexSource(channel), emit)
+    units = _changed_units(channel) if fmt.renders_units_alone and not force else None
+    fmt.render_index(PackageIndexSource(channel), emit, units)
     with transaction.atomic():
         current = Channel.objects.select_for_update().get(pk=channel.pk)
         if current.frozen or (
@@ -126,8 +127,14 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             )
             for path, (sha256, size, content_type) in sorted(rendered.items())
         ]
-        PublishedFile.objects.filter(channel=current).delete()
-        PublishedFile.objects.bulk_create(files)
+        replaced = PublishedFile.objects.filter(channel=current)
+        if units is None:
+            replaced.delete()
+        else:  # only the changed units' files (some may be gone) and the channel-wide ones
+            paths = sorted({*rendered, *(p for u in units for p in fmt.unit_paths(u))})
+            for start in range(0, len(paths), 5000):
+                replaced.filter(path__in=paths[start : start + 5000]).delete()
+        PublishedFile.objects.bulk_create(files, batch_size=5000)
         # Rows removed before rendering began are in no index any more.
         dropped, _ = Package.objects.filter(
             channel=current, removed=True, updated_at__lt=started
@@ -185,6 +192,15 @@ def channel_compress(*, channel: Channel) -> int:
                 )
                 added += 1
     return added
+
+
+def _changed_units(channel: Channel) -> set[str] | None:
+    """Units whose packages changed since the last publish began (None: never published)."""
+    last = PublishedFile.objects.filter(channel=channel).aggregate(at=Max("published_at"))["at"]
+    if last is None:
+        return None
+    changed = Package.objects.filter(channel=channel, updated_at__gte=last)
+    return set(changed.values_list("subdir", flat=True).distinct())
 
 
 def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:

@@ -214,8 +214,16 @@ class RepositoryFormat:
         filename, version, document); None when the format is filtered by policies instead."""
         return None
 
-    def render_index(self, source: IndexSource, emit: Emit) -> None:
-        """Write every index file of a channel through `emit`."""
+    #: Whether each unit has its own index files, so a publish may render only changed units.
+    renders_units_alone: ClassVar[bool] = False
+
+    def unit_paths(self, unit: str) -> list[str]:
+        """The index files of one unit (with `renders_units_alone`)."""
+        return []
+
+    def render_index(self, source: IndexSource, emit: Emit, units: set[str] | None = None) -> None:
+        """Write the index files of a channel through `emit`: all of them, or (`units`, with
+        `renders_units_alone`) those of the given units and the channel-wide ones."""
         raise NotImplementedError
 
     #: Suffix of the file upstream serves beside each package (`.metadata`, PEP 658), if any.

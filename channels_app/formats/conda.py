@@ -191,7 +191,7 @@ class CondaFormat(RepositoryFormat):
         for section, suffix in SECTIONS:
             yield from _scan(fileobj, url, unit, base, section, suffix, is_current)
 
-    def render_index(self, source: IndexSource, emit: Emit) -> None:
+    def render_index(self, source: IndexSource, emit: Emit, units: set[str] | None = None) -> None:
         """Write `<subdir>/repodata.json` (+ `.zst`) for every subdir and `channeldata.json`.
 
         `noarch` is always present. `base_url` is never written: package URLs are relative to

@@ -194,22 +194,26 @@ class PypiFormat(RepositoryFormat):
 
     # --- Publishing ---------------------------------------------------------------------------
 
-    def render_index(self, source: IndexSource, emit: Emit) -> None:
-        """Write every project page (HTML and JSON) and the project list of a channel."""
-        projects = []
-        for unit in sorted(set(source.units())):
-            if project_name(unit) != unit:
-                continue  # not a project of this format; nothing to link
+    renders_units_alone = True
+
+    def unit_paths(self, unit: str) -> list[str]:
+        return [f"simple/{unit}/index.html", f"simple/{unit}/index.json"]
+
+    def render_index(self, source: IndexSource, emit: Emit, units: set[str] | None = None) -> None:
+        """Write the project pages (HTML and JSON) — all, or those of `units` — and the list."""
+        projects = sorted(u for u in set(source.units()) if project_name(u) == u)
+        listed = set(projects)  # the source lists units with servable files
+        for unit in projects if units is None else sorted(listed & units):
             documents = list(source.documents(unit))
             if not documents:
+                listed.discard(unit)
                 continue
             page_html, page_json = render_project(unit, documents)
             with emit(f"simple/{unit}/index.html", HTML_TYPE) as out:
                 out.write(page_html)
             with emit(f"simple/{unit}/index.json", JSON_TYPE) as out:
                 out.write(page_json)
-            projects.append(unit)
-        root_html, root_json = render_root(projects)
+        root_html, root_json = render_root(sorted(listed))
         with emit("simple/index.html", HTML_TYPE) as out:
             out.write(root_html)
         with emit("simple/index.json", JSON_TYPE) as out:

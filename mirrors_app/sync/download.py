@@ -88,7 +88,9 @@ def _collect(in_flight: dict[Future, tuple], mirror: Mirror, progress: Progress)
             continue
         artifact = storage.artifact_for(sha256, size)
         extra = {"sidecar": storage.artifact_for(*sidecar)} if sidecar else {}
-        Package.objects.filter(pk=pk).update(artifact=artifact, error="", **extra)
+        Package.objects.filter(pk=pk).update(
+            artifact=artifact, error="", updated_at=timezone.now(), **extra
+        )
         progress.downloaded += 1
         progress.bytes_downloaded += size
         stored += 1
@@ -123,7 +125,7 @@ def _link_stored(pending, mirror: Mirror) -> None:
     linked = (
         pending.exclude(sha256="")
         .filter(sha256__in=Artifact.objects.values("sha256"))
-        .update(artifact=Subquery(stored.values("pk")[:1]), error="")
+        .update(artifact=Subquery(stored.values("pk")[:1]), error="", updated_at=timezone.now())
     )
     if linked:
         Channel.objects.filter(pk=mirror.channel_id).update(

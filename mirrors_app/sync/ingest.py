@@ -166,7 +166,9 @@ class UnitIngest:
             # A record whose file changed (new sha256) no longer matches what we stored.
             Package.objects.filter(
                 mirror=self.mirror, subdir=self.unit, artifact__isnull=False
-            ).exclude(sha256="").exclude(artifact__sha256=F("sha256")).update(artifact=None)
+            ).exclude(sha256="").exclude(artifact__sha256=F("sha256")).update(
+                artifact=None, updated_at=timezone.now()
+            )
 
     def _changed(self, count: int) -> None:
         self.changed += count

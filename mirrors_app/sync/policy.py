@@ -69,6 +69,8 @@ def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
     filtered = fmt.filter_files(mirror.options, ()) is not None
     policy = None if filtered else mirror.effective_policy()
     rows = Package.objects.filter(mirror=mirror, removed=False)
+    if (policy is None and not filtered) or (filtered and not mirror.options):
+        return _allow_all(mirror, rows, dry_run)
     current: dict[str, tuple[int, str]] = {}
     entries: list[Entry] = []
     files: list[tuple] = []
@@ -117,4 +119,18 @@ def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
                     Channel.objects.filter(pk=mirror.channel_id).update(
                         content_version=F("content_version") + 1
                     )
+    return change
+
+
+def _allow_all(mirror: Mirror, rows, dry_run: bool) -> PolicyChange:
+    """No rules: everything enters (one query, whatever the mirror's size)."""
+    change = PolicyChange(allowed=rows.count())
+    excluded = rows.exclude(excluded="")
+    change.entering = [f"{s}/{f}" for s, f in excluded.values_list("subdir", "filename")[:1000]]
+    if not dry_run and change.entering:
+        with transaction.atomic():
+            excluded.update(excluded="", updated_at=timezone.now())
+            Channel.objects.filter(pk=mirror.channel_id).update(
+                content_version=F("content_version") + 1
+            )
     return change

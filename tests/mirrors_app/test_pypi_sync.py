@@ -174,3 +174,18 @@ def test_an_enormous_project_page_is_refused_and_the_others_arrive(
     assert "alpha" in run.error and "3000 byte limit" in run.error
     assert _served(client, mirror, "alpha") == []
     assert len(_served(client, mirror, "beta")) == 2
+
+
+def test_a_publish_rewrites_only_the_pages_of_changed_projects(index, upstream, run_mirror, client):
+    from channels_app.models import PublishedFile
+
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    pages = dict(PublishedFile.objects.values_list("path", "pk"))
+    build_index(index, [*DISTS, FakeDist("beta", "0.6")])
+    run_mirror(mirror)
+    after = dict(PublishedFile.objects.values_list("path", "pk"))
+    assert after["simple/alpha/index.json"] == pages["simple/alpha/index.json"]  # untouched
+    assert after["simple/beta/index.json"] != pages["simple/beta/index.json"]
+    assert "beta-0.6-py3-none-any.whl" in _served(client, mirror, "beta")
+    assert len(_served(client, mirror, "alpha")) == 4
