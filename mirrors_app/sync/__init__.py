@@ -9,8 +9,11 @@ Formats without units (until their engines land) only fetch and count their inde
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, F
@@ -29,6 +32,7 @@ from .progress import Progress, StopRequested
 logger = logging.getLogger(__name__)
 State = SyncRun.State
 MANY_UNITS = 100
+PREFETCH = 4  # threads fetching the next pages of a many-unit source
 POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
 
 
@@ -94,15 +98,20 @@ def _sync_units(
     changed = 0
     read: list[str] = []
     done: list[MirrorUnit] = []
+    todo = []
+    for unit in units:
+        state, serial = known.get(unit), listed[unit]
+        if state is not None and serial is not None and state.serial == serial:
+            continue  # upstream says the unit did not change: no request at all
+        todo.append((unit, state, serial))
     try:
-        for unit in units:
-            state, serial = known.get(unit), listed[unit]
-            if state is not None and serial is not None and state.serial == serial:
-                continue  # upstream says the unit did not change: no request at all
+        for (unit, state, serial), fetching in _fetch_all(mirror, client, todo, many, progress):
             try:
-                rows, validators = _sync_unit(
-                    mirror, unit, client, progress, state.validators if state else {}, many, shared
-                )
+                fetched, index = fetching()
+                with index:
+                    rows, validators = _ingest_unit(
+                        mirror, unit, progress, fetched, index, many, shared
+                    )
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units.
                 logger.warning("mirror %s: %s: %s", mirror.pk, unit, exc)
@@ -152,44 +161,92 @@ def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: 
         progress.reasons[reason] += count
 
 
-def _sync_unit(
+def _fetch_all(mirror: Mirror, client: UpstreamClient, todo: list, many: bool, progress: Progress):
+    """(unit, state, serial) with a callable returning (Fetched, index file) for each unit.
+
+    With many units (Python projects) the next pages are fetched by a few threads while
+    this one ingests (the fetch touches no database); otherwise one at a time, here.
+    """
+    fmt = mirror.format
+
+    def fetch(unit: str, validators: dict):
+        index = tempfile.NamedTemporaryFile(prefix="psm-index-")
+        try:
+            return fmt.fetch_unit(client, mirror.source_url, unit, index, validators), index
+        except BaseException:
+            index.close()
+            raise
+
+    if not many:
+        for item in todo:
+            unit, state = item[0], item[1]
+            progress.step(f"{unit}: fetching the index")
+            yield item, functools.partial(fetch, unit, state.validators if state else {})
+        return
+    window: deque = deque()
+    with ThreadPoolExecutor(PREFETCH, thread_name_prefix=f"pages-{mirror.pk}") as pool:
+        try:
+            pending = iter(todo)
+            for item in pending:
+                window.append(
+                    (item, pool.submit(fetch, item[0], item[1].validators if item[1] else {}))
+                )
+                if len(window) >= 2 * PREFETCH:
+                    break
+            while window:
+                item, future = window.popleft()
+                following = next(pending, None)
+                if following is not None:
+                    state = following[1]
+                    window.append(
+                        (
+                            following,
+                            pool.submit(fetch, following[0], state.validators if state else {}),
+                        )
+                    )
+                progress.step(f"{item[0]}: reading the index", now=False)
+                yield item, future.result
+        finally:
+            for _, future in window:  # a stopped run: drop what was fetched ahead
+                if not future.cancel() and not future.exception():
+                    future.result()[1].close()
+
+
+def _ingest_unit(
     mirror: Mirror,
     unit: str,
-    client: UpstreamClient,
     progress: Progress,
-    validators: dict,
+    fetched,
+    index,
     many: bool = False,
     shared: bool = True,
 ) -> tuple[int, dict | None]:
-    """Bring one unit in line with upstream; return how many rows changed and the validators
-    to send next time (None: the unit is not in the source)."""
+    """Bring one fetched unit in line with upstream; return how many rows changed and the
+    validators to send next time (None: the unit is not in the source)."""
     fmt = mirror.format
-    progress.step(f"{unit}: fetching the index", now=not many)
-    with tempfile.NamedTemporaryFile(prefix="psm-index-") as index:
-        fetched = fmt.fetch_unit(client, mirror.source_url, unit, index, validators)
-        if fetched.status == "missing":
-            progress.step(f"{unit}: not in the source", now=not many)
-            return 0, None
-        if fetched.status == "unchanged":
-            return 0, fetched.validators
-        progress.step(f"{unit}: reading the index", now=not many)
-        ingest = UnitIngest(mirror, unit, progress, shared=shared)
-        extras: dict = {}
-        items = fmt.parse_unit(index, fetched.url, unit, ingest.is_current, ingest.current_digests)
-        for item in items:
-            if isinstance(item, UnitExtras):
-                extras = item.extras
-                continue
-            progress.seen += 1
-            if isinstance(item, Unchanged):
-                pass
-            elif isinstance(item, Rejected):
-                progress.exclude(item.reason)
-            elif not ingest.add(item):
-                progress.exclude("provided by another mirror of the channel")
-            progress.tick()
-        ingest.finish()
-        _keep_extras(mirror, unit, extras)
+    if fetched.status == "missing":
+        progress.step(f"{unit}: not in the source", now=not many)
+        return 0, None
+    if fetched.status == "unchanged":
+        return 0, fetched.validators
+    progress.step(f"{unit}: reading the index", now=not many)
+    ingest = UnitIngest(mirror, unit, progress, shared=shared)
+    extras: dict = {}
+    items = fmt.parse_unit(index, fetched.url, unit, ingest.is_current, ingest.current_digests)
+    for item in items:
+        if isinstance(item, UnitExtras):
+            extras = item.extras
+            continue
+        progress.seen += 1
+        if isinstance(item, Unchanged):
+            pass
+        elif isinstance(item, Rejected):
+            progress.exclude(item.reason)
+        elif not ingest.add(item):
+            progress.exclude("provided by another mirror of the channel")
+        progress.tick()
+    ingest.finish()
+    _keep_extras(mirror, unit, extras)
     return ingest.changed, fetched.validators
 
 

@@ -189,3 +189,27 @@ def test_a_publish_rewrites_only_the_pages_of_changed_projects(index, upstream, 
     assert after["simple/beta/index.json"] != pages["simple/beta/index.json"]
     assert "beta-0.6-py3-none-any.whl" in _served(client, mirror, "beta")
     assert len(_served(client, mirror, "alpha")) == 4
+
+
+@pytest.fixture
+def prefetching(monkeypatch):
+    """Sources with many units fetch pages ahead in threads; make two projects "many"."""
+    monkeypatch.setattr("mirrors_app.sync.MANY_UNITS", 0)
+
+
+def test_pages_fetched_ahead_give_the_same_result(prefetching, upstream, run_mirror, client):
+    test_mirror_filters_decide_what_enters_with_reasons(upstream, run_mirror, client)
+
+
+def test_pages_fetched_ahead_keep_resyncs_incremental(
+    prefetching, index, upstream, run_mirror, client
+):
+    test_resync_fetches_only_changed_projects_and_applies_changed_filters(
+        index, upstream, run_mirror, client
+    )
+
+
+def test_a_bad_page_fetched_ahead_does_not_stop_the_others(
+    prefetching, index, upstream, run_mirror, client
+):
+    test_a_bad_project_page_does_not_stop_the_others(index, upstream, run_mirror, client)
