@@ -213,3 +213,16 @@ def test_a_bad_page_fetched_ahead_does_not_stop_the_others(
     prefetching, index, upstream, run_mirror, client
 ):
     test_a_bad_project_page_does_not_stop_the_others(index, upstream, run_mirror, client)
+
+
+def test_a_project_page_that_times_out_is_reported_and_the_others_arrive(
+    upstream, run_mirror, client, settings
+):
+    settings.PSM_HTTP_TIMEOUT = 1
+    upstream.delay["/simple/alpha/"] = 3
+    mirror = _mirror(upstream)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED
+    assert "alpha" in run.error and "timed out" in run.error.lower()
+    assert run.filtered_reasons == {"index unreadable: alpha": 1}
+    assert len(_served(client, mirror, "beta")) == 2
