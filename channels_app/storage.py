@@ -116,6 +116,20 @@ def artifact_for(sha256: str, size: int) -> Artifact:
     return artifact
 
 
+def artifacts_for(sizes: dict[str, int]) -> dict[str, Artifact]:
+    """The Artifact rows of many committed blobs (sha256 -> size), created in bulk."""
+    digests = sorted(sizes)
+    found: dict[str, Artifact] = {}
+    for start in range(0, len(digests), 5000):
+        chunk = digests[start : start + 5000]
+        Artifact.objects.bulk_create(
+            [Artifact(sha256=digest, size=sizes[digest]) for digest in chunk],
+            ignore_conflicts=True,
+        )
+        found.update((a.sha256, a) for a in Artifact.objects.filter(sha256__in=chunk))
+    return found
+
+
 def open_artifact(artifact: Artifact) -> BinaryIO:
     """Open a stored file for reading."""
     return default_storage.open(artifact.storage_path, "rb")

@@ -124,6 +124,12 @@ class IndexSource(Protocol):
         """(filename, document) of the servable packages of a unit, in a stable order."""
         ...
 
+    def grouped_documents(
+        self, units: Iterable[str] | None = None
+    ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+        """(unit, documents) of every unit with servable packages (or of `units`), in order."""
+        ...
+
     def unit_extras(self, unit: str) -> dict[str, Any]: ...
 
 
@@ -167,6 +173,9 @@ class RepositoryFormat:
 
     #: Whether this format implements the unit methods below (others only count their index).
     syncs_units: ClassVar[bool] = False
+    #: Whether `list_units` is the whole truth, so a unit it stops listing (a project deleted
+    #: upstream) loses its packages; not for a listing that falls back to guesses (conda).
+    drops_unlisted_units: ClassVar[bool] = False
     #: Names a subchannel may not take because they are paths inside a channel (conda subdirs).
     reserved_names: ClassVar[frozenset[str]] = frozenset()
 

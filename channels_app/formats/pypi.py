@@ -201,13 +201,17 @@ class PypiFormat(RepositoryFormat):
 
     def render_index(self, source: IndexSource, emit: Emit, units: set[str] | None = None) -> None:
         """Write the project pages (HTML and JSON) — all, or those of `units` — and the list."""
-        projects = sorted(u for u in set(source.units()) if project_name(u) == u)
-        listed = set(projects)  # the source lists units with servable files
-        for unit in projects if units is None else sorted(listed & units):
-            documents = list(source.documents(unit))
-            if not documents:
-                listed.discard(unit)
-                continue
+        if units is None:  # every page: the project list is what has pages
+            listed: set[str] = set()
+            grouped = source.grouped_documents()
+        else:
+            listed = {u for u in source.units() if project_name(u) == u}
+            listed -= units  # those listed again below if they still have files
+            grouped = source.grouped_documents(u for u in units if project_name(u) == u)
+        for unit, documents in grouped:
+            if project_name(unit) != unit:
+                continue  # not a project page (a leftover of another format)
+            listed.add(unit)
             page_html, page_json = render_project(unit, documents)
             with emit(f"simple/{unit}/index.html", HTML_TYPE) as out:
                 out.write(page_html)
@@ -220,6 +224,7 @@ class PypiFormat(RepositoryFormat):
             out.write(root_json)
 
     syncs_units = True
+    drops_unlisted_units = True
     sidecar_suffix = ".metadata"
 
     def index_request(self, path: str, accept: str | None) -> IndexRequest | None:

@@ -15,8 +15,9 @@ import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, F
+from django.utils import timezone
 
 from channels_app.formats import FormatError, Rejected, Unchanged, UnitExtras
 from channels_app.models import Channel, Package
@@ -25,7 +26,7 @@ from psm.http import UpstreamClient, UpstreamError, redact, scrub
 
 from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_unit
-from .ingest import UnitIngest
+from .ingest import BatchWriter, KnownRows, UnitIngest
 from .policy import policy_apply, policy_fingerprint
 from .progress import Progress, StopRequested
 
@@ -95,7 +96,7 @@ def _sync_units(
     many = len(units) > MANY_UNITS  # then per-unit steps are not flushed one by one
     shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
-    changed = 0
+    changed = _drop_unlisted(mirror, set(units)) if fmt.drops_unlisted_units else 0
     read: list[str] = []
     done: list[MirrorUnit] = []
     todo = []
@@ -104,13 +105,27 @@ def _sync_units(
         if state is not None and serial is not None and state.serial == serial:
             continue  # upstream says the unit did not change: no request at all
         todo.append((unit, state, serial))
+    # Many small units share their database writes; then a unit is done once written.
+    writer = BatchWriter(mirror, progress) if many else None
+    known = KnownRows(mirror.pk, [unit for unit, _, _ in todo]) if many else None
+
+    def save_done() -> None:
+        if writer is not None:
+            writer.flush()
+            for unit, reason in writer.failed.items():
+                problems.append(f"{unit}: {reason}")
+                progress.fail(f"index unreadable: {unit}")
+            done[:] = [state for state in done if state.name not in writer.failed]
+            writer.failed.clear()
+        _save_units(done)
+
     try:
         for (unit, state, serial), fetching in _fetch_all(mirror, client, todo, many, progress):
             try:
                 fetched, index = fetching()
                 with index:
                     rows, validators = _ingest_unit(
-                        mirror, unit, progress, fetched, index, many, shared
+                        mirror, unit, progress, fetched, index, many, shared, writer, known
                     )
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units.
@@ -128,9 +143,9 @@ def _sync_units(
                     MirrorUnit(mirror=mirror, name=unit, validators=validators, serial=serial)
                 )
                 if len(done) >= 500:
-                    _save_units(done)
+                    save_done()
     finally:
-        _save_units(done)  # a stopped run resumes after what it finished
+        save_done()  # a stopped run resumes after what it finished
     if units and len(problems) == len(units):
         raise FormatError(redact(mirror.source_url), "; ".join(problems))
     _apply_policy(mirror, progress, changed=changed, restart=restart)
@@ -139,6 +154,31 @@ def _sync_units(
             progress.step(f"{unit}: downloading package files")
             download_unit(mirror, unit, client, progress)
     return problems
+
+
+def _drop_unlisted(mirror: Mirror, listed: set[str]) -> int:
+    """Mark removed the packages of units the source no longer lists (a project deleted
+    upstream, or no longer in the mirror's project list); return how many."""
+    table = Package._meta.db_table
+    with connection.cursor() as cursor:
+        # DISTINCT over the (mirror, subdir) index: no package row is read.
+        cursor.execute(
+            f"SELECT DISTINCT subdir FROM {table} WHERE mirror_id = %s AND NOT removed",
+            [mirror.pk],
+        )
+        gone = sorted({subdir for (subdir,) in cursor.fetchall()} - listed)
+    removed = 0
+    for start in range(0, len(gone), 1000):
+        chunk = gone[start : start + 1000]
+        with transaction.atomic():
+            removed += Package.objects.filter(
+                mirror=mirror, subdir__in=chunk, removed=False
+            ).update(removed=True, updated_at=timezone.now())
+            MirrorUnit.objects.filter(mirror=mirror, name__in=chunk).delete()
+            Channel.objects.filter(pk=mirror.channel_id).update(
+                content_version=F("content_version") + 1
+            )
+    return removed
 
 
 def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: bool) -> None:
@@ -220,6 +260,8 @@ def _ingest_unit(
     index,
     many: bool = False,
     shared: bool = True,
+    writer: BatchWriter | None = None,
+    known: KnownRows | None = None,
 ) -> tuple[int, dict | None]:
     """Bring one fetched unit in line with upstream; return how many rows changed and the
     validators to send next time (None: the unit is not in the source)."""
@@ -230,7 +272,7 @@ def _ingest_unit(
     if fetched.status == "unchanged":
         return 0, fetched.validators
     progress.step(f"{unit}: reading the index", now=not many)
-    ingest = UnitIngest(mirror, unit, progress, shared=shared)
+    ingest = UnitIngest(mirror, unit, progress, shared=shared, writer=writer, known=known)
     extras: dict = {}
     items = fmt.parse_unit(index, fetched.url, unit, ingest.is_current, ingest.current_digests)
     for item in items:

@@ -4,6 +4,8 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.signals import request_finished
+from django.db import close_old_connections
 from django.test import RequestFactory
 from django.utils.http import http_date
 
@@ -17,6 +19,15 @@ MODIFIED = datetime(2024, 5, 1, 12, 30, 45, 678000, tzinfo=UTC)
 CACHE = "public, max-age=31536000, immutable"
 
 rf = RequestFactory()
+
+
+@pytest.fixture(autouse=True)
+def _no_connection_cleanup():
+    """Closing a response fires request_finished; as in Django's test client, it must not
+    close database connections (these tests use none, and may not touch one)."""
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_finished.connect(close_old_connections)
 
 
 class Tracker:

@@ -673,6 +673,12 @@ class Source:
     def documents(self, unit: str, suffix: str = ""):
         return self._units[unit]
 
+    def grouped_documents(self, units=None):
+        wanted = self._units if units is None else set(units)
+        for unit in sorted(wanted):
+            if self._units.get(unit):
+                yield unit, self._units[unit]
+
     def unit_extras(self, unit: str) -> dict:
         return {}
 

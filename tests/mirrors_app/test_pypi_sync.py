@@ -226,3 +226,51 @@ def test_a_project_page_that_times_out_is_reported_and_the_others_arrive(
     assert "alpha" in run.error and "timed out" in run.error.lower()
     assert run.filtered_reasons == {"index unreadable: alpha": 1}
     assert len(_served(client, mirror, "beta")) == 2
+
+
+def test_a_stopped_run_fetching_ahead_resumes_where_it_stopped(
+    prefetching, index, upstream, run_mirror, monkeypatch
+):
+    """Shared batched writes: what a stopped run finished is written and not read again."""
+    from mirrors_app.sync import progress as progress_module
+
+    mirror = _mirror(upstream)
+    real_step = progress_module.Progress.step
+
+    def stop_after_alpha(self, text, **kwargs):
+        real_step(self, text, **kwargs)
+        if text.startswith("beta:"):
+            from mirrors_app import services
+
+            services.mirror_stop(mirror=mirror)
+            self.flush()
+
+    monkeypatch.setattr(progress_module.Progress, "step", stop_after_alpha)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.STOPPED
+    assert list(mirror.units.values_list("name", flat=True)) == ["alpha"]
+    assert Package.objects.filter(mirror=mirror, subdir="alpha").count() == 4
+    monkeypatch.setattr(progress_module.Progress, "step", real_step)
+    before = len(upstream.requests)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED
+    pages = [p for _, p, _ in upstream.requests[before:] if p.startswith("/simple/")]
+    assert pages == ["/simple/", "/simple/beta/"]
+    assert Package.objects.filter(mirror=mirror).count() == 6
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["one-by-one", "fetching-ahead"])
+def test_a_project_gone_upstream_leaves_the_project_list_and_its_page(
+    many, index, upstream, run_mirror, client, monkeypatch
+):
+    if many:
+        monkeypatch.setattr("mirrors_app.sync.MANY_UNITS", 0)
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    build_index(index, [d for d in DISTS if d.name != "beta"])
+    run_mirror(mirror)
+    response = client.get(f"/api/repo/{mirror.channel.name}/simple/", headers={"Accept": JSON})
+    listed = orjson.loads(b"".join(response.streaming_content))["projects"]
+    assert [p["name"] for p in listed] == ["alpha"]
+    assert _served(client, mirror, "beta") == []
+    assert len(_served(client, mirror, "alpha")) == 4
