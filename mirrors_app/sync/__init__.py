@@ -149,7 +149,10 @@ def _sync_units(
     if units and len(problems) == len(units):
         raise FormatError(redact(mirror.source_url), "; ".join(problems))
     _apply_policy(mirror, progress, changed=changed, restart=restart)
-    if mirror.mode == Mirror.Mode.ACTIVE:
+    if mirror.mode == Mirror.Mode.ACTIVE and many:  # one pass, not a few queries per project
+        progress.step("downloading package files")
+        download_unit(mirror, None, client, progress)
+    elif mirror.mode == Mirror.Mode.ACTIVE:
         for unit in read:
             progress.step(f"{unit}: downloading package files")
             download_unit(mirror, unit, client, progress)

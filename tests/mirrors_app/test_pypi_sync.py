@@ -274,3 +274,9 @@ def test_a_project_gone_upstream_leaves_the_project_list_and_its_page(
     assert [p["name"] for p in listed] == ["alpha"]
     assert _served(client, mirror, "beta") == []
     assert len(_served(client, mirror, "alpha")) == 4
+
+
+def test_an_active_mirror_of_many_projects_downloads_in_one_pass(
+    prefetching, index, upstream, run_mirror
+):
+    test_active_mirror_refuses_a_file_whose_hash_does_not_match(index, upstream, run_mirror)
