@@ -226,6 +226,9 @@ class RepositoryFormat:
         `renders_units_alone`) those of the given units and the channel-wide ones."""
         raise NotImplementedError
 
+    #: Whether a download checks every digest the index gives (md5 besides sha256); otherwise
+    #: md5 only when it is all there is (conda: sha256 suffices, md5 costs CPU).
+    checks_every_digest: ClassVar[bool] = False
     #: Suffix of the file upstream serves beside each package (`.metadata`, PEP 658), if any.
     sidecar_suffix: ClassVar[str] = ""
     #: Whether a unit read with no records still gets (empty) index files (conda subdirs).
