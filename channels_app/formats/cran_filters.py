@@ -253,10 +253,11 @@ def r_license_families(text: str) -> frozenset[str]:
     return classify(text)
 
 
-def _needs_other_r(document: Mapping[str, Any], version: tuple[int, ...]) -> bool:
+def _needs_other_r(document: Mapping[str, Any], r: tuple[int, ...]) -> bool:
+    """Whether the package's `Depends: R (...)` excludes R version `r`."""
     for name, constraints in parse_dependencies(str(document.get("Depends") or "")):
         if name == "R" and constraints is not None:
-            if not all(_OPS[op](version, bound) for op, bound in constraints):
+            if not all(_OPS[op](r, bound) for op, bound in constraints):
                 return True
     return False
 
@@ -294,7 +295,7 @@ def decide(options: Mapping[str, Any], files: Iterable[RFile]) -> dict[str, str]
                 reason = "license not allowed"
             elif families & blocked_licenses:
                 reason = "license excluded"
-        if not reason and target_r is not None and _needs_other_r(document, version):
+        if not reason and target_r is not None and _needs_other_r(document, target_r):
             reason = f"does not install on R {options['r_version']}"
         decisions[file.key] = reason
         if reason:

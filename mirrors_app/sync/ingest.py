@@ -81,6 +81,8 @@ class UnitIngest:
             else set()
         )
         self.pending: dict[str, tuple] = {}
+        # Stored files whose new record has only an md5 (CRAN): checked against the old md5.
+        self.md5_only: list[str] = []
         self.changed = 0
 
     @property
@@ -111,7 +113,8 @@ class UnitIngest:
         if record.filename in self.taken:
             return False
         digest = record.digest
-        self.known.pop(record.filename, None)
+        if self.known.pop(record.filename, None) is not None and record.md5 and not record.sha256:
+            self.md5_only.append(record.filename)
         now = timezone.now()
         self.pending[record.filename] = (
             self.mirror.channel_id,
@@ -141,16 +144,31 @@ class UnitIngest:
         if not self.pending:
             return
         rows = list(self.pending.values())
+        stale = self._md5_changed()
         self.pending = {}
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 (_upsert_copy if len(rows) >= COPY_FROM else _upsert_values)(rows)
             else:
                 _upsert_orm(rows)
+            if stale:  # the stored bytes are not the file the new record describes
+                Package.objects.filter(pk__in=stale).update(artifact=None)
             self._changed(len(rows))
         self.progress.ingested += len(rows)
         if self.mirror.mode == Mirror.Mode.PASSIVE:
             self.progress.passive += len(rows)
+
+    def _md5_changed(self) -> list[int]:
+        """Ids of stored rows about to get a record whose md5 differs (and no sha256 that
+        `finish` could compare with the stored file)."""
+        md5s = {name: self.pending[name][7] for name in self.md5_only if name in self.pending}
+        self.md5_only = []
+        if not md5s:
+            return []
+        rows = Package.objects.filter(
+            mirror=self.mirror, subdir=self.unit, filename__in=list(md5s), artifact__isnull=False
+        ).values_list("pk", "filename", "md5")
+        return [pk for pk, filename, md5 in rows if md5 != md5s[filename]]
 
     def finish(self) -> None:
         """Write what is left and mark what upstream no longer lists (or we no longer allow)."""
