@@ -352,12 +352,16 @@ class Stanza:
     """One PACKAGES stanza as read: its fields (raw values, continuation lines kept), the line
     it starts on, and what was wrong with it."""
 
-    __slots__ = ("fields", "line", "problem")
+    __slots__ = ("fields", "line", "problem", "problem_line")
 
     def __init__(self, line: int) -> None:
         self.fields: dict[str, str] = {}
         self.line = line
         self.problem = ""
+        self.problem_line = 0
+
+    def fault(self, line: int, problem: str) -> None:
+        self.problem, self.problem_line = problem, line
 
 
 def iter_stanzas(lines: Iterable[bytes], where: str) -> Iterator[Stanza]:
@@ -382,21 +386,21 @@ def iter_stanzas(lines: Iterable[bytes], where: str) -> Iterator[Stanza]:
         try:
             text = line.decode("utf-8").rstrip()
         except UnicodeDecodeError:
-            stanza.problem = "stanza is not UTF-8"
+            stanza.fault(number, "stanza is not UTF-8")
             continue
         if line[:1] in (b" ", b"\t"):
             if key is None:
-                stanza.problem = "continuation line without a field"
+                stanza.fault(number, "continuation line without a field")
             else:
                 stanza.fields[key] += "\n" + text
             continue
         match = _FIELD.fullmatch(line)
         if match is None:
-            stanza.problem = "malformed line (expected 'Field: value')"
+            stanza.fault(number, "malformed line (expected 'Field: value')")
             continue
         key = match[1].decode("utf-8")
         if key in stanza.fields:
-            stanza.problem = f"field {key} given twice"
+            stanza.fault(number, f"field {key} given twice")
             continue
         stanza.fields[key] = match[2].decode("utf-8").strip()
     if stanza is not None:
@@ -408,7 +412,7 @@ def parse_dcf(text: str, where: str) -> Iterator[dict[str, str]]:
     FormatError names the line of the first malformed stanza."""
     for stanza in iter_stanzas(text.encode().splitlines(keepends=True), where):
         if stanza.problem:
-            raise FormatError(f"{where} line {stanza.line}", stanza.problem)
+            raise FormatError(f"{where} line {stanza.problem_line}", stanza.problem)
         yield {key: fold(value) for key, value in stanza.fields.items()}
 
 
