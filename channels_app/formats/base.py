@@ -142,6 +142,8 @@ class RepositoryFormat:
     label: ClassVar[str]
     #: Shown under the source URL field of the mirror form.
     source_help: ClassVar[str] = ""
+    #: An example of this format's mirror options (JSON), shown in the mirror form.
+    options_help: ClassVar[str] = ""
 
     def clean_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         """Return the validated options for a mirror of this format, or raise OptionsError."""

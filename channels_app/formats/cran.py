@@ -96,6 +96,11 @@ class CranFormat(RepositoryFormat):
         "A CRAN-like repository, e.g. https://cloud.r-project.org; another PSM channel: "
         "https://<host>/api/repo/<channel>/cran (or without /cran)."
     )
+    options_help = (
+        '{"packages": ["ggplot2", "dplyr (>= 1.1)"], "exclude": ["Rcpp (< 1.0)"], '
+        '"licenses": ["MIT", "GPL"], "r_version": "4.4.1", "latest": 2, "dependencies": true, '
+        '"archive": false}'
+    )
     syncs_units = True
     renders_units_alone = True
     #: MD5sum is what R repositories give; a sha256 beside it is checked too.
