@@ -16,8 +16,8 @@ Options (all optional, combined with AND; a list's values with OR):
 - `dependencies`: with `packages`, also bring the packages they need (Depends, Imports,
   LinkingTo), recursively, within the source; they still pass every other filter. R itself
   and the packages that ship with R are not looked for. Default true.
-- `archive`: also mirror the `src/contrib/Archive/` versions of the mirrored packages (read
-  by the format, not a filter). Default false.
+- `archive`: also mirror the `src/contrib/Archive/` versions of the mirrored packages (the
+  format reads their folders); switched off, the archived files leave. Default false.
 
 Versions compare as R's `numeric_version` (see `cran.r_version`). Each exclusion has a reason,
 counted on the run.
@@ -287,7 +287,9 @@ def decide(options: Mapping[str, Any], files: Iterable[RFile]) -> dict[str, str]
         name = file.name
         document = _judged_by(file, current)
         reason = ""
-        if any(spec.contains(version) for spec in exclude.get(name, ())):
+        if file.unit != CONTRIB and not options.get("archive"):
+            reason = "archive versions not mirrored"  # the option was switched off
+        elif any(spec.contains(version) for spec in exclude.get(name, ())):
             reason = "excluded by the block list"
         elif licenses or blocked_licenses:
             families = r_license_families(str(document.get("License") or ""))

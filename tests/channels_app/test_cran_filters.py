@@ -36,17 +36,21 @@ FILES = [
 
 
 def _entering(options) -> list[str]:
-    decisions = decide(cran.clean_options(options), FILES)
+    decisions = decide(cran.clean_options({"archive": True, **options}), FILES)
     return sorted(key.rsplit("/", 1)[1] for key, reason in decisions.items() if not reason)
 
 
 def _reasons(options) -> dict[str, str]:
-    decisions = decide(cran.clean_options(options), FILES)
+    decisions = decide(cran.clean_options({"archive": True, **options}), FILES)
     return {key.rsplit("/", 1)[1]: reason for key, reason in decisions.items() if reason}
 
 
 def test_no_options_let_everything_in():
     assert len(_entering({})) == len(FILES)
+
+
+def test_archive_files_leave_when_the_option_is_switched_off():
+    assert _reasons({"archive": False}) == {"gamma_0.1-0.tar.gz": "archive versions not mirrored"}
 
 
 def test_specs_read_r_and_pep_style_constraints():
@@ -162,7 +166,7 @@ def test_a_dependency_missing_from_the_source_or_a_cycle_is_fine():
         _file("aa", "1.0", Imports="bb, missing.pkg, methods"),
         _file("bb", "1.0", Imports="aa"),
     ]
-    decisions = decide({"packages": ["aa"]}, files)
+    decisions = decide({"packages": ["aa"], "archive": True}, files)
     assert set(decisions.values()) == {""}
 
 

@@ -186,6 +186,12 @@ def test_archive_versions_are_mirrored_and_listed(upstream, run_mirror, client):
     moved = _get(client, mirror, "src/contrib/Archive/gamma")[0]
     assert moved.status_code == 301 and moved["Location"].endswith("/Archive/gamma/")
     assert _served(client, mirror) == ["gamma_0.1-1"]  # archive versions are in no index
+    Mirror.objects.filter(pk=mirror.pk).update(options={"packages": ["gamma"]})
+    mirror.refresh_from_db()
+    run = _ok(run_mirror(mirror))
+    assert run.filtered_reasons["archive versions not mirrored"] == 2
+    assert _get(client, mirror, path)[0].status_code == 404
+    assert _get(client, mirror, "src/contrib/Archive/gamma/")[0].status_code == 404
 
 
 def test_latest_counts_archive_versions(upstream, run_mirror, client):
