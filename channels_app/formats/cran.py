@@ -177,7 +177,9 @@ class CranFormat(RepositoryFormat):
                         _gunzip(raw, dest, url, client.max_bytes)
                 dest.seek(0)
                 return Fetched("changed", url, _validators(url, download))
-            raise FormatError(base + "PACKAGES", "no PACKAGES index (PACKAGES.gz nor PACKAGES)")
+            raise FormatError(
+                base + "PACKAGES", "no PACKAGES index (neither PACKAGES.gz nor PACKAGES exists)"
+            )
         package = archived_package(unit)
         if package is None:
             raise FormatError(unit, "not an index unit of a CRAN-like repository")
