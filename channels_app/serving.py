@@ -121,7 +121,7 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
                 response["Content-Length"] = str(package.size)
             return response
         try:
-            fetch_on_demand(package)
+            fetch_on_demand(package, every_digest=fmt.checks_every_digest)
         except UpstreamError as exc:
             return _upstream_failure(exc)
         except storage.IntegrityError as exc:
@@ -190,7 +190,7 @@ def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
     )
 
 
-def fetch_on_demand(package: Package) -> None:
+def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
     """Store a passive package's file from upstream (verified); one download per file."""
     with _file_lock(f"package-{package.pk}"):
         package.refresh_from_db(fields=["artifact"])
@@ -206,6 +206,7 @@ def fetch_on_demand(package: Package) -> None:
                     sha256=package.sha256 or None,
                     md5=package.md5 or None,
                     size=package.size,
+                    every_digest=every_digest,
                 )
             finally:
                 client.close()

@@ -165,16 +165,19 @@ def download(
     md5: str | None = None,
     size: int | None = None,
     stop: threading.Event | None = None,
+    every_digest: bool = False,
 ) -> tuple[str, int]:
     """Fetch a package file into storage, verified; return (sha256, size). No database access.
 
-    Transient failures (connection refused or cut, 5xx) are retried; a checksum mismatch or a
+    md5 is checked when it is the only digest, or with `every_digest`. Transient failures (connection refused or cut, 5xx) are retried; a checksum mismatch or a
     404 is not. Raises UpstreamError, IntegrityError, or Stopped when `stop` is set.
     """
     attempts = settings.PSM_HTTP_RETRIES + 1
+    if sha256 and not every_digest:
+        md5 = None  # sha256 suffices; md5 would cost a second hash's CPU
     for attempt in range(attempts):
         try:
-            with BlobWriter(max_bytes=size, with_md5=bool(md5 and not sha256)) as writer:
+            with BlobWriter(max_bytes=size, with_md5=bool(md5)) as writer:
                 with open_stream(client.session, url) as response:
                     if response.status_code != 200:
                         raise UpstreamError(
@@ -189,7 +192,7 @@ def download(
                         raise UpstreamError(
                             url, f"download interrupted: {exc}", transient=True
                         ) from exc
-                return writer.commit(sha256=sha256, md5=None if sha256 else md5, size=size)
+                return writer.commit(sha256=sha256, md5=md5, size=size)
         except UpstreamError as exc:
             if not exc.transient or attempt + 1 == attempts:
                 raise

@@ -55,6 +55,19 @@ class MirrorForm(forms.ModelForm):
         fields = ["channel", "name", "mode", "source_url", "kind", "cron", "policy", "options"]
         widgets = {"mode": forms.RadioSelect}
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "options" in self.fields:
+            # The admin renders help text as HTML: the examples are escaped.
+            examples = format_html_join(
+                "", "<br>{}: <code>{}</code>", ((f.label, f.options_help) for f in FORMATS.values())
+            )
+            self.fields["options"].help_text = format_html(
+                "Type-specific options as JSON; standard python and standard R mirrors are "
+                "filtered by theirs (see the README). Examples:{}",
+                examples,
+            )
+
     def clean(self):
         cleaned_data = super().clean()
         # Checked here, on the name field: on the change page `channel` is read-only, so Django

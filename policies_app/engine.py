@@ -23,8 +23,7 @@ from typing import Any
 from rattler import MatchSpec, Version
 
 from channels_app.formats.conda import parse_match_spec, rattler_record
-
-from .licenses import classify, normalize_license
+from channels_app.formats.licenses import classify, normalize_license
 
 
 @dataclass(frozen=True, slots=True)

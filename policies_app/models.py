@@ -7,8 +7,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from channels_app.formats.conda import KNOWN_SUBDIRS, parse_match_spec
-
-from .licenses import LICENSE_FAMILIES, normalize_license
+from channels_app.formats.licenses import LICENSE_FAMILIES, normalize_license
 
 
 class Comparator(models.TextChoices):

@@ -3,7 +3,8 @@
 #
 # Needs only Python 3.11+. Creates .venv, installs PSM with its test extras, makes sure
 # PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are running, starting or installing them
-# when it can, then runs ruff and pytest. Without PostgreSQL the tests fall back to SQLite (with a
+# when it can, installs R (Debian's r-base-core) for the R client tests when it can, then runs
+# ruff and pytest. Without PostgreSQL the tests fall back to SQLite (with a
 # warning); without Redis the worker integration tests use the embedded file-system broker.
 # An already-set DATABASE_URL or PSM_TEST_BROKER_URL is used as is.
 set -euo pipefail
@@ -119,6 +120,16 @@ elif redis_ok || start_redis; then
     say "broker: Redis at 127.0.0.1:6379"
 else
     say "broker: Redis unavailable; the worker tests use the embedded file-system broker"
+fi
+
+# R's install.packages is the client of the R channel tests (they skip, saying so, without it).
+if command -v Rscript >/dev/null; then
+    say "R: $(command -v Rscript)"
+elif apt_install --no-install-recommends r-base-core && command -v Rscript >/dev/null; then
+    say "R: installed r-base-core"
+else
+    warn "R (Rscript) is not installed and could not be installed with apt (r-base-core): the
+R client tests are skipped."
 fi
 
 # Every file the tests write (embedded broker, SQLite test database, blobs) goes here.

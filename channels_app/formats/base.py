@@ -148,6 +148,8 @@ class RepositoryFormat:
     label: ClassVar[str]
     #: Shown under the source URL field of the mirror form.
     source_help: ClassVar[str] = ""
+    #: An example of this format's mirror options (JSON), shown in the mirror form.
+    options_help: ClassVar[str] = ""
 
     def clean_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         """Return the validated options for a mirror of this format, or raise OptionsError."""
@@ -235,6 +237,9 @@ class RepositoryFormat:
         `renders_units_alone`) those of the given units and the channel-wide ones."""
         raise NotImplementedError
 
+    #: Whether a download checks every digest the index gives (md5 besides sha256); otherwise
+    #: md5 only when it is all there is (conda: sha256 suffices, md5 costs CPU).
+    checks_every_digest: ClassVar[bool] = False
     #: Suffix of the file upstream serves beside each package (`.metadata`, PEP 658), if any.
     sidecar_suffix: ClassVar[str] = ""
     #: Whether a unit read with no records still gets (empty) index files (conda subdirs).

@@ -72,6 +72,7 @@ class CondaFormat(RepositoryFormat):
         "A conda channel, e.g. https://conda.anaconda.org/conda-forge; another PSM channel: "
         "https://<host>/api/repo/<channel>; a token in the path is kept private."
     )
+    options_help = '{"subdirs": ["linux-64", "osx-arm64"]}'
 
     def clean_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         options = dict(options or {})

@@ -73,6 +73,7 @@ class PypiFormat(RepositoryFormat):
         "A simple repository index, e.g. https://pypi.org/simple/; another PSM channel: "
         "https://<host>/api/repo/<channel>/simple/."
     )
+    options_help = '{"projects": ["requests >=2.31"], "package_types": ["wheel"], "latest": 3}'
 
     def clean_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         """The mirror filters (see `pypi_filters`), validated."""

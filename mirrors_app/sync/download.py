@@ -46,6 +46,7 @@ def download_unit(
     workers = settings.PSM_DOWNLOAD_WORKERS
     in_flight: dict[Future, tuple] = {}
     last_id = 0
+    every = mirror.format.checks_every_digest
     with ThreadPoolExecutor(workers, thread_name_prefix=f"download-{mirror.pk}") as pool:
         try:
             while True:
@@ -64,7 +65,7 @@ def download_unit(
                     pk, _, url, sha256, md5, size, record = row
                     sidecar = _sidecar(mirror, url, record)
                     future = pool.submit(
-                        _fetch, client, url, sha256 or None, md5 or None, size, stop, sidecar
+                        _fetch, client, url, sha256 or None, md5 or None, size, stop, sidecar, every
                     )
                     in_flight[future] = row
                     last_id = pk
@@ -114,9 +115,11 @@ def _sidecar(mirror: Mirror, url: str, record: str) -> tuple[str, str] | None:
     return (url + fmt.sidecar_suffix, digest) if digest else None
 
 
-def _fetch(client, url, sha256, md5, size, stop, sidecar):
+def _fetch(client, url, sha256, md5, size, stop, sidecar, every_digest=False):
     """A thread's work: the package file, then its sidecar (both verified; no database)."""
-    stored = storage.download(client, url, sha256=sha256, md5=md5, size=size, stop=stop)
+    stored = storage.download(
+        client, url, sha256=sha256, md5=md5, size=size, stop=stop, every_digest=every_digest
+    )
     extra = None
     if sidecar:
         extra = storage.download(client, sidecar[0], sha256=sidecar[1], stop=stop)

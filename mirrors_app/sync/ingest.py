@@ -122,14 +122,8 @@ class BatchWriter:
         removed = [pk for ids in gone.values() for pk in ids]
         if removed:
             Package.objects.filter(pk__in=removed).update(removed=True, updated_at=timezone.now())
-        changed = {row[2] for row in rows}  # a unit's changed rows may point at a stale file
-        if changed:
-            # A record whose file changed (new sha256) no longer matches what we stored.
-            Package.objects.filter(
-                mirror=self.mirror, subdir__in=changed, artifact__isnull=False
-            ).exclude(sha256="").exclude(artifact__sha256=F("sha256")).update(
-                artifact=None, updated_at=timezone.now()
-            )
+        if rows and connection.vendor != "postgresql":
+            _unlink_changed_files(self.mirror, {row[2] for row in rows})
         Channel.objects.filter(pk=self.mirror.channel_id).update(
             content_version=F("content_version") + 1
         )
@@ -308,10 +302,35 @@ def _known_rows(mirror_id: int, units: list[str]):
                 yield subdir, filename, Known(pk, digest, bool(removed))
 
 
+def _updates(table: str) -> str:
+    """The SET list of an upsert. A row whose record now describes other bytes (another
+    sha256, or another md5 where upstream gives only that, as CRAN does) loses its stored
+    file and sidecar, so the next download fetches the file the record describes."""
+    other_file = (
+        f"{table}.sha256 IS DISTINCT FROM EXCLUDED.sha256 "
+        f"OR {table}.md5 IS DISTINCT FROM EXCLUDED.md5"
+    )
+    return ", ".join(
+        [f"{c} = EXCLUDED.{c}" for c in UPDATED]
+        + [
+            f"{c} = CASE WHEN {other_file} THEN NULL ELSE {table}.{c} END"
+            for c in ("artifact_id", "sidecar_id")
+        ]
+    )
+
+
+def _unlink_changed_files(mirror: Mirror, units: set[str]) -> None:
+    """Without PostgreSQL's upsert: a record whose file changed (new sha256) no longer
+    matches what we stored."""
+    Package.objects.filter(mirror=mirror, subdir__in=units, artifact__isnull=False).exclude(
+        sha256=""
+    ).exclude(artifact__sha256=F("sha256")).update(artifact=None, updated_at=timezone.now())
+
+
 def _upsert_copy(rows: list[tuple]) -> None:
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in UPDATED)
+    updates = _updates(table)
     with connection.cursor() as cursor:
         # Dropped first as well: inside an outer transaction (tests) ON COMMIT comes late.
         cursor.execute("DROP TABLE IF EXISTS pg_temp.psm_package_stage")
@@ -335,7 +354,7 @@ def _upsert_values(rows: list[tuple]) -> None:
     """A small batch as one INSERT ... ON CONFLICT (no staging table)."""
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in UPDATED)
+    updates = _updates(table)
     row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
     with connection.cursor() as cursor:
         cursor.execute(
