@@ -14,6 +14,7 @@ import logging
 import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, F
@@ -35,6 +36,13 @@ State = SyncRun.State
 MANY_UNITS = 100
 PREFETCH = 4  # threads fetching the next pages of a many-unit source
 POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
+
+
+class UnitState(NamedTuple):
+    """What the last run that read a unit to the end kept of it."""
+
+    validators: dict
+    serial: int | None
 
 
 def run_sync(run: SyncRun) -> str:
@@ -92,7 +100,17 @@ def _sync_units(
     progress.step("listing the source's index")
     listed = fmt.list_units(client, mirror.source_url, mirror.options)
     units = sorted(listed)
-    known = {} if restart else {u.name: u for u in MirrorUnit.objects.filter(mirror=mirror)}
+    # (validators, serial) per unit read before: plain tuples, as PyPI has 600,000 projects.
+    states = (
+        {}
+        if restart
+        else {
+            name: UnitState(validators, serial)
+            for name, validators, serial in MirrorUnit.objects.filter(mirror=mirror).values_list(
+                "name", "validators", "serial"
+            )
+        }
+    )
     many = len(units) > MANY_UNITS  # then per-unit steps are not flushed one by one
     shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
@@ -101,10 +119,11 @@ def _sync_units(
     done: list[MirrorUnit] = []
     todo = []
     for unit in units:
-        state, serial = known.get(unit), listed[unit]
+        state, serial = states.get(unit), listed[unit]
         if state is not None and serial is not None and state.serial == serial:
             continue  # upstream says the unit did not change: no request at all
         todo.append((unit, state, serial))
+    del states, listed
     # Many small units share their database writes; then a unit is done once written.
     writer = BatchWriter(mirror, progress) if many else None
     known = KnownRows(mirror.pk, [unit for unit, _, _ in todo]) if many else None
