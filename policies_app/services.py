@@ -43,6 +43,8 @@ def policy_delete(*, policy: Policy, user=None) -> None:
     """Delete the policy (ProtectedError while a channel or mirror uses it), recorded."""
     audit_record(actor=user, action="policy.delete", target=policy)
     policy.delete()
+
+
 _FIELDS = [f.name for f in dataclasses.fields(osv.Advisory) if f.name != "osv_id"]
 
 

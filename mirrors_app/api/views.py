@@ -114,9 +114,7 @@ class MirrorViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance: Mirror) -> None:
         with_packages = self.request.query_params.get("with_packages") in ("1", "true")
-        services.mirror_delete(
-            mirror=instance, with_packages=with_packages, user=self.request.user
-        )
+        services.mirror_delete(mirror=instance, with_packages=with_packages, user=self.request.user)
 
     def _command(self, request, service) -> Response:
         mirror = self.get_object()
