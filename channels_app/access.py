@@ -52,10 +52,19 @@ def _presented_secret(request: HttpRequest, path_token: str | None) -> str | Non
 
 @dataclass(frozen=True)
 class Requester:
-    """Who a repository request comes from: (None, None) is anonymous."""
+    """Who a repository request comes from: a token's owner, a bearer's user, or else the
+    session's user (read only when a channel is not public: reading the session makes the
+    response vary by cookie)."""
 
     user: object = None
     token: ApiToken | None = None
+    request: HttpRequest | None = None
+
+    def signed_in_user(self):
+        if self.user is not None:
+            return self.user
+        session_user = getattr(self.request, "user", None)
+        return session_user if session_user and session_user.is_authenticated else None
 
 
 def repo_requester(request: HttpRequest, path_token: str | None = None):
@@ -66,8 +75,7 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
     try:
         secret = _presented_secret(request, path_token)
         if secret is None:
-            user = request.user
-            return Requester(user) if user.is_authenticated else Requester()
+            return Requester(request=request)
         token = token_lookup(secret)
         if token is not None:
             return Requester(token.user, token)
@@ -89,9 +97,9 @@ def can_read(channel: Channel, requester: Requester) -> bool:
     """Public: anyone. Authenticated: any signed-in user or valid token. Private: users with
     Read on channels, and through a token only if it grants this channel (resource token) or
     channel reading (scope token)."""
-    user, token = requester.user, requester.token
     if channel.visibility == Channel.Visibility.PUBLIC:
         return True
+    user, token = requester.signed_in_user(), requester.token
     if user is None:
         return False
     if channel.visibility == Channel.Visibility.AUTHENTICATED:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import jwt
@@ -24,6 +25,7 @@ from django.utils import timezone
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.contrib.drf import OIDCAuthentication, get_oidc_backend
 from mozilla_django_oidc.views import OIDCLogoutView
+from rest_framework import exceptions
 
 from .models import OidcIdentity
 from .roles import user_sync_roles
@@ -94,11 +96,13 @@ class PSMOIDCBackend(OIDCAuthenticationBackend):
             setattr(user, name, fields[name])
         if changed:
             user.save(update_fields=changed)
-        roles = roles_from_claims(claims)
+        roles = sorted(roles_from_claims(claims))
         user_sync_roles(user=user, roles=roles)
-        OidcIdentity.objects.filter(user=user).update(
-            roles=sorted(roles), last_login_at=timezone.now()
-        )
+        # Bearer tokens come through here on every API request: write only what changed.
+        now = timezone.now()
+        OidcIdentity.objects.filter(user=user).exclude(
+            roles=roles, last_login_at__gt=now - timedelta(minutes=1)
+        ).update(roles=roles, last_login_at=now)
         return user
 
     def _free_username(self, claims: dict, user) -> str:
@@ -204,7 +208,13 @@ class OIDCBearerAuthentication(OIDCAuthentication):
         token = self.get_access_token(request)
         if not token or token.startswith("psm_"):
             return None
-        return super().authenticate(request)
+        try:
+            return super().authenticate(request)
+        except requests.RequestException as exc:
+            logger.warning("single sign-on provider unreachable: %s", exc)
+            raise exceptions.AuthenticationFailed(
+                "The single sign-on provider could not verify this token."
+            ) from None
 
 
 def user_from_bearer(token: str):
