@@ -14,12 +14,29 @@ from .models import Channel, Package
 
 @admin.register(Channel)
 class ChannelAdmin(admin.ModelAdmin):
-    list_display = ["path_display", "kind_label", "frozen", "policy", "mirror_count", "created_at"]
-    list_filter = ["kind", "frozen"]
+    list_display = [
+        "path_display",
+        "kind_label",
+        "visibility",
+        "frozen",
+        "policy",
+        "mirror_count",
+        "created_at",
+    ]
+    list_filter = ["kind", "visibility", "frozen"]
     search_fields = ["name", "description", "parent__name"]
     list_select_related = ["parent", "policy"]
     actions = ["freeze", "unfreeze"]
-    fields = ["name", "description", "kind", "parent", "policy", "frozen_info", "mirrors_table"]
+    fields = [
+        "name",
+        "description",
+        "kind",
+        "parent",
+        "visibility",
+        "policy",
+        "frozen_info",
+        "mirrors_table",
+    ]
     readonly_fields = ["frozen_info", "mirrors_table"]
 
     def get_queryset(self, request):
@@ -33,6 +50,11 @@ class ChannelAdmin(admin.ModelAdmin):
             return forms.ChoiceField(
                 choices=kind_choices(), label="Package type", help_text=db_field.help_text
             )
+        if db_field.name == "visibility":
+            # Optional in the form: a form that leaves it out keeps the default (public).
+            field = super().formfield_for_dbfield(db_field, request, **kwargs)
+            field.required = False
+            return field
         if db_field.name == "parent":
             kwargs["queryset"] = Channel.objects.top_level()
         return super().formfield_for_dbfield(db_field, request, **kwargs)

@@ -27,6 +27,14 @@ def validate_kind(value: str) -> None:
 class Channel(models.Model):
     """A named repository that clients install from; one level of subchannels below it."""
 
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public (anyone)"
+        AUTHENTICATED = "authenticated", "Authenticated (any signed-in user or token)"
+        PRIVATE = "private", "Private (users with Read on channels, tokens granting it)"
+
+    # Top-level names that would clash with client URLs (`/api/repo/t/<token>/<channel>/`).
+    RESERVED_NAMES = frozenset({"t"})
+
     name = models.CharField(max_length=100, validators=[channel_name_validator])
     description = models.TextField(blank=True)
     # No `choices=`: valid kinds come from the formats registry, so a new type needs no migration.
@@ -51,6 +59,14 @@ class Channel(models.Model):
         on_delete=models.PROTECT,
         related_name="channels",
         help_text="Policy applied to everything mirrored into this channel.",
+    )
+    visibility = models.CharField(
+        "privacy",
+        max_length=20,
+        choices=Visibility.choices,
+        default=Visibility.PUBLIC,
+        help_text="Who package clients may read it as. Anyone without access gets 404, as for "
+        "a channel that does not exist. A subchannel has its own privacy.",
     )
     frozen = models.BooleanField(
         default=False,
@@ -103,6 +119,8 @@ class Channel(models.Model):
         return self.parent_id is not None
 
     def clean(self) -> None:
+        if not self.parent_id and self.name in self.RESERVED_NAMES:
+            raise ValidationError({"name": f"{self.name!r} is reserved for client URLs."})
         if self.parent_id:
             if self.parent_id == self.pk:
                 raise ValidationError({"parent": "A channel cannot be its own subchannel."})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from psm.audit import audit_record
+
 from . import tasks
 from .models import Channel
 
@@ -15,6 +17,7 @@ def channel_freeze(*, channel: Channel, user) -> bool:
         return False
     channel.freeze(user)
     channel.save(update_fields=["frozen", "frozen_by", "frozen_at", "updated_at"])
+    audit_record(actor=user, action="channel.freeze", target=channel)
     return True
 
 
@@ -25,6 +28,7 @@ def channel_unfreeze(*, channel: Channel, user) -> bool:
         return False
     channel.unfreeze()
     channel.save(update_fields=["frozen", "frozen_by", "frozen_at", "updated_at"])
+    audit_record(actor=user, action="channel.unfreeze", target=channel)
     # Publish what was prepared while frozen, in one step, off the request.
     transaction.on_commit(lambda: tasks.publish_channel.delay(channel.pk))
     return True

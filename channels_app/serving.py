@@ -27,7 +27,7 @@ from django.views.decorators.http import require_safe
 
 from psm.http import UpstreamClient, UpstreamError
 
-from . import storage
+from . import access, storage
 from .formats import get_format
 from .http_files import file_response
 from .models import Artifact, Channel, Package, PublishedFile
@@ -38,14 +38,33 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @require_safe
-def repo_file(request: HttpRequest, path: str) -> HttpResponseBase:
-    """Any file of a channel: a published index file or a package file."""
+def repo_file(request: HttpRequest, path: str, token: str | None = None) -> HttpResponseBase:
+    """Any file of a channel: a published index file or a package file.
+
+    `token`: from the `/api/repo/t/<token>/…` form of the URL. Who may read is decided by
+    `access` before anything else (passive fetches included).
+    """
+    requester = access.repo_requester(request, token)
+    if isinstance(requester, HttpResponse):
+        return requester
     channel, inner = _resolve(path)
+    access.check_read(channel, requester)
+    response = _channel_file(request, channel, inner, token)
+    if channel.visibility != Channel.Visibility.PUBLIC and response.has_header("Cache-Control"):
+        # Never let a shared cache hand a restricted channel's files to someone else.
+        response["Cache-Control"] = response["Cache-Control"].replace("public", "private")
+    return response
+
+
+def _channel_file(
+    request: HttpRequest, channel: Channel, inner: str, token: str | None
+) -> HttpResponseBase:
     fmt = get_format(channel.kind)
     negotiated = fmt.index_request(inner, request.headers.get("Accept"))
     if negotiated is not None:
         if negotiated.redirect:
-            return HttpResponsePermanentRedirect(f"/api/repo/{channel.path}/{negotiated.redirect}")
+            base = f"/api/repo/t/{token}" if token else "/api/repo"
+            return HttpResponsePermanentRedirect(f"{base}/{channel.path}/{negotiated.redirect}")
         if not negotiated.path:
             offered = ", ".join(negotiated.content_types)
             return HttpResponse(

@@ -158,7 +158,7 @@ class MirrorAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj) -> None:
         request._psm_channel_id = obj.channel_id  # where response_delete goes back to
-        services.mirror_delete(mirror=obj)
+        services.mirror_delete(mirror=obj, user=request.user)
 
     def get_deleted_objects(self, objs, request):
         # A mirror's runs go with it: deleting a mirror needs no separate "delete sync run" right.
@@ -187,7 +187,7 @@ class MirrorAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset) -> None:
         for mirror in queryset:
-            services.mirror_delete(mirror=mirror)
+            services.mirror_delete(mirror=mirror, user=request.user)
 
     # --- The All Mirrors list -----------------------------------------------------------------
 
@@ -495,7 +495,7 @@ class MirrorAdmin(admin.ModelAdmin):
         mirror = self._mirror(request, pk, change=True)
         if request.method != "POST":
             return self._policy_page(request, mirror, "Apply policy now")
-        change = services.mirror_policy_apply(mirror=mirror)
+        change = services.mirror_policy_apply(mirror=mirror, user=request.user)
         self.message_user(
             request,
             f"Policy applied to mirror {mirror.name!r}: {change['entering']:,} packages entered, "

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from channels_app.models import Channel
 from channels_app.tasks import publish_channel
+from psm.audit import audit_record
 
 from . import schedules
 from .models import Mirror, SyncRun
@@ -47,20 +48,34 @@ def mirror_save(*, mirror: Mirror, user=None, run_now: bool = False) -> SyncRun 
     Returns the queued run when `run_now` is set.
     """
     with transaction.atomic():
-        if mirror.pk is None and mirror.created_by is None and user and user.is_authenticated:
+        created = mirror.pk is None
+        if created and mirror.created_by is None and user and user.is_authenticated:
             mirror.created_by = user
         mirror.full_clean()
         mirror.save()
         schedules.schedule_sync(mirror)
+        audit_record(
+            actor=user,
+            action="mirror.create" if created else "mirror.change",
+            target=mirror,
+            channel=mirror.channel.path,
+        )
     if run_now:
         # After the save's transaction: MirrorBusy must not roll the saved settings back.
         return mirror_run_now(mirror=mirror, user=user)
     return None
 
 
-def mirror_delete(*, mirror: Mirror, with_packages: bool = False) -> None:
+def mirror_delete(*, mirror: Mirror, with_packages: bool = False, user=None) -> None:
     """Delete the mirror, its schedule and its runs; its packages stay unless asked."""
     with transaction.atomic():
+        audit_record(
+            actor=user,
+            action="mirror.delete",
+            target=mirror,
+            channel=mirror.channel.path,
+            with_packages=with_packages,
+        )
         if with_packages:
             # Dropped from the index at the next publish, served until then.
             mirror.packages.update(removed=True, updated_at=timezone.now())
@@ -95,6 +110,8 @@ def mirror_run_now(*, mirror: Mirror, user=None, trigger: str = SyncRun.Trigger.
 
     with transaction.atomic():
         run = sync_run_create(mirror=mirror, trigger=trigger, user=user)
+        action = "mirror.restart" if trigger == SyncRun.Trigger.RESTART else "mirror.run"
+        audit_record(actor=user, action=action, target=mirror, run=run.pk)
         transaction.on_commit(lambda: sync_mirror.delay(mirror_id=mirror.pk, run_id=run.pk))
     return run
 
@@ -106,6 +123,12 @@ def mirror_restart(*, mirror: Mirror, user=None) -> SyncRun:
 
 def mirror_stop(*, mirror: Mirror, user=None) -> SyncRun:
     """Ask the mirror's active run to stop; a queued run stops at once, a running one soon."""
+    run = _stop(mirror)
+    audit_record(actor=user, action="mirror.stop", target=mirror, run=run.pk)
+    return run
+
+
+def _stop(mirror: Mirror) -> SyncRun:
     for _ in range(3):  # the run may change state under us; retry the conditional updates
         run = mirror.active_run()
         if run is None:
@@ -195,13 +218,22 @@ def _transition(run: SyncRun, from_states: set[str], to: str, **fields) -> bool:
     return bool(changed)
 
 
-def mirror_policy_apply(*, mirror: Mirror, dry_run: bool = False) -> dict:
+def mirror_policy_apply(*, mirror: Mirror, dry_run: bool = False, user=None) -> dict:
     """Preview (`dry_run`) or apply the mirror's effective policy to what it already holds,
     without fetching the upstream index again; applying publishes the channel."""
     from .sync.policy import policy_apply, policy_fingerprint
 
     change = policy_apply(mirror=mirror, dry_run=dry_run)
     if not dry_run:
+        policy = mirror.effective_policy()
+        audit_record(
+            actor=user,
+            action="policy.apply",
+            target=mirror,
+            policy=policy.name if policy else None,
+            entering=len(change.entering),
+            leaving=len(change.leaving),
+        )
         mirror.fetch_state = {**mirror.fetch_state, "_policy": policy_fingerprint(mirror)}
         Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
         transaction.on_commit(lambda: publish_channel.delay(mirror.channel_id))

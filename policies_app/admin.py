@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 
 from channels_app.formats.conda import KNOWN_SUBDIRS
 
+from . import services
 from .models import CveStatus, Policy, Vulnerability
 
 
@@ -192,6 +193,16 @@ class PolicyAdmin(admin.ModelAdmin):
                 _channels=Count("channels", distinct=True), _mirrors=Count("mirrors", distinct=True)
             )
         )
+
+    def save_model(self, request, obj, form, change) -> None:
+        services.policy_save(policy=obj, user=request.user)
+
+    def delete_model(self, request, obj) -> None:
+        services.policy_delete(policy=obj, user=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for policy in queryset:
+            services.policy_delete(policy=policy, user=request.user)
 
     @admin.display(description="What this policy enforces")
     def summary(self, policy: Policy):

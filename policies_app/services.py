@@ -10,12 +10,41 @@ from pathlib import Path
 
 from django.db import transaction
 
+from psm.audit import audit_record
+
 from . import osv
-from .models import Vulnerability
+from .models import Policy, Vulnerability
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+
+
+@transaction.atomic
+def policy_save(*, policy: Policy, user=None) -> Policy:
+    """Save a validated policy and record who created or changed it (and which fields)."""
+    created = policy.pk is None
+    changed: list[str] = []
+    if not created:
+        before = Policy.objects.filter(pk=policy.pk).values().first() or {}
+        changed = sorted(
+            name
+            for name, value in before.items()
+            if name not in ("updated_at", "created_at") and getattr(policy, name, value) != value
+        )
+    policy.save()
+    action = "policy.create" if created else "policy.change"
+    audit_record(actor=user, action=action, target=policy, fields=changed)
+    return policy
+
+
+@transaction.atomic
+def policy_delete(*, policy: Policy, user=None) -> None:
+    """Delete the policy (ProtectedError while a channel or mirror uses it), recorded."""
+    audit_record(actor=user, action="policy.delete", target=policy)
+    policy.delete()
+
+
 _FIELDS = [f.name for f in dataclasses.fields(osv.Advisory) if f.name != "osv_id"]
 
 

@@ -96,13 +96,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "django_celery_beat",
     "mozilla_django_oidc",
     "channels_app",
     "policies_app",
     "mirrors_app",
+    # Last: its post_migrate hook builds the permission groups from every app's permissions.
+    "psm",
 ]
 
 MIDDLEWARE = [
@@ -129,6 +130,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "psm.context.single_sign_on",
             ],
         },
     },
@@ -178,6 +180,48 @@ LOGIN_URL = "admin:login"
 
 # Keycloak single sign-on through mozilla-django-oidc. Local logins stay available (break-glass).
 PSM_OIDC_ENABLED = envbool("PSM_OIDC_ENABLED", False)
+# Where roles are read in the tokens (dotted paths; {client} is OIDC_RP_CLIENT_ID).
+PSM_OIDC_ROLE_CLAIMS = envlist(
+    "PSM_OIDC_ROLE_CLAIMS", ["realm_access.roles", "resource_access.{client}.roles", "groups"]
+)
+# Roles named <prefix><category>:<level> (e.g. psm:channel.mirror:manage) grant that level;
+# <prefix>admin makes a superuser. Empty: only PSM_OIDC_ROLE_MAP counts.
+PSM_OIDC_ROLE_PREFIX = envstr("PSM_OIDC_ROLE_PREFIX", "psm:")
+
+
+def _role_map() -> dict[str, list[str]]:
+    """PSM_OIDC_ROLE_MAP: JSON {"role or group": ["category:level" | "superuser", ...]}."""
+    import json
+
+    raw = envstr("PSM_OIDC_ROLE_MAP").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"PSM_OIDC_ROLE_MAP is not valid JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, list) and all(isinstance(i, str) for i in v) for v in value.values()
+    ):
+        raise ImproperlyConfigured(
+            'PSM_OIDC_ROLE_MAP must map role names to lists, e.g. {"ops": ["channel:manage"]}'
+        )
+    from psm.roles import parse_grant
+
+    for grants in value.values():
+        for grant in grants:
+            try:
+                parse_grant(grant)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"PSM_OIDC_ROLE_MAP: {exc}") from None
+    return value
+
+
+PSM_OIDC_ROLE_MAP = _role_map()
+# Access tokens accepted on the API must name one of these in `aud` or `azp` (default: the
+# client id); PSM_OIDC_ISSUER, when set, must be their `iss`.
+PSM_OIDC_AUDIENCES = envlist("PSM_OIDC_AUDIENCES", [])
+PSM_OIDC_ISSUER = envstr("PSM_OIDC_ISSUER")
 if PSM_OIDC_ENABLED:
     _oidc_required = [
         "OIDC_RP_CLIENT_ID",
@@ -198,10 +242,17 @@ if PSM_OIDC_ENABLED:
     OIDC_OP_TOKEN_ENDPOINT = envstr("OIDC_OP_TOKEN_ENDPOINT")
     OIDC_OP_USER_ENDPOINT = envstr("OIDC_OP_USER_ENDPOINT")
     OIDC_OP_JWKS_ENDPOINT = envstr("OIDC_OP_JWKS_ENDPOINT")
+    # Keycloak: <realm URL>/protocol/openid-connect/logout (the end_session_endpoint).
     OIDC_OP_LOGOUT_ENDPOINT = envstr("OIDC_OP_LOGOUT_ENDPOINT")
     OIDC_RP_SIGN_ALGO = envstr("OIDC_RP_SIGN_ALGO", "RS256")
     OIDC_RP_SCOPES = envstr("OIDC_RP_SCOPES", "openid email profile")
-    AUTHENTICATION_BACKENDS.insert(0, "mozilla_django_oidc.auth.OIDCAuthenticationBackend")
+    OIDC_USE_PKCE = envbool("OIDC_USE_PKCE", True)
+    OIDC_TIMEOUT = envint("OIDC_TIMEOUT", 10, minimum=1)
+    OIDC_VERIFY_SSL = envbool("OIDC_VERIFY_SSL", True)
+    # Logout at the provider needs the ID token as id_token_hint.
+    OIDC_STORE_ID_TOKEN = True
+    OIDC_OP_LOGOUT_URL_METHOD = "psm.oidc.provider_logout_url"
+    AUTHENTICATION_BACKENDS.insert(0, "psm.oidc.PSMOIDCBackend")
     LOGIN_REDIRECT_URL = "/admin/"
     LOGOUT_REDIRECT_URL = "/admin/"
 
@@ -221,10 +272,11 @@ MEDIA_ROOT = DATA_DIR / "files"
 # --- REST API -------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    # First the token classes: unauthenticated requests get 401 with WWW-Authenticate.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "psm.tokens.ApiTokenAuthentication",
+        "psm.oidc.OIDCBearerAuthentication",  # Keycloak access tokens, when PSM_OIDC_ENABLED
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
-        *(["mozilla_django_oidc.contrib.drf.OIDCAuthentication"] if PSM_OIDC_ENABLED else []),
     ],
     "DEFAULT_PERMISSION_CLASSES": ["psm.permissions.ModelPermissions"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -236,6 +288,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Channels, mirrors, policies and sync runs of the Package Security Manager.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "KindEnum": "channels_app.formats.kind_choices",
+        "ApiTokenKindEnum": "psm.models.ApiToken.Kind",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------------

@@ -132,6 +132,27 @@ else
 R client tests are skipped."
 fi
 
+# --- Node.js: the OpenID Connect provider of the single sign-on tests --------------------------
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm || true
+fi
+if command -v node >/dev/null && command -v npm >/dev/null; then
+    oidc_dir=tests/fixtures/oidc
+    oidc_stamp=$oidc_dir/node_modules/.psm-installed
+    if [ ! -f "$oidc_stamp" ] || [ "$oidc_dir/package-lock.json" -nt "$oidc_stamp" ]; then
+        say "installing the test OpenID Connect provider (npm ci in $oidc_dir)"
+        if (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error); then
+            touch "$oidc_stamp"
+        else
+            warn "npm ci failed in $oidc_dir: the single sign-on tests will be skipped."
+        fi
+    fi
+else
+    warn "Node.js and npm are not installed and could not be: the single sign-on tests
+(tests/psm/test_oidc.py) will be skipped."
+fi
+
 # Every file the tests write (embedded broker, SQLite test database, blobs) goes here.
 PSM_DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/psm-test.XXXXXX")
 export PSM_DATA_DIR

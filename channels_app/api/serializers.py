@@ -26,6 +26,7 @@ class ChannelSerializer(FullCleanMixin, serializers.ModelSerializer):
             "description",
             "kind",
             "parent",
+            "visibility",
             "policy",
             "frozen",
             "frozen_by",

@@ -114,7 +114,7 @@ class MirrorViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance: Mirror) -> None:
         with_packages = self.request.query_params.get("with_packages") in ("1", "true")
-        services.mirror_delete(mirror=instance, with_packages=with_packages)
+        services.mirror_delete(mirror=instance, with_packages=with_packages, user=self.request.user)
 
     def _command(self, request, service) -> Response:
         mirror = self.get_object()
@@ -253,7 +253,7 @@ class MirrorViewSet(viewsets.ModelViewSet):
     def policy_apply(self, request, pk=None):
         """Apply the effective policy to the packages the mirror holds now, without fetching
         the source again, and republish the channel."""
-        change = services.mirror_policy_apply(mirror=self.get_object())
+        change = services.mirror_policy_apply(mirror=self.get_object(), user=request.user)
         return Response(PolicyChangeSerializer(change).data)
 
 

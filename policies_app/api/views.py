@@ -6,6 +6,7 @@ from rest_framework import status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from .. import services
 from ..models import CveStatus, Policy, Vulnerability
 from .serializers import PolicySerializer, VulnerabilitySerializer
 
@@ -15,10 +16,20 @@ class PolicyViewSet(viewsets.ModelViewSet):
     serializer_class = PolicySerializer
     search_fields = ["name"]
 
+    def perform_create(self, serializer) -> None:
+        policy = Policy(**serializer.validated_data)
+        serializer.instance = services.policy_save(policy=policy, user=self.request.user)
+
+    def perform_update(self, serializer) -> None:
+        policy = serializer.instance
+        for name, value in serializer.validated_data.items():
+            setattr(policy, name, value)
+        services.policy_save(policy=policy, user=self.request.user)
+
     def destroy(self, request, *args, **kwargs):
         policy = self.get_object()
         try:
-            policy.delete()
+            services.policy_delete(policy=policy, user=request.user)
         except ProtectedError:
             return Response(
                 {

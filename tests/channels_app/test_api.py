@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from channels_app.models import Channel
+from psm.tokens import token_create
 from tests.factories import ChannelFactory, PolicyFactory
 
 pytestmark = pytest.mark.django_db
@@ -64,10 +64,12 @@ def test_force_login_session_authenticates(api_client, make_user):
 
 
 def test_token_header_authenticates(api_client, make_user):
-    token = Token.objects.create(user=make_user("channels_app.view_channel"))
+    _, secret = token_create(
+        user=make_user("channels_app.view_channel"), name="cli", kind="scope", scopes=["*:manage"]
+    )
     ChannelFactory(name="main")
 
-    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
     response = api_client.get("/api/channels/main/")
 
     assert response.status_code == 200
@@ -75,9 +77,9 @@ def test_token_header_authenticates(api_client, make_user):
 
 
 def test_wrong_token_is_refused(api_client, make_user):
-    Token.objects.create(user=make_user("channels_app.view_channel"))
+    token_create(user=make_user("channels_app.view_channel"), name="cli")
 
-    api_client.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    api_client.credentials(HTTP_AUTHORIZATION="Token psm_" + "0" * 40)
 
     assert api_client.get("/api/channels/").status_code in (401, 403)
 

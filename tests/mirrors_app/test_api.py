@@ -11,10 +11,10 @@ from unittest import mock
 
 import pytest
 from django_celery_beat.models import PeriodicTask
-from rest_framework.authtoken.models import Token
 
 from channels_app.models import Artifact, Package
 from mirrors_app.models import Mirror, SyncRun
+from psm.tokens import token_create
 from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory, SyncRunFactory
 
 pytestmark = pytest.mark.django_db
@@ -95,10 +95,10 @@ def test_token_header_authenticates_and_runs_mirror(
     api_client, make_user, channel, django_capture_on_commit_callbacks
 ):
     user = make_user("mirrors_app.run_mirror", username="robot")
-    token = Token.objects.create(user=user)
+    _, secret = token_create(user=user, name="cli", kind="scope", scopes=["*:manage"])
     mirror = MirrorFactory(channel=channel)
 
-    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
     with django_capture_on_commit_callbacks() as callbacks:
         response = api_client.post(f"/api/mirrors/{mirror.pk}/run/")
 

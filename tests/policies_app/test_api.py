@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from policies_app.models import Policy
+from psm.tokens import token_create
 from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory
 
 pytestmark = pytest.mark.django_db
@@ -47,9 +47,11 @@ def test_session_login_authenticates(api_client, make_user):
 
 
 def test_token_header_authenticates(api_client, make_user):
-    token = Token.objects.create(user=make_user("policies_app.add_policy"))
+    _, secret = token_create(
+        user=make_user("policies_app.add_policy"), name="cli", kind="scope", scopes=["*:manage"]
+    )
 
-    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
     response = api_client.post("/api/policies/", {"name": "strict"}, format="json")
 
     assert response.status_code == 201

@@ -42,5 +42,5 @@ def test_oidc_enabled_adds_the_backend_and_login_urls(tmp_path):
     result = _run(tmp_path, PSM_OIDC_ENABLED="true", **OIDC)
     assert result.returncode == 0, result.stderr
     backend, url = result.stdout.split()
-    assert backend == "mozilla_django_oidc.auth.OIDCAuthenticationBackend"
+    assert backend == "psm.oidc.PSMOIDCBackend"
     assert url == "/oidc/authenticate/"

@@ -38,6 +38,10 @@ EXPECTED_PATHS = {
     "/api/runs/{id}/": {"get"},
     "/api/policies/": {"get", "post"},
     "/api/policies/{id}/": {"get", "put", "patch", "delete"},
+    "/api/tokens/": {"get", "post"},
+    "/api/tokens/{id}/": {"get", "delete"},
+    "/api/audit/": {"get"},
+    "/api/audit/{id}/": {"get"},
 }
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 
@@ -159,8 +163,8 @@ def test_mirror_channel_is_a_path_string_and_run_now_is_write_only(schema):
 def test_schema_declares_session_and_token_authentication(schema):
     schemes = schema["components"]["securitySchemes"]
 
-    assert schemes["tokenAuth"]["type"] == "apiKey"
-    assert schemes["tokenAuth"]["name"] == "Authorization"
+    assert schemes["tokenAuth"] == {**schemes["tokenAuth"], "type": "http", "scheme": "bearer"}
+    assert schemes["keycloakAuth"]["bearerFormat"] == "JWT"
     assert "cookieAuth" in schemes
 
 

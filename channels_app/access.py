@@ -1,0 +1,119 @@
+"""Who may read a channel through `/api/repo/`: the one access check of package clients.
+
+Credentials, in order: a PSM token in the path (`/api/repo/t/<token>/<channel>/…`), in HTTP Basic
+auth (`<token>:x-auth-token`, or the token as the password), in `X-Auth`, or in
+`Authorization: Bearer` (a PSM token, or a Keycloak access token when single sign-on is on);
+else the session's user. A credential that is given but not valid is a 401 (pip and uv send
+credentials again after one); a channel the requester may not read is a 404, exactly as if it
+did not exist.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from django.http import Http404, HttpRequest, HttpResponse
+
+from psm.models import ApiToken
+from psm.tokens import PREFIX, token_levels, token_lookup
+
+from .models import Channel
+
+BASIC_PASSWORD = "x-auth-token"
+NOT_FOUND = "No such channel."
+
+
+class _BadCredentials(Exception):
+    pass
+
+
+def _presented_secret(request: HttpRequest, path_token: str | None) -> str | None:
+    """The credential the client sent, if any (a PSM token or a bearer token)."""
+    if path_token is not None:
+        return path_token
+    if request.headers.get("X-Auth"):
+        return request.headers["X-Auth"].strip()
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, value = scheme.lower(), value.strip()
+    if scheme in ("bearer", "token") and value:
+        return value
+    if scheme == "basic":
+        try:
+            user, _, password = base64.b64decode(value).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise _BadCredentials from None
+        if password == BASIC_PASSWORD or (user.startswith(PREFIX) and not password):
+            return user
+        return password  # any user name, the token as the password
+    return None
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who a repository request comes from: a token's owner, a bearer's user, or else the
+    session's user (read only when a channel is not public: reading the session makes the
+    response vary by cookie)."""
+
+    user: object = None
+    token: ApiToken | None = None
+    request: HttpRequest | None = None
+
+    def signed_in_user(self):
+        if self.user is not None:
+            return self.user
+        session_user = getattr(self.request, "user", None)
+        return session_user if session_user and session_user.is_authenticated else None
+
+
+def repo_requester(request: HttpRequest, path_token: str | None = None):
+    """The Requester, or a 401 response when a credential is given but is not valid.
+
+    Checked before the channel is looked up, so a bad token learns nothing about channels.
+    """
+    try:
+        secret = _presented_secret(request, path_token)
+        if secret is None:
+            return Requester(request=request)
+        token = token_lookup(secret)
+        if token is not None:
+            return Requester(token.user, token)
+        from psm.oidc import user_from_bearer
+
+        user = user_from_bearer(secret)
+        if user is None:
+            raise _BadCredentials
+        return Requester(user)
+    except _BadCredentials:
+        response = HttpResponse(
+            "Invalid, expired or revoked token.\n", status=401, content_type="text/plain"
+        )
+        response["WWW-Authenticate"] = 'Basic realm="PSM"'
+        return response
+
+
+def can_read(channel: Channel, requester: Requester) -> bool:
+    """Public: anyone. Authenticated: any signed-in user or valid token. Private: users with
+    Read on channels, and through a token only if it grants this channel (resource token) or
+    channel reading (scope token)."""
+    if channel.visibility == Channel.Visibility.PUBLIC:
+        return True
+    user, token = requester.signed_in_user(), requester.token
+    if user is None:
+        return False
+    if channel.visibility == Channel.Visibility.AUTHENTICATED:
+        return True
+    if not user.has_perm("channels_app.view_channel"):
+        return False
+    if token is None:
+        return True
+    if token.kind == ApiToken.Kind.RESOURCE:
+        return token.resources.filter(channel=channel).exists()
+    return ("subchannel" if channel.parent_id else "channel") in token_levels(token)
+
+
+def check_read(channel: Channel, requester: Requester) -> None:
+    """Raise Http404, as for a missing channel, unless the requester may read it."""
+    if not can_read(channel, requester):
+        raise Http404(NOT_FOUND)

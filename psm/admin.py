@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.translation import ngettext
+
+from channels_app.models import Channel
+
+from . import tokens
+from .models import ApiToken, AuditEvent, OidcIdentity, TokenResource
+from .roles import parse_grant
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read only: who froze, ran, stopped, restarted, deleted, changed a policy, and when."""
+
+    list_display = ["created_at", "actor_name", "action", "target_type", "target_name", "details"]
+    list_filter = ["action", "target_type", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["actor_name", "target_name", "action"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ApiTokenForm(forms.ModelForm):
+    scopes = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 40}),
+        help_text="Scope tokens: one 'category:level' per line, e.g. channel:read, "
+        "channel.mirror:write, policy:manage.",
+    )
+    channels = forms.ModelMultipleChoiceField(
+        queryset=Channel.objects.select_related("parent"),
+        required=False,
+        help_text="Resource tokens: the channels (or subchannels) package clients may read.",
+    )
+    level = forms.ChoiceField(choices=TokenResource.Level.choices, initial="read")
+
+    class Meta:
+        model = ApiToken
+        fields = ["name", "description", "kind", "expires_at"]
+
+    def clean_scopes(self) -> list[str]:
+        lines = [line.strip() for line in self.cleaned_data["scopes"].splitlines()]
+        scopes = [line for line in lines if line]
+        for scope in scopes:
+            try:
+                parse_grant(scope)
+            except ValueError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return scopes
+
+    def clean(self):
+        data = super().clean()
+        resources = [(c, data.get("level")) for c in data.get("channels") or []]
+        try:
+            tokens.token_check(
+                kind=data.get("kind"), scopes=data.get("scopes") or [], resources=resources
+            )
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Every staff user manages their own tokens; superusers see everyone's."""
+
+    form = ApiTokenForm
+    list_display = ["name", "hint", "user", "kind", "expires_at", "revoked_at", "last_used_at"]
+    list_filter = ["kind", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "hint", "user__username"]
+    list_select_related = ["user"]
+    actions = ["revoke"]
+
+    def get_queryset(self, request):
+        found = super().get_queryset(request)
+        return found if request.user.is_superuser else found.filter(user=request.user)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name", "description", "kind", "expires_at", "scopes", "channels", "level"]
+        return ["name", "hint", "user", "kind", "scopes", "grants", "expires_at", "revoked_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.get_fields(request, obj)
+
+    @admin.display(description="Channels")
+    def grants(self, token: ApiToken) -> str:
+        return ", ".join(str(r) for r in token.resources.select_related("channel__parent"))
+
+    def save_model(self, request, obj, form, change) -> None:
+        obj.user = request.user
+        obj.scopes = form.cleaned_data["scopes"]
+        level = form.cleaned_data["level"]
+        resources = [(c, level) for c in form.cleaned_data["channels"]]
+        secret = tokens.token_issue(token=obj, resources=resources)
+        self.message_user(
+            request,
+            f"Token {obj.name!r} created: {secret} — copy it now, it is not shown again.",
+            messages.SUCCESS,
+        )
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # a token is revoked and replaced, never edited
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_revoke_permission(self, request) -> bool:
+        return self.has_module_permission(request)
+
+    @admin.action(permissions=["revoke"], description="Revoke selected tokens")
+    def revoke(self, request, queryset) -> None:
+        done = sum(tokens.token_revoke(token=t, user=request.user) for t in queryset)
+        self.message_user(request, ngettext("%d token revoked.", "%d tokens revoked.", done) % done)
+
+
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(admin.ModelAdmin):
+    """Single sign-on accounts: the subject they are matched on and their roles at last login."""
+
+    list_display = ["user", "subject", "role_list", "last_login_at"]
+    search_fields = ["user__username", "subject"]
+    list_select_related = ["user"]
+    readonly_fields = ["user", "subject", "roles", "last_login_at"]
+
+    @admin.display(description="Roles and groups")
+    def role_list(self, identity: OidcIdentity) -> str:
+        return ", ".join(identity.roles)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.has_perm("auth.view_user")
