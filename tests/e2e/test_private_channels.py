@@ -15,9 +15,9 @@ from channels_app.models import Channel
 from mirrors_app.models import Mirror, SyncRun
 from psm.tokens import token_create
 from tests.e2e.test_conda_clients import ALPHA, BETA, PACKAGES, _assert_installed_from, _install
-from tests.factories import ChannelFactory, MirrorFactory, UserFactory
 from tests.e2e.test_r_clients import CHAIN
 from tests.e2e.test_r_clients import PACKAGES as R_PACKAGES
+from tests.factories import ChannelFactory, MirrorFactory, UserFactory
 from tests.fixtures.conda_channel import ChannelServer, build_channel
 from tests.fixtures.cran_repo import CranServer, build_repo, rscript, rscript_install
 from tests.fixtures.pypi_index import FakeDist, IndexServer, build_index, pip_install, uv_install
@@ -137,4 +137,4 @@ def test_r_installs_from_a_private_channel_with_a_token_in_the_url(
             f"{live_server.url}/api/repo/rprivate", ["alpha"], tmp_path / "anonymous"
         )
     assert installed.returncode == 0 and CHAIN in installed.stdout, installed.stderr
-    assert not (tmp_path / "anonymous" / "alpha").exists()
+    assert not (tmp_path / "anonymous" / "alpha").exists(), anonymous.stdout
