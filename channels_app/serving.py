@@ -1,8 +1,9 @@
 """Serve channels to package clients under `/api/repo/<channel>[/<subchannel>]/<path>`.
 
 Index files are the published ones (rendered once at publish, never per request). Package files
-come from storage; a passive mirror's file is fetched from upstream on its first request,
-verified and stored, with one upstream download however many clients ask at once.
+come from storage; a passive mirror's file is fetched from upstream on its first request, passed
+on to that client as it arrives while being verified and stored (the last chunk only once it is
+verified), with one upstream download however many clients ask at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     HttpResponsePermanentRedirect,
+    StreamingHttpResponse,
 )
+from django.utils.http import quote_etag
 from django.views.decorators.http import require_safe
 
 from psm.http import UpstreamClient, UpstreamError
@@ -140,6 +143,10 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
                 response["Content-Length"] = str(package.size)
             return response
         try:
+            if "Range" not in request.headers:
+                streamed = _stream_on_demand(package, fmt, filename)
+                if streamed is not None:
+                    return streamed
             fetch_on_demand(package, every_digest=fmt.checks_every_digest)
         except UpstreamError as exc:
             return _upstream_failure(exc)
@@ -251,14 +258,110 @@ def _content_type(filename: str) -> str:
     return mimetypes.guess_type(filename)[0] or "application/octet-stream"
 
 
+class _FileLock:
+    """An exclusive lock across the processes of this host (web workers share a data dir)."""
+
+    def __init__(self, name: str) -> None:
+        folder = os.path.join(settings.DATA_DIR, "locks")
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, f"{name}.lock")
+        self.handle = None
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        handle = open(self.path, "a+b")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return False
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
 @contextmanager
 def _file_lock(name: str) -> Iterator[None]:
-    """An exclusive lock across the processes of this host (web workers share a data dir)."""
-    folder = os.path.join(settings.DATA_DIR, "locks")
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{name}.lock"), "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    lock = _FileLock(name)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _stream_on_demand(package: Package, fmt, filename: str) -> StreamingHttpResponse | None:
+    """A passive package's first request: pass the upstream bytes on while storing them, so a
+    client never waits out a big download in silence (pip gives up after 15 s). None when
+    another request is fetching the file (wait for it) or it is stored already."""
+    lock = _FileLock(f"package-{package.pk}")
+    if not lock.acquire(blocking=False):
+        return None
+    client = None
+    try:
+        package.refresh_from_db(fields=["artifact"])
+        if package.artifact_id is not None or (
+            package.sha256 and Artifact.objects.filter(sha256=package.sha256).exists()
+        ):
+            lock.release()
+            return None
+        client = UpstreamClient()
+        download = storage.StreamedDownload(
+            client,
+            package.upstream_url,
+            sha256=package.sha256 or None,
+            md5=package.md5 or None,
+            size=package.size,
+            every_digest=fmt.checks_every_digest,
+        )
+    except BaseException:
+        if client is not None:
+            client.close()
+        lock.release()
+        raise
+    response = StreamingHttpResponse(
+        _StreamedBody(download, package, lock, client), content_type=_content_type(filename)
+    )
+    if download.length is not None:
+        response["Content-Length"] = str(download.length)
+    if package.sha256:
+        response["ETag"] = quote_etag(package.sha256)
+    response["Cache-Control"] = IMMUTABLE
+    return response
+
+
+class _StreamedBody:
+    """The body of a streamed first request: stores the file once it is verified, and frees
+    the upstream connection and the lock when the response is closed (sent or abandoned)."""
+
+    def __init__(self, download, package: Package, lock: _FileLock, client) -> None:
+        self.download, self.package, self.lock, self.client = download, package, lock, client
+
+    def __iter__(self) -> Iterator[bytes]:
         try:
-            yield
+            for chunk in self.download:
+                if self.download.result is not None:  # verified and stored: record it first
+                    self._record()
+                yield chunk
+            if self.download.result is not None and self.package.artifact_id is None:
+                self._record()  # an empty file
+        except (UpstreamError, storage.IntegrityError) as exc:
+            logger.warning("passive fetch of %s failed while streaming: %s", self.package, exc)
+            raise
+
+    def _record(self) -> None:
+        if self.package.artifact_id is None:
+            artifact = storage.artifact_for(*self.download.result)
+            Package.objects.filter(pk=self.package.pk).update(artifact=artifact, error="")
+            self.package.artifact_id = artifact.pk
+
+    def close(self) -> None:
+        try:
+            self.download.close()
+            self.client.close()
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            self.lock.release()

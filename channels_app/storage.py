@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 import requests
@@ -198,6 +198,67 @@ def download(
                 raise
             time.sleep(min(0.5 * 2**attempt, 10))
     raise AssertionError("unreachable")
+
+
+class StreamedDownload:
+    """A package file handed on to a client while it is stored (a passive mirror's first request).
+
+    Opening it opens the upstream response, so a refusal (404, 5xx, no connection) is raised
+    before anything is sent. Iterating yields the bytes as they arrive, hashing and storing
+    them, but holds back the last chunk until the whole file is verified and committed: a file
+    that does not match its index entry raises IntegrityError and never reaches the client
+    complete. `result` is then (sha256, size). No database access; `close` releases everything.
+    """
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        url: str,
+        *,
+        sha256: str | None = None,
+        md5: str | None = None,
+        size: int | None = None,
+        every_digest: bool = False,
+    ) -> None:
+        self.url = url
+        self.expected = {
+            "sha256": sha256,
+            "md5": None if sha256 and not every_digest else md5,
+            "size": size,
+        }
+        self.result: tuple[str, int] | None = None
+        self._stream = open_stream(client.session, url)
+        self.response = self._stream.__enter__()
+        if self.response.status_code != 200:
+            status = self.response.status_code
+            self.close()
+            raise UpstreamError(url, f"HTTP {status}", status=status)
+        length = self.response.headers.get("Content-Length", "")
+        announced = int(length) if length.isdigit() else None
+        if size is not None and announced is not None and announced != size:
+            self.close()
+            raise IntegrityError("size", f"upstream announces {announced} bytes, not {size}")
+        self._writer = BlobWriter(max_bytes=size, with_md5=bool(self.expected["md5"]))
+        self.length = size if size is not None else announced
+
+    def __iter__(self) -> Iterator[bytes]:
+        held = b""
+        try:
+            for chunk in self.response.iter_content(CHUNK_SIZE):
+                self._writer.write(chunk)
+                if held:
+                    yield held
+                held = chunk
+        except requests.RequestException as exc:
+            raise UpstreamError(self.url, f"download interrupted: {exc}", transient=True) from exc
+        self.result = self._writer.commit(**self.expected)
+        if held:
+            yield held
+
+    def close(self) -> None:
+        if hasattr(self, "_writer"):
+            self._writer.discard()
+        self._stream.__exit__(None, None, None)
 
 
 class Stopped(Exception):

@@ -533,18 +533,25 @@ def test_decompression_bomb_is_stopped_early_in_bounded_memory():
 # --- 8, 9: passive fetches on first request ---------------------------------------------------
 
 
-def test_passive_mismatch_is_502_then_200_when_upstream_is_fixed(source, run_mirror, client):
+def test_passive_mismatch_is_cut_short_then_served_when_upstream_is_fixed(
+    source, run_mirror, client
+):
+    """The first request streams while it stores; a file that turns out not to match its index
+    entry is never completed to the client (the last chunk is held back) nor stored."""
     mirror = _mirror(source)
     run_mirror(mirror)
     path = source.root / LINUX / GAMMA.filename
     original = path.read_bytes()
-    _flip_last_byte(path)
+    _flip_last_byte(path)  # same size: only the digest can tell
     artifacts = Artifact.objects.count()
 
-    response, body = _served(client, mirror.channel, f"{LINUX}/{GAMMA.filename}")
-    assert response.status_code == 502
-    assert response["Content-Type"].startswith("text/plain")
-    assert b"does not match its index entry" in body and b"sha256" in body
+    response = client.get(f"/api/repo/{mirror.channel.path}/{LINUX}/{GAMMA.filename}")
+    assert response.status_code == 200 and response["Content-Length"] == str(len(original))
+    received = bytearray()
+    with pytest.raises(storage.IntegrityError, match="sha256"):
+        for chunk in response.streaming_content:
+            received += chunk  # the test client closes the response when iteration fails
+    assert len(received) < len(original)
     assert Artifact.objects.count() == artifacts
     assert not Artifact.objects.filter(sha256=_sha256(path.read_bytes())).exists()
     assert Package.objects.get(filename=GAMMA.filename).artifact is None
@@ -554,6 +561,17 @@ def test_passive_mismatch_is_502_then_200_when_upstream_is_fixed(source, run_mir
     response, body = _served(client, mirror.channel, f"{LINUX}/{GAMMA.filename}")
     assert response.status_code == 200 and body == original
     assert Artifact.objects.count() == artifacts + 1
+
+
+def test_passive_file_of_another_size_is_502_before_anything_is_sent(source, run_mirror, client):
+    mirror = _mirror(source)
+    run_mirror(mirror)
+    path = source.root / LINUX / GAMMA.filename
+    path.write_bytes(path.read_bytes() + b"more")
+    response, body = _served(client, mirror.channel, f"{LINUX}/{GAMMA.filename}")
+    assert response.status_code == 502
+    assert b"does not match its index entry" in body and b"announces" in body
+    assert Package.objects.get(filename=GAMMA.filename).artifact is None
 
 
 def test_passive_missing_upstream_file_is_502(source, run_mirror, client):

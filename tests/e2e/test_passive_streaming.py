@@ -1,0 +1,127 @@
+"""A passive mirror's first request streams the upstream bytes on while storing them.
+
+Over real HTTP (live_server and a loopback upstream that pauses in the middle of a file): the
+client holds the first megabytes before upstream has sent the rest, and a file that turns out
+not to match its index entry is cut short, so the client cannot take it for a whole one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from channels_app.models import Package
+from mirrors_app.models import Mirror, SyncRun
+from tests.factories import ChannelFactory, MirrorFactory
+from tests.fixtures.conda_channel import FakePackage, build_channel
+
+pytestmark = pytest.mark.django_db(transaction=True)
+MIB = 1024 * 1024
+BIG = FakePackage("big", "1.0", fmt=".conda", files={"data.bin": os.urandom(4 * MIB)})
+
+
+class PausingUpstream(ThreadingHTTPServer):
+    """Serves a folder; after the first 2 MiB of a package file, waits for `resume`."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.resume = root, threading.Event()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: PausingUpstream
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib signature
+        path = self.server.root / self.path.lstrip("/")
+        if ".." in self.path or not path.is_file():
+            self.send_error(404)
+            return
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if path.suffix in (".bz2", ".conda") and "repodata" not in path.name:
+            self.wfile.write(body[: 2 * MIB])
+            self.wfile.flush()
+            self.server.resume.wait(timeout=30)
+            body = body[2 * MIB :]
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    server = PausingUpstream(build_channel(tmp_path / "channel", [BIG]))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.resume.set()
+    server.shutdown()
+    server.server_close()
+
+
+def _passive(run_mirror, upstream) -> Mirror:
+    mirror = MirrorFactory(
+        channel=ChannelFactory(kind="conda"),
+        kind="conda",
+        mode=Mirror.Mode.PASSIVE,
+        source_url=upstream.url,
+        options={"subdirs": ["noarch"]},
+    )
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED
+    return mirror
+
+
+def test_the_client_gets_bytes_before_upstream_has_sent_the_whole_file(
+    run_mirror, upstream, live_server
+):
+    mirror = _passive(run_mirror, upstream)
+    expected = (upstream.root / "noarch" / BIG.filename).read_bytes()
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    with requests.get(url, stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Length"] == str(len(expected))
+        first = response.raw.read(MIB)  # upstream is paused after 2 MiB
+        assert not upstream.resume.is_set() and first == expected[:MIB]
+        upstream.resume.set()
+        rest = response.raw.read()
+    assert first + rest == expected
+    package = Package.objects.get(filename=BIG.filename)
+    assert package.artifact.sha256 == hashlib.sha256(expected).hexdigest()
+
+
+def test_a_file_that_does_not_match_is_cut_short_and_not_stored(run_mirror, upstream, live_server):
+    mirror = _passive(run_mirror, upstream)
+    path = upstream.root / "noarch" / BIG.filename
+    good = path.read_bytes()
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, another sha256
+    upstream.resume.set()
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    received = bytearray()
+    with requests.get(url, stream=True, timeout=5) as response:
+        assert response.headers["Content-Length"] == str(len(good))
+        # gunicorn closes the connection at once; the development server lets it time out.
+        with pytest.raises(
+            (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)
+        ):
+            for chunk in response.iter_content(64 * 1024):
+                received += chunk
+    assert 0 < len(received) < len(good)
+    assert Package.objects.get(filename=BIG.filename).artifact is None
+    path.write_bytes(good)
+    assert requests.get(url, timeout=30).content == good  # fixed upstream: served and stored
+    assert Package.objects.get(filename=BIG.filename).artifact is not None
