@@ -1,8 +1,123 @@
-"""API permissions: the same Django permissions the admin checks."""
+"""Who may do what to a channel, a mirror or a run: the one place the admin, the API, tokens and
+package clients ask.
+
+Django permissions are per model, but PSM's categories are not: a subchannel is a Channel row
+with a parent (category Subchannels) and a subchannel's mirror is a Mirror whose channel has a
+parent (category Subchannel mirrors). So each action maps to two permissions, one for rows in
+top-level channels and one for rows in subchannels, and the row decides which one applies.
+"""
 
 from __future__ import annotations
 
-from rest_framework.permissions import DjangoModelPermissions
+import operator
+from dataclasses import dataclass
+from functools import reduce
+
+from django.db.models import Model, Q, QuerySet
+from rest_framework.permissions import BasePermission, DjangoModelPermissions
+
+
+@dataclass(frozen=True)
+class Rule:
+    # Path from a row to its channel ("" for a channel itself).
+    channel_path: str
+    # action -> (permission in top-level channels, permission in subchannels)
+    perms: dict[str, tuple[str, str]]
+
+
+_CHANNEL_ACTIONS = ("view", "add", "change", "delete", "freeze")
+_MIRROR_ACTIONS = ("view", "add", "change", "delete", "run", "stop", "restart")
+_MIRROR_PERMS = {
+    action: (f"mirrors_app.{action}_mirror", f"mirrors_app.{action}_subchannel_mirror")
+    for action in _MIRROR_ACTIONS
+}
+
+RULES: dict[str, Rule] = {
+    "channels_app.channel": Rule(
+        "",
+        {
+            action: (f"channels_app.{action}_channel", f"channels_app.{action}_subchannel")
+            for action in _CHANNEL_ACTIONS
+        },
+    ),
+    "mirrors_app.mirror": Rule(
+        "channel",
+        {
+            **_MIRROR_PERMS,
+            "report": (
+                "mirrors_app.download_dependency_report",
+                "mirrors_app.download_subchannel_dependency_report",
+            ),
+        },
+    ),
+    # A run is seen by whoever may see its mirror (the SyncRun model permission still applies).
+    "mirrors_app.syncrun": Rule("mirror__channel", {"view": _MIRROR_PERMS["view"]}),
+}
+
+
+def _rule(model) -> Rule:
+    return RULES[model._meta.label_lower]
+
+
+def in_subchannel(obj: Model) -> bool:
+    """Whether the row (a channel, mirror or run, saved or not) belongs to a subchannel."""
+    target = obj
+    for name in filter(None, _rule(obj).channel_path.split("__")):
+        target = getattr(target, name)
+    return target.parent_id is not None
+
+
+def perm_for(action: str, obj: Model) -> str:
+    """The Django permission `action` on this row needs, e.g. `mirrors_app.run_subchannel_mirror`
+    for running a subchannel's mirror."""
+    top, sub = _rule(obj).perms[action]
+    return sub if in_subchannel(obj) else top
+
+
+def may(user, action: str, obj: Model) -> bool:
+    """Whether `user` may do `action` (view, add, change, delete, freeze, run, stop, restart,
+    report) on this row; for `add`, pass the unsaved row with its channel or parent set."""
+    return bool(user and user.is_authenticated) and user.has_perm(perm_for(action, obj))
+
+
+def may_some(user, action: str, model, *, subchannel: bool | None = None) -> bool:
+    """Whether `user` may do `action` on some rows of `model`: in top-level channels
+    (`subchannel=False`), in subchannels (`True`) or in either (`None`)."""
+    if not (user and user.is_authenticated):
+        return False
+    top, sub = _rule(model).perms[action]
+    wanted = {None: (top, sub), False: (top,), True: (sub,)}[subchannel]
+    return any(user.has_perm(perm) for perm in wanted)
+
+
+def allowed_q(user, action: str, model, *, channel_path: str | None = None) -> Q | None:
+    """A filter for the rows of `model` the user may do `action` on, None for none at all.
+
+    `channel_path` overrides the path to the channel, e.g. "" to filter channels by whether
+    the user may add mirrors to them."""
+    rule = _rule(model)
+    path = rule.channel_path if channel_path is None else channel_path
+    parent = f"{path}__parent" if path else "parent"
+    top, sub = rule.perms[action]
+    parts = []
+    if user and user.is_authenticated:
+        if user.has_perm(top):
+            parts.append(Q(**{f"{parent}__isnull": True}))
+        if user.has_perm(sub):
+            parts.append(Q(**{f"{parent}__isnull": False}))
+    if not parts:
+        return None
+    return Q() if len(parts) == 2 else reduce(operator.or_, parts)
+
+
+def filter_allowed(user, actions: str | tuple[str, ...], queryset: QuerySet, **kwargs) -> QuerySet:
+    """The rows of `queryset` the user may do the action (or any of the actions) on."""
+    actions = (actions,) if isinstance(actions, str) else actions
+    qs = [q for a in actions if (q := allowed_q(user, a, queryset.model, **kwargs)) is not None]
+    return queryset.filter(reduce(operator.or_, qs)) if qs else queryset.none()
+
+
+# --- REST API ---------------------------------------------------------------------------------
 
 
 class ModelPermissions(DjangoModelPermissions):
@@ -16,14 +131,60 @@ class ModelPermissions(DjangoModelPermissions):
     }
 
 
-def require(*perms: str) -> type[ModelPermissions]:
-    """Permission class for a command action: the model permission plus `perms`."""
+METHOD_ACTIONS = {
+    "GET": "view",
+    "HEAD": "view",
+    "OPTIONS": "view",
+    "POST": "add",
+    "PUT": "change",
+    "PATCH": "change",
+    "DELETE": "delete",
+}
 
-    class Required(ModelPermissions):
-        def has_permission(self, request, view) -> bool:
-            return bool(request.user and request.user.is_authenticated) and request.user.has_perms(
-                perms
+
+class RowPermissions(BasePermission):
+    """The permission of the request's action for the rows it touches (see `may`).
+
+    Used through `RowPermissionsMixin`. Creating is checked again in the view, on the new row
+    (its channel is only known from the body)."""
+
+    actions: tuple[str, ...] = ()  # empty: the HTTP method's
+
+    def actions_for(self, request) -> tuple[str, ...]:
+        return self.actions or (METHOD_ACTIONS.get(request.method, "change"),)
+
+    def has_permission(self, request, view) -> bool:
+        return all(
+            may_some(
+                request.user, action, view.permission_model, subchannel=view.permission_subchannel
             )
+            for action in self.actions_for(request)
+        )
 
-    Required.__name__ = "Require_" + "_".join(p.split(".")[-1] for p in perms)
-    return Required
+    def has_object_permission(self, request, view, obj) -> bool:
+        return all(may(request.user, action, obj) for action in self.actions_for(request))
+
+
+class RowPermissionsMixin:
+    """For viewsets of channels, mirrors or runs: `RowPermissions`, and `filter_rows` for
+    `get_queryset`, so rows the user may neither see nor act on are 404s and not listed."""
+
+    permission_classes = [RowPermissions]
+    permission_model: type[Model]
+    # Narrow the rows to top-level channels (False) or subchannels (True) and theirs.
+    permission_subchannel: bool | None = None
+
+    def filter_rows(self, queryset: QuerySet) -> QuerySet:
+        actions = {"view"}.union(
+            *(
+                perm.actions_for(self.request)
+                for perm in self.get_permissions()
+                if isinstance(perm, RowPermissions)
+            )
+        )
+        return filter_allowed(self.request.user, tuple(sorted(actions)), queryset)
+
+
+def require(*actions: str) -> type[RowPermissions]:
+    """Permission class for a command on one row that needs all of `actions` (`run`, …)."""
+    return type(f"Require_{'_'.join(actions)}", (RowPermissions,), {"actions": actions})
