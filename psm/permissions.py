@@ -9,10 +9,12 @@ top-level channels and one for rows in subchannels, and the row decides which on
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass
 from functools import reduce
 
+from django.contrib import messages
 from django.db.models import Model, Q, QuerySet
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
 
@@ -188,3 +190,78 @@ class RowPermissionsMixin:
 def require(*actions: str) -> type[RowPermissions]:
     """Permission class for a command on one row that needs all of `actions` (`run`, …)."""
     return type(f"Require_{'_'.join(actions)}", (RowPermissions,), {"actions": actions})
+
+
+def channels_allowing(user, action: str, model) -> QuerySet:
+    """The channels in which `user` may do `action` on rows of `model` (e.g. add mirrors)."""
+    from channels_app.models import Channel
+
+    q = allowed_q(user, action, model, channel_path="")
+    return Channel.objects.none() if q is None else Channel.objects.filter(q)
+
+
+# --- Admin ------------------------------------------------------------------------------------
+
+
+class RowPermissionsAdmin:
+    """ModelAdmin mixin: the model's permissions checked per row with `may`.
+
+    Lists and pages only hold rows the user may see (view or change, as in Django); a custom
+    action `x` is allowed by `has_x_permission`; bulk actions skip the rows not allowed; the
+    add and change forms check the row as it will be saved, `permission_field` (the field that
+    places it in a channel or subchannel) included."""
+
+    permission_field: str = ""
+
+    def get_queryset(self, request):
+        return filter_allowed(request.user, ("view", "change"), super().get_queryset(request))
+
+    def may(self, request, action: str, obj=None) -> bool:
+        """`action` on this row, or, without a row, on some rows."""
+        if obj is None:
+            return may_some(request.user, action, self.model)
+        return may(request.user, action, obj)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self.may(request, "view", obj) or self.may(request, "change", obj)
+
+    def has_add_permission(self, request) -> bool:
+        return self.may(request, "add")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self.may(request, "change", obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.may(request, "delete", obj)
+
+    def permitted(self, request, action: str, queryset: QuerySet) -> QuerySet:
+        """The selected rows `action` is allowed on; says how many were skipped."""
+        allowed = filter_allowed(request.user, action, queryset)
+        skipped = queryset.count() - allowed.count()
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} selected {self.model._meta.verbose_name_plural} skipped: "
+                f"you may not {action} them.",
+                messages.WARNING,
+            )
+        return allowed
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        field, user = self.permission_field, request.user
+
+        class RowPermissionForm(form):
+            def clean(self):
+                data = super().clean()
+                if not field or field in self.errors or field not in self.fields:
+                    return data
+                row = copy.copy(self.instance)
+                setattr(row, field, data.get(field))
+                action = "change" if row.pk else "add"
+                if not may(user, action, row):
+                    perm = perm_for(action, row)
+                    self.add_error(field, f"You do not have the permission {perm} for this.")
+                return data
+
+        return RowPermissionForm
