@@ -10,12 +10,10 @@ top-level channels and one for rows in subchannels, and the row decides which on
 from __future__ import annotations
 
 import copy
-import operator
 from dataclasses import dataclass
-from functools import reduce
 
 from django.contrib import messages
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Model, QuerySet
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
 
 
@@ -92,31 +90,37 @@ def may_some(user, action: str, model, *, subchannel: bool | None = None) -> boo
     return any(user.has_perm(perm) for perm in wanted)
 
 
-def allowed_q(user, action: str, model, *, channel_path: str | None = None) -> Q | None:
-    """A filter for the rows of `model` the user may do `action` on, None for none at all.
-
-    `channel_path` overrides the path to the channel, e.g. "" to filter channels by whether
-    the user may add mirrors to them."""
+def _places(user, actions: tuple[str, ...], model) -> set[bool]:
+    """Where the user may do any of `actions` on `model` rows: False for top-level channels,
+    True for subchannels."""
+    if not (user and user.is_authenticated):
+        return set()
     rule = _rule(model)
-    path = rule.channel_path if channel_path is None else channel_path
-    parent = f"{path}__parent" if path else "parent"
-    top, sub = rule.perms[action]
-    parts = []
-    if user and user.is_authenticated:
-        if user.has_perm(top):
-            parts.append(Q(**{f"{parent}__isnull": True}))
-        if user.has_perm(sub):
-            parts.append(Q(**{f"{parent}__isnull": False}))
-    if not parts:
-        return None
-    return Q() if len(parts) == 2 else reduce(operator.or_, parts)
+    return {
+        subchannel
+        for action in actions
+        for subchannel, perm in zip((False, True), rule.perms[action], strict=True)
+        if user.has_perm(perm)
+    }
 
 
-def filter_allowed(user, actions: str | tuple[str, ...], queryset: QuerySet, **kwargs) -> QuerySet:
-    """The rows of `queryset` the user may do the action (or any of the actions) on."""
+def filter_allowed(
+    user, actions: str | tuple[str, ...], queryset: QuerySet, *, model=None, channel_path=None
+) -> QuerySet:
+    """The rows of `queryset` the user may do the action (or any of the actions) on.
+
+    With `model` and `channel_path`, the rule of another model applies through that path, e.g.
+    channels (path "") in which the user may add mirrors (model Mirror)."""
     actions = (actions,) if isinstance(actions, str) else actions
-    qs = [q for a in actions if (q := allowed_q(user, a, queryset.model, **kwargs)) is not None]
-    return queryset.filter(reduce(operator.or_, qs)) if qs else queryset.none()
+    model = model or queryset.model
+    places = _places(user, actions, model)
+    if not places:
+        return queryset.none()
+    if len(places) == 2:
+        return queryset
+    path = _rule(model).channel_path if channel_path is None else channel_path
+    parent = f"{path}__parent" if path else "parent"
+    return queryset.filter(**{f"{parent}__isnull": True not in places})
 
 
 # --- REST API ---------------------------------------------------------------------------------
@@ -196,8 +200,7 @@ def channels_allowing(user, action: str, model) -> QuerySet:
     """The channels in which `user` may do `action` on rows of `model` (e.g. add mirrors)."""
     from channels_app.models import Channel
 
-    q = allowed_q(user, action, model, channel_path="")
-    return Channel.objects.none() if q is None else Channel.objects.filter(q)
+    return filter_allowed(user, action, Channel.objects.all(), model=model, channel_path="")
 
 
 # --- Admin ------------------------------------------------------------------------------------
