@@ -83,11 +83,8 @@ def may(user, action: str, obj: Model) -> bool:
 def may_some(user, action: str, model, *, subchannel: bool | None = None) -> bool:
     """Whether `user` may do `action` on some rows of `model`: in top-level channels
     (`subchannel=False`), in subchannels (`True`) or in either (`None`)."""
-    if not (user and user.is_authenticated):
-        return False
-    top, sub = _rule(model).perms[action]
-    wanted = {None: (top, sub), False: (top,), True: (sub,)}[subchannel]
-    return any(user.has_perm(perm) for perm in wanted)
+    places = _places(user, (action,), model)
+    return bool(places) if subchannel is None else subchannel in places
 
 
 def _places(user, actions: tuple[str, ...], model) -> set[bool]:
