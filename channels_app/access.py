@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from django.http import Http404, HttpRequest, HttpResponse
 
 from psm.models import ApiToken
-from psm.tokens import PREFIX, token_levels, token_lookup
+from psm.permissions import may, perm_for
+from psm.tokens import PREFIX, token_lookup, token_permissions
 
 from .models import Channel
 
@@ -95,8 +96,8 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
 
 def can_read(channel: Channel, requester: Requester) -> bool:
     """Public: anyone. Authenticated: any signed-in user or valid token. Private: users with
-    Read on channels, and through a token only if it grants this channel (resource token) or
-    channel reading (scope token)."""
+    Read on channels (on subchannels, for a subchannel), and through a token only if it grants
+    this channel (resource token) or that reading (scope token)."""
     if channel.visibility == Channel.Visibility.PUBLIC:
         return True
     user, token = requester.signed_in_user(), requester.token
@@ -104,13 +105,13 @@ def can_read(channel: Channel, requester: Requester) -> bool:
         return False
     if channel.visibility == Channel.Visibility.AUTHENTICATED:
         return True
-    if not user.has_perm("channels_app.view_channel"):
+    if not may(user, "view", channel):
         return False
     if token is None:
         return True
     if token.kind == ApiToken.Kind.RESOURCE:
         return token.resources.filter(channel=channel).exists()
-    return ("subchannel" if channel.parent_id else "channel") in token_levels(token)
+    return perm_for("view", channel) in token_permissions(token)
 
 
 def check_read(channel: Channel, requester: Requester) -> None:

@@ -7,13 +7,17 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
+from psm.permissions import RowPermissionsAdmin, filter_allowed, may_some
+
 from . import services
 from .formats import FORMATS, kind_choices
 from .models import Channel, Package
 
 
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
+    """Channels and subchannels: each row needs the permission of its own category."""
+
     list_display = [
         "path_display",
         "kind_label",
@@ -38,9 +42,16 @@ class ChannelAdmin(admin.ModelAdmin):
         "mirrors_table",
     ]
     readonly_fields = ["frozen_info", "mirrors_table"]
+    permission_field = "parent"  # a parent makes it a subchannel
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_mirror_count=Count("mirrors"))
+
+    def get_object(self, request, object_id, from_field=None):
+        channel = super().get_object(request, object_id, from_field)
+        if channel is not None:
+            channel.shown_to = request.user  # the Mirrors tab lists what this user may see
+        return channel
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "kind":
@@ -85,6 +96,9 @@ class ChannelAdmin(admin.ModelAdmin):
     def mirrors_table(self, channel: Channel):
         if channel.pk is None:
             return "Save the channel first, then create its mirror."
+        user = getattr(channel, "shown_to", None)
+        mirrors = filter_allowed(user, "view", channel.mirrors.all())
+        may_add = may_some(user, "add", channel.mirrors.model, subchannel=bool(channel.parent_id))
         add_url = reverse("admin:mirrors_app_mirror_add") + f"?channel={channel.pk}"
         rows = format_html_join(
             "",
@@ -105,19 +119,21 @@ class ChannelAdmin(admin.ModelAdmin):
                     reverse("admin:mirrors_app_mirror_details", args=[m.pk]),
                     reverse("admin:mirrors_app_mirror_delete", args=[m.pk]),
                 )
-                for m in channel.mirrors.all()
+                for m in mirrors
             ),
         )
         return format_html(
             "<table><thead><tr><th>Name</th><th>Type</th><th>Mode</th><th>Status</th>"
-            "<th>Last updated</th><th>Actions</th></tr></thead><tbody>{}</tbody></table>"
-            "<p><a class='addlink' href='{}'>Create mirror</a></p>",
+            "<th>Last updated</th><th>Actions</th></tr></thead><tbody>{}</tbody></table>{}",
             rows or mark_safe("<tr><td colspan='6'>No mirrors yet.</td></tr>"),
-            add_url,
+            format_html("<p><a class='addlink' href='{}'>Create mirror</a></p>", add_url)
+            if may_add
+            else "",
         )
 
     @admin.action(permissions=["freeze"], description="Freeze selected channels")
     def freeze(self, request, queryset) -> None:
+        queryset = self.permitted(request, "freeze", queryset)
         count = sum(services.channel_freeze(channel=c, user=request.user) for c in queryset)
         self.message_user(
             request, ngettext("%d channel frozen.", "%d channels frozen.", count) % count
@@ -125,13 +141,14 @@ class ChannelAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["freeze"], description="Unfreeze selected channels")
     def unfreeze(self, request, queryset) -> None:
+        queryset = self.permitted(request, "freeze", queryset)
         count = sum(services.channel_unfreeze(channel=c, user=request.user) for c in queryset)
         self.message_user(
             request, ngettext("%d channel unfrozen.", "%d channels unfrozen.", count) % count
         )
 
-    def has_freeze_permission(self, request) -> bool:
-        return request.user.has_perm("channels_app.freeze_channel")
+    def has_freeze_permission(self, request, obj=None) -> bool:
+        return self.may(request, "freeze", obj)
 
 
 @admin.register(Package)

@@ -104,7 +104,17 @@ class Channel(models.Model):
                 violation_error_message="This channel already has a subchannel with this name.",
             ),
         ]
-        permissions = [("freeze_channel", "Can freeze and unfreeze channels")]
+        # A subchannel is a Channel row with a parent, governed by the Subchannels category:
+        # Django's own view/add/change/delete_channel apply to top-level channels only
+        # (psm/permissions.py picks the right one per row).
+        permissions = [
+            ("freeze_channel", "Can freeze and unfreeze channels"),
+            ("view_subchannel", "Can view subchannels"),
+            ("add_subchannel", "Can add subchannels"),
+            ("change_subchannel", "Can change subchannels"),
+            ("delete_subchannel", "Can delete subchannels"),
+            ("freeze_subchannel", "Can freeze and unfreeze subchannels"),
+        ]
 
     def __str__(self) -> str:
         return self.path

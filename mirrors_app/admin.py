@@ -18,6 +18,8 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
 from channels_app.formats import FORMATS, kind_choices
+from channels_app.models import Channel
+from psm.permissions import RowPermissionsAdmin, channels_allowing, filter_allowed, may
 
 from . import reports, services
 from .models import Mirror, SyncRun
@@ -82,8 +84,12 @@ class MirrorForm(forms.ModelForm):
 
 
 @admin.register(Mirror)
-class MirrorAdmin(admin.ModelAdmin):
+class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
+    """Mirrors: those of subchannels need the Subchannel mirrors permissions, the others the
+    Channel mirrors ones (psm/permissions.py)."""
+
     form = MirrorForm
+    permission_field = "channel"
     list_display = [
         "name",
         "channel_link",
@@ -106,13 +112,19 @@ class MirrorAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("channel", "channel__parent", "policy", "channel__policy")
-            .prefetch_related(
-                Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
-            )
+        return self._with_related(super().get_queryset(request))
+
+    def _any_mirror(self, pk: int) -> Mirror:
+        """The mirror, whether or not the user may see it: for pages that check their own
+        permission on it (a 403 when missing, not a 404)."""
+        return get_object_or_404(self._with_related(Mirror.objects.all()), pk=pk)
+
+    @staticmethod
+    def _with_related(mirrors):
+        return mirrors.select_related(
+            "channel", "channel__parent", "policy", "channel__policy"
+        ).prefetch_related(
+            Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
         )
 
     def get_fieldsets(self, request, obj=None):
@@ -133,12 +145,18 @@ class MirrorAdmin(admin.ModelAdmin):
             fields += ["mode", "channel"]  # the mode of an established mirror cannot change
         return fields
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "channel":
+            # Offer only the channels (or subchannels) the user may create mirrors in.
+            kwargs["queryset"] = channels_allowing(request.user, "add", Mirror).select_related(
+                "parent"
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         channel = initial.get("channel")
         if channel:
-            from channels_app.models import Channel
-
             found = Channel.objects.filter(pk=channel).first()
             if found is not None:
                 initial.setdefault("kind", found.kind)
@@ -180,8 +198,8 @@ class MirrorAdmin(admin.ModelAdmin):
         return self._back_to_channel(request, getattr(request, "_psm_channel_id", None))
 
     def _back_to_channel(self, request, channel_id):
-        perms = ("channels_app.view_channel", "channels_app.change_channel")
-        if channel_id and any(request.user.has_perm(perm) for perm in perms):
+        channel = Channel.objects.filter(pk=channel_id).first() if channel_id else None
+        if channel and any(may(request.user, action, channel) for action in ("view", "change")):
             return redirect("admin:channels_app_channel_change", channel_id)
         return redirect("admin:index")
 
@@ -293,12 +311,14 @@ class MirrorAdmin(admin.ModelAdmin):
 
     @admin.action(permissions=["run"], description="Run selected mirrors now")
     def run_now(self, request, queryset) -> None:
+        queryset = self.permitted(request, "run", queryset)
         self._bulk(
             request, queryset, services.mirror_run_now, "%d mirror queued.", "%d mirrors queued."
         )
 
     @admin.action(permissions=["stop"], description="Stop selected running mirrors")
     def stop(self, request, queryset) -> None:
+        queryset = self.permitted(request, "stop", queryset)
         self._bulk(
             request, queryset, services.mirror_stop, "%d mirror stopping.", "%d mirrors stopping."
         )
@@ -307,6 +327,7 @@ class MirrorAdmin(admin.ModelAdmin):
         permissions=["restart"], description="Restart selected mirrors from the beginning"
     )
     def restart(self, request, queryset) -> None:
+        queryset = self.permitted(request, "restart", queryset)
         self._bulk(
             request,
             queryset,
@@ -320,7 +341,7 @@ class MirrorAdmin(admin.ModelAdmin):
         """One mirror with a report: its CSV; several: a zip of their CSVs. Each selected
         mirror without a report gets a message saying why."""
         found: list[tuple[str, str]] = []
-        for mirror in queryset:
+        for mirror in self.permitted(request, "report", queryset):
             rows = reports.dependency_report(mirror)
             if rows is None:
                 reason = reports.dependency_report_unavailable(mirror)
@@ -350,16 +371,16 @@ class MirrorAdmin(admin.ModelAdmin):
         self.message_user(request, ngettext(singular, plural, done) % done)
 
     def has_run_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("mirrors_app.run_mirror")
+        return self.may(request, "run", obj)
 
     def has_stop_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("mirrors_app.stop_mirror")
+        return self.may(request, "stop", obj)
 
     def has_restart_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("mirrors_app.restart_mirror")
+        return self.may(request, "restart", obj)
 
     def has_report_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm("mirrors_app.download_dependency_report")
+        return self.may(request, "report", obj)
 
     # --- Per-mirror pages: confirm-then-POST commands, and See details -------------------------
 
@@ -398,9 +419,12 @@ class MirrorAdmin(admin.ModelAdmin):
 
     def command_view(self, request, pk: int, command: str):
         service, perm, title = self.COMMANDS[command]
-        if not getattr(self, f"has_{perm}_permission")(request):
+        may_do = getattr(self, f"has_{perm}_permission")
+        if not may_do(request):
             raise PermissionDenied
-        mirror = get_object_or_404(self.get_queryset(request), pk=pk)
+        mirror = self._any_mirror(pk)
+        if not may_do(request, mirror):
+            raise PermissionDenied
         back = request.POST.get("next") or request.GET.get("next") or ""
         if not url_has_allowed_host_and_scheme(back, {request.get_host()}):
             back = ""
@@ -426,7 +450,7 @@ class MirrorAdmin(admin.ModelAdmin):
 
     def _mirror(self, request, pk: int, *, change: bool = False) -> Mirror:
         """The mirror, if the user may see it (and change it, with `change`); else 403."""
-        mirror = get_object_or_404(self.get_queryset(request), pk=pk)
+        mirror = self._any_mirror(pk)
         if not self.has_view_permission(request, mirror):
             raise PermissionDenied
         if change and not self.has_change_permission(request, mirror):
@@ -461,7 +485,7 @@ class MirrorAdmin(admin.ModelAdmin):
                 else ""
             ),
             "can_change": self.has_change_permission(request, mirror),
-            "can_report": self.has_report_permission(request)
+            "can_report": self.has_report_permission(request, mirror)
             and details["dependency_report"] == "available",
         }
         return TemplateResponse(request, "admin/mirrors_app/mirror/details.html", context)
@@ -474,7 +498,7 @@ class MirrorAdmin(admin.ModelAdmin):
 
     def dependency_report_view(self, request, pk: int):
         mirror = self._mirror(request, pk)
-        if not self.has_report_permission(request):
+        if not self.has_report_permission(request, mirror):
             raise PermissionDenied
         rows = reports.dependency_report(mirror)
         if rows is None:
@@ -542,6 +566,10 @@ class SyncRunAdmin(admin.ModelAdmin):
     search_fields = ["mirror__name"]
     list_select_related = ["mirror"]
     show_full_result_count = False
+
+    def get_queryset(self, request):
+        # Only runs of the mirrors the user may see.
+        return filter_allowed(request.user, "view", super().get_queryset(request))
 
     def has_add_permission(self, request) -> bool:
         return False

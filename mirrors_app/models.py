@@ -128,6 +128,19 @@ class Mirror(models.Model):
             ("restart_mirror", "Can restart mirrors"),
             ("view_all_mirrors", "Can see the All Mirrors list"),
             ("download_dependency_report", "Can download mirror dependency reports"),
+            # Mirrors of subchannels, governed by the Subchannel mirrors category: the
+            # permissions above (and Django's own) apply to mirrors of top-level channels only.
+            ("view_subchannel_mirror", "Can view subchannel mirrors"),
+            ("add_subchannel_mirror", "Can add subchannel mirrors"),
+            ("change_subchannel_mirror", "Can change subchannel mirrors"),
+            ("delete_subchannel_mirror", "Can delete subchannel mirrors"),
+            ("run_subchannel_mirror", "Can run subchannel mirrors now"),
+            ("stop_subchannel_mirror", "Can stop running subchannel mirrors"),
+            ("restart_subchannel_mirror", "Can restart subchannel mirrors"),
+            (
+                "download_subchannel_dependency_report",
+                "Can download subchannel mirror dependency reports",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,8 +1,126 @@
-"""API permissions: the same Django permissions the admin checks."""
+"""Who may do what to a channel, a mirror or a run: the one place the admin, the API, tokens and
+package clients ask.
+
+Django permissions are per model, but PSM's categories are not: a subchannel is a Channel row
+with a parent (category Subchannels) and a subchannel's mirror is a Mirror whose channel has a
+parent (category Subchannel mirrors). So each action maps to two permissions, one for rows in
+top-level channels and one for rows in subchannels, and the row decides which one applies.
+"""
 
 from __future__ import annotations
 
-from rest_framework.permissions import DjangoModelPermissions
+import copy
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.db.models import Model, QuerySet
+from rest_framework.permissions import BasePermission, DjangoModelPermissions
+
+
+@dataclass(frozen=True)
+class Rule:
+    # Path from a row to its channel ("" for a channel itself).
+    channel_path: str
+    # action -> (permission in top-level channels, permission in subchannels)
+    perms: dict[str, tuple[str, str]]
+
+
+_CHANNEL_ACTIONS = ("view", "add", "change", "delete", "freeze")
+_MIRROR_ACTIONS = ("view", "add", "change", "delete", "run", "stop", "restart")
+_MIRROR_PERMS = {
+    action: (f"mirrors_app.{action}_mirror", f"mirrors_app.{action}_subchannel_mirror")
+    for action in _MIRROR_ACTIONS
+}
+
+RULES: dict[str, Rule] = {
+    "channels_app.channel": Rule(
+        "",
+        {
+            action: (f"channels_app.{action}_channel", f"channels_app.{action}_subchannel")
+            for action in _CHANNEL_ACTIONS
+        },
+    ),
+    "mirrors_app.mirror": Rule(
+        "channel",
+        {
+            **_MIRROR_PERMS,
+            "report": (
+                "mirrors_app.download_dependency_report",
+                "mirrors_app.download_subchannel_dependency_report",
+            ),
+        },
+    ),
+    # A run is seen by whoever may see its mirror (the SyncRun model permission still applies).
+    "mirrors_app.syncrun": Rule("mirror__channel", {"view": _MIRROR_PERMS["view"]}),
+}
+
+
+def _rule(model) -> Rule:
+    return RULES[model._meta.label_lower]
+
+
+def in_subchannel(obj: Model) -> bool:
+    """Whether the row (a channel, mirror or run, saved or not) belongs to a subchannel."""
+    target = obj
+    for name in filter(None, _rule(obj).channel_path.split("__")):
+        target = getattr(target, name)
+    return target.parent_id is not None
+
+
+def perm_for(action: str, obj: Model) -> str:
+    """The Django permission `action` on this row needs, e.g. `mirrors_app.run_subchannel_mirror`
+    for running a subchannel's mirror."""
+    top, sub = _rule(obj).perms[action]
+    return sub if in_subchannel(obj) else top
+
+
+def may(user, action: str, obj: Model) -> bool:
+    """Whether `user` may do `action` (view, add, change, delete, freeze, run, stop, restart,
+    report) on this row; for `add`, pass the unsaved row with its channel or parent set."""
+    return bool(user and user.is_authenticated) and user.has_perm(perm_for(action, obj))
+
+
+def may_some(user, action: str, model, *, subchannel: bool | None = None) -> bool:
+    """Whether `user` may do `action` on some rows of `model`: in top-level channels
+    (`subchannel=False`), in subchannels (`True`) or in either (`None`)."""
+    places = _places(user, (action,), model)
+    return bool(places) if subchannel is None else subchannel in places
+
+
+def _places(user, actions: tuple[str, ...], model) -> set[bool]:
+    """Where the user may do any of `actions` on `model` rows: False for top-level channels,
+    True for subchannels."""
+    if not (user and user.is_authenticated):
+        return set()
+    rule = _rule(model)
+    return {
+        subchannel
+        for action in actions
+        for subchannel, perm in zip((False, True), rule.perms[action], strict=True)
+        if user.has_perm(perm)
+    }
+
+
+def filter_allowed(
+    user, actions: str | tuple[str, ...], queryset: QuerySet, *, model=None, channel_path=None
+) -> QuerySet:
+    """The rows of `queryset` the user may do the action (or any of the actions) on.
+
+    With `model` and `channel_path`, the rule of another model applies through that path, e.g.
+    channels (path "") in which the user may add mirrors (model Mirror)."""
+    actions = (actions,) if isinstance(actions, str) else actions
+    model = model or queryset.model
+    places = _places(user, actions, model)
+    if not places:
+        return queryset.none()
+    if len(places) == 2:
+        return queryset
+    path = _rule(model).channel_path if channel_path is None else channel_path
+    parent = f"{path}__parent" if path else "parent"
+    return queryset.filter(**{f"{parent}__isnull": True not in places})
+
+
+# --- REST API ---------------------------------------------------------------------------------
 
 
 class ModelPermissions(DjangoModelPermissions):
@@ -16,14 +134,134 @@ class ModelPermissions(DjangoModelPermissions):
     }
 
 
-def require(*perms: str) -> type[ModelPermissions]:
-    """Permission class for a command action: the model permission plus `perms`."""
+METHOD_ACTIONS = {
+    "GET": "view",
+    "HEAD": "view",
+    "OPTIONS": "view",
+    "POST": "add",
+    "PUT": "change",
+    "PATCH": "change",
+    "DELETE": "delete",
+}
 
-    class Required(ModelPermissions):
-        def has_permission(self, request, view) -> bool:
-            return bool(request.user and request.user.is_authenticated) and request.user.has_perms(
-                perms
+
+class RowPermissions(BasePermission):
+    """The permission of the request's action for the rows it touches (see `may`).
+
+    Used through `RowPermissionsMixin`. Creating is checked again in the view, on the new row
+    (its channel is only known from the body)."""
+
+    actions: tuple[str, ...] = ()  # empty: the HTTP method's
+
+    def actions_for(self, request) -> tuple[str, ...]:
+        return self.actions or (METHOD_ACTIONS.get(request.method, "change"),)
+
+    def has_permission(self, request, view) -> bool:
+        return all(
+            may_some(
+                request.user, action, view.permission_model, subchannel=view.permission_subchannel
             )
+            for action in self.actions_for(request)
+        )
 
-    Required.__name__ = "Require_" + "_".join(p.split(".")[-1] for p in perms)
-    return Required
+    def has_object_permission(self, request, view, obj) -> bool:
+        return all(may(request.user, action, obj) for action in self.actions_for(request))
+
+
+class RowPermissionsMixin:
+    """For viewsets of channels, mirrors or runs: `RowPermissions`, and `filter_rows` for
+    `get_queryset`, so rows the user may neither see nor act on are 404s and not listed."""
+
+    permission_classes = [RowPermissions]
+    permission_model: type[Model]
+    # Narrow the rows to top-level channels (False) or subchannels (True) and theirs.
+    permission_subchannel: bool | None = None
+
+    def filter_rows(self, queryset: QuerySet) -> QuerySet:
+        actions = {"view"}.union(
+            *(
+                perm.actions_for(self.request)
+                for perm in self.get_permissions()
+                if isinstance(perm, RowPermissions)
+            )
+        )
+        return filter_allowed(self.request.user, tuple(sorted(actions)), queryset)
+
+
+def require(*actions: str) -> type[RowPermissions]:
+    """Permission class for a command on one row that needs all of `actions` (`run`, …)."""
+    return type(f"Require_{'_'.join(actions)}", (RowPermissions,), {"actions": actions})
+
+
+def channels_allowing(user, action: str, model) -> QuerySet:
+    """The channels in which `user` may do `action` on rows of `model` (e.g. add mirrors)."""
+    from channels_app.models import Channel
+
+    return filter_allowed(user, action, Channel.objects.all(), model=model, channel_path="")
+
+
+# --- Admin ------------------------------------------------------------------------------------
+
+
+class RowPermissionsAdmin:
+    """ModelAdmin mixin: the model's permissions checked per row with `may`.
+
+    Lists and pages only hold rows the user may see (view or change, as in Django); a custom
+    action `x` is allowed by `has_x_permission`; bulk actions skip the rows not allowed; the
+    add and change forms check the row as it will be saved, `permission_field` (the field that
+    places it in a channel or subchannel) included."""
+
+    permission_field: str = ""
+
+    def get_queryset(self, request):
+        return filter_allowed(request.user, ("view", "change"), super().get_queryset(request))
+
+    def may(self, request, action: str, obj=None) -> bool:
+        """`action` on this row, or, without a row, on some rows."""
+        if obj is None:
+            return may_some(request.user, action, self.model)
+        return may(request.user, action, obj)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self.may(request, "view", obj) or self.may(request, "change", obj)
+
+    def has_add_permission(self, request) -> bool:
+        return self.may(request, "add")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self.may(request, "change", obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.may(request, "delete", obj)
+
+    def permitted(self, request, action: str, queryset: QuerySet) -> QuerySet:
+        """The selected rows `action` is allowed on; says how many were skipped."""
+        allowed = filter_allowed(request.user, action, queryset)
+        skipped = queryset.count() - allowed.count()
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} selected {self.model._meta.verbose_name_plural} skipped: "
+                f"you may not {action} them.",
+                messages.WARNING,
+            )
+        return allowed
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        field, user = self.permission_field, request.user
+
+        class RowPermissionForm(form):
+            def clean(self):
+                data = super().clean()
+                if not field or field in self.errors or field not in self.fields:
+                    return data
+                row = copy.copy(self.instance)
+                setattr(row, field, data.get(field))
+                action = "change" if row.pk else "add"
+                if not may(user, action, row):
+                    perm = perm_for(action, row)
+                    self.add_error(field, f"You do not have the permission {perm} for this.")
+                return data
+
+        return RowPermissionForm

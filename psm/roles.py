@@ -50,6 +50,8 @@ class Category:
         return f"{self.label}: {level.capitalize()}"
 
 
+# Channels and subchannels (Channel rows with a parent) have their own permissions, as have
+# their mirrors; psm/permissions.py picks the one a row needs.
 _CHANNEL = {
     "read": ("channels_app.view_channel",),
     "write": ("channels_app.add_channel",),
@@ -59,8 +61,18 @@ _CHANNEL = {
         "channels_app.freeze_channel",
     ),
 }
+_SUBCHANNEL = {
+    "read": ("channels_app.view_subchannel",),
+    "write": ("channels_app.add_subchannel",),
+    "manage": (
+        "channels_app.change_subchannel",
+        "channels_app.delete_subchannel",
+        "channels_app.freeze_subchannel",
+    ),
+}
 # Creating and editing mirrors needs Write; stopping, restarting, deleting, the All Mirrors
-# view and the dependency report need Manage.
+# view and the dependency report need Manage. The All Mirrors view is one page for both
+# mirror categories: it lists the mirrors the user may see.
 _MIRROR = {
     "read": ("mirrors_app.view_mirror", "mirrors_app.view_syncrun"),
     "write": ("mirrors_app.add_mirror", "mirrors_app.change_mirror", "mirrors_app.run_mirror"),
@@ -72,14 +84,29 @@ _MIRROR = {
         "mirrors_app.download_dependency_report",
     ),
 }
+_SUBCHANNEL_MIRROR = {
+    "read": ("mirrors_app.view_subchannel_mirror", "mirrors_app.view_syncrun"),
+    "write": (
+        "mirrors_app.add_subchannel_mirror",
+        "mirrors_app.change_subchannel_mirror",
+        "mirrors_app.run_subchannel_mirror",
+    ),
+    "manage": (
+        "mirrors_app.delete_subchannel_mirror",
+        "mirrors_app.stop_subchannel_mirror",
+        "mirrors_app.restart_subchannel_mirror",
+        "mirrors_app.view_all_mirrors",
+        "mirrors_app.download_subchannel_dependency_report",
+    ),
+}
 
 CATEGORIES: dict[str, Category] = {
     c.key: c
     for c in [
         Category("channel", "Channels", **_CHANNEL),
-        Category("subchannel", "Subchannels", **_CHANNEL),
+        Category("subchannel", "Subchannels", **_SUBCHANNEL),
         Category("channel.mirror", "Channel mirrors", **_MIRROR),
-        Category("subchannel.mirror", "Subchannel mirrors", **_MIRROR),
+        Category("subchannel.mirror", "Subchannel mirrors", **_SUBCHANNEL_MIRROR),
         Category(
             "artifact",
             "Artifacts",

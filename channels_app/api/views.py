@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from psm.permissions import require
+from psm.permissions import RowPermissionsMixin, filter_allowed, require
 
 from .. import services
 from ..models import Channel
@@ -15,15 +16,14 @@ from .serializers import ChannelSerializer
 NAME_REGEX = r"[a-z0-9][a-z0-9_-]*"
 
 
-class _ChannelActions(viewsets.ModelViewSet):
+class _ChannelActions(RowPermissionsMixin, viewsets.ModelViewSet):
     serializer_class = ChannelSerializer
     lookup_field = "name"
     lookup_value_regex = NAME_REGEX
+    permission_model = Channel
 
     @extend_schema(request=None)
-    @action(
-        detail=True, methods=["post"], permission_classes=[require("channels_app.freeze_channel")]
-    )
+    @action(detail=True, methods=["post"], permission_classes=[require("freeze")])
     def freeze(self, request, **kwargs):
         """Pin the channel's published index; clients keep seeing it until unfrozen."""
         channel = self.get_object()
@@ -31,9 +31,7 @@ class _ChannelActions(viewsets.ModelViewSet):
         return Response(self.get_serializer(channel).data)
 
     @extend_schema(request=None)
-    @action(
-        detail=True, methods=["post"], permission_classes=[require("channels_app.freeze_channel")]
-    )
+    @action(detail=True, methods=["post"], permission_classes=[require("freeze")])
     def unfreeze(self, request, **kwargs):
         """Let the channel publish again."""
         channel = self.get_object()
@@ -42,16 +40,25 @@ class _ChannelActions(viewsets.ModelViewSet):
 
 
 class ChannelViewSet(_ChannelActions):
-    """Top-level channels, addressed by name."""
+    """Top-level channels, addressed by name (Channels permissions)."""
+
+    permission_subchannel = False
 
     def get_queryset(self):
-        return (
-            Channel.objects.top_level().select_related("frozen_by").prefetch_related("subchannels")
+        # Only the subchannels the user may see are named (Subchannels: Read).
+        user = self.request.user
+        subchannels = filter_allowed(user, "view", Channel.objects.filter(parent__isnull=False))
+        channels = Channel.objects.top_level().select_related("frozen_by")
+        return self.filter_rows(channels).prefetch_related(
+            Prefetch("subchannels", queryset=subchannels)
         )
 
 
 class SubchannelViewSet(_ChannelActions):
-    """Subchannels of one channel: /api/channels/{parent}/subchannels/{name}/."""
+    """Subchannels of one channel: /api/channels/{parent}/subchannels/{name}/ (Subchannels
+    permissions; the parent is only addressed, so Read on channels is not needed)."""
+
+    permission_subchannel = True
 
     def get_parent(self) -> Channel:
         if not hasattr(self, "_parent"):
@@ -61,9 +68,8 @@ class SubchannelViewSet(_ChannelActions):
         return self._parent
 
     def get_queryset(self):
-        return Channel.objects.filter(parent=self.get_parent()).select_related(
-            "parent", "frozen_by"
-        )
+        subchannels = Channel.objects.filter(parent=self.get_parent())
+        return self.filter_rows(subchannels).select_related("parent", "frozen_by")
 
     def get_serializer_context(self):
         context = super().get_serializer_context()

@@ -11,7 +11,7 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from psm.permissions import require
+from psm.permissions import RowPermissionsMixin, filter_allowed, may, require
 
 from .. import reports, services
 from ..models import Mirror, SyncRun
@@ -26,7 +26,6 @@ from .serializers import (
 )
 
 EXCLUDED_COLUMNS = ("path", "name", "version", "reason")
-VIEW = "mirrors_app.view_mirror"
 
 
 class CSVRenderer(BaseRenderer):
@@ -64,14 +63,16 @@ def _csv_name(mirror: Mirror, what: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{mirror.channel.path}-{mirror.name}-{what}") + ".csv"
 
 
-class MirrorViewSet(viewsets.ModelViewSet):
+class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
     """Mirrors, by id. Listing every mirror needs the 'view all mirrors' permission;
-    without it, filter by `?channel=<channel or channel/sub>`."""
+    without it, filter by `?channel=<channel or channel/sub>`. Mirrors of subchannels need
+    the Subchannel mirrors permissions, the others the Channel mirrors ones."""
 
     serializer_class = MirrorSerializer
+    permission_model = Mirror
 
     def get_queryset(self):
-        mirrors = Mirror.objects.with_related().prefetch_related(
+        mirrors = self.filter_rows(Mirror.objects.with_related()).prefetch_related(
             Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
         )
         channel = self.request.query_params.get("channel")
@@ -103,6 +104,13 @@ class MirrorViewSet(viewsets.ModelViewSet):
         mirror = serializer.instance or Mirror()
         for name, value in data.items():
             setattr(mirror, name, value)
+        # Checked on the mirror as saved: its channel decides which permission applies.
+        action = "change" if mirror.pk else "add"
+        if not may(self.request.user, action, mirror):
+            raise PermissionDenied(
+                f"You may not {action} mirrors in {'sub' if mirror.channel.parent_id else ''}"
+                "channels."
+            )
         try:
             run = services.mirror_save(mirror=mirror, user=self.request.user, run_now=run_now)
         except services.MirrorBusy:
@@ -125,21 +133,19 @@ class MirrorViewSet(viewsets.ModelViewSet):
         return Response(SyncRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={202: SyncRunSerializer})
-    @action(detail=True, methods=["post"], permission_classes=[require("mirrors_app.run_mirror")])
+    @action(detail=True, methods=["post"], permission_classes=[require("run")])
     def run(self, request, pk=None):
         """Queue a run now (409 if one is already in progress)."""
         return self._command(request, services.mirror_run_now)
 
     @extend_schema(request=None, responses={202: SyncRunSerializer})
-    @action(detail=True, methods=["post"], permission_classes=[require("mirrors_app.stop_mirror")])
+    @action(detail=True, methods=["post"], permission_classes=[require("stop")])
     def stop(self, request, pk=None):
         """Ask the running run to stop: status Stopping, then Stopped; progress is kept."""
         return self._command(request, services.mirror_stop)
 
     @extend_schema(request=None, responses={202: SyncRunSerializer})
-    @action(
-        detail=True, methods=["post"], permission_classes=[require("mirrors_app.restart_mirror")]
-    )
+    @action(detail=True, methods=["post"], permission_classes=[require("restart")])
     def restart(self, request, pk=None):
         """Queue a run from the beginning (409 if one is in progress: stop it first)."""
         return self._command(request, services.mirror_restart)
@@ -212,7 +218,7 @@ class MirrorViewSet(viewsets.ModelViewSet):
         url_path="dependency-report",
         renderer_classes=CSV_RENDERERS,
         pagination_class=None,
-        permission_classes=[require(VIEW, "mirrors_app.download_dependency_report")],
+        permission_classes=[require("view", "report")],
     )
     def dependency_report(self, request, pk=None):
         """The packages the policy allows by name with their dependencies, and whether each is
@@ -235,7 +241,7 @@ class MirrorViewSet(viewsets.ModelViewSet):
         detail=True,
         methods=["post"],
         url_path="policy-preview",
-        permission_classes=[require(VIEW, "mirrors_app.change_mirror")],
+        permission_classes=[require("view", "change")],
     )
     def policy_preview(self, request, pk=None):
         """What applying the effective policy now would change among the packages the mirror
@@ -248,7 +254,7 @@ class MirrorViewSet(viewsets.ModelViewSet):
         detail=True,
         methods=["post"],
         url_path="policy-apply",
-        permission_classes=[require(VIEW, "mirrors_app.change_mirror")],
+        permission_classes=[require("view", "change")],
     )
     def policy_apply(self, request, pk=None):
         """Apply the effective policy to the packages the mirror holds now, without fetching
@@ -258,12 +264,15 @@ class MirrorViewSet(viewsets.ModelViewSet):
 
 
 class SyncRunViewSet(viewsets.ReadOnlyModelViewSet):
-    """Runs of mirrors, newest first; filter with `?mirror=<id>`."""
+    """Runs of mirrors, newest first; filter with `?mirror=<id>`. Only runs of the mirrors
+    the user may see are listed."""
 
     serializer_class = SyncRunSerializer
 
     def get_queryset(self):
-        runs = SyncRun.objects.select_related("requested_by")
+        runs = filter_allowed(
+            self.request.user, "view", SyncRun.objects.select_related("requested_by")
+        )
         mirror = self.request.query_params.get("mirror")
         if mirror:
             if not mirror.isdigit():

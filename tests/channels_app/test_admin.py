@@ -60,7 +60,7 @@ def test_changelist_shows_subchannel_paths_and_mirror_counts(client, make_user):
     sub = ChannelFactory(name="ml", parent=parent)
     MirrorFactory(channel=sub)
     MirrorFactory(channel=sub)
-    client.force_login(make_user("channels_app.view_channel"))
+    client.force_login(make_user("channels_app.view_channel", "channels_app.view_subchannel"))
 
     response = client.get(CHANGELIST)
 
@@ -179,7 +179,7 @@ def test_change_page_lists_mirrors_with_their_commands(client, make_user):
     channel = ChannelFactory()
     mirror = MirrorFactory(channel=channel, name="forge")
     MirrorFactory(name="elsewhere")  # another channel's mirror is not listed
-    client.force_login(make_user(*VIEW_CHANGE))
+    client.force_login(make_user(*VIEW_CHANGE, "mirrors_app.view_mirror", "mirrors_app.add_mirror"))
 
     response = client.get(reverse("admin:channels_app_channel_change", args=[channel.pk]))
 
@@ -203,7 +203,7 @@ def test_change_page_lists_mirrors_with_their_commands(client, make_user):
 
 def test_change_page_without_mirrors_still_offers_create_mirror(client, make_user):
     channel = ChannelFactory()
-    client.force_login(make_user(*VIEW_CHANGE))
+    client.force_login(make_user(*VIEW_CHANGE, "mirrors_app.add_mirror"))
 
     html = client.get(reverse("admin:channels_app_channel_change", args=[channel.pk])).content
     html = html.decode()
@@ -217,7 +217,12 @@ def test_change_page_without_mirrors_still_offers_create_mirror(client, make_use
 
 @pytest.fixture
 def creator(make_user, client):
-    user = make_user("channels_app.add_channel", "channels_app.view_channel")
+    user = make_user(
+        "channels_app.add_channel",
+        "channels_app.view_channel",
+        "channels_app.add_subchannel",
+        "channels_app.view_subchannel",
+    )
     client.force_login(user)
     return user
 

@@ -10,18 +10,16 @@ from tests.factories import ChannelFactory, PolicyFactory
 
 pytestmark = pytest.mark.django_db
 
-ALL_CHANNEL_PERMS = (
-    "channels_app.view_channel",
-    "channels_app.add_channel",
-    "channels_app.change_channel",
-    "channels_app.delete_channel",
-    "channels_app.freeze_channel",
+ALL_CHANNEL_PERMS = tuple(
+    f"channels_app.{action}_{model}"
+    for model in ("channel", "subchannel")
+    for action in ("view", "add", "change", "delete", "freeze")
 )
 
 
 @pytest.fixture
 def admin_client(api_client, make_user):
-    """A client logged in as a user holding every channel permission."""
+    """A client logged in as a user holding every channel and subchannel permission."""
     api_client.force_authenticate(make_user(*ALL_CHANNEL_PERMS))
     return api_client
 
@@ -107,25 +105,25 @@ CHANNEL_REQUESTS = [
     ("channels_app.delete_channel", "delete", "/api/channels/main/", None, 204),
     ("channels_app.freeze_channel", "post", "/api/channels/main/freeze/", None, 200),
     ("channels_app.freeze_channel", "post", "/api/channels/main/unfreeze/", None, 200),
-    ("channels_app.view_channel", "get", "/api/channels/main/subchannels/", None, 200),
-    ("channels_app.view_channel", "get", "/api/channels/main/subchannels/sub/", None, 200),
+    ("channels_app.view_subchannel", "get", "/api/channels/main/subchannels/", None, 200),
+    ("channels_app.view_subchannel", "get", "/api/channels/main/subchannels/sub/", None, 200),
     (
-        "channels_app.add_channel",
+        "channels_app.add_subchannel",
         "post",
         "/api/channels/main/subchannels/",
         {"name": "new", "kind": "conda"},
         201,
     ),
     (
-        "channels_app.change_channel",
+        "channels_app.change_subchannel",
         "patch",
         "/api/channels/main/subchannels/sub/",
         {"description": "d"},
         200,
     ),
-    ("channels_app.delete_channel", "delete", "/api/channels/main/subchannels/sub/", None, 204),
+    ("channels_app.delete_subchannel", "delete", "/api/channels/main/subchannels/sub/", None, 204),
     (
-        "channels_app.freeze_channel",
+        "channels_app.freeze_subchannel",
         "post",
         "/api/channels/main/subchannels/sub/freeze/",
         None,
@@ -606,7 +604,7 @@ def test_delete_channel_deletes_its_subchannels(admin_client):
 
 
 def test_freeze_and_unfreeze_subchannel(api_client, make_user):
-    api_client.force_authenticate(make_user("channels_app.freeze_channel", username="ops"))
+    api_client.force_authenticate(make_user("channels_app.freeze_subchannel", username="ops"))
     main = ChannelFactory(name="main")
     ChannelFactory(name="staging", parent=main)
 

@@ -1210,7 +1210,9 @@ def test_saving_without_any_channel_permission_returns_to_the_index(client, make
 
 @pytest.fixture
 def run_viewer(make_user, client):
-    user = make_user("mirrors_app.view_syncrun", "mirrors_app.change_syncrun")
+    user = make_user(
+        "mirrors_app.view_syncrun", "mirrors_app.change_syncrun", "mirrors_app.view_mirror"
+    )
     client.force_login(user)
     return user
 

@@ -20,7 +20,7 @@ from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory, SyncRu
 pytestmark = pytest.mark.django_db
 
 SOURCE = "http://127.0.0.1:9/conda-forge"
-ALL_MIRROR_PERMS = (
+CHANNEL_MIRROR_PERMS = (
     "mirrors_app.view_mirror",
     "mirrors_app.add_mirror",
     "mirrors_app.change_mirror",
@@ -30,6 +30,16 @@ ALL_MIRROR_PERMS = (
     "mirrors_app.restart_mirror",
     "mirrors_app.view_all_mirrors",
 )
+SUBCHANNEL_MIRROR_PERMS = (
+    "mirrors_app.view_subchannel_mirror",
+    "mirrors_app.add_subchannel_mirror",
+    "mirrors_app.change_subchannel_mirror",
+    "mirrors_app.delete_subchannel_mirror",
+    "mirrors_app.run_subchannel_mirror",
+    "mirrors_app.stop_subchannel_mirror",
+    "mirrors_app.restart_subchannel_mirror",
+)
+ALL_MIRROR_PERMS = CHANNEL_MIRROR_PERMS + SUBCHANNEL_MIRROR_PERMS
 
 
 @pytest.fixture
@@ -132,7 +142,7 @@ def test_request_without_its_permission_is_forbidden(
     api_client, make_user, channel, no_broker, perm, method, url, body, ok
 ):
     mirror = MirrorFactory(channel=channel, cron="0 0 1 * *")
-    others = [p for p in (*ALL_MIRROR_PERMS, "mirrors_app.view_syncrun") if p != perm]
+    others = [p for p in (*CHANNEL_MIRROR_PERMS, "mirrors_app.view_syncrun") if p != perm]
     api_client.force_authenticate(make_user(*others))
 
     response = _request(api_client, method, url, body, mirror)
@@ -159,7 +169,7 @@ def test_stop_without_stop_permission_is_forbidden(api_client, make_user, channe
     mirror = MirrorFactory(channel=channel)
     run = SyncRunFactory(mirror=mirror, state=SyncRun.State.RUNNING)
     api_client.force_authenticate(
-        make_user(*[p for p in ALL_MIRROR_PERMS if p != "mirrors_app.stop_mirror"])
+        make_user(*[p for p in CHANNEL_MIRROR_PERMS if p != "mirrors_app.stop_mirror"])
     )
 
     response = api_client.post(f"/api/mirrors/{mirror.pk}/stop/")
@@ -229,14 +239,14 @@ def test_listing_one_channels_mirrors_needs_only_view_mirror(api_client, make_us
     assert body["results"][0]["channel"] == "main"
 
 
-def test_listing_a_subchannels_mirrors_by_path_needs_only_view_mirror(
+def test_listing_a_subchannels_mirrors_by_path_needs_only_view_subchannel_mirror(
     api_client, make_user, channel
 ):
     staging = ChannelFactory(name="staging", parent=channel)
     ChannelFactory(name="staging")  # a top-level channel with the same name
     MirrorFactory(channel=channel, name="parent-mirror")
     MirrorFactory(channel=staging, name="sub-mirror")
-    api_client.force_authenticate(make_user("mirrors_app.view_mirror"))
+    api_client.force_authenticate(make_user("mirrors_app.view_subchannel_mirror"))
 
     response = api_client.get("/api/mirrors/?channel=main/staging")
 
@@ -251,7 +261,9 @@ def test_listing_by_channel_does_not_include_its_subchannels_mirrors(
 ):
     MirrorFactory(channel=channel, name="parent-mirror")
     MirrorFactory(channel=ChannelFactory(name="staging", parent=channel), name="sub-mirror")
-    api_client.force_authenticate(make_user("mirrors_app.view_mirror"))
+    api_client.force_authenticate(
+        make_user("mirrors_app.view_mirror", "mirrors_app.view_subchannel_mirror")
+    )
 
     response = api_client.get("/api/mirrors/?channel=main")
 
@@ -1110,7 +1122,7 @@ def test_reports_and_policy_commands_of_unknown_mirror_are_404(admin_client, url
 @pytest.mark.parametrize("command", ["policy-preview", "policy-apply"])
 def test_policy_commands_need_change_permission(api_client, make_user, channel, command):
     mirror = MirrorFactory(channel=channel)
-    others = [p for p in ALL_MIRROR_PERMS if p != "mirrors_app.change_mirror"]
+    others = [p for p in CHANNEL_MIRROR_PERMS if p != "mirrors_app.change_mirror"]
     api_client.force_authenticate(make_user(*others))
 
     assert api_client.post(f"/api/mirrors/{mirror.pk}/{command}/").status_code == 403
@@ -1183,7 +1195,7 @@ def test_delete_unknown_mirror_is_404(admin_client):
 
 @pytest.fixture
 def runs_client(api_client, make_user):
-    api_client.force_authenticate(make_user("mirrors_app.view_syncrun"))
+    api_client.force_authenticate(make_user("mirrors_app.view_syncrun", "mirrors_app.view_mirror"))
     return api_client
 
 

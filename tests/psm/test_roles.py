@@ -41,12 +41,16 @@ def test_levels_include_the_levels_below():
 
 def test_the_seed_rules_hold():
     # Mirroring needs Write or Manage on the mirror categories.
+    for category, perm in [
+        ("Channel mirrors", "mirrors_app.add_mirror"),
+        ("Subchannel mirrors", "mirrors_app.add_subchannel_mirror"),
+    ]:
+        assert perm not in _perms(f"{category}: Read")
+        assert perm in _perms(f"{category}: Write")
+    # The All Mirrors view needs Manage (on either mirror category; it lists what one may see).
     for category in ("Channel mirrors", "Subchannel mirrors"):
-        assert "mirrors_app.add_mirror" not in _perms(f"{category}: Read")
-        assert "mirrors_app.add_mirror" in _perms(f"{category}: Write")
-    # The All Mirrors view needs Manage.
-    assert "mirrors_app.view_all_mirrors" not in _perms("Channel mirrors: Write")
-    assert "mirrors_app.view_all_mirrors" in _perms("Channel mirrors: Manage")
+        assert "mirrors_app.view_all_mirrors" not in _perms(f"{category}: Write")
+        assert "mirrors_app.view_all_mirrors" in _perms(f"{category}: Manage")
     # Policies need Manage on the policy engine.
     assert "policies_app.change_policy" not in _perms("Policy engine: Write")
     assert {"policies_app.add_policy", "policies_app.delete_policy"} <= _perms(
@@ -55,6 +59,23 @@ def test_the_seed_rules_hold():
     # Freezing is managing a channel.
     assert "channels_app.freeze_channel" not in _perms("Channels: Write")
     assert "channels_app.freeze_channel" in _perms("Channels: Manage")
+    assert "channels_app.freeze_subchannel" in _perms("Subchannels: Manage")
+
+
+@pytest.mark.parametrize(
+    ("channel_category", "subchannel_category"),
+    [("Channels", "Subchannels"), ("Channel mirrors", "Subchannel mirrors")],
+)
+def test_subchannel_categories_grant_nothing_of_the_channel_categories(
+    channel_category, subchannel_category
+):
+    # Runs are one model: both mirror categories may read them (rows are filtered by mirror).
+    shared = {"mirrors_app.view_syncrun", "mirrors_app.view_all_mirrors"}
+    for level in ("Read", "Write", "Manage"):
+        channel = _perms(f"{channel_category}: {level}")
+        subchannel = _perms(f"{subchannel_category}: {level}")
+        assert channel & subchannel <= shared
+        assert len(channel) == len(subchannel)
 
 
 @pytest.mark.parametrize(
