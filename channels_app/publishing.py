@@ -47,7 +47,8 @@ class PackageIndexSource:
             rows = Package.objects.filter(channel=self.channel)
             listed.update(u for u in folders - listed if rows.filter(subdir=u).exists())
         else:
-            listed.update(self.packages.values_list("subdir", flat=True).distinct())
+            # order_by(): else the model's ordering joins the DISTINCT (a row per package).
+            listed.update(self.packages.order_by().values_list("subdir", flat=True).distinct())
         return sorted(listed)
 
     def documents(self, unit: str, suffix: str = "") -> Iterable[tuple[str, str | bytes]]:
@@ -222,7 +223,7 @@ def _changed_units(channel: Channel) -> set[str] | None:
     if last is None:
         return None
     changed = Package.objects.filter(channel=channel, updated_at__gte=last)
-    return set(changed.values_list("subdir", flat=True).distinct())
+    return set(changed.order_by().values_list("subdir", flat=True).distinct())
 
 
 def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:
