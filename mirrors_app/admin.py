@@ -519,7 +519,11 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         mirror = self._mirror(request, pk, change=True)
         if request.method != "POST":
             return self._policy_page(request, mirror, "Apply policy now")
-        change = services.mirror_policy_apply(mirror=mirror, user=request.user)
+        try:
+            change = services.mirror_policy_apply(mirror=mirror, user=request.user)
+        except services.MirrorBusy as exc:
+            self.message_user(request, f"{exc} The run applies the policy itself.", messages.ERROR)
+            return redirect("admin:mirrors_app_mirror_details", pk)
         self.message_user(
             request,
             f"Policy applied to mirror {mirror.name!r}: {change['entering']:,} packages entered, "

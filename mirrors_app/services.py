@@ -220,9 +220,14 @@ def _transition(run: SyncRun, from_states: set[str], to: str, **fields) -> bool:
 
 def mirror_policy_apply(*, mirror: Mirror, dry_run: bool = False, user=None) -> dict:
     """Preview (`dry_run`) or apply the mirror's effective policy to what it already holds,
-    without fetching the upstream index again; applying publishes the channel."""
+    without fetching the upstream index again; applying publishes the channel. Applying
+    raises MirrorBusy while a run is active."""
     from .sync.policy import policy_apply, policy_fingerprint
 
+    if not dry_run and (run := mirror.active_run()) is not None:
+        # The run decides what it ingests with the policy as it is; applying meanwhile would
+        # race its writes. The run applies a changed policy itself.
+        raise MirrorBusy(mirror, run)
     change = policy_apply(mirror=mirror, dry_run=dry_run)
     if not dry_run:
         policy = mirror.effective_policy()

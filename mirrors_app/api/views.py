@@ -258,8 +258,11 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
     )
     def policy_apply(self, request, pk=None):
         """Apply the effective policy to the packages the mirror holds now, without fetching
-        the source again, and republish the channel."""
-        change = services.mirror_policy_apply(mirror=self.get_object(), user=request.user)
+        the source again, and republish the channel (409 while a run is active)."""
+        try:
+            change = services.mirror_policy_apply(mirror=self.get_object(), user=request.user)
+        except services.MirrorBusy as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(PolicyChangeSerializer(change).data)
 
 

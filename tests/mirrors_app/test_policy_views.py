@@ -466,3 +466,23 @@ def test_admin_policy_pages_need_change_permission(client, make_user, mirror, pa
     assert client.get(url).status_code == 403
     assert client.post(url).status_code == 403
     assert "gamma-1.0-0.tar.bz2" in _excluded_names()
+
+
+def test_policy_apply_waits_for_an_active_run(api_client, client, make_user, mirror):
+    """A run decides what it ingests with the policy as it is; applying meanwhile is refused
+    (the run applies a changed policy itself). A preview is always allowed."""
+    from mirrors_app import services
+
+    _allow_gamma_too(mirror)
+    services.sync_run_create(mirror=mirror)
+    user = make_user(VIEW, CHANGE)
+    api_client.force_authenticate(user)
+    assert api_client.post(f"/api/mirrors/{mirror.pk}/policy-preview/").status_code == 200
+
+    response = api_client.post(f"/api/mirrors/{mirror.pk}/policy-apply/")
+    assert response.status_code == 409 and "run in progress" in response.json()["detail"]
+    client.force_login(user)
+    response = client.post(reverse("admin:mirrors_app_mirror_policy_apply", args=[mirror.pk]))
+    assert response.status_code == 302
+    assert "run in progress" in str(list(get_messages(response.wsgi_request))[0])
+    assert "gamma-1.0-0.tar.bz2" in _excluded_names()  # nothing applied
