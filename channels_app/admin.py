@@ -7,16 +7,40 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
-from psm.permissions import RowPermissionsAdmin, filter_allowed, may_some
+from psm.permissions import GRANT, RowPermissionsAdmin, filter_allowed, may, may_some
 
 from . import services
 from .formats import FORMATS, kind_choices
-from .models import Channel, Package
+from .models import Channel, ChannelGrant, Package
+
+
+class ChannelGrantInline(admin.TabularInline):
+    """Which groups read, write or manage this channel (and its subchannels). Shown to those
+    who may see the channel; edited with Manage on the channel's category."""
+
+    model = ChannelGrant
+    extra = 0
+    fields = ["group", "level"]
+    verbose_name = "group access"
+    verbose_name_plural = "Group access (a grant here also covers the subchannels)"
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return obj is not None and may(request.user, "view", obj)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return obj is not None and may(request.user, GRANT, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self.has_add_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.has_add_permission(request, obj)
 
 
 @admin.register(Channel)
 class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
-    """Channels and subchannels: each row needs the permission of its own category."""
+    """Channels and subchannels: each row needs the permission of its own category, or a grant
+    on it (or on its parent)."""
 
     list_display = [
         "path_display",
@@ -42,7 +66,25 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         "mirrors_table",
     ]
     readonly_fields = ["frozen_info", "mirrors_table"]
+    inlines = [ChannelGrantInline]
     permission_field = "parent"  # a parent makes it a subchannel
+
+    def has_module_permission(self, request) -> bool:
+        # Members of a granted group may hold no channel permission at all.
+        return super().has_module_permission(request) or self.may(request, "view")
+
+    def save_formset(self, request, form, formset, change) -> None:
+        if formset.model is not ChannelGrant:
+            return super().save_formset(request, form, formset, change)
+        if not formset.has_changed() or not may(request.user, GRANT, form.instance):
+            return None
+        grants = [
+            (f.cleaned_data["group"], f.cleaned_data["level"])
+            for f in formset.forms
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+        services.channel_grants_set(channel=form.instance, grants=grants, user=request.user)
+        return None
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_mirror_count=Count("mirrors"))
@@ -163,6 +205,11 @@ class PackageAdmin(admin.ModelAdmin):
     @admin.display(description="Indexing status", boolean=False)
     def stored(self, package: Package) -> str:
         return "active" if package.is_stored else "passive"
+
+    def get_queryset(self, request):
+        # Artifacts: Read shows packages of the channels one may see, never of private others.
+        channels = filter_allowed(request.user, "view", Channel.objects.all())
+        return super().get_queryset(request).filter(channel__in=channels)
 
     def has_add_permission(self, request) -> bool:
         return False
