@@ -5,10 +5,18 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
-from psm.permissions import GRANT, RowPermissions, RowPermissionsMixin, filter_allowed, require
+from psm.permissions import (
+    GRANT,
+    RowPermissions,
+    RowPermissionsMixin,
+    filter_allowed,
+    may,
+    require,
+)
 
 from .. import services
 from ..models import Channel
@@ -29,6 +37,13 @@ class _ChannelActions(RowPermissionsMixin, viewsets.ModelViewSet):
     lookup_field = "name"
     lookup_value_regex = NAME_REGEX
     permission_model = Channel
+
+    def perform_create(self, serializer) -> None:
+        # A Write grant allows subchannels in its own channel only: check the row itself.
+        row = Channel(parent=serializer.validated_data.get("parent"))
+        if not may(self.request.user, "add", row):
+            raise PermissionDenied("You may not create channels here.")
+        serializer.save()
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"], permission_classes=[require("freeze")])
