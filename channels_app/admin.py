@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -117,7 +117,12 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
             field.required = False
             return field
         if db_field.name == "parent":
-            kwargs["queryset"] = Channel.objects.top_level()
+            # Private channels one may not see are not offered (nor named) as parents.
+            top = Channel.objects.top_level()
+            visible = filter_allowed(request.user, "view", top)
+            kwargs["queryset"] = top.filter(
+                ~Q(visibility=Channel.Visibility.PRIVATE) | Q(pk__in=visible.values("pk"))
+            )
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="Channel", ordering="name")

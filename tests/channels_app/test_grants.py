@@ -349,3 +349,15 @@ def test_api_write_grant_creates_subchannels_in_that_channel_only(api_client, se
     assert ok.status_code == 201, ok.content
     assert refused.status_code == 403
     assert ChannelGrant.objects.filter(channel__name="ml").count() == 0
+
+
+def test_add_form_offers_as_parents_only_private_channels_one_may_see(client, secret, member):
+    grant(secret, member, group="team-a", level="write")
+    ChannelFactory(name="hidden", visibility=PRIVATE)
+    ChannelFactory(name="open")
+    client.force_login(member)
+
+    page = client.get(reverse("admin:channels_app_channel_add"))
+
+    names = {str(c) for c in page.context["adminform"].form.fields["parent"].queryset}
+    assert names == {"secret", "open"}
