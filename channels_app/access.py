@@ -95,9 +95,10 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
 
 
 def can_read(channel: Channel, requester: Requester) -> bool:
-    """Public: anyone. Authenticated: any signed-in user or valid token. Private: users with
-    Read on channels (on subchannels, for a subchannel), and through a token only if it grants
-    this channel (resource token) or that reading (scope token)."""
+    """Public: anyone. Authenticated: any signed-in user or valid token. Private: users who may
+    see it (`may`: a grant to one of their groups, Manage on its category, superuser), and
+    through a token only if it grants this channel (resource token) or that reading (scope
+    token)."""
     if channel.visibility == Channel.Visibility.PUBLIC:
         return True
     user, token = requester.signed_in_user(), requester.token

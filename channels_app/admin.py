@@ -1,22 +1,49 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
-from psm.permissions import RowPermissionsAdmin, filter_allowed, may_some
+from psm.permissions import GRANT, RowPermissionsAdmin, filter_allowed, may, may_some
 
 from . import services
 from .formats import FORMATS, kind_choices
-from .models import Channel, Package
+from .models import Channel, ChannelGrant, Package
+
+
+class ChannelGrantInline(admin.TabularInline):
+    """Which groups read, write or manage this channel (and its subchannels). Shown to those
+    who may see the channel; edited with Manage on the channel's category."""
+
+    model = ChannelGrant
+    extra = 0
+    fields = ["group", "level"]
+    verbose_name = "group access"
+    verbose_name_plural = "Group access (a grant here also covers the subchannels)"
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Without a row (Django's inline queryset asks so): whether some channel is visible.
+        if obj is None:
+            return may_some(request.user, "view", Channel)
+        return may(request.user, "view", obj)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return obj is not None and may(request.user, GRANT, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self.has_add_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.has_add_permission(request, obj)
 
 
 @admin.register(Channel)
 class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
-    """Channels and subchannels: each row needs the permission of its own category."""
+    """Channels and subchannels: each row needs the permission of its own category, or a grant
+    on it (or on its parent)."""
 
     list_display = [
         "path_display",
@@ -42,7 +69,30 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         "mirrors_table",
     ]
     readonly_fields = ["frozen_info", "mirrors_table"]
+    inlines = [ChannelGrantInline]
     permission_field = "parent"  # a parent makes it a subchannel
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # grants go on a saved channel
+
+    def has_module_permission(self, request) -> bool:
+        # Members of a granted group may hold no channel permission at all.
+        return super().has_module_permission(request) or self.may(request, "view")
+
+    def save_formset(self, request, form, formset, change) -> None:
+        if formset.model is not ChannelGrant:
+            return super().save_formset(request, form, formset, change)
+        # Saved through the service (audited, one diff); the change message leaves grants out.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        if not formset.has_changed() or not may(request.user, GRANT, form.instance):
+            return None
+        grants = [
+            (f.cleaned_data["group"], f.cleaned_data["level"])
+            for f in formset.forms
+            if f.cleaned_data and not f.cleaned_data.get("DELETE")
+        ]
+        services.channel_grants_set(channel=form.instance, grants=grants, user=request.user)
+        return None
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_mirror_count=Count("mirrors"))
@@ -67,7 +117,12 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
             field.required = False
             return field
         if db_field.name == "parent":
-            kwargs["queryset"] = Channel.objects.top_level()
+            # Private channels one may not see are not offered (nor named) as parents.
+            top = Channel.objects.top_level()
+            visible = filter_allowed(request.user, "view", top)
+            kwargs["queryset"] = top.filter(
+                ~Q(visibility=Channel.Visibility.PRIVATE) | Q(pk__in=visible.values("pk"))
+            )
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="Channel", ordering="name")
@@ -163,6 +218,11 @@ class PackageAdmin(admin.ModelAdmin):
     @admin.display(description="Indexing status", boolean=False)
     def stored(self, package: Package) -> str:
         return "active" if package.is_stored else "passive"
+
+    def get_queryset(self, request):
+        # Artifacts: Read shows packages of the channels one may see, never of private others.
+        channels = filter_allowed(request.user, "view", Channel.objects.all())
+        return super().get_queryset(request).filter(channel__in=channels)
 
     def has_add_permission(self, request) -> bool:
         return False

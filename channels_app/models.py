@@ -30,7 +30,7 @@ class Channel(models.Model):
     class Visibility(models.TextChoices):
         PUBLIC = "public", "Public (anyone)"
         AUTHENTICATED = "authenticated", "Authenticated (any signed-in user or token)"
-        PRIVATE = "private", "Private (users with Read on channels, tokens granting it)"
+        PRIVATE = "private", "Private (granted groups, Manage on channels, tokens granting it)"
 
     # Top-level names that would clash with client URLs (`/api/repo/t/<token>/<channel>/`).
     RESERVED_NAMES = frozenset({"t"})
@@ -160,6 +160,40 @@ class Channel(models.Model):
 
     def unfreeze(self) -> None:
         self.frozen, self.frozen_by, self.frozen_at = False, None, None
+
+
+class ChannelGrant(models.Model):
+    """A group's level on one channel (and its subchannels): what makes a private channel
+    readable by a team, and lets it write or manage that channel without the category-wide
+    permission (psm/permissions.py decides)."""
+
+    class Level(models.TextChoices):
+        READ = "read", "Read"
+        WRITE = "write", "Write"
+        MANAGE = "manage", "Manage"
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="grants")
+    group = models.ForeignKey("auth.Group", on_delete=models.CASCADE, related_name="channel_grants")
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.READ)
+
+    class Meta:
+        ordering = ["channel", "group__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "group"],
+                name="channel_grant_unique",
+                violation_error_message="This group already has a grant on this channel.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group}: {self.level} on {self.channel}"
+
+    @classmethod
+    def levels_from(cls, level: str) -> list[str]:
+        """The levels that include `level` (read is included in write and manage)."""
+        values = list(cls.Level.values)
+        return values[values.index(level) :]
 
 
 class Artifact(models.Model):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import transaction
 
 from psm.audit import audit_record
 
 from . import tasks
-from .models import Channel
+from .models import Channel, ChannelGrant
 
 
 @transaction.atomic
@@ -31,4 +33,42 @@ def channel_unfreeze(*, channel: Channel, user) -> bool:
     audit_record(actor=user, action="channel.unfreeze", target=channel)
     # Publish what was prepared while frozen, in one step, off the request.
     transaction.on_commit(lambda: tasks.publish_channel.delay(channel.pk))
+    return True
+
+
+@transaction.atomic
+def channel_grants_set(*, channel: Channel, grants: Iterable[tuple], user) -> bool:
+    """Make the channel's grants exactly these (group, level) pairs; False if nothing changed.
+
+    Raise ValueError when a group is named twice."""
+    wanted: dict[int, tuple] = {}
+    for group, level in grants:
+        if group.pk in wanted:
+            raise ValueError(f"Group {group.name!r} is granted twice; give it one level.")
+        wanted[group.pk] = (group, ChannelGrant.Level(level))
+    current = {g.group_id: g for g in channel.grants.select_for_update()}
+    removed = [pk for pk in current if pk not in wanted]
+    changed = [
+        current[pk]
+        for pk, (_, level) in wanted.items()
+        if pk in current and current[pk].level != level
+    ]
+    added = [
+        ChannelGrant(channel=channel, group=group, level=level)
+        for pk, (group, level) in wanted.items()
+        if pk not in current
+    ]
+    if not (removed or changed or added):
+        return False
+    channel.grants.filter(group_id__in=removed).delete()
+    for grant in changed:
+        grant.level = wanted[grant.group_id][1]
+    ChannelGrant.objects.bulk_update(changed, ["level"])
+    ChannelGrant.objects.bulk_create(added)
+    audit_record(
+        actor=user,
+        action="channel.grants",
+        target=channel,
+        grants={group.name: str(level) for group, level in wanted.values()},
+    )
     return True

@@ -5,15 +5,20 @@ Django permissions are per model, but PSM's categories are not: a subchannel is 
 with a parent (category Subchannels) and a subchannel's mirror is a Mirror whose channel has a
 parent (category Subchannel mirrors). So each action maps to two permissions, one for rows in
 top-level channels and one for rows in subchannels, and the row decides which one applies.
+
+Channels also have grants (channels_app.ChannelGrant: group × channel × level). On a channel
+row, an action is allowed by its category permission OR by a grant to one of the user's groups
+on the channel or its parent at the action's level. A private channel is seen only through a
+grant, Manage on its category, or as a superuser: category Read alone does not show it.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.contrib import messages
-from django.db.models import Model, QuerySet
+from django.db.models import Exists, Model, OuterRef, Q, QuerySet
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
 
 
@@ -23,6 +28,9 @@ class Rule:
     channel_path: str
     # action -> (permission in top-level channels, permission in subchannels)
     perms: dict[str, tuple[str, str]]
+    # action -> the level a channel grant must give for it; only rows of channels themselves
+    # (a grant never reaches mirrors: they stay with the mirror categories).
+    grant_levels: dict[str, str] = field(default_factory=dict)
 
 
 _CHANNEL_ACTIONS = ("view", "add", "change", "delete", "freeze")
@@ -32,12 +40,29 @@ _MIRROR_PERMS = {
     for action in _MIRROR_ACTIONS
 }
 
+# "grant" (edit a channel's grants) needs Manage on the channel's category; grants never give it.
+GRANT = "grant"
+# On a private channel, category permission to view means this action's (Manage).
+PRIVATE_VIEW_ACTION = "change"
+
 RULES: dict[str, Rule] = {
     "channels_app.channel": Rule(
         "",
         {
-            action: (f"channels_app.{action}_channel", f"channels_app.{action}_subchannel")
-            for action in _CHANNEL_ACTIONS
+            **{
+                action: (f"channels_app.{action}_channel", f"channels_app.{action}_subchannel")
+                for action in _CHANNEL_ACTIONS
+            },
+            GRANT: ("channels_app.change_channel", "channels_app.change_subchannel"),
+        },
+        # Adding with a grant = a subchannel in a channel granted Write (spec: "creating a
+        # subchannel needs Write on the parent channel").
+        grant_levels={
+            "view": "read",
+            "add": "write",
+            "change": "manage",
+            "delete": "manage",
+            "freeze": "manage",
         },
     ),
     "mirrors_app.mirror": Rule(
@@ -75,16 +100,91 @@ def perm_for(action: str, obj: Model) -> str:
 
 
 def may(user, action: str, obj: Model) -> bool:
-    """Whether `user` may do `action` (view, add, change, delete, freeze, run, stop, restart,
-    report) on this row; for `add`, pass the unsaved row with its channel or parent set."""
-    return bool(user and user.is_authenticated) and user.has_perm(perm_for(action, obj))
+    """Whether `user` may do `action` (view, add, change, delete, freeze, grant, run, stop,
+    restart, report) on this row; for `add`, pass the unsaved row with its channel or parent
+    set."""
+    if not _signed_in(user):
+        return False
+    rule = _rule(obj)
+    if not rule.grant_levels:
+        return user.has_perm(perm_for(action, obj))
+    category_action = action
+    if action == "view" and _is_private(obj):
+        category_action = PRIVATE_VIEW_ACTION
+    if user.has_perm(perm_for(category_action, obj)):
+        return True
+    level = rule.grant_levels.get(action)
+    return bool(level) and _token_allows(user, perm_for(action, obj)) and _granted(user, obj, level)
+
+
+def _is_private(channel) -> bool:
+    from channels_app.models import Channel
+
+    return channel.visibility == Channel.Visibility.PRIVATE
+
+
+def _token_allows(user, perm: str) -> bool:
+    """A user acting through a scope token gets from grants only what the token's scopes allow."""
+    token = getattr(user, "psm_token", None)
+    if token is None:
+        return True
+    from .tokens import token_permissions
+
+    return perm in token_permissions(token)
+
+
+def _granted(user, channel, level: str) -> bool:
+    """Whether one of the user's groups holds `level` or more on the channel or its parent."""
+    from channels_app.models import ChannelGrant
+
+    ids = [pk for pk in (channel.pk, channel.parent_id) if pk is not None]
+    return (
+        bool(ids)
+        and ChannelGrant.objects.filter(
+            channel_id__in=ids, group__user=user, level__in=ChannelGrant.levels_from(level)
+        ).exists()
+    )
+
+
+def grants_query(user, level: str, prefix: str = "") -> Q:
+    """Rows whose channel (at `prefix`, "" for channels) or its parent grants one of the
+    user's groups `level` or more."""
+    from channels_app.models import ChannelGrant
+
+    grants = ChannelGrant.objects.filter(
+        group__user=user, level__in=ChannelGrant.levels_from(level)
+    )
+    here = f"{prefix}__" if prefix else ""
+    return Q(Exists(grants.filter(channel_id=OuterRef(f"{here}pk")))) | Q(
+        Exists(grants.filter(channel_id=OuterRef(f"{here}parent_id")))
+    )
+
+
+def _granted_anywhere(user, level: str) -> bool:
+    from channels_app.models import ChannelGrant
+
+    return ChannelGrant.objects.filter(
+        group__user=user, level__in=ChannelGrant.levels_from(level)
+    ).exists()
 
 
 def may_some(user, action: str, model, *, subchannel: bool | None = None) -> bool:
     """Whether `user` may do `action` on some rows of `model`: in top-level channels
     (`subchannel=False`), in subchannels (`True`) or in either (`None`)."""
     places = _places(user, (action,), model)
-    return bool(places) if subchannel is None else subchannel in places
+    if subchannel is None and places or subchannel in places:
+        return True
+    # Grants: on some channel (covering its subchannels); adding only ever makes subchannels.
+    level = _rule(model).grant_levels.get(action)
+    if not level or (action == "add" and subchannel is False) or not _signed_in(user):
+        return False
+    perms = _rule(model).perms[action]
+    allowed = [perms[1]] if subchannel else [perms[0]] if subchannel is False else perms
+    return any(_token_allows(user, p) for p in allowed) and _granted_anywhere(user, level)
+
+
+def _signed_in(user) -> bool:
+    return bool(user and user.is_authenticated)
 
 
 def _places(user, actions: tuple[str, ...], model) -> set[bool]:
@@ -110,14 +210,44 @@ def filter_allowed(
     channels (path "") in which the user may add mirrors (model Mirror)."""
     actions = (actions,) if isinstance(actions, str) else actions
     model = model or queryset.model
+    rule = _rule(model)
+    path = rule.channel_path if channel_path is None else channel_path
+    if rule.grant_levels:
+        return queryset.filter(_channel_rows(user, actions, rule, path))
     places = _places(user, actions, model)
     if not places:
         return queryset.none()
     if len(places) == 2:
         return queryset
-    path = _rule(model).channel_path if channel_path is None else channel_path
     parent = f"{path}__parent" if path else "parent"
     return queryset.filter(**{f"{parent}__isnull": True not in places})
+
+
+def _channel_rows(user, actions: tuple[str, ...], rule: Rule, path: str) -> Q:
+    """`may` for channel rows, as a filter: category permissions (Manage for private channels
+    to view), or grants at the actions' levels."""
+    from channels_app.models import Channel
+
+    if not _signed_in(user):
+        return Q(pk__in=[])
+    here = f"{path}__" if path else ""
+    where = {sub: Q(**{f"{here}parent__isnull": not sub}) for sub in (False, True)}
+    private = Q(**{f"{here}visibility": Channel.Visibility.PRIVATE})
+    allowed = Q(pk__in=[])
+    for action in actions:
+        for sub, perm in zip((False, True), rule.perms[action], strict=True):
+            if action == "view":
+                manage = rule.perms[PRIVATE_VIEW_ACTION][sub]
+                if user.has_perm(manage):
+                    allowed |= where[sub]
+                elif user.has_perm(perm):
+                    allowed |= where[sub] & ~private
+            elif user.has_perm(perm):
+                allowed |= where[sub]
+            level = rule.grant_levels.get(action)
+            if level and _token_allows(user, perm):
+                allowed |= where[sub] & grants_query(user, level, path)
+    return allowed
 
 
 # --- REST API ---------------------------------------------------------------------------------

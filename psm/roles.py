@@ -3,7 +3,9 @@
 Each category (Channels, Channel mirrors, Policy engine, …) has three levels: Read, Write and
 Manage, each including the one below. Every (category, level) pair is a Django group holding the
 matching model permissions, so the admin and the API check exactly the same thing. Single
-sign-on roles (or groups) map onto these groups; see `groups_for_roles`.
+sign-on roles (or groups) map onto these groups; see `grants_for_roles`. They may also map onto
+*team* groups (`"group:<name>"` in PSM_OIDC_ROLE_MAP): plain Django groups that channels grant
+access to (channels_app.ChannelGrant), kept in sync at every login like the category groups.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ ACTION_LEVELS = {
     "history": "manage",
 }
 SUPERUSER = "superuser"
+TEAM_PREFIX = "group:"  # PSM_OIDC_ROLE_MAP entry naming a team group, e.g. "group:team-a"
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,9 @@ def ensure_groups() -> None:
         for name, perms in wanted.items():
             group, _ = Group.objects.get_or_create(name=name)
             group.permissions.set([by_name[p] for p in perms])
+        # Team groups named in the map exist before anyone logs in, so channels can grant them.
+        for name in team_names():
+            Group.objects.get_or_create(name=name)
 
 
 def ensure_groups_after_migrate(sender, **kwargs) -> None:
@@ -184,6 +190,31 @@ def parse_grant(grant: str) -> list[tuple[str, str]] | str:
     return [(category, level)]
 
 
+def parse_map_entry(entry: str) -> list[tuple[str, str]] | str:
+    """A PSM_OIDC_ROLE_MAP entry: what `parse_grant` accepts, or `group:<name>` (returned as
+    the name prefixed with TEAM_PREFIX). Raise ValueError naming what is wrong."""
+    if entry.startswith(TEAM_PREFIX):
+        name = entry[len(TEAM_PREFIX) :].strip()
+        if not name or len(name) > 150:
+            raise ValueError(f"{entry!r}: give a group name of 1 to 150 characters")
+        if name in group_names():
+            raise ValueError(f"{entry!r}: that is a category group; use 'category:level'")
+        return TEAM_PREFIX + name
+    return parse_grant(entry)
+
+
+def team_names(roles: Iterable[str] | None = None) -> set[str]:
+    """Team groups PSM_OIDC_ROLE_MAP gives these roles, or (None) every team group it names."""
+    mapping = role_map()
+    keys = mapping if roles is None else [r for r in roles if r in mapping]
+    return {
+        entry[len(TEAM_PREFIX) :].strip()
+        for key in keys
+        for entry in mapping[key]
+        if entry.startswith(TEAM_PREFIX)
+    }
+
+
 def role_map() -> dict[str, list[str]]:
     """PSM_OIDC_ROLE_MAP: {"role or group": ["category:level", ...] or ["superuser"]}."""
     return getattr(settings, "PSM_OIDC_ROLE_MAP", None) or {}
@@ -206,6 +237,8 @@ def grants_for_roles(roles: Iterable[str]) -> tuple[dict[str, str], bool]:
             rest = role[len(prefix) :]
             entries.append(SUPERUSER if rest == "admin" else rest)
         for entry in entries:
+            if entry.startswith(TEAM_PREFIX):
+                continue  # team groups: see team_names
             try:
                 parsed = parse_grant(entry)
             except ValueError as exc:
@@ -223,20 +256,23 @@ def grants_for_roles(roles: Iterable[str]) -> tuple[dict[str, str], bool]:
 
 @transaction.atomic
 def user_sync_roles(*, user, roles: Iterable[str]) -> None:
-    """Give the user exactly the category groups its roles grant now (removing the others),
-    superuser status from the admin role, and staff status (the admin) when it has any."""
+    """Give the user exactly the category and team groups its roles grant now (removing the
+    others; groups PSM_OIDC_ROLE_MAP does not name are left alone), superuser status from the
+    admin role, and staff status (the admin) when it has any group."""
     from django.contrib.auth.models import Group
 
+    roles = list(roles)
     levels, superuser = grants_for_roles(roles)
-    wanted = {CATEGORIES[c].group_name(level) for c, level in levels.items()}
-    managed = group_names()
+    teams = team_names(roles)
+    wanted = {CATEGORIES[c].group_name(level) for c, level in levels.items()} | teams
+    managed = group_names() | team_names()
     current = set(user.groups.filter(name__in=managed).values_list("name", flat=True))
     if current - wanted:
         user.groups.remove(*Group.objects.filter(name__in=current - wanted))
     if wanted - current:
         missing = wanted - set(Group.objects.filter(name__in=wanted).values_list("name", flat=True))
         if missing:
-            ensure_groups()
+            ensure_groups()  # creates the map's team groups too
         user.groups.add(*Group.objects.filter(name__in=wanted - current))
     staff = superuser or bool(wanted) or user.groups.exclude(name__in=managed).exists()
     if (user.is_superuser, user.is_staff) != (superuser, staff):

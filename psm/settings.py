@@ -189,7 +189,8 @@ PSM_OIDC_ROLE_PREFIX = envstr("PSM_OIDC_ROLE_PREFIX", "psm:")
 
 
 def _role_map() -> dict[str, list[str]]:
-    """PSM_OIDC_ROLE_MAP: JSON {"role or group": ["category:level" | "superuser", ...]}."""
+    """PSM_OIDC_ROLE_MAP: JSON {"role or group": ["category:level" | "superuser" |
+    "group:<team group>", ...]}."""
     import json
 
     raw = envstr("PSM_OIDC_ROLE_MAP").strip()
@@ -205,12 +206,12 @@ def _role_map() -> dict[str, list[str]]:
         raise ImproperlyConfigured(
             'PSM_OIDC_ROLE_MAP must map role names to lists, e.g. {"ops": ["channel:manage"]}'
         )
-    from psm.roles import parse_grant
+    from psm.roles import parse_map_entry
 
     for grants in value.values():
         for grant in grants:
             try:
-                parse_grant(grant)
+                parse_map_entry(grant)
             except ValueError as exc:
                 raise ImproperlyConfigured(f"PSM_OIDC_ROLE_MAP: {exc}") from None
     return value

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
-from channels_app.models import Channel
+from channels_app.models import Channel, ChannelGrant
 from mirrors_app.models import Mirror, SyncRun
 from policies_app.models import Policy
 
@@ -53,3 +54,11 @@ class SyncRunFactory(factory.django.DjangoModelFactory):
 
     mirror = factory.SubFactory(MirrorFactory)
     state = SyncRun.State.QUEUED
+
+
+def grant(channel: Channel, *users, level: str = "read", group: str = "team") -> Group:
+    """Grant the group (created if needed) `level` on the channel; `users` join the group."""
+    team, _ = Group.objects.get_or_create(name=group)
+    ChannelGrant.objects.update_or_create(channel=channel, group=team, defaults={"level": level})
+    team.user_set.add(*users)
+    return team

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.contrib.auth.models import Group
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -7,7 +8,7 @@ from rest_framework import serializers
 from psm.api import FullCleanMixin
 
 from ..formats import kind_choices
-from ..models import Channel
+from ..models import Channel, ChannelGrant
 
 
 class ChannelSerializer(FullCleanMixin, serializers.ModelSerializer):
@@ -69,3 +70,13 @@ class ChannelPathField(serializers.RelatedField):
 
     def to_representation(self, value) -> str:
         return value.path
+
+
+class ChannelGrantSerializer(serializers.ModelSerializer):
+    """A group's level on a channel and its subchannels; the group is named."""
+
+    group = serializers.SlugRelatedField(slug_field="name", queryset=Group.objects.all())
+
+    class Meta:
+        model = ChannelGrant
+        fields = ["group", "level"]

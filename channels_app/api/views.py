@@ -3,17 +3,33 @@ from __future__ import annotations
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
-from psm.permissions import RowPermissionsMixin, filter_allowed, require
+from psm.permissions import (
+    GRANT,
+    RowPermissions,
+    RowPermissionsMixin,
+    filter_allowed,
+    may,
+    require,
+)
 
 from .. import services
 from ..models import Channel
-from .serializers import ChannelSerializer
+from .serializers import ChannelGrantSerializer, ChannelSerializer
 
 NAME_REGEX = r"[a-z0-9][a-z0-9_-]*"
+
+
+class GrantPermissions(RowPermissions):
+    """Reading a channel's grants needs seeing it; replacing them, Manage on its category."""
+
+    def actions_for(self, request) -> tuple[str, ...]:
+        return ("view",) if request.method in SAFE_METHODS else (GRANT,)
 
 
 class _ChannelActions(RowPermissionsMixin, viewsets.ModelViewSet):
@@ -21,6 +37,13 @@ class _ChannelActions(RowPermissionsMixin, viewsets.ModelViewSet):
     lookup_field = "name"
     lookup_value_regex = NAME_REGEX
     permission_model = Channel
+
+    def perform_create(self, serializer) -> None:
+        # A Write grant allows subchannels in its own channel only: check the row itself.
+        row = Channel(parent=serializer.validated_data.get("parent"))
+        if not may(self.request.user, "add", row):
+            raise PermissionDenied("You may not create channels here.")
+        serializer.save()
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"], permission_classes=[require("freeze")])
@@ -37,6 +60,30 @@ class _ChannelActions(RowPermissionsMixin, viewsets.ModelViewSet):
         channel = self.get_object()
         services.channel_unfreeze(channel=channel, user=request.user)
         return Response(self.get_serializer(channel).data)
+
+    @extend_schema(
+        request=ChannelGrantSerializer(many=True), responses=ChannelGrantSerializer(many=True)
+    )
+    @action(
+        detail=True,
+        methods=["get", "put"],
+        permission_classes=[GrantPermissions],
+        serializer_class=ChannelGrantSerializer,
+    )
+    def grants(self, request, **kwargs):
+        """The groups that read, write or manage this channel and its subchannels; PUT
+        replaces them all (an empty list removes every grant)."""
+        channel = self.get_object()
+        if request.method == "PUT":
+            given = ChannelGrantSerializer(data=request.data, many=True)
+            given.is_valid(raise_exception=True)
+            pairs = [(g["group"], g["level"]) for g in given.validated_data]
+            try:
+                services.channel_grants_set(channel=channel, grants=pairs, user=request.user)
+            except ValueError as exc:
+                raise serializers.ValidationError({"group": [str(exc)]}) from None
+        grants = channel.grants.select_related("group")
+        return Response(ChannelGrantSerializer(grants, many=True).data)
 
 
 class ChannelViewSet(_ChannelActions):

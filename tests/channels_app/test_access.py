@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 
 from channels_app.models import Channel
 from psm.tokens import token_create
-from tests.factories import ChannelFactory, UserFactory
+from tests.factories import ChannelFactory, UserFactory, grant
 
 pytestmark = pytest.mark.django_db
 
@@ -17,13 +17,16 @@ INDEX = "noarch/repodata.json"
 
 
 @pytest.fixture
-def reader(make_user):
-    return make_user("channels_app.view_channel", username="reader")
+def private():
+    return ChannelFactory(name="secret", visibility=Channel.Visibility.PRIVATE)
 
 
 @pytest.fixture
-def private():
-    return ChannelFactory(name="secret", visibility=Channel.Visibility.PRIVATE)
+def reader(make_user, private):
+    """Read on channels, and a member of the group granted Read on the private channel."""
+    user = make_user("channels_app.view_channel", username="reader")
+    grant(private, user)
+    return user
 
 
 @pytest.fixture
@@ -94,6 +97,7 @@ def test_a_wrong_token_is_a_401_asking_for_credentials(client, private, request_
 
 def test_a_token_for_another_channel_does_not_open_this_one(client, reader, private):
     other = ChannelFactory(name="other", visibility=Channel.Visibility.PRIVATE)
+    grant(other, reader)
     _, secret = token_create(user=reader, name="other", resources=[(other, "read")])
 
     assert client.get(f"/api/repo/t/{secret}/other/{INDEX}").status_code == 200
@@ -101,7 +105,7 @@ def test_a_token_for_another_channel_does_not_open_this_one(client, reader, priv
 
 
 def test_a_token_stops_working_when_its_owner_loses_access(client, reader, private, secret):
-    reader.user_permissions.clear()
+    reader.groups.clear()
 
     assert client.get(f"/api/repo/t/{secret}/secret/{INDEX}").status_code == 404
 
@@ -114,12 +118,18 @@ def test_scope_tokens_read_private_channels_with_a_channel_scope(client, reader,
     assert client.get(f"/api/repo/t/{other}/secret/{INDEX}").status_code == 404
 
 
-def test_signed_in_users_read_private_channels_with_read_on_channels(client, reader, private):
-    client.force_login(UserFactory())
-    assert client.get(f"/api/repo/secret/{INDEX}").status_code == 404
-
-    client.force_login(reader)
-    assert client.get(f"/api/repo/secret/{INDEX}").status_code == 200
+def test_signed_in_users_read_private_channels_with_a_grant_or_manage(
+    client, make_user, reader, private
+):
+    for user, status in [
+        (UserFactory(), 404),
+        (make_user("channels_app.view_channel", username="category-read"), 404),
+        (reader, 200),
+        (make_user("channels_app.change_channel", username="category-manage"), 200),
+        (UserFactory(is_superuser=True), 200),
+    ]:
+        client.force_login(user)
+        assert client.get(f"/api/repo/secret/{INDEX}").status_code == status, user.username
 
 
 def test_authenticated_channel_needs_any_valid_credential(client, make_user):
@@ -142,6 +152,7 @@ def test_subchannels_have_their_own_privacy(client):
 
 def test_python_redirects_keep_the_token_in_the_path(client, reader):
     channel = ChannelFactory(name="py", kind="pypi", visibility=Channel.Visibility.PRIVATE)
+    grant(channel, reader)
     _, secret = token_create(user=reader, name="pip", resources=[(channel, "read")])
 
     response = client.get(f"/api/repo/t/{secret}/py/simple/Alpha_Pkg/")
@@ -158,7 +169,12 @@ def test_t_is_reserved_as_a_channel_name():
 
 
 def test_privacy_is_set_through_the_api(api_client, make_user):
-    api_client.force_login(make_user("channels_app.add_channel", "channels_app.view_channel"))
+    # Strict privacy: only Manage on channels (or a grant) shows a private channel again.
+    api_client.force_login(
+        make_user(
+            "channels_app.view_channel", "channels_app.add_channel", "channels_app.change_channel"
+        )
+    )
 
     response = api_client.post(
         "/api/channels/", {"name": "x", "kind": "conda", "visibility": "private"}, format="json"

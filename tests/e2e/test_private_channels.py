@@ -17,7 +17,7 @@ from psm.tokens import token_create
 from tests.e2e.test_conda_clients import ALPHA, BETA, PACKAGES, _assert_installed_from, _install
 from tests.e2e.test_r_clients import CHAIN
 from tests.e2e.test_r_clients import PACKAGES as R_PACKAGES
-from tests.factories import ChannelFactory, MirrorFactory, UserFactory
+from tests.factories import ChannelFactory, MirrorFactory, UserFactory, grant
 from tests.fixtures.conda_channel import ChannelServer, build_channel
 from tests.fixtures.cran_repo import CranServer, build_repo, rscript, rscript_install
 from tests.fixtures.pypi_index import FakeDist, IndexServer, build_index, pip_install, uv_install
@@ -26,12 +26,21 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PRIVATE = Channel.Visibility.PRIVATE
 
 
-def _reader():
-    """A user with Read on channels (as the Keycloak role psm:channel:read gives)."""
+def _reader(channel: Channel, username: str = "reader"):
+    """A member of the group granted Read on the channel (as a Keycloak group mapped with
+    PSM_OIDC_ROLE_MAP gives), with Read on channels too."""
+    return _category_reader(username, member_of=channel)
+
+
+def _category_reader(username: str, member_of: Channel | None = None):
+    """A user with Read on channels (the Keycloak role psm:channel:read); a member of the
+    channel's granted group only if `member_of` is given."""
     from django.contrib.auth.models import Group
 
-    user = UserFactory(username="reader")
+    user = UserFactory(username=username)
     user.groups.add(Group.objects.get(name="Channels: Read"))
+    if member_of is not None:
+        grant(member_of, user, group="team-a")
     return user
 
 
@@ -71,7 +80,7 @@ def test_conda_client_installs_from_a_private_channel_with_a_token_in_the_path(
         options={"subdirs": ["linux-64"]},
     )
     _synced(run_mirror, mirror)
-    _, secret = token_create(user=_reader(), name="conda", resources=[(channel, "read")])
+    _, secret = token_create(user=_reader(channel), name="conda", resources=[(channel, "read")])
 
     url = f"{live_server.url}/api/repo/t/{secret}/secret/"
     records = _install(url, ["beta"], tmp_path / "ok")
@@ -97,7 +106,7 @@ def test_python_clients_install_from_a_private_channel_with_basic_auth(
         options={},
     )
     _synced(run_mirror, mirror)
-    _, secret = token_create(user=_reader(), name="pip", resources=[(channel, "read")])
+    _, secret = token_create(user=_reader(channel), name="pip", resources=[(channel, "read")])
     index = f"{live_server.url}/api/repo/pyprivate/simple/"
 
     installed = installer(
@@ -116,6 +125,37 @@ def test_python_clients_install_from_a_private_channel_with_basic_auth(
     assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
 
 
+def test_pip_installs_with_a_members_token_and_not_with_a_non_members(
+    pypi_upstream, run_mirror, live_server, tmp_path
+):
+    channel = ChannelFactory(name="team-only", kind="pypi", visibility=PRIVATE)
+    mirror = MirrorFactory(
+        channel=channel,
+        kind="pypi",
+        mode=Mirror.Mode.PASSIVE,
+        source_url=pypi_upstream.index_url,
+        options={},
+    )
+    _synced(run_mirror, mirror)
+    # Both hold Read on channels and a token naming the channel; only one is in the team.
+    _, member = token_create(user=_reader(channel), name="m", resources=[(channel, "read")])
+    outsider_user = _category_reader("outsider")
+    _, outsider = token_create(user=outsider_user, name="o", resources=[(channel, "read")])
+    index = f"{live_server.url}/api/repo/team-only/simple/"
+
+    installed = pip_install(
+        _with_credentials(index, member, "x-auth-token"), ["beta"], tmp_path / "m"
+    )
+    refused = pip_install(
+        _with_credentials(index, outsider, "x-auth-token"), ["beta"], tmp_path / "o"
+    )
+
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert (tmp_path / "m" / "beta").is_dir() and (tmp_path / "m" / "alpha").is_dir()
+    assert refused.returncode != 0 and not (tmp_path / "o" / "beta").exists()
+    assert requests.get(index, auth=(outsider, "x-auth-token"), timeout=10).status_code == 404
+
+
 @pytest.mark.skipif(
     rscript() is None,
     reason="R is not installed (Rscript not on PATH; scripts/test.sh installs r-base-core)",
@@ -129,7 +169,7 @@ def test_r_installs_from_a_private_channel_with_a_token_in_the_url(
             channel=channel, kind="cran", mode=Mirror.Mode.PASSIVE, source_url=upstream.url
         )
         _synced(run_mirror, mirror)
-        _, secret = token_create(user=_reader(), name="R", resources=[(channel, "read")])
+        _, secret = token_create(user=_reader(channel), name="R", resources=[(channel, "read")])
         installed = rscript_install(
             f"{live_server.url}/api/repo/t/{secret}/rprivate", ["alpha"], tmp_path / "ok"
         )

@@ -15,7 +15,7 @@ import requests
 from django.contrib.auth import get_user_model
 
 from psm.models import AuditEvent, OidcIdentity
-from tests.factories import ChannelFactory, UserFactory
+from tests.factories import ChannelFactory, UserFactory, grant
 from tests.fixtures.oidc_provider import forged_token, sso_login
 
 User = get_user_model()
@@ -299,9 +299,10 @@ def test_bearer_token_issued_to_another_application_is_refused(oidc, bearer):
 
 
 @pytest.mark.django_db
-def test_bearer_token_reads_a_private_channel_of_package_clients(oidc, client):
-    oidc.set_users({"dave": _user("psm:channel:read"), "eve": _user()})
-    ChannelFactory(name="secret", visibility="private")
+def test_bearer_token_reads_a_private_channel_of_package_clients(oidc, client, settings):
+    settings.PSM_OIDC_ROLE_MAP = {"/team-a": ["group:team-a"]}
+    oidc.set_users({"dave": _user(groups=["/team-a"]), "eve": _user("psm:channel:read")})
+    grant(ChannelFactory(name="secret", visibility="private"), group="team-a")
     url = "/api/repo/secret/noarch/repodata.json"
 
     dave = client.get(url, HTTP_AUTHORIZATION=f"Bearer {oidc.access_token('dave')}")
@@ -309,5 +310,31 @@ def test_bearer_token_reads_a_private_channel_of_package_clients(oidc, client):
     forged = client.get(url, HTTP_AUTHORIZATION=f"Bearer {forged_token(oidc.access_token('dave'))}")
 
     assert dave.status_code == 200
-    assert eve.status_code == 404  # signed in, but no Read on channels: as if it did not exist
+    assert eve.status_code == 404  # Read on channels, not in the granted group: as if missing
     assert forged.status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_keycloak_group_maps_to_a_channel_group_and_leaving_it_closes_the_channel(
+    oidc, live_server, settings
+):
+    settings.PSM_OIDC_ROLE_MAP = {"/team-a": ["group:team-a"]}
+    frank = _user(sub="frank-sub", groups=["/team-a"])
+    oidc.set_users({"frank": frank})
+    grant(ChannelFactory(name="secret", visibility="private"), group="team-a")
+    url = f"{live_server.url}/api/repo/secret/noarch/repodata.json"
+
+    browser = requests.Session()
+    sso_login(browser, live_server.url, oidc, "frank")
+    user = User.objects.get(oidc_identity__subject="frank-sub")
+    assert _group_names(user) == {"team-a"} and user.is_staff
+    assert browser.get(url, timeout=10).status_code == 200
+    channels = browser.get(f"{live_server.url}/admin/channels_app/channel/", timeout=10)
+    assert channels.status_code == 200 and "secret" in channels.text
+
+    # Removed from the group in Keycloak: at the next login, the channel is gone for them.
+    oidc.set_users({"frank": {**frank, "groups": []}})
+    browser = requests.Session()
+    sso_login(browser, live_server.url, oidc, "frank")
+    assert _group_names(User.objects.get(pk=user.pk)) == set()
+    assert browser.get(url, timeout=10).status_code == 404

@@ -15,7 +15,7 @@ from channels_app.models import Channel
 from mirrors_app.models import Mirror, SyncRun
 from psm.permissions import may, perm_for
 from psm.tokens import token_create
-from tests.factories import ChannelFactory, MirrorFactory, SyncRunFactory, UserFactory
+from tests.factories import ChannelFactory, MirrorFactory, SyncRunFactory, UserFactory, grant
 
 pytestmark = pytest.mark.django_db
 
@@ -399,19 +399,23 @@ def test_scope_tokens_reach_only_their_mirror_category(
     assert (sub.status_code == 202) is sub_ok
 
 
-def test_private_subchannel_is_read_with_subchannels_read(client, main):
+def test_private_subchannel_is_read_with_subchannels_manage_not_channels(client, main):
     ChannelFactory(name="internal", parent=main, visibility=Channel.Visibility.PRIVATE)
     url = f"/api/repo/main/internal/{INDEX}"
 
-    client.force_login(member_of("Channels: Read", username="channels-only"))
-    assert client.get(url).status_code == 404
-    client.force_login(member_of("Subchannels: Read", username="subchannels"))
-    assert client.get(url).status_code == 200
+    for groups, status in [
+        (["Channels: Manage"], 404),
+        (["Subchannels: Read"], 404),  # Read alone never shows a private channel
+        (["Subchannels: Manage"], 200),
+    ]:
+        client.force_login(member_of(*groups, username="-".join(groups)))
+        assert client.get(url).status_code == status, groups
 
 
 def test_scope_token_reads_a_private_subchannel_with_the_subchannel_scope(client, main):
-    ChannelFactory(name="internal", parent=main, visibility=Channel.Visibility.PRIVATE)
+    internal = ChannelFactory(name="internal", parent=main, visibility=Channel.Visibility.PRIVATE)
     owner = member_of("Channels: Read", "Subchannels: Read")
+    grant(internal, owner)
     url = "/api/repo/t/{}/main/internal/" + INDEX
 
     for scope, status in [("channel:read", 404), ("subchannel:read", 200)]:

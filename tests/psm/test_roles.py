@@ -117,3 +117,52 @@ def test_sync_keeps_groups_given_by_hand_and_replaces_the_managed_ones():
 
     assert set(user.groups.values_list("name", flat=True)) == {"auditors (local)", "CVE: Read"}
     assert user.is_staff
+
+
+# --- Team groups (channel grants) -------------------------------------------------------------
+
+TEAM_MAP = {"/team-a": ["group:team-a"], "ops": ["channel:write", "group:ops team"]}
+
+
+def test_the_map_puts_users_in_team_groups_and_takes_them_out_again(settings):
+    settings.PSM_OIDC_ROLE_MAP = TEAM_MAP
+    user = UserFactory(is_staff=False)
+    by_hand = Group.objects.create(name="release managers")
+    user.groups.add(by_hand)
+
+    user_sync_roles(user=user, roles=["/team-a", "team-a", "ops"])
+    assert set(user.groups.values_list("name", flat=True)) == {
+        "team-a",
+        "ops team",
+        "Channels: Write",
+        "release managers",
+    }
+    assert user.is_staff
+
+    user_sync_roles(user=user, roles=["ops"])
+    assert set(user.groups.values_list("name", flat=True)) == {
+        "ops team",
+        "Channels: Write",
+        "release managers",  # not named by the map: an administrator's, kept
+    }
+
+
+def test_team_groups_of_the_map_exist_after_migrate(settings):
+    from psm.roles import ensure_groups
+
+    settings.PSM_OIDC_ROLE_MAP = TEAM_MAP
+    ensure_groups()
+
+    assert Group.objects.filter(name__in=["team-a", "ops team"]).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [("group:", "1 to 150"), ("group:Channels: Read", "category group"), ("team-a", "use")],
+)
+def test_bad_map_entries_are_refused(entry, message):
+    from psm.roles import parse_map_entry
+
+    with pytest.raises(ValueError, match=message):
+        parse_map_entry(entry)
+    assert parse_map_entry("group: team-a ") == "group:team-a"

@@ -123,6 +123,7 @@ def _manage_check(tmp_path, **variables):
         ("CELERY_BROKER_URL", "ftp://x"),
         ("PSM_DEBUG", "maybe"),
         ("PSM_HTTP_TIMEOUT", "0"),
+        ("PSM_OIDC_ROLE_MAP", '{"/team-a": ["group:Channels: Manage"]}'),
     ],
 )
 def test_start_up_fails_naming_the_badly_set_variable(tmp_path, name, value):
