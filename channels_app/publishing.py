@@ -41,7 +41,7 @@ class PackageIndexSource:
         listed = set()
         for units in self.channel.index_extras.values():
             listed.update(units)
-        folders = get_format(self.channel.kind).reserved_names
+        folders = get_format(self.channel.kind).fixed_units
         if folders:
             # An index probe per possible folder: DISTINCT would sort every package row.
             rows = Package.objects.filter(channel=self.channel)

@@ -178,8 +178,13 @@ class RepositoryFormat:
     #: Whether `list_units` is the whole truth, so a unit it stops listing (a project deleted
     #: upstream) loses its packages; not for a listing that falls back to guesses (conda).
     drops_unlisted_units: ClassVar[bool] = False
-    #: Names a subchannel may not take because they are paths inside a channel (conda subdirs).
-    reserved_names: ClassVar[frozenset[str]] = frozenset()
+    #: Every unit a channel of this format can have, where known in advance (conda subdirs):
+    #: publishing probes each one instead of listing the channel's distinct units.
+    fixed_units: ClassVar[frozenset[str]] = frozenset()
+    #: Names a subchannel of a channel of this format may not take: a subchannel wins over a
+    #: same-named folder of its parent (`/api/repo/<channel>/<name>/...`), so it would hide the
+    #: channel's own files (conda subdirs, `simple/`, R's `src/` and `cran/`).
+    reserved_subchannel_names: ClassVar[frozenset[str]] = frozenset()
 
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The independently fetched parts of the source's index."""

@@ -103,6 +103,8 @@ class CranFormat(RepositoryFormat):
     )
     syncs_units = True
     renders_units_alone = True
+    #: `src/contrib/...` and the alternative base URL `cran/` of every R channel.
+    reserved_subchannel_names = frozenset({"src", CRAN_PREFIX.rstrip("/")})
     #: MD5sum is what R repositories give; a sha256 beside it is checked too.
     checks_every_digest = True
 
