@@ -98,7 +98,9 @@ def test_subchannel_may_not_hide_a_folder_of_its_parent(kind, name, label):
 def test_a_subchannel_name_is_reserved_by_its_parents_package_type():
     # `cran/` is a folder of R channels only; the parent's type decides what would be hidden.
     Channel(name="cran", kind="conda", parent=ChannelFactory(name="c", kind="conda")).full_clean()
-    Channel(name="cranberry", kind="cran", parent=ChannelFactory(name="r", kind="cran")).full_clean()
+    Channel(
+        name="cranberry", kind="cran", parent=ChannelFactory(name="r", kind="cran")
+    ).full_clean()
     r_parent = ChannelFactory(name="r2", kind="cran")
     assert "name" in _errors(Channel(name="cran", kind="conda", parent=r_parent))
     # A top-level channel may be called `cran`: nothing is hidden.
