@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, Literal, Protocol
 
 
@@ -131,6 +132,11 @@ class IndexSource(Protocol):
         ...
 
     def unit_extras(self, unit: str) -> dict[str, Any]: ...
+
+    def files(self, units: Iterable[str]) -> Iterator[tuple[str, str, int | None, datetime]]:
+        """(unit, filename, size, added) of the servable packages of `units`, in unit and
+        filename order: what a folder listing shows (size None: not known before download)."""
+        ...
 
 
 #: Opens one index file being published: `with emit(path, content_type) as out: out.write(b)`.

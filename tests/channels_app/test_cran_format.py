@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import subprocess
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -17,7 +20,7 @@ from channels_app.formats.cran import (
     render_stanza,
 )
 from psm.http import UpstreamClient
-from tests.fixtures.cran_repo import CranServer, RPackage, build_repo
+from tests.fixtures.cran_repo import CranServer, RPackage, build_repo, rscript
 
 cran = FORMATS["cran"]
 URL = "https://cran.example.org/src/contrib/PACKAGES.gz"
@@ -56,6 +59,11 @@ class _Source:
 
     def unit_extras(self, unit: str) -> dict:
         return {}
+
+    def files(self, units):
+        added = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+        rows = [(r.subdir, r.filename, r.size, added) for r in self.records if r.subdir in units]
+        return iter(sorted(rows))
 
 
 def _render(records: list[PackageRecord], units=None) -> dict[str, bytes]:
@@ -230,12 +238,62 @@ def test_publishing_only_changed_units_leaves_packages_alone():
     everything = _render(records + archived)
     assert "src/contrib/Archive/abc/index.html" in everything
     only_archive = _render(records + archived, {"src/contrib/Archive/abc"})
-    assert sorted(only_archive) == ["src/contrib/Archive/abc/index.html"]
+    meta = ["src/contrib/Meta/archive.rds"] if rscript() else []
+    assert sorted(only_archive) == ["src/contrib/Archive/abc/index.html", *meta]
+    assert sorted(_render(records + archived, {"src/contrib"})) == [
+        "src/contrib/PACKAGES",
+        "src/contrib/PACKAGES.gz",
+        *(["src/contrib/PACKAGES.rds"] if rscript() else []),
+    ]
     assert cran.unit_paths("src/contrib") == [
         "src/contrib/PACKAGES",
         "src/contrib/PACKAGES.gz",
         "src/contrib/PACKAGES.rds",
     ]
+    # A changed archive folder replaces Meta/archive.rds, or drops it if none is left.
+    assert cran.unit_paths("src/contrib/Archive/abc") == [
+        "src/contrib/Archive/abc/index.html",
+        "src/contrib/Meta/archive.rds",
+    ]
+
+
+@pytest.mark.skipif(rscript() is None, reason="R is not installed (Rscript not on PATH)")
+def test_meta_archive_rds_lists_archived_files_as_file_info_rows(tmp_path):
+    listings = {
+        "abc": render_listing("src/contrib/Archive/abc", ["abc_1.10.tar.gz", "abc_1.9-1.tar.gz"]),
+        "Zed.x": render_listing("src/contrib/Archive/Zed.x", ["Zed.x_0.1.tar.gz"]),
+    }
+    archived = [
+        replace(record, size=1234) if record.version == "1.10" else record
+        for package, page in listings.items()
+        for record in archive_records(page, "http://x/", f"src/contrib/Archive/{package}", package)
+    ]
+    files = _render(_parse(STANZA) + archived)
+    rds = tmp_path / "archive.rds"
+    rds.write_bytes(files["src/contrib/Meta/archive.rds"])
+    assert rds.read_bytes()[:2] == b"\x1f\x8b"  # gzip: readable through gzcon(url(...))
+    script = """
+    db <- readRDS(commandArgs(TRUE)[1])
+    stopifnot(is.list(db), all(vapply(db, is.data.frame, TRUE)))
+    cat(names(db), "\n")
+    cat(names(db$abc), "\n")
+    cat(rownames(db$abc), "\n")
+    cat(db$abc$size, format(db$abc$mtime, tz = "UTC"), "\n")
+    cat(class(db$abc$mode), class(db$abc$mtime)[1], db$abc$isdir, "\n")
+    """
+    result = subprocess.run(
+        [rscript(), "--vanilla", "-e", script, str(rds)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Zed.x abc ",
+        "size isdir mode mtime ctime atime uid gid uname grname ",
+        "abc/abc_1.9-1.tar.gz abc/abc_1.10.tar.gz ",  # R version order: the newest last
+        "NA 1234 2024-05-06 07:08:09 2024-05-06 07:08:09 ",
+        "octmode POSIXct FALSE FALSE ",
+    ]
+    # Byte-stable: an unchanged archive keeps its ETag.
+    assert _render(_parse(STANZA) + archived)["src/contrib/Meta/archive.rds"] == rds.read_bytes()
 
 
 # --- URLs -------------------------------------------------------------------------------------

@@ -195,6 +195,35 @@ def test_archive_versions_are_mirrored_and_listed(upstream, run_mirror, client):
     assert _get(client, mirror, "src/contrib/Archive/gamma/")[0].status_code == 404
 
 
+META = "src/contrib/Meta/archive.rds"
+
+
+@pytest.mark.skipif(rscript() is None, reason="R is not installed (Rscript not on PATH)")
+def test_meta_archive_rds_follows_the_archive_and_needs_r(
+    repo, upstream, run_mirror, client, monkeypatch
+):
+    mirror = _mirror(upstream, archive=True, packages=["gamma"])
+    _ok(run_mirror(mirror))
+    response, body = _get(client, mirror, META)
+    assert response.status_code == 200 and body[:2] == b"\x1f\x8b"
+    assert _get(client, mirror, f"cran/{META}")[1] == body
+    # Without R, a changed archive drops the stale file rather than serve a wrong one.
+    build_repo(repo, PACKAGES, archived=[*ARCHIVED, RPackage("gamma", "0.0-8")])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    _ok(run_mirror(mirror))
+    assert _get(client, mirror, META)[0].status_code == 404
+    assert b"gamma_0.0-8.tar.gz" in _get(client, mirror, "src/contrib/Archive/gamma/")[1]
+    monkeypatch.undo()  # R is back: the next change of an archive folder writes it again
+    build_repo(repo, PACKAGES, archived=ARCHIVED)
+    _ok(run_mirror(mirror))
+    response, body = _get(client, mirror, META)
+    assert response.status_code == 200
+    Mirror.objects.filter(pk=mirror.pk).update(options={"packages": ["gamma"]})
+    mirror.refresh_from_db()
+    _ok(run_mirror(mirror))  # no archive any more: no archive.rds
+    assert _get(client, mirror, META)[0].status_code == 404
+
+
 def test_latest_counts_archive_versions(upstream, run_mirror, client):
     mirror = _mirror(upstream, archive=True, packages=["gamma"], latest=2)
     run = _ok(run_mirror(mirror))
