@@ -2,7 +2,9 @@
 
 Units: `src/contrib` is the repository's index (`PACKAGES.gz`, else `PACKAGES`, fetched
 conditionally); with the mirror option `archive`, each mirrored package also has a unit
-`src/contrib/Archive/<package>`, read from the directory listing CRAN serves there.
+`src/contrib/Archive/<package>`, read from the directory listing CRAN serves there. Most
+packages have no such folder: a 404 is remembered and not asked again while the package's
+PACKAGES entry stays the same (for at most `MISSING_RECHECK`).
 
 A PACKAGES stanza is one record. Its `document` is the stanza as PSM serves it back: every field
 verbatim, in upstream's order (continuation lines kept), as a JSON object — except `Path` and
@@ -37,6 +39,7 @@ import subprocess
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from itertools import groupby
 from typing import Any, BinaryIO
@@ -81,6 +84,8 @@ HTML_TYPE = "text/html; charset=utf-8"
 #: Fields that say where upstream keeps a file; PSM serves every file at its standard path.
 LOCATION_FIELDS = ("Path", "File")
 RSCRIPT_TIMEOUT = 600
+#: How long an Archive folder's 404 is trusted while its package's PACKAGES entry is unchanged.
+MISSING_RECHECK = timedelta(days=7)
 
 #: R's own rules (tools:::.standard_regexps): a name, and a version of two or more numbers.
 PACKAGE_NAME = r"[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]"
@@ -143,18 +148,45 @@ class CranFormat(RepositoryFormat):
 
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """`src/contrib`, and with `archive` one unit per mirrored package's Archive folder."""
-        units = [CONTRIB]
+        return list(self.list_units(client, source_url, options))
+
+    def list_units(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> dict[str, int | None]:
+        """`src/contrib` (no serial: always asked, conditionally) and with `archive` the
+        mirrored packages' Archive folders, each with a digest of its package's PACKAGES
+        entries as serial: a remembered 404 holds while that entry is unchanged."""
+        units: dict[str, int | None] = {CONTRIB: None}
         if options.get("archive"):
-            names = set(self._package_names(client, source_url))
-            units += [archive_unit(n) for n in sorted(cran_filters.archived_names(options, names))]
+            entries = self._package_entries(client, source_url)
+            for name in sorted(cran_filters.archived_names(options, set(entries))):
+                units[archive_unit(name)] = entry_digest(orjson.dumps(sorted(entries[name])), name)
         return units
 
-    def _package_names(self, client: Client, source_url: str) -> Iterator[str]:
+    def _package_entries(self, client: Client, source_url: str) -> dict[str, list[int]]:
+        """Package name -> digests of its stanzas in the source's PACKAGES."""
+        entries: dict[str, list[int]] = {}
         with tempfile.TemporaryFile() as index:
             fetched = self.fetch_unit(client, source_url, CONTRIB, index, {})
             for item in self.parse_unit(index, fetched.url, CONTRIB):
                 if isinstance(item, PackageRecord):
-                    yield item.name
+                    entries.setdefault(item.name, []).append(item.digest)
+        return entries
+
+    def unit_unchanged(
+        self, unit: str, validators: Mapping[str, Any], stored: int | None, listed: int | None
+    ) -> bool:
+        """Skip an Archive folder that answered 404 while its package's PACKAGES entry is the
+        same (an update may move the old version there) and for at most `MISSING_RECHECK`
+        (a mirror upstream may sync PACKAGES before the folder). A folder that exists is
+        always asked again, conditionally (a 304)."""
+        if listed is None or stored != listed or validators.get("missing") != "404":
+            return False
+        try:
+            since = datetime.fromisoformat(validators["at"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        return datetime.now(UTC) - since < MISSING_RECHECK
 
     def fetch_unit(
         self,
@@ -198,7 +230,9 @@ class CranFormat(RepositoryFormat):
         if download.status == 304:
             return Fetched("unchanged", url, dict(validators))
         if download.status == 404:
-            return Fetched("missing", url)
+            # Most packages were never updated, so have no folder: remembered (unit_unchanged).
+            missed = {"url": url, "missing": "404", "at": datetime.now(UTC).isoformat()}
+            return Fetched("missing", url, missed)
         if download.status != 200:
             raise FormatError(url, f"unexpected HTTP status {download.status}")
         dest.seek(0)

@@ -120,7 +120,7 @@ def _sync_units(
     todo = []
     for unit in units:
         state, serial = states.get(unit), listed[unit]
-        if state is not None and serial is not None and state.serial == serial:
+        if state is not None and fmt.unit_unchanged(unit, state.validators, state.serial, serial):
             continue  # upstream says the unit did not change: no request at all
         todo.append((unit, state, serial))
     del states, listed
@@ -286,11 +286,11 @@ def _ingest_unit(
     known: KnownRows | None = None,
 ) -> tuple[int, dict | None]:
     """Bring one fetched unit in line with upstream; return how many rows changed and the
-    validators to send next time (None: the unit is not in the source)."""
+    validators to send next time (None: the unit is not in the source, forget it)."""
     fmt = mirror.format
     if fetched.status == "missing":
         progress.step(f"{unit}: not in the source", now=not many)
-        return 0, None
+        return 0, fetched.validators or None  # validators: the format remembers the miss
     if fetched.status == "unchanged":
         return 0, fetched.validators
     progress.step(f"{unit}: reading the index", now=not many)

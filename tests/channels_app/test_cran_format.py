@@ -7,7 +7,7 @@ import io
 import subprocess
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -376,3 +376,26 @@ def test_archive_units_are_the_mirrored_packages_folders(tmp_path, client):
             "src/contrib",
             "src/contrib/Archive/xyz",
         ]
+
+
+def test_an_archive_units_serial_follows_its_packages_entry(tmp_path, client):
+    root = build_repo(tmp_path / "repo", [RPackage("abc", "1.0"), RPackage("xyz", "1.0")])
+    with CranServer(root) as server:
+        before = cran.list_units(client, server.url, {"archive": True})
+        build_repo(root, [RPackage("abc", "1.1"), RPackage("xyz", "1.0")])
+        after = cran.list_units(client, server.url, {"archive": True})
+    assert before["src/contrib"] is None and after["src/contrib"] is None
+    assert before["src/contrib/Archive/xyz"] == after["src/contrib/Archive/xyz"]
+    assert before["src/contrib/Archive/abc"] != after["src/contrib/Archive/abc"]
+
+
+def test_only_a_recent_404_with_the_same_serial_skips_an_archive_folder():
+    unit, now = "src/contrib/Archive/abc", datetime.now(UTC)
+    missed = {"missing": "404", "at": now.isoformat()}
+    assert cran.unit_unchanged(unit, missed, 7, 7)
+    assert not cran.unit_unchanged(unit, missed, 7, 8)  # the package changed
+    assert not cran.unit_unchanged(unit, {"url": "u", "etag": '"x"'}, 7, 7)  # found: ask (304)
+    old = {"missing": "404", "at": (now - timedelta(days=8)).isoformat()}
+    assert not cran.unit_unchanged(unit, old, 7, 7)
+    assert not cran.unit_unchanged(unit, {"missing": "404", "at": "garbage"}, 7, 7)
+    assert not cran.unit_unchanged("src/contrib", {}, None, None)
