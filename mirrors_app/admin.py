@@ -46,6 +46,13 @@ RUN_NOW_HELP = (
 )
 
 
+class HttpsURLField(forms.URLField):
+    """A URL form field that reads a bare host name as https (Django 6's default)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{"assume_scheme": "https", **kwargs})
+
+
 class MirrorForm(forms.ModelForm):
     kind = forms.ChoiceField(
         choices=kind_choices(), label="Mirror type", help_text=Mirror.kind.field.help_text
@@ -56,6 +63,7 @@ class MirrorForm(forms.ModelForm):
         model = Mirror
         fields = ["channel", "name", "mode", "source_url", "kind", "cron", "policy", "options"]
         widgets = {"mode": forms.RadioSelect}
+        field_classes = {"source_url": HttpsURLField}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -117,7 +117,6 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "psm.urls"
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour for bare host names in URL fields
 WSGI_APPLICATION = "psm.wsgi.application"
 
 TEMPLATES = [

@@ -109,13 +109,16 @@ class Fetched:
     """The outcome of fetching one index unit (a conda subdir): `changed` means `dest` holds it.
 
     `validators` (URL, ETag, Last-Modified) are kept and sent back next time. A `missing` unit
-    is forgotten, unless the format gives validators for it: then they are kept like the
-    others, so `unit_unchanged` can skip asking again (R's archive folders that answer 404).
+    is forgotten, unless the format gives validators for it: then it is remembered like the
+    others, and skipped while its listed serial stays the same (R's Archive folders that
+    answer 404). `serial_vouches=False`: keep no serial, so the unit is asked for (conditionally)
+    on every run even if its listed serial is unchanged.
     """
 
     status: Literal["changed", "unchanged", "missing"]
     url: str = ""
     validators: dict[str, str] = field(default_factory=dict)
+    serial_vouches: bool = True
 
 
 class IndexSource(Protocol):
@@ -204,13 +207,6 @@ class RepositoryFormat:
         """The units with their upstream serial where the source gives one (a unit whose
         serial did not change since it was last read is skipped without a request)."""
         return dict.fromkeys(self.index_units(client, source_url, options))
-
-    def unit_unchanged(
-        self, unit: str, validators: Mapping[str, Any], stored: int | None, listed: int | None
-    ) -> bool:
-        """Whether a unit read before may be skipped without a request: by default when the
-        source lists a serial for it (`list_units`) and it is the one `stored` then."""
-        return listed is not None and stored == listed
 
     def fetch_unit(
         self,

@@ -4,7 +4,7 @@ Units: `src/contrib` is the repository's index (`PACKAGES.gz`, else `PACKAGES`, 
 conditionally); with the mirror option `archive`, each mirrored package also has a unit
 `src/contrib/Archive/<package>`, read from the directory listing CRAN serves there. Most
 packages have no such folder: a 404 is remembered and not asked again while the package's
-PACKAGES entry stays the same (for at most `MISSING_RECHECK`).
+PACKAGES entry stays the same (within a `MISSING_RECHECK` period).
 
 A PACKAGES stanza is one record. Its `document` is the stanza as PSM serves it back: every field
 verbatim, in upstream's order (continuation lines kept), as a JSON object — except `Path` and
@@ -84,7 +84,8 @@ HTML_TYPE = "text/html; charset=utf-8"
 #: Fields that say where upstream keeps a file; PSM serves every file at its standard path.
 LOCATION_FIELDS = ("Path", "File")
 RSCRIPT_TIMEOUT = 600
-#: How long an Archive folder's 404 is trusted while its package's PACKAGES entry is unchanged.
+#: How long at most an Archive folder's 404 is trusted while its package's PACKAGES entry is
+#: unchanged (every remembered 404 is asked again when a new period begins).
 MISSING_RECHECK = timedelta(days=7)
 
 #: R's own rules (tools:::.standard_regexps): a name, and a version of two or more numbers.
@@ -154,13 +155,15 @@ class CranFormat(RepositoryFormat):
         self, client: Client, source_url: str, options: Mapping[str, Any]
     ) -> dict[str, int | None]:
         """`src/contrib` (no serial: always asked, conditionally) and with `archive` the
-        mirrored packages' Archive folders, each with a digest of its package's PACKAGES
-        entries as serial: a remembered 404 holds while that entry is unchanged."""
+        mirrored packages' Archive folders. An Archive folder's serial is a digest of its
+        package's PACKAGES entries and the current `MISSING_RECHECK` period: a remembered 404
+        holds while both are the same (a new version may move the old one there; a mirror
+        upstream may sync PACKAGES before the folder)."""
         units: dict[str, int | None] = {CONTRIB: None}
         if options.get("archive"):
-            entries = self._package_entries(client, source_url)
+            entries, now = self._package_entries(client, source_url), datetime.now(UTC)
             for name in sorted(cran_filters.archived_names(options, set(entries))):
-                units[archive_unit(name)] = entry_digest(orjson.dumps(sorted(entries[name])), name)
+                units[archive_unit(name)] = archive_serial(name, entries[name], now)
         return units
 
     def _package_entries(self, client: Client, source_url: str) -> dict[str, list[int]]:
@@ -172,21 +175,6 @@ class CranFormat(RepositoryFormat):
                 if isinstance(item, PackageRecord):
                     entries.setdefault(item.name, []).append(item.digest)
         return entries
-
-    def unit_unchanged(
-        self, unit: str, validators: Mapping[str, Any], stored: int | None, listed: int | None
-    ) -> bool:
-        """Skip an Archive folder that answered 404 while its package's PACKAGES entry is the
-        same (an update may move the old version there) and for at most `MISSING_RECHECK`
-        (a mirror upstream may sync PACKAGES before the folder). A folder that exists is
-        always asked again, conditionally (a 304)."""
-        if listed is None or stored != listed or validators.get("missing") != "404":
-            return False
-        try:
-            since = datetime.fromisoformat(validators["at"])
-        except (KeyError, TypeError, ValueError):
-            return False
-        return datetime.now(UTC) - since < MISSING_RECHECK
 
     def fetch_unit(
         self,
@@ -227,16 +215,17 @@ class CranFormat(RepositoryFormat):
         download = client.download(
             url, dest, headers=_conditional(url, validators), max_bytes=limit
         )
+        # A folder that exists is asked for on every run (a 304 when unchanged): upstream may
+        # add to it without PACKAGES saying so.
         if download.status == 304:
-            return Fetched("unchanged", url, dict(validators))
+            return Fetched("unchanged", url, dict(validators), serial_vouches=False)
         if download.status == 404:
-            # Most packages were never updated, so have no folder: remembered (unit_unchanged).
-            missed = {"url": url, "missing": "404", "at": datetime.now(UTC).isoformat()}
-            return Fetched("missing", url, missed)
+            # Most packages were never updated, so have no folder: remembered by its serial.
+            return Fetched("missing", url, {"url": url, "missing": "404"})
         if download.status != 200:
             raise FormatError(url, f"unexpected HTTP status {download.status}")
         dest.seek(0)
-        return Fetched("changed", url, _validators(url, download))
+        return Fetched("changed", url, _validators(url, download), serial_vouches=False)
 
     def parse_unit(
         self,
@@ -333,6 +322,13 @@ def is_package_version(version: Any) -> bool:
 
 def archive_unit(package: str) -> str:
     return f"{ARCHIVE}{package}"
+
+
+def archive_serial(package: str, entries: Iterable[int], now: datetime) -> int:
+    """The serial of `package`'s Archive folder: its PACKAGES entries' digests and the
+    `MISSING_RECHECK` period `now` is in."""
+    period = int(now.timestamp() // MISSING_RECHECK.total_seconds())
+    return entry_digest(orjson.dumps([period, sorted(entries)]), package)
 
 
 def archived_package(unit: str) -> str | None:

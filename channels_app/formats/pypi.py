@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,6 +28,7 @@ from html.parser import HTMLParser
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
+import ijson
 import orjson
 from packaging.utils import (
     InvalidName,
@@ -404,20 +406,23 @@ def _specificity(media: str, offer: str) -> int | None:
 
 
 def parse_project_serials(body: bytes, url: str) -> dict[str, int | None] | None:
-    """Normalized project -> `_last-serial` of a JSON root page; None for an HTML root."""
+    """Normalized project -> `_last-serial` of a JSON root page; None for an HTML root.
+
+    Streamed (PyPI lists 600,000 projects: a whole parse holds them all as dicts at once)."""
     if not body.lstrip().startswith(b"{"):
         return None
+    listed: dict[str, int | None] = {}
     try:
-        projects = orjson.loads(body)["projects"]
-        listed: dict[str, int | None] = {}
-        for project in projects:
+        if ("projects", "start_array", None) not in ijson.parse(io.BytesIO(body)):
+            raise FormatError(url, "malformed JSON project list: no `projects` array")
+        for project in ijson.items(io.BytesIO(body), "projects.item", use_float=True):
             name = project_name(project["name"])
             serial = project.get("_last-serial")
             if name is not None:
                 listed[name] = serial if type(serial) is int else None
-        return listed
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (ijson.JSONError, KeyError, TypeError, AttributeError) as exc:
         raise FormatError(url, f"malformed JSON project list: {exc}") from None
+    return listed
 
 
 def parse_project_list(body: bytes, url: str) -> list[str]:

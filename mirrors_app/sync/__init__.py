@@ -100,17 +100,9 @@ def _sync_units(
     progress.step("listing the source's index")
     listed = fmt.list_units(client, mirror.source_url, mirror.options)
     units = sorted(listed)
-    # (validators, serial) per unit read before: plain tuples, as PyPI has 600,000 projects.
-    states = (
-        {}
-        if restart
-        else {
-            name: UnitState(validators, serial)
-            for name, validators, serial in MirrorUnit.objects.filter(mirror=mirror).values_list(
-                "name", "validators", "serial"
-            )
-        }
-    )
+    # The serial of every unit read before (PyPI has 600,000 projects: plain values, streamed).
+    units_read = MirrorUnit.objects.filter(mirror=mirror)
+    serials = {} if restart else dict(units_read.values_list("name", "serial").iterator(10_000))
     many = len(units) > MANY_UNITS  # then per-unit steps are not flushed one by one
     shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
@@ -119,11 +111,12 @@ def _sync_units(
     done: list[MirrorUnit] = []
     todo = []
     for unit in units:
-        state, serial = states.get(unit), listed[unit]
-        if state is not None and fmt.unit_unchanged(unit, state.validators, state.serial, serial):
+        serial = listed[unit]
+        if unit in serials and serial is not None and serials[unit] == serial:
             continue  # upstream says the unit did not change: no request at all
-        todo.append((unit, state, serial))
-    del states, listed
+        todo.append((unit, serial))
+    todo = _with_states(units_read, todo, serials)
+    del serials, listed
     # Many small units share their database writes; then a unit is done once written.
     writer = BatchWriter(mirror, progress) if many else None
     known = KnownRows(mirror.pk, [unit for unit, _, _ in todo]) if many else None
@@ -154,12 +147,13 @@ def _sync_units(
                 continue
             changed += rows
             read.append(unit)
+            kept = serial if fetched.serial_vouches else None  # None: asked again next run
             if validators is not None and (
-                state is None or (state.validators, state.serial) != (validators, serial)
+                state is None or (state.validators, state.serial) != (validators, kept)
             ):
                 # Only once read to the end: a unit read halfway is fetched in full next time.
                 done.append(
-                    MirrorUnit(mirror=mirror, name=unit, validators=validators, serial=serial)
+                    MirrorUnit(mirror=mirror, name=unit, validators=validators, serial=kept)
                 )
                 if len(done) >= 500:
                     save_done()
@@ -178,9 +172,26 @@ def _sync_units(
     return problems
 
 
+def _with_states(units_read, todo: list, serials: dict) -> list:
+    """(unit, UnitState or None, serial) for the units to fetch: the validators of those read
+    before, loaded for these units only."""
+    validators: dict[str, dict] = {}
+    before = [unit for unit, _ in todo if unit in serials]
+    for start in range(0, len(before), 1000):
+        chunk = before[start : start + 1000]
+        validators.update(units_read.filter(name__in=chunk).values_list("name", "validators"))
+    return [
+        (unit, UnitState(validators[unit], serials[unit]) if unit in validators else None, serial)
+        for unit, serial in todo
+    ]
+
+
 def _drop_unlisted(mirror: Mirror, listed: set[str]) -> int:
     """Mark removed the packages of units the source no longer lists (a project deleted
-    upstream, or no longer in the mirror's project list); return how many."""
+    upstream, or no longer in the mirror's project list); return how many. An empty listing
+    is taken for a broken source, not for "delete everything"."""
+    if not listed:
+        return 0
     table = Package._meta.db_table
     with connection.cursor() as cursor:
         # DISTINCT over the (mirror, subdir) index: no package row is read.

@@ -7,13 +7,15 @@ import io
 import subprocess
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from channels_app.formats import FORMATS, FormatError, PackageRecord, Rejected, Unchanged
 from channels_app.formats.cran import (
+    MISSING_RECHECK,
     archive_records,
+    archive_serial,
     iter_stanzas,
     r_version,
     render_listing,
@@ -389,13 +391,29 @@ def test_an_archive_units_serial_follows_its_packages_entry(tmp_path, client):
     assert before["src/contrib/Archive/abc"] != after["src/contrib/Archive/abc"]
 
 
-def test_only_a_recent_404_with_the_same_serial_skips_an_archive_folder():
-    unit, now = "src/contrib/Archive/abc", datetime.now(UTC)
-    missed = {"missing": "404", "at": now.isoformat()}
-    assert cran.unit_unchanged(unit, missed, 7, 7)
-    assert not cran.unit_unchanged(unit, missed, 7, 8)  # the package changed
-    assert not cran.unit_unchanged(unit, {"url": "u", "etag": '"x"'}, 7, 7)  # found: ask (304)
-    old = {"missing": "404", "at": (now - timedelta(days=8)).isoformat()}
-    assert not cran.unit_unchanged(unit, old, 7, 7)
-    assert not cran.unit_unchanged(unit, {"missing": "404", "at": "garbage"}, 7, 7)
-    assert not cran.unit_unchanged("src/contrib", {}, None, None)
+def test_a_404_archive_folder_is_remembered_until_a_new_period():
+    monday = datetime(2024, 5, 6, tzinfo=UTC)
+    assert archive_serial("abc", [2, 1], monday) == archive_serial("abc", [1, 2], monday)
+    assert archive_serial("abc", [1], monday) != archive_serial("abc", [3], monday)
+    assert archive_serial("abc", [1], monday) != archive_serial(
+        "abc", [1], monday + MISSING_RECHECK
+    )
+
+
+def test_only_a_missing_archive_folder_is_vouched_for_by_its_serial(tmp_path, client):
+    root = build_repo(
+        tmp_path / "repo", [RPackage("abc", "1.1")], archived=[RPackage("abc", "1.0")]
+    )
+    with CranServer(root) as server:
+        with io.BytesIO() as dest:
+            found = cran.fetch_unit(client, server.url, "src/contrib/Archive/abc", dest, {})
+            again = cran.fetch_unit(
+                client, server.url, "src/contrib/Archive/abc", dest, found.validators
+            )
+            missing = cran.fetch_unit(client, server.url, "src/contrib/Archive/xyz", dest, {})
+            index = cran.fetch_unit(client, server.url, "src/contrib", dest, {})
+    assert (found.status, found.serial_vouches) == ("changed", False)
+    assert (again.status, again.serial_vouches) == ("unchanged", False)
+    assert missing.status == "missing" and missing.serial_vouches
+    assert missing.validators["missing"] == "404"  # kept: the 404 is remembered
+    assert index.serial_vouches  # no serial is listed for PACKAGES: asked every run anyway

@@ -805,3 +805,43 @@ def test_index_file_maps_page_requests_to_published_files(path, flavour, expecte
 )
 def test_negotiate_follows_pep_691(accept, expected):
     assert negotiate(accept) == expected
+
+
+# --- The project list with serials (PyPI's JSON root) -------------------------------------------
+
+
+def test_project_serials_are_read_from_a_json_root_as_a_stream():
+    from channels_app.formats.pypi import parse_project_serials
+
+    root = {
+        "meta": {"api-version": "1.1", "_last-serial": 9},
+        "projects": [
+            {"name": "Zope.Interface", "_last-serial": 7},
+            {"name": "requests"},
+            {"name": "../etc", "_last-serial": 3},
+            {"name": "numpy", "_last-serial": "8"},
+        ],
+    }
+    assert parse_project_serials(orjson.dumps(root), SOURCE) == {
+        "zope-interface": 7,
+        "requests": None,
+        "numpy": None,  # a serial that is not an integer is no serial
+    }
+    assert parse_project_serials(b"<!DOCTYPE html><html></html>", SOURCE) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"meta": {"api-version": "1.1"}}',  # no project list: never "upstream is empty"
+        b'{"projects": {"requests": 1}}',
+        b'{"projects": [{"nom": "requests"}]}',
+        b'{"projects": [{"name": "requests"}',
+    ],
+    ids=["no-projects", "not-an-array", "no-name", "truncated"],
+)
+def test_a_malformed_json_root_is_a_format_error(body):
+    from channels_app.formats.pypi import parse_project_serials
+
+    with pytest.raises(FormatError, match="malformed JSON project list"):
+        parse_project_serials(body, SOURCE)

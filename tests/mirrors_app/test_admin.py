@@ -1247,3 +1247,11 @@ def test_runs_list_filters_by_state(client, run_viewer):
     assert response.status_code == 200
     assert list(response.context["cl"].result_list) == [running]
     assert len(client.get(changelist).context["cl"].result_list) == 3
+
+
+def test_a_source_url_without_a_scheme_is_read_as_https():
+    from mirrors_app.admin import MirrorForm
+
+    field = MirrorForm.base_fields["source_url"]
+    assert field.clean("conda.anaconda.org/conda-forge") == "https://conda.anaconda.org/conda-forge"
+    assert field.clean("http://127.0.0.1:8000/simple/") == "http://127.0.0.1:8000/simple/"

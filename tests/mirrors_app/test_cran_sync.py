@@ -244,10 +244,9 @@ def test_an_archive_folder_that_answered_404_is_asked_again_only_when_its_packag
     assert asked() == [folders[0], gamma]
     assert mirror.packages.get(filename="alpha_1.0.tar.gz").subdir == "src/contrib/Archive/alpha"
     assert asked() == [folders[0], gamma]  # found now: asked (conditionally) like gamma's
-    # A 404 is trusted for a week at most (a mirror may sync PACKAGES before the folder).
-    MirrorUnit.objects.filter(name="src/contrib/Archive/beta").update(
-        validators={"missing": "404", "at": "2020-01-01T00:00:00+00:00"}
-    )
+    # A 404 is trusted for a week at most (a mirror may sync PACKAGES before the folder): a
+    # new period is a new serial.
+    MirrorUnit.objects.filter(name="src/contrib/Archive/beta").update(serial=1)
     assert asked() == [*folders, gamma]
     assert asked() == [folders[0], gamma]
     # A restart asks for everything.

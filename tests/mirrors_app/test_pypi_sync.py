@@ -280,3 +280,15 @@ def test_an_active_mirror_of_many_projects_downloads_in_one_pass(
     prefetching, index, upstream, run_mirror
 ):
     test_active_mirror_refuses_a_file_whose_hash_does_not_match(index, upstream, run_mirror)
+
+
+def test_a_source_that_suddenly_lists_no_project_is_not_taken_as_empty(
+    upstream, run_mirror, client
+):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    upstream.pages["/simple/"] = b'{"meta": {"api-version": "1.1"}, "projects": []}'
+    run = run_mirror(mirror)
+    assert [p for _, p, _ in upstream.requests[-1:]] == ["/simple/"]  # the empty list was read
+    assert run.state == SyncRun.State.COMPLETED
+    assert len(_served(client, mirror, "alpha")) == 4 and len(_served(client, mirror, "beta")) == 2
