@@ -138,13 +138,17 @@ class Channel(models.Model):
                 raise ValidationError({"parent": "Subchannels are one level deep only."})
             if self.pk and self.subchannels.exists():
                 raise ValidationError({"parent": "A channel with subchannels cannot become one."})
-            if self.kind in FORMATS and self.name in FORMATS[self.kind].reserved_names:
-                raise ValidationError(
-                    {
-                        "name": f"{self.name!r} is a folder of every {self.kind} channel; "
-                        "choose another subchannel name."
-                    }
-                )
+            for kind in dict.fromkeys((self.parent.kind, self.kind)):
+                fmt = FORMATS.get(kind)
+                if fmt is not None and self.name in fmt.reserved_subchannel_names:
+                    # The subchannel would hide the parent's own folder of that name.
+                    raise ValidationError(
+                        {
+                            "name": f"{self.name!r} is a folder of every {fmt.label} channel "
+                            f"(/api/repo/{self.parent.name}/{self.name}/); "
+                            "choose another subchannel name."
+                        }
+                    )
         if self.pk and self.policy_id:
             clash = self.mirrors.filter(policy_id=self.policy_id).first()
             if clash is not None:

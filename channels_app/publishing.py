@@ -11,13 +11,14 @@ import bz2
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, BinaryIO
 
 from django.db import connection, transaction
 from django.db.models import Max, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from psycopg.adapt import Loader
 
@@ -41,7 +42,7 @@ class PackageIndexSource:
         listed = set()
         for units in self.channel.index_extras.values():
             listed.update(units)
-        folders = get_format(self.channel.kind).reserved_names
+        folders = get_format(self.channel.kind).fixed_units
         if folders:
             # An index probe per possible folder: DISTINCT would sort every package row.
             rows = Package.objects.filter(channel=self.channel)
@@ -76,6 +77,16 @@ class PackageIndexSource:
             stream = rows.iterator(10_000) if connection.vendor != "postgresql" else _raw_rows(rows)
             for unit, group in groupby(stream, key=itemgetter(0)):
                 yield unit, [(filename, record) for _, filename, record in group]
+
+    def files(self, units: Iterable[str]) -> Iterator[tuple[str, str, int | None, datetime]]:
+        ordered = sorted(units)
+        for start in range(0, len(ordered), 1000):
+            rows = (
+                self.packages.filter(subdir__in=ordered[start : start + 1000])
+                .order_by("subdir", "filename")
+                .values_list("subdir", "filename", Coalesce("artifact__size", "size"), "added_at")
+            )
+            yield from rows.iterator(10_000)
 
     def unit_extras(self, unit: str) -> dict[str, Any]:
         merged: dict[str, list] = {}

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, Literal, Protocol
 
 
@@ -107,12 +108,17 @@ class Rejected:
 class Fetched:
     """The outcome of fetching one index unit (a conda subdir): `changed` means `dest` holds it.
 
-    `validators` (URL, ETag, Last-Modified) are kept and sent back next time.
+    `validators` (URL, ETag, Last-Modified) are kept and sent back next time. A `missing` unit
+    is forgotten, unless the format gives validators for it: then it is remembered like the
+    others, and skipped while its listed serial stays the same (R's Archive folders that
+    answer 404). `serial_vouches=False`: keep no serial, so the unit is asked for (conditionally)
+    on every run even if its listed serial is unchanged.
     """
 
     status: Literal["changed", "unchanged", "missing"]
     url: str = ""
     validators: dict[str, str] = field(default_factory=dict)
+    serial_vouches: bool = True
 
 
 class IndexSource(Protocol):
@@ -131,6 +137,11 @@ class IndexSource(Protocol):
         ...
 
     def unit_extras(self, unit: str) -> dict[str, Any]: ...
+
+    def files(self, units: Iterable[str]) -> Iterator[tuple[str, str, int | None, datetime]]:
+        """(unit, filename, size, added) of the servable packages of `units`, in unit and
+        filename order: what a folder listing shows (size None: not known before download)."""
+        ...
 
 
 #: Opens one index file being published: `with emit(path, content_type) as out: out.write(b)`.
@@ -178,8 +189,13 @@ class RepositoryFormat:
     #: Whether `list_units` is the whole truth, so a unit it stops listing (a project deleted
     #: upstream) loses its packages; not for a listing that falls back to guesses (conda).
     drops_unlisted_units: ClassVar[bool] = False
-    #: Names a subchannel may not take because they are paths inside a channel (conda subdirs).
-    reserved_names: ClassVar[frozenset[str]] = frozenset()
+    #: Every unit a channel of this format can have, where known in advance (conda subdirs):
+    #: publishing probes each one instead of listing the channel's distinct units.
+    fixed_units: ClassVar[frozenset[str]] = frozenset()
+    #: Names a subchannel of a channel of this format may not take: a subchannel wins over a
+    #: same-named folder of its parent (`/api/repo/<channel>/<name>/...`), so it would hide the
+    #: channel's own files (conda subdirs, `simple/`, R's `src/` and `cran/`).
+    reserved_subchannel_names: ClassVar[frozenset[str]] = frozenset()
 
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The independently fetched parts of the source's index."""

@@ -103,7 +103,8 @@ class CondaFormat(RepositoryFormat):
         return sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"})
 
     syncs_units = True
-    reserved_names = KNOWN_SUBDIRS
+    fixed_units = KNOWN_SUBDIRS
+    reserved_subchannel_names = KNOWN_SUBDIRS
     lists_empty_units = True
 
     def iter_index(

@@ -2,7 +2,9 @@
 
 Units: `src/contrib` is the repository's index (`PACKAGES.gz`, else `PACKAGES`, fetched
 conditionally); with the mirror option `archive`, each mirrored package also has a unit
-`src/contrib/Archive/<package>`, read from the directory listing CRAN serves there.
+`src/contrib/Archive/<package>`, read from the directory listing CRAN serves there. Most
+packages have no such folder: a 404 is remembered and not asked again while the package's
+PACKAGES entry stays the same (within a `MISSING_RECHECK` period).
 
 A PACKAGES stanza is one record. Its `document` is the stanza as PSM serves it back: every field
 verbatim, in upstream's order (continuation lines kept), as a JSON object — except `Path` and
@@ -22,6 +24,7 @@ PSM's documentation gives)::
     src/contrib/<Package>_<Version>.tar.gz             a source package
     src/contrib/Archive/<Package>/                     an archive listing (index.html)
     src/contrib/Archive/<Package>/<Package>_<Version>.tar.gz
+    src/contrib/Meta/archive.rds                       the archive files (where R is installed)
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ import subprocess
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from itertools import groupby
 from typing import Any, BinaryIO
 from urllib.parse import quote, unquote
 
@@ -64,6 +69,9 @@ logger = logging.getLogger(__name__)
 
 CONTRIB = "src/contrib"
 ARCHIVE = "src/contrib/Archive/"
+#: What R tools (`remotes::install_version`, `tools:::CRAN_archive_db`) read to find archived
+#: versions without listing folders.
+META_ARCHIVE = "src/contrib/Meta/archive.rds"
 #: The alternative CRAN base URL inside a channel (`/api/repo/<channel>/cran/`).
 CRAN_PREFIX = "cran/"
 INDEX_FILES = ("PACKAGES.gz", "PACKAGES")
@@ -76,6 +84,9 @@ HTML_TYPE = "text/html; charset=utf-8"
 #: Fields that say where upstream keeps a file; PSM serves every file at its standard path.
 LOCATION_FIELDS = ("Path", "File")
 RSCRIPT_TIMEOUT = 600
+#: How long at most an Archive folder's 404 is trusted while its package's PACKAGES entry is
+#: unchanged (every remembered 404 is asked again when a new period begins).
+MISSING_RECHECK = timedelta(days=7)
 
 #: R's own rules (tools:::.standard_regexps): a name, and a version of two or more numbers.
 PACKAGE_NAME = r"[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]"
@@ -103,6 +114,8 @@ class CranFormat(RepositoryFormat):
     )
     syncs_units = True
     renders_units_alone = True
+    #: `src/contrib/...` and the alternative base URL `cran/` of every R channel.
+    reserved_subchannel_names = frozenset({"src", CRAN_PREFIX.rstrip("/")})
     #: MD5sum is what R repositories give; a sha256 beside it is checked too.
     checks_every_digest = True
 
@@ -136,18 +149,32 @@ class CranFormat(RepositoryFormat):
 
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """`src/contrib`, and with `archive` one unit per mirrored package's Archive folder."""
-        units = [CONTRIB]
+        return list(self.list_units(client, source_url, options))
+
+    def list_units(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> dict[str, int | None]:
+        """`src/contrib` (no serial: always asked, conditionally) and with `archive` the
+        mirrored packages' Archive folders. An Archive folder's serial is a digest of its
+        package's PACKAGES entries and the current `MISSING_RECHECK` period: a remembered 404
+        holds while both are the same (a new version may move the old one there; a mirror
+        upstream may sync PACKAGES before the folder)."""
+        units: dict[str, int | None] = {CONTRIB: None}
         if options.get("archive"):
-            names = set(self._package_names(client, source_url))
-            units += [archive_unit(n) for n in sorted(cran_filters.archived_names(options, names))]
+            entries, now = self._package_entries(client, source_url), datetime.now(UTC)
+            for name in sorted(cran_filters.archived_names(options, set(entries))):
+                units[archive_unit(name)] = archive_serial(name, entries[name], now)
         return units
 
-    def _package_names(self, client: Client, source_url: str) -> Iterator[str]:
+    def _package_entries(self, client: Client, source_url: str) -> dict[str, list[int]]:
+        """Package name -> digests of its stanzas in the source's PACKAGES."""
+        entries: dict[str, list[int]] = {}
         with tempfile.TemporaryFile() as index:
             fetched = self.fetch_unit(client, source_url, CONTRIB, index, {})
             for item in self.parse_unit(index, fetched.url, CONTRIB):
                 if isinstance(item, PackageRecord):
-                    yield item.name
+                    entries.setdefault(item.name, []).append(item.digest)
+        return entries
 
     def fetch_unit(
         self,
@@ -188,14 +215,17 @@ class CranFormat(RepositoryFormat):
         download = client.download(
             url, dest, headers=_conditional(url, validators), max_bytes=limit
         )
+        # A folder that exists is asked for on every run (a 304 when unchanged): upstream may
+        # add to it without PACKAGES saying so.
         if download.status == 304:
-            return Fetched("unchanged", url, dict(validators))
+            return Fetched("unchanged", url, dict(validators), serial_vouches=False)
         if download.status == 404:
-            return Fetched("missing", url)
+            # Most packages were never updated, so have no folder: remembered by its serial.
+            return Fetched("missing", url, {"url": url, "missing": "404"})
         if download.status != 200:
             raise FormatError(url, f"unexpected HTTP status {download.status}")
         dest.seek(0)
-        return Fetched("changed", url, _validators(url, download))
+        return Fetched("changed", url, _validators(url, download), serial_vouches=False)
 
     def parse_unit(
         self,
@@ -238,20 +268,23 @@ class CranFormat(RepositoryFormat):
     def unit_paths(self, unit: str) -> list[str]:
         if unit == CONTRIB:
             return [f"{CONTRIB}/{name}" for name in ("PACKAGES", "PACKAGES.gz", "PACKAGES.rds")]
-        return [f"{unit}/index.html"]
+        # Meta/archive.rds covers every archive folder: a changed one replaces (or drops) it.
+        return [f"{unit}/index.html", META_ARCHIVE]
 
     def render_index(self, source: IndexSource, emit: Emit, units: set[str] | None = None) -> None:
-        """PACKAGES, PACKAGES.gz (and PACKAGES.rds where Rscript is installed), and a listing
-        per archive folder: all of them, or those of `units`."""
+        """PACKAGES, PACKAGES.gz (and PACKAGES.rds where Rscript is installed), a listing per
+        archive folder, and Meta/archive.rds: all of them, or those `units` affect."""
         listed = set(source.units())
         if units is None or CONTRIB in units:
             _render_packages(source.documents(CONTRIB), emit)
-        archives = listed if units is None else listed & units
-        for unit in sorted(u for u in archives if archived_package(u)):
+        archived = sorted(u for u in listed if archived_package(u))
+        for unit in archived if units is None else [u for u in archived if u in units]:
             files = [filename for filename, _ in source.documents(unit)]
             if files:
                 with emit(f"{unit}/index.html", HTML_TYPE) as out:
                     out.write(render_listing(unit, files))
+        if archived and (units is None or any(archived_package(u) for u in units)):
+            _render_archive_rds(source.files(archived), emit)
 
     def index_request(self, path: str, accept: str | None) -> IndexRequest | None:
         """The `cran/` base URL serves the same files; an archive folder serves its listing."""
@@ -289,6 +322,13 @@ def is_package_version(version: Any) -> bool:
 
 def archive_unit(package: str) -> str:
     return f"{ARCHIVE}{package}"
+
+
+def archive_serial(package: str, entries: Iterable[int], now: datetime) -> int:
+    """The serial of `package`'s Archive folder: its PACKAGES entries' digests and the
+    `MISSING_RECHECK` period `now` is in."""
+    period = int(now.timestamp() // MISSING_RECHECK.total_seconds())
+    return entry_digest(orjson.dumps([period, sorted(entries)]), package)
 
 
 def archived_package(unit: str) -> str | None:
@@ -583,21 +623,74 @@ _RDS_SCRIPT = (
 
 def _render_rds(rscript: str, packages: str, emit: Emit) -> None:
     """PACKAGES.rds, which R reads first; skipped (clients fall back to PACKAGES.gz) if R fails."""
+    _rscript_to(rscript, _RDS_SCRIPT, packages, f"{CONTRIB}/PACKAGES.rds", emit)
+
+
+def _rscript_to(rscript: str, script: str, data: str, path: str, emit: Emit) -> None:
+    """Emit at `path` the file `script` writes from `data` (its arguments: data, target);
+    nothing (logged) if R fails."""
     with tempfile.TemporaryDirectory(prefix="psm-rds-") as folder:
-        target = os.path.join(folder, "PACKAGES.rds")
+        target = os.path.join(folder, "out.rds")
         try:
             subprocess.run(
-                [rscript, "--vanilla", "-e", _RDS_SCRIPT, packages, target],
+                [rscript, "--vanilla", "-e", script, data, target],
                 check=True,
                 capture_output=True,
                 timeout=RSCRIPT_TIMEOUT,
             )
         except (OSError, subprocess.SubprocessError) as exc:
             stderr = getattr(exc, "stderr", b"") or b""
-            logger.warning("PACKAGES.rds not written: %s %s", exc, stderr.decode()[-500:])
+            logger.warning("%s not written: %s %s", path, exc, stderr.decode()[-500:])
             return
-        with open(target, "rb") as source, emit(f"{CONTRIB}/PACKAGES.rds", RDS_TYPE) as out:
+        with open(target, "rb") as source, emit(path, RDS_TYPE) as out:
             shutil.copyfileobj(source, out)
+
+
+#: CRAN's Meta/archive.rds: package name -> data.frame of file.info() rows, named
+#: `<pkg>/<tarball>` (oldest version first), from TSV rows (package, path, size, mtime).
+#: gzip (saveRDS's default), as CRAN's: some readers wrap the URL in gzcon(), which reads no xz.
+_ARCHIVE_SCRIPT = """
+a <- commandArgs(TRUE)
+x <- read.delim(a[1], header = FALSE, quote = "", comment.char = "",
+                colClasses = c("character", "character", "numeric", "numeric"))
+n <- nrow(x); t <- .POSIXct(x[[4]])
+info <- data.frame(size = x[[3]], isdir = rep(FALSE, n), mode = rep(420L, n),
+                   mtime = t, ctime = t, atime = t,
+                   uid = rep(NA_integer_, n), gid = rep(NA_integer_, n),
+                   uname = rep(NA_character_, n), grname = rep(NA_character_, n),
+                   row.names = x[[2]], stringsAsFactors = FALSE)
+class(info$mode) <- "octmode"
+saveRDS(split(info, factor(x[[1]], levels = unique(x[[1]]))), a[2])
+"""
+
+
+def _render_archive_rds(files: Iterable[tuple[str, str, int | None, Any]], emit: Emit) -> None:
+    """Meta/archive.rds of the served archive files, where Rscript exists (else left out).
+
+    Sizes are the stored files' (NA before a passive file's first download); times are when
+    PSM first listed the file, as `file.info` on a mirror's disk would say.
+    """
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        return
+    rows = 0
+    with tempfile.NamedTemporaryFile("w", prefix="psm-archive-", suffix=".tsv") as table:
+        for unit, group in groupby(files, key=lambda row: row[0]):
+            package = archived_package(unit)
+            versions = []
+            for _, filename, size, added in group:
+                match = _TARBALL.fullmatch(filename)
+                if package is None or match is None or match[1] != package:
+                    continue
+                versions.append((r_version(match[2]), filename, size, added))
+            for _, filename, size, added in sorted(versions, key=lambda v: v[0]):
+                size_text = "NA" if size is None else str(size)
+                table.write(f"{package}\t{package}/{filename}\t{size_text}\t")
+                table.write(f"{int(added.timestamp())}\n")
+                rows += 1
+        table.flush()
+        if rows:
+            _rscript_to(rscript, _ARCHIVE_SCRIPT, table.name, META_ARCHIVE, emit)
 
 
 def render_listing(unit: str, filenames: Iterable[str]) -> bytes:

@@ -229,6 +229,7 @@ class PypiFormat(RepositoryFormat):
     syncs_units = True
     drops_unlisted_units = True
     sidecar_suffix = ".metadata"
+    reserved_subchannel_names = frozenset({"simple", "files"})
 
     def index_request(self, path: str, accept: str | None) -> IndexRequest | None:
         """`simple/` and `simple/<project>/` by PEP 691 content negotiation; other spellings

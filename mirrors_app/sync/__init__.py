@@ -147,12 +147,13 @@ def _sync_units(
                 continue
             changed += rows
             read.append(unit)
+            kept = serial if fetched.serial_vouches else None  # None: asked again next run
             if validators is not None and (
-                state is None or (state.validators, state.serial) != (validators, serial)
+                state is None or (state.validators, state.serial) != (validators, kept)
             ):
                 # Only once read to the end: a unit read halfway is fetched in full next time.
                 done.append(
-                    MirrorUnit(mirror=mirror, name=unit, validators=validators, serial=serial)
+                    MirrorUnit(mirror=mirror, name=unit, validators=validators, serial=kept)
                 )
                 if len(done) >= 500:
                     save_done()
@@ -296,11 +297,11 @@ def _ingest_unit(
     known: KnownRows | None = None,
 ) -> tuple[int, dict | None]:
     """Bring one fetched unit in line with upstream; return how many rows changed and the
-    validators to send next time (None: the unit is not in the source)."""
+    validators to send next time (None: the unit is not in the source, forget it)."""
     fmt = mirror.format
     if fetched.status == "missing":
         progress.step(f"{unit}: not in the source", now=not many)
-        return 0, None
+        return 0, fetched.validators or None  # validators: the format remembers the miss
     if fetched.status == "unchanged":
         return 0, fetched.validators
     progress.step(f"{unit}: reading the index", now=not many)

@@ -317,6 +317,18 @@ def test_add_form_rejects_a_duplicate_subchannel_name(client, creator):
     assert Channel.objects.filter(name="ml").count() == 1
 
 
+def test_add_form_rejects_a_subchannel_hiding_a_folder_of_its_parent(client, creator):
+    parent = ChannelFactory(name="rpkgs", kind="cran")
+
+    response = client.post(ADD, channel_form(name="cran", kind="cran", parent=parent.pk))
+
+    assert response.status_code == 200
+    assert "is a folder of every standard R channel" in str(
+        response.context["adminform"].form.errors["name"]
+    )
+    assert not Channel.objects.filter(name="cran").exists()
+
+
 def test_add_form_needs_add_permission(client, make_user):
     client.force_login(make_user("channels_app.view_channel"))
 

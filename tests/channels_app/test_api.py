@@ -476,6 +476,18 @@ def test_duplicate_subchannel_name_in_same_parent_is_rejected(admin_client):
     assert Channel.objects.filter(name="staging").count() == 1
 
 
+def test_r_channel_subchannel_may_not_be_named_cran(admin_client):
+    ChannelFactory(name="rpkgs", kind="cran")
+
+    response = admin_client.post(
+        "/api/channels/rpkgs/subchannels/", {"name": "cran", "kind": "cran"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "'cran' is a folder of every standard R channel" in errors_of(response)
+    assert not Channel.objects.filter(name="cran").exists()
+
+
 def test_same_subchannel_name_under_different_parents_is_allowed(admin_client):
     ChannelFactory(name="a")
     b = ChannelFactory(name="b")

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import gzip
 import io
+import subprocess
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
 from channels_app.formats import FORMATS, FormatError, PackageRecord, Rejected, Unchanged
 from channels_app.formats.cran import (
+    MISSING_RECHECK,
     archive_records,
+    archive_serial,
     iter_stanzas,
     r_version,
     render_listing,
     render_stanza,
 )
 from psm.http import UpstreamClient
-from tests.fixtures.cran_repo import CranServer, RPackage, build_repo
+from tests.fixtures.cran_repo import CranServer, RPackage, build_repo, rscript
 
 cran = FORMATS["cran"]
 URL = "https://cran.example.org/src/contrib/PACKAGES.gz"
@@ -56,6 +61,11 @@ class _Source:
 
     def unit_extras(self, unit: str) -> dict:
         return {}
+
+    def files(self, units):
+        added = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+        rows = [(r.subdir, r.filename, r.size, added) for r in self.records if r.subdir in units]
+        return iter(sorted(rows))
 
 
 def _render(records: list[PackageRecord], units=None) -> dict[str, bytes]:
@@ -230,12 +240,62 @@ def test_publishing_only_changed_units_leaves_packages_alone():
     everything = _render(records + archived)
     assert "src/contrib/Archive/abc/index.html" in everything
     only_archive = _render(records + archived, {"src/contrib/Archive/abc"})
-    assert sorted(only_archive) == ["src/contrib/Archive/abc/index.html"]
+    meta = ["src/contrib/Meta/archive.rds"] if rscript() else []
+    assert sorted(only_archive) == ["src/contrib/Archive/abc/index.html", *meta]
+    assert sorted(_render(records + archived, {"src/contrib"})) == [
+        "src/contrib/PACKAGES",
+        "src/contrib/PACKAGES.gz",
+        *(["src/contrib/PACKAGES.rds"] if rscript() else []),
+    ]
     assert cran.unit_paths("src/contrib") == [
         "src/contrib/PACKAGES",
         "src/contrib/PACKAGES.gz",
         "src/contrib/PACKAGES.rds",
     ]
+    # A changed archive folder replaces Meta/archive.rds, or drops it if none is left.
+    assert cran.unit_paths("src/contrib/Archive/abc") == [
+        "src/contrib/Archive/abc/index.html",
+        "src/contrib/Meta/archive.rds",
+    ]
+
+
+@pytest.mark.skipif(rscript() is None, reason="R is not installed (Rscript not on PATH)")
+def test_meta_archive_rds_lists_archived_files_as_file_info_rows(tmp_path):
+    listings = {
+        "abc": render_listing("src/contrib/Archive/abc", ["abc_1.10.tar.gz", "abc_1.9-1.tar.gz"]),
+        "Zed.x": render_listing("src/contrib/Archive/Zed.x", ["Zed.x_0.1.tar.gz"]),
+    }
+    archived = [
+        replace(record, size=1234) if record.version == "1.10" else record
+        for package, page in listings.items()
+        for record in archive_records(page, "http://x/", f"src/contrib/Archive/{package}", package)
+    ]
+    files = _render(_parse(STANZA) + archived)
+    rds = tmp_path / "archive.rds"
+    rds.write_bytes(files["src/contrib/Meta/archive.rds"])
+    assert rds.read_bytes()[:2] == b"\x1f\x8b"  # gzip: readable through gzcon(url(...))
+    script = """
+    db <- readRDS(commandArgs(TRUE)[1])
+    stopifnot(is.list(db), all(vapply(db, is.data.frame, TRUE)))
+    cat(names(db), "\n")
+    cat(names(db$abc), "\n")
+    cat(rownames(db$abc), "\n")
+    cat(db$abc$size, format(db$abc$mtime, tz = "UTC"), "\n")
+    cat(class(db$abc$mode), class(db$abc$mtime)[1], db$abc$isdir, "\n")
+    """
+    result = subprocess.run(
+        [rscript(), "--vanilla", "-e", script, str(rds)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "Zed.x abc ",
+        "size isdir mode mtime ctime atime uid gid uname grname ",
+        "abc/abc_1.9-1.tar.gz abc/abc_1.10.tar.gz ",  # R version order: the newest last
+        "NA 1234 2024-05-06 07:08:09 2024-05-06 07:08:09 ",
+        "octmode POSIXct FALSE FALSE ",
+    ]
+    # Byte-stable: an unchanged archive keeps its ETag.
+    assert _render(_parse(STANZA) + archived)["src/contrib/Meta/archive.rds"] == rds.read_bytes()
 
 
 # --- URLs -------------------------------------------------------------------------------------
@@ -318,3 +378,42 @@ def test_archive_units_are_the_mirrored_packages_folders(tmp_path, client):
             "src/contrib",
             "src/contrib/Archive/xyz",
         ]
+
+
+def test_an_archive_units_serial_follows_its_packages_entry(tmp_path, client):
+    root = build_repo(tmp_path / "repo", [RPackage("abc", "1.0"), RPackage("xyz", "1.0")])
+    with CranServer(root) as server:
+        before = cran.list_units(client, server.url, {"archive": True})
+        build_repo(root, [RPackage("abc", "1.1"), RPackage("xyz", "1.0")])
+        after = cran.list_units(client, server.url, {"archive": True})
+    assert before["src/contrib"] is None and after["src/contrib"] is None
+    assert before["src/contrib/Archive/xyz"] == after["src/contrib/Archive/xyz"]
+    assert before["src/contrib/Archive/abc"] != after["src/contrib/Archive/abc"]
+
+
+def test_a_404_archive_folder_is_remembered_until_a_new_period():
+    monday = datetime(2024, 5, 6, tzinfo=UTC)
+    assert archive_serial("abc", [2, 1], monday) == archive_serial("abc", [1, 2], monday)
+    assert archive_serial("abc", [1], monday) != archive_serial("abc", [3], monday)
+    assert archive_serial("abc", [1], monday) != archive_serial(
+        "abc", [1], monday + MISSING_RECHECK
+    )
+
+
+def test_only_a_missing_archive_folder_is_vouched_for_by_its_serial(tmp_path, client):
+    root = build_repo(
+        tmp_path / "repo", [RPackage("abc", "1.1")], archived=[RPackage("abc", "1.0")]
+    )
+    with CranServer(root) as server:
+        with io.BytesIO() as dest:
+            found = cran.fetch_unit(client, server.url, "src/contrib/Archive/abc", dest, {})
+            again = cran.fetch_unit(
+                client, server.url, "src/contrib/Archive/abc", dest, found.validators
+            )
+            missing = cran.fetch_unit(client, server.url, "src/contrib/Archive/xyz", dest, {})
+            index = cran.fetch_unit(client, server.url, "src/contrib", dest, {})
+    assert (found.status, found.serial_vouches) == ("changed", False)
+    assert (again.status, again.serial_vouches) == ("unchanged", False)
+    assert missing.status == "missing" and missing.serial_vouches
+    assert missing.validators["missing"] == "404"  # kept: the 404 is remembered
+    assert index.serial_vouches  # no serial is listed for PACKAGES: asked every run anyway

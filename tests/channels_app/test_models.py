@@ -75,6 +75,38 @@ def test_subchannel_names_are_unique_within_their_parent():
     assert "This channel already has a subchannel with this name." in str(errors)
 
 
+@pytest.mark.parametrize(
+    ("kind", "name", "label"),
+    [
+        ("conda", "linux-64", "conda"),
+        ("conda", "noarch", "conda"),
+        ("cran", "cran", "standard R"),
+        ("cran", "src", "standard R"),
+        ("pypi", "simple", "standard python"),
+        ("pypi", "files", "standard python"),
+    ],
+)
+def test_subchannel_may_not_hide_a_folder_of_its_parent(kind, name, label):
+    parent = ChannelFactory(name="main", kind=kind)
+    errors = _errors(Channel(name=name, kind=kind, parent=parent))
+    assert errors["name"] == [
+        f"{name!r} is a folder of every {label} channel (/api/repo/main/{name}/); "
+        "choose another subchannel name."
+    ]
+
+
+def test_a_subchannel_name_is_reserved_by_its_parents_package_type():
+    # `cran/` is a folder of R channels only; the parent's type decides what would be hidden.
+    Channel(name="cran", kind="conda", parent=ChannelFactory(name="c", kind="conda")).full_clean()
+    Channel(
+        name="cranberry", kind="cran", parent=ChannelFactory(name="r", kind="cran")
+    ).full_clean()
+    r_parent = ChannelFactory(name="r2", kind="cran")
+    assert "name" in _errors(Channel(name="cran", kind="conda", parent=r_parent))
+    # A top-level channel may be called `cran`: nothing is hidden.
+    Channel(name="cran", kind="cran").full_clean()
+
+
 def test_same_subchannel_name_is_allowed_under_different_parents():
     ChannelFactory(name="dev", parent=ChannelFactory(name="one"))
     Channel(name="dev", kind="conda", parent=ChannelFactory(name="two")).full_clean()

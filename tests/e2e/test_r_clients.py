@@ -13,7 +13,14 @@ import pytest
 
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
-from tests.fixtures.cran_repo import CranServer, RPackage, build_repo, rscript, rscript_install
+from tests.fixtures.cran_repo import (
+    CranServer,
+    RPackage,
+    build_repo,
+    rscript,
+    rscript_install,
+    rscript_run,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -101,3 +108,47 @@ def test_packages_rds_is_what_r_reads_first(run_mirror, upstream, client, tmp_pa
     lines = _ok(result).split()
     assert lines[:4] == ["alpha", "beta", "gamma", "unrelated"]
     assert lines[4:8] == ["1.0", "2.0", "0.1-1", "1.0"] and set(lines[8:]) == {"TRUE"}
+
+
+#: What `remotes::install_version` does for an archived version: read Meta/archive.rds (here
+#: both ways R tools do: a downloaded file, and gzcon(url()) as older tools do), pick the row
+#: of the version, and install `<repo>/src/contrib/Archive/<row name>` from its URL.
+INSTALL_VERSION = r"""
+options(warn = 1, timeout = 60)
+repo <- "{repo}"; lib <- "{lib}"; package <- "{package}"; version <- "{version}"
+.libPaths(c(lib, .libPaths()))
+tf <- tempfile(fileext = ".rds")
+download.file(sprintf("%s/src/contrib/Meta/archive.rds", repo), tf, quiet = TRUE, mode = "wb")
+archive <- readRDS(tf)
+con <- gzcon(url(sprintf("%s/src/contrib/Meta/archive.rds", repo), "rb"))
+stopifnot(identical(readRDS(con), archive)); close(con)
+info <- archive[[package]]
+paths <- rownames(info)
+path <- paths[sub("^[^_]+_(.*)[.]tar[.]gz$", "\\1", paths) == version]
+stopifnot(length(path) == 1)
+cat("rows:", paths, "\n")
+install.packages(paste0(repo, "/src/contrib/Archive/", path), repos = NULL,
+                 type = "source", lib = lib, quiet = TRUE)
+library(package, lib.loc = lib, character.only = TRUE)
+cat(get(paste0(package, "_hello"))(), "\n")
+"""
+
+
+@pytest.mark.parametrize("mode", [Mirror.Mode.ACTIVE, Mirror.Mode.PASSIVE])
+def test_an_archived_version_installs_through_meta_archive_rds(
+    run_mirror, live_server, tmp_path, mode
+):
+    archived = [RPackage("gamma", "0.1-0"), RPackage("gamma", "0.0-9")]
+    with CranServer(build_repo(tmp_path / "cran", PACKAGES, archived=archived)) as upstream:
+        mirror = _sync(run_mirror, upstream.url, mode, packages=["gamma"], archive=True)
+        before = len(upstream.gets("/src/contrib/"))
+        repo = f"{live_server.url}/api/repo/{mirror.channel.name}/cran"
+        script = INSTALL_VERSION.format(
+            repo=repo, lib=tmp_path / "lib", package="gamma", version="0.1-0"
+        )
+        out = _ok(rscript_run(script, tmp_path / "lib"))
+        fetched = upstream.gets("/src/contrib/")[before:]
+    assert "rows: gamma/gamma_0.0-9.tar.gz gamma/gamma_0.1-0.tar.gz" in out
+    assert "gamma 0.1-0" in out
+    passive = ["/src/contrib/Archive/gamma/gamma_0.1-0.tar.gz"]
+    assert fetched == ([] if mode == Mirror.Mode.ACTIVE else passive)

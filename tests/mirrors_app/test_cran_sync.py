@@ -9,7 +9,7 @@ import pytest
 
 from channels_app import storage
 from channels_app.models import Package, PublishedFile
-from mirrors_app.models import Mirror, SyncRun
+from mirrors_app.models import Mirror, MirrorUnit, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.cran_repo import CranServer, RPackage, build_repo, packages_text, rscript
 
@@ -193,6 +193,66 @@ def test_archive_versions_are_mirrored_and_listed(upstream, run_mirror, client):
     assert run.filtered_reasons["archive versions not mirrored"] == 2
     assert _get(client, mirror, path)[0].status_code == 404
     assert _get(client, mirror, "src/contrib/Archive/gamma/")[0].status_code == 404
+
+
+META = "src/contrib/Meta/archive.rds"
+
+
+@pytest.mark.skipif(rscript() is None, reason="R is not installed (Rscript not on PATH)")
+def test_meta_archive_rds_follows_the_archive_and_needs_r(
+    repo, upstream, run_mirror, client, monkeypatch
+):
+    mirror = _mirror(upstream, archive=True, packages=["gamma"])
+    _ok(run_mirror(mirror))
+    response, body = _get(client, mirror, META)
+    assert response.status_code == 200 and body[:2] == b"\x1f\x8b"
+    assert _get(client, mirror, f"cran/{META}")[1] == body
+    # Without R, a changed archive drops the stale file rather than serve a wrong one.
+    build_repo(repo, PACKAGES, archived=[*ARCHIVED, RPackage("gamma", "0.0-8")])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    _ok(run_mirror(mirror))
+    assert _get(client, mirror, META)[0].status_code == 404
+    assert b"gamma_0.0-8.tar.gz" in _get(client, mirror, "src/contrib/Archive/gamma/")[1]
+    monkeypatch.undo()  # R is back: the next change of an archive folder writes it again
+    build_repo(repo, PACKAGES, archived=ARCHIVED)
+    _ok(run_mirror(mirror))
+    response, body = _get(client, mirror, META)
+    assert response.status_code == 200
+    Mirror.objects.filter(pk=mirror.pk).update(options={"packages": ["gamma"]})
+    mirror.refresh_from_db()
+    _ok(run_mirror(mirror))  # no archive any more: no archive.rds
+    assert _get(client, mirror, META)[0].status_code == 404
+
+
+def test_an_archive_folder_that_answered_404_is_asked_again_only_when_its_package_changed(
+    repo, upstream, run_mirror
+):
+    mirror = _mirror(upstream, archive=True, packages=["alpha", "beta", "gamma"])
+    folders = ["/src/contrib/Archive/alpha/", "/src/contrib/Archive/beta/"]
+    gamma = "/src/contrib/Archive/gamma/"
+
+    def asked() -> list[str]:
+        before = len(upstream.requests)
+        _ok(run_mirror(mirror))
+        return sorted(p for _, p in upstream.requests[before:] if p.endswith("/"))
+
+    assert asked() == [*folders, gamma]  # alpha and beta have no archive: 404
+    assert asked() == [gamma]  # nothing changed: only the folder that exists (a 304)
+    # alpha 1.1 is released: its 1.0 may have moved to the archive, so alpha's is asked again.
+    alpha = [RPackage("alpha", "1.1", imports=["beta"]), *PACKAGES[1:]]
+    build_repo(repo, alpha, archived=[*ARCHIVED, PACKAGES[0]])
+    assert asked() == [folders[0], gamma]
+    assert mirror.packages.get(filename="alpha_1.0.tar.gz").subdir == "src/contrib/Archive/alpha"
+    assert asked() == [folders[0], gamma]  # found now: asked (conditionally) like gamma's
+    # A 404 is trusted for a week at most (a mirror may sync PACKAGES before the folder): a
+    # new period is a new serial.
+    MirrorUnit.objects.filter(name="src/contrib/Archive/beta").update(serial=1)
+    assert asked() == [*folders, gamma]
+    assert asked() == [folders[0], gamma]
+    # A restart asks for everything.
+    before = len(upstream.requests)
+    _ok(run_mirror(mirror, restart=True))
+    assert folders[1] in [p for _, p in upstream.requests[before:]]
 
 
 def test_latest_counts_archive_versions(upstream, run_mirror, client):
