@@ -126,7 +126,7 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
     """
     channel.refresh_from_db()
     fmt = get_format(channel.kind)
-    if channel.frozen or not fmt.syncs_units:
+    if channel.frozen:
         return False
     if not force and not channel_needs_publish(channel):
         return False

@@ -176,16 +176,8 @@ class RepositoryFormat:
     def normalize_name(self, name: str) -> str:
         return name
 
-    def iter_index(
-        self, client: Client, source_url: str, options: Mapping[str, Any]
-    ) -> Iterator[PackageRecord]:
-        """Fetch the source's index and yield its records."""
-        raise NotImplementedError
-
     # --- Mirroring in units (a conda subdir): formats that implement these get full syncs ---
 
-    #: Whether this format implements the unit methods below (others only count their index).
-    syncs_units: ClassVar[bool] = False
     #: Whether `list_units` is the whole truth, so a unit it stops listing (a project deleted
     #: upstream) loses its packages; not for a listing that falls back to guesses (conda).
     drops_unlisted_units: ClassVar[bool] = False

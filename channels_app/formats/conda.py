@@ -102,22 +102,9 @@ class CondaFormat(RepositoryFormat):
                 listed = []  # a broken channeldata.json only costs us the hint
         return sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"})
 
-    syncs_units = True
     fixed_units = KNOWN_SUBDIRS
     reserved_subchannel_names = KNOWN_SUBDIRS
     lists_empty_units = True
-
-    def iter_index(
-        self, client: Client, source_url: str, options: Mapping[str, Any]
-    ) -> Iterator[PackageRecord]:
-        for subdir in self.subdirs(client, source_url, options):
-            with tempfile.TemporaryFile() as index:
-                fetched = self.fetch_unit(client, source_url, subdir, index, {})
-                if fetched.status != "changed":
-                    continue  # a channel need not have every platform
-                for item in self.parse_unit(index, fetched.url, subdir):
-                    if isinstance(item, PackageRecord):
-                        yield item
 
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         return self.subdirs(client, source_url, options)

@@ -112,7 +112,6 @@ class CranFormat(RepositoryFormat):
         '"licenses": ["MIT", "GPL"], "r_version": "4.4.1", "latest": 2, "dependencies": true, '
         '"archive": false}'
     )
-    syncs_units = True
     renders_units_alone = True
     #: `src/contrib/...` and the alternative base URL `cran/` of every R channel.
     reserved_subchannel_names = frozenset({"src", CRAN_PREFIX.rstrip("/")})
@@ -136,16 +135,6 @@ class CranFormat(RepositoryFormat):
         )
 
     # --- Units ------------------------------------------------------------------------------
-
-    def iter_index(
-        self, client: Client, source_url: str, options: Mapping[str, Any]
-    ) -> Iterator[PackageRecord]:
-        """The records of the source's PACKAGES (the units contract is what syncs use)."""
-        with tempfile.TemporaryFile() as index:
-            fetched = self.fetch_unit(client, source_url, CONTRIB, index, {})
-            for item in self.parse_unit(index, fetched.url, CONTRIB):
-                if isinstance(item, PackageRecord):
-                    yield item
 
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """`src/contrib`, and with `archive` one unit per mirrored package's Archive folder."""

@@ -106,19 +106,6 @@ class PypiFormat(RepositoryFormat):
             ]
         return []
 
-    def iter_index(
-        self, client: Client, source_url: str, options: Mapping[str, Any]
-    ) -> Iterator[PackageRecord]:
-        """Yield one record per project of the index root (files arrive with the sync engine)."""
-        url = source_url.rstrip("/") + "/"
-        body = client.fetch(url, headers={"Accept": ACCEPT})
-        if body is None:
-            raise FormatError(url, "the index root was not found (404)")
-        for name in parse_project_list(body, url):
-            yield PackageRecord(name=canonicalize_name(name), version="", filename="")
-
-    # --- Units: one per project -----------------------------------------------------------
-
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The normalized project names: the mirror's `projects`, else the index root's."""
         return sorted(self.list_units(client, source_url, options))
@@ -226,7 +213,6 @@ class PypiFormat(RepositoryFormat):
         with emit("simple/index.json", JSON_TYPE) as out:
             out.write(root_json)
 
-    syncs_units = True
     drops_unlisted_units = True
     sidecar_suffix = ".metadata"
     reserved_subchannel_names = frozenset({"simple", "files"})

@@ -1,10 +1,10 @@
 """The sync orchestrator: fetch → decide → ingest → download → publish for one run.
 
-A format that mirrors in units (conda subdirs) gets the full pipeline, unit by unit: a unit is
-fetched conditionally, streamed through the filters into the database, its files downloaded
-(active mode), and only a unit read to the end removes what upstream dropped. The channel is
-published once at the end of a completed or stopped run; a failed run publishes nothing.
-Formats without units (until their engines land) only fetch and count their index.
+Every format mirrors in units (a conda subdir, a Python project, CRAN's PACKAGES or one
+package's Archive folder), unit by unit: a unit is fetched conditionally, streamed through the
+filters into the database, its files downloaded (active mode), and only a unit read to the end
+removes what upstream dropped. The channel is published once at the end of a completed or
+stopped run; a failed run publishes nothing.
 """
 
 from __future__ import annotations
@@ -54,10 +54,7 @@ def run_sync(run: SyncRun) -> str:
     client = UpstreamClient()
     problems: list[str] = []
     try:
-        if mirror.format.syncs_units:
-            problems = _sync_units(run, mirror, client, progress)
-        else:
-            _count_index(mirror, client, progress)
+        problems = _sync_units(run, mirror, client, progress)
     except StopRequested:
         final, error = State.STOPPED, ""
     except (UpstreamError, FormatError) as exc:
@@ -358,10 +355,3 @@ def _keep_extras(mirror: Mirror, unit: str, extras: dict) -> None:
             index_extras=channel.index_extras,
             content_version=F("content_version") + 1,
         )
-
-
-def _count_index(mirror: Mirror, client: UpstreamClient, progress: Progress) -> None:
-    progress.step("fetching the source index")
-    for _record in mirror.format.iter_index(client, mirror.source_url, mirror.options):
-        progress.seen += 1
-        progress.tick()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import tempfile
 
 import pytest
 
@@ -12,6 +13,7 @@ from channels_app.formats import (
     FORMATS,
     FormatError,
     OptionsError,
+    PackageRecord,
     Rejected,
     UnitExtras,
     get_format,
@@ -31,6 +33,20 @@ def parse_repodata(body: bytes, url: str, subdir: str) -> list:
     """Check and parse a repodata document the way a sync does."""
     items = conda.parse_unit(io.BytesIO(body), url, subdir)
     return [item for item in items if not isinstance(item, UnitExtras)]
+
+
+def records_of(fmt, client, source_url: str, options=None) -> list[PackageRecord]:
+    """Every record of a source through the unit contract, as a sync reads it."""
+    found = []
+    for unit in fmt.index_units(client, source_url, options or {}):
+        with tempfile.TemporaryFile() as index:
+            fetched = fmt.fetch_unit(client, source_url, unit, index, {})
+            if fetched.status != "changed":
+                continue  # a channel need not have every platform
+            found += [
+                r for r in fmt.parse_unit(index, fetched.url, unit) if isinstance(r, PackageRecord)
+            ]
+    return found
 
 
 @pytest.fixture
@@ -117,8 +133,8 @@ def test_conda_subdirs_fall_back_to_defaults_when_channeldata_is_broken(
     assert conda.subdirs(client, upstream.url, {}) == sorted(DEFAULT_SUBDIRS)
 
 
-def test_conda_iter_index_yields_every_record_of_every_subdir(client, conda_upstream):
-    records = list(conda.iter_index(client, conda_upstream.url + "/", {}))
+def test_conda_records_are_every_record_of_every_subdir(client, conda_upstream):
+    records = list(records_of(conda, client, conda_upstream.url + "/", {}))
     assert sorted((r.subdir, r.name, r.version, r.filename) for r in records) == [
         ("linux-64", "beta", "2.0", "beta-2.0-0.conda"),
         ("noarch", "alpha", "1.0", "alpha-1.0-0.tar.bz2"),
@@ -133,7 +149,7 @@ def test_conda_iter_index_yields_every_record_of_every_subdir(client, conda_upst
 
 def test_conda_subdir_missing_upstream_is_skipped(client, conda_upstream):
     conda_upstream.write("channeldata.json", {"subdirs": ["linux-64", "noarch", "win-64"]})
-    records = list(conda.iter_index(client, conda_upstream.url, {}))
+    records = list(records_of(conda, client, conda_upstream.url, {}))
     assert len(records) == 3
     assert {r.subdir for r in records} == {"linux-64", "noarch"}
 
@@ -218,15 +234,14 @@ def test_pypi_non_utf8_html_raises_format_error():
         parse_project_list(b"<a>caf\xe9</a>", "URL")
 
 
-def test_pypi_iter_index_normalizes_project_names(client, upstream):
+def test_pypi_units_are_the_normalized_project_names(client, upstream):
     upstream.write("simple/index.html", '<a href="/simple/foo/">Foo_Bar</a><a href="x">numpy</a>')
-    records = list(pypi.iter_index(client, upstream.url + "/simple", {}))
-    assert [r.name for r in records] == ["foo-bar", "numpy"]
+    assert pypi.index_units(client, upstream.url + "/simple", {}) == ["foo-bar", "numpy"]
 
 
-def test_pypi_iter_index_without_an_index_root_raises_format_error(client, upstream):
+def test_pypi_units_without_an_index_root_raise_format_error(client, upstream):
     with pytest.raises(FormatError, match="not found"):
-        list(pypi.iter_index(client, upstream.url + "/simple/", {}))
+        pypi.index_units(client, upstream.url + "/simple/", {})
 
 
 @pytest.mark.parametrize(
@@ -296,10 +311,10 @@ def test_cran_parse_dcf_continuation_without_a_field_is_an_error():
         list(parse_dcf("\n  dangling\n", "URL"))
 
 
-def test_cran_iter_index_prefers_packages_gz(client, upstream):
+def test_cran_records_prefers_packages_gz(client, upstream):
     upstream.write("src/contrib/PACKAGES.gz", gzip.compress(PACKAGES.encode()))
     upstream.write("src/contrib/PACKAGES", "Package: plain\nVersion: 9\n")
-    records = list(cran.iter_index(client, upstream.url, {}))
+    records = list(records_of(cran, client, upstream.url, {}))
     assert [(r.name, r.version, r.filename) for r in records] == [
         ("abc", "1.0", "abc_1.0.tar.gz"),  # xyz has no MD5sum: rejected
     ]
@@ -308,29 +323,29 @@ def test_cran_iter_index_prefers_packages_gz(client, upstream):
     assert records[0].subdir == "src/contrib"
 
 
-def test_cran_iter_index_falls_back_to_plain_packages(client, upstream):
+def test_cran_records_falls_back_to_plain_packages(client, upstream):
     upstream.write("src/contrib/PACKAGES", f"Package: plain\nVersion: 9.0\nMD5sum: {'0' * 32}\n")
-    records = list(cran.iter_index(client, upstream.url + "/", {}))
+    records = list(records_of(cran, client, upstream.url + "/", {}))
     assert [(r.name, r.version) for r in records] == [("plain", "9.0")]
 
 
-def test_cran_iter_index_without_any_packages_file_raises_format_error(client, upstream):
+def test_cran_records_without_any_packages_file_raises_format_error(client, upstream):
     with pytest.raises(FormatError) as caught:
-        list(cran.iter_index(client, upstream.url, {}))
+        list(records_of(cran, client, upstream.url, {}))
     assert caught.value.where == f"{upstream.url}/src/contrib/PACKAGES"
 
 
-def test_cran_iter_index_with_a_bad_gzip_raises_format_error(client, upstream):
+def test_cran_records_with_a_bad_gzip_raises_format_error(client, upstream):
     upstream.write("src/contrib/PACKAGES.gz", b"this is not gzip")
     with pytest.raises(FormatError) as caught:
-        list(cran.iter_index(client, upstream.url, {}))
+        list(records_of(cran, client, upstream.url, {}))
     assert caught.value.where == f"{upstream.url}/src/contrib/PACKAGES.gz"
     assert "gzip" in caught.value.reason
 
 
 def test_cran_stanza_without_a_version_is_rejected_and_the_others_read(client, upstream):
     upstream.write("src/contrib/PACKAGES", "Package: abc\n\n" + PACKAGES)
-    records = list(cran.iter_index(client, upstream.url, {}))
+    records = list(records_of(cran, client, upstream.url, {}))
     assert [r.name for r in records] == ["abc"]  # xyz has no MD5sum: rejected too
 
 
@@ -342,4 +357,4 @@ def test_cran_unknown_options_are_refused():
 
 def test_format_fetch_errors_surface_as_upstream_errors(client, refused_url):
     with pytest.raises(UpstreamError):
-        list(cran.iter_index(client, refused_url, {}))
+        list(records_of(cran, client, refused_url, {}))
