@@ -2,7 +2,9 @@
 
 A unit is one project (its normalized name). A project page, JSON (PEP 691) or HTML (PEP 503),
 yields one record per file; its `document` is the PEP 691 file entry PSM serves back, without
-`url`: PSM serves the file itself, at `files/<project>/<filename>` inside the channel.
+`url`: PSM serves the file itself, at `files/<project>/<filename>` inside the channel. This
+module is the format (units, URLs, negotiation); `pypi_pages` parses and renders the pages and
+`pypi_filters` holds the mirror filters.
 
 Published layout, relative to the channel root::
 
@@ -17,28 +19,13 @@ Pages link to files relatively (`../../files/...`), so they must be served at
 
 from __future__ import annotations
 
-import hashlib
-import html
-import io
-import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
-from html.parser import HTMLParser
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
+from urllib.parse import urlsplit
 
-import ijson
-import orjson
 from packaging.utils import (
-    InvalidName,
-    InvalidSdistFilename,
-    InvalidWheelFilename,
     canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
 
 from . import pypi_filters
 from .base import (
@@ -54,7 +41,16 @@ from .base import (
     RepositoryFormat,
     Unchanged,
     UnitExtras,
-    entry_digest,
+)
+from .pypi_pages import (
+    file_record,
+    parse_page,
+    parse_project_list,
+    parse_project_serials,
+    project_name,
+    render_project,
+    render_root,
+    safe_filename,
 )
 
 #: The largest project page accepted (PyPI's biggest are a few MB): a guard, not a limit.
@@ -258,16 +254,6 @@ class PypiFormat(RepositoryFormat):
 # --- Names and paths --------------------------------------------------------------------------
 
 
-def project_name(name: Any) -> str | None:
-    """The normalized name of a valid project name, else None."""
-    if not isinstance(name, str):
-        return None
-    try:
-        return canonicalize_name(name.strip(), validate=True)
-    except InvalidName:
-        return None
-
-
 def locate_metadata(path: str) -> tuple[str, str] | None:
     """(project, filename) of the package whose core metadata is at `path` (PEP 658), or None."""
     located = _split_file_path(path)
@@ -275,11 +261,6 @@ def locate_metadata(path: str) -> tuple[str, str] | None:
         return None
     project, filename = located[0], located[1].removesuffix(".metadata")
     return (project, filename) if filename.endswith(SUFFIXES) else None
-
-
-def file_path(project: str, filename: str) -> str:
-    """Where a package file is served inside the channel (the inverse of `locate`)."""
-    return f"files/{project}/{filename}"
 
 
 def index_file(path: str, flavour: str) -> str | None:
@@ -301,19 +282,7 @@ def _split_file_path(path: str) -> tuple[str, str] | None:
     parts = path.split("/")
     if len(parts) != 3 or parts[0] != "files" or project_name(parts[1]) != parts[1]:
         return None
-    return (parts[1], parts[2]) if _safe_filename(parts[2]) else None
-
-
-#: What a package file name may contain: no separators, spaces or `%`, no leading dot.
-_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+!-]{0,254}")
-
-
-def _safe_filename(filename: Any) -> bool:
-    return (
-        isinstance(filename, str)
-        and _SAFE_FILENAME.fullmatch(filename) is not None
-        and ".." not in filename
-    )
+    return (parts[1], parts[2]) if safe_filename(parts[2]) else None
 
 
 # --- Content negotiation (PEP 691) ------------------------------------------------------------
@@ -386,363 +355,3 @@ def _specificity(media: str, offer: str) -> int | None:
     if subtype == "*" and offer.startswith(kind + "/"):
         return 1
     return None
-
-
-# --- Parsing ----------------------------------------------------------------------------------
-
-
-def parse_project_serials(body: bytes, url: str) -> dict[str, int | None] | None:
-    """Normalized project -> `_last-serial` of a JSON root page; None for an HTML root.
-
-    Streamed (PyPI lists 600,000 projects: a whole parse holds them all as dicts at once)."""
-    if not body.lstrip().startswith(b"{"):
-        return None
-    listed: dict[str, int | None] = {}
-    try:
-        if ("projects", "start_array", None) not in ijson.parse(io.BytesIO(body)):
-            raise FormatError(url, "malformed JSON project list: no `projects` array")
-        for project in ijson.items(io.BytesIO(body), "projects.item", use_float=True):
-            name = project_name(project["name"])
-            serial = project.get("_last-serial")
-            if name is not None:
-                listed[name] = serial if type(serial) is int else None
-    except (ijson.JSONError, KeyError, TypeError, AttributeError) as exc:
-        raise FormatError(url, f"malformed JSON project list: {exc}") from None
-    return listed
-
-
-def parse_project_list(body: bytes, url: str) -> list[str]:
-    """Return the project names of an index root page, JSON (PEP 691) or HTML (PEP 503)."""
-    stripped = body.lstrip()
-    if stripped.startswith(b"{"):
-        try:
-            projects = json.loads(body)["projects"]
-            return [str(project["name"]) for project in projects]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FormatError(url, f"malformed JSON project list: {exc}") from None
-    parser = _AnchorParser()
-    try:
-        parser.feed(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise FormatError(url, f"page is not UTF-8: {exc}") from None
-    return parser.names
-
-
-def parse_page(body: bytes, url: str, project: str) -> list[dict[str, Any]]:
-    """The file entries of a project page, PEP 691-shaped (`url` absolute or relative).
-
-    JSON if the body is an object, HTML if it starts with markup; raises FormatError if the
-    page is neither or cannot be read, is of an unsupported major API version, or names
-    another project.
-    """
-    body = body.removeprefix(b"\xef\xbb\xbf").strip()
-    if body[:1] == b"{":
-        return _parse_json_page(body, url, project)
-    if body[:1] != b"<":
-        # Read as HTML it would list no files, and remove every file of the project.
-        raise FormatError(url, "neither a JSON nor an HTML project page")
-    return _parse_html_page(body, url)
-
-
-def _parse_json_page(body: bytes, url: str, project: str) -> list[dict[str, Any]]:
-    try:
-        page = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise FormatError(url, f"not valid JSON: {exc}") from None
-    if not isinstance(page, dict):
-        raise FormatError(url, "a project page must be a JSON object")
-    meta = page.get("meta")
-    version = meta.get("api-version") if isinstance(meta, dict) else None
-    _check_api_version(version, url)
-    name = page.get("name")
-    if name is not None and (not isinstance(name, str) or canonicalize_name(name) != project):
-        raise FormatError(url, f"the page is for project {name!r}, not {project!r}")
-    files = page.get("files")
-    if not isinstance(files, list):
-        raise FormatError(f"{url} [files]", "must be a list of file entries")
-    return files
-
-
-def _parse_html_page(body: bytes, url: str) -> list[dict[str, Any]]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FormatError(url, f"page is not UTF-8: {exc}") from None
-    parser = _PageParser()
-    try:
-        parser.feed(text)
-        parser.close()
-    except AssertionError as exc:  # HTMLParser's way of giving up on broken markup
-        raise FormatError(url, f"malformed HTML: {exc}") from None
-    _check_api_version(parser.version, url)
-    base = urljoin(url, parser.base) if parser.base else url
-    entries = (_html_entry(attrs, base) for attrs in parser.anchors if attrs.get("href"))
-    return [entry for entry in entries if entry["filename"]]  # not links to folders
-
-
-def _check_api_version(version: Any, url: str) -> None:
-    """PEP 629: a page of another major version must not be read."""
-    if version is None:
-        return
-    if not isinstance(version, str) or not re.fullmatch(r"\d+(\.\d+)*", version.strip()):
-        raise FormatError(url, f"malformed repository API version {version!r}")
-    if version.strip().split(".")[0] != "1":
-        raise FormatError(url, f"unsupported repository API version {version}")
-
-
-def _html_entry(attrs: Mapping[str, str | None], base: str) -> dict[str, Any]:
-    """A PEP 503 anchor as a PEP 691 file entry (`#<hash>=<hex>` fragment, `data-*`)."""
-    href, fragment = urldefrag(urljoin(base, attrs.get("href") or ""))
-    entry: dict[str, Any] = {
-        "filename": unquote(urlsplit(href).path.rsplit("/", 1)[-1]),
-        "url": href,
-        "hashes": _hash_pairs(fragment),
-    }
-    if attrs.get("data-requires-python"):
-        entry["requires-python"] = attrs["data-requires-python"]
-    if "data-yanked" in attrs:
-        entry["yanked"] = attrs["data-yanked"] or True
-    metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
-    if metadata == "true":
-        entry["core-metadata"] = True
-    elif metadata:
-        entry["core-metadata"] = _hash_pairs(metadata)
-    return entry
-
-
-def _hash_pairs(text: str) -> dict[str, str]:
-    """The `<hash name>=<hex>` pairs of a URL fragment or metadata attribute (`&`-separated)."""
-    pairs = (part.partition("=") for part in text.split("&"))
-    return {name: value for name, sep, value in pairs if sep and name in _HASH_LENGTHS}
-
-
-class _AnchorParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-        self._in_anchor = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._in_anchor = tag == "a"
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_anchor = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_anchor and re.fullmatch(r"\s*[A-Za-z0-9._-]+\s*", data):
-            self.names.append(data.strip())
-
-
-class _PageParser(HTMLParser):
-    """Collects a project page's anchors, `<base href>` and PEP 629 version."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.anchors: list[dict[str, str | None]] = []
-        self.base = ""
-        self.version: str | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if tag == "a":
-            self.anchors.append(values)
-        elif tag == "base" and values.get("href") and not self.base:
-            self.base = values["href"] or ""
-        elif tag == "meta" and values.get("name") == "pypi:repository-version":
-            self.version = values.get("content")
-
-
-# --- Checking one file entry ------------------------------------------------------------------
-
-#: Hash names a simple index may use (hashlib's guaranteed ones) and their hex digest lengths.
-_HASH_LENGTHS = {
-    name: hashlib.new(name).digest_size * 2
-    for name in hashlib.algorithms_guaranteed
-    if not name.startswith("shake_")
-}
-_HEX = re.compile(r"[0-9a-fA-F]+")
-_MAX_URL = 4000
-
-
-def file_record(project: str, page_url: str, entry: Any) -> PackageRecord | Rejected:
-    """Check one PEP 691 file entry of `project`'s page and turn it into a record."""
-    if not isinstance(entry, dict):
-        return Rejected("", "file entry is not an object")
-    filename = entry.get("filename")
-    if not _safe_filename(filename):
-        return Rejected(str(filename)[:255], "unsafe file name")
-    parsed = _name_and_version(filename)
-    if isinstance(parsed, str):
-        return Rejected(filename, parsed)
-    name, version = parsed
-    if name != project:
-        return Rejected(filename, f"file name is for project {name!r}")
-    url = _upstream_url(page_url, entry.get("url"))
-    if url is None:
-        return Rejected(filename, "no http(s) URL")
-    hashes = _hashes(entry.get("hashes", {}))
-    if hashes is None:
-        return Rejected(filename, "malformed hashes")
-    if "sha256" not in hashes and "md5" not in hashes:
-        return Rejected(filename, "no sha256 hash")
-    document: dict[str, Any] = {"filename": filename, "hashes": hashes}
-    requires = entry.get("requires-python")
-    if isinstance(requires, str) and requires.strip() and len(requires) <= 1000:
-        document["requires-python"] = requires
-    yanked = entry.get("yanked")
-    if yanked is True or (isinstance(yanked, str)):
-        document["yanked"] = yanked or True
-    size = entry.get("size")
-    if type(size) is int and size >= 0:
-        document["size"] = size
-    uploaded = entry.get("upload-time")
-    if _is_timestamp(uploaded):
-        document["upload-time"] = uploaded
-    metadata = entry.get("core-metadata", entry.get("dist-info-metadata"))
-    if metadata is True:
-        document["core-metadata"] = True
-    elif isinstance(metadata, dict) and (metadata_hashes := _hashes(metadata)):
-        document["core-metadata"] = metadata_hashes
-    raw = orjson.dumps(document)
-    return PackageRecord(
-        name=project,
-        version=version,
-        filename=filename,
-        subdir=project,
-        url=url,
-        sha256=hashes.get("sha256"),
-        md5=hashes.get("md5"),
-        size=document.get("size"),
-        extra=document,
-        document=raw.decode(),
-        digest=entry_digest(raw, url),
-    )
-
-
-def _name_and_version(filename: str) -> tuple[str, str] | str:
-    """(normalized name, normalized version) of a wheel or sdist file name, or why not."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, _build, _tags = parse_wheel_filename(filename)
-        elif filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
-        else:
-            kind = filename.rsplit(".", 1)[-1] if "." in filename else "no extension"
-            return f"unsupported file type ({kind})"
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        return "not a valid wheel or sdist file name"
-    return name, str(version)
-
-
-def _upstream_url(page_url: str, url: Any) -> str | None:
-    if not isinstance(url, str) or not url or len(url) > _MAX_URL:
-        return None
-    absolute = urldefrag(urljoin(page_url, url))[0]
-    if any(c.isspace() or not c.isprintable() for c in absolute):
-        return None
-    parts = urlsplit(absolute)
-    return absolute if parts.scheme in ("http", "https") and parts.hostname else None
-
-
-def _hashes(value: Any) -> dict[str, str] | None:
-    """Hashes of known names, lower-cased and sorted; None if one of them is malformed."""
-    if not isinstance(value, dict):
-        return None
-    hashes = {}
-    for name, digest in sorted(value.items()):
-        length = _HASH_LENGTHS.get(name)
-        if length is None:
-            continue  # a hash we cannot check is not kept
-        if not isinstance(digest, str) or len(digest) != length or not _HEX.fullmatch(digest):
-            return None
-        hashes[name] = digest.lower()
-    return hashes
-
-
-def _is_timestamp(value: Any) -> bool:
-    if not isinstance(value, str) or len(value) > 64:
-        return False
-    try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
-
-
-# --- Rendering --------------------------------------------------------------------------------
-
-
-def render_project(
-    project: str, documents: Iterable[tuple[str, str | bytes]]
-) -> tuple[bytes, bytes]:
-    """The HTML (PEP 503) and JSON (PEP 691) pages of a project from its stored documents.
-
-    JSON is API version 1.1 (PEP 700) when every file has a size, else 1.0 (1.1 requires it).
-    """
-    files = sorted(((name, orjson.loads(doc)) for name, doc in documents), key=lambda item: item[0])
-    entries, anchors, versions = [], [], set()
-    for filename, document in files:
-        url = f"../../{file_path(project, quote(filename))}"
-        entries.append({"filename": filename, "url": url, **_without(document, "filename")})
-        anchors.append(_anchor(filename, url, document))
-        parsed = _name_and_version(filename)
-        if not isinstance(parsed, str):
-            versions.add(parsed[1])
-    sized = all("size" in document for _, document in files)
-    page = {
-        "meta": {"api-version": "1.1" if sized else "1.0"},
-        "name": project,
-        "versions": sorted(versions, key=Version),
-        "files": entries,
-    }
-    title = html.escape(f"Links for {project}")
-    body = (
-        "<!DOCTYPE html>\n<html>\n  <head>\n"
-        '    <meta name="pypi:repository-version" content="1.1">\n'
-        f"    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
-        + "".join(anchors)
-        + "  </body>\n</html>\n"
-    )
-    return body.encode(), orjson.dumps(page)
-
-
-def render_root(projects: Iterable[str]) -> tuple[bytes, bytes]:
-    """The HTML and JSON project lists (`simple/`) of the given normalized names."""
-    names = sorted(set(projects))
-    links = "".join(f'    <a href="{quote(name)}/">{html.escape(name)}</a>\n' for name in names)
-    body = (
-        "<!DOCTYPE html>\n<html>\n  <head>\n"
-        '    <meta name="pypi:repository-version" content="1.1">\n'
-        "    <title>Simple index</title>\n  </head>\n  <body>\n" + links + "  </body>\n</html>\n"
-    )
-    page = {"meta": {"api-version": "1.1"}, "projects": [{"name": name} for name in names]}
-    return body.encode(), orjson.dumps(page)
-
-
-def _without(document: Mapping[str, Any], key: str) -> dict[str, Any]:
-    return {k: v for k, v in document.items() if k != key}
-
-
-def _anchor(filename: str, url: str, document: Mapping[str, Any]) -> str:
-    hashes = document.get("hashes") or {}
-    chosen = _preferred_hash(hashes)
-    href = f"{url}#{chosen}={hashes[chosen]}" if chosen else url
-    attrs = [("href", href)]
-    if document.get("requires-python"):
-        attrs.append(("data-requires-python", document["requires-python"]))
-    yanked = document.get("yanked")
-    if yanked:
-        attrs.append(("data-yanked", "" if yanked is True else str(yanked)))
-    metadata = document.get("core-metadata")
-    if metadata is True:
-        attrs.append(("data-core-metadata", "true"))
-    elif isinstance(metadata, dict) and (name := _preferred_hash(metadata)):
-        attrs.append(("data-core-metadata", f"{name}={metadata[name]}"))
-    rendered = " ".join(f'{key}="{html.escape(value, quote=True)}"' for key, value in attrs)
-    return f"    <a {rendered}>{html.escape(filename)}</a><br />\n"
-
-
-def _preferred_hash(hashes: Mapping[str, str]) -> str | None:
-    if "sha256" in hashes:
-        return "sha256"
-    return min(hashes) if hashes else None

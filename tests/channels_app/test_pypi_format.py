@@ -16,10 +16,13 @@ from channels_app.formats.base import PackageRecord, entry_digest
 from channels_app.formats.pypi import (
     HTML_TYPE,
     JSON_TYPE,
-    file_path,
     index_file,
     locate_metadata,
     negotiate,
+)
+from channels_app.formats.pypi_pages import (
+    file_path,
+    parse_project_serials,
     render_project,
     render_root,
 )
@@ -811,8 +814,6 @@ def test_negotiate_follows_pep_691(accept, expected):
 
 
 def test_project_serials_are_read_from_a_json_root_as_a_stream():
-    from channels_app.formats.pypi import parse_project_serials
-
     root = {
         "meta": {"api-version": "1.1", "_last-serial": 9},
         "projects": [
@@ -841,7 +842,5 @@ def test_project_serials_are_read_from_a_json_root_as_a_stream():
     ids=["no-projects", "not-an-array", "no-name", "truncated"],
 )
 def test_a_malformed_json_root_is_a_format_error(body):
-    from channels_app.formats.pypi import parse_project_serials
-
     with pytest.raises(FormatError, match="malformed JSON project list"):
         parse_project_serials(body, SOURCE)
