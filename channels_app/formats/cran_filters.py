@@ -19,7 +19,7 @@ Options (all optional, combined with AND; a list's values with OR):
 - `archive`: also mirror the `src/contrib/Archive/` versions of the mirrored packages (the
   format reads their folders); switched off, the archived files leave. Default false.
 
-Versions compare as R's `numeric_version` (see `cran.r_version`). Each exclusion has a reason,
+Versions compare as R's `numeric_version` (`r_version` below). Each exclusion has a reason,
 counted on the run.
 """
 

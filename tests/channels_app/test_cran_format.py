@@ -12,12 +12,11 @@ from datetime import UTC, datetime
 import pytest
 
 from channels_app.formats import FORMATS, FormatError, PackageRecord, Rejected, Unchanged
-from channels_app.formats.cran import (
-    MISSING_RECHECK,
+from channels_app.formats.cran import MISSING_RECHECK, archive_serial
+from channels_app.formats.cran_filters import r_version
+from channels_app.formats.cran_index import (
     archive_records,
-    archive_serial,
     iter_stanzas,
-    r_version,
     render_listing,
     render_stanza,
 )

@@ -19,7 +19,7 @@ from channels_app.formats import (
     get_format,
 )
 from channels_app.formats.conda import DEFAULT_SUBDIRS
-from channels_app.formats.cran import parse_dcf
+from channels_app.formats.cran_index import parse_dcf
 from channels_app.formats.pypi_pages import parse_project_list
 from psm.http import UpstreamClient, UpstreamError
 from tests.conftest import conda_record
