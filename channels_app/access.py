@@ -97,8 +97,8 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
 def can_read(channel: Channel, requester: Requester) -> bool:
     """Public: anyone. Authenticated: any signed-in user or valid token. Private: users who may
     see it (`may`: a grant to one of their groups, Manage on its category, superuser), and
-    through a token only if it grants this channel (resource token) or that reading (scope
-    token)."""
+    through a token only if it grants this channel or its parent (resource token) or that
+    reading (scope token)."""
     if channel.visibility == Channel.Visibility.PUBLIC:
         return True
     user, token = requester.signed_in_user(), requester.token
@@ -111,7 +111,9 @@ def can_read(channel: Channel, requester: Requester) -> bool:
     if token is None:
         return True
     if token.kind == ApiToken.Kind.RESOURCE:
-        return token.resources.filter(channel=channel).exists()
+        # A token naming a channel reads its subchannels too, as a grant on it does.
+        named = [pk for pk in (channel.pk, channel.parent_id) if pk is not None]
+        return token.resources.filter(channel__in=named).exists()
     return perm_for("view", channel) in token_permissions(token)
 
 

@@ -183,3 +183,17 @@ def test_privacy_is_set_through_the_api(api_client, make_user):
     assert response.status_code == 201, response.content
     assert Channel.objects.get(name="x").visibility == "private"
     assert api_client.get("/api/channels/x/").json()["visibility"] == "private"
+
+
+def test_a_token_naming_a_channel_reads_its_private_subchannels_but_not_the_reverse(
+    client, private, reader, secret
+):
+    ChannelFactory(name="tools", parent=private, visibility=Channel.Visibility.PRIVATE)
+    other = ChannelFactory(name="other", visibility=Channel.Visibility.PRIVATE)
+    sub = ChannelFactory(name="inner", parent=other, visibility=Channel.Visibility.PRIVATE)
+    grant(other, reader)
+    _, sub_only = token_create(user=reader, name="sub", resources=[(sub, "read")])
+
+    assert client.get(f"/api/repo/t/{secret}/secret/tools/{INDEX}").status_code == 200
+    assert client.get(f"/api/repo/t/{sub_only}/other/inner/{INDEX}").status_code == 200
+    assert client.get(f"/api/repo/t/{sub_only}/other/{INDEX}").status_code == 404
