@@ -177,7 +177,7 @@ def download(
         md5 = None  # sha256 suffices; md5 would cost a second hash's CPU
     for attempt in range(attempts):
         try:
-            with BlobWriter(max_bytes=size, with_md5=bool(md5)) as writer:
+            with BlobWriter(max_bytes=_limit(size), with_md5=bool(md5)) as writer:
                 with open_stream(client.session, url) as response:
                     if response.status_code != 200:
                         raise UpstreamError(
@@ -238,7 +238,12 @@ class StreamedDownload:
         if size is not None and announced is not None and announced != size:
             self.close()
             raise IntegrityError("size", f"upstream announces {announced} bytes, not {size}")
-        self._writer = BlobWriter(max_bytes=size, with_md5=bool(self.expected["md5"]))
+        if announced is not None and announced > _limit(size):
+            self.close()
+            raise IntegrityError(
+                "size", f"upstream announces {announced} bytes, more than PSM_MAX_FILE_BYTES"
+            )
+        self._writer = BlobWriter(max_bytes=_limit(size), with_md5=bool(self.expected["md5"]))
         self.length = size if size is not None else announced
 
     def __iter__(self) -> Iterator[bytes]:
@@ -259,6 +264,11 @@ class StreamedDownload:
         if hasattr(self, "_writer"):
             self._writer.discard()
         self._stream.__exit__(None, None, None)
+
+
+def _limit(size: int | None) -> int:
+    """The most bytes a download may bring: the size the index gives, else the global cap."""
+    return size if size is not None else settings.PSM_MAX_FILE_BYTES
 
 
 class Stopped(Exception):

@@ -368,6 +368,9 @@ PSM_HTTP_RETRIES = envint("PSM_HTTP_RETRIES", 3)
 PSM_HTTP_PROXY = envstr("PSM_HTTP_PROXY")
 # Largest index document a run accepts (decompressed), a guard against hostile upstreams.
 PSM_MAX_INDEX_BYTES = envint("PSM_MAX_INDEX_BYTES", 2 * 1024**3, minimum=1024)
+# Largest package file stored, when the index gives no size (CRAN, HTML-only simple indexes):
+# an upstream that sends without end must not fill the disk.
+PSM_MAX_FILE_BYTES = envint("PSM_MAX_FILE_BYTES", 32 * 1024**3, minimum=1024)
 # Package files an active mirror downloads at once (each streams to disk, 1 MiB in memory).
 PSM_DOWNLOAD_WORKERS = envint("PSM_DOWNLOAD_WORKERS", 4, minimum=1)
 # Seconds clients may cache an index file (package files are immutable and cached for a year).

@@ -420,3 +420,24 @@ def test_an_empty_r_channel_serves_an_empty_index(client):
     response = client.get(f"/api/repo/{channel.name}/src/contrib/PACKAGES")
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == b""
+
+
+def test_a_file_of_no_known_size_is_held_to_the_global_cap(
+    repo, upstream, run_mirror, client, settings
+):
+    """PACKAGES gives no size: PSM_MAX_FILE_BYTES keeps an endless upstream off the disk."""
+    beta = (repo / "src/contrib/beta_2.0.tar.gz").stat().st_size
+    settings.PSM_MAX_FILE_BYTES = beta - 1
+    active = _mirror(upstream, mode=Mirror.Mode.ACTIVE, packages=["beta"], dependencies=False)
+    run = _ok(run_mirror(active))
+    assert run.filtered_reasons["download failed: size mismatch"] == 1
+    assert (
+        "more than the expected"
+        in Package.objects.get(mirror=active, filename="beta_2.0.tar.gz").error
+    )
+
+    passive = _mirror(upstream)
+    _ok(run_mirror(passive))
+    response, body = _get(client, passive, "src/contrib/beta_2.0.tar.gz")
+    assert response.status_code == 502 and b"more than PSM_MAX_FILE_BYTES" in body
+    assert Package.objects.get(mirror=passive, filename="beta_2.0.tar.gz").artifact is None
