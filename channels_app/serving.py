@@ -3,15 +3,18 @@
 Index files are the published ones (rendered once at publish, never per request). Package files
 come from storage; a passive mirror's file is fetched from upstream on its first request, passed
 on to that client as it arrives while being verified and stored (the last chunk only once it is
-verified), with one upstream download however many clients ask at once.
+verified), with one upstream download however many clients ask at once: the others follow the
+file on disk as it grows (`_follow`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import mimetypes
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,7 +31,7 @@ from django.http import (
 from django.utils.http import quote_etag
 from django.views.decorators.http import require_safe
 
-from psm.http import UpstreamClient, UpstreamError
+from psm.http import CHUNK_SIZE, UpstreamClient, UpstreamError
 
 from . import access, storage
 from .formats import get_format
@@ -267,6 +270,13 @@ class _FileLock:
         self.path = os.path.join(folder, f"{name}.lock")
         self.handle = None
 
+    def is_held(self) -> bool:
+        """Whether someone (another request, another worker) holds the lock right now."""
+        if not self.acquire(blocking=False):
+            return True
+        self.release()
+        return False
+
     def acquire(self, *, blocking: bool = True) -> bool:
         handle = open(self.path, "a+b")  # noqa: SIM115 - held until release()
         try:
@@ -297,10 +307,11 @@ def _file_lock(name: str) -> Iterator[None]:
 def _stream_on_demand(package: Package, fmt, filename: str) -> StreamingHttpResponse | None:
     """A passive package's first request: pass the upstream bytes on while storing them, so a
     client never waits out a big download in silence (pip gives up after 15 s). None when
-    another request is fetching the file (wait for it) or it is stored already."""
+    the file is stored already, or another request is fetching it and none of it is on disk yet
+    (wait for it); while its bytes are arriving, follow them (`_follow`)."""
     lock = _FileLock(f"package-{package.pk}")
     if not lock.acquire(blocking=False):
-        return None
+        return _follow(package, filename)
     client = None
     try:
         package.refresh_from_db(fields=["artifact"])
@@ -317,6 +328,7 @@ def _stream_on_demand(package: Package, fmt, filename: str) -> StreamingHttpResp
             md5=package.md5 or None,
             size=package.size,
             every_digest=fmt.checks_every_digest,
+            partial=_partial_path(package),
         )
     except BaseException:
         if client is not None:
@@ -365,3 +377,99 @@ class _StreamedBody:
             self.client.close()
         finally:
             self.lock.release()
+
+
+FOLLOW_POLL = 0.1  # seconds between looks at a growing file: prompt, and no busy loop
+
+
+def _partial_path(package: Package) -> str:
+    """Where the first request writes a passive file while it arrives: next to its lock, so only
+    this host's requests (which share that lock) read it."""
+    return os.path.join(settings.DATA_DIR, "locks", f"package-{package.pk}.part")
+
+
+def _follow(package: Package, filename: str) -> StreamingHttpResponse | None:
+    """A request for a file another request is fetching: send what is on disk and follow the
+    file as it grows, so a second client is not left in silence either. None when no bytes
+    appear before that download ends (then wait for it and serve from storage)."""
+    lock, path = _FileLock(f"package-{package.pk}"), _partial_path(package)
+    deadline = time.monotonic() + settings.PSM_HTTP_TIMEOUT
+    while True:
+        try:
+            partial = open(path, "rb")  # noqa: SIM115 - closed by _FollowedBody.close
+            break
+        except FileNotFoundError:
+            if not lock.is_held() or time.monotonic() > deadline:
+                return None
+            time.sleep(FOLLOW_POLL)
+    response = StreamingHttpResponse(
+        _FollowedBody(package, partial, lock), content_type=_content_type(filename)
+    )
+    if package.size is not None:
+        response["Content-Length"] = str(package.size)
+    if package.sha256:
+        response["ETag"] = quote_etag(package.sha256)
+    response["Cache-Control"] = IMMUTABLE
+    return response
+
+
+class _FollowedBody:
+    """The body of a request following another's download, with the first request's guarantee:
+    the last chunk is sent only once the file is recorded (verified) and what this request
+    read hashes to the recorded artifact. If the download is abandoned or fails (the lock is
+    freed with no artifact), or no byte arrives for PSM_HTTP_TIMEOUT, the response is cut
+    short: the client retries, and its retry fetches the file anew. (Taking the download over
+    would need a Range request upstream; a cut is simpler and rare.)"""
+
+    def __init__(self, package: Package, partial, lock: _FileLock) -> None:
+        self.package, self.partial, self.lock = package, partial, lock
+
+    def __iter__(self) -> Iterator[bytes]:
+        digest, size, held = hashlib.sha256(), 0, b""
+        artifact: tuple[str, int] | None = None
+        idle_since = time.monotonic()
+        while True:
+            chunk = self.partial.read(CHUNK_SIZE)
+            if chunk:
+                digest.update(chunk)
+                size += len(chunk)
+                if held:
+                    yield held
+                held, idle_since = chunk, time.monotonic()
+                continue
+            if artifact is not None:
+                break  # recorded, and read to its end since
+            # Nothing new: the database says when the file is complete (only look once all
+            # bytes are in when the size is known); the lock, when its download has ended.
+            if self.package.size is None or size >= self.package.size:
+                artifact = self._recorded()
+                if artifact is not None:
+                    continue  # read what was written before it was recorded
+            if not self.lock.is_held():
+                artifact = self._recorded()
+                if artifact is not None:
+                    continue
+                self._cut("the download it followed was abandoned")
+            if time.monotonic() - idle_since > settings.PSM_HTTP_TIMEOUT:
+                self._cut(f"no byte arrived for {settings.PSM_HTTP_TIMEOUT} s")
+            time.sleep(FOLLOW_POLL)
+        if (digest.hexdigest(), size) != artifact:
+            self._cut("what it read is not the stored file")
+        if held:
+            yield held
+
+    def _recorded(self) -> tuple[str, int] | None:
+        """(sha256, size) of the package's artifact once the first request has recorded it."""
+        row = (
+            Package.objects.filter(pk=self.package.pk, artifact__isnull=False)
+            .values_list("artifact__sha256", "artifact__size")
+            .first()
+        )
+        return tuple(row) if row else None
+
+    def _cut(self, reason: str) -> None:
+        logger.warning("passive fetch of %s, followed, cut short: %s", self.package, reason)
+        raise UpstreamError(self.package.upstream_url, f"cut short: {reason}")
+
+    def close(self) -> None:
+        self.partial.close()

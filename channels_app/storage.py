@@ -7,6 +7,7 @@ into place, so a half-written or unverified file is never published.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -44,12 +45,21 @@ class BlobWriter:
     bytes. Touches no database, so download threads can use it.
     """
 
-    def __init__(self, *, max_bytes: int | None = None, with_md5: bool = False) -> None:
+    def __init__(
+        self, *, max_bytes: int | None = None, with_md5: bool = False, path: str | None = None
+    ) -> None:
         self.max_bytes = max_bytes
         self.size = 0
         # md5 only when it is all upstream gives: it costs a second pass's worth of CPU.
         self._sha256, self._md5 = hashlib.sha256(), hashlib.md5() if with_md5 else None
-        self._tmp = tempfile.NamedTemporaryFile(dir=_tmp_dir(), delete=False)
+        if path is None:
+            self._tmp = tempfile.NamedTemporaryFile(dir=_tmp_dir(), delete=False)
+        else:
+            # A known place other requests can read while it grows (see serving's follower).
+            # A fresh file (new inode): a reader of an older, abandoned one never sees ours.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self._tmp = open(path, "xb")  # noqa: SIM115 - closed by commit/discard
 
     def write(self, chunk: bytes) -> int:
         self.size += len(chunk)
@@ -208,6 +218,7 @@ class StreamedDownload:
     them, but holds back the last chunk until the whole file is verified and committed: a file
     that does not match its index entry raises IntegrityError and never reaches the client
     complete. `result` is then (sha256, size). No database access; `close` releases everything.
+    `partial`: write the bytes to this path while they arrive, so others can follow them.
     """
 
     def __init__(
@@ -219,6 +230,7 @@ class StreamedDownload:
         md5: str | None = None,
         size: int | None = None,
         every_digest: bool = False,
+        partial: str | None = None,
     ) -> None:
         self.url = url
         self.expected = {
@@ -243,7 +255,9 @@ class StreamedDownload:
             raise IntegrityError(
                 "size", f"upstream announces {announced} bytes, more than PSM_MAX_FILE_BYTES"
             )
-        self._writer = BlobWriter(max_bytes=_limit(size), with_md5=bool(self.expected["md5"]))
+        self._writer = BlobWriter(
+            max_bytes=_limit(size), with_md5=bool(self.expected["md5"]), path=partial
+        )
         self.length = size if size is not None else announced
 
     def __iter__(self) -> Iterator[bytes]:

@@ -2,7 +2,8 @@
 
 Over real HTTP (live_server and a loopback upstream that pauses in the middle of a file): the
 client holds the first megabytes before upstream has sent the rest, and a file that turns out
-not to match its index entry is cut short, so the client cannot take it for a whole one.
+not to match its index entry is cut short, so the client cannot take it for a whole one. A
+second client asking meanwhile follows that one download, with the same guarantees.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class PausingUpstream(ThreadingHTTPServer):
 
     def __init__(self, root: Path) -> None:
         self.root, self.resume = root, threading.Event()
+        self.package_gets = 0  # requests for package files
         super().__init__(("127.0.0.1", 0), _Handler)
 
     @property
@@ -56,6 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if path.suffix in (".bz2", ".conda") and "repodata" not in path.name:
+            self.server.package_gets += 1
             self.wfile.write(body[: 2 * MIB])
             self.wfile.flush()
             self.server.resume.wait(timeout=30)
@@ -125,3 +128,69 @@ def test_a_file_that_does_not_match_is_cut_short_and_not_stored(run_mirror, upst
     path.write_bytes(good)
     assert requests.get(url, timeout=30).content == good  # fixed upstream: served and stored
     assert Package.objects.get(filename=BIG.filename).artifact is not None
+
+
+def _cut_short(response: requests.Response) -> bytes:
+    """Read a response that must end before its Content-Length; return what arrived."""
+    received = bytearray()
+    # gunicorn closes the connection at once; the development server lets it time out.
+    with pytest.raises(
+        (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)
+    ):
+        for chunk in response.iter_content(64 * 1024):
+            received += chunk
+    return bytes(received)
+
+
+def test_a_second_client_follows_the_download_in_progress(run_mirror, upstream, live_server):
+    mirror = _passive(run_mirror, upstream)
+    expected = (upstream.root / "noarch" / BIG.filename).read_bytes()
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    with (
+        requests.get(url, stream=True, timeout=30) as first,
+        requests.get(url, stream=True, timeout=30) as second,
+    ):
+        assert first.status_code == second.status_code == 200
+        assert second.headers["Content-Length"] == str(len(expected))
+        head = first.raw.read(MIB), second.raw.read(MIB)  # upstream is paused after 2 MiB
+        assert not upstream.resume.is_set() and head == (expected[:MIB], expected[:MIB])
+        upstream.resume.set()
+        assert head[0] + first.raw.read() == expected
+        assert head[1] + second.raw.read() == expected
+    assert upstream.package_gets == 1
+    package = Package.objects.get(filename=BIG.filename)
+    assert package.artifact.sha256 == hashlib.sha256(expected).hexdigest()
+
+
+def test_a_file_that_does_not_match_cuts_its_followers_short_too(run_mirror, upstream, live_server):
+    mirror = _passive(run_mirror, upstream)
+    path = upstream.root / "noarch" / BIG.filename
+    good = path.read_bytes()
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, another sha256
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    with (
+        requests.get(url, stream=True, timeout=5) as first,
+        requests.get(url, stream=True, timeout=5) as second,
+    ):
+        assert second.raw.read(MIB) == good[:MIB]  # following while upstream is paused
+        upstream.resume.set()
+        assert 0 < len(_cut_short(first)) < len(good)
+        assert 0 < MIB + len(_cut_short(second)) < len(good)
+    assert upstream.package_gets == 1
+    assert Package.objects.get(filename=BIG.filename).artifact is None
+
+
+def test_a_follower_of_an_abandoned_download_is_cut_not_left_waiting(
+    run_mirror, upstream, live_server
+):
+    mirror = _passive(run_mirror, upstream)
+    good = (upstream.root / "noarch" / BIG.filename).read_bytes()
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    first = requests.get(url, stream=True, timeout=5)
+    with requests.get(url, stream=True, timeout=5) as second:
+        assert second.raw.read(MIB) == good[:MIB]
+        first.close()  # the first client goes away; its download stops at its next write
+        upstream.resume.set()
+        assert MIB + len(_cut_short(second)) < len(good)
+    assert Package.objects.get(filename=BIG.filename).artifact is None
+    assert requests.get(url, timeout=30).content == good  # a retry fetches the file anew
