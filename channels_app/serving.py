@@ -265,9 +265,7 @@ class _FileLock:
     """An exclusive lock across the processes of this host (web workers share a data dir)."""
 
     def __init__(self, name: str) -> None:
-        folder = os.path.join(settings.DATA_DIR, "locks")
-        os.makedirs(folder, exist_ok=True)
-        self.path = os.path.join(folder, f"{name}.lock")
+        self.path = _lock_path(f"{name}.lock")
         self.handle = None
 
     def is_held(self) -> bool:
@@ -335,11 +333,16 @@ def _stream_on_demand(package: Package, fmt, filename: str) -> StreamingHttpResp
             client.close()
         lock.release()
         raise
-    response = StreamingHttpResponse(
-        _StreamedBody(download, package, lock, client), content_type=_content_type(filename)
+    return _streamed_response(
+        _StreamedBody(download, package, lock, client), package, filename, download.length
     )
-    if download.length is not None:
-        response["Content-Length"] = str(download.length)
+
+
+def _streamed_response(body, package: Package, filename: str, length: int | None):
+    """The response of a package file sent while it arrives (first request or follower)."""
+    response = StreamingHttpResponse(body, content_type=_content_type(filename))
+    if length is not None:
+        response["Content-Length"] = str(length)
     if package.sha256:
         response["ETag"] = quote_etag(package.sha256)
     response["Cache-Control"] = IMMUTABLE
@@ -385,7 +388,14 @@ FOLLOW_POLL = 0.1  # seconds between looks at a growing file: prompt, and no bus
 def _partial_path(package: Package) -> str:
     """Where the first request writes a passive file while it arrives: next to its lock, so only
     this host's requests (which share that lock) read it."""
-    return os.path.join(settings.DATA_DIR, "locks", f"package-{package.pk}.part")
+    return _lock_path(f"package-{package.pk}.part")
+
+
+def _lock_path(name: str) -> str:
+    """A file in this host's lock folder (web workers share the data dir)."""
+    folder = os.path.join(settings.DATA_DIR, "locks")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, name)
 
 
 def _follow(package: Package, filename: str) -> StreamingHttpResponse | None:
@@ -402,15 +412,9 @@ def _follow(package: Package, filename: str) -> StreamingHttpResponse | None:
             if not lock.is_held() or time.monotonic() > deadline:
                 return None
             time.sleep(FOLLOW_POLL)
-    response = StreamingHttpResponse(
-        _FollowedBody(package, partial, lock), content_type=_content_type(filename)
+    return _streamed_response(
+        _FollowedBody(package, partial, lock), package, filename, package.size
     )
-    if package.size is not None:
-        response["Content-Length"] = str(package.size)
-    if package.sha256:
-        response["ETag"] = quote_etag(package.sha256)
-    response["Cache-Control"] = IMMUTABLE
-    return response
 
 
 class _FollowedBody:

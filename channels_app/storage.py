@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 import requests
@@ -179,35 +180,48 @@ def download(
 ) -> tuple[str, int]:
     """Fetch a package file into storage, verified; return (sha256, size). No database access.
 
-    md5 is checked when it is the only digest, or with `every_digest`. Transient failures (connection refused or cut, 5xx) are retried; a checksum mismatch or a
-    404 is not. Raises UpstreamError, IntegrityError, or Stopped when `stop` is set.
+    md5 is checked when it is the only digest, or with `every_digest`. Transient failures
+    (connection refused or cut, 5xx) are retried; a checksum mismatch or a 404 is not. Raises UpstreamError, IntegrityError, or Stopped when `stop` is set.
     """
     attempts = settings.PSM_HTTP_RETRIES + 1
-    if sha256 and not every_digest:
-        md5 = None  # sha256 suffices; md5 would cost a second hash's CPU
+    md5 = _md5_to_check(sha256, md5, every_digest)
     for attempt in range(attempts):
         try:
             with BlobWriter(max_bytes=_limit(size), with_md5=bool(md5)) as writer:
-                with open_stream(client.session, url) as response:
-                    if response.status_code != 200:
-                        raise UpstreamError(
-                            url, f"HTTP {response.status_code}", status=response.status_code
-                        )
-                    try:
-                        for chunk in response.iter_content(CHUNK_SIZE):
-                            if stop is not None and stop.is_set():
-                                raise Stopped
-                            writer.write(chunk)
-                    except requests.RequestException as exc:
-                        raise UpstreamError(
-                            url, f"download interrupted: {exc}", transient=True
-                        ) from exc
+                with _open_file(client, url) as response:
+                    for chunk in _chunks(response, url):
+                        if stop is not None and stop.is_set():
+                            raise Stopped
+                        writer.write(chunk)
                 return writer.commit(sha256=sha256, md5=md5, size=size)
         except UpstreamError as exc:
             if not exc.transient or attempt + 1 == attempts:
                 raise
             time.sleep(min(0.5 * 2**attempt, 10))
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def _open_file(client: UpstreamClient, url: str) -> Iterator[requests.Response]:
+    """The upstream response of a package file; anything but a 200 is an UpstreamError."""
+    with open_stream(client.session, url) as response:
+        if response.status_code != 200:
+            raise UpstreamError(url, f"HTTP {response.status_code}", status=response.status_code)
+        yield response
+
+
+def _chunks(response: requests.Response, url: str) -> Iterator[bytes]:
+    """The body as it arrives; a connection lost midway is a transient UpstreamError."""
+    try:
+        yield from response.iter_content(CHUNK_SIZE)
+    except requests.RequestException as exc:
+        raise UpstreamError(url, f"download interrupted: {exc}", transient=True) from exc
+
+
+def _md5_to_check(sha256: str | None, md5: str | None, every_digest: bool) -> str | None:
+    """md5 only when it is the only digest (or `every_digest`): sha256 suffices, and md5
+    would cost a second hash's CPU."""
+    return None if sha256 and not every_digest else md5
 
 
 class StreamedDownload:
@@ -235,16 +249,12 @@ class StreamedDownload:
         self.url = url
         self.expected = {
             "sha256": sha256,
-            "md5": None if sha256 and not every_digest else md5,
+            "md5": _md5_to_check(sha256, md5, every_digest),
             "size": size,
         }
         self.result: tuple[str, int] | None = None
-        self._stream = open_stream(client.session, url)
-        self.response = self._stream.__enter__()
-        if self.response.status_code != 200:
-            status = self.response.status_code
-            self.close()
-            raise UpstreamError(url, f"HTTP {status}", status=status)
+        self._stream = _open_file(client, url)
+        self.response = self._stream.__enter__()  # raises before anything is held open
         length = self.response.headers.get("Content-Length", "")
         announced = int(length) if length.isdigit() else None
         if size is not None and announced is not None and announced != size:
@@ -262,14 +272,11 @@ class StreamedDownload:
 
     def __iter__(self) -> Iterator[bytes]:
         held = b""
-        try:
-            for chunk in self.response.iter_content(CHUNK_SIZE):
-                self._writer.write(chunk)
-                if held:
-                    yield held
-                held = chunk
-        except requests.RequestException as exc:
-            raise UpstreamError(self.url, f"download interrupted: {exc}", transient=True) from exc
+        for chunk in _chunks(self.response, self.url):
+            self._writer.write(chunk)
+            if held:
+                yield held
+            held = chunk
         self.result = self._writer.commit(**self.expected)
         if held:
             yield held
