@@ -66,11 +66,7 @@ class PackageIndexSource:
     ) -> Iterator[tuple[str, list[tuple[str, str | bytes]]]]:
         """(unit, its documents) of every unit with servable packages, or of `units`, in unit
         order: one streamed query for many small units instead of one per unit."""
-        if units is None:
-            chunks: list[list[str] | None] = [None]
-        else:
-            ordered = sorted(units)
-            chunks = [ordered[i : i + 1000] for i in range(0, len(ordered), 1000)]
+        chunks: Iterable[list[str] | None] = [None] if units is None else _chunked(units)
         for chunk in chunks:
             rows = self.packages if chunk is None else self.packages.filter(subdir__in=chunk)
             rows = rows.order_by("subdir", "filename").values_list("subdir", "filename", "record")
@@ -79,10 +75,10 @@ class PackageIndexSource:
                 yield unit, [(filename, record) for _, filename, record in group]
 
     def files(self, units: Iterable[str]) -> Iterator[tuple[str, str, int | None, datetime]]:
-        ordered = sorted(units)
-        for start in range(0, len(ordered), 1000):
+        """(unit, filename, size, added_at) of the servable files of `units`, in order."""
+        for chunk in _chunked(units):
             rows = (
-                self.packages.filter(subdir__in=ordered[start : start + 1000])
+                self.packages.filter(subdir__in=chunk)
                 .order_by("subdir", "filename")
                 .values_list("subdir", "filename", Coalesce("artifact__size", "size"), "added_at")
             )
@@ -96,14 +92,22 @@ class PackageIndexSource:
         return merged
 
 
+def _chunked(units: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+    """The units in order, a bounded `IN (...)` list at a time."""
+    ordered = sorted(units)
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
+
+
 class _RawText(Loader):
     def load(self, data) -> bytes:
         return bytes(data)
 
 
 def _raw_rows(rows) -> Iterator[tuple[str, bytes]]:
-    """Stream rows (filename, record, ...) with the record as raw bytes: a conda-forge-sized subdir is
-    hundreds of MB of records that would otherwise be decoded only to be encoded again."""
+    """Stream rows (filename, record, ...) with the record as raw bytes: a conda-forge-sized
+    subdir is hundreds of MB of records that would otherwise be decoded only to be encoded
+    again."""
     sql, params = rows.query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         # A server-side cursor (inside the transaction) keeps memory flat.

@@ -191,7 +191,7 @@ def _drop_unlisted(mirror: Mirror, listed: set[str]) -> int:
         return 0
     table = Package._meta.db_table
     with connection.cursor() as cursor:
-        # DISTINCT over the (mirror, subdir) index: no package row is read.
+        # One pass over the mirror's rows (by the (mirror, subdir) index), once per run.
         cursor.execute(
             f"SELECT DISTINCT subdir FROM {table} WHERE mirror_id = %s AND NOT removed",
             [mirror.pk],

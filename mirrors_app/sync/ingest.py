@@ -71,6 +71,7 @@ class BatchWriter:
         self.mirror, self.progress = mirror, progress
         self.rows: dict[tuple[str, str], tuple] = {}
         self.gone: dict[str, list[int]] = defaultdict(list)
+        self.gone_count = 0
         self.failed: dict[str, str] = {}
 
     def add(self, unit: str, filename: str, row: tuple) -> None:
@@ -80,14 +81,15 @@ class BatchWriter:
 
     def remove(self, unit: str, ids: Sequence[int]) -> None:
         self.gone[unit].extend(ids)
-        if sum(map(len, self.gone.values())) >= BATCH_SIZE:
+        self.gone_count += len(ids)
+        if self.gone_count >= BATCH_SIZE:
             self.flush()
 
     def flush(self) -> None:
         rows, gone = self.rows, self.gone
         if not rows and not gone:
             return
-        self.rows, self.gone = {}, defaultdict(list)
+        self.rows, self.gone, self.gone_count = {}, defaultdict(list), 0
         try:
             with transaction.atomic():
                 self._write(list(rows.values()), gone)
