@@ -112,8 +112,7 @@ def can_read(channel: Channel, requester: Requester) -> bool:
         return True
     if token.kind == ApiToken.Kind.RESOURCE:
         # A token naming a channel reads its subchannels too, as a grant on it does.
-        named = [pk for pk in (channel.pk, channel.parent_id) if pk is not None]
-        return token.resources.filter(channel__in=named).exists()
+        return token.resources.filter(channel__in=channel.covering_ids).exists()
     return perm_for("view", channel) in token_permissions(token)
 
 

@@ -125,6 +125,11 @@ class Channel(models.Model):
         return f"{self.parent.name}/{self.name}" if self.parent_id else self.name
 
     @property
+    def covering_ids(self) -> list[int]:
+        """This channel and its parent: what a grant or a token must name to cover it."""
+        return [pk for pk in (self.pk, self.parent_id) if pk is not None]
+
+    @property
     def is_subchannel(self) -> bool:
         return self.parent_id is not None
 

@@ -137,7 +137,7 @@ def _granted(user, channel, level: str) -> bool:
     """Whether one of the user's groups holds `level` or more on the channel or its parent."""
     from channels_app.models import ChannelGrant
 
-    ids = [pk for pk in (channel.pk, channel.parent_id) if pk is not None]
+    ids = channel.covering_ids
     return (
         bool(ids)
         and ChannelGrant.objects.filter(
