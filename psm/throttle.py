@@ -23,6 +23,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from rest_framework import exceptions
 
 # Token failures share this user name: not a valid Django user name, so never a real account's.
 TOKEN_USERNAME = "(token)"
@@ -83,6 +84,13 @@ def lockout_response(request: HttpRequest, original_response=None, credentials=N
         response = render(request, LOCKOUT_TEMPLATE, context, status=429)
     response["Retry-After"] = str(_cool_off_seconds(request))
     return response
+
+
+class Throttled(exceptions.Throttled):
+    """The API's answer to a locked-out client: 429 with Retry-After."""
+
+    def __init__(self, request) -> None:
+        super().__init__(wait=_cool_off_seconds(request), detail=lockout_message(request))
 
 
 def _http_request(request) -> HttpRequest:

@@ -151,7 +151,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             return None
         # Before any lookup: a locked-out client's right guess must fail like the others.
         if throttle.client_locked_out(request):
-            raise exceptions.Throttled(detail=throttle.lockout_message(request))
+            raise throttle.Throttled(request)
         if len(parts) != 2:
             self._refused(request)
             raise exceptions.AuthenticationFailed("Give one token after the keyword.")
@@ -166,7 +166,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def _refused(self, request) -> None:
         if throttle.credential_refused(request):
-            raise exceptions.Throttled(detail=throttle.lockout_message(request))
+            raise throttle.Throttled(request)
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'

@@ -23,6 +23,13 @@ def _loopback_upstreams(settings):
     settings.PSM_HTTP_TIMEOUT = 10
 
 
+@pytest.fixture(autouse=True)
+def _no_lockout_by_default(settings):
+    """Tests that send bad credentials on purpose are not locked out by the login throttle;
+    tests/security/test_hardening.py tests the lockout at the real limit."""
+    settings.AXES_FAILURE_LIMIT = 1000
+
+
 @pytest.fixture
 def make_user(db):
     """Create a staff user holding the given permissions ("app_label.codename")."""
