@@ -90,7 +90,8 @@ class Throttled(exceptions.Throttled):
     """The API's answer to a locked-out client: 429 with Retry-After."""
 
     def __init__(self, request) -> None:
-        super().__init__(wait=_cool_off_seconds(request), detail=lockout_message(request))
+        super().__init__(detail=lockout_message(request))
+        self.wait = _cool_off_seconds(request)  # Retry-After, without DRF's second sentence
 
 
 def _http_request(request) -> HttpRequest:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
@@ -26,8 +27,10 @@ def _loopback_upstreams(settings):
 @pytest.fixture(autouse=True)
 def _no_lockout_by_default(settings):
     """Tests that send bad credentials on purpose are not locked out by the login throttle;
-    tests/security/test_hardening.py tests the lockout at the real limit."""
+    tests/security/test_hardening.py tests the lockout at the real limit. Each test starts with
+    no refusal remembered (failures are rows, rolled back; the cache marks addresses)."""
     settings.AXES_FAILURE_LIMIT = 1000
+    cache.clear()
 
 
 @pytest.fixture

@@ -158,7 +158,11 @@ def test_guessing_tokens_on_the_api_is_locked_out(live_server, throttle):
     assert locked.headers["Retry-After"] == str(int(COOL_OFF.total_seconds()))
     assert "try again in 15 minutes" in locked.json()["detail"]
     # The right token, from the locked-out address, fails like every guess.
-    assert _api(live_server.url, f"Bearer {secret}", ATTACKER).status_code == 429
+    right = _api(live_server.url, f"Bearer {secret}", ATTACKER)
+    assert (
+        right.status_code == 429 and right.headers["Retry-After"] == locked.headers["Retry-After"]
+    )
+    assert right.json() == locked.json()
     spoofed = {"X-Forwarded-For": "192.0.2.1, 203.0.113.9"}  # its own entry, on the left
     assert _api(live_server.url, f"Token {secret}", spoofed).status_code == 429
     # Positive control: other clients are not affected.
