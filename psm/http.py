@@ -138,13 +138,19 @@ def upstream_url_problem(url: str, allowlist: list[str] | None = None) -> str:
     """Say why PSM must not fetch `url` ("" when it may), without touching the network."""
     odd = _odd_character(url)
     if odd:
-        return f"the URL contains {odd}, which URL parsers read differently; percent-encode it"
+        return (
+            f"the URL contains {odd}, which URL parsers read differently; percent-encode it "
+            "(in a host name, use its xn-- form)"
+        )
     try:
         split = urlsplit(url)
         port = split.port
-        parsed = parse_url(url)  # what requests and urllib3 connect to
-    except ValueError as exc:
+    except ValueError as exc:  # a bad port or IPv6 bracket; the message quotes no secret
         return f"the URL cannot be read: {exc}"
+    try:
+        parsed = parse_url(url)  # what requests and urllib3 connect to
+    except ValueError:  # its message quotes the whole URL, secrets and all
+        return "the URL cannot be read: its host or port is malformed"
     scheme = split.scheme.lower()
     if scheme not in ("http", "https"):
         return f"only http and https URLs are fetched, not {scheme or 'a URL without a scheme'}"
