@@ -9,10 +9,11 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from channels_app.formats import FORMATS, OptionsError, get_format
 from channels_app.models import validate_kind
-from psm.http import is_host_allowed
+from psm.http import upstream_url_problem
 
 from . import schedules
 from .querysets import MirrorQuerySet, SyncRunQuerySet
@@ -179,11 +180,10 @@ class Mirror(models.Model):
                 errors.setdefault("cron", []).extend(exc.messages)
         if self.source_url:
             self.source_url = self.source_url.strip()
-            if not is_host_allowed(self.source_url):
-                errors.setdefault("source_url", []).append(
-                    "This host is not on the upstream allowlist; an administrator can add it to "
-                    "PSM_UPSTREAM_ALLOWLIST."
-                )
+            # The same check as every fetch (the address check waits for the fetch: it needs DNS).
+            problem = upstream_url_problem(self.source_url)
+            if problem:
+                errors.setdefault("source_url", []).append(f"{capfirst(problem)}.")
         if self.kind in FORMATS:
             try:
                 self.options = self.format.clean_options(self.options)

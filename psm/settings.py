@@ -348,8 +348,10 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- PSM ------------------------------------------------------------------------------------
 
-# Hosts a mirror may use as its source. An entry matches the host and its subdomains;
-# "*" allows any host.
+# Hosts PSM may fetch from (mirror sources, the files their indexes name, redirects). A name
+# matches the host and its subdomains; "*" allows any name and any public address. An address or
+# CIDR entry ("10.0.0.0/8", "::1") allows those addresses: loopback, private, link-local and
+# other non-public addresses are refused unless an entry names them (names alone never do).
 PSM_UPSTREAM_ALLOWLIST = envlist(
     "PSM_UPSTREAM_ALLOWLIST",
     [
@@ -363,6 +365,10 @@ PSM_UPSTREAM_ALLOWLIST = envlist(
         "cloud.r-project.org",
     ],
 )
+# Allow upstreams on private networks (10/8, 172.16/12, 192.168/16, fc00::/7, ...) and loopback
+# without listing their addresses; link-local (cloud metadata), multicast and reserved still need
+# an address entry.
+PSM_UPSTREAM_ALLOW_PRIVATE = envbool("PSM_UPSTREAM_ALLOW_PRIVATE", False)
 PSM_HTTP_TIMEOUT = envint("PSM_HTTP_TIMEOUT", 60, minimum=1)
 PSM_HTTP_RETRIES = envint("PSM_HTTP_RETRIES", 3)
 PSM_HTTP_PROXY = envstr("PSM_HTTP_PROXY")

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from channels_app import storage
 from channels_app.models import Artifact, Channel, Package
-from psm.http import UpstreamClient, UpstreamError
+from psm.http import UpstreamClient, UpstreamError, UpstreamRefused
 
 from ..models import Mirror
 from .progress import Progress, StopRequested
@@ -144,6 +144,8 @@ def _category(exc: Exception) -> str:
     """A short reason to count failures by (the full one is kept on the package)."""
     if isinstance(exc, storage.IntegrityError):
         return f"{exc.check} mismatch"
+    if isinstance(exc, UpstreamRefused):
+        return "refused by the upstream rules"
     if isinstance(exc, UpstreamError) and exc.status:
         return f"HTTP {exc.status}"
     if isinstance(exc, UpstreamError) and "interrupted" in exc.reason:
