@@ -336,6 +336,31 @@ def test_superuser_keeps_full_power(live_server, people):
     assert olive.is_superuser and olive.is_staff and olive.groups.get() == policy_manage
 
 
+def test_bulk_delete_refuses_users_the_deleter_may_not_manage(live_server, people):
+    # A superuser gave Mallory "Delete user" by hand: still only users it may manage.
+    people["mallory"].user_permissions.add(_perm("auth.delete_user"))
+    mallory = Browser(live_server.url).login("mallory")
+    root, peter, nina = people["root"], people["peter"], people["nina"]
+
+    def delete(*users) -> requests.Response:
+        return mallory.post(
+            "/admin/auth/user/",
+            {
+                "action": "delete_selected",
+                "_selected_action": [u.pk for u in users],
+                "post": "yes",
+                "csrfmiddlewaretoken": mallory.http.cookies["csrftoken"],
+            },
+        )
+
+    refused = delete(root, peter, nina)
+    assert refused.status_code in (200, 403)
+    assert User.objects.filter(pk__in=[root.pk, peter.pk, nina.pk]).count() == 3
+
+    assert delete(nina).status_code == 302  # positive control: an ordinary user
+    assert not User.objects.filter(pk=nina.pk).exists()
+
+
 def test_single_sign_on_accounts_get_no_password_from_a_non_superuser(mallory, people):
     olive = people["olive"]
     OidcIdentity.objects.create(user=olive, subject="olive-sub")
