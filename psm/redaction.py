@@ -23,8 +23,15 @@ _SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
 _STOP = r"\s\"'<>`"  # where a URL quoted in a text ends
 _USERINFO = re.compile(rf"(?P<scheme>{_SCHEME})[^{_STOP}/\\?#@]+@")
 _PATH_TOKEN = re.compile(rf"/t/[^{_STOP}/?#]+")
-# A query string: after a `?` that follows a URL or a path (not a question in prose).
-_QUERY = re.compile(rf"(?<=[\w/.~%\-])\?(?P<query>[^{_STOP}#?]+)")
+# The query of a full URL (an upstream's): every value hidden.
+_URL_QUERY = re.compile(rf"(?P<head>{_SCHEME}[^{_STOP}?#]*)\?(?P<query>[^{_STOP}#]+)")
+# Elsewhere (request lines, paths): the values of parameters named like secrets, so the
+# `?channel=main` of an access log stays readable. S3 presigned URLs: X-Amz-Signature, ….
+_SECRET_PARAM = re.compile(
+    r"(?P<name>[?&;][\w.\-]*(?:token|key|secret|passw|pwd|auth|sig|credential|session)[\w.\-]*)"
+    rf"=[^{_STOP}&#;]+",
+    re.IGNORECASE,
+)
 _FRAGMENT = re.compile(rf"(?P<head>{_SCHEME}[^{_STOP}#]*)#[^{_STOP}]+")
 # PSM API tokens (psm.tokens: "psm_" and 43 URL-safe characters); the 8-character hint
 # shown in the admin ("psm_abcd") is not a secret.
@@ -97,16 +104,18 @@ def redact(url: str) -> str:
 
 
 def scrub(text: str, url: str = "") -> str:
-    """Hide secrets wherever `text` quotes them: those of `url` (if given) anywhere, and in
-    every URL or path of the text its user info, `/t/<token>/` segments, query values and
-    fragment, PSM API tokens and Basic/Bearer credentials."""
+    """Hide secrets wherever `text` quotes them: those of `url` (if given) anywhere; in every
+    URL of the text its user info, `/t/<token>/` segments, query values and fragment; in
+    paths, `/t/<token>/` and parameters named like secrets (`?token=`); PSM API tokens and
+    Basic/Bearer credentials."""
     if not text:
         return text
     for secret in _secrets(url) if url else ():
         text = text.replace(secret, MASK)
     text = _USERINFO.sub(rf"\g<scheme>{MASK}@", text)
     text = _PATH_TOKEN.sub(f"/t/{MASK}", text)
-    text = _QUERY.sub(lambda m: "?" + _mask_query(m["query"]), text)
+    text = _URL_QUERY.sub(lambda m: f"{m['head']}?{_mask_query(m['query'])}", text)
+    text = _SECRET_PARAM.sub(rf"\g<name>={MASK}", text)
     text = _FRAGMENT.sub(rf"\g<head>#{MASK}", text)
     text = _PSM_TOKEN.sub(f"psm_{MASK}", text)
     return _AUTH_HEADER.sub(rf"\g<scheme> {MASK}", text)

@@ -64,7 +64,10 @@ def test_redact_never_raises_on_an_unparsable_url():
         ("Max retries exceeded with url: /x?token=abc (Caused", "url: /x?token=*** (Caused"),
         ("Authorization: Bearer eyJhbGciOi.eyJzdWIi.c2ln", "Authorization: Bearer ***"),
         ("Bearer authentication never checks it", "Bearer authentication never checks it"),
-        ("What? It failed. Is the host right?", "What? It failed. Is the host right?"),
+        ("What? It failed. Is the host right?no", "What? It failed. Is the host right?no"),
+        ('"GET /api/x/?channel=main&token=abc HTTP/1.1"', '?channel=main&token=*** HTTP/1.1"'),
+        ("/f?X-Amz-Signature=abc&X-Amz-Date=1", "/f?X-Amz-Signature=***&X-Amz-Date=1"),
+        ("see http://h.example/x?a=1&b=2.", "see http://h.example/x?a=***&b=***"),
     ],
 )
 def test_scrub_hides_secrets_wherever_a_text_quotes_them(text, clean):
