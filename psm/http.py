@@ -34,6 +34,9 @@ from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConn
 from urllib3.util import connection, parse_url
 from urllib3.util.retry import Retry
 
+# Redaction lives in psm.redaction; imported here for UpstreamError and older imports.
+from .redaction import _secrets, redact, scrub  # noqa: F401
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,37 +60,6 @@ class UpstreamError(Exception):
         # Worth retrying: the connection failed or was cut, or upstream was briefly unavailable.
         self.transient = transient or status in (429, 500, 502, 503, 504)
         super().__init__(f"{redact(url)}: {reason}")
-
-
-def _secrets(url: str) -> list[str]:
-    """The parts of `url` that `redact` hides: password, `/t/<token>/` segments, query."""
-    parts = urlsplit(url)
-    segments = parts.path.split("/")
-    found = [segments[i + 1] for i, segment in enumerate(segments[:-1]) if segment == "t"]
-    return [secret for secret in (*found, parts.password, parts.query) if secret]
-
-
-def scrub(text: str, url: str) -> str:
-    """Hide the secrets of `url` (password, path token, query) wherever `text` quotes them."""
-    for secret in _secrets(url):
-        text = text.replace(secret, "***")
-    return text
-
-
-def redact(url: str) -> str:
-    """Hide credentials and `/t/<token>/` path segments before a URL is logged or shown."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    if parts.username or parts.password:
-        netloc = f"***@{netloc}"
-    segments = parts.path.split("/")
-    for i, segment in enumerate(segments[:-1]):
-        if segment == "t" and i + 1 < len(segments):
-            segments[i + 1] = "***"
-    path = "/".join(segments)
-    return parts._replace(netloc=netloc, path=path, query="").geturl()
 
 
 class UpstreamRefused(UpstreamError):

@@ -387,9 +387,32 @@ PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")
 # A running run whose heartbeat is older than this is taken to have lost its worker.
 PSM_RUN_STALE_AFTER = envint("PSM_RUN_STALE_AFTER", 900, minimum=60)
 
+# Every handler hides secrets (URL tokens and passwords, PSM API tokens) in what it writes,
+# tracebacks included: psm.redaction.RedactingFilter. Django's own handlers (the console in
+# debug mode, mail_admins, runserver's request lines) are replaced by these; Celery's worker
+# handlers get the filter in psm/celery.py.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"redact": {"()": "psm.redaction.RedactingFilter"}},
+    "formatters": {
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact"],
+        },
+    },
     "root": {"handlers": ["console"], "level": envstr("PSM_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+    },
 }

@@ -260,7 +260,7 @@ def test_redact_hides_user_and_password():
     redacted = redact("https://alice:s3cret@repo.example:8443/channel?x=1")
     assert "alice" not in redacted
     assert "s3cret" not in redacted
-    assert redacted == "https://***@repo.example:8443/channel"
+    assert redacted == "https://***@repo.example:8443/channel?x=***"
 
 
 def test_redact_hides_token_path_segments():
