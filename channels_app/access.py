@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.http import Http404, HttpRequest, HttpResponse
 
 from psm.models import ApiToken
-from psm.permissions import may, perm_for
+from psm.permissions import may, perm_for, signed_in
 from psm.throttle import client_locked_out, credential_refused, lockout_response
 from psm.tokens import PREFIX, token_lookup, token_permissions
 
@@ -63,10 +63,9 @@ class Requester:
     request: HttpRequest | None = None
 
     def signed_in_user(self):
-        if self.user is not None:
-            return self.user
-        session_user = getattr(self.request, "user", None)
-        return session_user if session_user and session_user.is_authenticated else None
+        """The active user behind the request, else None (an inactive one is anonymous)."""
+        user = self.user if self.user is not None else getattr(self.request, "user", None)
+        return user if signed_in(user) else None
 
 
 def repo_requester(request: HttpRequest, path_token: str | None = None):
@@ -101,7 +100,7 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
 
 
 def can_read(channel: Channel, requester: Requester) -> bool:
-    """Public: anyone. Authenticated: any signed-in user or valid token. Private: users who may
+    """Public: anyone. Authenticated: any active signed-in user or valid token. Private: users who may
     see it (`may`: a grant to one of their groups, Manage on its category, superuser), and
     through a token only if it grants this channel or its parent (resource token) or that
     reading (scope token)."""

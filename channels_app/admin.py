@@ -8,6 +8,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
 from psm.permissions import GRANT, RowPermissionsAdmin, filter_allowed, may, may_some
+from psm.redaction import redact, refers_to_secret
 
 from . import services
 from .formats import FORMATS, kind_choices
@@ -225,12 +226,22 @@ class PackageAdmin(admin.ModelAdmin):
     list_filter = ["channel__kind"]
     search_fields = ["name", "filename"]
     list_select_related = ["channel", "channel__parent"]
+    # The file's upstream URL carries its mirror's source secrets (/t/<token>/): shown redacted.
+    exclude = ["upstream_url"]
+    readonly_fields = ["upstream"]
     # Channels can hold hundreds of thousands of packages: skip the unfiltered COUNT(*).
     show_full_result_count = False
 
     @admin.display(description="Indexing status", boolean=False)
     def stored(self, package: Package) -> str:
         return "active" if package.is_stored else "passive"
+
+    @admin.display(description="Upstream URL")
+    def upstream(self, package: Package) -> str:
+        return redact(package.upstream_url)
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        return not refers_to_secret(lookup) and super().lookup_allowed(lookup, value, request)
 
     def get_queryset(self, request):
         # Artifacts: Read shows packages of the channels one may see, never of private others.

@@ -20,6 +20,7 @@ from django.utils.translation import ngettext
 from channels_app.formats import FORMATS, kind_choices
 from channels_app.models import Channel
 from psm.permissions import RowPermissionsAdmin, channels_allowing, filter_allowed, may
+from psm.redaction import refers_to_secret
 
 from . import reports, services
 from .models import Mirror, SyncRun
@@ -40,6 +41,10 @@ def _report_name(mirror: Mirror, what: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{mirror.channel.path}-{mirror.name}-{what}") + ".csv"
 
 
+SECRETS_HELP = (
+    " Secrets in the URL (password, /t/<token>/, query values) are shown as ***: leave them "
+    "so to keep them, or type new ones. A *** is kept only for the same scheme, host and port."
+)
 RUN_NOW_HELP = (
     "Start the mirror when you click Save (or use Save & Run). Otherwise your changes are saved "
     "and the mirror runs the next time its frequency says so."
@@ -67,6 +72,15 @@ class MirrorForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            # The URL's secrets are write-only: shown as ***, kept when left so
+            # (Mirror.source_url_with_secrets, at validation).
+            shown = self.instance.source_url_redacted
+            if "source_url" in self.fields:
+                self.initial["source_url"] = shown
+                self.fields["source_url"].help_text += SECRETS_HELP
+            else:  # shown read-only (view permission only): the page reads the instance
+                self.instance.source_url = shown
         if "options" in self.fields:
             # The admin renders help text as HTML: the examples are escaped.
             examples = format_html_join(
@@ -108,7 +122,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         "row_actions",
     ]
     list_filter = ["kind", "mode", "status"]
-    search_fields = ["name"]
+    search_fields = ["name"]  # never source_url: a search or filter on it guesses its secrets
     sortable_by = ["name", "kind_label", "mode", "status_display", "last_synced_at"]
     actions = ["run_now", "stop", "restart", "download_dependency_report", "delete_selected"]
     readonly_fields = [
@@ -121,6 +135,10 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return self._with_related(super().get_queryset(request))
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        # `?source_url__startswith=…` would tell, a character at a time, the URL's secrets.
+        return not refers_to_secret(lookup) and super().lookup_allowed(lookup, value, request)
 
     def _any_mirror(self, pk: int) -> Mirror:
         """The mirror, whether or not the user may see it: for pages that check their own
@@ -578,6 +596,9 @@ class SyncRunAdmin(admin.ModelAdmin):
     search_fields = ["mirror__name"]
     list_select_related = ["mirror"]
     show_full_result_count = False
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        return not refers_to_secret(lookup) and super().lookup_allowed(lookup, value, request)
 
     def get_queryset(self, request):
         # Only runs of the mirrors the user may see.

@@ -9,10 +9,12 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import capfirst
 
 from channels_app.formats import FORMATS, OptionsError, get_format
 from channels_app.models import validate_kind
-from psm.http import is_host_allowed
+from psm.http import upstream_url_problem
+from psm.redaction import is_masked, redact, restore_secrets, scrub
 
 from . import schedules
 from .querysets import MirrorQuerySet, SyncRunQuerySet
@@ -157,6 +159,39 @@ class Mirror(models.Model):
     def format(self):
         return get_format(self.kind)
 
+    # --- The source URL's secrets are write-only (psm.redaction) ----------------------------
+
+    @property
+    def source_url_redacted(self) -> str:
+        """The source URL as it may be shown: its secrets as `***`."""
+        return redact(self.source_url)
+
+    def source_url_with_secrets(self, submitted: str) -> str:
+        """`submitted` with the `***` of a redacted source URL replaced by the stored secrets
+        (so an edit that keeps them needs no retyping); a new URL is returned as it is."""
+        if not is_masked(submitted):
+            return submitted
+        stored = self.pk and Mirror.objects.filter(pk=self.pk).values_list("source_url").first()
+        try:
+            return restore_secrets(submitted, stored[0] if stored else "")
+        except ValueError as exc:
+            raise ValidationError({"source_url": str(exc)}) from None
+
+    def full_clean(self, exclude=None, validate_unique=True, validate_constraints=True) -> None:
+        # Every writer (admin form, API, services) validates here: take the secrets back first,
+        # and keep them out of the messages (an error quoting the URL must not reveal them).
+        if not exclude or "source_url" not in exclude:
+            self.source_url = self.source_url_with_secrets(self.source_url)
+        try:
+            super().full_clean(exclude, validate_unique, validate_constraints)
+        except ValidationError as exc:
+            raise ValidationError(
+                {
+                    field: [scrub(message, self.source_url) for message in messages]
+                    for field, messages in exc.message_dict.items()
+                }
+            ) from None
+
     @property
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING, self.Status.STOPPING)
@@ -179,11 +214,10 @@ class Mirror(models.Model):
                 errors.setdefault("cron", []).extend(exc.messages)
         if self.source_url:
             self.source_url = self.source_url.strip()
-            if not is_host_allowed(self.source_url):
-                errors.setdefault("source_url", []).append(
-                    "This host is not on the upstream allowlist; an administrator can add it to "
-                    "PSM_UPSTREAM_ALLOWLIST."
-                )
+            # The same check as every fetch (the address check waits for the fetch: it needs DNS).
+            problem = upstream_url_problem(self.source_url)
+            if problem:
+                errors.setdefault("source_url", []).append(f"{capfirst(problem)}.")
         if self.kind in FORMATS:
             try:
                 self.options = self.format.clean_options(self.options)

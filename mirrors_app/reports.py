@@ -12,6 +12,7 @@ from rattler import Version
 
 from channels_app.formats.conda import parse_match_spec
 from policies_app.engine import Entry, compile_policy
+from psm.redaction import scrub
 
 from .models import Mirror
 
@@ -65,7 +66,7 @@ def mirror_details(mirror: Mirror) -> dict:
         "packages_passive": counts["passive"],
         "packages_failed": counts["failed"],
         "failures": [
-            {"path": p.path, "error": p.error}
+            {"path": p.path, "error": scrub(p.error)}  # also for errors recorded unscrubbed
             for p in failures.order_by("subdir", "filename").only("subdir", "filename", "error")[
                 :FAILURES_SHOWN
             ]

@@ -18,6 +18,7 @@ from django.utils import timezone
 from channels_app.models import Channel
 from channels_app.tasks import publish_channel
 from psm.audit import audit_record
+from psm.redaction import scrub
 
 from . import schedules
 from .models import Mirror, SyncRun
@@ -205,6 +206,8 @@ def sync_runs_fail_stale(*, now=None) -> int:
 
 def _transition(run: SyncRun, from_states: set[str], to: str, **fields) -> bool:
     """Change the run's state if it is still in `from_states`; the mirror's status follows."""
+    if fields.get("error"):
+        fields["error"] = scrub(fields["error"])  # errors quote URLs: never with their secrets
     with transaction.atomic():
         changed = SyncRun.objects.filter(pk=run.pk, state__in=from_states).update(
             state=to, **fields

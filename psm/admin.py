@@ -8,7 +8,7 @@ from django.utils.translation import ngettext
 
 from channels_app.models import Channel
 
-from . import tokens
+from . import tokens, user_admin  # noqa: F401 - registers the user and group admins
 from .models import ApiToken, AuditEvent, OidcIdentity, TokenResource
 from .roles import parse_grant
 

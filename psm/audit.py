@@ -6,6 +6,8 @@ from typing import Any
 
 from django.db import models
 
+from .redaction import scrub, scrub_data
+
 
 def _actor(user) -> tuple[Any, str]:
     if user is None or not getattr(user, "is_authenticated", False):
@@ -18,14 +20,15 @@ def audit_record(*, actor, action: str, target: models.Model | None = None, **de
     from .models import AuditEvent
 
     user, name = _actor(actor)
+    # Readers of the audit log see no secrets: URLs in the details lose theirs (psm.redaction).
     AuditEvent.objects.create(
         actor=user,
         actor_name=name,
         action=action,
         target_type=target._meta.model_name if target is not None else "",
         target_id=str(target.pk) if target is not None and target.pk is not None else "",
-        target_name=str(target)[:300] if target is not None else "",
-        details=details,
+        target_name=scrub(str(target))[:300] if target is not None else "",
+        details=scrub_data(details),
     )
 
 

@@ -2,20 +2,43 @@
 
 Everything that leaves the server goes through here, so timeouts, retries, the proxy, the user
 agent, the upstream host allowlist and size limits are decided in one place.
+
+Which upstreams may be fetched is decided twice, each time on what is really used:
+- `upstream_url_problem` checks every URL before it is requested (a mirror's source when it is
+  saved, every URL an index gives, every redirect hop): http(s) only, read the same way by
+  urllib3 (which requests connects with) and by urllib.parse, a plain host on the allowlist;
+- the connection itself (`_CheckedConnection`) resolves the host, refuses loopback, private,
+  link-local and other special addresses unless the allowlist names them, and connects to the
+  address it checked, so a name that resolves differently later (DNS rebinding) gains nothing.
+Through a proxy (PSM_HTTP_PROXY, or the HTTP(S)_PROXY variables) PSM connects to the proxy, not
+the upstream: only the URL check applies, and the proxy must refuse internal addresses itself.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection, parse_url
 from urllib3.util.retry import Retry
+
+# Redaction lives in psm.redaction; imported here for UpstreamError and older imports.
+from .redaction import _secrets, redact, scrub  # noqa: F401
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 USER_AGENT = "psm/0.1 (+package security manager)"
 CHUNK_SIZE = 1024 * 1024
@@ -39,46 +62,240 @@ class UpstreamError(Exception):
         super().__init__(f"{redact(url)}: {reason}")
 
 
-def _secrets(url: str) -> list[str]:
-    """The parts of `url` that `redact` hides: password, `/t/<token>/` segments, query."""
-    parts = urlsplit(url)
-    segments = parts.path.split("/")
-    found = [segments[i + 1] for i, segment in enumerate(segments[:-1]) if segment == "t"]
-    return [secret for secret in (*found, parts.password, parts.query) if secret]
+class UpstreamRefused(UpstreamError):
+    """PSM's upstream rules forbid this URL or the address it leads to; never worth retrying."""
 
 
-def scrub(text: str, url: str) -> str:
-    """Hide the secrets of `url` (password, path token, query) wherever `text` quotes them."""
-    for secret in _secrets(url):
-        text = text.replace(secret, "***")
-    return text
+@dataclass(frozen=True)
+class _Allowlist:
+    names: tuple[str, ...]  # a name allows itself and its subdomains
+    networks: tuple[IPNetwork, ...]  # an address or CIDR entry allows the addresses in it
+    any_name: bool  # "*": any name, and any public address
 
 
-def redact(url: str) -> str:
-    """Hide credentials and `/t/<token>/` path segments before a URL is logged or shown."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    if parts.username or parts.password:
-        netloc = f"***@{netloc}"
-    segments = parts.path.split("/")
-    for i, segment in enumerate(segments[:-1]):
-        if segment == "t" and i + 1 < len(segments):
-            segments[i + 1] = "***"
-    path = "/".join(segments)
-    return parts._replace(netloc=netloc, path=path, query="").geturl()
+def _allowlist(entries: list[str] | None = None) -> _Allowlist:
+    names: list[str] = []
+    networks: list[IPNetwork] = []
+    any_name = False
+    for raw in settings.PSM_UPSTREAM_ALLOWLIST if entries is None else entries:
+        entry = raw.strip().lower()
+        if entry == "*":
+            any_name = True
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+        except ValueError:
+            names.append(entry.strip("."))
+    return _Allowlist(tuple(names), tuple(networks), any_name)
 
 
-def is_host_allowed(url: str, allowlist: list[str] | None = None) -> bool:
-    """Whether the URL's host is on the upstream allowlist (a host or any of its subdomains)."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    entries = settings.PSM_UPSTREAM_ALLOWLIST if allowlist is None else allowlist
-    for entry in entries:
-        entry = entry.lower().strip().lstrip(".")
-        if entry == "*" or host == entry or host.endswith("." + entry):
-            return True
-    return False
+# A DNS name as resolvers read it: ASCII letters, digits, "-" and "_" in non-empty labels.
+_HOST_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}\.?")
+# A last label that URL parsers and inet_aton read as a number: the host is then an address.
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+
+def _odd_character(text: str) -> str:
+    """Name the first character URL parsers disagree about (backslash, space, control,
+    non-ASCII), or ""."""
+    for char in text:
+        if char == "\\":
+            return "a backslash"
+        if char.isspace() or not " " < char < "\x7f":
+            return f"the character {char!r}"
+    return ""
+
+
+def upstream_url_problem(url: str, allowlist: list[str] | None = None) -> str:
+    """Say why PSM must not fetch `url` ("" when it may), without touching the network."""
+    odd = _odd_character(url)
+    if odd:
+        return (
+            f"the URL contains {odd}, which URL parsers read differently; percent-encode it "
+            "(in a host name, use its xn-- form)"
+        )
+    try:
+        split = urlsplit(url)
+        port = split.port
+    except ValueError as exc:  # a bad port or IPv6 bracket; the message quotes no secret
+        return f"the URL cannot be read: {exc}"
+    try:
+        parsed = parse_url(url)  # what requests and urllib3 connect to
+    except ValueError:  # its message quotes the whole URL, secrets and all
+        return "the URL cannot be read: its host or port is malformed"
+    scheme = split.scheme.lower()
+    if scheme not in ("http", "https"):
+        return f"only http and https URLs are fetched, not {scheme or 'a URL without a scheme'}"
+    userinfo, _, hostport = split.netloc.rpartition("@")
+    if "@" in userinfo:
+        return "the URL has more than one '@' before its host"
+    host = split.hostname or ""
+    if not host:
+        return "the URL has no host"
+    if port == 0:
+        return "the URL names port 0"
+    if (parsed.scheme, (parsed.host or "").strip("[]"), parsed.port) != (scheme, host, port):
+        return "URL parsers disagree on the scheme, host or port of the URL"
+    address: IPAddress | None = None
+    if hostport.startswith("["):
+        try:
+            ipv6 = ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"the host [{host}] is not an IPv6 address"
+        if ipv6.scope_id:
+            return "the URL names an IPv6 zone"
+        address = ipv6.ipv4_mapped or ipv6  # the same IPv4 host: IPv4 entries apply
+    elif not _HOST_NAME.fullmatch(host):
+        return f"the host {host!r} is not a plain DNS name or IP address"
+    elif _NUMERIC_LABEL.fullmatch(host.rstrip(".").rsplit(".", 1)[-1]):
+        try:
+            address = ipaddress.IPv4Address(host)
+        except ValueError:
+            return (
+                f"the host {host!r} is an address in a non-standard form; write IPv4 addresses "
+                "as four decimal numbers (a.b.c.d)"
+            )
+    rules = _allowlist(allowlist)
+    if address is None:
+        name = host.rstrip(".")
+        if rules.any_name or any(name == n or name.endswith("." + n) for n in rules.names):
+            return ""
+    elif rules.any_name or any(address in network for network in rules.networks):
+        return address_problem(str(address), allowlist)
+    return (
+        f"the host {host} is not on the upstream allowlist; an administrator can add it to "
+        "PSM_UPSTREAM_ALLOWLIST"
+    )
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+
+
+def _special_kind(ip: IPAddress) -> str:
+    """What makes `ip` no public Internet address ("" when it is one)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64:  # a gateway forwards it to the IPv4 address inside: that one counts
+            return _special_kind(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None and (kind := _special_kind(embedded)):
+            return kind
+        if ip.is_site_local:
+            return "site-local"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_unspecified or (ip.version == 4 and ip.packed[0] == 0):
+        return "unspecified"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_reserved:
+        return "reserved"
+    if ip.is_private or not ip.is_global:
+        return "private"
+    return ""
+
+
+def address_problem(address: str, allowlist: list[str] | None = None) -> str:
+    """Say why PSM must not connect to the IP `address` ("" when it may).
+
+    Public addresses may be used. Others only when PSM_UPSTREAM_ALLOWLIST names the address or a
+    network containing it, or, for private and loopback ones, PSM_UPSTREAM_ALLOW_PRIVATE is on.
+    """
+    try:
+        ip: IPAddress = ipaddress.ip_address(address)
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped  # the same IPv4 host: IPv4 entries apply
+    if any(ip in network for network in _allowlist(allowlist).networks):
+        return ""
+    kind = _special_kind(ip)
+    if not kind:
+        return ""
+    if kind in ("private", "loopback"):
+        if settings.PSM_UPSTREAM_ALLOW_PRIVATE:
+            return ""
+        remedy = " (or set PSM_UPSTREAM_ALLOW_PRIVATE=true)"
+    else:
+        remedy = ""
+    return (
+        f"{ip} is not a public address ({kind}); an administrator can allow it by listing it, "
+        f"or a network containing it, in PSM_UPSTREAM_ALLOWLIST{remedy}"
+    )
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, in the resolver's order, without repeats."""
+    family = connection.allowed_gai_family()
+    infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class _CheckedConnection(HTTPConnection):
+    """Connects only to an address the upstream rules allow: resolved, checked, then used.
+
+    The host name stays the connection's `host`, so TLS sends it (SNI) and verifies the
+    certificate against it as usual.
+    """
+
+    def _new_conn(self) -> socket.socket:
+        try:
+            addresses = resolve_host(self._dns_host, self.port)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        problems = {address: address_problem(address) for address in addresses}
+        allowed = [address for address, problem in problems.items() if not problem]
+        if not allowed:
+            scheme = "https" if isinstance(self, HTTPSConnection) else "http"
+            shown = self.host if ":" not in self.host else f"[{self.host}]"
+            reason = "; ".join(problems.values()) or "the host resolves to no address"
+            if addresses != [self._dns_host.strip("[]")]:
+                reason = f"{self.host} resolves to {', '.join(addresses)}: {reason}"
+            raise UpstreamRefused(f"{scheme}://{shown}:{self.port}/", reason)
+        error: Exception | None = None
+        for address in allowed:
+            try:
+                return connection.create_connection(
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except TimeoutError as exc:
+                error = ConnectTimeoutError(
+                    self, f"Connection to {self.host} ({address}) timed out: {exc}"
+                )
+            except OSError as exc:
+                error = NewConnectionError(
+                    self, f"Failed to establish a new connection to {address}: {exc}"
+                )
+        assert error is not None
+        raise error
+
+
+class _CheckedHTTPSConnection(_CheckedConnection, HTTPSConnection):
+    pass
+
+
+class _CheckedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedConnection
+
+
+class _CheckedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+class _CheckedAdapter(HTTPAdapter):
+    """An adapter whose direct connections go through `_CheckedConnection` (proxied ones go to
+    the proxy, through requests' own proxy manager)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _CheckedHTTPPool,
+            "https": _CheckedHTTPSPool,
+        }
 
 
 def new_session(*, proxy: str = "") -> requests.Session:
@@ -92,7 +309,7 @@ def new_session(*, proxy: str = "") -> requests.Session:
         respect_retry_after_header=True,
         raise_on_status=False,
     )
-    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
+    adapter = _CheckedAdapter(max_retries=retry, pool_maxsize=16)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = USER_AGENT
@@ -106,7 +323,7 @@ def new_session(*, proxy: str = "") -> requests.Session:
 def open_stream(
     session: requests.Session, url: str, *, headers: dict[str, str] | None = None
 ) -> Iterator[requests.Response]:
-    """Open a streamed GET, refusing hosts off the allowlist and turning failures into UpstreamError.
+    """Open a streamed GET of an allowed URL, turning failures into UpstreamError.
 
     The caller reads `response.iter_content()`; a 404 is returned (not raised) so callers can
     treat a missing optional file as absent.
@@ -114,23 +331,31 @@ def open_stream(
     response = None
     target = url
     try:
-        # Redirects are followed by hand so that every hop is checked against the allowlist.
+        # Redirects are followed by hand so that every hop is checked like the first URL.
         for _hop in range(MAX_REDIRECTS + 1):
-            if not is_host_allowed(target):
-                raise UpstreamError(
-                    target, "host is not on the upstream allowlist (PSM_UPSTREAM_ALLOWLIST)"
+            problem = upstream_url_problem(target)
+            if problem:
+                raise UpstreamRefused(target, problem)
+            try:
+                response = session.get(
+                    target,
+                    headers=headers,
+                    stream=True,
+                    timeout=settings.PSM_HTTP_TIMEOUT,
+                    allow_redirects=False,
                 )
-            response = session.get(
-                target,
-                headers=headers,
-                stream=True,
-                timeout=settings.PSM_HTTP_TIMEOUT,
-                allow_redirects=False,
-            )
+            except UpstreamRefused as exc:  # the connection refused the address
+                raise UpstreamRefused(target, exc.reason) from None
             if not response.is_redirect:
                 break
-            target = urljoin(target, response.headers["Location"])
+            location = response.headers["Location"]
             response.close()
+            odd = _odd_character(location)
+            if odd:
+                raise UpstreamRefused(
+                    target, f"redirected to a URL containing {odd}, which parsers read differently"
+                )
+            target = urljoin(target, location)
         else:
             raise UpstreamError(url, f"more than {MAX_REDIRECTS} redirects")
     except requests.RequestException as exc:

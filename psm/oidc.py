@@ -3,7 +3,8 @@
 At every login (and every API request with a Keycloak bearer token) the user's profile is
 updated from the claims and its PSM groups are recomputed from the roles in the token, so a
 role removed in Keycloak removes the access at the next login. Local accounts (no `sub`) are
-never touched: the local admin login stays available for break-glass.
+never touched: the local admin login stays available for break-glass. An account deactivated in
+PSM is refused whatever the provider says: no sign-on, no bearer token, and its sessions end.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rest_framework import exceptions
 
 from . import throttle
 from .models import OidcIdentity
+from .permissions import signed_in
 from .roles import user_sync_roles
 
 logger = logging.getLogger(__name__)
@@ -84,8 +86,18 @@ class PSMOIDCBackend(OIDCAuthenticationBackend):
         OidcIdentity.objects.create(user=user, subject=claims["sub"])
         return self.update_user(user, claims)
 
+    def get_user(self, user_id):
+        """The session's user, None once deactivated (as Django's ModelBackend; mozilla's
+        backend returns inactive users too), so a session ends at the next request."""
+        user = super().get_user(user_id)
+        return user if user is not None and self.user_can_authenticate(user) else None
+
     def update_user(self, user, claims: dict):
-        """Refresh the profile from the claims and the groups from the roles."""
+        """Refresh the profile from the claims and the groups from the roles. An account
+        deactivated in PSM is refused here, the one step every sign-on and bearer token of
+        an existing account goes through, before anything of it is changed."""
+        if not self.user_can_authenticate(user):
+            raise SuspiciousOperation(f"Account {user.username!r} is deactivated in PSM.")
         fields = {
             "email": claims.get("email") or user.email,
             "first_name": (claims.get("given_name") or user.first_name)[:150],
@@ -230,7 +242,7 @@ def user_from_bearer(token: str):
     except (SuspiciousOperation, requests.RequestException) as exc:
         logger.info("bearer token refused: %s", exc)
         return None
-    return user if user is not None and user.is_active else None
+    return user if signed_in(user) else None
 
 
 def provider_logout_url(request: HttpRequest) -> str:

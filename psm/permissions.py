@@ -103,7 +103,7 @@ def may(user, action: str, obj: Model) -> bool:
     """Whether `user` may do `action` (view, add, change, delete, freeze, grant, run, stop,
     restart, report) on this row; for `add`, pass the unsaved row with its channel or parent
     set."""
-    if not _signed_in(user):
+    if not signed_in(user):
         return False
     rule = _rule(obj)
     if not rule.grant_levels:
@@ -133,27 +133,26 @@ def _token_allows(user, perm: str) -> bool:
     return perm in token_permissions(token)
 
 
-def _granted(user, channel, level: str) -> bool:
-    """Whether one of the user's groups holds `level` or more on the channel or its parent."""
+def _grants_of(user, level: str) -> QuerySet:
+    """The grants of `level` or more to the user's groups; none once the user is inactive
+    (read from the database, so a deactivation counts even for a user object loaded before)."""
     from channels_app.models import ChannelGrant
 
-    ids = channel.covering_ids
-    return (
-        bool(ids)
-        and ChannelGrant.objects.filter(
-            channel_id__in=ids, group__user=user, level__in=ChannelGrant.levels_from(level)
-        ).exists()
+    return ChannelGrant.objects.filter(
+        group__user=user, group__user__is_active=True, level__in=ChannelGrant.levels_from(level)
     )
+
+
+def _granted(user, channel, level: str) -> bool:
+    """Whether one of the user's groups holds `level` or more on the channel or its parent."""
+    ids = channel.covering_ids
+    return bool(ids) and _grants_of(user, level).filter(channel_id__in=ids).exists()
 
 
 def grants_query(user, level: str, prefix: str = "") -> Q:
     """Rows whose channel (at `prefix`, "" for channels) or its parent grants one of the
     user's groups `level` or more."""
-    from channels_app.models import ChannelGrant
-
-    grants = ChannelGrant.objects.filter(
-        group__user=user, level__in=ChannelGrant.levels_from(level)
-    )
+    grants = _grants_of(user, level)
     here = f"{prefix}__" if prefix else ""
     return Q(Exists(grants.filter(channel_id=OuterRef(f"{here}pk")))) | Q(
         Exists(grants.filter(channel_id=OuterRef(f"{here}parent_id")))
@@ -161,11 +160,7 @@ def grants_query(user, level: str, prefix: str = "") -> Q:
 
 
 def _granted_anywhere(user, level: str) -> bool:
-    from channels_app.models import ChannelGrant
-
-    return ChannelGrant.objects.filter(
-        group__user=user, level__in=ChannelGrant.levels_from(level)
-    ).exists()
+    return _grants_of(user, level).exists()
 
 
 def may_some(user, action: str, model, *, subchannel: bool | None = None) -> bool:
@@ -176,21 +171,22 @@ def may_some(user, action: str, model, *, subchannel: bool | None = None) -> boo
         return True
     # Grants: on some channel (covering its subchannels); adding only ever makes subchannels.
     level = _rule(model).grant_levels.get(action)
-    if not level or (action == "add" and subchannel is False) or not _signed_in(user):
+    if not level or (action == "add" and subchannel is False) or not signed_in(user):
         return False
     perms = _rule(model).perms[action]
     allowed = [perms[1]] if subchannel else [perms[0]] if subchannel is False else perms
     return any(_token_allows(user, p) for p in allowed) and _granted_anywhere(user, level)
 
 
-def _signed_in(user) -> bool:
-    return bool(user and user.is_authenticated)
+def signed_in(user) -> bool:
+    """An active, signed-in user: the one test of every access path (inactive = no access)."""
+    return bool(user and user.is_authenticated and user.is_active)
 
 
 def _places(user, actions: tuple[str, ...], model) -> set[bool]:
     """Where the user may do any of `actions` on `model` rows: False for top-level channels,
     True for subchannels."""
-    if not (user and user.is_authenticated):
+    if not signed_in(user):
         return set()
     rule = _rule(model)
     return {
@@ -228,7 +224,7 @@ def _channel_rows(user, actions: tuple[str, ...], rule: Rule, path: str) -> Q:
     to view), or grants at the actions' levels."""
     from channels_app.models import Channel
 
-    if not _signed_in(user):
+    if not signed_in(user):
         return Q(pk__in=[])
     here = f"{path}__" if path else ""
     where = {sub: Q(**{f"{here}parent__isnull": not sub}) for sub in (False, True)}

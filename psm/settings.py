@@ -404,8 +404,10 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- PSM ------------------------------------------------------------------------------------
 
-# Hosts a mirror may use as its source. An entry matches the host and its subdomains;
-# "*" allows any host.
+# Hosts PSM may fetch from (mirror sources, the files their indexes name, redirects). A name
+# matches the host and its subdomains; "*" allows any name and any public address. An address or
+# CIDR entry ("10.0.0.0/8", "::1") allows those addresses: loopback, private, link-local and
+# other non-public addresses are refused unless an entry names them (names alone never do).
 PSM_UPSTREAM_ALLOWLIST = envlist(
     "PSM_UPSTREAM_ALLOWLIST",
     [
@@ -419,6 +421,10 @@ PSM_UPSTREAM_ALLOWLIST = envlist(
         "cloud.r-project.org",
     ],
 )
+# Allow upstreams on private networks (10/8, 172.16/12, 192.168/16, fc00::/7, ...) and loopback
+# without listing their addresses; link-local (cloud metadata), multicast and reserved still need
+# an address entry.
+PSM_UPSTREAM_ALLOW_PRIVATE = envbool("PSM_UPSTREAM_ALLOW_PRIVATE", False)
 PSM_HTTP_TIMEOUT = envint("PSM_HTTP_TIMEOUT", 60, minimum=1)
 PSM_HTTP_RETRIES = envint("PSM_HTTP_RETRIES", 3)
 PSM_HTTP_PROXY = envstr("PSM_HTTP_PROXY")
@@ -437,9 +443,32 @@ PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")
 # A running run whose heartbeat is older than this is taken to have lost its worker.
 PSM_RUN_STALE_AFTER = envint("PSM_RUN_STALE_AFTER", 900, minimum=60)
 
+# Every handler hides secrets (URL tokens and passwords, PSM API tokens) in what it writes,
+# tracebacks included: psm.redaction.RedactingFilter. Django's own handlers (the console in
+# debug mode, mail_admins, runserver's request lines) are replaced by these; Celery's worker
+# handlers get the filter in psm/celery.py.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"redact": {"()": "psm.redaction.RedactingFilter"}},
+    "formatters": {
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        }
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact"],
+        },
+    },
     "root": {"handlers": ["console"], "level": envstr("PSM_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+    },
 }

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 from rest_framework import authentication, exceptions
@@ -19,6 +20,7 @@ from rest_framework import authentication, exceptions
 from . import throttle
 from .audit import audit_record
 from .models import ApiToken, TokenResource
+from .permissions import signed_in
 from .roles import CATEGORIES, LEVELS, SUPERUSER, parse_grant
 
 PREFIX = "psm_"
@@ -66,7 +68,11 @@ def token_check(*, kind: str, scopes: Iterable[str], resources: Iterable) -> Non
 
 
 def token_issue(*, token: ApiToken, resources: Iterable[tuple] = ()) -> str:
-    """Save a new (unsaved) token with a fresh secret and its channels; return the secret."""
+    """Save a new (unsaved) token with a fresh secret and its channels; return the secret.
+
+    Raise PermissionDenied for a deactivated owner, whatever interface asks."""
+    if not signed_in(token.user):
+        raise PermissionDenied("A deactivated account cannot have tokens.")
     resources = list(resources)
     token_check(kind=token.kind, scopes=token.scopes, resources=resources)
     secret = PREFIX + secrets.token_urlsafe(32)
@@ -96,7 +102,7 @@ def token_lookup(secret: str) -> ApiToken | None:
     if not secret.startswith(PREFIX):
         return None
     token = ApiToken.objects.select_related("user").filter(digest=_digest(secret)).first()
-    if token is None or not token.is_valid or not token.user.is_active:
+    if token is None or not token.is_valid or not signed_in(token.user):
         return None
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:

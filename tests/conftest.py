@@ -18,7 +18,12 @@ from tests.factories import UserFactory
 
 @pytest.fixture(autouse=True)
 def _loopback_upstreams(settings):
-    """Tests only ever talk to loopback: allow it, and nothing else, as a mirror source."""
+    """Tests only ever talk to loopback: allow it, and nothing else, as a mirror source.
+
+    The address entry allows 127.0.0.1 itself (loopback needs an address entry); the name
+    "localhost" passes the URL check and connects to 127.0.0.1, its other answers (::1) are
+    skipped as not allowed.
+    """
     settings.PSM_UPSTREAM_ALLOWLIST = ["127.0.0.1", "localhost"]
     settings.PSM_HTTP_RETRIES = 0
     settings.PSM_HTTP_TIMEOUT = 10

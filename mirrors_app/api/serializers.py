@@ -6,13 +6,36 @@ from rest_framework import serializers
 from channels_app.api.serializers import ChannelPathField
 from channels_app.formats import kind_choices
 from psm.api import FullCleanMixin
+from psm.redaction import redact, scrub
 
-from ..models import Mirror, SyncRun
+from ..models import HELP, Mirror, SyncRun
+
+SECRETS_HELP = (
+    " Secrets in the URL (user:password@, /t/<token>/ segments, query values) are write-only: "
+    "they are returned as ***. Send the URL back with *** to keep them, or with new ones; "
+    "a *** is kept only for the same scheme, host and port."
+)
+
+
+class SourceURLField(serializers.URLField):
+    """A URL whose secrets are written, never read back: returned as `***`."""
+
+    def to_representation(self, value) -> str:
+        return redact(str(value))
+
+
+class ScrubbedTextField(serializers.CharField):
+    """Text that may quote URLs (errors): their secrets as `***`."""
+
+    def to_representation(self, value) -> str:
+        return scrub(str(value))
 
 
 class SyncRunSerializer(serializers.ModelSerializer):
     requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     progress = serializers.IntegerField(read_only=True, allow_null=True)
+    # Errors are scrubbed when recorded; again here for runs recorded before that.
+    error = ScrubbedTextField(read_only=True)
 
     class Meta:
         model = SyncRun
@@ -50,6 +73,7 @@ class AppliedPolicySerializer(serializers.Serializer):
 
 class MirrorSerializer(FullCleanMixin, serializers.ModelSerializer):
     channel = ChannelPathField(help_text="The channel, as 'channel' or 'channel/subchannel'.")
+    source_url = SourceURLField(max_length=2000, help_text=HELP["source_url"] + SECRETS_HELP)
     kind = serializers.ChoiceField(choices=kind_choices(), help_text=Mirror.kind.field.help_text)
     run_now = serializers.BooleanField(
         write_only=True,

@@ -23,7 +23,8 @@ from django.utils import timezone
 from channels_app.formats import FormatError, Rejected, Unchanged, UnitExtras
 from channels_app.models import Channel, Package
 from channels_app.publishing import channel_publish
-from psm.http import UpstreamClient, UpstreamError, redact, scrub
+from psm.http import UpstreamClient, UpstreamError
+from psm.redaction import redact, scrub
 
 from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_unit
@@ -138,8 +139,9 @@ def _sync_units(
                     )
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units.
-                logger.warning("mirror %s: %s: %s", mirror.pk, unit, exc)
-                problems.append(f"{unit}: {exc}")
+                problem = scrub(f"{unit}: {exc}", mirror.source_url)  # errors quote URLs
+                logger.warning("mirror %s: %s", mirror.pk, problem)
+                problems.append(problem)
                 progress.fail(f"index unreadable: {unit}")
                 continue
             changed += rows

@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from channels_app import storage
 from channels_app.models import Artifact, Channel, Package
-from psm.http import UpstreamClient, UpstreamError
+from psm.http import UpstreamClient, UpstreamError, UpstreamRefused
+from psm.redaction import scrub
 
 from ..models import Mirror
 from .progress import Progress, StopRequested
@@ -86,7 +87,7 @@ def _collect(in_flight: dict[Future, tuple], mirror: Mirror, progress: Progress)
         except storage.Stopped:
             continue
         except (UpstreamError, storage.IntegrityError) as exc:
-            reason = str(exc)
+            reason = scrub(str(exc), mirror.source_url)  # file URLs carry the source's secrets
             Package.objects.filter(pk=pk).update(error=reason[:500], updated_at=timezone.now())
             progress.fail(f"download failed: {_category(exc)}")
             logger.warning("mirror %s: %s: %s", mirror.pk, filename, reason)
@@ -144,6 +145,8 @@ def _category(exc: Exception) -> str:
     """A short reason to count failures by (the full one is kept on the package)."""
     if isinstance(exc, storage.IntegrityError):
         return f"{exc.check} mismatch"
+    if isinstance(exc, UpstreamRefused):
+        return "refused by the upstream rules"
     if isinstance(exc, UpstreamError) and exc.status:
         return f"HTTP {exc.status}"
     if isinstance(exc, UpstreamError) and "interrupted" in exc.reason:

@@ -123,6 +123,25 @@ def test_source_host_off_the_allowlist_is_rejected():
     assert "PSM_UPSTREAM_ALLOWLIST" in errors["source_url"][0]
 
 
+@pytest.mark.parametrize(
+    ("source_url", "message"),
+    [
+        (
+            "http://127.0.0.2:8080\\@localhost/",
+            "The URL contains a backslash, which URL parsers read differently; percent-encode it "
+            "(in a host name, use its xn-- form).",
+        ),
+        (
+            "http://[::ffff:127.0.0.2]/",
+            "The host ::ffff:127.0.0.2 is not on the upstream allowlist; an administrator can add "
+            "it to PSM_UPSTREAM_ALLOWLIST.",
+        ),
+    ],
+)
+def test_source_that_leads_off_the_allowlist_is_rejected(source_url, message):
+    assert _errors(_mirror(source_url=source_url))["source_url"] == [message]
+
+
 def test_source_host_on_the_allowlist_is_accepted(settings):
     settings.PSM_UPSTREAM_ALLOWLIST = ["anaconda.org"]
     _mirror(source_url="https://conda.anaconda.org/conda-forge").full_clean()

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mirrors_app import services, sync
 from mirrors_app.models import Mirror, SyncRun
+from psm.redaction import scrub
 
 
 class Command(BaseCommand):
@@ -51,4 +52,5 @@ class Command(BaseCommand):
             f"downloaded {run.downloaded}, failed {run.failed}"
         )
         if final == SyncRun.State.FAILED:
-            raise CommandError(run.error or "the run failed")
+            # The error is scrubbed when recorded; the source's own secrets are hidden again.
+            raise CommandError(scrub(run.error, mirror.source_url) or "the run failed")
