@@ -205,6 +205,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "psm.throttle.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "psm.throttle.client_ip"
 AXES_VERBOSE = False  # no banner at every start; failures and lockouts are still logged
+# Masked where axes keeps or logs a failed request's parameters (passwords always are).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "token", "access_token", "code", "state"]
 # Proxies in front of PSM that append the client address to X-Forwarded-For (0: none, the
 # connecting address is the client's).
 PSM_TRUSTED_PROXY_COUNT = envint("PSM_TRUSTED_PROXY_COUNT", 0)

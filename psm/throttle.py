@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from datetime import timedelta
 
 from axes.backends import AxesStandaloneBackend
@@ -25,10 +24,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework import exceptions
 
+from .redaction import scrub
+
 # Token failures share this user name: not a valid Django user name, so never a real account's.
 TOKEN_USERNAME = "(token)"
 LOCKOUT_TEMPLATE = "admin/psm/lockout.html"
-_TOKEN_IN_PATH = re.compile(r"/t/[^/]+/")
 
 
 class LockoutBackend(AxesStandaloneBackend):
@@ -122,7 +122,7 @@ def credential_refused(request) -> bool:
     request = _http_request(request)
     AxesProxyHandler.update_request(request)
     # axes keeps and logs the path: never a token given in it.
-    request.axes_path_info = _TOKEN_IN_PATH.sub("/t/***/", request.axes_path_info)
+    request.axes_path_info = scrub(request.axes_path_info)
     user_login_failed.send(
         sender=__name__, credentials=get_credentials(TOKEN_USERNAME), request=request
     )
