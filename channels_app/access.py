@@ -4,8 +4,8 @@ Credentials, in order: a PSM token in the path (`/api/repo/t/<token>/<channel>/â
 auth (`<token>:x-auth-token`, or the token as the password), in `X-Auth`, or in
 `Authorization: Bearer` (a PSM token, or a Keycloak access token when single sign-on is on);
 else the session's user. A credential that is given but not valid is a 401 (pip and uv send
-credentials again after one); a channel the requester may not read is a 404, exactly as if it
-did not exist.
+credentials again after one) and counts toward the client's lockout (psm.throttle); a channel
+the requester may not read is a 404, exactly as if it did not exist.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 
 from psm.models import ApiToken
 from psm.permissions import may, perm_for, signed_in
+from psm.throttle import client_locked_out, credential_refused, lockout_response
 from psm.tokens import PREFIX, token_lookup, token_permissions
 
 from .models import Channel
@@ -76,6 +77,9 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
         secret = _presented_secret(request, path_token)
         if secret is None:
             return Requester(request=request)
+        # Before any lookup: a locked-out client's right guess must fail like the others.
+        if client_locked_out(request):
+            return lockout_response(request)
         token = token_lookup(secret)
         if token is not None:
             return Requester(token.user, token)
@@ -86,6 +90,8 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
             raise _BadCredentials
         return Requester(user)
     except _BadCredentials:
+        if credential_refused(request):
+            return lockout_response(request)
         response = HttpResponse(
             "Invalid, expired or revoked token.\n", status=401, content_type="text/plain"
         )

@@ -80,6 +80,19 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         # Members of a granted group may hold no channel permission at all.
         return super().has_module_permission(request) or self.may(request, "view")
 
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            services.channel_update(channel=obj, user=request.user)
+        else:
+            services.channel_create(channel=obj, user=request.user)
+
+    def delete_model(self, request, obj) -> None:
+        services.channel_delete(channel=obj, user=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for channel in queryset:
+            services.channel_delete(channel=channel, user=request.user)
+
     def save_formset(self, request, form, formset, change) -> None:
         if formset.model is not ChannelGrant:
             return super().save_formset(request, form, formset, change)

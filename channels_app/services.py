@@ -5,11 +5,76 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import transaction
+from django.db.models import Q
 
 from psm.audit import audit_record
 
 from . import tasks
 from .models import Channel, ChannelGrant
+
+# Bookkeeping a save or a publish changes by itself: not a change anyone made.
+_NOT_EDITS = {
+    "created_at",
+    "updated_at",
+    "content_version",
+    "published_version",
+    "published_at",
+    "index_extras",
+}
+
+
+@transaction.atomic
+def channel_create(*, channel: Channel, user) -> Channel:
+    """Save a validated new channel (or subchannel) and record who created it."""
+    channel.save()
+    audit_record(
+        actor=user,
+        action="channel.create",
+        target=channel,
+        path=channel.path,
+        kind=channel.kind,
+        visibility=channel.visibility,
+    )
+    return channel
+
+
+@transaction.atomic
+def channel_update(*, channel: Channel, user) -> list[str]:
+    """Save a validated change to the channel; record who changed it and which fields."""
+    before = Channel.objects.select_for_update().filter(pk=channel.pk).values().first() or {}
+    changed = sorted(
+        field.name
+        for field in Channel._meta.concrete_fields
+        if field.name not in _NOT_EDITS
+        and field.attname in before
+        and getattr(channel, field.attname) != before[field.attname]
+    )
+    channel.save()
+    audit_record(
+        actor=user, action="channel.change", target=channel, path=channel.path, fields=changed
+    )
+    return changed
+
+
+@transaction.atomic
+def channel_delete(*, channel: Channel, user) -> bool:
+    """Delete the channel with its subchannels, mirrors and packages, recorded; False if it was
+    already gone (e.g. deleted with its parent)."""
+    row = Channel.objects.select_for_update().filter(pk=channel.pk)
+    if not row.exists():
+        return False
+    # Deleted with it, so named in the record: its subchannels and every mirror of the tree.
+    mirrors = channel.mirrors.model.objects.filter(Q(channel=channel) | Q(channel__parent=channel))
+    audit_record(
+        actor=user,
+        action="channel.delete",
+        target=channel,
+        path=channel.path,
+        subchannels=sorted(channel.subchannels.values_list("name", flat=True)),
+        mirrors=sorted(mirrors.values_list("name", flat=True)),
+    )
+    channel.delete()
+    return True
 
 
 @transaction.atomic

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
+from django.template.response import TemplateResponse
+from django.utils.cache import patch_cache_control
 from django.utils.translation import ngettext
 
 from channels_app.models import Channel
@@ -103,12 +105,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
         obj.scopes = form.cleaned_data["scopes"]
         level = form.cleaned_data["level"]
         resources = [(c, level) for c in form.cleaned_data["channels"]]
-        secret = tokens.token_issue(token=obj, resources=resources)
-        self.message_user(
-            request,
-            f"Token {obj.name!r} created: {secret} — copy it now, it is not shown again.",
-            messages.SUCCESS,
-        )
+        # Kept on this object for response_add only: never in a message (a cookie or the session).
+        obj.secret = tokens.token_issue(token=obj, resources=resources)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """Show the new secret once, on this response, instead of redirecting with a message."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Token {obj.name} created",
+            "opts": self.opts,
+            "token": obj,
+            "secret": obj.secret,
+        }
+        response = TemplateResponse(request, "admin/psm/apitoken/created.html", context)
+        patch_cache_control(response, no_store=True)
+        return response
 
     def has_module_permission(self, request) -> bool:
         return request.user.is_active and request.user.is_staff

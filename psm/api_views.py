@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.cache import patch_cache_control
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.response import Response
@@ -94,6 +95,11 @@ class TokenViewSet(
         return ApiToken.objects.filter(user=self.request.user).prefetch_related(
             "resources__channel__parent"
         )
+
+    def create(self, request, *args, **kwargs):
+        response = super().create(request, *args, **kwargs)
+        patch_cache_control(response, no_store=True)  # the body carries the secret, once
+        return response
 
     def perform_create(self, serializer) -> None:
         data = dict(serializer.validated_data)

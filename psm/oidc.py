@@ -28,6 +28,7 @@ from mozilla_django_oidc.contrib.drf import OIDCAuthentication, get_oidc_backend
 from mozilla_django_oidc.views import OIDCLogoutView
 from rest_framework import exceptions
 
+from . import throttle
 from .models import OidcIdentity
 from .permissions import signed_in
 from .roles import user_sync_roles
@@ -222,6 +223,9 @@ class OIDCBearerAuthentication(OIDCAuthentication):
             return None
         try:
             return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            throttle.credential_refused(request)  # a refused token counts toward a lockout
+            raise
         except requests.RequestException as exc:
             logger.warning("single sign-on provider unreachable: %s", exc)
             raise exceptions.AuthenticationFailed(

@@ -9,6 +9,7 @@ the README. A bad value stops start-up with `ImproperlyConfigured` naming the va
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -75,6 +76,15 @@ except OSError as exc:
     raise ImproperlyConfigured(f"PSM_DATA_DIR: cannot create {DATA_DIR}: {exc}") from None
 
 SECRET_KEY = envsecret("PSM_SECRET_KEY")
+# Served over HTTPS (directly or behind a TLS proxy): secure cookies, HSTS, redirect to HTTPS.
+PSM_HTTPS = envbool("PSM_HTTPS", False)
+_weak = len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-")
+if SECRET_KEY and (len(SECRET_KEY) < 50 or _weak) and PSM_HTTPS and not DEBUG:
+    # Django's own bar (check --deploy, security.W009): sessions and CSRF tokens are signed with it.
+    raise ImproperlyConfigured(
+        "PSM_SECRET_KEY is too weak for production: give at least 50 random characters, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 if not SECRET_KEY:
     # Embedded mode: a key generated once and kept in the data directory.
     key_file = DATA_DIR / "secret_key"
@@ -99,6 +109,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "mozilla_django_oidc",
+    "axes",
     "channels_app",
     "policies_app",
     "mirrors_app",
@@ -114,6 +125,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login that django-axes locked out into psm.throttle.lockout_response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "psm.urls"
@@ -174,8 +187,32 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out client before any password or sign-on is checked.
+    "psm.throttle.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "admin:login"
+
+# Login throttling (django-axes, failures kept in the database). Failed admin logins count per
+# (user name, client address): an attacker cannot lock the real administrator out from
+# elsewhere. Refused tokens (API and package routes) count per client address. At the limit the
+# client is refused, even with the right password or a valid token, for the cool-off.
+AXES_FAILURE_LIMIT = envint("PSM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("PSM_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "psm.throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "psm.throttle.client_ip"
+AXES_VERBOSE = False  # no banner at every start; failures and lockouts are still logged
+# Masked where axes keeps or logs a failed request's parameters (passwords always are).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "token", "access_token", "code", "state"]
+# Proxies in front of PSM that append the client address to X-Forwarded-For (0: none, the
+# connecting address is the client's).
+PSM_TRUSTED_PROXY_COUNT = envint("PSM_TRUSTED_PROXY_COUNT", 0)
+# Client addresses never locked out (e.g. a build farm's NAT), exact addresses.
+AXES_IP_WHITELIST = envlist("PSM_LOGIN_NEVER_LOCK_IPS", [])
+AXES_NEVER_LOCKOUT_WHITELIST = bool(AXES_IP_WHITELIST)
 
 # Keycloak single sign-on through mozilla-django-oidc. Local logins stay available (break-glass).
 PSM_OIDC_ENABLED = envbool("PSM_OIDC_ENABLED", False)
@@ -252,9 +289,30 @@ if PSM_OIDC_ENABLED:
     # Logout at the provider needs the ID token as id_token_hint.
     OIDC_STORE_ID_TOKEN = True
     OIDC_OP_LOGOUT_URL_METHOD = "psm.oidc.provider_logout_url"
-    AUTHENTICATION_BACKENDS.insert(0, "psm.oidc.PSMOIDCBackend")
+    AUTHENTICATION_BACKENDS.insert(1, "psm.oidc.PSMOIDCBackend")  # after the lockout check
     LOGIN_REDIRECT_URL = "/admin/"
     LOGOUT_REDIRECT_URL = "/admin/"
+
+# --- HTTPS and browser protections -----------------------------------------------------------
+
+# Behind a TLS proxy that sets X-Forwarded-Proto (and strips it from clients): trust it.
+if envbool("PSM_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PSM_HTTPS
+SESSION_COOKIE_HTTPONLY = True
+SECURE_SSL_REDIRECT = PSM_HTTPS and envbool("PSM_SSL_REDIRECT", True)
+# Paths answered over plain HTTP too (regular expressions without the leading slash), e.g. a
+# load balancer's probe.
+SECURE_REDIRECT_EXEMPT = envlist("PSM_SSL_REDIRECT_EXEMPT", [])
+SECURE_HSTS_SECONDS = envint("PSM_HSTS_SECONDS", 31536000 if PSM_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("PSM_HSTS_INCLUDE_SUBDOMAINS", PSM_HTTPS)
+SECURE_HSTS_PRELOAD = envbool("PSM_HSTS_PRELOAD", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Asking browsers to preload HSTS is the domain owner's decision (it binds every subdomain, and
+# only the registrable domain's own header counts): opt in with PSM_HSTS_PRELOAD.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- I18N / time ----------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from . import throttle
 from .audit import audit_record
 from .models import ApiToken, TokenResource
 from .permissions import signed_in
@@ -154,15 +155,24 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         parts = authentication.get_authorization_header(request).split()
         if not parts or parts[0].lower() not in self.keywords:
             return None
+        # Before any lookup: a locked-out client's right guess must fail like the others.
+        if throttle.client_locked_out(request):
+            raise throttle.Throttled(request)
         if len(parts) != 2:
+            self._refused(request)
             raise exceptions.AuthenticationFailed("Give one token after the keyword.")
         secret = parts[1].decode(errors="replace")
         if parts[0].lower() == b"bearer" and not secret.startswith(PREFIX):
             return None  # a single sign-on access token: psm.oidc.OIDCBearerAuthentication
         token = token_lookup(secret)
         if token is None:
+            self._refused(request)
             raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
         return user_limited_to(token.user, token), token
+
+    def _refused(self, request) -> None:
+        if throttle.credential_refused(request):
+            raise throttle.Throttled(request)
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'

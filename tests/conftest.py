@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
@@ -26,6 +27,15 @@ def _loopback_upstreams(settings):
     settings.PSM_UPSTREAM_ALLOWLIST = ["127.0.0.1", "localhost"]
     settings.PSM_HTTP_RETRIES = 0
     settings.PSM_HTTP_TIMEOUT = 10
+
+
+@pytest.fixture(autouse=True)
+def _no_lockout_by_default(settings):
+    """Tests that send bad credentials on purpose are not locked out by the login throttle;
+    tests/security/test_hardening.py tests the lockout at the real limit. Each test starts with
+    no refusal remembered (failures are rows, rolled back; the cache marks addresses)."""
+    settings.AXES_FAILURE_LIMIT = 1000
+    cache.clear()
 
 
 @pytest.fixture

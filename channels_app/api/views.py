@@ -43,7 +43,17 @@ class _ChannelActions(RowPermissionsMixin, viewsets.ModelViewSet):
         row = Channel(parent=serializer.validated_data.get("parent"))
         if not may(self.request.user, "add", row):
             raise PermissionDenied("You may not create channels here.")
-        serializer.save()
+        channel = Channel(**serializer.validated_data)
+        serializer.instance = services.channel_create(channel=channel, user=self.request.user)
+
+    def perform_update(self, serializer) -> None:
+        channel = serializer.instance
+        for name, value in serializer.validated_data.items():
+            setattr(channel, name, value)
+        services.channel_update(channel=channel, user=self.request.user)
+
+    def perform_destroy(self, instance) -> None:
+        services.channel_delete(channel=instance, user=self.request.user)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"], permission_classes=[require("freeze")])

@@ -18,7 +18,8 @@ OIDC = {
 }
 PROBE = (
     "import django; django.setup(); from django.conf import settings; from django.urls import "
-    "reverse; print(settings.AUTHENTICATION_BACKENDS[0]); print(reverse('oidc_authentication_init'))"
+    "reverse; print(','.join(settings.AUTHENTICATION_BACKENDS[:2])); "
+    "print(reverse('oidc_authentication_init'))"
 )
 
 
@@ -41,6 +42,7 @@ def test_oidc_enabled_without_endpoints_names_what_is_missing(tmp_path):
 def test_oidc_enabled_adds_the_backend_and_login_urls(tmp_path):
     result = _run(tmp_path, PSM_OIDC_ENABLED="true", **OIDC)
     assert result.returncode == 0, result.stderr
-    backend, url = result.stdout.split()
-    assert backend == "psm.oidc.PSMOIDCBackend"
+    backends, url = result.stdout.split()
+    # The lockout check stays first: a locked-out client is refused before single sign-on too.
+    assert backends == "psm.throttle.LockoutBackend,psm.oidc.PSMOIDCBackend"
     assert url == "/oidc/authenticate/"

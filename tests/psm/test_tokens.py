@@ -165,16 +165,20 @@ def test_admin_creates_a_token_and_shows_the_secret_once(client, make_user):
     response = client.post(
         "/admin/psm/apitoken/add/",
         {"name": "laptop", "kind": "resource", "channels": [channel.pk], "level": "read"},
-        follow=True,
     )
 
-    assert response.status_code == 200
+    assert response.status_code == 200  # the secret is on this page, not behind a redirect
     token = ApiToken.objects.get(name="laptop")
     assert token.user == user and list(token.resources.values_list("channel__name", flat=True)) == [
         "main"
     ]
-    messages = [str(m) for m in response.context["messages"]]
-    assert any("psm_" in m and "not shown again" in m for m in messages)
+    secret = response.context["secret"]
+    assert token.digest == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret in response.content.decode() and "shown only on this page" in (
+        response.content.decode()
+    )
+    assert "no-store" in response["Cache-Control"]
+    assert not list(response.context["messages"])  # never carried in a message
     other = token_create(user=make_user(username="bob"), name="bob's token")[0]
     listing = client.get("/admin/psm/apitoken/")
     assert "laptop" in listing.content.decode()
