@@ -7,6 +7,7 @@ import zipfile
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -19,6 +20,7 @@ from django.utils.translation import ngettext
 
 from channels_app.formats import FORMATS, kind_choices
 from channels_app.models import Channel
+from psm.input import StorableJSONField
 from psm.permissions import RowPermissionsAdmin, channels_allowing, filter_allowed, may
 
 from . import reports, services
@@ -97,6 +99,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     Channel mirrors ones (psm/permissions.py)."""
 
     form = MirrorForm
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
     permission_field = "channel"
     list_display = [
         "name",

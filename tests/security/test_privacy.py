@@ -157,7 +157,9 @@ def _differences(browser, base: str, world: World, routes) -> list[str]:
             response = browser.request(method, url, json=data, timeout=30)
             answers.append(_answer(response))
         (statuses, headers, body), missing = answers
-        swapped = [{k: _swap(v, world.hidden, world.missing) for k, v in h.items()} for h in headers]
+        swapped = [
+            {k: _swap(v, world.hidden, world.missing) for k, v in h.items()} for h in headers
+        ]
         hidden = (statuses, swapped, _swap(body, world.hidden, world.missing))
         if hidden != missing:
             found.append(f"{method} {template}: {_first_difference(hidden, missing)}")
@@ -275,7 +277,9 @@ def test_api_lists_name_nothing_of_a_hidden_channel(live_server, world):
     # Moving a mirror one may change into a hidden channel: "does not exist", as a missing one.
     mirror = world.visible_mirror.pk
     moved = browser.patch(f"{base}/api/mirrors/{mirror}/", json={"channel": "covert"}, timeout=30)
-    elsewhere = browser.patch(f"{base}/api/mirrors/{mirror}/", json={"channel": "absent"}, timeout=30)
+    elsewhere = browser.patch(
+        f"{base}/api/mirrors/{mirror}/", json={"channel": "absent"}, timeout=30
+    )
     assert moved.status_code == elsewhere.status_code == 400
     assert moved.json() == {"channel": ["Channel 'covert' does not exist."]}
     assert Mirror.objects.get(pk=mirror).channel.name == "opened"
