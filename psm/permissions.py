@@ -84,6 +84,14 @@ def _rule(model) -> Rule:
     return RULES[model._meta.label_lower]
 
 
+def _channel_of(obj: Model):
+    """The channel a row (a channel, mirror or run) belongs to: the row itself for a channel."""
+    target = obj
+    for name in filter(None, _rule(obj).channel_path.split("__")):
+        target = getattr(target, name)
+    return target
+
+
 def in_subchannel(obj: Model) -> bool:
     """Whether the row (a channel, mirror or run, saved or not) belongs to a subchannel."""
     return _channel_of(obj).parent_id is not None
@@ -94,13 +102,6 @@ def perm_for(action: str, obj: Model) -> str:
     for running a subchannel's mirror."""
     top, sub = _rule(obj).perms[action]
     return sub if in_subchannel(obj) else top
-
-
-def _channel_of(obj: Model):
-    target = obj
-    for name in filter(None, _rule(obj).channel_path.split("__")):
-        target = getattr(target, name)
-    return target
 
 
 def may(user, action: str, obj: Model) -> bool:
