@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
-from psm.permissions import GRANT, RowPermissionsAdmin, filter_allowed, may, may_some
+from psm.permissions import (
+    GRANT,
+    RowPermissionsAdmin,
+    filter_allowed,
+    may,
+    may_some,
+    visible_channels,
+)
 from psm.redaction import redact, refers_to_secret
 
 from . import services
@@ -132,11 +139,7 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
             return field
         if db_field.name == "parent":
             # Private channels one may not see are not offered (nor named) as parents.
-            top = Channel.objects.top_level()
-            visible = filter_allowed(request.user, "view", top)
-            kwargs["queryset"] = top.filter(
-                ~Q(visibility=Channel.Visibility.PRIVATE) | Q(pk__in=visible.values("pk"))
-            )
+            kwargs["queryset"] = visible_channels(request.user, Channel.objects.top_level())
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="Channel", ordering="name")

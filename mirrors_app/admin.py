@@ -7,6 +7,7 @@ import zipfile
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -19,6 +20,7 @@ from django.utils.translation import ngettext
 
 from channels_app.formats import FORMATS, kind_choices
 from channels_app.models import Channel
+from psm.input import StorableJSONField
 from psm.permissions import RowPermissionsAdmin, channels_allowing, filter_allowed, may
 from psm.redaction import refers_to_secret
 
@@ -111,6 +113,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     Channel mirrors ones (psm/permissions.py)."""
 
     form = MirrorForm
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
     permission_field = "channel"
     list_display = [
         "name",
@@ -140,10 +143,12 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         # `?source_url__startswith=…` would tell, a character at a time, the URL's secrets.
         return not refers_to_secret(lookup) and super().lookup_allowed(lookup, value, request)
 
-    def _any_mirror(self, pk: int) -> Mirror:
-        """The mirror, whether or not the user may see it: for pages that check their own
-        permission on it (a 403 when missing, not a 404)."""
-        return get_object_or_404(self._with_related(Mirror.objects.all()), pk=pk)
+    def _known_mirror(self, request, pk: int, *actions: str) -> Mirror:
+        """The mirror, among those the user may see or do one of `actions` on: a mirror they
+        may not (one of a private channel they may not read, say) is a 404, exactly like a
+        missing one. The page then checks its own permission on it (a 403)."""
+        mirrors = filter_allowed(request.user, ("view", "change", *actions), Mirror.objects.all())
+        return get_object_or_404(self._with_related(mirrors), pk=pk)
 
     @staticmethod
     def _with_related(mirrors):
@@ -154,7 +159,11 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         )
 
     def get_fieldsets(self, request, obj=None):
-        form_fields = ["channel", "name", "mode", "source_url", "kind", "cron", "run_now"]
+        form_fields = ["channel", "name", "mode", "source_url", "kind", "cron"]
+        if obj is None or self.has_change_permission(request, obj):
+            # A form field, not a column: a read-only page (view permission only) has no form,
+            # and Django would look `run_now` up on the admin, where it is the bulk action.
+            form_fields.append("run_now")
         fieldsets = [
             (None, {"fields": form_fields}),
             ("Assign mirror policy", {"fields": ["policy", "applied_policy"]}),
@@ -182,8 +191,9 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         channel = initial.get("channel")
-        if channel:
-            found = Channel.objects.filter(pk=channel).first()
+        if isinstance(channel, str) and channel.isdigit():
+            # Only a channel offered in the form: a hidden one must not show through its kind.
+            found = channels_allowing(request.user, "add", Mirror).filter(pk=channel).first()
             if found is not None:
                 initial.setdefault("kind", found.kind)
         return initial
@@ -448,7 +458,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         may_do = getattr(self, f"has_{perm}_permission")
         if not may_do(request):
             raise PermissionDenied
-        mirror = self._any_mirror(pk)
+        mirror = self._known_mirror(request, pk, perm)
         if not may_do(request, mirror):
             raise PermissionDenied
         back = request.POST.get("next") or request.GET.get("next") or ""
@@ -475,8 +485,11 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/mirrors_app/mirror/confirm_command.html", context)
 
     def _mirror(self, request, pk: int, *, change: bool = False) -> Mirror:
-        """The mirror, if the user may see it (and change it, with `change`); else 403."""
-        mirror = self._any_mirror(pk)
+        """The mirror, if the user may see it (and change it, with `change`): 403 without
+        the permission at all, 404 for a mirror they may not see, as for a missing one."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        mirror = self._known_mirror(request, pk)
         if not self.has_view_permission(request, mirror):
             raise PermissionDenied
         if change and not self.has_change_permission(request, mirror):

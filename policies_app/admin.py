@@ -99,9 +99,11 @@ class PolicyForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # Choices with a default: a form that leaves them out keeps the default.
+        # Choices with a default: a form that leaves them out keeps the default. (A read-only
+        # page, for the view permission alone, has a form without fields.)
         for name in ("unknown_license", "cve_score_comparator"):
-            self.fields[name].required = False
+            if name in self.fields:
+                self.fields[name].required = False
 
     def clean_unknown_license(self) -> str:
         return self.cleaned_data.get("unknown_license") or Policy.UnknownLicense.ALLOW

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.db.models import Prefetch
 from django.template.response import TemplateResponse
 from django.utils.cache import patch_cache_control
 from django.utils.translation import ngettext
@@ -10,6 +11,7 @@ from channels_app.models import Channel
 
 from . import tokens, user_admin  # noqa: F401 - registers the user and group admins
 from .models import ApiToken, AuditEvent, OidcIdentity, TokenResource
+from .permissions import known_channels, visible_channels
 from .roles import parse_grant
 
 
@@ -34,6 +36,10 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 
 class ApiTokenForm(forms.ModelForm):
+    """Made per request by `ApiTokenAdmin.get_form` (`user`): only the channels that user may
+    read are offered, so the form names no private channel they may not see."""
+
+    user = None
     scopes = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 40}),
@@ -41,7 +47,7 @@ class ApiTokenForm(forms.ModelForm):
         "channel.mirror:write, policy:manage.",
     )
     channels = forms.ModelMultipleChoiceField(
-        queryset=Channel.objects.select_related("parent"),
+        queryset=Channel.objects.none(),
         required=False,
         help_text="Resource tokens: the channels (or subchannels) package clients may read.",
     )
@@ -50,6 +56,12 @@ class ApiTokenForm(forms.ModelForm):
     class Meta:
         model = ApiToken
         fields = ["name", "description", "kind", "expires_at"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "channels" in self.fields:
+            channels = Channel.objects.select_related("parent")
+            self.fields["channels"].queryset = visible_channels(self.user, channels)
 
     def clean_scopes(self) -> list[str]:
         lines = [line.strip() for line in self.cleaned_data["scopes"].splitlines()]
@@ -86,7 +98,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         found = super().get_queryset(request)
+        # Channels a token still names but the viewer may not read are not shown.
+        resources = TokenResource.objects.filter(
+            known_channels(request.user, "channel")
+        ).select_related("channel__parent")
+        found = found.prefetch_related(Prefetch("resources", queryset=resources))
         return found if request.user.is_superuser else found.filter(user=request.user)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -98,7 +119,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.display(description="Channels")
     def grants(self, token: ApiToken) -> str:
-        return ", ".join(str(r) for r in token.resources.select_related("channel__parent"))
+        return ", ".join(str(r) for r in token.resources.all())
 
     def save_model(self, request, obj, form, change) -> None:
         obj.user = request.user

@@ -5,7 +5,12 @@ from __future__ import annotations
 import copy
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import serializers
+from rest_framework import parsers, serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import DataAndFiles
+
+from .input import unusable_text
 
 
 class FullCleanMixin:
@@ -34,3 +39,43 @@ class FullCleanMixin:
     def clean_skip_fields(self) -> set[str]:
         """Write-only fields that are not model fields."""
         return set()
+
+
+# --- Bad input: a 400 (or a clamp), never a 500 ------------------------------------------------
+
+# Past what PostgreSQL counts in a LIMIT or OFFSET (bigint); no table comes near it.
+LARGEST_PAGE_BOUND = 2**62
+
+
+class Pagination(LimitOffsetPagination):
+    """DRF's limit/offset pagination, with a limit or offset past what the database can count
+    clamped (an offset past the end is an empty page, as any other, not a 500)."""
+
+    max_limit = LARGEST_PAGE_BOUND
+
+    def get_offset(self, request) -> int:
+        return min(super().get_offset(request), LARGEST_PAGE_BOUND)
+
+
+class _RefuseUnusableText:
+    """A parser that refuses a body holding text no field can take (400), instead of letting
+    it reach a query (a 500) or be echoed in an error the renderer cannot encode (a 500)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parsed = super().parse(stream, media_type, parser_context)
+        data = parsed.data if isinstance(parsed, DataAndFiles) else parsed
+        if unusable_text(data) is not None:
+            raise ParseError("The body holds a NUL character or an invalid (surrogate) one.")
+        return parsed
+
+
+class JSONParser(_RefuseUnusableText, parsers.JSONParser):
+    pass
+
+
+class FormParser(_RefuseUnusableText, parsers.FormParser):
+    pass
+
+
+class MultiPartParser(_RefuseUnusableText, parsers.MultiPartParser):
+    pass

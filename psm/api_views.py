@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.utils.cache import patch_cache_control
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, serializers, status, viewsets
@@ -11,10 +12,12 @@ from channels_app.api.serializers import ChannelPathField
 
 from . import tokens
 from .models import ApiToken, AuditEvent, TokenResource
+from .permissions import known_channels
 from .roles import parse_grant
 
 
 class TokenResourceSerializer(serializers.Serializer):
+    # Only channels the user may read: a hidden channel "does not exist", as a missing one.
     channel = ChannelPathField()
     level = serializers.ChoiceField(choices=TokenResource.Level.choices, default="read")
 
@@ -92,8 +95,12 @@ class TokenViewSet(
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return ApiToken.objects.none()
+        # A token may still name a channel its owner can no longer read: not shown.
+        resources = TokenResource.objects.filter(
+            known_channels(self.request.user, "channel")
+        ).select_related("channel__parent")
         return ApiToken.objects.filter(user=self.request.user).prefetch_related(
-            "resources__channel__parent"
+            Prefetch("resources", queryset=resources)
         )
 
     def create(self, request, *args, **kwargs):

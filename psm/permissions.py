@@ -84,12 +84,17 @@ def _rule(model) -> Rule:
     return RULES[model._meta.label_lower]
 
 
-def in_subchannel(obj: Model) -> bool:
-    """Whether the row (a channel, mirror or run, saved or not) belongs to a subchannel."""
+def _channel_of(obj: Model):
+    """The channel a row (a channel, mirror or run) belongs to: the row itself for a channel."""
     target = obj
     for name in filter(None, _rule(obj).channel_path.split("__")):
         target = getattr(target, name)
-    return target.parent_id is not None
+    return target
+
+
+def in_subchannel(obj: Model) -> bool:
+    """Whether the row (a channel, mirror or run, saved or not) belongs to a subchannel."""
+    return _channel_of(obj).parent_id is not None
 
 
 def perm_for(action: str, obj: Model) -> str:
@@ -107,7 +112,7 @@ def may(user, action: str, obj: Model) -> bool:
         return False
     rule = _rule(obj)
     if not rule.grant_levels:
-        return user.has_perm(perm_for(action, obj))
+        return user.has_perm(perm_for(action, obj)) and may_know(user, _channel_of(obj))
     category_action = action
     if action == "view" and _is_private(obj):
         category_action = PRIVATE_VIEW_ACTION
@@ -121,6 +126,38 @@ def _is_private(channel) -> bool:
     from channels_app.models import Channel
 
     return channel.visibility == Channel.Visibility.PRIVATE
+
+
+def may_know(user, channel) -> bool:
+    """Whether the channel exists as far as `user` is concerned: whether they may read it as
+    package clients do (public: anyone; authenticated: signed-in users; private: `may` view).
+    Everything about a channel one may not know (its mirrors, runs, reports, subchannels,
+    grants, tokens naming it) answers exactly as if it did not exist."""
+    from channels_app.models import Channel
+
+    if channel.visibility == Channel.Visibility.PUBLIC:
+        return True
+    if not signed_in(user):
+        return False
+    return channel.visibility == Channel.Visibility.AUTHENTICATED or may(user, "view", channel)
+
+
+def known_channels(user, path: str = "") -> Q:
+    """`may_know` as a filter on the rows whose channel is at `path` ("" for channels)."""
+    from channels_app.models import Channel
+
+    here = f"{path}__" if path else ""
+    if not signed_in(user):
+        return Q(**{f"{here}visibility": Channel.Visibility.PUBLIC})
+    private = Q(**{f"{here}visibility": Channel.Visibility.PRIVATE})
+    return ~private | _channel_rows(user, ("view",), RULES["channels_app.channel"], path)
+
+
+def visible_channels(user, queryset: QuerySet) -> QuerySet:
+    """The channels of `queryset` that exist for `user` (`may_know`): the one rule for every
+    place that names or finds a channel by name, path or id (API fields, subchannel parents,
+    admin choice lists), so a hidden channel and a missing one give the same answer."""
+    return queryset.filter(known_channels(user))
 
 
 def _token_allows(user, perm: str) -> bool:
@@ -213,6 +250,7 @@ def filter_allowed(
     places = _places(user, actions, model)
     if not places:
         return queryset.none()
+    queryset = queryset.filter(known_channels(user, path))
     if len(places) == 2:
         return queryset
     parent = f"{path}__parent" if path else "parent"

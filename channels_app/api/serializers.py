@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import re
+
 from django.contrib.auth.models import Group
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from psm.api import FullCleanMixin
+from psm.permissions import visible_channels
 
 from ..formats import kind_choices
 from ..models import Channel, ChannelGrant
+
+# `channel` or `channel/subchannel`, each a channel name (checked before any query).
+CHANNEL_PATH = re.compile(r"/?[a-z0-9][a-z0-9_-]{0,99}(/[a-z0-9][a-z0-9_-]{0,99})?/?")
 
 
 class ChannelSerializer(FullCleanMixin, serializers.ModelSerializer):
@@ -49,7 +55,10 @@ class ChannelSerializer(FullCleanMixin, serializers.ModelSerializer):
 
 @extend_schema_field(OpenApiTypes.STR)
 class ChannelPathField(serializers.RelatedField):
-    """A channel written and shown as its path: `channel` or `channel/subchannel`."""
+    """A channel written and shown as its path: `channel` or `channel/subchannel`.
+
+    Only channels the requesting user may know are found (`visible_channels`): naming a
+    private channel one may not read is answered exactly as naming a missing one."""
 
     default_error_messages = {
         "does_not_exist": "Channel {value!r} does not exist.",
@@ -60,9 +69,15 @@ class ChannelPathField(serializers.RelatedField):
         kwargs.setdefault("queryset", Channel.objects.select_related("parent"))
         super().__init__(**kwargs)
 
+    def get_queryset(self):
+        request = self.context.get("request")
+        return visible_channels(getattr(request, "user", None), super().get_queryset())
+
     def to_internal_value(self, data):
         if not isinstance(data, str) or not data.strip("/"):
             self.fail("invalid")
+        if not CHANNEL_PATH.fullmatch(data):
+            self.fail("does_not_exist", value=data)  # no channel has such a name
         try:
             return self.get_queryset().get_by_path(data)
         except Channel.DoesNotExist:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
@@ -14,6 +14,7 @@ from psm.permissions import (
     RowPermissions,
     RowPermissionsMixin,
     filter_allowed,
+    known_channels,
     may,
     require,
 )
@@ -113,14 +114,21 @@ class ChannelViewSet(_ChannelActions):
 
 class SubchannelViewSet(_ChannelActions):
     """Subchannels of one channel: /api/channels/{parent}/subchannels/{name}/ (Subchannels
-    permissions; the parent is only addressed, so Read on channels is not needed)."""
+    permissions; the parent is only addressed, so Read on channels is not needed, but it must
+    exist for the user: a private parent one may not read is a 404, as a missing one)."""
 
     permission_subchannel = True
 
     def get_parent(self) -> Channel:
         if not hasattr(self, "_parent"):
+            user = self.request.user
+            known = known_channels(user)
+            if self.action != "create":
+                # A subchannel one may see names its parent in its own path already.
+                seen = filter_allowed(user, "view", Channel.objects.filter(parent__isnull=False))
+                known |= Q(pk__in=seen.values("parent_id"))
             self._parent = get_object_or_404(
-                Channel.objects.top_level(), name=self.kwargs["parent_name"]
+                Channel.objects.top_level().filter(known), name=self.kwargs["parent_name"]
             )
         return self._parent
 

@@ -3,6 +3,8 @@ channel mirrors: in the admin, the API, tokens and package clients (psm/permissi
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Group, Permission
@@ -13,7 +15,7 @@ from django.urls import reverse
 
 from channels_app.models import Channel
 from mirrors_app.models import Mirror, SyncRun
-from psm.permissions import may, perm_for
+from psm.permissions import filter_allowed, may, may_know, perm_for, visible_channels
 from psm.tokens import token_create
 from tests.factories import ChannelFactory, MirrorFactory, SyncRunFactory, UserFactory, grant
 
@@ -182,12 +184,13 @@ def test_admin_mirror_commands_need_the_mirrors_own_category(
     allowed, refused = request.getfixturevalue(allowed), request.getfixturevalue(refused)
     client.force_login(member_of(group))
 
+    # A mirror one may not see is a 404 on these pages, as on the API and for a missing one.
     for command in ("run", "stop", "restart"):
         url = reverse(f"admin:mirrors_app_mirror_{command}", args=[refused.pk])
-        assert client.post(url).status_code == 403, command
+        assert client.post(url).status_code == 404, command
     assert (
         client.get(reverse("admin:mirrors_app_mirror_details", args=[refused.pk])).status_code
-        == 403
+        == 404
     )
     change = reverse("admin:mirrors_app_mirror_change", args=[refused.pk])
     client.post(
@@ -450,3 +453,53 @@ def test_upgrade_gives_holders_of_channel_permissions_their_subchannel_twins():
     assert custom.permissions.filter(codename="freeze_subchannel").exists()
     # PSM's own groups are set by psm.roles: the Channels group does not grow.
     assert not managed.permissions.filter(codename="view_subchannel").exists()
+
+
+# --- Channel privacy reaches mirrors and runs -------------------------------------------------
+
+
+def test_mirrors_and_runs_of_a_channel_one_may_not_read_do_not_exist_for_them():
+    """may() and filter_allowed() agree, on every row: a mirror or run of a private channel is
+    seen and acted on only by those who may read the channel, whatever the mirror permissions."""
+    private = Channel.Visibility.PRIVATE
+    channels = [
+        ChannelFactory(name="open"),
+        ChannelFactory(name="signed", visibility=Channel.Visibility.AUTHENTICATED),
+        secret := ChannelFactory(name="secret", visibility=private),
+        ChannelFactory(name="inner", parent=secret, visibility=private),
+        ChannelFactory(name="pub-sub", parent=secret),
+    ]
+    mirrors = [MirrorFactory(channel=c, name=f"m-{c.name}") for c in channels]
+    runs = [SyncRunFactory(mirror=m) for m in mirrors]
+    reader = member_of("Channel mirrors: Manage", "Subchannel mirrors: Manage", username="r")
+    member = member_of("Channel mirrors: Manage", "Subchannel mirrors: Manage", username="g")
+    grant(secret, member, group="secret-team")
+    users = [
+        reader,
+        member,
+        member_of("Channels: Manage", "Channel mirrors: Read", username="c-manage"),
+        UserFactory(username="nobody"),
+        UserFactory(username="root", is_superuser=True),
+    ]
+
+    for user, action in itertools.product(users, ("view", "change", "run", "delete")):
+        allowed = set(filter_allowed(user, action, Mirror.objects.all()))
+        assert allowed == {m for m in mirrors if may(user, action, m)}, (user.username, action)
+    for user in users:
+        assert set(filter_allowed(user, "view", SyncRun.objects.all())) == {
+            r for r in runs if may(user, "view", r.mirror)
+        }
+        assert set(visible_channels(user, Channel.objects.all())) == {
+            c for c in channels if may_know(user, c)
+        }
+    # The mirror permissions alone reach the public and authenticated channels only (and a
+    # public subchannel: a subchannel has its own privacy); a grant opens the private ones.
+    assert {m.channel.name for m in filter_allowed(reader, "view", Mirror.objects.all())} == {
+        "open",
+        "signed",
+        "pub-sub",
+    }
+    assert len(filter_allowed(member, "view", Mirror.objects.all())) == 5
+    assert not may(reader, "add", Mirror(channel=secret)) and may(
+        member, "add", Mirror(channel=secret)
+    )

@@ -163,11 +163,6 @@ def test_nobody_reads_the_secret_back_and_it_still_reaches_upstream(
     assert "/t/***/chan/" in package_page.text
 
 
-@pytest.mark.xfail(
-    reason="a view-only user's mirror change page answers 500 (run_now in the fieldsets) "
-    "until issue 12.6's fix is merged",
-    strict=False,
-)
 def test_a_view_only_change_page_shows_the_url_redacted(live_server, source):
     _user("root", is_superuser=True)
     _user("reader", "Channels: Read", "Channel mirrors: Read")
