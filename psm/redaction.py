@@ -19,20 +19,19 @@ MASK = "***"
 # characters appear in a text (a password "json" would turn every "repodata.json" into "***").
 MIN_BARE = 4
 
-_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
+# Every pattern here runs on every log line, hostile request paths included, so each must stay
+# linear in the text: a scheme starts only where no scheme character precedes it, and a URL is
+# found once, as a whole, then taken apart with string operations.
+_SCHEME = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://"
 _STOP = r"\s\"'<>`"  # where a URL quoted in a text ends
 _USERINFO = re.compile(rf"(?P<scheme>{_SCHEME})[^{_STOP}/\\?#@]+@")
 _PATH_TOKEN = re.compile(rf"/t/[^{_STOP}/?#]+")
-# The query of a full URL (an upstream's): every value hidden.
-_URL_QUERY = re.compile(rf"(?P<head>{_SCHEME}[^{_STOP}?#]*)\?(?P<query>[^{_STOP}#]+)")
+# A full URL (an upstream's): every query value and the fragment hidden.
+_URL = re.compile(rf"{_SCHEME}[^{_STOP}]*")
 # Elsewhere (request lines, paths): the values of parameters named like secrets, so the
 # `?channel=main` of an access log stays readable. S3 presigned URLs: X-Amz-Signature, ….
-_SECRET_PARAM = re.compile(
-    r"(?P<name>[?&;][\w.\-]*(?:token|key|secret|passw|pwd|auth|sig|credential|session)[\w.\-]*)"
-    rf"=[^{_STOP}&#;]+",
-    re.IGNORECASE,
-)
-_FRAGMENT = re.compile(rf"(?P<head>{_SCHEME}[^{_STOP}#]*)#[^{_STOP}]+")
+_PARAM = re.compile(rf"(?P<name>[?&;][\w.\-]+)=[^{_STOP}&#;]+")
+_SECRET_NAME = re.compile(r"token|key|secret|passw|pwd|auth|sig|credential|session", re.I)
 # PSM API tokens (psm.tokens: "psm_" and 43 URL-safe characters); the 8-character hint
 # shown in the admin ("psm_abcd") is not a secret.
 _PSM_TOKEN = re.compile(r"psm_[A-Za-z0-9_\-]{20,}")
@@ -49,6 +48,24 @@ def _mask_query(query: str) -> str:
         f"{part.partition('=')[0]}={MASK}" if "=" in part else (MASK if part else part)
         for part in query.split("&")
     )
+
+
+def _mask_url(url: str) -> str:
+    """A URL found in a text with its query values and fragment as `***`."""
+    head, hashed, fragment = url.partition("#")
+    base, asked, query = head.partition("?")
+    if asked and query:
+        base = f"{base}?{_mask_query(query)}"
+    elif asked:
+        base += "?"
+    if hashed:
+        base += f"#{MASK}" if fragment else "#"
+    return base
+
+
+def _mask_param(match: re.Match) -> str:
+    name = match["name"]
+    return f"{name}={MASK}" if _SECRET_NAME.search(name) else match[0]
 
 
 def _userinfo(parts: SplitResult) -> str:
@@ -114,9 +131,8 @@ def scrub(text: str, url: str = "") -> str:
         text = text.replace(secret, MASK)
     text = _USERINFO.sub(rf"\g<scheme>{MASK}@", text)
     text = _PATH_TOKEN.sub(f"/t/{MASK}", text)
-    text = _URL_QUERY.sub(lambda m: f"{m['head']}?{_mask_query(m['query'])}", text)
-    text = _SECRET_PARAM.sub(rf"\g<name>={MASK}", text)
-    text = _FRAGMENT.sub(rf"\g<head>#{MASK}", text)
+    text = _URL.sub(lambda m: _mask_url(m[0]), text)
+    text = _PARAM.sub(_mask_param, text)
     text = _PSM_TOKEN.sub(f"psm_{MASK}", text)
     return _AUTH_HEADER.sub(rf"\g<scheme> {MASK}", text)
 

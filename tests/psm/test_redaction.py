@@ -279,3 +279,16 @@ def test_audit_events_record_no_secret():
     audit_record(actor=None, action="test", url=SOURCE, nested={"path": f"/api/repo/t/{TOKEN}/x"})
     details = AuditEvent.objects.get().details
     assert details == {"url": redact(SOURCE), "nested": {"path": "/api/repo/t/***/x"}}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["x" * 200_000, "http://" * 30_000, "&token" * 30_000, "a://" * 50_000, "http://a?" * 20_000],
+)
+def test_scrub_stays_linear_on_hostile_lines(hostile):
+    """Every log line goes through scrub, request paths of anyone included: a pattern that
+    backtracks over the whole line from each position would let one request hold a worker
+    for minutes (this input took over a minute when it did)."""
+    assert scrub(hostile + " https://u:pw@h/t/abc/x?token=1").endswith(
+        " https://***@h/t/***/x?token=***"
+    )
