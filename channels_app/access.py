@@ -55,8 +55,8 @@ def _presented_secret(request: HttpRequest, path_token: str | None) -> str | Non
 @dataclass(frozen=True)
 class Requester:
     """Who a repository request comes from: a token's owner, a bearer's user, or else the
-    session's user (the session of every request without a credential is read up front, see
-    `repo_requester`)."""
+    session's user (read only when a channel is not public: reading the session makes the
+    response vary by cookie, so public channels stay cacheable by shared caches)."""
 
     user: object = None
     token: ApiToken | None = None
@@ -76,9 +76,6 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
     try:
         secret = _presented_secret(request, path_token)
         if secret is None:
-            # Read the session now, whatever the channel: reading it adds `Vary: Cookie`, so
-            # reading it only for restricted channels would tell them apart from missing ones.
-            request.user.is_authenticated  # noqa: B018 - evaluated for its side effect
             return Requester(request=request)
         # Before any lookup: a locked-out client's right guess must fail like the others.
         if client_locked_out(request):

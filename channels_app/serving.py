@@ -25,9 +25,11 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
+    HttpResponseNotFound,
     HttpResponsePermanentRedirect,
     StreamingHttpResponse,
 )
+from django.utils.cache import patch_vary_headers
 from django.utils.http import quote_etag
 from django.views.decorators.http import require_safe
 
@@ -53,9 +55,16 @@ def repo_file(request: HttpRequest, path: str, token: str | None = None) -> Http
     requester = access.repo_requester(request, token)
     if isinstance(requester, HttpResponse):
         return requester
-    channel, inner = _resolve(path)
-    access.check_read(channel, requester)
-    response = _channel_file(request, channel, inner, token)
+    try:
+        channel, inner = _resolve(path)
+        access.check_read(channel, requester)
+        response = _channel_file(request, channel, inner, token)
+    except Http404 as exc:
+        # Every 404 varies by cookie, as a restricted channel's does (its check reads the
+        # session): a missing channel and a hidden one answer alike, headers included.
+        response = HttpResponseNotFound(f"{exc}\n", content_type="text/plain")
+        patch_vary_headers(response, ("Cookie",))
+        return response
     if channel.visibility != Channel.Visibility.PUBLIC and response.has_header("Cache-Control"):
         # Never let a shared cache hand a restricted channel's files to someone else.
         response["Cache-Control"] = response["Cache-Control"].replace("public", "private")

@@ -430,6 +430,9 @@ def test_package_routes_vary_alike_for_a_restricted_channel_and_a_missing_one(li
         assert hidden.status_code == missing.status_code == 404
         assert hidden.headers.get("Vary") == missing.headers.get("Vary")
         assert hidden.content == missing.content
+    # Positive control: a public channel's files do not vary by cookie (shared caches keep them).
+    public = requests.get(f"{base}/api/repo/opened/{INDEX}", timeout=30)
+    assert public.status_code == 200 and "Cookie" not in public.headers.get("Vary", "")
 
 
 def test_package_routes_positive_control_the_member_reads_the_channel(live_server, world):
