@@ -16,6 +16,7 @@ the upstream: only the URL check applies, and the proxy must refuse internal add
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -74,10 +75,17 @@ class _Allowlist:
 
 
 def _allowlist(entries: list[str] | None = None) -> _Allowlist:
+    """The allowlist (the setting's by default), parsed once per distinct list: it is read
+    for every URL and every connection."""
+    return _parse_allowlist(tuple(settings.PSM_UPSTREAM_ALLOWLIST if entries is None else entries))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_allowlist(entries: tuple[str, ...]) -> _Allowlist:
     names: list[str] = []
     networks: list[IPNetwork] = []
     any_name = False
-    for raw in settings.PSM_UPSTREAM_ALLOWLIST if entries is None else entries:
+    for raw in entries:
         entry = raw.strip().lower()
         if entry == "*":
             any_name = True
