@@ -311,7 +311,12 @@ class SyncRun(models.Model):
     passive = models.BigIntegerField(default=0, help_text="Files left for first request.")
     failed = models.BigIntegerField(default=0, help_text="Files that could not be mirrored.")
     bytes_downloaded = models.BigIntegerField(default=0)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="Why the run failed.")
+    warnings = models.TextField(
+        blank=True,
+        help_text="What a completed run could not do or did not find (one per line): an index "
+        "that is missing or unreadable, a listed project upstream does not have.",
+    )
 
     objects = SyncRunQuerySet.as_manager()
 
@@ -367,3 +372,23 @@ class MirrorUnit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mirror} {self.name}"
+
+
+class MirrorRejection(models.Model):
+    """An index entry of the source that the mirror could not take in: unsafe or invalid
+    (a `../` file name, no digest to verify with), or a file another mirror of the channel
+    provides. Not a package (never published); kept so that what the details page counts can
+    be listed. Replaced unit by unit whenever the unit is read again."""
+
+    mirror = models.ForeignKey(Mirror, on_delete=models.CASCADE, related_name="rejections")
+    unit = models.CharField(max_length=255)
+    filename = models.CharField(max_length=255)
+    reason = models.CharField(max_length=300)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["unit", "filename"]
+        indexes = [models.Index(fields=["mirror", "unit"], name="rejection_mirror_unit")]
+
+    def __str__(self) -> str:
+        return f"{self.mirror} {self.unit}/{self.filename}: {self.reason}"
