@@ -27,7 +27,6 @@ from psm.redaction import refers_to_secret
 from . import reports, services
 from .models import Mirror, SyncRun
 
-EXCLUDED_COLUMNS = ("path", "name", "version", "reason")
 EXCLUDED_SHOWN = 1000  # on the details page; the CSV download has them all
 PREVIEW_SHOWN = 50  # entering and leaving packages listed on the policy preview page
 
@@ -511,6 +510,10 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
             "title": f"Details of mirror {mirror.name}",
             "opts": self.model._meta,
             "details": details,
+            "states": [
+                (state, label, details["packages"][state])
+                for state, label in reports.STATES.items()
+            ],
             "run": run,
             "reasons": sorted((run.filtered_reasons if run else {}).items(), key=lambda i: -i[1]),
             "excluded": excluded[:EXCLUDED_SHOWN],
@@ -532,7 +535,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     def excluded_csv_view(self, request, pk: int):
         """Every package the policy keeps out, with the reason, as CSV."""
         mirror = self._mirror(request, pk)
-        text = reports.as_csv(reports.excluded_packages(mirror), EXCLUDED_COLUMNS)
+        text = reports.as_csv(reports.excluded_packages(mirror), reports.EXCLUDED_COLUMNS)
         return _download(text, _report_name(mirror, "excluded"))
 
     def dependency_report_view(self, request, pk: int):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 import orjson
 from django.db.models import Count, Q
@@ -46,30 +47,138 @@ def dependency_report_unavailable(mirror: Mirror) -> str | None:
 
 FAILURES_SHOWN = 100
 
+#: What becomes of each file the source offers, as the details page counts and lists it. Every
+#: current package row of a mirror is in exactly one state; entries the mirror could not take
+#: in at all (`MirrorRejection`) count as excluded. So the counts add up to what the source
+#: offered, and each count is the length of the list `mirror_files` gives for its state.
+STATES = {
+    "stored": "Stored here (downloaded by a run)",
+    "cached": "Cached on first request (passive)",
+    "waiting": "Waiting for a first request (passive)",
+    "not_downloaded": "Not downloaded yet (the run stopped or is still going)",
+    "failed": "Failed downloads (not served)",
+    "excluded": "Excluded (kept out by a filter, the policy, or as unsafe or invalid)",
+}
+_ALLOWED = Q(excluded="")
+_STATE_FILTERS = {
+    "stored": _ALLOWED & Q(artifact__isnull=False, on_demand=False),
+    "cached": _ALLOWED & Q(artifact__isnull=False, on_demand=True),
+    "waiting": _ALLOWED & Q(artifact__isnull=True, on_demand=True, error=""),
+    "not_downloaded": _ALLOWED & Q(artifact__isnull=True, on_demand=False, error=""),
+    "failed": _ALLOWED & Q(artifact__isnull=True) & ~Q(error=""),
+    "excluded": ~_ALLOWED,
+}
+EXCLUDED_COLUMNS = ("path", "name", "version", "reason")
+
+
+def package_counts(mirror: Mirror) -> dict[str, int]:
+    """The mirror's current files by state (see STATES), and `offered`, their sum."""
+    counts = mirror.packages.filter(removed=False).aggregate(
+        **{state: Count("pk", filter=where) for state, where in _STATE_FILTERS.items()}
+    )
+    counts["excluded"] += mirror.rejections.count()
+    counts["offered"] = sum(counts.values())
+    return counts
+
+
+def excluded_by_reason(mirror: Mirror) -> dict[str, int]:
+    """How many files each reason keeps out, most first; sums to the `excluded` count."""
+    found: Counter[str] = Counter()
+    for rows in (
+        mirror.packages.filter(removed=False).exclude(excluded="").values_list("excluded"),
+        mirror.rejections.values_list("reason"),
+    ):
+        for reason, count in rows.annotate(n=Count("pk")).order_by():
+            found[reason] += count
+    return dict(found.most_common())
+
+
+def mirror_files(mirror: Mirror, state: str) -> Sequence[dict]:
+    """The files of the mirror in `state` (see STATES), as a lazily sliced sequence (a page
+    is read with LIMIT/OFFSET): path, name, version, reason (why excluded or why the download
+    failed) and since when."""
+    rows = (
+        mirror.packages.filter(_STATE_FILTERS[state], removed=False)
+        .order_by("subdir", "filename")
+        .values_list("subdir", "filename", "name", "version", "excluded", "error", "updated_at")
+    )
+    parts: list[tuple] = [(rows, _package_file)]
+    if state == "excluded":
+        rejected = mirror.rejections.order_by("unit", "filename").values_list(
+            "unit", "filename", "reason", "seen_at"
+        )
+        parts.append((rejected, _rejected_file))
+    return _Chained(parts)
+
+
+def _package_file(row: tuple) -> dict:
+    unit, filename, name, version, excluded, error, at = row
+    path = f"{unit}/{filename}" if unit else filename
+    return {"path": path, "name": name, "version": version, "reason": excluded or error, "at": at}
+
+
+def _rejected_file(row: tuple) -> dict:
+    unit, filename, reason, at = row
+    path = f"{unit}/{filename}" if unit else filename
+    return {"path": path, "name": "", "version": "", "reason": reason, "at": at}
+
+
+class _Chained(Sequence):
+    """Querysets read one after the other as one list, each row made a dict; slices query only
+    the rows they cover (what a paginator needs)."""
+
+    def __init__(self, parts: list[tuple]) -> None:
+        self.parts = parts
+        self._counts: list[int] | None = None
+
+    def count(self) -> int:
+        if self._counts is None:
+            self._counts = [rows.count() for rows, _ in self.parts]
+        return sum(self._counts)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            found = self[index : index + 1]
+            if not found:
+                raise IndexError(index)
+            return found[0]
+        start, stop, _ = index.indices(self.count())
+        out: list[dict] = []
+        for (rows, to_dict), count in zip(self.parts, self._counts or [], strict=True):
+            if stop > 0 and start < count:
+                out.extend(to_dict(r) for r in rows[max(start, 0) : min(stop, count)])
+            start, stop = start - count, stop - count
+        return out
+
+    def __iter__(self):
+        for rows, to_dict in self.parts:
+            for row in rows.iterator(10_000):
+                yield to_dict(row)
+
 
 def mirror_details(mirror: Mirror) -> dict:
-    """Filtering by reason on the latest run, and how many packages are active vs passive."""
-    listed = mirror.packages.filter(removed=False)
-    counts = listed.aggregate(
-        active=Count("pk", filter=Q(artifact__isnull=False)),
-        passive=Count("pk", filter=Q(artifact__isnull=True, on_demand=True)),
-        failed=Count("pk", filter=Q(artifact__isnull=True, on_demand=False)),
-    )
-    failures = listed.filter(artifact__isnull=True, on_demand=False).exclude(error="")
+    """The mirror's current files by state and exclusion reason, the first failures, and the
+    latest run (whose own counters say what that run did, apart from the state)."""
+    counts = package_counts(mirror)
     policy = mirror.effective_policy()
     reason = dependency_report_unavailable(mirror)
     return {
         "mirror": mirror,
         "effective_policy": policy.name if policy else None,
         "policy_source": "mirror" if mirror.policy_id else ("channel" if policy else "none"),
-        "packages_active": counts["active"],
-        "packages_passive": counts["passive"],
+        "packages": counts,
+        "excluded_by_reason": excluded_by_reason(mirror),
+        # Earlier names, kept for API clients: files served from here (downloaded by runs),
+        # passive files (cached or waiting), failed downloads.
+        "packages_active": counts["stored"],
+        "packages_passive": counts["cached"] + counts["waiting"],
         "packages_failed": counts["failed"],
         "failures": [
-            {"path": p.path, "error": scrub(p.error)}  # also for errors recorded unscrubbed
-            for p in failures.order_by("subdir", "filename").only("subdir", "filename", "error")[
-                :FAILURES_SHOWN
-            ]
+            {"path": f["path"], "error": scrub(f["reason"]), "at": f["at"]}  # scrub: old rows
+            for f in mirror_files(mirror, "failed")[:FAILURES_SHOWN]
         ],
         "latest_run": mirror.latest_run(),
         "dependency_report": reason or "available",
@@ -172,26 +281,22 @@ def as_csv(rows: Iterable[dict], columns: Iterable[str]) -> str:
 
 
 def excluded_packages(mirror: Mirror) -> list[dict]:
-    """Every package of the mirror the policy keeps out, with the reason."""
-    rows = (
-        mirror.packages.filter(removed=False)
-        .exclude(excluded="")
-        .order_by("subdir", "filename")
-        .values_list("subdir", "filename", "name", "version", "excluded")
-    )
+    """Every file of the mirror kept out (by a filter, the policy, or as unsafe or invalid),
+    with the reason: the list behind the `excluded` count."""
     return [
-        {"path": f"{s}/{f}", "name": n, "version": v, "reason": r}
-        for s, f, n, v, r in rows.iterator(10_000)
+        {column: row[column] for column in EXCLUDED_COLUMNS}
+        for row in mirror_files(mirror, "excluded")
     ]
 
 
 def explain(mirror: Mirror, query: str) -> list[dict]:
-    """Why each package of the mirror named `query` (a name or a file name) is in or out."""
+    """Why each file of the mirror named `query` (a name or a file name) is in or out,
+    including index entries the mirror could not take in (matched by file name)."""
     query = query.strip()
     field = "filename" if query.endswith((".conda", ".tar.bz2")) else "name"
     rows = mirror.packages.filter(removed=False, **{field: query}).order_by("subdir", "filename")
     policy = mirror.effective_policy()
-    return [
+    found = [
         {
             "path": p.path,
             "version": p.version,
@@ -201,3 +306,9 @@ def explain(mirror: Mirror, query: str) -> list[dict]:
         }
         for p in rows
     ]
+    rejected = mirror.rejections.filter(filename=query).order_by("unit")
+    found += [
+        {"path": r["path"], "version": "", "allowed": False, "reason": r["reason"], "stored": False}
+        for r in map(_rejected_file, rejected.values_list("unit", "filename", "reason", "seen_at"))
+    ]
+    return found

@@ -73,3 +73,13 @@ class StorableJSONField(forms.JSONField):
         if unusable_text(value) is not None:  # shown again as escapes, which a page can encode
             return json.dumps(value, cls=self.encoder)
         return super().prepare_value(value)
+
+
+def storable_text(text: str) -> str:
+    """Text from a hostile source as it can be stored and shown: control characters (NUL
+    among them) and lone surrogates escaped (`\\x00`), the rest unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() and not "\ud800" <= c <= "\udfff" else ascii(c)[1:-1] for c in text
+    )

@@ -130,25 +130,65 @@ class MirrorSerializer(FullCleanMixin, serializers.ModelSerializer):
         return mirror.warnings()
 
 
+class PackageCountsSerializer(serializers.Serializer):
+    """The mirror's files now, by state: each count is the length of
+    `GET /api/mirrors/{id}/files/?state=<state>`, and they add up to `offered`."""
+
+    offered = serializers.IntegerField(
+        help_text="Every file the source offered in the parts of it the mirror reads."
+    )
+    stored = serializers.IntegerField(help_text="Downloaded by a run and served from here.")
+    cached = serializers.IntegerField(help_text="Passive files fetched on a first request.")
+    waiting = serializers.IntegerField(help_text="Passive files no client asked for yet.")
+    not_downloaded = serializers.IntegerField(
+        help_text="Active files a run has not downloaded yet (stopped, or still going)."
+    )
+    failed = serializers.IntegerField(
+        help_text="Files whose download or first-request fetch failed (not served)."
+    )
+    excluded = serializers.IntegerField(
+        help_text="Files kept out by a filter or the policy, or as unsafe or invalid entries."
+    )
+
+
+class FailureSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    error = serializers.CharField()
+    at = serializers.DateTimeField(help_text="When it failed.")
+
+
 class MirrorDetailsSerializer(serializers.Serializer):
-    """What "See details" shows: filtering by reason and active vs passive counts."""
+    """What "See details" shows: the mirror's files now (`packages`, `excluded_by_reason`,
+    `failures`), apart from what its latest run did (`latest_run`)."""
 
     mirror = MirrorSerializer()
     effective_policy = serializers.CharField(allow_null=True)
     policy_source = serializers.CharField()
-    packages_active = serializers.IntegerField()
-    packages_passive = serializers.IntegerField()
-    packages_failed = serializers.IntegerField(
-        help_text="Active packages not stored: their download failed (not published)."
+    packages = PackageCountsSerializer()
+    excluded_by_reason = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Sums to `packages.excluded`."
     )
-    failures = serializers.ListField(
-        child=serializers.DictField(child=serializers.CharField()),
-        help_text="The first 100 packages whose download failed, with the reason.",
+    packages_active = serializers.IntegerField(help_text="Same as `packages.stored`.")
+    packages_passive = serializers.IntegerField(help_text="`packages.cached` + `packages.waiting`.")
+    packages_failed = serializers.IntegerField(help_text="Same as `packages.failed`.")
+    failures = FailureSerializer(
+        many=True,
+        help_text="The first 100 failed files with the reason; all of them: `files/?state=failed`.",
     )
     latest_run = SyncRunSerializer(allow_null=True)
     dependency_report = serializers.CharField(
         help_text="Why no dependency report exists, or 'available'."
     )
+
+
+class MirrorFileSerializer(serializers.Serializer):
+    """One file of a mirror in a given state."""
+
+    path = serializers.CharField(help_text="unit/filename")
+    name = serializers.CharField()
+    version = serializers.CharField()
+    reason = serializers.CharField(help_text="Why it is excluded or failed; empty otherwise.")
+    at = serializers.DateTimeField(help_text="Last change of the file's record or state.")
 
 
 class ExcludedPackageSerializer(serializers.Serializer):

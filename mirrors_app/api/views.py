@@ -20,12 +20,11 @@ from .serializers import (
     ExcludedPackageSerializer,
     ExplanationSerializer,
     MirrorDetailsSerializer,
+    MirrorFileSerializer,
     MirrorSerializer,
     PolicyChangeSerializer,
     SyncRunSerializer,
 )
-
-EXCLUDED_COLUMNS = ("path", "name", "version", "reason")
 
 
 class CSVRenderer(BaseRenderer):
@@ -160,6 +159,25 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
         )
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "state", str, required=True, enum=[*reports.STATES], description="Which files."
+            )
+        ],
+        responses={200: MirrorFileSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"])
+    def files(self, request, pk=None):
+        """The mirror's files in one state, paginated: the list behind each count of
+        `details` (`count` equals it)."""
+        mirror = self.get_object()
+        state = request.query_params.get("state", "")
+        if state not in reports.STATES:
+            raise ValidationError({"state": [f"Choose one of: {', '.join(reports.STATES)}."]})
+        page = self.paginate_queryset(reports.mirror_files(mirror, state))
+        return self.get_paginated_response(MirrorFileSerializer(page, many=True).data)
+
+    @extend_schema(
         responses={
             (200, "application/json"): ExcludedPackageSerializer(many=True),
             (200, "text/csv"): OpenApiResponse(
@@ -169,11 +187,11 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["get"], renderer_classes=CSV_RENDERERS, pagination_class=None)
     def excluded(self, request, pk=None):
-        """Every package of the mirror its policy keeps out, with the reason (all of them, not
-        paginated); `?format=csv` or `Accept: text/csv` for a CSV file."""
+        """Every file of the mirror kept out (by a filter, the policy, or as an unsafe or
+        invalid entry), with the reason (all of them, not paginated); `?format=csv` or `Accept: text/csv` for a CSV file."""
         mirror = self.get_object()
         rows = reports.excluded_packages(mirror)
-        csv = _csv_response(request, rows, EXCLUDED_COLUMNS, _csv_name(mirror, "excluded"))
+        csv = _csv_response(request, rows, reports.EXCLUDED_COLUMNS, _csv_name(mirror, "excluded"))
         return csv or Response(ExcludedPackageSerializer(rows, many=True).data)
 
     @extend_schema(

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import Count, F
+from django.db.models import F
 from django.utils import timezone
 
 from channels_app.formats import FormatError, Rejected, Unchanged, UnitExtras
@@ -28,7 +28,7 @@ from psm.redaction import redact, scrub
 
 from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_unit
-from .ingest import BatchWriter, KnownRows, UnitIngest
+from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
 from .policy import policy_apply, policy_fingerprint
 from .progress import Progress, StopRequested
 
@@ -104,7 +104,8 @@ def _sync_units(
     many = len(units) > MANY_UNITS  # then per-unit steps are not flushed one by one
     shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
-    changed = _drop_unlisted(mirror, set(units)) if fmt.drops_unlisted_units else 0
+    rejections = Rejections(mirror)
+    changed = _drop_unlisted(mirror, set(units), rejections) if fmt.drops_unlisted_units else 0
     read: list[str] = []
     done: list[MirrorUnit] = []
     todo = []
@@ -135,7 +136,16 @@ def _sync_units(
                 fetched, index = fetching()
                 with index:
                     rows, validators = _ingest_unit(
-                        mirror, unit, progress, fetched, index, many, shared, writer, known
+                        mirror,
+                        unit,
+                        progress,
+                        fetched,
+                        index,
+                        rejections,
+                        many,
+                        shared,
+                        writer,
+                        known,
                     )
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units.
@@ -185,7 +195,7 @@ def _with_states(units_read, todo: list, serials: dict) -> list:
     ]
 
 
-def _drop_unlisted(mirror: Mirror, listed: set[str]) -> int:
+def _drop_unlisted(mirror: Mirror, listed: set[str], rejections: Rejections) -> int:
     """Mark removed the packages of units the source no longer lists (a project deleted
     upstream, or no longer in the mirror's project list); return how many. An empty listing
     is taken for a broken source, not for "delete everything"."""
@@ -199,6 +209,7 @@ def _drop_unlisted(mirror: Mirror, listed: set[str]) -> int:
             [mirror.pk],
         )
         gone = sorted({subdir for (subdir,) in cursor.fetchall()} - listed)
+    rejections.drop(sorted(rejections.units - listed))
     removed = 0
     for start in range(0, len(gone), 1000):
         chunk = gone[start : start + 1000]
@@ -214,21 +225,17 @@ def _drop_unlisted(mirror: Mirror, listed: set[str]) -> int:
 
 
 def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: bool) -> None:
-    """Decide again what changed records, a changed policy or new CVE data affect; count
-    what the policy keeps out on the run."""
+    """Decide again what changed records, a changed policy or new CVE data affect; count on
+    the run what this decision newly keeps out (what was kept out before is the mirror's
+    state, shown apart from the run)."""
     fingerprint = policy_fingerprint(mirror)
-    if changed or restart or mirror.fetch_state.get(POLICY_KEY) != fingerprint:
-        progress.step("applying the policy")
-        policy_apply(mirror=mirror)
-        mirror.fetch_state = {**mirror.fetch_state, POLICY_KEY: fingerprint}
-        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
-    excluded = (
-        Package.objects.filter(mirror=mirror, removed=False)
-        .exclude(excluded="")
-        .values_list("excluded")
-        .annotate(n=Count("pk"))
-    )
-    for reason, count in excluded:
+    if not (changed or restart or mirror.fetch_state.get(POLICY_KEY) != fingerprint):
+        return
+    progress.step("applying the policy")
+    change = policy_apply(mirror=mirror)
+    mirror.fetch_state = {**mirror.fetch_state, POLICY_KEY: fingerprint}
+    Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
+    for reason, count in change.newly_excluded.items():
         progress.filtered += count
         progress.reasons[reason] += count
 
@@ -290,6 +297,7 @@ def _ingest_unit(
     progress: Progress,
     fetched,
     index,
+    rejections: Rejections,
     many: bool = False,
     shared: bool = True,
     writer: BatchWriter | None = None,
@@ -300,12 +308,14 @@ def _ingest_unit(
     fmt = mirror.format
     if fetched.status == "missing":
         progress.step(f"{unit}: not in the source", now=not many)
+        rejections.replace(unit, [])
         return 0, fetched.validators or None  # validators: the format remembers the miss
     if fetched.status == "unchanged":
         return 0, fetched.validators
     progress.step(f"{unit}: reading the index", now=not many)
     ingest = UnitIngest(mirror, unit, progress, shared=shared, writer=writer, known=known)
     extras: dict = {}
+    rejected: list[tuple[str, str]] = []
     items = fmt.parse_unit(index, fetched.url, unit, ingest.is_current, ingest.current_digests)
     for item in items:
         if isinstance(item, UnitExtras):
@@ -315,11 +325,14 @@ def _ingest_unit(
         if isinstance(item, Unchanged):
             pass
         elif isinstance(item, Rejected):
-            progress.exclude(item.reason)
+            rejected.append((item.filename, item.reason))
         elif not ingest.add(item):
-            progress.exclude("provided by another mirror of the channel")
+            rejected.append((item.filename, "provided by another mirror of the channel"))
         progress.tick()
     ingest.finish()
+    for _, reason in rejected:
+        progress.exclude(reason)
+    rejections.replace(unit, rejected)
     _keep_extras(mirror, unit, extras)
     return ingest.changed, fetched.validators
 

@@ -15,14 +15,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from channels_app.formats import PackageRecord
 from channels_app.models import Channel, Package
+from psm.input import storable_text
 
-from ..models import Mirror
+from ..models import Mirror, MirrorRejection
 from .progress import Progress
 
 BATCH_SIZE = 5000
@@ -134,6 +135,49 @@ class BatchWriter:
         self.progress.ingested += count
         if self.mirror.mode == Mirror.Mode.PASSIVE:
             self.progress.passive += count
+
+
+class Rejections:
+    """The index entries of each unit the mirror could not take in (unsafe, invalid, or a file
+    another mirror provides), replaced whenever the unit is read again. Few mirrors have any:
+    a unit costs a write only if it has some now or had some before."""
+
+    def __init__(self, mirror: Mirror) -> None:
+        self.mirror = mirror
+        self.units = set(
+            MirrorRejection.objects.filter(mirror=mirror).values_list("unit", flat=True).distinct()
+        )
+
+    def replace(self, unit: str, found: list[tuple[str, str]]) -> None:
+        """Keep `found` ((filename, reason) of the unit's entries read now) as the unit's."""
+        if not found and unit not in self.units:
+            return
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                MirrorRejection.objects.filter(mirror=self.mirror, unit=unit).delete()
+                MirrorRejection.objects.bulk_create(
+                    MirrorRejection(
+                        mirror=self.mirror,
+                        unit=storable_text(unit)[:255],
+                        filename=storable_text(filename)[:255],
+                        reason=storable_text(reason)[:300],
+                        seen_at=now,
+                    )
+                    for filename, reason in found
+                )
+        except IntegrityError:
+            return  # the mirror was deleted meanwhile
+        (self.units.add if found else self.units.discard)(unit)
+
+    def drop(self, units: Sequence[str]) -> None:
+        """Forget the entries of units the source no longer has."""
+        gone = [unit for unit in units if unit in self.units]
+        for start in range(0, len(gone), 1000):
+            MirrorRejection.objects.filter(
+                mirror=self.mirror, unit__in=gone[start : start + 1000]
+            ).delete()
+        self.units.difference_update(gone)
 
 
 class KnownRows:

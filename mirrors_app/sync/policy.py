@@ -33,6 +33,8 @@ class PolicyChange:
     leaving: list[tuple[str, str]] = field(default_factory=list)
     excluded: Counter[str] = field(default_factory=Counter)
     allowed: int = 0
+    #: Kept out by this decision: allowed before, new, or kept out before for another reason.
+    newly_excluded: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self, limit: int = 1000) -> dict:
         return {
@@ -108,6 +110,8 @@ def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
             change.entering.append(key)
         elif not excluded:
             change.leaving.append((key, reason))
+        if reason:
+            change.newly_excluded[reason] += 1
     if not dry_run and updates:
         now = timezone.now()
         for reason, pks in updates.items():

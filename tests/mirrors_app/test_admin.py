@@ -677,13 +677,16 @@ def test_details_show_packages_run_counters_and_reasons(client, make_user):
     assert (details["packages_active"], details["packages_passive"]) == (3, 5)
     assert response.context["run"] == run
     html = response.content.decode()
-    assert "<th>Mirrored actively (stored)</th><td>3</td>" in html
-    assert "<th>Mirrored passively (fetched on first request)</th><td>5</td>" in html
+    files = f"/api/mirrors/{mirror.pk}/files/?state="
+    assert f'<th>Stored here (downloaded by a run)</th><td><a href="{files}stored">3</a>' in html
+    assert f'<th>Waiting for a first request (passive)</th><td><a href="{files}waiting">5' in html
+    assert "<th>Offered by the source</th><td><strong>8</strong>" in html
     assert f"#{run.pk}</a>" in html
-    assert "<th>Read from the source</th><td>1234</td>" in html
-    assert "<th>Filtered out</th><td>30</td>" in html
-    assert "<th>Ingested</th><td>1204</td>" in html
-    assert "<th>Failed</th><td>1</td>" in html
+    assert "<th>Records read from the source (unchanged indexes are not read again)</th>" in html
+    assert "<td>1234</td>" in html
+    assert "<th>Excluded anew (new records, or a changed decision)</th><td>30</td>" in html
+    assert "<th>Records added or updated</th><td>1204</td>" in html
+    assert "<th>Failures</th><td>1</td>" in html
     assert "2.0\xa0KB" in html
     # Reasons, most frequent first.
     first = html.index("<tr><td>license GPL-3.0 not allowed</td><td>20</td></tr>")
@@ -741,7 +744,10 @@ def test_details_list_at_most_1000_excluded_packages_and_link_the_csv(client, ma
     assert response.context["excluded_total"] == 1001
     assert len(response.context["excluded"]) == 1000
     html = response.content.decode()
-    assert "1001 packages of this mirror are kept out by the policy." in html
+    assert (
+        "1001 packages of this mirror are kept out (by a filter, the policy, or as unsafe or invalid)."
+        in html
+    )
     assert "The first 1000 are listed;" in html
     assert "pkg00999-1.0-0.conda" in html and "pkg01000-1.0-0.conda" not in html
     csv_url = reverse("admin:mirrors_app_mirror_excluded_csv", args=[mirror.pk])
@@ -758,7 +764,7 @@ def test_details_without_a_policy_say_so(client, make_user):
     html = client.get(command_url("details", mirror)).content.decode()
 
     assert "No policy: every package of the mirror type is mirrored." in html
-    assert "The policy keeps no package of this mirror out." in html
+    assert "No file of this mirror is kept out." in html
     assert command_url("policy_preview", mirror) in html
 
 

@@ -285,7 +285,10 @@ def test_details_list_excluded_packages_with_a_csv_link(client, make_user, mirro
     assert response.status_code == 200
     assert response.context["excluded"] == EXCLUDED
     html = response.content.decode()
-    assert "2 packages of this mirror are kept out by the policy." in html
+    assert (
+        "2 packages of this mirror are kept out (by a filter, the policy, or as unsafe or invalid)."
+        in html
+    )
     assert (
         "<tr><td>noarch/alpha-1.0-0.tar.bz2</td><td>alpha</td><td>1.0</td>"
         f"<td>{NOT_LISTED}</td></tr>"
