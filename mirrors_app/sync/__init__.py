@@ -27,7 +27,7 @@ from psm.http import UpstreamClient, UpstreamError
 from psm.redaction import redact, scrub
 
 from ..models import Mirror, MirrorUnit, SyncRun
-from .download import download_unit
+from .download import download_pending
 from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
 from .policy import policy_apply, policy_fingerprint
 from .progress import Progress, StopRequested
@@ -106,7 +106,6 @@ def _sync_units(
     problems = []
     rejections = Rejections(mirror)
     changed = _drop_unlisted(mirror, set(units), rejections) if fmt.drops_unlisted_units else 0
-    read: list[str] = []
     done: list[MirrorUnit] = []
     todo = []
     for unit in units:
@@ -155,7 +154,6 @@ def _sync_units(
                 progress.fail(f"index unreadable: {unit}")
                 continue
             changed += rows
-            read.append(unit)
             kept = serial if fetched.serial_vouches else None  # None: asked again next run
             if validators is not None and (
                 state is None or (state.validators, state.serial) != (validators, kept)
@@ -171,13 +169,11 @@ def _sync_units(
     if units and len(problems) == len(units):
         raise FormatError(redact(mirror.source_url), "; ".join(problems))
     _apply_policy(mirror, progress, changed=changed, restart=restart)
-    if mirror.mode == Mirror.Mode.ACTIVE and many:  # one pass, not a few queries per project
+    if mirror.mode == Mirror.Mode.ACTIVE:
+        # One pass over every file still to store, those of unchanged units included: a
+        # download that failed (or a run that stopped) is retried by the next run.
         progress.step("downloading package files")
-        download_unit(mirror, None, client, progress)
-    elif mirror.mode == Mirror.Mode.ACTIVE:
-        for unit in read:
-            progress.step(f"{unit}: downloading package files")
-            download_unit(mirror, unit, client, progress)
+        download_pending(mirror, client, progress)
     return problems
 
 

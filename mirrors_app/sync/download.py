@@ -28,11 +28,8 @@ logger = logging.getLogger(__name__)
 PAGE = 500
 
 
-def download_unit(
-    mirror: Mirror, unit: str | None, client: UpstreamClient, progress: Progress
-) -> None:
-    """Store the unit's (None: every unit's) pending files of this mirror; failures are
-    recorded, not raised."""
+def download_pending(mirror: Mirror, client: UpstreamClient, progress: Progress) -> None:
+    """Store every pending file of this mirror; failures are recorded, not raised."""
     pending = Package.objects.filter(
         mirror=mirror,
         removed=False,
@@ -40,8 +37,6 @@ def download_unit(
         on_demand=False,
         artifact__isnull=True,
     )
-    if unit is not None:
-        pending = pending.filter(subdir=unit)
     _link_stored(pending, mirror)
     stop = threading.Event()
     workers = settings.PSM_DOWNLOAD_WORKERS
