@@ -4,7 +4,9 @@ Index files are the published ones (rendered once at publish, never per request)
 come from storage; a passive mirror's file is fetched from upstream on its first request, passed
 on to that client as it arrives while being verified and stored (the last chunk only once it is
 verified), with one upstream download however many clients ask at once: the others follow the
-file on disk as it grows (`_follow`).
+file on disk as it grows (`_follow`). The first chunk is read before the response is committed,
+so a fetch that fails before it answers 502 (504: upstream timed out) with the reason; later,
+the body is cut short. A failed fetch is noted on the package (`record_fetch_failure`).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from django.http import (
     HttpResponsePermanentRedirect,
     StreamingHttpResponse,
 )
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.http import quote_etag
 from django.views.decorators.http import require_safe
 
 from psm.http import CHUNK_SIZE, UpstreamClient, UpstreamError
+from psm.redaction import scrub
 
 from . import access, storage
 from .formats import get_format
@@ -160,14 +164,8 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
                 if streamed is not None:
                     return streamed
             fetch_on_demand(package, every_digest=fmt.checks_every_digest)
-        except UpstreamError as exc:
-            return _upstream_failure(exc)
-        except storage.IntegrityError as exc:
-            return HttpResponse(
-                f"Upstream sent a file that does not match its index entry: {exc}\n",
-                status=502,
-                content_type="text/plain",
-            )
+        except FETCH_ERRORS as exc:
+            return _fetch_failure(package, exc)
     artifact = package.artifact
     return file_response(
         request,
@@ -211,10 +209,10 @@ def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
                 digest, size = storage.download(
                     client, package.upstream_url + suffix, sha256=sha256
                 )
-            except UpstreamError as exc:
-                return _upstream_failure(exc)
-            except storage.IntegrityError as exc:
-                return HttpResponse(f"Upstream sent a bad file: {exc}\n", status=502)
+            except FETCH_ERRORS as exc:
+                # Not noted on the package: its `error` is about the package file itself.
+                logger.warning("fetch of the file beside %s failed: %s", package, exc)
+                return _fetch_failure(package, exc)
             finally:
                 client.close()
             artifact = storage.artifact_for(digest, size)
@@ -229,7 +227,8 @@ def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
 
 
 def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
-    """Store a passive package's file from upstream (verified); one download per file."""
+    """Store a passive package's file from upstream (verified); one download per file. A
+    failure is noted on the package (`record_fetch_failure`) and raised."""
     with _file_lock(f"package-{package.pk}"):
         package.refresh_from_db(fields=["artifact"])
         if package.artifact_id is not None:
@@ -246,20 +245,57 @@ def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
                     size=package.size,
                     every_digest=every_digest,
                 )
+            except FETCH_ERRORS as exc:
+                record_fetch_failure(package, fetch_failure_reason(package, exc))
+                raise
             finally:
                 client.close()
             stored = storage.artifact_for(sha256, size)
-        Package.objects.filter(pk=package.pk).update(artifact=stored, error="")
-        package.artifact = stored
+        _record_fetched(package, stored)
 
 
-def _upstream_failure(exc: UpstreamError) -> HttpResponse:
-    timed_out = "Timeout" in exc.reason or "timed out" in exc.reason
-    status = 504 if timed_out else 502
-    logger.warning("passive fetch failed: %s", exc)
+# What fetching a package file from upstream may fail with (a client going away is not one).
+FETCH_ERRORS = (UpstreamError, storage.IntegrityError)
+
+
+def fetch_failure_reason(package: Package, exc: Exception) -> str:
+    """Why fetching the package's file failed, in words, its source's secrets hidden."""
+    if isinstance(exc, storage.IntegrityError):
+        reason = f"upstream sent a file that does not match its index entry: {exc}"
+    else:
+        reason = str(exc)
+    return scrub(reason, package.upstream_url)
+
+
+def record_fetch_failure(package: Package, reason: str) -> None:
+    """Note on the package why (and when) its file could not be fetched, for the mirror's
+    details; a later successful fetch clears it (`_record_fetched`). A stored file is never
+    marked failed (another request may have stored it meanwhile)."""
+    reason = scrub(reason, package.upstream_url)[: Package._meta.get_field("error").max_length]
+    logger.warning("passive fetch of %s failed: %s", package, reason)
+    Package.objects.filter(pk=package.pk, artifact__isnull=True).update(
+        error=reason, updated_at=timezone.now()
+    )
+
+
+def _record_fetched(package: Package, artifact: Artifact) -> None:
+    """The package's file is stored: link it, and clear a failure noted earlier."""
+    Package.objects.filter(pk=package.pk).update(
+        artifact=artifact, error="", updated_at=timezone.now()
+    )
+    package.artifact = artifact
+
+
+def _fetch_failure(package: Package, exc: Exception) -> HttpResponse:
+    """The answer when a package file could not be fetched: 502 (504 when upstream timed out)
+    with the reason."""
+    reason = fetch_failure_reason(package, exc)
+    timed_out = isinstance(exc, UpstreamError) and getattr(
+        exc, "timed_out", "Timeout" in exc.reason or "timed out" in exc.reason
+    )
     return HttpResponse(
-        f"PSM could not fetch this package from its source: {exc}\n",
-        status=status,
+        f"PSM could not fetch this package from its source: {reason}\n",
+        status=504 if timed_out else 502,
         content_type="text/plain",
     )
 
@@ -315,11 +351,11 @@ def _stream_on_demand(package: Package, fmt, filename: str) -> StreamingHttpResp
     """A passive package's first request: pass the upstream bytes on while storing them, so a
     client never waits out a big download in silence (pip gives up after 15 s). None when
     the file is stored already, or another request is fetching it and none of it is on disk yet
-    (wait for it); while its bytes are arriving, follow them (`_follow`)."""
+    (wait for it); while its bytes are arriving, follow them (`_follow`). Raises what fetching
+    fails with before the first chunk is ready (then nothing was sent: the view answers 502)."""
     lock = _FileLock(f"package-{package.pk}")
     if not lock.acquire(blocking=False):
         return _follow(package, filename)
-    client = None
     try:
         package.refresh_from_db(fields=["artifact"])
         if package.artifact_id is not None or (
@@ -327,24 +363,12 @@ def _stream_on_demand(package: Package, fmt, filename: str) -> StreamingHttpResp
         ):
             lock.release()
             return None
-        client = UpstreamClient()
-        download = storage.StreamedDownload(
-            client,
-            package.upstream_url,
-            sha256=package.sha256 or None,
-            md5=package.md5 or None,
-            size=package.size,
-            every_digest=fmt.checks_every_digest,
-            partial=_partial_path(package),
-        )
+        streamed = _StreamedBody(package, fmt, lock)
+        body = _Primed(streamed)
     except BaseException:
-        if client is not None:
-            client.close()
-        lock.release()
+        lock.release()  # a no-op if the body released it already
         raise
-    return _streamed_response(
-        _StreamedBody(download, package, lock, client), package, filename, download.length
-    )
+    return _streamed_response(body, package, filename, streamed.download.length)
 
 
 def _streamed_response(body, package: Package, filename: str, length: int | None):
@@ -358,34 +382,74 @@ def _streamed_response(body, package: Package, filename: str, length: int | None
     return response
 
 
-class _StreamedBody:
-    """The body of a streamed first request: stores the file once it is verified, and frees
-    the upstream connection and the lock when the response is closed (sent or abandoned)."""
+class _Primed:
+    """A streamed body whose first chunk is read in the view, before the response's status
+    and headers are committed: a failure up to there (upstream refusing, a cut, a file of one
+    chunk that does not verify) still becomes a 502 with its reason, not the WSGI server's
+    bare 500. After it, all a client can be told is a body cut short (it retries). Closing
+    closes the body, whether it was sent, failed or was abandoned."""
 
-    def __init__(self, download, package: Package, lock: _FileLock, client) -> None:
-        self.download, self.package, self.lock, self.client = download, package, lock, client
+    def __init__(self, body) -> None:
+        self.body, self.chunks = body, iter(body)
+        try:
+            self.first: bytes | None = next(self.chunks, None)
+        except BaseException:
+            self.close()
+            raise
 
     def __iter__(self) -> Iterator[bytes]:
+        first, self.first = self.first, None
+        if first is not None:
+            yield first
+        yield from self.chunks
+
+    def close(self) -> None:
         try:
+            self.chunks.close()
+        finally:
+            self.body.close()
+
+
+class _StreamedBody:
+    """The body of a streamed first request: opens the upstream file, stores it once it is
+    verified (before its last chunk goes out), notes a failure on the package, and frees the
+    upstream connection and the lock when closed."""
+
+    def __init__(self, package: Package, fmt, lock: _FileLock) -> None:
+        self.package, self.fmt, self.lock = package, fmt, lock
+        self.client = UpstreamClient()
+        self.download: storage.StreamedDownload | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        package = self.package
+        try:
+            self.download = storage.StreamedDownload(
+                self.client,
+                package.upstream_url,
+                sha256=package.sha256 or None,
+                md5=package.md5 or None,
+                size=package.size,
+                every_digest=self.fmt.checks_every_digest,
+                partial=_partial_path(package),
+            )
             for chunk in self.download:
                 if self.download.result is not None:  # verified and stored: record it first
                     self._record()
                 yield chunk
-            if self.download.result is not None and self.package.artifact_id is None:
-                self._record()  # an empty file
-        except (UpstreamError, storage.IntegrityError) as exc:
-            logger.warning("passive fetch of %s failed while streaming: %s", self.package, exc)
+            self._record()  # an empty file yields nothing
+        except FETCH_ERRORS as exc:
+            # A client going away closes this generator (GeneratorExit): not a failure.
+            record_fetch_failure(package, fetch_failure_reason(package, exc))
             raise
 
     def _record(self) -> None:
         if self.package.artifact_id is None:
-            artifact = storage.artifact_for(*self.download.result)
-            Package.objects.filter(pk=self.package.pk).update(artifact=artifact, error="")
-            self.package.artifact_id = artifact.pk
+            _record_fetched(self.package, storage.artifact_for(*self.download.result))
 
     def close(self) -> None:
         try:
-            self.download.close()
+            if self.download is not None:
+                self.download.close()
             self.client.close()
         finally:
             self.lock.release()
@@ -421,9 +485,8 @@ def _follow(package: Package, filename: str) -> StreamingHttpResponse | None:
             if not lock.is_held() or time.monotonic() > deadline:
                 return None
             time.sleep(FOLLOW_POLL)
-    return _streamed_response(
-        _FollowedBody(package, partial, lock), package, filename, package.size
-    )
+    body = _Primed(_FollowedBody(package, partial, lock))
+    return _streamed_response(body, package, filename, package.size)
 
 
 class _FollowedBody:
@@ -436,6 +499,7 @@ class _FollowedBody:
 
     def __init__(self, package: Package, partial, lock: _FileLock) -> None:
         self.package, self.partial, self.lock = package, partial, lock
+        self.started = timezone.now()
 
     def __iter__(self) -> Iterator[bytes]:
         digest, size, held = hashlib.sha256(), 0, b""
@@ -462,7 +526,12 @@ class _FollowedBody:
                 artifact = self._recorded()
                 if artifact is not None:
                     continue
-                self._cut("the download it followed was abandoned")
+                failed = self._failure()
+                self._cut(
+                    f"the download it followed failed: {failed}"
+                    if failed
+                    else "the download it followed was abandoned"
+                )
             if time.monotonic() - idle_since > settings.PSM_HTTP_TIMEOUT:
                 self._cut(f"no byte arrived for {settings.PSM_HTTP_TIMEOUT} s")
             time.sleep(FOLLOW_POLL)
@@ -479,6 +548,13 @@ class _FollowedBody:
             .first()
         )
         return tuple(row) if row else None
+
+    def _failure(self) -> str:
+        """Why the download this request followed failed, if it noted a reason."""
+        row = Package.objects.filter(
+            pk=self.package.pk, artifact__isnull=True, updated_at__gte=self.started
+        ).values_list("error", flat=True)
+        return row.first() or ""
 
     def _cut(self, reason: str) -> None:
         logger.warning("passive fetch of %s, followed, cut short: %s", self.package, reason)

@@ -3,7 +3,9 @@
 Over real HTTP (live_server and a loopback upstream that pauses in the middle of a file): the
 client holds the first megabytes before upstream has sent the rest, and a file that turns out
 not to match its index entry is cut short, so the client cannot take it for a whole one. A
-second client asking meanwhile follows that one download, with the same guarantees.
+second client asking meanwhile follows that one download, with the same guarantees. A fetch
+that fails before any byte went out answers 502 with the reason (never the server's bare 500),
+and every failure is noted on the package until a later fetch succeeds.
 """
 
 from __future__ import annotations
@@ -11,29 +13,37 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
+from django.utils import timezone
 
 from channels_app.models import Package
+from channels_app.serving import _partial_path
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
-from tests.fixtures.conda_channel import FakePackage, build_channel
+from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MIB = 1024 * 1024
 BIG = FakePackage("big", "1.0", fmt=".conda", files={"data.bin": os.urandom(4 * MIB)})
+# Smaller than one chunk (psm.http.CHUNK_SIZE), and several chunks.
+SMALL = FakePackage("small", "1.0", fmt=".conda", files={"data.bin": os.urandom(256 * 1024)})
+LARGE = FakePackage("large", "1.0", fmt=".conda", files={"data.bin": os.urandom(3 * MIB)})
 
 
 class PausingUpstream(ThreadingHTTPServer):
-    """Serves a folder; after the first 2 MiB of a package file, waits for `resume`."""
+    """Serves a folder; after the first `pause_at` bytes of a package file, waits for `resume`."""
 
     daemon_threads = True
 
     def __init__(self, root: Path) -> None:
         self.root, self.resume = root, threading.Event()
+        self.pause_at = 2 * MIB
         self.package_gets = 0  # requests for package files
         super().__init__(("127.0.0.1", 0), _Handler)
 
@@ -59,16 +69,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if path.suffix in (".bz2", ".conda") and "repodata" not in path.name:
             self.server.package_gets += 1
-            self.wfile.write(body[: 2 * MIB])
+            pause_at = self.server.pause_at
+            self.wfile.write(body[:pause_at])
             self.wfile.flush()
             self.server.resume.wait(timeout=30)
-            body = body[2 * MIB :]
+            body = body[pause_at:]
         self.wfile.write(body)
 
 
 @pytest.fixture
 def upstream(tmp_path):
-    server = PausingUpstream(build_channel(tmp_path / "channel", [BIG]))
+    server = PausingUpstream(build_channel(tmp_path / "channel", [BIG, SMALL]))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -194,3 +205,112 @@ def test_a_follower_of_an_abandoned_download_is_cut_not_left_waiting(
         assert MIB + len(_cut_short(second)) < len(good)
     assert Package.objects.get(filename=BIG.filename).artifact is None
     assert requests.get(url, timeout=30).content == good  # a retry fetches the file anew
+
+
+@pytest.fixture
+def source(tmp_path):
+    """An upstream that can cut a file short (`cut`), holding a one-chunk and a larger file."""
+    with ChannelServer(build_channel(tmp_path / "channel", [SMALL, LARGE])) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("package", "fault", "sent"),
+    [
+        (SMALL, "digest", False),  # verified before its only chunk goes out
+        (SMALL, "cut", False),
+        (LARGE, "digest", True),  # found at the end, after chunks went out
+        (LARGE, "cut", False),  # within the first chunk
+        (LARGE, "cut later", True),
+    ],
+    ids=lambda value: getattr(value, "name", value),
+)
+def test_a_failed_first_fetch_answers_502_or_is_cut_short_and_is_noted_on_the_package(
+    run_mirror, source, live_server, package, fault, sent
+):
+    mirror = _passive(run_mirror, source)
+    path = f"/noarch/{package.filename}"
+    good = (source.root / path.lstrip("/")).read_bytes()
+    if fault == "digest":
+        (source.root / path.lstrip("/")).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    else:
+        source.cut[path] = 64 * 1024 if fault == "cut" else 2 * MIB + MIB // 2
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}{path}"
+    before = timezone.now()
+    with requests.get(url, stream=True, timeout=3) as response:
+        if sent:
+            assert response.status_code == 200
+            received = _cut_short(response)
+            assert 0 < len(received) < len(good) and good.startswith(received)
+        else:
+            assert response.status_code == 502
+            assert response.headers["Content-Type"] == "text/plain"
+            reason = response.text
+    row = Package.objects.get(filename=package.filename)
+    assert row.artifact is None and row.updated_at >= before
+    assert ("sha256" if fault == "digest" else "download interrupted") in row.error
+    if not sent:
+        assert row.error in reason
+    # Upstream mended: the next request serves and stores the file, and clears the failure.
+    (source.root / path.lstrip("/")).write_bytes(good)
+    source.cut.clear()
+    assert requests.get(url, timeout=30).content == good
+    row.refresh_from_db()
+    assert row.artifact is not None and row.error == ""
+
+
+def test_a_range_request_for_a_file_that_does_not_match_answers_502_and_is_noted(
+    run_mirror, source, live_server
+):
+    mirror = _passive(run_mirror, source)
+    target = source.root / "noarch" / SMALL.filename
+    good = target.read_bytes()
+    target.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{SMALL.filename}"
+    response = requests.get(url, headers={"Range": "bytes=0-99"}, timeout=30)
+    assert response.status_code == 502
+    error = Package.objects.get(filename=SMALL.filename).error
+    assert "does not match its index entry" in error and error in response.text
+
+
+def _open_count(path: str) -> int:
+    """How many open files of this process (the live server's threads) read `path`."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            pass  # closed meanwhile
+    return count
+
+
+def _until(condition) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.02)
+
+
+def test_a_follower_of_a_one_chunk_file_that_does_not_match_answers_502_with_the_reason(
+    run_mirror, upstream, live_server
+):
+    mirror = _passive(run_mirror, upstream)
+    upstream.pause_at = 64 * 1024
+    target = upstream.root / "noarch" / SMALL.filename
+    good = target.read_bytes()
+    target.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{SMALL.filename}"
+    package = Package.objects.get(filename=SMALL.filename)
+    partial = _partial_path(package)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(requests.get, url, timeout=30)
+        _until(lambda: _open_count(partial) == 1)  # the first request is writing it
+        second = pool.submit(requests.get, url, timeout=30)
+        _until(lambda: _open_count(partial) == 2)  # and the second one follows it
+        upstream.resume.set()
+        first, second = first.result(), second.result()
+    assert first.status_code == second.status_code == 502
+    assert "does not match its index entry" in first.text
+    assert "the download it followed failed" in second.text
+    assert "does not match its index entry" in second.text
+    assert upstream.package_gets == 1

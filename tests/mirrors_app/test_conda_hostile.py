@@ -533,11 +533,10 @@ def test_decompression_bomb_is_stopped_early_in_bounded_memory():
 # --- 8, 9: passive fetches on first request ---------------------------------------------------
 
 
-def test_passive_mismatch_is_cut_short_then_served_when_upstream_is_fixed(
-    source, run_mirror, client
-):
-    """The first request streams while it stores; a file that turns out not to match its index
-    entry is never completed to the client (the last chunk is held back) nor stored."""
+def test_passive_mismatch_is_502_then_served_when_upstream_is_fixed(source, run_mirror, client):
+    """A file that does not match its index entry is never stored nor handed out: one of a
+    single chunk is verified before anything is sent (502 with the reason, noted on the
+    package); a larger one is cut short (tests/e2e/test_passive_streaming.py)."""
     mirror = _mirror(source)
     run_mirror(mirror)
     path = source.root / LINUX / GAMMA.filename
@@ -545,22 +544,19 @@ def test_passive_mismatch_is_cut_short_then_served_when_upstream_is_fixed(
     _flip_last_byte(path)  # same size: only the digest can tell
     artifacts = Artifact.objects.count()
 
-    response = client.get(f"/api/repo/{mirror.channel.path}/{LINUX}/{GAMMA.filename}")
-    assert response.status_code == 200 and response["Content-Length"] == str(len(original))
-    received = bytearray()
-    with pytest.raises(storage.IntegrityError, match="sha256"):
-        for chunk in response.streaming_content:
-            received += chunk  # the test client closes the response when iteration fails
-    assert len(received) < len(original)
+    response, body = _served(client, mirror.channel, f"{LINUX}/{GAMMA.filename}")
+    assert response.status_code == 502
+    assert b"does not match its index entry" in body and b"sha256" in body
     assert Artifact.objects.count() == artifacts
-    assert not Artifact.objects.filter(sha256=_sha256(path.read_bytes())).exists()
-    assert Package.objects.get(filename=GAMMA.filename).artifact is None
+    package = Package.objects.get(filename=GAMMA.filename)
+    assert package.artifact is None and "sha256" in package.error
     assert _leftover_tmp() == []
 
     path.write_bytes(original)
     response, body = _served(client, mirror.channel, f"{LINUX}/{GAMMA.filename}")
     assert response.status_code == 200 and body == original
     assert Artifact.objects.count() == artifacts + 1
+    assert Package.objects.get(filename=GAMMA.filename).error == ""
 
 
 def test_passive_file_of_another_size_is_502_before_anything_is_sent(source, run_mirror, client):
