@@ -242,10 +242,17 @@ def _changed_units(channel: Channel) -> set[str] | None:
 
 
 def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:
-    """Delete stored files that nothing references any more; return how many.
+    """Delete stored files that nothing references any more; return how many. Temporary files
+    a killed download or first request left behind go too.
 
     Only files older than `older_than`, so one being published right now is never taken.
     """
+    seconds = older_than.total_seconds()
+    temporary = storage.remove_stale_files(storage.tmp_dir(), seconds) + storage.remove_stale_files(
+        storage.locks_dir(), seconds, "*.part"
+    )
+    if temporary:
+        logger.info("removed %s stale temporary files", temporary)
     cutoff = timezone.now() - older_than
     orphans = (
         Artifact.objects.filter(

@@ -466,9 +466,7 @@ def _partial_path(package: Package) -> str:
 
 def _lock_path(name: str) -> str:
     """A file in this host's lock folder (web workers share the data dir)."""
-    folder = os.path.join(settings.DATA_DIR, "locks")
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, name)
+    return os.path.join(storage.locks_dir(), name)
 
 
 def _follow(package: Package, filename: str) -> StreamingHttpResponse | None:

@@ -8,6 +8,7 @@ into place, so a half-written or unverified file is never published.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
@@ -156,6 +157,34 @@ class _VerifiedFile(File):
 
     def temporary_file_path(self) -> str:
         return self.file.name
+
+
+def remove_stale_files(folder: str | None, older_than: float, pattern: str = "*") -> int:
+    """Delete the files in `folder` matching `pattern` not written for `older_than` seconds:
+    what a killed download left behind (a live one writes every few seconds); return how many."""
+    if not folder or not os.path.isdir(folder):
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for path in glob.glob(os.path.join(folder, pattern)):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not a file
+            if os.path.isfile(path) and os.path.getmtime(path) < cutoff:
+                os.unlink(path)
+                removed += 1
+    return removed
+
+
+def locks_dir() -> str:
+    """This host's folder of file locks and of passive files being fetched (web workers
+    share the data dir)."""
+    folder = os.path.join(settings.DATA_DIR, "locks")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def tmp_dir() -> str | None:
+    """Where downloads are written before they are verified and moved into place."""
+    return _tmp_dir()
 
 
 def _tmp_dir() -> str | None:

@@ -395,10 +395,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A running run whose heartbeat is older than this is taken to have lost its worker. The sweep
+# looks every tenth of it (at least every 15 s), so such a run fails within 1.1 times this.
+PSM_RUN_STALE_AFTER = envint("PSM_RUN_STALE_AFTER", 900, minimum=60)
 CELERY_BEAT_SCHEDULE = {
-    "every-5-minutes-fail-stale-runs": {
+    "fail-stale-runs": {
         "task": "mirrors.fail_stale_runs",
-        "schedule": 300.0,
+        "schedule": max(15.0, PSM_RUN_STALE_AFTER / 10),
     },
     "hourly-load-vulnerabilities": {
         "task": "policies.load_vulnerabilities",
@@ -448,8 +451,6 @@ PSM_INDEX_MAX_AGE = envint("PSM_INDEX_MAX_AGE", 60)
 # Folder of OSV advisories (.json files, .zip archives such as osv.dev's <ecosystem>/all.zip),
 # loaded hourly by `policies.load_vulnerabilities`. Empty: no automatic loading.
 PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")
-# A running run whose heartbeat is older than this is taken to have lost its worker.
-PSM_RUN_STALE_AFTER = envint("PSM_RUN_STALE_AFTER", 900, minimum=60)
 
 # Every handler hides secrets (URL tokens and passwords, PSM API tokens) in what it writes,
 # tracebacks included: psm.redaction.RedactingFilter. Django's own handlers (the console in

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
+from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
 
 from channels_app import storage
 from channels_app.models import Artifact
+from channels_app.publishing import collect_garbage
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +67,27 @@ def test_mismatching_bytes_are_refused_and_leave_nothing(expected, message):
     assert Artifact.objects.count() == 0
     assert not default_storage.exists(f"blobs/{_sha(b'data')[:2]}")
     assert default_storage.listdir("tmp")[1] == []
+
+
+@pytest.mark.django_db
+def test_garbage_collection_removes_what_killed_downloads_left_behind(settings, tmp_path):
+    """A worker killed mid-download leaves its temporary file (and a web worker its passive
+    partial file): collected once nothing wrote to them for the grace period."""
+    settings.DATA_DIR = tmp_path / "data"
+    old, fresh = time.time() - 7200, time.time()
+    files = {
+        os.path.join(storage.tmp_dir(), "tmpkilled"): old,
+        os.path.join(storage.tmp_dir(), "tmpwriting"): fresh,
+        os.path.join(storage.locks_dir(), "package-1.part"): old,
+        os.path.join(storage.locks_dir(), "package-2.part"): fresh,
+        os.path.join(storage.locks_dir(), "package-1.lock"): old,  # locks stay
+    }
+    for path, mtime in files.items():
+        with open(path, "wb") as out:
+            out.write(b"x")
+        os.utime(path, (mtime, mtime))
+
+    collect_garbage(older_than=timedelta(hours=1))
+
+    left = {os.path.basename(path) for path in files if os.path.exists(path)}
+    assert left == {"tmpwriting", "package-2.part", "package-1.lock"}

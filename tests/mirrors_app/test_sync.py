@@ -202,3 +202,10 @@ def test_fail_stale_runs_task_fails_runs_without_a_heartbeat(settings):
     )
     assert tasks.fail_stale_runs() == 1
     assert _reload(stale).state == State.FAILED
+
+
+def test_the_stale_sweep_runs_often_enough_for_the_documented_bound(settings):
+    """A dead worker's run fails within 1.1 x PSM_RUN_STALE_AFTER: the sweep looks every tenth."""
+    entry = settings.CELERY_BEAT_SCHEDULE["fail-stale-runs"]
+    assert entry["task"] == tasks.fail_stale_runs.name
+    assert entry["schedule"] <= max(15.0, settings.PSM_RUN_STALE_AFTER / 10)

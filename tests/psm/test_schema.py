@@ -36,6 +36,7 @@ EXPECTED_PATHS = {
     "/api/mirrors/{id}/stop/": {"post"},
     "/api/mirrors/{id}/restart/": {"post"},
     "/api/mirrors/{id}/details/": {"get"},
+    "/api/mirrors/{id}/files/": {"get"},
     "/api/runs/": {"get"},
     "/api/runs/{id}/": {"get"},
     "/api/policies/": {"get", "post"},
