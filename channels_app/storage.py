@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -206,11 +206,14 @@ def download(
     size: int | None = None,
     stop: threading.Event | None = None,
     every_digest: bool = False,
+    on_bytes: Callable[[int], object] | None = None,
 ) -> tuple[str, int]:
     """Fetch a package file into storage, verified; return (sha256, size). No database access.
 
     md5 is checked when it is the only digest, or with `every_digest`. Transient failures
-    (connection refused or cut, 5xx) are retried; a checksum mismatch or a 404 is not. Raises UpstreamError, IntegrityError, or Stopped when `stop` is set.
+    (connection refused or cut, 5xx) are retried; a checksum mismatch or a 404 is not. Raises
+    UpstreamError, IntegrityError, or Stopped when `stop` is set. `on_bytes(n)` is told of
+    every chunk as it arrives (a run's heartbeat follows the bytes, not only whole files).
     """
     attempts = settings.PSM_HTTP_RETRIES + 1
     md5 = _md5_to_check(sha256, md5, every_digest)
@@ -222,6 +225,8 @@ def download(
                         if stop is not None and stop.is_set():
                             raise Stopped
                         writer.write(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
                 return writer.commit(sha256=sha256, md5=md5, size=size)
         except UpstreamError as exc:
             if not exc.transient or attempt + 1 == attempts:

@@ -39,6 +39,7 @@ def download_pending(mirror: Mirror, client: UpstreamClient, progress: Progress)
     )
     _link_stored(pending, mirror)
     stop = threading.Event()
+    moved = _Arrived()
     workers = settings.PSM_DOWNLOAD_WORKERS
     in_flight: dict[Future, tuple] = {}
     last_id = 0
@@ -57,23 +58,54 @@ def download_pending(mirror: Mirror, client: UpstreamClient, progress: Progress)
                     break
                 for row in page:
                     while len(in_flight) >= 2 * workers:
-                        _collect(in_flight, mirror, progress)
+                        _collect(in_flight, mirror, progress, moved)
                     pk, _, url, sha256, md5, size, record = row
                     sidecar = _sidecar(mirror, url, record)
                     future = pool.submit(
-                        _fetch, client, url, sha256 or None, md5 or None, size, stop, sidecar, every
+                        _fetch,
+                        client,
+                        url,
+                        sha256 or None,
+                        md5 or None,
+                        size,
+                        stop,
+                        sidecar,
+                        every,
+                        moved.add,
                     )
                     in_flight[future] = row
                     last_id = pk
                 if not page:
-                    _collect(in_flight, mirror, progress)
+                    _collect(in_flight, mirror, progress, moved)
         except StopRequested:
             stop.set()  # abandon files in flight; what was stored is kept
             raise
 
 
-def _collect(in_flight: dict[Future, tuple], mirror: Mirror, progress: Progress) -> None:
-    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+class _Arrived:
+    """Bytes the download threads received so far (files not finished included)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.total += n
+
+
+def _collect(
+    in_flight: dict[Future, tuple], mirror: Mirror, progress: Progress, moved: _Arrived
+) -> None:
+    """Record the downloads that ended; while none does, beat the run's heartbeat as long as
+    bytes arrive (a run downloading one big file slowly is alive) and see a Stop. No bytes:
+    no heartbeat, so a hung run is still found stale."""
+    done: set = set()
+    while not done:
+        before = moved.total
+        done, _ = wait(in_flight, timeout=progress.seconds, return_when=FIRST_COMPLETED)
+        if not done and moved.total != before:
+            progress.flush()
     stored = 0
     for future in done:
         pk, filename, url, *_ = in_flight.pop(future)
@@ -111,10 +143,17 @@ def _sidecar(mirror: Mirror, url: str, record: str) -> tuple[str, str] | None:
     return (url + fmt.sidecar_suffix, digest) if digest else None
 
 
-def _fetch(client, url, sha256, md5, size, stop, sidecar, every_digest=False):
+def _fetch(client, url, sha256, md5, size, stop, sidecar, every_digest=False, on_bytes=None):
     """A thread's work: the package file, then its sidecar (both verified; no database)."""
     stored = storage.download(
-        client, url, sha256=sha256, md5=md5, size=size, stop=stop, every_digest=every_digest
+        client,
+        url,
+        sha256=sha256,
+        md5=md5,
+        size=size,
+        stop=stop,
+        every_digest=every_digest,
+        on_bytes=on_bytes,
     )
     extra = None
     if sidecar:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from mirrors_app import services, tasks
@@ -13,6 +17,7 @@ from mirrors_app.sync import run_sync
 from psm.http import UpstreamClient
 from tests.conftest import conda_record
 from tests.factories import MirrorFactory, SyncRunFactory
+from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
 
 pytestmark = pytest.mark.django_db
 State = SyncRun.State
@@ -209,3 +214,31 @@ def test_the_stale_sweep_runs_often_enough_for_the_documented_bound(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["fail-stale-runs"]
     assert entry["task"] == tasks.fail_stale_runs.name
     assert entry["schedule"] <= max(15.0, settings.PSM_RUN_STALE_AFTER / 10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_follows_the_bytes_of_one_slow_download(tmp_path):
+    """A run downloading one big file slowly is alive: its heartbeat moves while the bytes
+    arrive (not only when a file ends), so the stale sweep does not fail it."""
+    big = FakePackage("big", "1.0", files={"share/big.bin": os.urandom(3_500_000)})
+    with ChannelServer(build_channel(tmp_path / "up", [big])) as source:
+        source.throttle[f"/noarch/{big.filename}"] = 1_000_000  # 1 MiB chunks, about 3.5 s
+        run = _claimed_run(source.url, mode=Mirror.Mode.ACTIVE)
+
+        def work() -> None:
+            try:
+                run_sync(run)
+            finally:
+                connection.close()
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        beats = set()
+        while worker.is_alive():
+            step, beat = SyncRun.objects.values_list("step", "heartbeat_at").get(pk=run.pk)
+            if step == "downloading package files":
+                beats.add(beat)
+            time.sleep(0.2)
+        worker.join()
+    assert _reload(run).state == State.COMPLETED, run.error
+    assert len(beats) >= 3  # one download, several heartbeats
