@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import models
+from django.db.models import Q
 
 
 class MirrorQuerySet(models.QuerySet):
@@ -22,4 +23,11 @@ class SyncRunQuerySet(models.QuerySet):
         return self.filter(
             state__in=[self.model.State.RUNNING, self.model.State.STOPPING],
             heartbeat_at__lt=heartbeat_before,
+        )
+
+    def waiting_since(self, before: datetime) -> SyncRunQuerySet:
+        """Queued runs whose task was last sent before the cut-off (`heartbeat_at` of a queued
+        run: when its message was re-sent, if ever)."""
+        return self.filter(state=self.model.State.QUEUED).filter(
+            Q(heartbeat_at__lt=before) | Q(heartbeat_at__isnull=True, created_at__lt=before)
         )

@@ -204,6 +204,27 @@ def sync_runs_fail_stale(*, now=None) -> int:
     return failed
 
 
+def sync_runs_requeue_lost(*, now=None) -> int:
+    """Send the task again for runs queued longer than PSM_RUN_STALE_AFTER: their message may
+    have been lost with a killed worker that had reserved it, or with the broker's data. A
+    duplicate is harmless: claiming a run is atomic, so only one delivery runs it."""
+    from .tasks import sync_mirror
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.PSM_RUN_STALE_AFTER)
+    sent = 0
+    for run in SyncRun.objects.waiting_since(cutoff).only("pk", "mirror_id"):
+        if SyncRun.objects.waiting_since(cutoff).filter(pk=run.pk).update(heartbeat_at=now):
+            logger.warning(
+                "run %s still queued after %s s: task sent again",
+                run.pk,
+                settings.PSM_RUN_STALE_AFTER,
+            )
+            sync_mirror.delay(mirror_id=run.mirror_id, run_id=run.pk)
+            sent += 1
+    return sent
+
+
 def _transition(run: SyncRun, from_states: set[str], to: str, **fields) -> bool:
     """Change the run's state if it is still in `from_states`; the mirror's status follows."""
     if fields.get("error"):

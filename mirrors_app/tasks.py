@@ -27,5 +27,7 @@ def sync_mirror(mirror_id: int, run_id: int | None = None) -> str | None:
 
 @shared_task(name="mirrors.fail_stale_runs")
 def fail_stale_runs() -> int:
-    """Fail runs left behind by a worker that died."""
+    """Fail runs left behind by a worker that died; send again the task of runs whose
+    message was lost."""
+    services.sync_runs_requeue_lost()
     return services.sync_runs_fail_stale()

@@ -388,9 +388,14 @@ def _broker() -> tuple[str, dict]:
 CELERY_BROKER_URL, CELERY_BROKER_TRANSPORT_OPTIONS = _broker()
 # Runs record their own state in the database; no result backend is needed.
 CELERY_TASK_IGNORE_RESULT = True
-# Early acknowledgement: a sync can last hours, and late acks would redeliver it after the
-# broker's visibility timeout. A run lost with its worker is failed by `fail_stale_runs`.
-CELERY_TASK_ACKS_LATE = False
+# Late acknowledgement: a message is acked once its run ends, so one a killed worker had
+# reserved goes back to the queue (RabbitMQ at once, Redis after its visibility timeout), and
+# with one message per worker (prefetch 1) a busy worker reserves none it cannot start. A
+# message delivered again for a run that already started does nothing: claiming a run is
+# atomic. A run whose worker died mid-run is failed by `fail_stale_runs`, which also re-sends
+# runs still queued after PSM_RUN_STALE_AFTER (a message lost with the broker's data).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = TIME_ZONE

@@ -15,6 +15,7 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 PG_URL=postgres://postgres@127.0.0.1:5432/psm
 REDIS_URL=redis://127.0.0.1:6379/15
+AMQP_URL=amqp://guest:guest@127.0.0.1:5672//
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf '\n*** WARNING: %s\n\n' "$*" >&2; }
@@ -103,6 +104,23 @@ start_redis() {
     wait_for 10 redis_ok
 }
 
+amqp_ok() {
+    "$PY" -c 'import sys, kombu; kombu.Connection(sys.argv[1], connect_timeout=3).ensure_connection(max_retries=1)' \
+        "$AMQP_URL" >/dev/null 2>&1
+}
+
+start_rabbitmq() {
+    # Installed but stopped: start it (a fresh machine without it skips the RabbitMQ case).
+    command -v rabbitmq-server >/dev/null || return 1
+    say "starting RabbitMQ"
+    if command -v service >/dev/null; then
+        service rabbitmq-server start >/dev/null 2>&1 || rabbitmq-server -detached >/dev/null 2>&1
+    else
+        rabbitmq-server -detached >/dev/null 2>&1
+    fi
+    wait_for 60 amqp_ok
+}
+
 if [ -n "${DATABASE_URL:-}" ]; then
     say "database: DATABASE_URL as set"
 elif pg_ok || start_postgres; then
@@ -120,6 +138,17 @@ elif redis_ok || start_redis; then
     say "broker: Redis at 127.0.0.1:6379"
 else
     say "broker: Redis unavailable; the worker tests use the embedded file-system broker"
+fi
+
+# RabbitMQ: the second broker of the worker fault tests (Redis is the first).
+if [ -n "${PSM_TEST_AMQP_URL:-}" ]; then
+    say "RabbitMQ: PSM_TEST_AMQP_URL as set"
+elif amqp_ok || start_rabbitmq; then
+    export PSM_TEST_AMQP_URL="$AMQP_URL"
+    say "RabbitMQ: at 127.0.0.1:5672"
+else
+    warn "RabbitMQ is not reachable on 127.0.0.1:5672 and could not be started: the worker
+fault tests run on Redis only."
 fi
 
 # R's install.packages is the client of the R channel tests (they skip, saying so, without it).

@@ -9,11 +9,13 @@ from __future__ import annotations
 import functools
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -59,9 +61,10 @@ def wait_finished(run: SyncRun, worker: Worker) -> SyncRun:
 
 
 @pytest.fixture
-def broker(monkeypatch):
-    """Point this process's Celery app at the test broker; skip if it cannot be reached."""
-    url = os.environ.get("PSM_TEST_BROKER_URL", "")
+def broker(request, monkeypatch):
+    """Point this process's Celery app at the test broker (or the one the test is parametrised
+    with, indirectly); skip if it cannot be reached."""
+    url = getattr(request, "param", None) or os.environ.get("PSM_TEST_BROKER_URL", "")
     saved = celery_app.conf["broker_url"], celery_app.conf.broker_transport_options
     if url:
         # Celery reads CELERY_BROKER_URL from the environment before its configuration.
@@ -102,7 +105,7 @@ def _worker_database_url() -> str:
 class Worker:
     """A `celery worker` subprocess whose combined output is collected as it runs."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, purge: bool = True, pool: str = "solo") -> None:
         command = [
             sys.executable,
             "-m",
@@ -110,7 +113,7 @@ class Worker:
             "-A",
             "psm",
             "worker",
-            "--pool=solo",
+            f"--pool={pool}",
             "--concurrency=1",
             "-Q",
             "celery",
@@ -118,11 +121,11 @@ class Worker:
             "--without-gossip",
             "--without-mingle",
             "--loglevel=INFO",
-            # Messages left by earlier tests or sessions must not reach this test's worker.
-            "--purge",
             "-n",
             f"psm-test-{os.getpid()}@%h",
         ]
+        if purge:  # messages left by earlier tests or sessions must not reach this test's worker
+            command.append("--purge")
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             command,
@@ -132,6 +135,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: `kill` reaches pool children too
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -155,6 +159,11 @@ class Worker:
                 pytest.fail(f"the worker was not ready after {TIMEOUT:.0f}s\n{self.output()}")
             time.sleep(0.1)
 
+    def kill(self) -> None:
+        """kill -9 of the worker and its pool processes, as the OOM killer or a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()  # warm shutdown
@@ -169,6 +178,15 @@ class Worker:
 @pytest.fixture
 def worker(transactional_db, broker):
     """A ready worker on the test database and the test broker; terminated after the test."""
+    process = Worker(_worker_env(broker))
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+def _worker_env(broker: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "psm.settings"),
@@ -181,12 +199,7 @@ def worker(transactional_db, broker):
     }
     if broker:
         env["CELERY_BROKER_URL"] = broker
-    process = Worker(env)
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
+    return env
 
 
 # --- An upstream that holds a request until the test lets it go -------------------------------
@@ -303,3 +316,59 @@ def test_stop_during_a_run_ends_it_stopped(worker, conda_upstream):
     mirror.refresh_from_db()
     assert mirror.status == Mirror.Status.STOPPED
     assert mirror.last_synced_at is not None
+
+
+BROKERS = [
+    pytest.param(os.environ.get("PSM_TEST_BROKER_URL", ""), id="redis"),
+    pytest.param(
+        os.environ.get("PSM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//"), id="rabbitmq"
+    ),
+]
+
+
+@pytest.mark.parametrize("broker", BROKERS, indirect=True)
+def test_a_worker_killed_mid_run_loses_no_queued_run(broker, transactional_db, conda_upstream):
+    """kill -9 of a worker that is running one run while another is queued: the queued run is
+    run by the next worker at once (a busy worker reserves no message it cannot start), the
+    killed one is failed by the sweep, and a run whose message was lost is sent again."""
+    gated = GatedUpstream(conda_upstream.root, gate_path="/channeldata.json")
+    # The default prefork pool, as deployed: its parent process reserves messages while a
+    # child runs a task.
+    first = Worker(_worker_env(broker), pool="prefork")
+    second = None
+    try:
+        first.wait_ready()
+        busy = MirrorFactory(source_url=gated.url)
+        killed = services.mirror_run_now(mirror=busy)
+        if not gated.arrived.wait(TIMEOUT):
+            pytest.fail(f"the worker never fetched the source index\n{first.output()}")
+        waiting = services.mirror_run_now(mirror=MirrorFactory(source_url=conda_upstream.url))
+        time.sleep(1)  # time for the busy worker to reserve the message, were it allowed to
+        first.kill()
+        gated.release.set()
+
+        second = Worker(_worker_env(broker), purge=False)
+        second.wait_ready()
+        assert wait_finished(waiting, second).state == State.COMPLETED, second.output()
+
+        assert SyncRun.objects.get(pk=killed.pk).state == State.RUNNING
+        later = timezone.now() + timedelta(seconds=settings.PSM_RUN_STALE_AFTER + 1)
+        assert services.sync_runs_fail_stale(now=later) == 1
+        assert SyncRun.objects.get(pk=killed.pk).state == State.FAILED
+        again = services.mirror_run_now(mirror=busy)  # not refused as busy
+        assert wait_finished(again, second).state == State.COMPLETED, second.output()
+
+        # A queued run whose message the broker lost (no task was ever sent for it).
+        long_ago = timezone.now() - timedelta(seconds=settings.PSM_RUN_STALE_AFTER + 1)
+        lost = SyncRunFactory(
+            mirror=MirrorFactory(source_url=conda_upstream.url),
+            state=State.QUEUED,
+            created_at=long_ago,
+        )
+        assert services.sync_runs_requeue_lost() == 1
+        assert wait_finished(lost, second).state == State.COMPLETED, second.output()
+    finally:
+        gated.close()
+        first.stop()
+        if second is not None:
+            second.stop()
