@@ -254,8 +254,7 @@ def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
 
 
 def _upstream_failure(exc: UpstreamError) -> HttpResponse:
-    timed_out = "Timeout" in exc.reason or "timed out" in exc.reason
-    status = 504 if timed_out else 502
+    status = 504 if exc.timed_out else 502
     logger.warning("passive fetch failed: %s", exc)
     return HttpResponse(
         f"PSM could not fetch this package from its source: {exc}\n",
