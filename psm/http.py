@@ -144,20 +144,22 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _endpoint(causes: list[BaseException], url: str) -> str:
-    """host:port of the connection that failed: the one urllib3 names (the proxy's, through a
-    proxy), else the URL's."""
-    for cause in causes:
-        conn = getattr(cause, "conn", None) or cause.__dict__.get("pool")
-        host, port = getattr(conn, "host", None), getattr(conn, "port", None)
-        if host and port:
-            break
-    else:
-        try:
-            parts = urlsplit(url)
-            host, port = parts.hostname or "", parts.port
-        except ValueError:
-            host, port = "", None
-        port = port or (443 if url.lower().startswith("https:") else 80)
+    """host:port of the connection that failed: the innermost one urllib3 names (the proxy's,
+    through a proxy), else the URL's."""
+    for cause in reversed(causes):
+        for named in (cause.__dict__.get("conn"), cause.__dict__.get("pool"), *cause.args[:1]):
+            host, port = getattr(named, "host", None), getattr(named, "port", None)
+            if isinstance(host, str) and host and port:
+                return _host_port(host, port)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        host, port = "", None
+    return _host_port(host, port or (443 if url.lower().startswith("https:") else 80))
+
+
+def _host_port(host: str, port: int) -> str:
     host = host.strip("[]")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -190,7 +192,8 @@ def _describe_cause(causes: list[BaseException], where: str, url: str) -> _Failu
         )
     if tls := _first(causes, ssl.SSLError):
         detail = str(tls.reason or tls.strerror or "").replace("_", " ").lower()
-        return _Failure(f"the TLS handshake with {where} failed: {detail}".rstrip(": "))
+        reason = f"the TLS handshake with {where} failed"
+        return _Failure(f"{reason}: {detail}" if detail else reason)
     if _first(causes, ConnectionRefusedError):
         return _Failure(f"could not connect to {where}: connection refused")
     # urllib3's NewConnectionError is a ConnectTimeoutError too (for compatibility): not one.
@@ -206,11 +209,8 @@ def _describe_cause(causes: list[BaseException], where: str, url: str) -> _Failu
         return _Failure(f"timed out after {seconds} s {doing} {where}", timed_out=True)
     if short := _first(causes, http.client.IncompleteRead):
         received = short.partial if isinstance(short.partial, int) else len(short.partial)
-        if short.expected:
-            return _Failure(
-                f"the response was cut short after {received} of {received + short.expected} bytes"
-            )
-        return _Failure(f"the response was cut short after {received} bytes")
+        announced = f" of {received + short.expected}" if short.expected else ""
+        return _Failure(f"the response was cut short after {received}{announced} bytes")
     if _first(causes, http.client.RemoteDisconnected):
         return _Failure(f"{where} closed the connection without answering")
     if _first(causes, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):

@@ -11,7 +11,7 @@ import pytest
 from channels_app import storage
 from channels_app.formats import cran
 from channels_app.models import Package, PublishedFile
-from mirrors_app.models import Mirror, MirrorUnit, SyncRun
+from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.cran_repo import CranServer, RPackage, build_repo, packages_text, rscript
 
@@ -246,6 +246,7 @@ def test_an_archive_folder_that_answered_404_is_asked_again_only_when_its_packag
     assert asked() == [folders[0], gamma]
     assert mirror.packages.get(filename="alpha_1.0.tar.gz").subdir == "src/contrib/Archive/alpha"
     assert asked() == [folders[0], gamma]  # found now: asked (conditionally) like gamma's
+
     # A 404 is trusted for a week at most (a mirror may sync PACKAGES before the folder): a
     # new period is a new serial.
     class NextPeriod(datetime):
