@@ -136,15 +136,15 @@ class CranFormat(RepositoryFormat):
         options: Mapping[str, Any],
         documents: Documents | None = None,
     ) -> dict[str, int | None] | None:
-        """`src/contrib` (no serial: always asked, conditionally) and with `archive` the
-        mirrored packages' Archive folders. An Archive folder's serial is a digest of its
-        package's PACKAGES entries and the current `MISSING_RECHECK` period: a remembered 404
-        holds while both are the same (a new version may move the old one there; a mirror
-        upstream may sync PACKAGES before the folder).
+        """`src/contrib` and with `archive` the mirrored packages' Archive folders.
 
-        With `archive`, PACKAGES is read here, conditionally within one period: None when it
-        is unchanged (a 304). `src/contrib` then has its validators as serial, so it is not
-        asked for a second time while PACKAGES stays the same."""
+        Without `archive`, `src/contrib` has no serial: it is asked for (conditionally) on
+        every run. With it, PACKAGES is read here, conditionally within one `MISSING_RECHECK`
+        period (None when it is unchanged, a 304), and `src/contrib` has the validators of
+        what was read as serial: not asked for a second time while PACKAGES stays the same.
+        An Archive folder's serial is a digest of its package's PACKAGES entries and the
+        current period: a remembered 404 holds while both are the same (a new version may
+        move the old one there; a mirror upstream may sync PACKAGES before the folder)."""
         units: dict[str, int | None] = {CONTRIB: None}
         if not options.get("archive"):
             return units
