@@ -12,6 +12,10 @@ Which upstreams may be fetched is decided twice, each time on what is really use
   address it checked, so a name that resolves differently later (DNS rebinding) gains nothing.
 Through a proxy (PSM_HTTP_PROXY, or the HTTP(S)_PROXY variables) PSM connects to the proxy, not
 the upstream: only the URL check applies, and the proxy must refuse internal addresses itself.
+
+Every index document is fetched through `UpstreamClient.fetch_index`, conditionally on the
+validators kept from last time. A failure is an UpstreamError saying what happened in one
+sentence (`upstream_error`, `status_error`); the exception behind it goes to the log.
 """
 
 from __future__ import annotations
