@@ -290,9 +290,7 @@ def _fetch_failure(package: Package, exc: Exception) -> HttpResponse:
     """The answer when a package file could not be fetched: 502 (504 when upstream timed out)
     with the reason."""
     reason = fetch_failure_reason(package, exc)
-    timed_out = isinstance(exc, UpstreamError) and getattr(
-        exc, "timed_out", "Timeout" in exc.reason or "timed out" in exc.reason
-    )
+    timed_out = isinstance(exc, UpstreamError) and exc.timed_out
     return HttpResponse(
         f"PSM could not fetch this package from its source: {reason}\n",
         status=504 if timed_out else 502,

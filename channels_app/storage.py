@@ -19,11 +19,19 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 import requests
+import urllib3.exceptions
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 
-from psm.http import CHUNK_SIZE, UpstreamClient, UpstreamError, open_stream
+from psm.http import (
+    CHUNK_SIZE,
+    UpstreamClient,
+    UpstreamError,
+    open_stream,
+    status_error,
+    upstream_error,
+)
 
 from .models import Artifact
 
@@ -240,7 +248,7 @@ def _open_file(client: UpstreamClient, url: str) -> Iterator[requests.Response]:
     """The upstream response of a package file; anything but a 200 is an UpstreamError."""
     with open_stream(client.session, url) as response:
         if response.status_code != 200:
-            raise UpstreamError(url, f"HTTP {response.status_code}", status=response.status_code)
+            raise status_error(url, response.status_code)
         yield response
 
 
@@ -248,8 +256,8 @@ def _chunks(response: requests.Response, url: str) -> Iterator[bytes]:
     """The body as it arrives; a connection lost midway is a transient UpstreamError."""
     try:
         yield from response.iter_content(CHUNK_SIZE)
-    except requests.RequestException as exc:
-        raise UpstreamError(url, f"download interrupted: {exc}", transient=True) from exc
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
 
 
 def _md5_to_check(sha256: str | None, md5: str | None, every_digest: bool) -> str | None:

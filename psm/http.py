@@ -12,21 +12,30 @@ Which upstreams may be fetched is decided twice, each time on what is really use
   address it checked, so a name that resolves differently later (DNS rebinding) gains nothing.
 Through a proxy (PSM_HTTP_PROXY, or the HTTP(S)_PROXY variables) PSM connects to the proxy, not
 the upstream: only the URL check applies, and the proxy must refuse internal addresses itself.
+
+Every index document is fetched through `UpstreamClient.fetch_index`, conditionally on the
+validators kept from last time. A failure is an UpstreamError saying what happened in one
+sentence (`upstream_error`, `status_error`); the exception behind it goes to the log.
 """
 
 from __future__ import annotations
 
 import functools
+import http.client
 import ipaddress
+import logging
 import re
 import socket
-from collections.abc import Iterator
+import ssl
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from http import HTTPStatus
+from typing import Any, BinaryIO, Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3.exceptions
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -41,23 +50,39 @@ from .redaction import _secrets, redact, scrub  # noqa: F401
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+logger = logging.getLogger(__name__)
+
 USER_AGENT = "psm/0.1 (+package security manager)"
 CHUNK_SIZE = 1024 * 1024
 MAX_REDIRECTS = 5
 
 
 class UpstreamError(Exception):
-    """An upstream request failed; the message says which URL and why."""
+    """An upstream request failed; the message says which URL and, in one sentence, why.
+
+    `timed_out`: upstream did not connect or answer in time; `interrupted`: the connection
+    broke while the body was being read. Build one from a requests/urllib3 exception with
+    `upstream_error`, from an HTTP status with `status_error`.
+    """
 
     def __init__(
-        self, url: str, reason: str, *, status: int | None = None, transient: bool = False
+        self,
+        url: str,
+        reason: str,
+        *,
+        status: int | None = None,
+        transient: bool = False,
+        timed_out: bool = False,
+        interrupted: bool = False,
     ) -> None:
-        # The reason may quote the raw URL (requests' messages do); hide its secrets there too.
+        # The reason may quote the raw URL; hide its secrets there too.
         for secret in _secrets(url):
             reason = reason.replace(secret, "***")
         self.url = url
         self.reason = reason
         self.status = status
+        self.timed_out = timed_out
+        self.interrupted = interrupted
         # Worth retrying: the connection failed or was cut, or upstream was briefly unavailable.
         self.transient = transient or status in (429, 500, 502, 503, 504)
         super().__init__(f"{redact(url)}: {reason}")
@@ -65,6 +90,149 @@ class UpstreamError(Exception):
 
 class UpstreamRefused(UpstreamError):
     """PSM's upstream rules forbid this URL or the address it leads to; never worth retrying."""
+
+
+def status_error(url: str, status: int) -> UpstreamError:
+    """The UpstreamError of an HTTP status PSM cannot use ("upstream answered HTTP 503
+    Service Unavailable")."""
+    try:
+        phrase = f" {HTTPStatus(status).phrase}"
+    except ValueError:
+        phrase = ""
+    return UpstreamError(url, f"upstream answered HTTP {status}{phrase}", status=status)
+
+
+def upstream_error(
+    url: str, exc: BaseException, *, target: str = "", interrupted: bool = False
+) -> UpstreamError:
+    """The UpstreamError of a failed request: what happened, in one sentence.
+
+    `exc` is what requests or urllib3 raised for `url` (or `target`, the redirect hop being
+    requested); `interrupted`: it was raised while reading the body. The exception itself,
+    with its technical detail, goes to the log only.
+    """
+    failure = _describe(exc, target or url)
+    log = logger.debug if failure.known else logger.warning
+    log("request to %s failed: %s", redact(target or url), failure.reason, exc_info=exc)
+    return UpstreamError(
+        url,
+        failure.reason,
+        transient=failure.transient,
+        timed_out=failure.timed_out,
+        interrupted=interrupted,
+    )
+
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str
+    timed_out: bool = False
+    transient: bool = True  # all but a certificate that does not verify
+    known: bool = True  # False: the generic sentence (the log then keeps the exception)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and everything it wraps (urllib3's `reason`, exceptions in `args`, `__cause__`
+    and `__context__`), outermost first."""
+    found: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        inner = [getattr(current, "reason", None), *current.args]
+        inner += [current.__cause__, current.__context__]
+        pending += [item for item in inner if isinstance(item, BaseException)]
+    return found
+
+
+def _endpoint(causes: list[BaseException], url: str) -> str:
+    """host:port of the connection that failed: the innermost one urllib3 names (the proxy's,
+    through a proxy), else the URL's."""
+    for cause in reversed(causes):
+        for named in (cause.__dict__.get("conn"), cause.__dict__.get("pool"), *cause.args[:1]):
+            host, port = getattr(named, "host", None), getattr(named, "port", None)
+            if isinstance(host, str) and host and port:
+                return _host_port(host, port)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        host, port = "", None
+    return _host_port(host, port or (443 if url.lower().startswith("https:") else 80))
+
+
+def _host_port(host: str, port: int) -> str:
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _first(causes: list[BaseException], kinds: type | tuple[type, ...]) -> Any:
+    return next((cause for cause in causes if isinstance(cause, kinds)), None)
+
+
+def _describe(exc: BaseException, url: str) -> _Failure:
+    """Map a requests/urllib3 failure to a sentence, by the root cause found in its chain."""
+    causes = _causes(exc)
+    where = _endpoint(causes, url)
+    failure = _describe_cause(causes, where, url)
+    if _first(causes, (requests.exceptions.ProxyError, urllib3.exceptions.ProxyError)):
+        reason = f"could not reach upstream through the proxy: {failure.reason}"
+        return _Failure(reason, failure.timed_out, failure.transient, failure.known)
+    return failure
+
+
+def _describe_cause(causes: list[BaseException], where: str, url: str) -> _Failure:
+    seconds = f"{settings.PSM_HTTP_TIMEOUT:g}"  # the timeout every request is made with
+    if resolution := _first(causes, (NameResolutionError, socket.gaierror)):
+        host = getattr(resolution, "_host", "") or urlsplit(url).hostname or where
+        return _Failure(f"the name {host} could not be resolved")
+    if certificate := _first(causes, ssl.SSLCertVerificationError):
+        host = where.rsplit(":", 1)[0].strip("[]")
+        detail = (certificate.verify_message or certificate.reason or "").rstrip(".")
+        return _Failure(
+            f"the TLS certificate of {host} could not be verified: {detail}", transient=False
+        )
+    if tls := _first(causes, ssl.SSLError):
+        detail = str(tls.reason or tls.strerror or "").replace("_", " ").lower()
+        reason = f"the TLS handshake with {where} failed"
+        return _Failure(f"{reason}: {detail}" if detail else reason)
+    if _first(causes, ConnectionRefusedError):
+        return _Failure(f"could not connect to {where}: connection refused")
+    # urllib3's NewConnectionError is a ConnectTimeoutError too (for compatibility): not one.
+    timeouts = [
+        cause
+        for cause in causes
+        if isinstance(cause, (TimeoutError, urllib3.exceptions.TimeoutError, requests.Timeout))
+        and not isinstance(cause, NewConnectionError)
+    ]
+    if timeouts:
+        connecting = (ConnectTimeoutError, requests.exceptions.ConnectTimeout)
+        doing = "connecting to" if _first(timeouts, connecting) else "reading from"
+        return _Failure(f"timed out after {seconds} s {doing} {where}", timed_out=True)
+    if short := _first(causes, http.client.IncompleteRead):
+        received = short.partial if isinstance(short.partial, int) else len(short.partial)
+        announced = f" of {received + short.expected}" if short.expected else ""
+        return _Failure(f"the response was cut short after {received}{announced} bytes")
+    if _first(causes, http.client.RemoteDisconnected):
+        return _Failure(f"{where} closed the connection without answering")
+    if _first(causes, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return _Failure(f"the connection to {where} was reset")
+    if _first(causes, (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
+        return _Failure("the response could not be decompressed (a wrong Content-Encoding)")
+    if _first(causes, http.client.HTTPException):
+        return _Failure(f"the answer from {where} is not valid HTTP")
+    if _first(causes, (urllib3.exceptions.ProtocolError, requests.exceptions.ChunkedEncodingError)):
+        return _Failure(f"the response from {where} was cut short")
+    system = _first(causes, OSError)
+    if system is not None and system.strerror:
+        problem = system.strerror[:1].lower() + system.strerror[1:]
+        if _first(causes, NewConnectionError):
+            return _Failure(f"could not connect to {where}: {problem}")
+        return _Failure(f"the connection to {where} failed: {problem}")
+    root = causes[-1]
+    return _Failure(f"the request to {where} failed ({root.__class__.__name__})", known=False)
 
 
 @dataclass(frozen=True)
@@ -274,10 +442,12 @@ class _CheckedConnection(HTTPConnection):
                 error = ConnectTimeoutError(
                     self, f"Connection to {self.host} ({address}) timed out: {exc}"
                 )
+                error.__cause__ = exc  # raised below, outside this block: keep the cause
             except OSError as exc:
                 error = NewConnectionError(
                     self, f"Failed to establish a new connection to {address}: {exc}"
                 )
+                error.__cause__ = exc
         assert error is not None
         raise error
 
@@ -365,14 +535,12 @@ def open_stream(
                 )
             target = urljoin(target, location)
         else:
-            raise UpstreamError(url, f"more than {MAX_REDIRECTS} redirects")
-    except requests.RequestException as exc:
-        raise UpstreamError(
-            url, f"request failed: {exc.__class__.__name__}: {exc}", transient=True
-        ) from exc
+            raise UpstreamError(url, f"upstream redirected more than {MAX_REDIRECTS} times")
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise upstream_error(url, exc, target=target) from exc
     try:
         if response.status_code >= 400 and response.status_code != 404:
-            raise UpstreamError(url, f"HTTP {response.status_code}", status=response.status_code)
+            raise status_error(url, response.status_code)
         yield response
     finally:
         response.close()
@@ -395,11 +563,15 @@ def fetch_bytes(
             for chunk in response.iter_content(CHUNK_SIZE):
                 total += len(chunk)
                 if total > max_bytes:
-                    raise UpstreamError(url, f"response is larger than the {max_bytes} byte limit")
+                    raise _too_large(url, max_bytes)
                 chunks.append(chunk)
-        except requests.RequestException as exc:
-            raise UpstreamError(url, f"download interrupted: {exc}") from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
         return b"".join(chunks)
+
+
+def _too_large(url: str, limit: int) -> UpstreamError:
+    return UpstreamError(url, f"the response is larger than the {limit} byte limit")
 
 
 @dataclass(frozen=True)
@@ -410,6 +582,42 @@ class Download:
     url: str
     etag: str = ""
     last_modified: str = ""
+
+
+@dataclass(frozen=True)
+class IndexFetch:
+    """What a conditional GET of an index document ended with (`UpstreamClient.fetch_index`).
+
+    `changed`: the body was written; `unchanged`: upstream answered 304 to the validators
+    sent; `missing`: 404. `validators` (URL, ETag, Last-Modified) are to be kept and sent
+    back next time; none for a missing document.
+    """
+
+    status: Literal["changed", "unchanged", "missing"]
+    url: str
+    validators: dict[str, str]
+
+
+def conditional_headers(url: str, validators: Mapping[str, str]) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since from `validators` kept for `url` (their "url"):
+    validators of another URL (a changed source, the other compression of an index) say
+    nothing about this one."""
+    if validators.get("url") != url:
+        return {}
+    headers = {}
+    if validators.get("etag"):
+        headers["If-None-Match"] = validators["etag"]
+    if validators.get("last_modified"):
+        headers["If-Modified-Since"] = validators["last_modified"]
+    return headers
+
+
+def _validators(url: str, *found: Mapping[str, str]) -> dict[str, str]:
+    """The validators to keep for `url`: its ETag and Last-Modified, the later given win."""
+    kept = {"url": url}
+    for values in found:
+        kept.update((key, values[key]) for key in ("etag", "last_modified") if values.get(key))
+    return kept
 
 
 class UpstreamClient:
@@ -447,17 +655,48 @@ class UpstreamClient:
                 return result
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
-                raise UpstreamError(url, f"response is larger than the {limit} byte limit")
+                raise _too_large(url, limit)
             total = 0
             try:
                 for chunk in response.iter_content(CHUNK_SIZE):
                     total += len(chunk)
                     if total > limit:
-                        raise UpstreamError(url, f"response is larger than the {limit} byte limit")
+                        raise _too_large(url, limit)
                     dest.write(chunk)
-            except requests.RequestException as exc:
-                raise UpstreamError(url, f"download interrupted: {exc}", transient=True) from exc
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
             return result
+
+    def fetch_index(
+        self,
+        url: str,
+        dest: BinaryIO,
+        validators: Mapping[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> IndexFetch:
+        """GET an index document into `dest`, conditionally on `validators` (see
+        `conditional_headers`): every index document PSM reads comes through here.
+
+        200 is `changed` (the body in `dest`, rewound), 304 `unchanged`, 404 `missing` (nothing
+        written); any other answer raises UpstreamError. The caller owns `dest` and must
+        discard it if this raises.
+        """
+        conditional = conditional_headers(url, validators or {})
+        download = self.download(
+            url, dest, headers={**(headers or {}), **conditional}, max_bytes=max_bytes
+        )
+        fresh = {"etag": download.etag, "last_modified": download.last_modified}
+        if download.status == 304 and conditional:
+            # A 304 may update the validators (RFC 9111 4.3.4); those it leaves out stay.
+            return IndexFetch("unchanged", url, _validators(url, validators or {}, fresh))
+        if download.status == 404:
+            return IndexFetch("missing", url, {})
+        if download.status != 200:
+            raise status_error(url, download.status)
+        dest.seek(0)
+        return IndexFetch("changed", url, _validators(url, fresh))
 
     def close(self) -> None:
         self.session.close()

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, Literal, Protocol
+
+
+class IndexFetch(Protocol):
+    """What a conditional GET of an index document ended with (`psm.http.IndexFetch`)."""
+
+    status: Literal["changed", "unchanged", "missing"]
+    url: str
+    validators: dict[str, str]
 
 
 class Client(Protocol):
@@ -15,7 +24,17 @@ class Client(Protocol):
 
     max_bytes: int
 
-    def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None: ...
+    def fetch_index(
+        self,
+        url: str,
+        dest: BinaryIO,
+        validators: Mapping[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> IndexFetch:
+        """GET an index document into `dest`, conditionally on `validators`."""
+        ...
 
     def download(
         self,
@@ -25,6 +44,58 @@ class Client(Protocol):
         headers: dict[str, str] | None = None,
         max_bytes: int | None = None,
     ) -> Any: ...
+
+
+#: The validators of the documents a format reads to list its units (conda's
+#: channeldata.json, the Python project list), by a name the format chooses; kept between
+#: runs by the orchestrator. `list_units` reads and updates it.
+Documents = MutableMapping[str, dict[str, str]]
+
+#: Turns a fetched compressed index (`raw`) into the document (`dest`); raises FormatError.
+Unpack = Callable[[str, BinaryIO, BinaryIO], None]
+
+
+def fetch_document(
+    documents: Documents | None,
+    name: str,
+    fetch: Callable[[Mapping[str, str]], IndexFetch],
+    *,
+    tag: str = "",
+) -> IndexFetch:
+    """`fetch(validators)` a listing document conditionally on the validators kept as `name`
+    in `documents`, and keep its new ones there. `tag`: what else the kept validators stand
+    for; they are sent only with the same tag."""
+    kept = (documents or {}).get(name, {})
+    fetched = fetch(kept if kept.get("tag", "") == tag else {})
+    if documents is not None:
+        if fetched.status == "missing":
+            documents.pop(name, None)
+        else:
+            documents[name] = {**fetched.validators, **({"tag": tag} if tag else {})}
+    return fetched
+
+
+def fetch_first(
+    client: Client,
+    candidates: Sequence[tuple[str, Unpack | None]],
+    dest: BinaryIO,
+    validators: Mapping[str, str],
+) -> IndexFetch | None:
+    """Fetch the first of several representations of one index (`(url, unpack)`: compressed
+    ones are unpacked into `dest`, plain ones written there) that upstream has; None if it
+    has none. The one read last time (the validators' URL) is asked first, so an unchanged
+    index costs one 304."""
+    ordered = sorted(candidates, key=lambda candidate: candidate[0] != validators.get("url"))
+    for url, unpack in ordered:
+        with tempfile.TemporaryFile() as raw:
+            fetched = client.fetch_index(url, dest if unpack is None else raw, validators)
+            if fetched.status == "missing":
+                continue
+            if fetched.status == "changed" and unpack is not None:
+                unpack(url, raw, dest)
+                dest.seek(0)
+            return fetched
+    return None
 
 
 class FormatError(Exception):
@@ -194,10 +265,19 @@ class RepositoryFormat:
         raise NotImplementedError
 
     def list_units(
-        self, client: Client, source_url: str, options: Mapping[str, Any]
-    ) -> dict[str, int | None]:
+        self,
+        client: Client,
+        source_url: str,
+        options: Mapping[str, Any],
+        documents: Documents | None = None,
+    ) -> dict[str, int | None] | None:
         """The units with their upstream serial where the source gives one (a unit whose
-        serial did not change since it was last read is skipped without a request)."""
+        serial did not change since it was last read is skipped without a request).
+
+        A document read to list the units (see `fetch_document`) is fetched conditionally on
+        the validators in `documents`; when it answers 304 the listing is the one read last
+        time: None (the orchestrator lists the units it kept from that run).
+        """
         return dict.fromkeys(self.index_units(client, source_url, options))
 
     def fetch_unit(

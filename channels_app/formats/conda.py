@@ -23,6 +23,7 @@ from rattler.package.build_string import BuildString
 
 from .base import (
     Client,
+    Documents,
     Emit,
     Fetched,
     FormatError,
@@ -35,6 +36,8 @@ from .base import (
     Unchanged,
     UnitExtras,
     entry_digest,
+    fetch_document,
+    fetch_first,
 )
 
 #: Platforms a conda channel may have (conda's known subdirs).
@@ -91,16 +94,7 @@ class CondaFormat(RepositoryFormat):
 
     def subdirs(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The subdirs to mirror: the option, else what channeldata.json lists, else defaults."""
-        if options.get("subdirs"):
-            return sorted(set(options["subdirs"]) | {"noarch"})
-        body = client.fetch(_join(source_url, "channeldata.json"))
-        listed: list[str] = []
-        if body is not None:
-            try:
-                listed = [s for s in json.loads(body).get("subdirs", []) if s in KNOWN_SUBDIRS]
-            except (ValueError, AttributeError, TypeError):
-                listed = []  # a broken channeldata.json only costs us the hint
-        return sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"})
+        return list(self.list_units(client, source_url, options) or ())
 
     fixed_units = KNOWN_SUBDIRS
     reserved_subchannel_names = KNOWN_SUBDIRS
@@ -108,6 +102,32 @@ class CondaFormat(RepositoryFormat):
 
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         return self.subdirs(client, source_url, options)
+
+    def list_units(
+        self,
+        client: Client,
+        source_url: str,
+        options: Mapping[str, Any],
+        documents: Documents | None = None,
+    ) -> dict[str, int | None] | None:
+        """The subdirs (see `subdirs`); None when channeldata.json is unchanged (a 304)."""
+        if options.get("subdirs"):
+            return dict.fromkeys(sorted(set(options["subdirs"]) | {"noarch"}))
+        url = _join(source_url, "channeldata.json")
+        with tempfile.TemporaryFile() as body:
+            fetched = fetch_document(
+                documents, "channeldata.json", lambda kept: client.fetch_index(url, body, kept)
+            )
+            if fetched.status == "unchanged":
+                return None
+            listed: list[str] = []
+            if fetched.status == "changed":
+                try:
+                    document = json.loads(body.read())
+                    listed = [s for s in document.get("subdirs", []) if s in KNOWN_SUBDIRS]
+                except (ValueError, AttributeError, TypeError):
+                    listed = []  # a broken channeldata.json only costs us the hint
+        return dict.fromkeys(sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"}))
 
     def fetch_unit(
         self,
@@ -119,31 +139,22 @@ class CondaFormat(RepositoryFormat):
     ) -> Fetched:
         """Fetch `<subdir>/repodata.json`, preferring `.zst`, then plain, then `.bz2`.
 
-        Conditional on the validators of the same URL, so an unchanged subdir costs one 304.
-        The decompressed document is capped at the client's index size limit.
+        Conditional on the validators of the same URL, which is asked first, so an unchanged
+        subdir costs one 304. The decompressed document is capped at the client's index size
+        limit.
         """
-        for name in REPODATA_FILES:
-            url = _join(source_url, f"{unit}/{name}")
-            headers = {}
-            if validators.get("url") == url:
-                if validators.get("etag"):
-                    headers["If-None-Match"] = validators["etag"]
-                if validators.get("last_modified"):
-                    headers["If-Modified-Since"] = validators["last_modified"]
-            with tempfile.TemporaryFile() as raw:
-                target = dest if name == "repodata.json" else raw
-                download = client.download(url, target, headers=headers)
-                if download.status == 304:
-                    return Fetched("unchanged", url, dict(validators))
-                if download.status != 200:
-                    continue
-                if target is raw:
-                    raw.seek(0)
-                    _decompress(name, raw, dest, url, client.max_bytes)
-            dest.seek(0)
-            kept = {"url": url, "etag": download.etag, "last_modified": download.last_modified}
-            return Fetched("changed", url, {k: v for k, v in kept.items() if v})
-        return Fetched("missing")
+
+        def unpack(url: str, raw: BinaryIO, out: BinaryIO) -> None:
+            _decompress(url, raw, out, url, client.max_bytes)
+
+        candidates = [
+            (_join(source_url, f"{unit}/{name}"), None if name == "repodata.json" else unpack)
+            for name in REPODATA_FILES
+        ]
+        fetched = fetch_first(client, candidates, dest, validators)
+        if fetched is None:
+            return Fetched("missing")
+        return Fetched(fetched.status, fetched.url, fetched.validators)
 
     def parse_unit(
         self,

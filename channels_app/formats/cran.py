@@ -45,9 +45,11 @@ import orjson
 from . import cran_filters
 from .base import (
     Client,
+    Documents,
     Emit,
     Fetched,
     FormatError,
+    IndexFetch,
     IndexRequest,
     IndexSource,
     IsCurrent,
@@ -57,6 +59,8 @@ from .base import (
     Unchanged,
     UnitExtras,
     entry_digest,
+    fetch_document,
+    fetch_first,
 )
 from .cran_index import (
     ARCHIVE,
@@ -126,28 +130,47 @@ class CranFormat(RepositoryFormat):
         return list(self.list_units(client, source_url, options))
 
     def list_units(
-        self, client: Client, source_url: str, options: Mapping[str, Any]
-    ) -> dict[str, int | None]:
-        """`src/contrib` (no serial: always asked, conditionally) and with `archive` the
-        mirrored packages' Archive folders. An Archive folder's serial is a digest of its
-        package's PACKAGES entries and the current `MISSING_RECHECK` period: a remembered 404
-        holds while both are the same (a new version may move the old one there; a mirror
-        upstream may sync PACKAGES before the folder)."""
+        self,
+        client: Client,
+        source_url: str,
+        options: Mapping[str, Any],
+        documents: Documents | None = None,
+    ) -> dict[str, int | None] | None:
+        """`src/contrib` and with `archive` the mirrored packages' Archive folders.
+
+        Without `archive`, `src/contrib` has no serial: it is asked for (conditionally) on
+        every run. With it, PACKAGES is read here, conditionally within one `MISSING_RECHECK`
+        period (None when it is unchanged, a 304), and `src/contrib` has the validators of
+        what was read as serial: not asked for a second time while PACKAGES stays the same.
+        An Archive folder's serial is a digest of its package's PACKAGES entries and the
+        current period: a remembered 404 holds while both are the same (a new version may
+        move the old one there; a mirror upstream may sync PACKAGES before the folder)."""
         units: dict[str, int | None] = {CONTRIB: None}
-        if options.get("archive"):
-            entries, now = self._package_entries(client, source_url), datetime.now(UTC)
-            for name in sorted(cran_filters.archived_names(options, set(entries))):
-                units[archive_unit(name)] = archive_serial(name, entries[name], now)
+        if not options.get("archive"):
+            return units
+        now = datetime.now(UTC)
+        base = contrib_url(source_url)
+        with tempfile.TemporaryFile() as index:
+            fetched = fetch_document(
+                documents,
+                "PACKAGES",
+                lambda kept: _fetch_packages(client, base, index, kept),
+                tag=str(_period(now)),  # a new period asks the remembered 404s again
+            )
+            if fetched.status == "unchanged":
+                return None
+            entries = self._package_entries(index, fetched.url)
+        units[CONTRIB] = _version_serial(fetched.validators)
+        for name in sorted(cran_filters.archived_names(options, set(entries))):
+            units[archive_unit(name)] = archive_serial(name, entries[name], now)
         return units
 
-    def _package_entries(self, client: Client, source_url: str) -> dict[str, list[int]]:
+    def _package_entries(self, index: BinaryIO, url: str) -> dict[str, list[int]]:
         """Package name -> digests of its stanzas in the source's PACKAGES."""
         entries: dict[str, list[int]] = {}
-        with tempfile.TemporaryFile() as index:
-            fetched = self.fetch_unit(client, source_url, CONTRIB, index, {})
-            for item in self.parse_unit(index, fetched.url, CONTRIB):
-                if isinstance(item, PackageRecord):
-                    entries.setdefault(item.name, []).append(item.digest)
+        for item in self.parse_unit(index, url, CONTRIB):
+            if isinstance(item, PackageRecord):
+                entries.setdefault(item.name, []).append(item.digest)
         return entries
 
     def fetch_unit(
@@ -162,44 +185,20 @@ class CranFormat(RepositoryFormat):
         conditionally on the validators of the same URL."""
         base = contrib_url(source_url)
         if unit == CONTRIB:
-            for name in INDEX_FILES:
-                url = base + name
-                with tempfile.TemporaryFile() as raw:
-                    target = raw if name.endswith(".gz") else dest
-                    download = client.download(url, target, headers=_conditional(url, validators))
-                    if download.status == 304:
-                        return Fetched("unchanged", url, dict(validators))
-                    if download.status == 404:
-                        continue
-                    if download.status != 200:
-                        raise FormatError(url, f"unexpected HTTP status {download.status}")
-                    if target is raw:
-                        raw.seek(0)
-                        _gunzip(raw, dest, url, client.max_bytes)
-                dest.seek(0)
-                return Fetched("changed", url, _validators(url, download))
-            raise FormatError(
-                base + "PACKAGES", "no PACKAGES index (neither PACKAGES.gz nor PACKAGES exists)"
-            )
+            fetched = _fetch_packages(client, base, dest, validators)
+            return Fetched(fetched.status, fetched.url, fetched.validators)
         package = archived_package(unit)
         if package is None:
             raise FormatError(unit, "not an index unit of a CRAN-like repository")
         url = f"{base}Archive/{quote(package)}/"
         limit = min(client.max_bytes, MAX_LISTING_BYTES)
-        download = client.download(
-            url, dest, headers=_conditional(url, validators), max_bytes=limit
-        )
-        # A folder that exists is asked for on every run (a 304 when unchanged): upstream may
-        # add to it without PACKAGES saying so.
-        if download.status == 304:
-            return Fetched("unchanged", url, dict(validators), serial_vouches=False)
-        if download.status == 404:
+        fetched = client.fetch_index(url, dest, validators, max_bytes=limit)
+        if fetched.status == "missing":
             # Most packages were never updated, so have no folder: remembered by its serial.
             return Fetched("missing", url, {"url": url, "missing": "404"})
-        if download.status != 200:
-            raise FormatError(url, f"unexpected HTTP status {download.status}")
-        dest.seek(0)
-        return Fetched("changed", url, _validators(url, download), serial_vouches=False)
+        # A folder that exists is asked for on every run (a 304 when unchanged): upstream may
+        # add to it without PACKAGES saying so.
+        return Fetched(fetched.status, url, fetched.validators, serial_vouches=False)
 
     def parse_unit(
         self,
@@ -293,8 +292,7 @@ def archive_unit(package: str) -> str:
 def archive_serial(package: str, entries: Iterable[int], now: datetime) -> int:
     """The serial of `package`'s Archive folder: its PACKAGES entries' digests and the
     `MISSING_RECHECK` period `now` is in."""
-    period = int(now.timestamp() // MISSING_RECHECK.total_seconds())
-    return entry_digest(orjson.dumps([period, sorted(entries)]), package)
+    return entry_digest(orjson.dumps([_period(now), sorted(entries)]), package)
 
 
 def contrib_url(source_url: str) -> str:
@@ -302,19 +300,36 @@ def contrib_url(source_url: str) -> str:
     return source_url.rstrip("/") + "/src/contrib/"
 
 
-def _conditional(url: str, validators: Mapping[str, str]) -> dict[str, str]:
-    headers = {}
-    if validators.get("url") == url:
-        if validators.get("etag"):
-            headers["If-None-Match"] = validators["etag"]
-        if validators.get("last_modified"):
-            headers["If-Modified-Since"] = validators["last_modified"]
-    return headers
+def _fetch_packages(
+    client: Client, base: str, dest: BinaryIO, validators: Mapping[str, str]
+) -> IndexFetch:
+    """PACKAGES.gz (decompressed) or PACKAGES of the `src/contrib/` at `base` into `dest`."""
+
+    def unpack(url: str, raw: BinaryIO, out: BinaryIO) -> None:
+        _gunzip(raw, out, url, client.max_bytes)
+
+    candidates = [(base + name, unpack if name.endswith(".gz") else None) for name in INDEX_FILES]
+    fetched = fetch_first(client, candidates, dest, validators)
+    if fetched is None:
+        raise FormatError(
+            base + "PACKAGES", "no PACKAGES index (neither PACKAGES.gz nor PACKAGES exists)"
+        )
+    return fetched
 
 
-def _validators(url: str, download: Any) -> dict[str, str]:
-    kept = {"url": url, "etag": download.etag, "last_modified": download.last_modified}
-    return {k: v for k, v in kept.items() if v}
+def _version_serial(validators: Mapping[str, str]) -> int | None:
+    """A serial of the PACKAGES version `validators` name (None when upstream names none)."""
+    version = [
+        (key, validators[key]) for key in ("url", "etag", "last_modified") if key in validators
+    ]
+    if len(version) < 2:
+        return None
+    return entry_digest(orjson.dumps(version), CONTRIB)
+
+
+def _period(now: datetime) -> int:
+    """The `MISSING_RECHECK` period `now` is in."""
+    return int(now.timestamp() // MISSING_RECHECK.total_seconds())
 
 
 def _gunzip(raw: BinaryIO, dest: BinaryIO, url: str, limit: int) -> None:

@@ -19,6 +19,7 @@ Pages link to files relatively (`../../files/...`), so they must be served at
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from packaging.utils import (
 from . import pypi_filters
 from .base import (
     Client,
+    Documents,
     Emit,
     Fetched,
     FormatError,
@@ -41,6 +43,7 @@ from .base import (
     RepositoryFormat,
     Unchanged,
     UnitExtras,
+    fetch_document,
 )
 from .pypi_pages import (
     file_record,
@@ -107,15 +110,28 @@ class PypiFormat(RepositoryFormat):
         return sorted(self.list_units(client, source_url, options))
 
     def list_units(
-        self, client: Client, source_url: str, options: Mapping[str, Any]
-    ) -> dict[str, int | None]:
-        """Projects with their `_last-serial` from a PEP 691 JSON root (PyPI's), else None."""
+        self,
+        client: Client,
+        source_url: str,
+        options: Mapping[str, Any],
+        documents: Documents | None = None,
+    ) -> dict[str, int | None] | None:
+        """Projects with their `_last-serial` from a PEP 691 JSON root (PyPI's), else None;
+        None for all when the root is unchanged (a 304)."""
         if options.get("projects"):
             return dict.fromkeys(pypi_filters.project_names(options))
         url = source_url.rstrip("/") + "/"
-        body = client.fetch(url, headers={"Accept": ACCEPT})
-        if body is None:
-            raise FormatError(url, "the index root was not found (404)")
+        with tempfile.TemporaryFile() as root:
+            fetched = fetch_document(
+                documents,
+                "project list",
+                lambda kept: client.fetch_index(url, root, kept, headers={"Accept": ACCEPT}),
+            )
+            if fetched.status == "unchanged":
+                return None
+            if fetched.status == "missing":
+                raise FormatError(url, "the index root was not found (404)")
+            body = root.read()
         serials = parse_project_serials(body, url)
         if serials is None:
             names = (project_name(name) for name in parse_project_list(body, url))
@@ -134,23 +150,11 @@ class PypiFormat(RepositoryFormat):
         if project_name(unit) != unit:
             raise FormatError(unit, "not a normalized project name")
         url = source_url.rstrip("/") + f"/{unit}/"
-        headers = {"Accept": ACCEPT}
-        if validators.get("url") == url:
-            if validators.get("etag"):
-                headers["If-None-Match"] = validators["etag"]
-            if validators.get("last_modified"):
-                headers["If-Modified-Since"] = validators["last_modified"]
         limit = min(client.max_bytes, MAX_PAGE_BYTES)
-        download = client.download(url, dest, headers=headers, max_bytes=limit)
-        if download.status == 304:
-            return Fetched("unchanged", url, dict(validators))
-        if download.status == 404:
-            return Fetched("missing", url)
-        if download.status != 200:
-            raise FormatError(url, f"unexpected HTTP status {download.status}")
-        dest.seek(0)
-        kept = {"url": url, "etag": download.etag, "last_modified": download.last_modified}
-        return Fetched("changed", url, {k: v for k, v in kept.items() if v})
+        fetched = client.fetch_index(
+            url, dest, validators, headers={"Accept": ACCEPT}, max_bytes=limit
+        )
+        return Fetched(fetched.status, url, fetched.validators)
 
     def parse_unit(
         self,

@@ -10,12 +10,14 @@ stopped run; a failed run publishes nothing.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+import orjson
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -37,6 +39,7 @@ State = SyncRun.State
 MANY_UNITS = 100
 PREFETCH = 4  # threads fetching the next pages of a many-unit source
 POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
+DOCUMENTS_KEY = "_documents"  # in Mirror.fetch_state: the listing documents' validators
 
 
 class UnitState(NamedTuple):
@@ -96,16 +99,24 @@ def _sync_units(
     fmt = mirror.format
     restart = run.trigger == SyncRun.Trigger.RESTART
     progress.step("listing the source's index")
-    listed = fmt.list_units(client, mirror.source_url, mirror.options)
-    units = sorted(listed)
     # The serial of every unit read before (PyPI has 600,000 projects: plain values, streamed).
     units_read = MirrorUnit.objects.filter(mirror=mirror)
-    serials = {} if restart else dict(units_read.values_list("name", "serial").iterator(10_000))
+    stored = dict(units_read.values_list("name", "serial").iterator(10_000))
+    documents = {} if restart else _kept_documents(mirror, len(stored))
+    listed = fmt.list_units(client, mirror.source_url, mirror.options, documents)
+    # None: the listing is unchanged (a 304), so it lists what the last complete run read.
+    reused = listed is None
+    listed = stored if listed is None else listed
+    stale = [] if reused else [unit for unit in stored if unit not in listed]
+    serials = {} if restart else stored
+    units = sorted(listed)
     many = len(units) > MANY_UNITS  # then per-unit steps are not flushed one by one
     shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
     rejections = Rejections(mirror)
-    changed = _drop_unlisted(mirror, set(units), rejections) if fmt.drops_unlisted_units else 0
+    unlisted = fmt.drops_unlisted_units and not reused  # nothing was delisted since then
+    changed = _drop_unlisted(mirror, set(units), rejections) if unlisted else 0
+    finished = forgotten = False
     done: list[MirrorUnit] = []
     todo = []
     for unit in units:
@@ -164,8 +175,14 @@ def _sync_units(
                 )
                 if len(done) >= 500:
                     save_done()
+            elif validators is None:
+                forgotten = True  # missing upstream: no longer one of the units kept
+        finished = True
     finally:
         save_done()  # a stopped run resumes after what it finished
+        # The listing's validators vouch for the units kept: only once every unit was read.
+        whole = finished and not forgotten and not problems
+        _keep_documents(mirror, documents if whole else {}, stale, len(units))
     if units and len(problems) == len(units):
         raise FormatError(redact(mirror.source_url), "; ".join(problems))
     _apply_policy(mirror, progress, changed=changed, restart=restart)
@@ -175,6 +192,36 @@ def _sync_units(
         progress.step("downloading package files")
         download_pending(mirror, client, progress)
     return problems
+
+
+def _documents_key(mirror: Mirror, units: int) -> str:
+    """What kept listing documents stand for: the mirror's options (a CRAN package list makes
+    another listing of the same PACKAGES) and how many units that listing has."""
+    options = orjson.dumps([mirror.options, units], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(options, digest_size=8).hexdigest()
+
+
+def _kept_documents(mirror: Mirror, units: int) -> dict:
+    """The validators of the source's listing documents (see `RepositoryFormat.list_units`)
+    kept by the last run that read every unit, if it had the same options and its units are
+    still the `units` kept (none was forgotten since)."""
+    kept = mirror.fetch_state.get(DOCUMENTS_KEY) or {}
+    if kept.get("key") != _documents_key(mirror, units):
+        return {}
+    return dict(kept.get("documents") or {})
+
+
+def _keep_documents(mirror: Mirror, documents: dict, stale: list[str], units: int) -> None:
+    """Keep the listing documents' validators for the next run, and with them only the units
+    of that listing (`units` of them): a 304 lists the units kept."""
+    state = {key: value for key, value in mirror.fetch_state.items() if key != DOCUMENTS_KEY}
+    if documents:
+        for start in range(0, len(stale), 1000):
+            MirrorUnit.objects.filter(mirror=mirror, name__in=stale[start : start + 1000]).delete()
+        state[DOCUMENTS_KEY] = {"key": _documents_key(mirror, units), "documents": documents}
+    if state != mirror.fetch_state:
+        mirror.fetch_state = state
+        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=state)
 
 
 def _with_states(units_read, todo: list, serials: dict) -> list:

@@ -183,6 +183,6 @@ def _category(exc: Exception) -> str:
         return "refused by the upstream rules"
     if isinstance(exc, UpstreamError) and exc.status:
         return f"HTTP {exc.status}"
-    if isinstance(exc, UpstreamError) and "interrupted" in exc.reason:
+    if isinstance(exc, UpstreamError) and exc.interrupted:
         return "connection cut"
     return "connection failed"

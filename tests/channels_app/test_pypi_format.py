@@ -486,10 +486,7 @@ class FakeClient:
             dest.write(body)
         return Response(status, etag=etag, last_modified="Wed, 29 May 2024 15:37:47 GMT")
 
-    def fetch(self, url, headers=None):
-        self.asked.append((url, dict(headers or {})))
-        status, body, _etag = self.pages.get(url, (404, b"", ""))
-        return body if status == 200 else None
+    fetch_index = UpstreamClient.fetch_index  # PSM's conditional GET over these answers
 
 
 def test_fetch_unit_gets_the_project_page_preferring_json():

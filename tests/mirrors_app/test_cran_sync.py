@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from datetime import datetime
 
 import pytest
 
+from channels_app.formats import cran
 from channels_app.models import Package, PublishedFile
-from mirrors_app.models import Mirror, MirrorUnit, SyncRun
+from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.cran_repo import CranServer, RPackage, build_repo, packages_text, rscript
 
@@ -224,7 +226,7 @@ def test_meta_archive_rds_follows_the_archive_and_needs_r(
 
 
 def test_an_archive_folder_that_answered_404_is_asked_again_only_when_its_package_changed(
-    repo, upstream, run_mirror
+    repo, upstream, run_mirror, monkeypatch
 ):
     mirror = _mirror(upstream, archive=True, packages=["alpha", "beta", "gamma"])
     folders = ["/src/contrib/Archive/alpha/", "/src/contrib/Archive/beta/"]
@@ -243,9 +245,15 @@ def test_an_archive_folder_that_answered_404_is_asked_again_only_when_its_packag
     assert asked() == [folders[0], gamma]
     assert mirror.packages.get(filename="alpha_1.0.tar.gz").subdir == "src/contrib/Archive/alpha"
     assert asked() == [folders[0], gamma]  # found now: asked (conditionally) like gamma's
+
     # A 404 is trusted for a week at most (a mirror may sync PACKAGES before the folder): a
     # new period is a new serial.
-    MirrorUnit.objects.filter(name="src/contrib/Archive/beta").update(serial=1)
+    class NextPeriod(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + cran.MISSING_RECHECK
+
+    monkeypatch.setattr(cran, "datetime", NextPeriod)
     assert asked() == [*folders, gamma]
     assert asked() == [folders[0], gamma]
     # A restart asks for everything.

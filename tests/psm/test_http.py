@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import socket
 import ssl
 import threading
 from datetime import UTC, datetime, timedelta
+from http.client import RemoteDisconnected
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+)
 
 from psm.http import (
     UpstreamClient,
@@ -21,8 +33,10 @@ from psm.http import (
     fetch_bytes,
     new_session,
     redact,
+    upstream_error,
     upstream_url_problem,
 )
+from tests.fixtures.loopback import LoopbackServer
 
 
 @pytest.fixture
@@ -289,7 +303,7 @@ def test_fetch_bytes_raises_on_a_server_error(session, stub_upstream):
     with pytest.raises(UpstreamError) as caught:
         fetch_bytes(session, url, max_bytes=100)
     assert caught.value.status == 500
-    assert str(caught.value) == f"{url}: HTTP 500"
+    assert str(caught.value) == f"{url}: upstream answered HTTP 500 Internal Server Error"
 
 
 def test_fetch_bytes_raises_when_the_body_exceeds_max_bytes(session, stub_upstream):
@@ -307,8 +321,11 @@ def test_fetch_bytes_refuses_a_host_off_the_allowlist(settings, session, stub_up
 
 
 def test_fetch_bytes_raises_on_a_refused_connection(session, refused_url):
-    with pytest.raises(UpstreamError, match="request failed: ConnectionError"):
+    where = refused_url.removeprefix("http://")
+    with pytest.raises(UpstreamError) as caught:
         fetch_bytes(session, refused_url + "/x", max_bytes=100)
+    assert caught.value.reason == f"could not connect to {where}: connection refused"
+    assert caught.value.transient and not caught.value.timed_out
 
 
 def test_upstream_error_hides_credentials_and_tokens_even_in_the_reason(session, refused_url):
@@ -316,7 +333,7 @@ def test_upstream_error_hides_credentials_and_tokens_even_in_the_reason(session,
     with pytest.raises(UpstreamError) as caught:
         fetch_bytes(session, url, max_bytes=100)
     message = str(caught.value)
-    assert "Connection refused" in message
+    assert "connection refused" in message
     for secret in ("s3cret", "SECRETTOKEN", "QUERYKEY"):
         assert secret not in message
         assert secret not in caught.value.reason
@@ -517,5 +534,116 @@ def test_tls_refuses_a_certificate_for_another_name(settings, monkeypatch, tls_u
     port, ca, _ = tls_upstream("other.example")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
     session = new_session()
-    with pytest.raises(UpstreamError, match="Hostname mismatch"):
+    with pytest.raises(UpstreamError, match="Hostname mismatch") as caught:
         fetch_bytes(session, f"https://localhost:{port}/x", max_bytes=10)
+    assert caught.value.reason.startswith("the TLS certificate of localhost could not be verified")
+    assert not caught.value.transient  # asking again will not help
+
+
+# --- failures read as one sentence -------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_url():
+    """A URL on 127.0.0.1 whose server accepts connections (the kernel does) and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _failure(url: str) -> UpstreamError:
+    client = UpstreamClient()
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            client.download(url, io.BytesIO())
+    finally:
+        client.close()
+    return caught.value
+
+
+def test_a_server_that_never_answers_times_out_reading(settings, silent_url):
+    settings.PSM_HTTP_TIMEOUT, settings.PSM_HTTP_RETRIES = 0.2, 0
+    failure = _failure(silent_url + "/x")
+    where = silent_url.removeprefix("http://")
+    assert failure.reason == f"timed out after 0.2 s reading from {where}"
+    assert failure.timed_out and failure.transient
+
+
+def test_a_name_that_does_not_resolve_says_so(settings):
+    settings.PSM_UPSTREAM_ALLOWLIST, settings.PSM_HTTP_RETRIES = ["example.invalid"], 0
+    failure = _failure("https://mirror.example.invalid/simple/")
+    assert failure.reason == "the name mirror.example.invalid could not be resolved"
+    assert not failure.timed_out
+
+
+def test_a_body_cut_short_says_how_much_arrived(tmp_path):
+    (tmp_path / "index.json").write_bytes(b"x" * 100)
+    with LoopbackServer(tmp_path) as server:
+        server.cut["/index.json"] = 10
+        failure = _failure(server.url + "/index.json")
+    assert failure.reason == "the response was cut short after 10 of 100 bytes"
+    assert failure.interrupted and failure.transient
+
+
+def test_an_error_status_is_named(stub_upstream):
+    failure = _failure(stub_upstream.route("/x", 503, b"down"))
+    assert failure.reason == "upstream answered HTTP 503 Service Unavailable"
+    assert failure.status == 503 and failure.transient
+
+
+def _refused() -> NewConnectionError:
+    error = NewConnectionError(HTTPConnection("proxy.internal", 3128), "Failed: refused")
+    error.__cause__ = ConnectionRefusedError(111, "Connection refused")
+    return error
+
+
+_URL = "https://mirror.example/t/SECRET/simple/"
+_POOL = HTTPConnection("mirror.example", 8443)
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        pytest.param(
+            requests.ConnectTimeout(
+                MaxRetryError(None, _URL, ConnectTimeoutError(_POOL, "timed out (connect=60)"))
+            ),
+            "timed out after 60 s connecting to mirror.example:8443",
+            id="connect-timeout",
+        ),
+        pytest.param(
+            requests.ConnectionError(
+                ProtocolError("Connection aborted.", RemoteDisconnected("closed"))
+            ),
+            "mirror.example:443 closed the connection without answering",
+            id="no-answer",
+        ),
+        pytest.param(
+            requests.exceptions.ChunkedEncodingError(
+                ProtocolError("Connection broken", ConnectionResetError(104, "reset by peer"))
+            ),
+            "the connection to mirror.example:443 was reset",
+            id="reset",
+        ),
+        pytest.param(
+            requests.exceptions.ProxyError(
+                MaxRetryError(None, _URL, ProxyError("Unable to connect to proxy", _refused()))
+            ),
+            "could not reach upstream through the proxy: could not connect to "
+            "proxy.internal:3128: connection refused",
+            id="proxy",
+        ),
+        pytest.param(
+            requests.exceptions.InvalidHeader("Invalid leading whitespace in header"),
+            "the request to mirror.example:443 failed (InvalidHeader)",
+            id="other",
+        ),
+    ],
+)
+def test_failures_without_a_cheap_real_socket_read_as_one_sentence(settings, exc, reason):
+    settings.PSM_HTTP_TIMEOUT = 60
+    failure = upstream_error(_URL, exc)
+    assert failure.reason == reason
+    assert str(failure) == f"https://mirror.example/t/***/simple/: {reason}"
+    assert failure.timed_out == ("timed out" in reason)
