@@ -246,4 +246,4 @@ def test_the_heartbeat_follows_the_bytes_of_one_slow_download(tmp_path):
             time.sleep(0.2)
         worker.join()
     assert _reload(run).state == State.COMPLETED, run.error
-    assert len(beats) >= 3  # one download, several heartbeats
+    assert len(beats) >= 2  # beats while one file downloads, not only when it ends
