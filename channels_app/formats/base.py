@@ -17,6 +17,10 @@ class Client(Protocol):
 
     def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None: ...
 
+    def peek(self, url: str, *, headers: dict[str, str] | None = None) -> Any:
+        """The start of a document: `.status`, `.content_type`, `.head` (bytes)."""
+        ...
+
     def download(
         self,
         url: str,
@@ -121,6 +125,17 @@ class Fetched:
     serial_vouches: bool = True
 
 
+class UnitList(dict[str, int | None]):
+    """What `list_units` returns: each unit with its upstream serial (None: none given), and
+    the units only `guessed` — tried although the source does not list them (conda's usual
+    platforms when no channeldata.json says which exist, R's Archive folders): one of those
+    not found is no problem; any other unit not found is worth a warning."""
+
+    def __init__(self, units: Mapping[str, int | None], guessed: Iterable[str] = ()) -> None:
+        super().__init__(units)
+        self.guessed = frozenset(guessed)
+
+
 class IndexSource(Protocol):
     """A channel's current packages, as publishing hands them to a format to render."""
 
@@ -173,6 +188,19 @@ class RepositoryFormat:
         """Return advice about mirroring this source (shown, never blocking)."""
         return []
 
+    def probe_source(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> list[str]:
+        """Say what makes the source not look like a repository of this format ([]: it does),
+        from a request or two that read little (`client.peek`: an index may be hundreds of MB).
+        Upstream errors are raised, for the caller to report."""
+        return []
+
+    def requested_names(self, options: Mapping[str, Any]) -> list[str]:
+        """The package names the options ask for one by one, where these are not units (R's
+        package list): after a run, each one the source's index lacks is warned about."""
+        return []
+
     def normalize_name(self, name: str) -> str:
         return name
 
@@ -197,7 +225,8 @@ class RepositoryFormat:
         self, client: Client, source_url: str, options: Mapping[str, Any]
     ) -> dict[str, int | None]:
         """The units with their upstream serial where the source gives one (a unit whose
-        serial did not change since it was last read is skipped without a request)."""
+        serial did not change since it was last read is skipped without a request); a
+        `UnitList` also says which units are only guessed."""
         return dict.fromkeys(self.index_units(client, source_url, options))
 
     def fetch_unit(

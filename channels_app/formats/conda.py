@@ -34,6 +34,7 @@ from .base import (
     RepositoryFormat,
     Unchanged,
     UnitExtras,
+    UnitList,
     entry_digest,
 )
 
@@ -91,16 +92,38 @@ class CondaFormat(RepositoryFormat):
 
     def subdirs(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The subdirs to mirror: the option, else what channeldata.json lists, else defaults."""
-        if options.get("subdirs"):
-            return sorted(set(options["subdirs"]) | {"noarch"})
-        body = client.fetch(_join(source_url, "channeldata.json"))
-        listed: list[str] = []
-        if body is not None:
-            try:
-                listed = [s for s in json.loads(body).get("subdirs", []) if s in KNOWN_SUBDIRS]
-            except (ValueError, AttributeError, TypeError):
-                listed = []  # a broken channeldata.json only costs us the hint
-        return sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"})
+        return sorted(self.list_units(client, source_url, options))
+
+    def list_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> UnitList:
+        """The subdirs (see `subdirs`); the defaults are only guessed, except noarch, which
+        every conda channel has (clients need its repodata.json)."""
+        listed: list[str] = list(options.get("subdirs") or ())
+        if not listed:
+            body = client.fetch(_join(source_url, "channeldata.json"))
+            if body is not None:
+                try:
+                    found = json.loads(body).get("subdirs", [])
+                    listed = [s for s in found if s in KNOWN_SUBDIRS]
+                except (ValueError, AttributeError, TypeError):
+                    listed = []  # a broken channeldata.json only costs us the hint
+        subdirs = sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"})
+        guessed = () if listed else set(DEFAULT_SUBDIRS) - {"noarch"}
+        return UnitList(dict.fromkeys(subdirs), guessed)
+
+    def probe_source(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> list[str]:
+        """A conda channel has channeldata.json or at least noarch/repodata.json (JSON)."""
+        found = []
+        for name in ("channeldata.json", "noarch/repodata.json"):
+            peek = client.peek(_join(source_url, name))
+            if peek.status == 200 and peek.head.lstrip()[:1] == b"{":
+                return []
+            found.append(f"{name}: {'not JSON' if peek.status == 200 else f'HTTP {peek.status}'}")
+        return [
+            "The source does not look like a conda channel: it has neither channeldata.json "
+            f"nor noarch/repodata.json ({'; '.join(found)})."
+        ]
 
     fixed_units = KNOWN_SUBDIRS
     reserved_subchannel_names = KNOWN_SUBDIRS

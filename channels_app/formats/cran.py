@@ -56,6 +56,7 @@ from .base import (
     RepositoryFormat,
     Unchanged,
     UnitExtras,
+    UnitList,
     entry_digest,
 )
 from .cran_index import (
@@ -125,20 +126,43 @@ class CranFormat(RepositoryFormat):
         """`src/contrib`, and with `archive` one unit per mirrored package's Archive folder."""
         return list(self.list_units(client, source_url, options))
 
-    def list_units(
-        self, client: Client, source_url: str, options: Mapping[str, Any]
-    ) -> dict[str, int | None]:
+    def list_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> UnitList:
         """`src/contrib` (no serial: always asked, conditionally) and with `archive` the
-        mirrored packages' Archive folders. An Archive folder's serial is a digest of its
-        package's PACKAGES entries and the current `MISSING_RECHECK` period: a remembered 404
-        holds while both are the same (a new version may move the old one there; a mirror
-        upstream may sync PACKAGES before the folder)."""
+        mirrored packages' Archive folders, only guessed (most packages have none). An Archive
+        folder's serial is a digest of its package's PACKAGES entries and the current
+        `MISSING_RECHECK` period: a remembered 404 holds while both are the same (a new
+        version may move the old one there; a mirror upstream may sync PACKAGES before the
+        folder)."""
         units: dict[str, int | None] = {CONTRIB: None}
         if options.get("archive"):
             entries, now = self._package_entries(client, source_url), datetime.now(UTC)
             for name in sorted(cran_filters.archived_names(options, set(entries))):
                 units[archive_unit(name)] = archive_serial(name, entries[name], now)
-        return units
+        return UnitList(units, guessed=[unit for unit in units if unit != CONTRIB])
+
+    def requested_names(self, options: Mapping[str, Any]) -> list[str]:
+        """The packages of the package list (`packages`)."""
+        return cran_filters.package_names(options)
+
+    def probe_source(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> list[str]:
+        """A CRAN-like repository has `src/contrib/PACKAGES.gz` or `src/contrib/PACKAGES`."""
+        found = []
+        for name in INDEX_FILES:
+            peek = client.peek(contrib_url(source_url) + name)
+            head = peek.head.lstrip()
+            if peek.status == 200 and (
+                head.startswith(b"\x1f\x8b") or head.startswith(b"Package:")
+            ):
+                return []
+            found.append(
+                f"{name}: {'not an index' if peek.status == 200 else f'HTTP {peek.status}'}"
+            )
+        return [
+            "The source does not look like a CRAN-like repository: it has no "
+            f"src/contrib/PACKAGES.gz or src/contrib/PACKAGES ({'; '.join(found)})."
+        ]
 
     def _package_entries(self, client: Client, source_url: str) -> dict[str, list[int]]:
         """Package name -> digests of its stanzas in the source's PACKAGES."""

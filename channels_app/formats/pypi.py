@@ -44,6 +44,7 @@ from .base import (
 )
 from .pypi_pages import (
     file_record,
+    looks_like_project_list,
     parse_page,
     parse_project_list,
     parse_project_serials,
@@ -99,6 +100,21 @@ class PypiFormat(RepositoryFormat):
             return [
                 "This mirrors the full PyPI repository (about 10 TB): set its frequency to run "
                 "once yearly; re-running a complete PyPI mirror is costly."
+            ]
+        return []
+
+    def probe_source(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> list[str]:
+        """A simple index answers its root URL with a project list (PEP 691 or PEP 503)."""
+        peek = client.peek(source_url.rstrip("/") + "/", headers={"Accept": ACCEPT})
+        hint = "the URL of one usually ends in /simple/, e.g. https://pypi.org/simple/"
+        if peek.status != 200:
+            return [f"The source has no Python simple index (HTTP {peek.status}): {hint}."]
+        if not looks_like_project_list(peek.head, peek.content_type):
+            return [
+                "The source does not look like a Python simple index: its page is no PEP 691 "
+                f"or PEP 503 project list ({hint})."
             ]
         return []
 
