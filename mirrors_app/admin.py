@@ -125,9 +125,11 @@ class MirrorForm(forms.ModelForm):
             return
         verb = "Save" if self.instance.pk else "Create"
         label = FORMATS[self.instance.kind].label
-        field = self.fields["source_confirmed"]
-        field.widget = forms.CheckboxInput()
-        field.label = f"{verb} anyway: I know the source does not look like a {label} repository"
+        self.fields["source_confirmed"].widget = forms.CheckboxInput()
+        # The bound field exists already (it was cleaned) and keeps its own label.
+        self[
+            "source_confirmed"
+        ].label = f"{verb} anyway: I know the source does not look like a {label} repository"
         self.add_error(
             None,
             [*problems, f"Check the source URL, or tick \u201c{verb} anyway\u201d to save it."],

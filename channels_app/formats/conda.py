@@ -166,7 +166,7 @@ class CondaFormat(RepositoryFormat):
             dest.seek(0)
             kept = {"url": url, "etag": download.etag, "last_modified": download.last_modified}
             return Fetched("changed", url, {k: v for k, v in kept.items() if v})
-        return Fetched("missing")
+        return Fetched("missing", _join(source_url, f"{unit}/repodata.json"))
 
     def parse_unit(
         self,

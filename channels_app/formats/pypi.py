@@ -131,7 +131,10 @@ class PypiFormat(RepositoryFormat):
         url = source_url.rstrip("/") + "/"
         body = client.fetch(url, headers={"Accept": ACCEPT})
         if body is None:
-            raise FormatError(url, "the index root was not found (404)")
+            raise FormatError(
+                url,
+                "the index root was not found (404); a simple index URL usually ends in /simple/",
+            )
         serials = parse_project_serials(body, url)
         if serials is None:
             names = (project_name(name) for name in parse_project_list(body, url))
