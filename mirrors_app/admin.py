@@ -120,7 +120,7 @@ class MirrorForm(forms.ModelForm):
         super()._post_clean()  # validates the mirror (and takes the URL's secrets back)
         if self._errors or self.cleaned_data.get("source_confirmed"):
             return
-        problems = services.mirror_source_problems(mirror=self.instance)
+        problems = services.mirror_check_source(mirror=self.instance)
         if not problems:
             return
         verb = "Save" if self.instance.pk else "Create"

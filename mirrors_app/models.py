@@ -114,7 +114,7 @@ class Mirror(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = MirrorQuerySet.as_manager()
-    #: What checking the source found wrong (`services.mirror_source_problems`), told with the
+    #: What checking the source found wrong (`services.mirror_check_source`), told with the
     #: warnings after the save that checked it; not stored.
     source_problems: list[str] = []
 

@@ -69,7 +69,7 @@ def mirror_save(*, mirror: Mirror, user=None, run_now: bool = False) -> SyncRun 
     return None
 
 
-def mirror_source_problems(*, mirror: Mirror) -> list[str]:
+def mirror_check_source(*, mirror: Mirror) -> list[str]:
     """Check a new source URL (a new mirror's, or a changed one; else []) with a request or
     two: what makes it not look like a repository of the mirror's type, or why it could not
     be checked. Advice: never blocks a save. Through the upstream client, so the allowlist and

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.urls import reverse
+from django.utils.html import escape
 
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
@@ -142,6 +143,8 @@ def test_a_run_that_misses_part_of_its_source_completes_with_warnings(
     assert all(text in line for text, line in zip(case.expected, warnings, strict=True))
     assert run.seen > 0
     assert admin_client.get(f"/api/runs/{run.pk}/").json()["warnings"] == warnings
+    run_page = admin_client.get(reverse("admin:mirrors_app_syncrun_change", args=[run.pk]))
+    assert all(escape(line) in run_page.content.decode() for line in warnings)
     details = admin_client.get(reverse("admin:mirrors_app_mirror_details", args=[run.mirror.pk]))
     listing = admin_client.get(reverse("admin:mirrors_app_mirror_changelist")).content.decode()
     if case.expected:
