@@ -10,6 +10,14 @@ from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, Literal, Protocol
 
 
+class Peeked(Protocol):
+    """The start of a document (`psm.http.Peek`); `head` is empty unless `status` is 200."""
+
+    status: int
+    content_type: str
+    head: bytes
+
+
 class Client(Protocol):
     """What a format needs from the HTTP layer (`psm.http.UpstreamClient`)."""
 
@@ -17,9 +25,7 @@ class Client(Protocol):
 
     def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None: ...
 
-    def peek(self, url: str, *, headers: dict[str, str] | None = None) -> Any:
-        """The start of a document: `.status`, `.content_type`, `.head` (bytes)."""
-        ...
+    def peek(self, url: str, *, headers: dict[str, str] | None = None) -> Peeked: ...
 
     def download(
         self,
