@@ -169,7 +169,7 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         if channel.pk is None:
             return "Save the channel first, then create its mirror."
         user = getattr(channel, "shown_to", None)
-        mirrors = filter_allowed(user, "view", channel.mirrors.all())
+        mirrors = filter_allowed(user, "view", channel.mirrors.with_run_warnings())
         may_add = may_some(user, "add", channel.mirrors.model, subchannel=bool(channel.parent_id))
         add_url = reverse("admin:mirrors_app_mirror_add") + f"?channel={channel.pk}"
         rows = format_html_join(
@@ -183,7 +183,7 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
                     m.name,
                     FORMATS[m.kind].label if m.kind in FORMATS else m.kind,
                     m.get_mode_display(),
-                    m.get_status_display(),
+                    m.status_label,
                     f"{m.last_synced_at:%Y-%m-%d %H:%M}" if m.last_synced_at else "never",
                     reverse("admin:mirrors_app_mirror_run", args=[m.pk]),
                     reverse("admin:mirrors_app_mirror_stop", args=[m.pk]),

@@ -52,6 +52,15 @@ RUN_NOW_HELP = (
 )
 
 
+def _warnings_summary(warnings: str) -> str:
+    """A run's warnings in a table cell: how many, and the first."""
+    lines = warnings.splitlines()
+    if not lines:
+        return ""
+    more = f" (and {len(lines) - 1:,} more: see the run)" if len(lines) > 1 else ""
+    return f"{ngettext('%d warning', '%d warnings', len(lines)) % len(lines)}: {lines[0]}{more}"
+
+
 class HttpsURLField(forms.URLField):
     """A URL form field that reads a bare host name as https (Django 6's default)."""
 
@@ -64,6 +73,8 @@ class MirrorForm(forms.ModelForm):
         choices=kind_choices(), label="Mirror type", help_text=Mirror.kind.field.help_text
     )
     run_now = forms.BooleanField(required=False, label="Run now", help_text=RUN_NOW_HELP)
+    # Shown only once checking a new source URL found problems (see _post_clean).
+    source_confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = Mirror
@@ -104,6 +115,25 @@ class MirrorForm(forms.ModelForm):
             if clash.exists():
                 self.add_error("name", "This channel already has a mirror with this name.")
         return cleaned_data
+
+    def _post_clean(self) -> None:
+        super()._post_clean()  # validates the mirror (and takes the URL's secrets back)
+        if self._errors or self.cleaned_data.get("source_confirmed"):
+            return
+        problems = services.mirror_check_source(mirror=self.instance)
+        if not problems:
+            return
+        verb = "Save" if self.instance.pk else "Create"
+        label = FORMATS[self.instance.kind].label
+        self.fields["source_confirmed"].widget = forms.CheckboxInput()
+        # The bound field exists already (it was cleaned) and keeps its own label.
+        self[
+            "source_confirmed"
+        ].label = f"{verb} anyway: I know the source does not look like a {label} repository"
+        self.add_error(
+            None,
+            [*problems, f"Check the source URL, or tick \u201c{verb} anyway\u201d to save it."],
+        )
 
 
 @admin.register(Mirror)
@@ -151,17 +181,20 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
 
     @staticmethod
     def _with_related(mirrors):
-        return mirrors.select_related(
-            "channel", "channel__parent", "policy", "channel__policy"
-        ).prefetch_related(
-            Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
+        return (
+            mirrors.select_related("channel", "channel__parent", "policy", "channel__policy")
+            .with_run_warnings()
+            .prefetch_related(
+                Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
+            )
         )
 
     def get_fieldsets(self, request, obj=None):
         form_fields = ["channel", "name", "mode", "source_url", "kind", "cron"]
         if obj is None or self.has_change_permission(request, obj):
-            # A form field, not a column: a read-only page (view permission only) has no form,
+            # Form fields, not columns: a read-only page (view permission only) has no form,
             # and Django would look `run_now` up on the admin, where it is the bulk action.
+            form_fields.insert(form_fields.index("kind") + 1, "source_confirmed")
             form_fields.append("run_now")
         fieldsets = [
             (None, {"fields": form_fields}),
@@ -269,7 +302,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     def status_display(self, mirror: Mirror):
         run = mirror.active_run() if mirror.is_active else None
         if run is None or run.state == SyncRun.State.QUEUED:
-            return mirror.get_status_display()
+            return mirror.status_label
         detail = f"{run.step or 'starting'}: {run.seen:,} read, {run.filtered:,} filtered"
         if run.progress is not None:
             return format_html(
@@ -331,14 +364,14 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
                     r.get_trigger_display(),
                     f"{r.created_at:%Y-%m-%d %H:%M}",
                     f"{r.seen:,} read / {r.filtered:,} filtered / {r.ingested:,} ingested",
-                    r.error,
+                    r.error or _warnings_summary(r.warnings),
                 )
                 for r in runs
             ),
         )
         return format_html(
             "<table><tr><th>Run</th><th>State</th><th>Trigger</th><th>Queued</th>"
-            "<th>Counts</th><th>Error</th></tr>{}</table>",
+            "<th>Counts</th><th>Error or warnings</th></tr>{}</table>",
             rows or mark_safe("<tr><td colspan='6'>No runs yet.</td></tr>"),
         )
 

@@ -114,6 +114,9 @@ class Mirror(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = MirrorQuerySet.as_manager()
+    #: What checking the source found wrong (`services.mirror_check_source`), told with the
+    #: warnings after the save that checked it; not stored.
+    source_problems: list[str] = []
 
     class Meta:
         ordering = ["channel__name", "name"]
@@ -153,7 +156,13 @@ class Mirror(models.Model):
         instance = super().from_db(db, field_names, values)
         # Remember the stored mode: it may not change once the mirror exists.
         instance._stored_mode = instance.__dict__.get("mode")
+        instance._stored_source_url = instance.__dict__.get("source_url")
         return instance
+
+    @property
+    def source_changed(self) -> bool:
+        """Whether the source URL is new: a new mirror's, or not the one loaded."""
+        return self.source_url != getattr(self, "_stored_source_url", None)
 
     @property
     def format(self):
@@ -195,6 +204,15 @@ class Mirror(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING, self.Status.STOPPING)
+
+    @property
+    def status_label(self) -> str:
+        """The status as shown: "Completed with warnings" when the latest run has some (read
+        from `MirrorQuerySet.with_run_warnings`; without it, the plain status)."""
+        label = self.get_status_display()
+        if self.status == self.Status.COMPLETED and getattr(self, "run_warned", False):
+            return f"{label} with warnings"
+        return label
 
     def effective_policy(self):
         """The mirror's own policy, else its channel's (a mirror policy replaces the channel's)."""
@@ -256,7 +274,7 @@ class Mirror(models.Model):
             pass
         if self.kind in FORMATS:
             advice.extend(self.format.source_warnings(self.source_url, self.options))
-        return advice
+        return advice + self.source_problems
 
     def next_run_at(self):
         return schedules.next_run(self.cron)

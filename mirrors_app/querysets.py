@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Q, Subquery
 
 
 class MirrorQuerySet(models.QuerySet):
@@ -12,6 +12,20 @@ class MirrorQuerySet(models.QuerySet):
 
     def with_related(self) -> MirrorQuerySet:
         return self.select_related("channel", "channel__parent", "policy", "channel__policy")
+
+    def with_run_warnings(self) -> MirrorQuerySet:
+        """Annotate `run_warned`: whether the latest run (skipped ones aside) has warnings."""
+        from .models import SyncRun
+
+        latest = (
+            SyncRun.objects.filter(mirror=OuterRef("pk"))
+            .exclude(state=SyncRun.State.SKIPPED)
+            .order_by("-created_at")
+            .annotate(warned=ExpressionWrapper(~Q(warnings=""), output_field=BooleanField()))
+        )
+        return self.annotate(
+            run_warned=Subquery(latest.values("warned")[:1], output_field=BooleanField())
+        )
 
 
 class SyncRunQuerySet(models.QuerySet):

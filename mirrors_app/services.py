@@ -15,9 +15,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from channels_app.formats import FORMATS, FormatError
 from channels_app.models import Channel
 from channels_app.tasks import publish_channel
 from psm.audit import audit_record
+from psm.http import UpstreamClient, UpstreamError
 from psm.redaction import scrub
 
 from . import schedules
@@ -65,6 +67,26 @@ def mirror_save(*, mirror: Mirror, user=None, run_now: bool = False) -> SyncRun 
         # After the save's transaction: MirrorBusy must not roll the saved settings back.
         return mirror_run_now(mirror=mirror, user=user)
     return None
+
+
+def mirror_check_source(*, mirror: Mirror) -> list[str]:
+    """Check a new source URL (a new mirror's, or a changed one; else []) with a request or
+    two: what makes it not look like a repository of the mirror's type, or why it could not
+    be checked. Advice: never blocks a save. Through the upstream client, so the allowlist and
+    address checks apply to it as to every fetch."""
+    if not mirror.source_changed or mirror.kind not in FORMATS:
+        return []
+    client = UpstreamClient(retries=0)  # someone is waiting for the answer
+    try:
+        problems = mirror.format.probe_source(client, mirror.source_url, mirror.options)
+    except (UpstreamError, FormatError) as exc:
+        problems = [f"PSM could not check the source: {exc}."]
+    except Exception as exc:  # a bug in a check must not stop the save it only advises on
+        logger.exception("checking the source of mirror %r failed", mirror.name)
+        problems = [f"PSM could not check the source: {exc.__class__.__name__}."]
+    finally:
+        client.close()
+    return [scrub(problem, mirror.source_url) for problem in problems]
 
 
 def mirror_delete(*, mirror: Mirror, with_packages: bool = False, user=None) -> None:
@@ -177,11 +199,19 @@ def sync_run_claim(*, run_id: int) -> SyncRun | None:
     return run
 
 
-def sync_run_finish(*, run: SyncRun, state: str, error: str = "") -> bool:
-    """Record how the run ended; False if it was no longer running (e.g. failed as stale)."""
+def sync_run_finish(*, run: SyncRun, state: str, error: str = "", warnings: str = "") -> bool:
+    """Record how the run ended: why it failed (`error`), what a run that did not fail could
+    not do or find (`warnings`, one a line). False if it was no longer running (e.g. failed as
+    stale)."""
     now = timezone.now()
     done = _transition(
-        run, {State.RUNNING, State.STOPPING}, state, finished_at=now, heartbeat_at=now, error=error
+        run,
+        {State.RUNNING, State.STOPPING},
+        state,
+        finished_at=now,
+        heartbeat_at=now,
+        error=error,
+        warnings=warnings,
     )
     if done and state != State.FAILED:
         Mirror.objects.filter(pk=run.mirror_id).update(last_synced_at=now)
@@ -227,8 +257,9 @@ def sync_runs_requeue_lost(*, now=None) -> int:
 
 def _transition(run: SyncRun, from_states: set[str], to: str, **fields) -> bool:
     """Change the run's state if it is still in `from_states`; the mirror's status follows."""
-    if fields.get("error"):
-        fields["error"] = scrub(fields["error"])  # errors quote URLs: never with their secrets
+    for name in ("error", "warnings"):
+        if fields.get(name):
+            fields[name] = scrub(fields[name])  # they quote URLs: never with their secrets
     with transaction.atomic():
         changed = SyncRun.objects.filter(pk=run.pk, state__in=from_states).update(
             state=to, **fields

@@ -476,11 +476,12 @@ class _CheckedAdapter(HTTPAdapter):
         }
 
 
-def new_session(*, proxy: str = "") -> requests.Session:
-    """Return a session with PSM's user agent, retries on transient errors and the proxy."""
+def new_session(*, proxy: str = "", retries: int | None = None) -> requests.Session:
+    """Return a session with PSM's user agent, retries on transient errors (`retries`, else
+    PSM_HTTP_RETRIES) and the proxy."""
     session = requests.Session()
     retry = Retry(
-        total=settings.PSM_HTTP_RETRIES,
+        total=settings.PSM_HTTP_RETRIES if retries is None else retries,
         backoff_factor=0.5,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=("GET", "HEAD"),
@@ -619,17 +620,48 @@ def _validators(url: str, *found: Mapping[str, str]) -> dict[str, str]:
         kept.update((key, values[key]) for key in ("etag", "last_modified") if values.get(key))
     return kept
 
+class Peek:
+    """The start of a document (`head`, empty unless 200): enough to tell what it is."""
+
+    status: int
+    content_type: str
+    head: bytes
+
+
+#: What `UpstreamClient.peek` reads at most.
+PEEK_BYTES = 64 * 1024
+
 
 class UpstreamClient:
     """A session plus the limits that apply to one mirror run; handed to format modules."""
 
-    def __init__(self, *, proxy: str = "", max_bytes: int | None = None) -> None:
-        self.session = new_session(proxy=proxy)
+    def __init__(
+        self, *, proxy: str = "", max_bytes: int | None = None, retries: int | None = None
+    ) -> None:
+        self.session = new_session(proxy=proxy, retries=retries)
         self.max_bytes = max_bytes or settings.PSM_MAX_INDEX_BYTES
 
     def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None:
         """GET a document within the index size limit; None when upstream says 404."""
         return fetch_bytes(self.session, url, max_bytes=self.max_bytes, headers=headers)
+
+    def peek(
+        self, url: str, *, headers: dict[str, str] | None = None, max_bytes: int = PEEK_BYTES
+    ) -> Peek:
+        """GET the first `max_bytes` of a document and hang up: a look at an index that may be
+        hundreds of MB, without downloading it. 404 is returned, other errors raised."""
+        with open_stream(self.session, url, headers=headers) as response:
+            head = b""
+            if response.status_code == 200:
+                try:
+                    for chunk in response.iter_content(min(CHUNK_SIZE, max_bytes)):
+                        head += chunk
+                        if len(head) >= max_bytes:
+                            break
+                except requests.RequestException as exc:
+                    raise UpstreamError(url, f"download interrupted: {exc}") from exc
+            content_type = response.headers.get("Content-Type", "")
+            return Peek(response.status_code, content_type, head[:max_bytes])
 
     def download(
         self,

@@ -18,6 +18,13 @@ class IndexFetch(Protocol):
     url: str
     validators: dict[str, str]
 
+class Peeked(Protocol):
+    """The start of a document (`psm.http.Peek`); `head` is empty unless `status` is 200."""
+
+    status: int
+    content_type: str
+    head: bytes
+
 
 class Client(Protocol):
     """What a format needs from the HTTP layer (`psm.http.UpstreamClient`)."""
@@ -35,6 +42,8 @@ class Client(Protocol):
     ) -> IndexFetch:
         """GET an index document into `dest`, conditionally on `validators`."""
         ...
+
+    def peek(self, url: str, *, headers: dict[str, str] | None = None) -> Peeked: ...
 
     def download(
         self,
@@ -192,6 +201,17 @@ class Fetched:
     serial_vouches: bool = True
 
 
+class UnitList(dict[str, int | None]):
+    """What `list_units` returns: each unit with its upstream serial (None: none given), and
+    the units only `guessed` — tried although the source does not list them (conda's usual
+    platforms when no channeldata.json says which exist, R's Archive folders): one of those
+    not found is no problem; any other unit not found is worth a warning."""
+
+    def __init__(self, units: Mapping[str, int | None], guessed: Iterable[str] = ()) -> None:
+        super().__init__(units)
+        self.guessed = frozenset(guessed)
+
+
 class IndexSource(Protocol):
     """A channel's current packages, as publishing hands them to a format to render."""
 
@@ -244,6 +264,19 @@ class RepositoryFormat:
         """Return advice about mirroring this source (shown, never blocking)."""
         return []
 
+    def probe_source(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> list[str]:
+        """Say what makes the source not look like a repository of this format ([]: it does),
+        from a request or two that read little (`client.peek`: an index may be hundreds of MB).
+        Upstream errors are raised, for the caller to report."""
+        return []
+
+    def requested_names(self, options: Mapping[str, Any]) -> list[str]:
+        """The package names the options ask for one by one, where these are not units (R's
+        package list): after a run, each one the source's index lacks is warned about."""
+        return []
+
     def normalize_name(self, name: str) -> str:
         return name
 
@@ -272,7 +305,8 @@ class RepositoryFormat:
         documents: Documents | None = None,
     ) -> dict[str, int | None] | None:
         """The units with their upstream serial where the source gives one (a unit whose
-        serial did not change since it was last read is skipped without a request).
+        serial did not change since it was last read is skipped without a request); a
+        `UnitList` also says which units are only guessed.
 
         A document read to list the units (see `fetch_document`) is fetched conditionally on
         the validators in `documents`; when it answers 304 the listing is the one read last

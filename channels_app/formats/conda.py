@@ -35,6 +35,7 @@ from .base import (
     RepositoryFormat,
     Unchanged,
     UnitExtras,
+    UnitList,
     entry_digest,
     fetch_document,
     fetch_first,
@@ -94,7 +95,22 @@ class CondaFormat(RepositoryFormat):
 
     def subdirs(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The subdirs to mirror: the option, else what channeldata.json lists, else defaults."""
-        return list(self.list_units(client, source_url, options) or ())
+        return sorted(self.list_units(client, source_url, options) or ())
+
+    def probe_source(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> list[str]:
+        """A conda channel has channeldata.json or at least noarch/repodata.json (JSON)."""
+        found = []
+        for name in ("channeldata.json", "noarch/repodata.json"):
+            peek = client.peek(_join(source_url, name))
+            if peek.status == 200 and peek.head.lstrip()[:1] == b"{":
+                return []
+            found.append(f"{name}: {'not JSON' if peek.status == 200 else f'HTTP {peek.status}'}")
+        return [
+            "The source does not look like a conda channel: it has neither channeldata.json "
+            f"nor noarch/repodata.json ({'; '.join(found)})."
+        ]
 
     fixed_units = KNOWN_SUBDIRS
     reserved_subchannel_names = KNOWN_SUBDIRS
@@ -109,10 +125,12 @@ class CondaFormat(RepositoryFormat):
         source_url: str,
         options: Mapping[str, Any],
         documents: Documents | None = None,
-    ) -> dict[str, int | None] | None:
-        """The subdirs (see `subdirs`); None when channeldata.json is unchanged (a 304)."""
+    ) -> UnitList | None:
+        """The subdirs (see `subdirs`); None when channeldata.json is unchanged (a 304). The
+        defaults are only guessed, except noarch, which every conda channel has (clients need
+        its repodata.json)."""
         if options.get("subdirs"):
-            return dict.fromkeys(sorted(set(options["subdirs"]) | {"noarch"}))
+            return UnitList(dict.fromkeys(sorted(set(options["subdirs"]) | {"noarch"})))
         url = _join(source_url, "channeldata.json")
         with tempfile.TemporaryFile() as body:
             fetched = fetch_document(
@@ -127,7 +145,9 @@ class CondaFormat(RepositoryFormat):
                     listed = [s for s in document.get("subdirs", []) if s in KNOWN_SUBDIRS]
                 except (ValueError, AttributeError, TypeError):
                     listed = []  # a broken channeldata.json only costs us the hint
-        return dict.fromkeys(sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"}))
+        subdirs = sorted(set(listed or DEFAULT_SUBDIRS) | {"noarch"})
+        guessed = () if listed else set(DEFAULT_SUBDIRS) - {"noarch"}
+        return UnitList(dict.fromkeys(subdirs), guessed)
 
     def fetch_unit(
         self,
@@ -143,7 +163,6 @@ class CondaFormat(RepositoryFormat):
         subdir costs one 304. The decompressed document is capped at the client's index size
         limit.
         """
-
         def unpack(url: str, raw: BinaryIO, out: BinaryIO) -> None:
             _decompress(url, raw, out, url, client.max_bytes)
 
@@ -153,7 +172,7 @@ class CondaFormat(RepositoryFormat):
         ]
         fetched = fetch_first(client, candidates, dest, validators)
         if fetched is None:
-            return Fetched("missing")
+            return Fetched("missing", _join(source_url, f"{unit}/repodata.json"))
         return Fetched(fetched.status, fetched.url, fetched.validators)
 
     def parse_unit(

@@ -58,6 +58,7 @@ from .base import (
     RepositoryFormat,
     Unchanged,
     UnitExtras,
+    UnitList,
     entry_digest,
     fetch_document,
     fetch_first,
@@ -135,8 +136,9 @@ class CranFormat(RepositoryFormat):
         source_url: str,
         options: Mapping[str, Any],
         documents: Documents | None = None,
-    ) -> dict[str, int | None] | None:
-        """`src/contrib` and with `archive` the mirrored packages' Archive folders.
+    ) -> UnitList | None:
+        """`src/contrib` and with `archive` the mirrored packages' Archive folders, only
+        guessed (most packages have none).
 
         Without `archive`, `src/contrib` has no serial: it is asked for (conditionally) on
         every run. With it, PACKAGES is read here, conditionally within one `MISSING_RECHECK`
@@ -147,7 +149,7 @@ class CranFormat(RepositoryFormat):
         move the old one there; a mirror upstream may sync PACKAGES before the folder)."""
         units: dict[str, int | None] = {CONTRIB: None}
         if not options.get("archive"):
-            return units
+            return UnitList(units)
         now = datetime.now(UTC)
         base = contrib_url(source_url)
         with tempfile.TemporaryFile() as index:
@@ -163,7 +165,31 @@ class CranFormat(RepositoryFormat):
         units[CONTRIB] = _version_serial(fetched.validators)
         for name in sorted(cran_filters.archived_names(options, set(entries))):
             units[archive_unit(name)] = archive_serial(name, entries[name], now)
-        return units
+        return UnitList(units, guessed=[unit for unit in units if unit != CONTRIB])
+
+    def requested_names(self, options: Mapping[str, Any]) -> list[str]:
+        """The packages of the package list (`packages`)."""
+        return cran_filters.package_names(options)
+
+    def probe_source(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> list[str]:
+        """A CRAN-like repository has `src/contrib/PACKAGES.gz` or `src/contrib/PACKAGES`."""
+        found = []
+        for name in INDEX_FILES:
+            peek = client.peek(contrib_url(source_url) + name)
+            head = peek.head.lstrip()
+            if peek.status == 200 and (
+                head.startswith(b"\x1f\x8b") or head.startswith(b"Package:")
+            ):
+                return []
+            found.append(
+                f"{name}: {'not an index' if peek.status == 200 else f'HTTP {peek.status}'}"
+            )
+        return [
+            "The source does not look like a CRAN-like repository: it has no "
+            f"src/contrib/PACKAGES.gz or src/contrib/PACKAGES ({'; '.join(found)})."
+        ]
 
     def _package_entries(self, index: BinaryIO, url: str) -> dict[str, list[int]]:
         """Package name -> digests of its stanzas in the source's PACKAGES."""

@@ -206,6 +206,11 @@ def _by_name(values: list[str]) -> dict[str, list[Spec]]:
     return grouped
 
 
+def package_names(options: Mapping[str, Any]) -> list[str]:
+    """The packages the package list names (empty: all)."""
+    return sorted({spec.name for spec in _specs(options.get("packages", []), "packages")})
+
+
 def archived_names(options: Mapping[str, Any], names: Iterable[str]) -> set[str]:
     """The packages whose Archive folder a mirror reads: those it mirrors (the `packages`
     list, or all), less those the block list drops whole."""

@@ -47,6 +47,7 @@ from .base import (
 )
 from .pypi_pages import (
     file_record,
+    looks_like_project_list,
     parse_page,
     parse_project_list,
     parse_project_serials,
@@ -105,6 +106,21 @@ class PypiFormat(RepositoryFormat):
             ]
         return []
 
+    def probe_source(
+        self, client: Client, source_url: str, options: Mapping[str, Any]
+    ) -> list[str]:
+        """A simple index answers its root URL with a project list (PEP 691 or PEP 503)."""
+        peek = client.peek(source_url.rstrip("/") + "/", headers={"Accept": ACCEPT})
+        hint = "the URL of one usually ends in /simple/, e.g. https://pypi.org/simple/"
+        if peek.status != 200:
+            return [f"The source has no Python simple index (HTTP {peek.status}): {hint}."]
+        if not looks_like_project_list(peek.head, peek.content_type):
+            return [
+                "The source does not look like a Python simple index: its page is no PEP 691 "
+                f"or PEP 503 project list ({hint})."
+            ]
+        return []
+
     def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
         """The normalized project names: the mirror's `projects`, else the index root's."""
         return sorted(self.list_units(client, source_url, options))
@@ -130,7 +146,11 @@ class PypiFormat(RepositoryFormat):
             if fetched.status == "unchanged":
                 return None
             if fetched.status == "missing":
-                raise FormatError(url, "the index root was not found (404)")
+                raise FormatError(
+                    url,
+                    "the index root was not found (404); a simple index URL usually ends in "
+                    "/simple/",
+                )
             body = root.read()
         serials = parse_project_serials(body, url)
         if serials is None:

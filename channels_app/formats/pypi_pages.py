@@ -193,6 +193,44 @@ def _hash_pairs(text: str) -> dict[str, str]:
     return {name: value for name, sep, value in pairs if sep and name in _HASH_LENGTHS}
 
 
+def looks_like_project_list(head: bytes, content_type: str) -> bool:
+    """Whether the start of a page (`head`, perhaps cut short) is a simple index's project
+    list: PEP 691 JSON, or PEP 503 HTML (PEP 629's version tag, or a link named after the
+    project it leads to)."""
+    if content_type.split(";")[0].strip().lower().startswith("application/vnd.pypi.simple."):
+        return True
+    body = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if body[:1] == b"{":
+        return b'"projects"' in body or b'"meta"' in body
+    text = body.decode("utf-8", "replace")
+    if "pypi:repository-version" in text:
+        return True
+    parser = _ProjectLinkParser()
+    parser.feed(text)
+    return parser.found
+
+
+class _ProjectLinkParser(HTMLParser):
+    """Finds a PEP 503 project link: `<a href=".../<name>/">name</a>`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found = False
+        self._target: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href") if tag == "a" else None
+        segments = [s for s in urlsplit(href or "").path.split("/") if s]
+        self._target = project_name(unquote(segments[-1])) if segments else None
+
+    def handle_endtag(self, tag: str) -> None:
+        self._target = None
+
+    def handle_data(self, data: str) -> None:
+        if self._target is not None and project_name(data) == self._target:
+            self.found = True
+
+
 class _AnchorParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

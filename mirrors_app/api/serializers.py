@@ -35,7 +35,11 @@ class SyncRunSerializer(serializers.ModelSerializer):
     requested_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
     progress = serializers.IntegerField(read_only=True, allow_null=True)
     # Errors are scrubbed when recorded; again here for runs recorded before that.
-    error = ScrubbedTextField(read_only=True)
+    error = ScrubbedTextField(read_only=True, help_text=SyncRun.error.field.help_text)
+    warnings = serializers.SerializerMethodField(
+        help_text="What the run could not do or did not find, one item each: an index that is "
+        "missing or unreadable, a name of the mirror's options the source does not have."
+    )
 
     class Meta:
         model = SyncRun
@@ -61,8 +65,12 @@ class SyncRunSerializer(serializers.ModelSerializer):
             "failed",
             "bytes_downloaded",
             "error",
+            "warnings",
         ]
         read_only_fields = fields
+
+    def get_warnings(self, run: SyncRun) -> list[str]:
+        return scrub(run.warnings).splitlines()
 
 
 class AppliedPolicySerializer(serializers.Serializer):
@@ -85,7 +93,12 @@ class MirrorSerializer(FullCleanMixin, serializers.ModelSerializer):
         help_text="The policy in force: the mirror's own, else its channel's (source 'none' "
         "when neither has one)."
     )
-    warnings = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField(
+        help_text="Advice about this configuration, never blocking: several mirrors in one "
+        "channel, a frequent schedule, a full PyPI mirror; after a save that set the source "
+        "URL, what makes the source not look like a repository of the mirror's type (or why "
+        "it could not be checked)."
+    )
 
     class Meta:
         model = Mirror

@@ -117,6 +117,8 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
         else:
             if run is not None:
                 mirror._active_runs = [run]  # the prefetched active runs predate this run
+        # Saved either way: what the check finds is told in the answer's warnings.
+        mirror.source_problems = services.mirror_check_source(mirror=mirror)
         serializer.instance = mirror
 
     def perform_destroy(self, instance: Mirror) -> None:

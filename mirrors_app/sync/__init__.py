@@ -22,7 +22,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from channels_app.formats import FormatError, Rejected, Unchanged, UnitExtras
+from channels_app.formats import FormatError, Rejected, Unchanged, UnitExtras, UnitList
 from channels_app.models import Channel, Package
 from channels_app.publishing import channel_publish
 from psm.http import UpstreamClient, UpstreamError
@@ -56,18 +56,18 @@ def run_sync(run: SyncRun) -> str:
     mirror = run.mirror
     progress = Progress(run)
     client = UpstreamClient()
-    problems: list[str] = []
+    error, warnings = "", ""
     try:
-        problems = _sync_units(run, mirror, client, progress)
+        warnings = "\n".join(_sync_units(run, mirror, client, progress))
     except StopRequested:
-        final, error = State.STOPPED, ""
+        final = State.STOPPED
     except (UpstreamError, FormatError) as exc:
         final, error = State.FAILED, str(exc)
     except Exception as exc:  # a bug must still end the run, not leave it running
         logger.exception("run %s of mirror %s crashed", run.pk, mirror.pk)
         final, error = State.FAILED, f"Internal error: {exc.__class__.__name__}: {exc}"
     else:
-        final, error = State.COMPLETED, "\n".join(problems)
+        final = State.COMPLETED
     finally:
         client.close()
     if final != State.FAILED:
@@ -82,19 +82,21 @@ def run_sync(run: SyncRun) -> str:
         except StopRequested:
             final = State.STOPPED if final == State.COMPLETED else final
     # Errors quote URLs; a token in the source's path must not reach the run's record.
-    error = scrub(error, mirror.source_url)
-    sync_run_finish(run=run, state=final, error=error)
-    logger.info("run %s of mirror %s ended %s %s", run.pk, mirror.pk, final, error)
+    error, warnings = scrub(error, mirror.source_url), scrub(warnings, mirror.source_url)
+    sync_run_finish(run=run, state=final, error=error, warnings=warnings)
+    logger.info("run %s of mirror %s ended %s %s", run.pk, mirror.pk, final, error or warnings)
     return final
 
 
 def _sync_units(
     run: SyncRun, mirror: Mirror, client: UpstreamClient, progress: Progress
 ) -> list[str]:
-    """Sync every unit; return the problems of units that could not be read.
+    """Sync every unit; return the warnings: units that could not be read, units the source
+    lacks (unless only guessed) and names of the options the source's index lacks.
 
-    One unreadable unit (malformed index, upstream error) does not stop the others; if every
-    unit fails, the run fails.
+    One unreadable or missing unit (malformed index, upstream error, 404) does not stop the
+    others; if nothing at all can be read (every unit unreadable or missing, or none listed),
+    the run fails.
     """
     fmt = mirror.format
     restart = run.trigger == SyncRun.Trigger.RESTART
@@ -107,6 +109,9 @@ def _sync_units(
     # None: the listing is unchanged (a 304), so it lists what the last complete run read.
     reused = listed is None
     listed = stored if listed is None else listed
+    if not listed:
+        raise FormatError(redact(mirror.source_url), "the source lists nothing to mirror")
+    guessed = listed.guessed if isinstance(listed, UnitList) else frozenset()
     stale = [] if reused else [unit for unit in stored if unit not in listed]
     serials = {} if restart else stored
     units = sorted(listed)
@@ -117,6 +122,8 @@ def _sync_units(
     unlisted = fmt.drops_unlisted_units and not reused  # nothing was delisted since then
     changed = _drop_unlisted(mirror, set(units), rejections) if unlisted else 0
     finished = forgotten = False
+    unread: set[str] = set()  # units unreadable or not in the source
+    absent: list[tuple[str, str]] = []  # (unit, URL) not in the source
     done: list[MirrorUnit] = []
     todo = []
     for unit in units:
@@ -135,6 +142,7 @@ def _sync_units(
             writer.flush()
             for unit, reason in writer.failed.items():
                 problems.append(f"{unit}: {reason}")
+                unread.add(unit)
                 progress.fail(f"index unreadable: {unit}")
             done[:] = [state for state in done if state.name not in writer.failed]
             writer.failed.clear()
@@ -162,8 +170,12 @@ def _sync_units(
                 problem = scrub(f"{unit}: {exc}", mirror.source_url)  # errors quote URLs
                 logger.warning("mirror %s: %s", mirror.pk, problem)
                 problems.append(problem)
+                unread.add(unit)
                 progress.fail(f"index unreadable: {unit}")
                 continue
+            if fetched.status == "missing":
+                unread.add(unit)
+                absent.append((unit, fetched.url))
             changed += rows
             kept = serial if fetched.serial_vouches else None  # None: asked again next run
             if validators is not None and (
@@ -183,8 +195,12 @@ def _sync_units(
         # The listing's validators vouch for the units kept: only once every unit was read.
         whole = finished and not forgotten and not problems
         _keep_documents(mirror, documents if whole else {}, stale, len(units))
-    if units and len(problems) == len(units):
-        raise FormatError(redact(mirror.source_url), "; ".join(problems))
+    if unread == set(units):
+        reasons = "; ".join(problems + _not_found(absent))
+        raise FormatError(redact(mirror.source_url), f"nothing could be read: {reasons}")
+    problems += _not_found([(unit, url) for unit, url in absent if unit not in guessed])
+    if not problems:  # with a unit unread, its names may be there: not worth a warning
+        problems += _names_not_found(mirror)
     _apply_policy(mirror, progress, changed=changed, restart=restart)
     if mirror.mode == Mirror.Mode.ACTIVE:
         # One pass over every file still to store, those of unchanged units included: a
@@ -222,6 +238,42 @@ def _keep_documents(mirror: Mirror, documents: dict, stale: list[str], units: in
     if state != mirror.fetch_state:
         mirror.fetch_state = state
         Mirror.objects.filter(pk=mirror.pk).update(fetch_state=state)
+
+
+#: Units or names not found that a run's warnings list one by one; the rest are counted.
+NOT_FOUND_LISTED = 50
+
+
+def _not_found(missing: list[tuple[str, str]]) -> list[str]:
+    """One warning per unit the source lacks (the first `NOT_FOUND_LISTED`, then a count)."""
+    lines = [
+        f"{unit}: not found in the source" + (f" ({redact(url)})" if url else "")
+        for unit, url in missing[:NOT_FOUND_LISTED]
+    ]
+    if len(missing) > NOT_FOUND_LISTED:
+        lines.append(f"... and {len(missing) - NOT_FOUND_LISTED:,} more not found in the source")
+    return lines
+
+
+def _names_not_found(mirror: Mirror) -> list[str]:
+    """One warning per name of the mirror's options (R's package list) that the source's index
+    does not have: the mirror holds no current package of that name."""
+    names = mirror.format.requested_names(mirror.options)
+    if not names:
+        return []
+    held = set(
+        Package.objects.filter(mirror=mirror, removed=False, name__in=names)
+        .values_list("name", flat=True)
+        .distinct()
+    )
+    absent = [name for name in names if name not in held]
+    lines = [
+        f"{name}: named in the mirror's options, but not in the source's index"
+        for name in absent[:NOT_FOUND_LISTED]
+    ]
+    if len(absent) > NOT_FOUND_LISTED:
+        lines.append(f"... and {len(absent) - NOT_FOUND_LISTED:,} more names not in the index")
+    return lines
 
 
 def _with_states(units_read, todo: list, serials: dict) -> list:

@@ -820,6 +820,9 @@ def mirror_form(channel, **overrides) -> dict:
         "cron": "0 0 1 * *",
         "policy": "",
         "options": "{}",
+        # Nothing answers at SOURCE: the check of a new source is confirmed away (see
+        # test_source_checks.py for the check itself).
+        "source_confirmed": "on",
     }
     return data | overrides
 

@@ -10,6 +10,7 @@ import json
 from unittest import mock
 
 import pytest
+import requests
 from django_celery_beat.models import PeriodicTask
 
 from channels_app.models import Artifact, Package
@@ -282,8 +283,8 @@ def test_listing_an_unknown_channel_is_empty(api_client, make_user):
 # --- create ------------------------------------------------------------------------------------
 
 
-def test_create_mirror_returns_it_with_defaults(admin_client, channel):
-    response = create(admin_client)
+def test_create_mirror_returns_it_with_defaults(admin_client, channel, conda_upstream):
+    response = create(admin_client, source_url=conda_upstream.url)  # a real channel: no warning
 
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -298,7 +299,7 @@ def test_create_mirror_returns_it_with_defaults(admin_client, channel):
     assert "run_now" not in body
     mirror = Mirror.objects.get(pk=body["id"])
     assert mirror.channel == channel
-    assert mirror.source_url == SOURCE
+    assert mirror.source_url == conda_upstream.url
     assert mirror.cron == "0 0 1 * *"
     assert mirror.created_by.username == "admin"
     assert not SyncRun.objects.exists()
@@ -449,10 +450,10 @@ def test_same_mirror_name_in_another_channel_is_allowed(admin_client, channel):
     assert create(admin_client, name="conda-forge").status_code == 201
 
 
-def test_second_mirror_in_a_channel_is_saved_with_a_warning(admin_client, channel):
+def test_second_mirror_in_a_channel_is_saved_with_a_warning(admin_client, channel, conda_upstream):
     MirrorFactory(channel=channel, name="first")
 
-    response = create(admin_client, name="second")
+    response = create(admin_client, name="second", source_url=conda_upstream.url)
 
     assert response.status_code == 201
     warnings = response.json()["warnings"]
@@ -472,14 +473,15 @@ def test_full_pypi_mirror_is_saved_with_a_yearly_schedule_warning(admin_client, 
     settings.PSM_UPSTREAM_ALLOWLIST = ["pypi.org"]
     ChannelFactory(name="py", kind="pypi")
 
-    with mock.patch("requests.Session.send") as send:
+    # Nothing may leave the machine: the check of the new source finds no network.
+    with mock.patch("requests.Session.send", side_effect=requests.ConnectionError) as send:
         response = create(
             admin_client, channel="py", kind="pypi", source_url="https://pypi.org/simple/"
         )
 
     assert response.status_code == 201, response.json()
     assert any("once yearly" in w for w in response.json()["warnings"])
-    send.assert_not_called()
+    assert [call.args[0].url for call in send.call_args_list] == ["https://pypi.org/simple/"]
 
 
 def test_create_mirror_schedules_it(admin_client, channel):

@@ -128,8 +128,8 @@ def _leftover_tmp() -> list[str]:
 
 def _assert_index_unreadable(run, subdir, snippet):
     assert run.state == SyncRun.State.COMPLETED, run.error
-    assert run.error.startswith(f"{subdir}: "), run.error
-    assert snippet in run.error, run.error
+    assert run.warnings.startswith(f"{subdir}: "), run.warnings
+    assert snippet in run.warnings, run.warnings
     assert run.filtered_reasons.get(f"index unreadable: {subdir}") == 1, run.filtered_reasons
 
 

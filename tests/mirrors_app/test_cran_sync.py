@@ -333,14 +333,6 @@ def test_a_corrupt_gzip_index_fails_the_run(repo, upstream, run_mirror):
     assert "gzip" in run.error
 
 
-def test_a_missing_index_fails_the_run(tmp_path, run_mirror):
-    (tmp_path / "empty").mkdir()
-    with CranServer(tmp_path / "empty") as upstream:
-        run = run_mirror(_mirror(upstream))
-    assert run.state == SyncRun.State.FAILED
-    assert "no PACKAGES index" in run.error
-
-
 def test_an_md5_mismatch_is_refused_active(repo, upstream, run_mirror):
     tarball = repo / "src/contrib/beta_2.0.tar.gz"
     tarball.write_bytes(tarball.read_bytes() + b"tampered")

@@ -105,7 +105,7 @@ def test_a_bad_project_page_does_not_stop_the_others(index, upstream, run_mirror
     mirror = _mirror(upstream)
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED
-    assert "alpha" in run.error
+    assert "alpha" in run.warnings
     assert _served(client, mirror, "beta") != []
 
 
@@ -171,7 +171,7 @@ def test_an_enormous_project_page_is_refused_and_the_others_arrive(
     mirror = _mirror(upstream)
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED
-    assert "alpha" in run.error and "3000 byte limit" in run.error
+    assert "alpha" in run.warnings and "3000 byte limit" in run.warnings
     assert _served(client, mirror, "alpha") == []
     assert len(_served(client, mirror, "beta")) == 2
 
@@ -223,7 +223,7 @@ def test_a_project_page_that_times_out_is_reported_and_the_others_arrive(
     mirror = _mirror(upstream)
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED
-    assert "alpha" in run.error and "timed out" in run.error.lower()
+    assert "alpha" in run.warnings and "timed out" in run.warnings.lower()
     assert run.filtered_reasons == {"index unreadable: alpha": 1}
     assert len(_served(client, mirror, "beta")) == 2
 
@@ -282,7 +282,7 @@ def test_an_active_mirror_of_many_projects_downloads_in_one_pass(
     test_active_mirror_refuses_a_file_whose_hash_does_not_match(index, upstream, run_mirror)
 
 
-def test_a_source_that_suddenly_lists_no_project_is_not_taken_as_empty(
+def test_a_source_that_suddenly_lists_no_project_fails_and_keeps_the_channel(
     upstream, run_mirror, client
 ):
     mirror = _mirror(upstream)
@@ -290,5 +290,6 @@ def test_a_source_that_suddenly_lists_no_project_is_not_taken_as_empty(
     upstream.pages["/simple/"] = b'{"meta": {"api-version": "1.1"}, "projects": []}'
     run = run_mirror(mirror)
     assert [p for _, p, _ in upstream.requests[-1:]] == ["/simple/"]  # the empty list was read
-    assert run.state == SyncRun.State.COMPLETED
+    assert run.state == SyncRun.State.FAILED
+    assert "lists nothing to mirror" in run.error
     assert len(_served(client, mirror, "alpha")) == 4 and len(_served(client, mirror, "beta")) == 2

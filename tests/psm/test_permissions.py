@@ -268,6 +268,7 @@ def test_admin_mirror_form_offers_only_channels_of_the_users_category(client, ma
         "cron": "0 0 1 * *",
         "policy": "",
         "options": "{}",
+        "source_confirmed": "on",  # nothing answers at SOURCE
     }
     refused = client.post(add, data)
     assert "channel" in refused.context["adminform"].form.errors

@@ -51,6 +51,8 @@ class Command(BaseCommand):
             f"seen {run.seen}, filtered {run.filtered}, ingested {run.ingested}, "
             f"downloaded {run.downloaded}, failed {run.failed}"
         )
+        for warning in scrub(run.warnings, mirror.source_url).splitlines():
+            self.stderr.write(f"Warning: {warning}")
         if final == SyncRun.State.FAILED:
             # The error is scrubbed when recorded; the source's own secrets are hidden again.
             raise CommandError(scrub(run.error, mirror.source_url) or "the run failed")
