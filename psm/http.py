@@ -620,6 +620,8 @@ def _validators(url: str, *found: Mapping[str, str]) -> dict[str, str]:
         kept.update((key, values[key]) for key in ("etag", "last_modified") if values.get(key))
     return kept
 
+
+@dataclass(frozen=True)
 class Peek:
     """The start of a document (`head`, empty unless 200): enough to tell what it is."""
 
@@ -658,8 +660,8 @@ class UpstreamClient:
                         head += chunk
                         if len(head) >= max_bytes:
                             break
-                except requests.RequestException as exc:
-                    raise UpstreamError(url, f"download interrupted: {exc}") from exc
+                except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                    raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
             content_type = response.headers.get("Content-Type", "")
             return Peek(response.status_code, content_type, head[:max_bytes])
 
