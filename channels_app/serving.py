@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import mimetypes
 import os
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from django.views.decorators.http import require_safe
 from psm.http import CHUNK_SIZE, UpstreamClient, UpstreamError
 
 from . import access, storage
-from .formats import get_format
+from .formats import content_type, get_format
 from .http_files import file_response
 from .models import Artifact, Channel, Package, PublishedFile
 from .publishing import channel_publish
@@ -265,9 +264,7 @@ def _upstream_failure(exc: UpstreamError) -> HttpResponse:
 
 
 def _content_type(filename: str) -> str:
-    if filename.endswith(".conda"):
-        return "application/octet-stream"
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return content_type(filename)  # one table for every file PSM serves (formats.base)
 
 
 class _FileLock:

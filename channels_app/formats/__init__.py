@@ -11,6 +11,7 @@ from .base import (
     RepositoryFormat,
     Unchanged,
     UnitExtras,
+    content_type,
     entry_digest,
 )
 from .conda import CondaFormat
@@ -41,6 +42,7 @@ __all__ = [
     "Rejected",
     "Unchanged",
     "UnitExtras",
+    "content_type",
     "entry_digest",
     "FormatError",
     "OptionsError",
