@@ -135,20 +135,26 @@ class CranFormat(RepositoryFormat):
         upstream may sync PACKAGES before the folder)."""
         units: dict[str, int | None] = {CONTRIB: None}
         if options.get("archive"):
-            entries, now = self._package_entries(client, source_url), datetime.now(UTC)
-            for name in sorted(cran_filters.archived_names(options, set(entries))):
+            entries, current = self._package_entries(client, source_url)
+            now = datetime.now(UTC)
+            for name in sorted(cran_filters.archived_names(options, current)):
                 units[archive_unit(name)] = archive_serial(name, entries[name], now)
         return units
 
-    def _package_entries(self, client: Client, source_url: str) -> dict[str, list[int]]:
-        """Package name -> digests of its stanzas in the source's PACKAGES."""
+    def _package_entries(
+        self, client: Client, source_url: str
+    ) -> tuple[dict[str, list[int]], dict[str, Mapping[str, Any]]]:
+        """Package name -> digests of its stanzas in the source's PACKAGES, and name -> its
+        (last) stanza's fields, by which the filters judge it."""
         entries: dict[str, list[int]] = {}
+        current: dict[str, Mapping[str, Any]] = {}
         with tempfile.TemporaryFile() as index:
             fetched = self.fetch_unit(client, source_url, CONTRIB, index, {})
             for item in self.parse_unit(index, fetched.url, CONTRIB):
                 if isinstance(item, PackageRecord):
                     entries.setdefault(item.name, []).append(item.digest)
-        return entries
+                    current[item.name] = item.extra
+        return entries, current
 
     def fetch_unit(
         self,
