@@ -157,7 +157,7 @@ class CondaFormat(RepositoryFormat):
 
         First the whole document is read once to check it (a truncated or malformed one fails
         before any record is yielded) and to find `removed` and the top-level keys PSM does not
-        know, yielded as UnitExtras (keys left out come as Rejected, see `_check_document`). Then each
+        know, yielded as UnitExtras (keys left out come as Rejected: `_extra_keys`). Then each
         section is a streaming pass (ijson's C backend), so memory stays at one record whatever
         the document's size. Entries are digested as parsed, before any check: on a re-sync
         almost every entry is current and costs little more than parsing.
@@ -343,7 +343,11 @@ def _extra_keys(
                 left_out.append((key, SECTION_LEFT_OUT))
         else:
             candidates[key] = value
-    # Objects and arrays are read again, only these keys, each built within the budget.
+    # Objects and arrays are read again, these keys only, built within the budget (a rare
+    # pass, in Python: conda-forge's repodata has no such key but an empty `v3`).
+    for key, value in candidates.items():
+        if isinstance(value, _Counted) and not value.entries:
+            candidates[key] = {}
     structured = {k for k, v in candidates.items() if isinstance(v, _Counted | list)}
     values, problems = _read_values(fileobj, structured) if structured else ({}, {})
     kept: dict[str, str] = {}
