@@ -154,6 +154,10 @@ class Channel(models.Model):
                             "choose another subchannel name."
                         }
                     )
+        if self.pk:
+            stored = Channel.objects.filter(pk=self.pk).values_list("kind", flat=True).first()
+            if stored is not None and stored != self.kind:
+                self._clean_kind_change(stored)
         if self.pk and self.policy_id:
             clash = self.mirrors.filter(policy_id=self.policy_id).first()
             if clash is not None:
@@ -163,6 +167,42 @@ class Channel(models.Model):
                         f"{clash.name!r} of this channel; a policy cannot be on both."
                     }
                 )
+
+    def _clean_kind_change(self, stored: str) -> None:
+        """Refuse a package type change that would break clients: the index is rendered in the
+        new type while the files stay of the old one (every download a 404), a frozen channel
+        keeps its old-type index pinned, and a subchannel may come to hide a folder."""
+        old = FORMATS[stored].label if stored in FORMATS else stored
+        if self.mirrors.exists() or Package.objects.filter(channel=self).exists():
+            raise ValidationError(
+                {
+                    "kind": f"The package type cannot change: this channel holds {old} mirrors "
+                    "or packages, which clients could no longer install. Delete its mirrors "
+                    "with their packages first, or create a new channel of the new type."
+                }
+            )
+        if self.frozen:
+            raise ValidationError(
+                {
+                    "kind": f"The package type cannot change while the channel is frozen: its "
+                    f"pinned index is a {old} one. Unfreeze it first."
+                }
+            )
+        fmt = FORMATS.get(self.kind)
+        hiding = sorted(
+            self.subchannels.filter(name__in=fmt.reserved_subchannel_names).values_list(
+                "name", flat=True
+            )
+            if fmt is not None
+            else []
+        )
+        if hiding:
+            raise ValidationError(
+                {
+                    "kind": f"Subchannel(s) {', '.join(hiding)} would hide folders of every "
+                    f"{fmt.label} channel; rename them first."
+                }
+            )
 
     def freeze(self, user) -> None:
         self.frozen, self.frozen_by, self.frozen_at = True, user, timezone.now()

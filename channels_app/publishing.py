@@ -23,7 +23,7 @@ from django.utils import timezone
 from psycopg.adapt import Loader
 
 from . import storage
-from .formats import get_format
+from .formats import content_type, get_format
 from .models import Artifact, Channel, Package, PublishedFile
 
 logger = logging.getLogger(__name__)
@@ -85,10 +85,15 @@ class PackageIndexSource:
             yield from rows.iterator(10_000)
 
     def unit_extras(self, unit: str) -> dict[str, Any]:
-        merged: dict[str, list] = {}
+        """The unit's extras of every mirror of the channel: lists joined (conda's `removed`),
+        mappings merged with the first mirror's value winning for a key named twice."""
+        merged: dict[str, Any] = {}
         for units in self.channel.index_extras.values():
-            for key, values in units.get(unit, {}).items():
-                merged.setdefault(key, []).extend(values)
+            for key, value in units.get(unit, {}).items():
+                if isinstance(value, dict):
+                    merged[key] = {**value, **merged.get(key, {})}
+                else:
+                    merged.setdefault(key, []).extend(value)
         return merged
 
 
@@ -224,7 +229,7 @@ def channel_compress(*, channel: Channel) -> int:
                     path=target,
                     defaults={
                         "artifact": storage.artifact_for(sha256, size),
-                        "content_type": "application/x-bzip2",
+                        "content_type": content_type(target),
                         "published_at": source.published_at,
                     },
                 )

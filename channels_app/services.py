@@ -11,6 +11,7 @@ from psm.audit import audit_record
 
 from . import tasks
 from .models import Channel, ChannelGrant
+from .publishing import channel_publish
 
 # Bookkeeping a save or a publish changes by itself: not a change anyone made.
 _NOT_EDITS = {
@@ -50,6 +51,10 @@ def channel_update(*, channel: Channel, user) -> list[str]:
         and getattr(channel, field.attname) != before[field.attname]
     )
     channel.save()
+    if "kind" in changed:
+        # clean() allows it only for a channel without packages: render its (empty) index in
+        # the new type, or the old type's files would stay the served ones.
+        channel_publish(channel=channel, force=True)
     audit_record(
         actor=user, action="channel.change", target=channel, path=channel.path, fields=changed
     )
@@ -79,9 +84,16 @@ def channel_delete(*, channel: Channel, user) -> bool:
 
 @transaction.atomic
 def channel_freeze(*, channel: Channel, user) -> bool:
-    """Pin the channel's published index; return False if it was already frozen."""
+    """Pin the channel's published index; return False if it was already frozen.
+
+    A channel never published yet is published first: until now a request would have
+    published it (serving renders on demand), so clients keep getting what they got, a valid
+    (possibly empty) index, instead of a 404 for as long as the channel stays frozen.
+    """
     if channel.frozen:
         return False
+    if channel.published_at is None:
+        channel_publish(channel=channel)
     channel.freeze(user)
     channel.save(update_fields=["frozen", "frozen_by", "frozen_at", "updated_at"])
     audit_record(actor=user, action="channel.freeze", target=channel)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import mimetypes
 import os
 import time
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ from psm.http import CHUNK_SIZE, UpstreamClient, UpstreamError
 from psm.redaction import scrub
 
 from . import access, storage
-from .formats import get_format
+from .formats import content_type, get_format
 from .http_files import file_response
 from .models import Artifact, Channel, Package, PublishedFile
 from .publishing import channel_publish
@@ -299,9 +298,7 @@ def _fetch_failure(package: Package, exc: Exception) -> HttpResponse:
 
 
 def _content_type(filename: str) -> str:
-    if filename.endswith(".conda"):
-        return "application/octet-stream"
-    return mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return content_type(filename)  # one table for every file PSM serves (formats.base)
 
 
 class _FileLock:

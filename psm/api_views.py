@@ -92,6 +92,10 @@ class TokenViewSet(
     serializer_class = TokenSerializer
     permission_classes = [_NotThroughAToken]
 
+    def get_authenticators(self):
+        # Besides the API's own: a password, for creating a token (tokens.PasswordAuthentication).
+        return [*super().get_authenticators(), tokens.PasswordAuthentication()]
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return ApiToken.objects.none()

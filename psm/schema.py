@@ -29,3 +29,16 @@ class KeycloakBearerScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "JWT",
             "description": "A Keycloak access token issued for PSM (single sign-on enabled).",
         }
+
+
+class PasswordScheme(OpenApiAuthenticationExtension):
+    target_class = "psm.tokens.PasswordAuthentication"
+    name = "passwordAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "A local account's user name and password, accepted by "
+            "POST /api/tokens/ only (to create a token); failures count toward the lockout.",
+        }

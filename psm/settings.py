@@ -59,11 +59,17 @@ def envsecret(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
-def envlist(name: str, default: list[str]) -> list[str]:
+def envlist(name: str, default: list[str], *, extendable: bool = False) -> list[str]:
+    """A comma-separated list; it replaces the default, or with `extendable` and a leading
+    "+" (`+a,b`) adds to it."""
     value = os.environ.get(name)
     if value is None:
         return default
-    return [item.strip() for item in value.split(",") if item.strip()]
+    extend = extendable and value.lstrip().startswith("+")
+    if extend:
+        value = value.lstrip()[1:]
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return [*default, *items] if extend else items
 
 
 # --- Core -----------------------------------------------------------------------------------
@@ -424,6 +430,7 @@ CELERY_BEAT_SCHEDULE = {
 # matches the host and its subdomains; "*" allows any name and any public address. An address or
 # CIDR entry ("10.0.0.0/8", "::1") allows those addresses: loopback, private, link-local and
 # other non-public addresses are refused unless an entry names them (names alone never do).
+# The variable replaces this default list; a leading "+" adds to it instead.
 PSM_UPSTREAM_ALLOWLIST = envlist(
     "PSM_UPSTREAM_ALLOWLIST",
     [
@@ -436,6 +443,7 @@ PSM_UPSTREAM_ALLOWLIST = envlist(
         "cran.r-project.org",
         "cloud.r-project.org",
     ],
+    extendable=True,
 )
 # Allow upstreams on private networks (10/8, 172.16/12, 192.168/16, fc00::/7, ...) and loopback
 # without listing their addresses; link-local (cloud metadata), multicast and reserved still need

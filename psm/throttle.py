@@ -94,7 +94,7 @@ class Throttled(exceptions.Throttled):
         self.wait = _cool_off_seconds(request)  # Retry-After, without DRF's second sentence
 
 
-def _http_request(request) -> HttpRequest:
+def http_request(request) -> HttpRequest:
     """The Django request under DRF's: axes marks it, and the middleware reads the marks."""
     return getattr(request, "_request", request)
 
@@ -108,7 +108,7 @@ def client_locked_out(request) -> bool:
     credential refused from the address within the cool-off."""
     if not settings.AXES_ENABLED:
         return False
-    request = _http_request(request)
+    request = http_request(request)
     if cache.get(_seen_key(client_ip(request))) is None:
         return False
     return not AxesProxyHandler.is_allowed(request, get_credentials(TOKEN_USERNAME))
@@ -119,7 +119,7 @@ def credential_refused(request) -> bool:
     return whether the client is now locked out."""
     if not settings.AXES_ENABLED:
         return False
-    request = _http_request(request)
+    request = http_request(request)
     AxesProxyHandler.update_request(request)
     # axes keeps and logs the path: never a token given in it.
     request.axes_path_info = scrub(request.axes_path_info)

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from django.contrib.auth import authenticate
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
@@ -176,3 +177,31 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'
+
+
+class PasswordAuthentication(authentication.BasicAuthentication):
+    """DRF: HTTP Basic with a local account's password, on `POST /api/tokens/` only — how a
+    script or a person at a terminal gets a token (`curl -X POST -u alice …/api/tokens/`).
+
+    The password goes through Django's backends after the lockout check (the first backend,
+    `throttle.LockoutBackend`): a wrong one counts toward the lockout per user name and client
+    address, as on the admin login, and a locked-out client gets 429 even with the right one.
+    Deactivated accounts are refused. Single sign-on accounts have no usable password: they
+    create tokens in the admin (or with a Keycloak bearer token)."""
+
+    www_authenticate_realm = "api"
+
+    def authenticate(self, request):
+        if request.method != "POST":
+            return None  # never a way to read or revoke tokens, nor to use the rest of the API
+        return super().authenticate(request)
+
+    def authenticate_credentials(self, userid, password, request=None):
+        # axes marks and reads Django's request, not DRF's wrapper.
+        http_request = throttle.http_request(request)
+        user = authenticate(http_request, username=userid, password=password)
+        if getattr(http_request, "axes_locked_out", False):
+            raise throttle.Throttled(request)
+        if user is None or not signed_in(user):
+            raise exceptions.AuthenticationFailed("Invalid user name or password.")
+        return user, None

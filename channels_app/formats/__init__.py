@@ -12,6 +12,7 @@ from .base import (
     Unchanged,
     UnitExtras,
     UnitList,
+    content_type,
     entry_digest,
 )
 from .conda import CondaFormat
@@ -43,6 +44,7 @@ __all__ = [
     "Unchanged",
     "UnitExtras",
     "UnitList",
+    "content_type",
     "entry_digest",
     "FormatError",
     "OptionsError",

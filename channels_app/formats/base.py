@@ -18,6 +18,7 @@ class IndexFetch(Protocol):
     url: str
     validators: dict[str, str]
 
+
 class Peeked(Protocol):
     """The start of a document (`psm.http.Peek`); `head` is empty unless `status` is 200."""
 
@@ -170,6 +171,30 @@ class IndexRequest:
     path: str = ""
     redirect: str = ""
     content_types: tuple[str, ...] = ()  # offered, for a 406's message
+
+
+#: Content types by a file's last suffix: the registered types (`application/gzip`, not the
+#: `application/x-tar` that mimetypes guesses for `.tar.gz` without its encoding), never a guess
+#: from the system's tables (a hostile upstream's `x.html` must not be served as a page).
+CONTENT_TYPES = {
+    ".gz": "application/gzip",  # .tar.gz sdists and R packages, PACKAGES.gz
+    ".tgz": "application/gzip",
+    ".bz2": "application/x-bzip2",  # .tar.bz2 conda packages, repodata.json.bz2
+    ".zst": "application/zstd",
+    ".xz": "application/x-xz",
+    ".tar": "application/x-tar",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".egg": "application/zip",
+    ".conda": "application/octet-stream",  # a zip, but no client expects it to say so
+}
+OCTET_STREAM = "application/octet-stream"
+
+
+def content_type(filename: str) -> str:
+    """The Content-Type a package or index file is served with (octet-stream when unknown)."""
+    _, dot, suffix = filename.rpartition(".")
+    return CONTENT_TYPES.get(f".{suffix.lower()}", OCTET_STREAM) if dot else OCTET_STREAM
 
 
 #: Tells a format which entries are stored already: `is_current(filename, digest)`.

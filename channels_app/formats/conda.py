@@ -163,6 +163,7 @@ class CondaFormat(RepositoryFormat):
         subdir costs one 304. The decompressed document is capped at the client's index size
         limit.
         """
+
         def unpack(url: str, raw: BinaryIO, out: BinaryIO) -> None:
             _decompress(url, raw, out, url, client.max_bytes)
 
@@ -186,7 +187,8 @@ class CondaFormat(RepositoryFormat):
         """Stream the records of a subdir's repodata.json, section by section.
 
         First the whole document is read once to check it (a truncated or malformed one fails
-        before any record is yielded) and to find `removed`, yielded as UnitExtras. Then each
+        before any record is yielded) and to find `removed` and the top-level keys PSM does not
+        know, yielded as UnitExtras (keys left out come as Rejected: `_extra_keys`). Then each
         section is a streaming pass (ijson's C backend), so memory stays at one record whatever
         the document's size. Entries are digested as parsed, before any check: on a re-sync
         almost every entry is current and costs little more than parsing.
@@ -206,7 +208,7 @@ class CondaFormat(RepositoryFormat):
         if child is not None:
             yield from _parallel(fileobj, url, unit, base, is_current, current, child)
             return
-        yield UnitExtras(_check_document(fileobj, url))
+        yield from _document_items(*_check_document(fileobj, url))
         for section, suffix in SECTIONS:
             yield from _scan(fileobj, url, unit, base, section, suffix, is_current)
 
@@ -273,6 +275,19 @@ PARALLEL_FROM = 50_000
 REPODATA_FILES = ("repodata.json.zst", "repodata.json", "repodata.json.bz2")
 #: repodata sections and the package file suffix each holds.
 SECTIONS = (("packages", ".tar.bz2"), ("packages.conda", ".conda"))
+#: Top-level keys PSM reads, or writes itself when it renders a subdir's repodata.
+KNOWN_KEYS = frozenset(
+    {"info", *(section for section, _ in SECTIONS), "removed", "repodata_version"}
+)
+#: Other top-level keys (`signatures`, a key a future conda adds) are served back verbatim, up
+#: to this much compact JSON per subdir; what is past it, or nested deeper than
+#: EXTRA_KEYS_DEPTH, is left out and reported on the run (a hostile upstream's huge key is
+#: never held in memory or in the channel's row).
+EXTRA_KEYS_BYTES = 1024 * 1024
+EXTRA_KEYS_DEPTH = 32
+#: Fields that, beside `name` and `version`, make an object a package record.
+RECORD_FIELDS = frozenset({"build", "depends", "fn", "md5", "sha256", "subdir", "url"})
+SECTION_LEFT_OUT = "package section not mirrored (its records are not checked or filtered)"
 PARSE_BUFFER = 1 << 20
 ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
 
@@ -290,21 +305,165 @@ def _first(fileobj: BinaryIO, prefix: str, url: str, missing: Any = None) -> Any
         raise FormatError(url, f"not valid JSON: {exc}") from None
 
 
-def _check_document(fileobj: BinaryIO, url: str) -> dict[str, Any]:
-    """Read the whole document (that is the check) and return its `removed` list as extras."""
+class _Counted:
+    """A JSON object counted, not kept: the check reads a whole repodata for its top-level keys
+    holding no more than one record in memory."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.entries += 1
+
+
+def _check_document(fileobj: BinaryIO, url: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Read the whole document (that is the check); return the extras to keep, `removed` and
+    `top_level` (unknown keys as compact JSON), and the (key, reason) of keys left out."""
     fileobj.seek(0)
-    removed = None
+    removed, unknown = None, {}
     try:
         # Read to the end even after `removed` is found: that is the check.
-        for value in ijson.items(fileobj, "removed", buf_size=PARSE_BUFFER):
-            removed = value if removed is None else removed
+        items = ijson.kvitems(fileobj, "", map_type=_Counted, use_float=True, buf_size=PARSE_BUFFER)
+        for key, value in items:
+            if key == "removed":
+                removed = value if removed is None else removed
+            elif key not in KNOWN_KEYS:
+                unknown.setdefault(key, value)  # the first of duplicates, as for the others
     except ijson.JSONError as exc:
         raise FormatError(url, f"not valid JSON: {exc}") from None
-    if removed is None:
-        return {}
-    if not isinstance(removed, list) or not all(_safe_filename(f) for f in removed):
-        raise FormatError(f"{url} [removed]", "must be a list of package file names")
-    return {"removed": removed}
+    extras: dict[str, Any] = {}
+    if removed is not None:
+        if not isinstance(removed, list) or not all(_safe_filename(f) for f in removed):
+            raise FormatError(f"{url} [removed]", "must be a list of package file names")
+        extras["removed"] = removed
+    kept, left_out = _extra_keys(fileobj, unknown)
+    if kept:
+        extras["top_level"] = kept
+    return extras, left_out
+
+
+def _holds_packages(key: str) -> bool:
+    """Whether a top-level key is a package section PSM does not parse: `v3` (the experimental
+    repodata v3, whose `conda`, `tar.bz2` and `whl` sections rattler already installs from,
+    wheels by absolute URLs to PyPI), a later `v<N>`, or another `packages.*` (the earlier
+    `packages.whl`).
+
+    A mirror that gates packages cannot pass these on: their records would reach clients
+    without PSM's checks, policy and filters, and could send them around PSM. Nor does PSM
+    parse them (yet): the CEPs are drafts, section keys are not file names, and a record
+    would have to keep its section through storage and rendering. So they are left out:
+    clients that read v3 still find every package PSM allows in `packages` and
+    `packages.conda`."""
+    return key.startswith("packages.") or re.fullmatch(r"v[0-9]+", key) is not None
+
+
+def _extra_keys(
+    fileobj: BinaryIO, unknown: Mapping[str, Any]
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Of the unknown top-level keys (values from the check: objects only counted), those kept
+    as compact JSON, in document order within EXTRA_KEYS_BYTES, and those left out, with why."""
+    left_out: list[tuple[str, str]] = []
+    candidates: dict[str, Any] = {}
+    for key, value in unknown.items():
+        if not _is_text(key, 255):
+            left_out.append((repr(key)[:255], "top-level key without a plain-text name"))
+        elif _holds_packages(key):
+            if not isinstance(value, _Counted) or value.entries:  # `{}`: nothing is lost
+                left_out.append((key, SECTION_LEFT_OUT))
+        else:
+            candidates[key] = value
+    # Objects and arrays are read again, these keys only, built within the budget (a rare
+    # pass, in Python: conda-forge's repodata has no such key but an empty `v3`).
+    for key, value in candidates.items():
+        if isinstance(value, _Counted) and not value.entries:
+            candidates[key] = {}
+    structured = {k for k, v in candidates.items() if isinstance(v, _Counted | list)}
+    values, problems = _read_values(fileobj, structured) if structured else ({}, {})
+    kept: dict[str, str] = {}
+    used = 0
+    for key, value in candidates.items():
+        if key in problems:
+            left_out.append((key, problems[key]))
+            continue
+        value = values[key] if key in structured else value
+        if _has_records(value):
+            left_out.append((key, "unknown top-level key holding package records"))
+            continue
+        try:
+            text = orjson.dumps(value).decode()
+        except orjson.JSONEncodeError:  # e.g. an integer past 64 bits
+            left_out.append((key, "unknown top-level key PSM cannot represent"))
+            continue
+        if used + len(text) > EXTRA_KEYS_BYTES:
+            left_out.append((key, _over_budget()))
+            continue
+        kept[key], used = text, used + len(text)
+    return kept, left_out
+
+
+def _over_budget() -> str:
+    return f"unknown top-level keys past {EXTRA_KEYS_BYTES // 1024} KiB"
+
+
+def _read_values(fileobj: BinaryIO, keys: set[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The values of the top-level `keys`, built event by event while they stay within
+    EXTRA_KEYS_BYTES together and EXTRA_KEYS_DEPTH levels deep; (values, key -> why not)."""
+    fileobj.seek(0)
+    values: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    depth = used = size = 0
+    key, builder = "", None
+    for event, value in ijson.basic_parse(fileobj, use_float=True, buf_size=PARSE_BUFFER):
+        if depth == 1 and event == "map_key":
+            key, size = value, 0
+            wanted = key in keys and key not in values and key not in problems
+            builder = ijson.ObjectBuilder() if wanted else None
+            continue
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+        if builder is None:
+            continue
+        size += len(value) + 3 if isinstance(value, str) else 8
+        if used + size > EXTRA_KEYS_BYTES:
+            problems[key], builder = _over_budget(), None
+        elif depth > EXTRA_KEYS_DEPTH:
+            problems[key], builder = "unknown top-level key nested too deeply", None
+        else:
+            builder.event(event, value)
+            if depth == 1:  # the value is complete
+                values[key], builder, used = builder.value, None, used + size
+    return values, problems
+
+
+def _has_records(value: Any) -> bool:
+    """Whether a value holds something shaped like a package record, at any depth."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if (
+                isinstance(item.get("name"), str)
+                and "version" in item
+                and item.keys() & RECORD_FIELDS
+            ):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _document_items(
+    extras: dict[str, Any], left_out: list[tuple[str, str]]
+) -> Iterator[UnitExtras | Rejected]:
+    """What the check found: the extras to keep, then each key left out (counted on the run)."""
+    yield UnitExtras(extras)
+    for key, reason in left_out:
+        yield Rejected(key, reason)
 
 
 def _entries(fileobj: BinaryIO, url: str, section: str) -> Iterator[tuple[Any, Any]]:
@@ -371,7 +530,7 @@ def _child_main() -> None:
     path, url, base, section = pickle.load(sys.stdin.buffer)
     try:
         with open(path, "rb") as fileobj:
-            extras = _check_document(fileobj, url)
+            checked = _check_document(fileobj, url)
             known = pickle.load(sys.stdin.buffer)  # None: the parent scans everything itself
             unchanged, changed = [], []
             if known is not None:
@@ -382,7 +541,7 @@ def _child_main() -> None:
                         unchanged.append((filename, digest))
                     else:
                         changed.append((filename, record, raw, digest))
-        result: tuple = ("ok", extras, unchanged, changed)
+        result: tuple = ("ok", checked, unchanged, changed)
     except FormatError as exc:
         result = ("error", exc.where, exc.reason)
     pickle.dump(result, sys.stdout.buffer, protocol=5)
@@ -419,15 +578,15 @@ def _parallel(
         if child.wait() != 0:
             output = b""
     if not output:
-        yield UnitExtras(_check_document(fileobj, url))
+        yield from _document_items(*_check_document(fileobj, url))
         yield from first or _scan(fileobj, url, unit, base, *SECTIONS[0], is_current)
         yield from _scan(fileobj, url, unit, base, *SECTIONS[1], is_current)
         return
     result = pickle.loads(output)
     if result[0] == "error":
         raise FormatError(result[1], result[2])
-    _, extras, unchanged, changed = result
-    yield UnitExtras(extras)
+    _, checked, unchanged, changed = result
+    yield from _document_items(*checked)
     if not split:
         for section, suffix in SECTIONS:
             yield from _scan(fileobj, url, unit, base, section, suffix, is_current)
@@ -579,8 +738,14 @@ def _write_repodata(
             first = False
             names.setdefault(filename.rsplit("-", 2)[0], set()).add(subdir)
         out.write(b"}")
-    removed = sorted(set(source.unit_extras(subdir).get("removed", ())))
-    out.write(b',"removed":' + orjson.dumps(removed) + b',"repodata_version":1}')
+    extras = source.unit_extras(subdir)
+    removed = sorted(set(extras.get("removed", ())))
+    out.write(b',"removed":' + orjson.dumps(removed))
+    for key, text in sorted(extras.get("top_level", {}).items()):
+        # Served back as read; never in place of what PSM writes, nor a package section.
+        if key not in KNOWN_KEYS and not _holds_packages(key):
+            out.write(b"," + orjson.dumps(key) + b":" + text.encode())
+    out.write(b',"repodata_version":1}')
 
 
 def _join(base: str, path: str) -> str:

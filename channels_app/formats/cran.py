@@ -161,9 +161,9 @@ class CranFormat(RepositoryFormat):
             )
             if fetched.status == "unchanged":
                 return None
-            entries = self._package_entries(index, fetched.url)
+            entries, current = self._package_entries(index, fetched.url)
         units[CONTRIB] = _version_serial(fetched.validators)
-        for name in sorted(cran_filters.archived_names(options, set(entries))):
+        for name in sorted(cran_filters.archived_names(options, current)):
             units[archive_unit(name)] = archive_serial(name, entries[name], now)
         return UnitList(units, guessed=[unit for unit in units if unit != CONTRIB])
 
@@ -191,13 +191,18 @@ class CranFormat(RepositoryFormat):
             f"src/contrib/PACKAGES.gz or src/contrib/PACKAGES ({'; '.join(found)})."
         ]
 
-    def _package_entries(self, index: BinaryIO, url: str) -> dict[str, list[int]]:
-        """Package name -> digests of its stanzas in the source's PACKAGES."""
+    def _package_entries(
+        self, index: BinaryIO, url: str
+    ) -> tuple[dict[str, list[int]], dict[str, Mapping[str, Any]]]:
+        """Package name -> digests of its stanzas in the source's PACKAGES, and name -> its
+        (last) stanza's fields, by which the filters judge it."""
         entries: dict[str, list[int]] = {}
+        current: dict[str, Mapping[str, Any]] = {}
         for item in self.parse_unit(index, url, CONTRIB):
             if isinstance(item, PackageRecord):
                 entries.setdefault(item.name, []).append(item.digest)
-        return entries
+                current[item.name] = item.extra
+        return entries, current
 
     def fetch_unit(
         self,

@@ -16,8 +16,9 @@ Options (all optional, combined with AND; a list's values with OR):
 - `dependencies`: with `packages`, also bring the packages they need (Depends, Imports,
   LinkingTo), recursively, within the source; they still pass every other filter. R itself
   and the packages that ship with R are not looked for. Default true.
-- `archive`: also mirror the `src/contrib/Archive/` versions of the mirrored packages (the
-  format reads their folders); switched off, the archived files leave. Default false.
+- `archive`: also mirror the `src/contrib/Archive/` versions of the mirrored packages, those
+  of the package list and of the dependencies it brings (the format reads their folders, see
+  `archived_names`); switched off, the archived files leave. Default false.
 
 Versions compare as R's `numeric_version` (`r_version` below). Each exclusion has a reason,
 counted on the run.
@@ -211,12 +212,33 @@ def package_names(options: Mapping[str, Any]) -> list[str]:
     return sorted({spec.name for spec in _specs(options.get("packages", []), "packages")})
 
 
-def archived_names(options: Mapping[str, Any], names: Iterable[str]) -> set[str]:
-    """The packages whose Archive folder a mirror reads: those it mirrors (the `packages`
-    list, or all), less those the block list drops whole."""
+def archived_names(
+    options: Mapping[str, Any], current: Mapping[str, Mapping[str, Any]]
+) -> set[str]:
+    """The packages whose Archive folder a mirror reads, given the source's current entries
+    (name -> PACKAGES fields): every package `decide` may keep a version of. That is the listed
+    packages (or all) and, with `dependencies`, the packages they need, recursively, by their
+    current entries, as `decide` brings them in (an archived version is judged by its
+    package's current entry) — less the packages no version of can enter: blocked whole, or
+    whose current entry fails the license or R filters."""
     include = _by_name(options.get("packages", []))
+    filters = _Filters.of(options)
     blocked = {s.name for s in _specs(options.get("exclude", []), "exclude") if not s.constraints}
-    return {n for n in names if (not include or n in include) and n not in blocked}
+    possible = {
+        name
+        for name, document in current.items()
+        if name not in blocked and not filters.entry_reason(document)
+    }
+    if not include:
+        return possible
+    names = {name for name in include if name in possible}
+    needed = list(names) if options.get("dependencies", True) else []
+    while needed:
+        for name in dependencies(current[needed.pop()]):
+            if name in possible and name not in names:
+                names.add(name)
+                needed.append(name)
+    return names
 
 
 def parse_dependencies(text: str) -> list[tuple[str, tuple[Constraint, ...] | None]]:
@@ -267,14 +289,44 @@ def _needs_other_r(document: Mapping[str, Any], r: tuple[int, ...]) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Filters:
+    """The filters that judge a package by its current entry, whatever the version."""
+
+    licenses: frozenset[str]
+    blocked_licenses: frozenset[str]
+    r_text: str | None
+    r_target: tuple[int, ...] | None
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> _Filters:
+        text = options.get("r_version")
+        return cls(
+            frozenset(options.get("licenses", ())),
+            frozenset(options.get("exclude_licenses", ())),
+            text,
+            r_version(text) if text else None,
+        )
+
+    def entry_reason(self, document: Mapping[str, Any]) -> str:
+        """Why a package with this current entry is excluded ("" when it may enter)."""
+        if self.licenses or self.blocked_licenses:
+            families = r_license_families(str(document.get("License") or ""))
+            if self.licenses and not families & self.licenses:
+                return "license not allowed"
+            if families & self.blocked_licenses:
+                return "license excluded"
+        if self.r_target is not None and _needs_other_r(document, self.r_target):
+            return f"does not install on R {self.r_text}"
+        return ""
+
+
 def decide(options: Mapping[str, Any], files: Iterable[RFile]) -> dict[str, str]:
     """`key` -> why the file is excluded ("" when it enters)."""
     files = list(files)
     include = _by_name(options.get("packages", []))
     exclude = _by_name(options.get("exclude", []))
-    licenses = set(options.get("licenses", ()))
-    blocked_licenses = set(options.get("exclude_licenses", ()))
-    target_r = r_version(options["r_version"]) if options.get("r_version") else None
+    filters = _Filters.of(options)
     latest = options.get("latest")
     with_dependencies = options.get("dependencies", True)
     # Archive files have no stanza: they are judged by their package's current entry.
@@ -296,14 +348,8 @@ def decide(options: Mapping[str, Any], files: Iterable[RFile]) -> dict[str, str]
             reason = "archive versions not mirrored"  # the option was switched off
         elif any(spec.contains(version) for spec in exclude.get(name, ())):
             reason = "excluded by the block list"
-        elif licenses or blocked_licenses:
-            families = r_license_families(str(document.get("License") or ""))
-            if licenses and not families & licenses:
-                reason = "license not allowed"
-            elif families & blocked_licenses:
-                reason = "license excluded"
-        if not reason and target_r is not None and _needs_other_r(document, target_r):
-            reason = f"does not install on R {options['r_version']}"
+        else:
+            reason = filters.entry_reason(document)
         decisions[file.key] = reason
         if reason:
             continue

@@ -27,6 +27,7 @@ from .base import (
     FormatError,
     PackageRecord,
     Rejected,
+    content_type,
     entry_digest,
 )
 from .cran_filters import r_version  # noqa: F401 - R version order, defined once there
@@ -38,7 +39,7 @@ ARCHIVE = "src/contrib/Archive/"
 #: versions without listing folders.
 META_ARCHIVE = "src/contrib/Meta/archive.rds"
 DCF_TYPE = "text/plain; charset=utf-8"
-GZIP_TYPE = "application/x-gzip"
+GZIP_TYPE = content_type("PACKAGES.gz")
 RDS_TYPE = "application/octet-stream"
 #: Fields that say where upstream keeps a file; PSM serves every file at its standard path.
 LOCATION_FIELDS = ("Path", "File")

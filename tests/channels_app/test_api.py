@@ -635,3 +635,16 @@ def test_freeze_and_unfreeze_subchannel(api_client, make_user):
     assert unfrozen.json()["frozen"] is False
     assert unfrozen.json()["frozen_at"] is None
     assert Channel.objects.get(name="staging").frozen is False
+
+
+def test_patch_refuses_to_change_the_type_of_a_channel_with_mirrors(admin_client):
+    from tests.factories import MirrorFactory
+
+    channel = MirrorFactory(channel=ChannelFactory(name="main", kind="conda")).channel
+
+    response = admin_client.patch("/api/channels/main/", {"kind": "pypi"}, format="json")
+
+    assert response.status_code == 400
+    assert "package type cannot change" in " ".join(response.json()["kind"])
+    channel.refresh_from_db()
+    assert channel.kind == "conda"

@@ -7,6 +7,7 @@ import pytest
 from channels_app.formats import FORMATS, OptionsError
 from channels_app.formats.cran_filters import (
     RFile,
+    archived_names,
     decide,
     dependencies,
     parse_spec,
@@ -178,3 +179,23 @@ def test_dependencies_ignore_r_and_base_packages():
         "Suggests": "testthat",
     }
     assert dependencies(document) == ["cli", "rlang", "cpp11"]
+
+
+@pytest.mark.parametrize(
+    ("options", "folders"),
+    [
+        ({}, ["Rcpp", "alpha", "beta", "delta", "gamma"]),
+        ({"packages": ["alpha (< 2)"]}, ["Rcpp", "alpha", "beta", "gamma"]),  # the closure
+        ({"packages": ["alpha"], "dependencies": False}, ["alpha"]),
+        ({"packages": ["alpha"], "exclude": ["beta"]}, ["alpha"]),  # beta blocked: no gamma
+        ({"packages": ["alpha"], "r_version": "4.3.0"}, ["Rcpp", "alpha", "beta"]),
+        ({"packages": ["alpha"], "licenses": ["MIT", "GPL2"]}, ["Rcpp", "alpha", "beta", "gamma"]),
+        ({"exclude_licenses": ["GPL"]}, ["alpha", "delta"]),
+    ],
+)
+def test_archive_folders_read_are_those_of_every_package_that_may_enter(options, folders):
+    # As `decide` chooses current versions: dependencies by the current entries, and a package
+    # whose current entry the license or R filters refuse has no version that enters.
+    current = {f.name: f.document for f in FILES if f.unit == "src/contrib"}
+    cleaned = cran.clean_options({"archive": True, **options})
+    assert sorted(archived_names(cleaned, current)) == folders

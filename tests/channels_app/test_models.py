@@ -183,3 +183,39 @@ def test_get_by_path_raises_does_not_exist_for_unknown_paths(path):
     ChannelFactory(name="dev", parent=ChannelFactory(name="main"))
     with pytest.raises(Channel.DoesNotExist):
         Channel.objects.get_by_path(path)
+
+
+def _kind_error(channel: Channel, kind: str) -> str:
+    channel.kind = kind
+    return " ".join(_errors(channel)["kind"])
+
+
+def test_package_type_cannot_change_once_the_channel_has_mirrors_packages_or_a_pin(admin_user):
+    from channels_app.models import Package
+
+    with_mirror = MirrorFactory(channel=ChannelFactory(kind="conda")).channel
+    assert "cannot change" in _kind_error(with_mirror, "pypi")
+    # Packages stay when their mirror is deleted without them: they count as well.
+    with_packages = ChannelFactory(kind="cran")
+    Package.objects.create(channel=with_packages, subdir="src/contrib", filename="a_1.0.tar.gz")
+    assert "cannot change" in _kind_error(with_packages, "conda")
+    frozen = ChannelFactory(kind="conda")
+    services.channel_freeze(channel=frozen, user=admin_user)
+    assert "Unfreeze it first" in _kind_error(frozen, "cran")
+    # A subchannel would come to hide a folder of the parent's new type.
+    parent = ChannelFactory(name="team", kind="conda")
+    ChannelFactory(name="simple", parent=parent, kind="conda")
+    assert "simple would hide folders" in _kind_error(parent, "pypi")
+
+
+def test_an_empty_channel_changes_type_and_serves_the_new_types_index(client, admin_user):
+    channel = ChannelFactory(name="fresh", kind="conda")
+    assert client.get("/api/repo/fresh/noarch/repodata.json").status_code == 200  # published
+    channel.kind = "pypi"
+    channel.full_clean()
+    assert services.channel_update(channel=channel, user=admin_user) == ["kind"]
+    # The old type's index is gone, the new one is there at once (no run needed).
+    assert client.get("/api/repo/fresh/noarch/repodata.json").status_code == 404
+    assert client.get("/api/repo/fresh/simple/").status_code == 200
+    # A subchannel keeps its own type: a channel of another type may sit below.
+    ChannelFactory(name="dev", parent=channel, kind="cran").full_clean()

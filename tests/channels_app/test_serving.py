@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import bz2
+import gzip
 
 import orjson
 import pytest
+import rattler
+import requests
 import zstandard
+from django.utils import timezone
 
-from channels_app import publishing, services
+from channels_app import publishing, services, storage
+from channels_app.formats import content_type, get_format
 from channels_app.models import Channel, Package, PublishedFile
 from mirrors_app.models import Mirror
 from tests.factories import ChannelFactory, MirrorFactory
@@ -79,8 +84,9 @@ def test_frozen_channel_keeps_its_index_until_unfrozen(client, source, run_mirro
     services.channel_freeze(channel=channel, user=admin_user)
     run = run_mirror(mirror)
     assert run.ingested == 1
-    # Frozen before anything was published: nothing is served yet.
-    assert _get(client, f"{channel.name}/noarch/repodata.json")[0].status_code == 404
+    # Frozen before anything was published: the empty index it had is pinned.
+    pinned = orjson.loads(_get(client, f"{channel.name}/noarch/repodata.json")[1])
+    assert pinned["packages"] == {} and pinned["packages.conda"] == {}
     channel.refresh_from_db()
     services.channel_unfreeze(channel=channel, user=admin_user)  # the task publishes...
     publishing.channel_publish(channel=channel)  # ...as the worker would
@@ -153,3 +159,73 @@ def test_rerun_without_upstream_change_rewrites_nothing(source, run_mirror):
     assert run.ingested == 0 and run.seen == 2
     assert list(PublishedFile.objects.values_list("pk", "artifact_id")) == before
     assert Channel.objects.values_list("content_version", "published_version").get() == versions
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("kind", "path", "expected"),
+    [
+        ("cran", "src/contrib/demo_1.0.tar.gz", "application/gzip"),
+        ("pypi", "files/demo/demo-1.0.tar.gz", "application/gzip"),
+        ("pypi", "files/demo/demo-1.0-py3-none-any.whl", "application/zip"),
+        ("pypi", "files/demo/demo-1.0.zip", "application/zip"),
+        ("conda", "noarch/demo-1.0-0.tar.bz2", "application/x-bzip2"),
+        ("conda", "noarch/demo-1.0-0.conda", "application/octet-stream"),
+    ],
+)
+def test_package_files_are_served_with_their_registered_content_type(
+    live_server, kind, path, expected
+):
+    # Published already (nothing to render): only the package file is asked for.
+    channel = ChannelFactory(name="types", kind=kind, published_at=timezone.now())
+    subdir, filename = get_format(kind).locate(path)
+    artifact = storage.store([b"the bytes of " + filename.encode()])
+    Package.objects.create(
+        channel=channel, subdir=subdir, filename=filename, name="demo", version="1.0",
+        artifact=artifact,
+    )  # fmt: skip
+    response = requests.get(f"{live_server.url}/api/repo/types/{path}", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == expected
+    assert "Content-Encoding" not in response.headers  # the bytes are the file itself
+
+
+def test_content_types_come_from_one_table_never_from_a_guess():
+    assert content_type("pkg_1.0.tgz") == content_type("PACKAGES.gz") == "application/gzip"
+    assert content_type("repodata.json.bz2") == "application/x-bzip2"
+    # A hostile upstream's file name never makes PSM serve a page or a script.
+    assert content_type("evil.html") == content_type("noext") == "application/octet-stream"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["conda", "pypi", "cran"])
+def test_a_channel_frozen_at_once_serves_a_valid_empty_index(
+    live_server, admin_user, tmp_path, kind
+):
+    channel = services.channel_create(channel=Channel(name="fresh", kind=kind), user=admin_user)
+    services.channel_freeze(channel=channel, user=admin_user)
+    base = f"{live_server.url}/api/repo/fresh/"
+
+    def get(path: str, **headers) -> requests.Response:
+        response = requests.get(base + path, headers=headers, timeout=10)
+        assert response.status_code == 200, (path, response.status_code)
+        return response
+
+    if kind == "conda":
+        index = get("noarch/repodata.json")
+        assert index.headers["Content-Type"] == "application/json"
+        document = index.json()
+        assert (document["packages"], document["packages.conda"]) == ({}, {})
+        (tmp_path / "repodata.json").write_bytes(index.content)
+        repodata = rattler.RepoData.from_path(tmp_path / "repodata.json")
+        assert repodata.into_repo_data(rattler.Channel(base)) == []
+        assert get("channeldata.json").json()["subdirs"] == ["noarch"]
+    elif kind == "pypi":
+        listing = get("simple/", Accept="application/vnd.pypi.simple.v1+json").json()
+        assert listing["projects"] == [] and listing["meta"]["api-version"].startswith("1.")
+        assert get("simple/", Accept="text/html").text.lstrip().lower().startswith("<!doctype")
+    else:
+        assert get("src/contrib/PACKAGES").content.strip() == b""
+        packed = get("src/contrib/PACKAGES.gz")
+        assert packed.headers["Content-Type"] == "application/gzip"
+        assert gzip.decompress(packed.content).strip() == b""

@@ -167,3 +167,71 @@ def test_split_resync_of_a_truncated_index_writes_nothing(source, run_mirror, sp
     run = run_mirror(mirror)
     assert "linux-64" in run.warnings and "not valid JSON" in run.warnings
     assert list(Package.objects.values_list("filename", "record_hash", "removed")) == before
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "checked-in-a-child"])
+def test_unknown_top_level_keys_are_served_back_but_package_sections_never(
+    source, run_mirror, client, monkeypatch, tmp_path, in_child
+):
+    import rattler
+
+    from channels_app.formats import conda
+    from tests.fixtures.conda_channel import write_repodata
+
+    if in_child:
+        monkeypatch.setattr(conda, "PARALLEL_BYTES", 0)
+    sneaky = {"name": "sneaky", "version": "1.0", "build": "0", "build_number": 0}
+    sneaky |= {"depends": [], "subdir": "linux-64", "sha256": "0" * 64, "size": 1}
+    kept = {
+        "signatures": {PACKAGES[2].filename: {"f00d": {"signature": "abc"}}},
+        "x_future": [1, "two", {"three": 3.5, "nested": _nested(5)}],
+        "x_flag": True,
+        "x_empty": {},
+    }
+    original = read_repodata(source.root, "linux-64")  # rattler's index writes "v3": {}
+    document = original | kept
+    document |= {
+        # Experimental repodata v3: rattler installs from its sections, wheels from PyPI.
+        "v3": {
+            "conda": {"sneaky-1.0-0.conda": sneaky},
+            "whl": {"sneaky-1.0-py3-none-any.whl": sneaky | {"url": "https://pypi.example/s"}},
+        },
+        "packages.whl": {"sneaky-1.0-py3-none-any.whl": sneaky},
+        "x_records": {"hidden": [{"sneaky-1.0-0.conda": sneaky}]},
+        "x_huge": {"blob": "x" * conda.EXTRA_KEYS_BYTES},
+        "x_deep": _nested(conda.EXTRA_KEYS_DEPTH + 5),
+    }
+    write_repodata(source.root, "linux-64", document)
+    mirror = _mirror(source)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert run.ingested == 3
+    assert run.filtered_reasons == {
+        conda.SECTION_LEFT_OUT: 2,
+        "unknown top-level key holding package records": 1,
+        "unknown top-level keys past 1024 KiB": 1,
+        "unknown top-level key nested too deeply": 1,
+    }
+    body = _served(client, mirror.channel, "linux-64/repodata.json")[1]
+    served = orjson.loads(body)
+    assert {key: served[key] for key in kept} == kept  # verbatim
+    assert not served.keys() & {"v3", "packages.whl", "x_records", "x_huge", "x_deep"}
+    # What a client reads from PSM (py-rattler also reads v3): only the records PSM checked.
+    (tmp_path / "repodata.json").write_bytes(body)
+    records = rattler.RepoData.from_path(tmp_path / "repodata.json").into_repo_data(
+        rattler.Channel("http://psm.invalid/channel")
+    )
+    assert sorted(r.name.normalized for r in records) == ["beta", "gamma"]
+    # The extras are per unit and follow upstream: once the keys are gone, so are they.
+    write_repodata(source.root, "linux-64", original)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED and run.filtered_reasons == {}
+    served = orjson.loads(_served(client, mirror.channel, "linux-64/repodata.json")[1])
+    assert not served.keys() & {*kept, "v3"}

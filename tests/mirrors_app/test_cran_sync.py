@@ -196,6 +196,29 @@ def test_archive_versions_are_mirrored_and_listed(upstream, run_mirror, client):
     assert _get(client, mirror, "src/contrib/Archive/gamma/")[0].status_code == 404
 
 
+def test_archive_folders_of_the_dependency_closure_are_mirrored(upstream, run_mirror, client):
+    # alpha imports beta, which depends on gamma: gamma's archived versions are mirrored too.
+    mirror = _mirror(upstream, mode=Mirror.Mode.ACTIVE, archive=True, packages=["alpha"])
+    _ok(run_mirror(mirror))
+    folders = [path for path in upstream.gets("/src/contrib/Archive/") if path.endswith("/")]
+    assert sorted(folders) == [f"/src/contrib/Archive/{n}/" for n in ("alpha", "beta", "gamma")]
+    assert _served(client, mirror) == ["alpha_1.0", "beta_2.0", "gamma_0.1-1"]
+    for version in ("0.1-0", "0.0-9"):
+        path = f"src/contrib/Archive/gamma/gamma_{version}.tar.gz"
+        response, body = _get(client, mirror, path)
+        assert response.status_code == 200 and body == (upstream.root / path).read_bytes()
+    # Chosen as the current versions are: a dependency the filters keep out (its license, by
+    # which archived versions are judged too) has no folder read, and its files leave.
+    options = {"packages": ["alpha"], "archive": True, "exclude_licenses": ["GPL"]}
+    Mirror.objects.filter(pk=mirror.pk).update(options=options)
+    mirror.refresh_from_db()
+    before = len(upstream.requests)
+    _ok(run_mirror(mirror))
+    assert "/src/contrib/Archive/gamma/" not in [p for _, p, *_ in upstream.requests[before:]]
+    assert _served(client, mirror) == ["alpha_1.0", "beta_2.0"]
+    assert _get(client, mirror, "src/contrib/Archive/gamma/")[0].status_code == 404
+
+
 META = "src/contrib/Meta/archive.rds"
 
 

@@ -100,6 +100,21 @@ def test_envlist_unset_gives_the_default_and_empty_gives_nothing(env, monkeypatc
     assert env.envlist("PSM_TEST_LIST", ["default"]) == []
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("mirror.corp, 10.0.0.0/8", ["mirror.corp", "10.0.0.0/8"]),  # replaces the default
+        ("+mirror.corp, 10.0.0.0/8", ["default", "mirror.corp", "10.0.0.0/8"]),  # adds to it
+        (" +", ["default"]),
+    ],
+)
+def test_an_extendable_list_is_replaced_or_extended_with_a_leading_plus(
+    env, monkeypatch, value, expected
+):
+    monkeypatch.setenv("PSM_TEST_LIST", value)
+    assert env.envlist("PSM_TEST_LIST", ["default"], extendable=True) == expected
+
+
 def _manage_check(tmp_path, **variables):
     environment = {**os.environ, "PSM_DATA_DIR": str(tmp_path), **variables}
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "PSM_DEBUG"):
@@ -137,3 +152,16 @@ def test_start_up_with_defaults_passes_the_system_check(tmp_path):
     result = _manage_check(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_the_upstream_allowlist_takes_a_leading_plus_to_extend_its_default(tmp_path):
+    probe = "from django.conf import settings as s; print(','.join(s.PSM_UPSTREAM_ALLOWLIST))"
+    environment = {**os.environ, "PSM_DATA_DIR": str(tmp_path)}
+    environment |= {"DJANGO_SETTINGS_MODULE": "psm.settings", "PSM_UPSTREAM_ALLOWLIST": "+corp"}
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {probe}"],
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.strip().split(",")
+    assert listed[0] == "conda.anaconda.org" and "pypi.org" in listed and listed[-1] == "corp"

@@ -292,6 +292,51 @@ def test_the_api_returns_a_new_secret_once_and_uncached(live_server):
     assert listed.json()["results"][0]["token"] is None
 
 
+def test_the_documented_password_request_issues_a_token_and_guesses_lock_out(live_server, throttle):
+    alice = UserFactory(username="alice")  # password "pw"
+    grant(ChannelFactory(name="secret", visibility=Channel.Visibility.PRIVATE), alice)
+    url = f"{live_server.url}/api/tokens/"
+    # The README's `curl -X POST -u alice …/api/tokens/`, body included.
+    body = {
+        "name": "laptop",
+        "kind": "resource",
+        "resources": [{"channel": "secret", "level": "read"}],
+        "expires_at": "2999-12-31T00:00:00Z",
+    }
+
+    def post(auth, headers=ATTACKER) -> requests.Response:
+        return requests.post(url, json=body, auth=auth, headers=headers, timeout=10)
+
+    created = post(("alice", "pw"))
+    assert created.status_code == 201, created.text
+    assert "no-store" in created.headers["Cache-Control"]
+    secret = created.json()["token"]
+    index = f"{live_server.url}/api/repo/t/{secret}/secret/{INDEX}"
+    assert requests.get(index, timeout=10).status_code == 200
+    # A password only creates tokens: it lists, revokes and reads nothing else.
+    assert requests.get(url, auth=("alice", "pw"), timeout=10).status_code == 401
+    channels = requests.get(f"{live_server.url}/api/channels/", auth=("alice", "pw"), timeout=10)
+    assert channels.status_code == 401
+    # Accounts without a usable password (single sign-on) or deactivated get no token.
+    sso = UserFactory(username="sso-user")
+    sso.set_unusable_password()
+    sso.save()
+    UserFactory(username="gone", is_active=False)
+    assert post(("sso-user", ""), BYSTANDER).status_code == 401
+    assert post(("gone", "pw"), BYSTANDER).status_code == 401
+
+    # Wrong passwords count per user name and address, as admin logins do.
+    for attempt in range(1, LIMIT):
+        assert post(("alice", f"guess-{attempt}")).status_code == 401
+    locked = post(("alice", "guess-last"))
+    assert locked.status_code == 429
+    assert locked.headers["Retry-After"] == str(int(COOL_OFF.total_seconds()))
+    assert post(("alice", "pw")).status_code == 429  # the right password too, from there
+    assert post(("alice", "pw"), BYSTANDER).status_code == 201  # not from elsewhere
+    _expire_failures()
+    assert post(("alice", "pw")).status_code == 201
+
+
 # --- Production settings ------------------------------------------------------------------
 
 PRODUCTION = {
