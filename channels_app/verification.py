@@ -116,7 +116,7 @@ def verify_storage(
     final = VerificationProblem.objects.select_related("channel__parent").in_bulk(
         [problem.pk for problem in report.found]
     )
-    report.found = [final[problem.pk] for problem in report.found]
+    report.found = [final[problem.pk] for problem in report.found if problem.pk in final]
     VerificationProblem.objects.filter(resolved_at__lt=timezone.now() - RESOLVED_KEPT).delete()
     logger.info("verification: %s", report.as_dict())
     return report

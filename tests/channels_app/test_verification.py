@@ -144,26 +144,39 @@ def test_damaged_index_of_frozen_channel_is_withdrawn_until_unfrozen(source, run
     assert _served(client, channel, "linux-64/repodata.json") == (200, good)
 
 
-def test_stored_file_that_is_not_the_indexed_one_is_withdrawn(run_mirror):
-    channel = ChannelFactory()
-    other = storage.store([b"not the package"])
-    package = Package.objects.create(
-        channel=channel,
-        subdir="noarch",
-        filename="gamma-1.0-0.tar.bz2",
-        name="gamma",
-        version="1.0",
-        sha256="ab" * 32,
-        artifact=other,
+def test_file_unlike_its_index_entry_and_damaged_sidecar_are_withdrawn():
+    channel = ChannelFactory(kind="pypi")
+    wheel = storage.store([b"wheel bytes"])
+    metadata = storage.store([b"Metadata-Version: 2.1\n"])
+    fields = {"channel": channel, "subdir": "gamma", "name": "gamma", "version": "1.0"}
+    passive = Package.objects.create(
+        **fields,
+        filename="gamma-1.0-py3-none-any.whl",
+        sha256=wheel.sha256,
+        size=wheel.size,
+        artifact=wheel,
+        sidecar=metadata,
+        on_demand=True,
     )
+    active = Package.objects.create(
+        **fields, filename="gamma-1.0.tar.gz", sha256="ab" * 32, artifact=wheel
+    )
+    _damage(metadata)
     out = io.StringIO()
     call_command("verify", "--channel", channel.name, "--all", stdout=out)
 
-    package.refresh_from_db()
-    assert package.artifact is None
-    assert package.error.startswith("stored file does not match its index entry")
-    assert "noarch/gamma-1.0-0.tar.bz2: stored file does not match" in out.getvalue()
-    assert VerificationProblem.objects.get().channel == channel
+    passive.refresh_from_db()
+    active.refresh_from_db()
+    assert (passive.artifact, passive.sidecar) == (wheel, None)  # metadata fetched on request
+    assert active.artifact is None
+    assert active.error.startswith("stored file does not match its index entry")
+    problems = {p.path: p.is_open for p in VerificationProblem.objects.filter(channel=channel)}
+    assert problems == {
+        "gamma/gamma-1.0-py3-none-any.whl.metadata": False,
+        "gamma/gamma-1.0.tar.gz": True,
+    }
+    assert "gamma/gamma-1.0.tar.gz: stored file does not match" in out.getvalue()
+    assert "2 problems found, 1 resolved, 1 open" in out.getvalue()
     with pytest.raises(CommandError, match="No channel 'nope'"):
         call_command("verify", "--channel", "nope")
 
