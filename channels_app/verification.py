@@ -324,7 +324,8 @@ def _open_problems(channel: Channel | None) -> QuerySet[VerificationProblem]:
 
 
 def _withdrawn_package(problem: VerificationProblem) -> Package | None:
-    """The package an open package problem is about, while it still lacks its file."""
+    """The package an open package problem is about, while it still lacks its file (and is
+    still wanted: an excluded or deleted package needs no file)."""
     subdir, _, filename = problem.path.rpartition("/")
     return Package.objects.filter(
         channel_id=problem.channel_id,
@@ -332,6 +333,7 @@ def _withdrawn_package(problem: VerificationProblem) -> Package | None:
         filename=filename,
         artifact__isnull=True,
         on_demand=False,
+        excluded="",
     ).first()
 
 
