@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db.models import Count
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -17,7 +18,7 @@ from psm.permissions import (
 )
 from psm.redaction import redact, refers_to_secret
 
-from . import services
+from . import services, verification
 from .formats import FORMATS, kind_choices
 from .models import Channel, ChannelGrant, Package
 
@@ -75,8 +76,9 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         "policy",
         "frozen_info",
         "mirrors_table",
+        "verification_problems",
     ]
-    readonly_fields = ["frozen_info", "mirrors_table"]
+    readonly_fields = ["frozen_info", "mirrors_table", "verification_problems"]
     inlines = [ChannelGrantInline]
     permission_field = "parent"  # a parent makes it a subchannel
 
@@ -202,6 +204,13 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
             if may_add
             else "",
         )
+
+    @admin.display(description="Verification")
+    def verification_problems(self, channel: Channel):
+        if channel.pk is None:
+            return "-"
+        shown = verification.problems_shown(channel=channel)
+        return render_to_string("admin/channels_app/verification.html", {"verification": shown})
 
     @admin.action(permissions=["freeze"], description="Freeze selected channels")
     def freeze(self, request, queryset) -> None:

@@ -251,6 +251,9 @@ class Artifact(models.Model):
     sha256 = models.CharField(max_length=64, unique=True)
     size = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
+    # When its bytes were last hashed and found good. Storing a file hashes it, so a new file
+    # counts as verified; `verification` re-hashes the oldest first.
+    verified_at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
 
     def __str__(self) -> str:
         return self.sha256
@@ -363,3 +366,46 @@ class PublishedFile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel}/{self.path}"
+
+
+class VerificationProblem(models.Model):
+    """A stored file that verification found damaged (or not the file its index entry
+    describes), and what it did about it. Open until `resolved_at` is set: at once when the
+    fix was immediate, else by the verification that finds the file stored again."""
+
+    class Kind(models.TextChoices):
+        PACKAGE = "package", "Package file"
+        INDEX = "index", "Index file"
+
+    channel = models.ForeignKey(
+        Channel, on_delete=models.CASCADE, related_name="verification_problems"
+    )
+    mirror = models.ForeignKey(
+        "mirrors_app.Mirror",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="verification_problems",
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    # Package files are named by path, not linked: a foreign key to Package would cost every
+    # bulk delete of packages (publishing drops removed ones) its fast path.
+    path = models.CharField(max_length=500, help_text="The file's path in the channel.")
+    problem = models.CharField(max_length=500)
+    action = models.CharField(max_length=500, help_text="What verification did about it.")
+    found_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-found_at", "-pk"]
+        indexes = [
+            models.Index(fields=["channel", "resolved_at"], name="verifyproblem_channel"),
+            models.Index(fields=["mirror", "resolved_at"], name="verifyproblem_mirror"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel}/{self.path}: {self.problem}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
-from . import publishing
+from . import publishing, verification
 from .models import Channel
 
 
@@ -26,3 +27,15 @@ def compress_channel(channel_id: int) -> int:
     """Add the bzip2 copies of a channel's published index files."""
     channel = Channel.objects.filter(pk=channel_id).first()
     return publishing.channel_compress(channel=channel) if channel else 0
+
+
+@shared_task(name="channels.verify_storage")
+def verify_storage() -> dict[str, int]:
+    """Re-hash the stored files verified longest ago (within the per-run budget) and check
+    the published indexes; damaged files are withdrawn (see channels_app/verification.py)."""
+    report = verification.verify_storage(
+        max_bytes=settings.PSM_VERIFY_BYTES_PER_RUN,
+        max_files=settings.PSM_VERIFY_FILES_PER_RUN,
+        repair=settings.PSM_VERIFY_REPAIR,
+    )
+    return report.as_dict()

@@ -18,6 +18,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
+from channels_app import verification
 from channels_app.formats import FORMATS, kind_choices
 from channels_app.models import Channel
 from psm.input import StorableJSONField
@@ -562,6 +563,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
             "can_change": self.has_change_permission(request, mirror),
             "can_report": self.has_report_permission(request, mirror)
             and details["dependency_report"] == "available",
+            "verification": verification.problems_shown(mirror=mirror),
         }
         return TemplateResponse(request, "admin/mirrors_app/mirror/details.html", context)
 

@@ -422,6 +422,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "channels.collect_garbage",
         "schedule": 3600.0,
     },
+    "hourly-verify-storage": {
+        "task": "channels.verify_storage",
+        "schedule": 3600.0,
+    },
 }
 
 # --- PSM ------------------------------------------------------------------------------------
@@ -464,6 +468,12 @@ PSM_INDEX_MAX_AGE = envint("PSM_INDEX_MAX_AGE", 60)
 # Folder of OSV advisories (.json files, .zip archives such as osv.dev's <ecosystem>/all.zip),
 # loaded hourly by `policies.load_vulnerabilities`. Empty: no automatic loading.
 PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")
+# Verification (channels_app/verification.py): each hourly run re-hashes the stored files
+# verified longest ago, up to this many bytes and files, so all of storage is covered in turn.
+PSM_VERIFY_BYTES_PER_RUN = envint("PSM_VERIFY_BYTES_PER_RUN", 10 * 1024**3)
+PSM_VERIFY_FILES_PER_RUN = envint("PSM_VERIFY_FILES_PER_RUN", 50_000)
+# Also fetch damaged active package files again at once (else the mirror's next run does).
+PSM_VERIFY_REPAIR = envbool("PSM_VERIFY_REPAIR", False)
 
 # Every handler hides secrets (URL tokens and passwords, PSM API tokens) in what it writes,
 # tracebacks included: psm.redaction.RedactingFilter. Django's own handlers (the console in

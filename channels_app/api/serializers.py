@@ -11,7 +11,7 @@ from psm.api import FullCleanMixin
 from psm.permissions import visible_channels
 
 from ..formats import kind_choices
-from ..models import Channel, ChannelGrant
+from ..models import Channel, ChannelGrant, VerificationProblem
 
 # `channel` or `channel/subchannel`, each a channel name (checked before any query).
 CHANNEL_PATH = re.compile(r"/?[a-z0-9][a-z0-9_-]{0,99}(/[a-z0-9][a-z0-9_-]{0,99})?/?")
@@ -95,3 +95,27 @@ class ChannelGrantSerializer(serializers.ModelSerializer):
     class Meta:
         model = ChannelGrant
         fields = ["group", "level"]
+
+
+class VerificationProblemSerializer(serializers.ModelSerializer):
+    """A stored file verification found damaged, and what was done; open while
+    `resolved_at` is null."""
+
+    channel = serializers.CharField(source="channel.path", read_only=True)
+    open = serializers.BooleanField(source="is_open", read_only=True)
+
+    class Meta:
+        model = VerificationProblem
+        fields = [
+            "id",
+            "channel",
+            "mirror",
+            "kind",
+            "path",
+            "problem",
+            "action",
+            "found_at",
+            "resolved_at",
+            "open",
+        ]
+        read_only_fields = fields

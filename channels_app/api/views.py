@@ -19,9 +19,13 @@ from psm.permissions import (
     require,
 )
 
-from .. import services
+from .. import services, verification
 from ..models import Channel
-from .serializers import ChannelGrantSerializer, ChannelSerializer
+from .serializers import (
+    ChannelGrantSerializer,
+    ChannelSerializer,
+    VerificationProblemSerializer,
+)
 
 NAME_REGEX = r"[a-z0-9][a-z0-9_-]*"
 
@@ -95,6 +99,15 @@ class _ChannelActions(RowPermissionsMixin, viewsets.ModelViewSet):
                 raise serializers.ValidationError({"group": [str(exc)]}) from None
         grants = channel.grants.select_related("group")
         return Response(ChannelGrantSerializer(grants, many=True).data)
+
+    @extend_schema(responses=VerificationProblemSerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=VerificationProblemSerializer)
+    def verification(self, request, **kwargs):
+        """What verification found in this channel's stored files and index files, open
+        problems first, then the most recent (paginated)."""
+        rows = verification.problems_of(channel=self.get_object())
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(VerificationProblemSerializer(page, many=True).data)
 
 
 class ChannelViewSet(_ChannelActions):

@@ -11,6 +11,8 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from channels_app import verification
+from channels_app.api.serializers import VerificationProblemSerializer
 from psm.permissions import RowPermissionsMixin, filter_allowed, may, require
 
 from .. import reports, services
@@ -159,6 +161,15 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
         return Response(
             MirrorDetailsSerializer(details, context=self.get_serializer_context()).data
         )
+
+    @extend_schema(responses=VerificationProblemSerializer(many=True))
+    @action(detail=True, methods=["get"], serializer_class=VerificationProblemSerializer)
+    def verification(self, request, pk=None):
+        """What verification found in this mirror's stored files and its channel's index
+        files, open problems first, then the most recent (paginated)."""
+        rows = verification.problems_of(mirror=self.get_object())
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(VerificationProblemSerializer(page, many=True).data)
 
     @extend_schema(
         parameters=[
