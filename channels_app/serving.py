@@ -203,7 +203,7 @@ def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
     with _file_lock(f"sidecar-{sha256}"):
         artifact = Artifact.objects.filter(sha256=sha256).first()
         if artifact is None:
-            client = UpstreamClient()
+            client = UpstreamClient(waiting=True)
             try:
                 digest, size = storage.download(
                     client, package.upstream_url + suffix, sha256=sha256
@@ -234,7 +234,7 @@ def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
             return  # another request fetched it while we waited
         stored = Artifact.objects.filter(sha256=package.sha256).first() if package.sha256 else None
         if stored is None:
-            client = UpstreamClient()
+            client = UpstreamClient(waiting=True)
             try:
                 sha256, size = storage.download(
                     client,
@@ -412,7 +412,7 @@ class _StreamedBody:
 
     def __init__(self, package: Package, fmt, lock: _FileLock) -> None:
         self.package, self.fmt, self.lock = package, fmt, lock
-        self.client = UpstreamClient()
+        self.client = UpstreamClient(waiting=True)
         self.download: storage.StreamedDownload | None = None
 
     def __iter__(self) -> Iterator[bytes]:

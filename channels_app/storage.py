@@ -237,7 +237,8 @@ def download(
                             on_bytes(len(chunk))
                 return writer.commit(sha256=sha256, md5=md5, size=size)
         except UpstreamError as exc:
-            if not exc.transient or attempt + 1 == attempts:
+            retried = exc.transient and not (exc.timed_out and client.waiting)
+            if not retried or attempt + 1 == attempts:
                 raise
             time.sleep(min(0.5 * 2**attempt, 10))
     raise AssertionError("unreachable")

@@ -476,12 +476,16 @@ class _CheckedAdapter(HTTPAdapter):
         }
 
 
-def new_session(*, proxy: str = "", retries: int | None = None) -> requests.Session:
+def new_session(
+    *, proxy: str = "", retries: int | None = None, waiting: bool = False
+) -> requests.Session:
     """Return a session with PSM's user agent, retries on transient errors (`retries`, else
-    PSM_HTTP_RETRIES) and the proxy."""
+    PSM_HTTP_RETRIES) and the proxy. `waiting`: a client waits for the answer, so a read
+    timeout is not retried (it answers 504 within one timeout, before the client gives up)."""
     session = requests.Session()
     retry = Retry(
         total=settings.PSM_HTTP_RETRIES if retries is None else retries,
+        read=0 if waiting else None,
         backoff_factor=0.5,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=("GET", "HEAD"),
@@ -638,9 +642,17 @@ class UpstreamClient:
     """A session plus the limits that apply to one mirror run; handed to format modules."""
 
     def __init__(
-        self, *, proxy: str = "", max_bytes: int | None = None, retries: int | None = None
+        self,
+        *,
+        proxy: str = "",
+        max_bytes: int | None = None,
+        retries: int | None = None,
+        waiting: bool = False,
     ) -> None:
-        self.session = new_session(proxy=proxy, retries=retries)
+        """`waiting`: a package client waits on these requests (a passive first request):
+        timeouts are not retried, here or by `storage.download`."""
+        self.session = new_session(proxy=proxy, retries=retries, waiting=waiting)
+        self.waiting = waiting
         self.max_bytes = max_bytes or settings.PSM_MAX_INDEX_BYTES
 
     def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None:

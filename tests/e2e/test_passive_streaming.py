@@ -314,3 +314,22 @@ def test_a_follower_of_a_one_chunk_file_that_does_not_match_answers_502_with_the
     assert "the download it followed failed" in second.text
     assert "does not match its index entry" in second.text
     assert upstream.package_gets == 1
+
+
+@pytest.mark.parametrize("ranged", [False, True], ids=["streamed", "range"])
+def test_a_hanging_upstream_answers_504_after_one_timeout_not_one_per_retry(
+    run_mirror, source, live_server, settings, ranged
+):
+    """A client waits on a passive first request: a read timeout is not retried (that is for
+    runs), so the client hears 504 within one timeout, before its own timeout gives up."""
+    mirror = _passive(run_mirror, source)
+    settings.PSM_HTTP_TIMEOUT, settings.PSM_HTTP_RETRIES = 1, 3
+    path = f"/noarch/{SMALL.filename}"
+    source.delay[path] = 4  # longer than the timeout, shorter than the test's patience
+    url = f"{live_server.url}/api/repo/{mirror.channel.path}{path}"
+    headers = {"Range": "bytes=0-9"} if ranged else {}
+    response = requests.get(url, headers=headers, timeout=30)
+    assert response.status_code == 504, response.text
+    assert "timed out" in response.text
+    assert source.count(path) == 1  # asked once: no retry while the client waits
+    assert "timed out" in Package.objects.get(filename=SMALL.filename).error
