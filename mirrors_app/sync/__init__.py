@@ -13,12 +13,20 @@ import functools
 import hashlib
 import logging
 import tempfile
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import orjson
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 
@@ -32,7 +40,7 @@ from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_pending
 from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
 from .policy import policy_apply, policy_fingerprint
-from .progress import Progress, StopRequested
+from .progress import Progress, RunAbandoned, StopRequested
 
 logger = logging.getLogger(__name__)
 State = SyncRun.State
@@ -50,19 +58,29 @@ class UnitState(NamedTuple):
 
 
 def run_sync(run: SyncRun) -> str:
-    """Carry out a claimed (running) run to its end and return its final state."""
-    from ..services import sync_run_finish
+    """Carry out a claimed (running) run to its end and return its final state.
 
+    A run the stale sweep failed meanwhile (or that was deleted) stops without publishing or
+    recording anything. A lost database connection fails the run with that reason, recorded
+    on a new connection, at once rather than when the sweep finds it silent.
+    """
     mirror = run.mirror
     progress = Progress(run)
     client = UpstreamClient()
     error, warnings = "", ""
     try:
         warnings = "\n".join(_sync_units(run, mirror, client, progress))
+    except RunAbandoned:
+        logger.warning("run %s of mirror %s was failed or deleted meanwhile", run.pk, mirror.pk)
+        return State.FAILED
     except StopRequested:
         final = State.STOPPED
     except (UpstreamError, FormatError) as exc:
         final, error = State.FAILED, str(exc)
+    except (OperationalError, InterfaceError) as exc:
+        logger.exception("run %s of mirror %s lost its database connection", run.pk, mirror.pk)
+        final, error = State.FAILED, f"The database connection was lost: {_first_line(exc)}"
+        connection.close()  # the next query connects again
     except Exception as exc:  # a bug must still end the run, not leave it running
         logger.exception("run %s of mirror %s crashed", run.pk, mirror.pk)
         final, error = State.FAILED, f"Internal error: {exc.__class__.__name__}: {exc}"
@@ -70,22 +88,59 @@ def run_sync(run: SyncRun) -> str:
         final = State.COMPLETED
     finally:
         client.close()
+    try:
+        final = _publish(mirror, progress, final)
+    except RunAbandoned:
+        return State.FAILED
+    # Errors quote URLs; a token in the source's path must not reach the run's record.
+    error, warnings = scrub(error, mirror.source_url), scrub(warnings, mirror.source_url)
+    _record_end(run, final, error, warnings)
+    logger.info("run %s of mirror %s ended %s %s", run.pk, mirror.pk, final, error or warnings)
+    return final
+
+
+def _publish(mirror: Mirror, progress: Progress, final: str) -> str:
+    """Publish what a completed or stopped run brought (a failed one publishes nothing);
+    return the final state (a Stop asked meanwhile makes a completed run stopped)."""
     if final != State.FAILED:
         try:
             progress.step("publishing")
+        except RunAbandoned:
+            raise
         except StopRequested:
             final = State.STOPPED if final == State.COMPLETED else final
         channel_publish(channel=mirror.channel)
     if final != State.STOPPED:
         try:
             progress.step("done")
+        except RunAbandoned:
+            raise
         except StopRequested:
             final = State.STOPPED if final == State.COMPLETED else final
-    # Errors quote URLs; a token in the source's path must not reach the run's record.
-    error, warnings = scrub(error, mirror.source_url), scrub(warnings, mirror.source_url)
-    sync_run_finish(run=run, state=final, error=error, warnings=warnings)
-    logger.info("run %s of mirror %s ended %s %s", run.pk, mirror.pk, final, error or warnings)
+        except (OperationalError, InterfaceError):
+            connection.close()  # recorded below, on a new connection
     return final
+
+
+def _record_end(run: SyncRun, final: str, error: str, warnings: str) -> None:
+    """Record how the run ended, on a new connection if the one it had was lost."""
+    from ..services import sync_run_finish
+
+    for attempt in range(3):
+        try:
+            sync_run_finish(run=run, state=final, error=error, warnings=warnings)
+            return
+        except (OperationalError, InterfaceError):
+            if attempt == 2:
+                raise
+            logger.warning("run %s: recording its end failed; connecting again", run.pk)
+            connection.close()
+            time.sleep(attempt + 1)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def _sync_units(
@@ -166,7 +221,10 @@ def _sync_units(
                         known,
                     )
             except (UpstreamError, FormatError, DatabaseError) as exc:
-                # DatabaseError: a record the database refuses must not sink the other units.
+                # DatabaseError: a record the database refuses must not sink the other units;
+                # a lost connection ends the run (nothing more can be written).
+                if isinstance(exc, OperationalError | InterfaceError):
+                    raise
                 problem = scrub(f"{unit}: {exc}", mirror.source_url)  # errors quote URLs
                 logger.warning("mirror %s: %s", mirror.pk, problem)
                 problems.append(problem)

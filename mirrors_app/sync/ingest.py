@@ -15,7 +15,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 
@@ -94,6 +101,8 @@ class BatchWriter:
         try:
             with transaction.atomic():
                 self._write(list(rows.values()), gone)
+        except (OperationalError, InterfaceError):
+            raise  # the connection is lost: no unit can be written, the run ends
         except DatabaseError as exc:
             self._write_units_alone(rows, gone, _reason(exc))
             return
@@ -111,6 +120,8 @@ class BatchWriter:
             try:
                 with transaction.atomic():
                     self._write(by_unit[unit], {unit: gone.get(unit, [])})
+            except (OperationalError, InterfaceError):
+                raise
             except DatabaseError as exc:
                 self.failed[unit] = _reason(exc)
             else:

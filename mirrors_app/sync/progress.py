@@ -14,6 +14,11 @@ class StopRequested(Exception):
     """The run was asked to stop (or deleted); end it cleanly after keeping the work done."""
 
 
+class RunAbandoned(StopRequested):
+    """The run is no longer this worker's: failed by the stale sweep, or deleted. It stops
+    like a stopped run, but publishes nothing and records nothing (its record says why)."""
+
+
 class Progress:
     """Accumulate a run's counters and flush them every `every` records or `seconds`.
 
@@ -60,13 +65,18 @@ class Progress:
         self._pending = 0
         self._flushed_at = time.monotonic()
         fields = {name: getattr(self, name) for name in self.COUNTERS}
-        updated = SyncRun.objects.filter(pk=self.run.pk).update(
+        mine = SyncRun.objects.filter(
+            pk=self.run.pk, state__in=(SyncRun.State.RUNNING, SyncRun.State.STOPPING)
+        )
+        updated = mine.update(
             **fields,
             bytes_downloaded=self.bytes_downloaded,
             filtered_reasons=dict(self.reasons),
             step=self.step_text,
             heartbeat_at=timezone.now(),
         )
+        if not updated:  # failed by the stale sweep, or deleted: not ours any more
+            raise RunAbandoned
         state = SyncRun.objects.filter(pk=self.run.pk).values_list("state", flat=True).first()
-        if not updated or state != SyncRun.State.RUNNING:
+        if state != SyncRun.State.RUNNING:
             raise StopRequested

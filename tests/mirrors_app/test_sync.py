@@ -248,3 +248,78 @@ def test_the_heartbeat_follows_the_bytes_of_one_slow_download(tmp_path):
         worker.join()
     assert _reload(run).state == State.COMPLETED, run.error
     assert len(beats) >= 2  # beats while one file downloads, not only when it ends
+
+
+class _Gate(dict):
+    """A loopback upstream's `delay` map that holds the request until `release` is set."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__({path: 0})
+        self.arrived, self.release = threading.Event(), threading.Event()
+
+    def __getitem__(self, path: str) -> float:
+        self.arrived.set()
+        self.release.wait(30)
+        return 0
+
+
+def _run_in_thread(run: SyncRun, pids: list[int]) -> tuple[threading.Thread, list[str]]:
+    """run_sync on a thread of its own (its own database connection, whose pid goes to
+    `pids`), as a worker runs it."""
+    results: list[str] = []
+
+    def work() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            results.append(run_sync(run))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, results
+
+
+@pytest.fixture
+def gated_source(tmp_path):
+    with ChannelServer(build_channel(tmp_path / "up", [FakePackage("alpha", "1.0")])) as source:
+        source.delay = _Gate("/channeldata.json")
+        yield source
+        source.delay.release.set()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_database_connection_is_cut_fails_at_once_saying_so(gated_source):
+    if connection.vendor != "postgresql":
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    run = _claimed_run(gated_source.url)
+    pids: list[int] = []
+    thread, results = _run_in_thread(run, pids)
+    assert gated_source.delay.arrived.wait(30)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pids[0]])
+    gated_source.delay.release.set()
+    thread.join(30)
+    assert results == [State.FAILED]
+    run = _reload(run)
+    assert run.state == State.FAILED and run.finished_at is not None
+    assert run.error.startswith("The database connection was lost: ")
+    assert services.mirror_run_now(mirror=run.mirror).state == State.QUEUED  # not busy
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_the_sweep_failed_meanwhile_publishes_nothing(gated_source, settings):
+    run = _claimed_run(gated_source.url)
+    thread, results = _run_in_thread(run, [])
+    assert gated_source.delay.arrived.wait(30)
+    later = timezone.now() + timedelta(seconds=settings.PSM_RUN_STALE_AFTER + 1)
+    assert services.sync_runs_fail_stale(now=later) == 1
+    gated_source.delay.release.set()
+    thread.join(30)
+    assert results == [State.FAILED]
+    run = _reload(run)
+    assert run.state == State.FAILED and "stopped reporting" in run.error  # the sweep's word
+    assert run.mirror.channel.published_files.count() == 0
+    assert _reload(run.mirror.channel).published_at is None
