@@ -9,7 +9,6 @@ stopped run; a failed run publishes nothing.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import tempfile
@@ -44,8 +43,7 @@ from .progress import Progress, RunAbandoned, StopRequested
 
 logger = logging.getLogger(__name__)
 State = SyncRun.State
-MANY_UNITS = 100
-PREFETCH = 4  # threads fetching the next pages of a many-unit source
+PREFETCH = 4  # threads fetching the next units' indexes while one is ingested
 POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
 DOCUMENTS_KEY = "_documents"  # in Mirror.fetch_state: the listing documents' validators
 
@@ -71,8 +69,7 @@ def run_sync(run: SyncRun) -> str:
     try:
         warnings = "\n".join(_sync_units(run, mirror, client, progress))
     except RunAbandoned:
-        logger.warning("run %s of mirror %s was failed or deleted meanwhile", run.pk, mirror.pk)
-        return State.FAILED
+        return _abandoned(run)
     except StopRequested:
         final = State.STOPPED
     except (UpstreamError, FormatError) as exc:
@@ -91,12 +88,20 @@ def run_sync(run: SyncRun) -> str:
     try:
         final = _publish(mirror, progress, final)
     except RunAbandoned:
-        return State.FAILED
+        return _abandoned(run)
     # Errors quote URLs; a token in the source's path must not reach the run's record.
     error, warnings = scrub(error, mirror.source_url), scrub(warnings, mirror.source_url)
     _record_end(run, final, error, warnings)
     logger.info("run %s of mirror %s ended %s %s", run.pk, mirror.pk, final, error or warnings)
     return final
+
+
+def _abandoned(run: SyncRun) -> str:
+    """The state of a run taken from this worker: as the sweep recorded it, or stopped if it
+    was deleted (with its mirror, or on its own)."""
+    state = SyncRun.objects.filter(pk=run.pk).values_list("state", flat=True).first()
+    logger.warning("run %s ended elsewhere (%s): not published", run.pk, state or "deleted")
+    return state or State.STOPPED
 
 
 def _publish(mirror: Mirror, progress: Progress, final: str) -> str:
@@ -170,7 +175,6 @@ def _sync_units(
     stale = [] if reused else [unit for unit in stored if unit not in listed]
     serials = {} if restart else stored
     units = sorted(listed)
-    many = len(units) > MANY_UNITS  # then per-unit steps are not flushed one by one
     shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
     rejections = Rejections(mirror)
@@ -188,23 +192,27 @@ def _sync_units(
         todo.append((unit, serial))
     todo = _with_states(units_read, todo, serials)
     del serials, listed
-    # Many small units share their database writes; then a unit is done once written.
-    writer = BatchWriter(mirror, progress) if many else None
-    known = KnownRows(mirror.pk, [unit for unit, _, _ in todo]) if many else None
+    # Units share their database writes (a Python project is a few rows), so a unit is done
+    # once the writer has written it.
+    writer = BatchWriter(mirror, progress)
+    known = KnownRows(mirror.pk, [unit for unit, _, _ in todo])
 
     def save_done() -> None:
-        if writer is not None:
-            writer.flush()
-            for unit, reason in writer.failed.items():
-                problems.append(f"{unit}: {reason}")
-                unread.add(unit)
-                progress.fail(f"index unreadable: {unit}")
-            done[:] = [state for state in done if state.name not in writer.failed]
-            writer.failed.clear()
+        if not Mirror.objects.filter(pk=mirror.pk).exists():
+            writer.discard()  # the mirror was deleted meanwhile: nothing to write or resume
+            done.clear()
+            return
+        writer.flush()
+        for unit, reason in writer.failed.items():
+            problems.append(f"{unit}: {reason}")
+            unread.add(unit)
+            progress.fail(f"index unreadable: {unit}")
+        done[:] = [state for state in done if state.name not in writer.failed]
+        writer.failed.clear()
         _save_units(done)
 
     try:
-        for (unit, state, serial), fetching in _fetch_all(mirror, client, todo, many, progress):
+        for (unit, state, serial), fetching in _fetch_all(mirror, client, todo, progress):
             try:
                 fetched, index = fetching()
                 with index:
@@ -215,7 +223,6 @@ def _sync_units(
                         fetched,
                         index,
                         rejections,
-                        many,
                         shared,
                         writer,
                         known,
@@ -393,11 +400,12 @@ def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: 
         progress.reasons[reason] += count
 
 
-def _fetch_all(mirror: Mirror, client: UpstreamClient, todo: list, many: bool, progress: Progress):
+def _fetch_all(mirror: Mirror, client: UpstreamClient, todo: list, progress: Progress):
     """(unit, state, serial) with a callable returning (Fetched, index file) for each unit.
 
-    With many units (Python projects) the next pages are fetched by a few threads while
-    this one ingests (the fetch touches no database); otherwise one at a time, here.
+    The next units' indexes are fetched by a few threads while this one ingests (a fetch
+    touches no database): Python projects' pages, or a conda platform's repodata while the
+    previous one is read.
     """
     fmt = mirror.format
 
@@ -409,12 +417,6 @@ def _fetch_all(mirror: Mirror, client: UpstreamClient, todo: list, many: bool, p
             index.close()
             raise
 
-    if not many:
-        for item in todo:
-            unit, state = item[0], item[1]
-            progress.step(f"{unit}: fetching the index")
-            yield item, functools.partial(fetch, unit, state.validators if state else {})
-        return
     window: deque = deque()
     with ThreadPoolExecutor(PREFETCH, thread_name_prefix=f"pages-{mirror.pk}") as pool:
         try:
@@ -451,21 +453,19 @@ def _ingest_unit(
     fetched,
     index,
     rejections: Rejections,
-    many: bool = False,
-    shared: bool = True,
-    writer: BatchWriter | None = None,
-    known: KnownRows | None = None,
+    shared: bool,
+    writer: BatchWriter,
+    known: KnownRows,
 ) -> tuple[int, dict | None]:
     """Bring one fetched unit in line with upstream; return how many rows changed and the
     validators to send next time (None: the unit is not in the source, forget it)."""
     fmt = mirror.format
     if fetched.status == "missing":
-        progress.step(f"{unit}: not in the source", now=not many)
+        progress.step(f"{unit}: not in the source", now=False)
         rejections.replace(unit, [])
         return 0, fetched.validators or None  # validators: the format remembers the miss
     if fetched.status == "unchanged":
         return 0, fetched.validators
-    progress.step(f"{unit}: reading the index", now=not many)
     ingest = UnitIngest(mirror, unit, progress, shared=shared, writer=writer, known=known)
     extras: dict = {}
     rejected: list[tuple[str, str]] = []

@@ -4,9 +4,8 @@ Only what changed is written: each stored record carries a 64-bit digest, and a 
 digest is unchanged costs nothing. Writes go in batches (PostgreSQL: COPY into a staging table,
 then one INSERT ... ON CONFLICT), packages gone upstream are marked removed (publishing drops
 them), and every batch bumps the channel's content version so publishing knows it is behind.
-A source of many small units (Python projects) shares one `BatchWriter` and one `KnownRows`
-across units, so a batch holds many projects: a few statements per 5,000 rows instead of a
-transaction per project.
+A run's units share one `BatchWriter` and one `KnownRows`, so a batch holds many small units
+(Python projects): a few statements per 5,000 rows instead of a transaction per project.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from channels_app.formats import PackageRecord
@@ -92,6 +91,10 @@ class BatchWriter:
         self.gone_count += len(ids)
         if self.gone_count >= BATCH_SIZE:
             self.flush()
+
+    def discard(self) -> None:
+        """Drop what is queued (its mirror is gone)."""
+        self.rows, self.gone, self.gone_count = {}, defaultdict(list), 0
 
     def flush(self) -> None:
         rows, gone = self.rows, self.gone
@@ -192,12 +195,15 @@ class Rejections:
 
 
 class KnownRows:
-    """The stored rows of a mirror's units, read for many units per query, in `units` order.
+    """The stored rows of a mirror's units, read in `units` order a chunk of consecutive
+    units at a time: as many as hold about `ROWS` rows (hundreds of Python projects per query,
+    one conda platform of hundreds of thousands alone), so memory stays bounded.
 
     A mirror with no rows yet (a first sync) costs one query in all.
     """
 
-    CHUNK = 500
+    ROWS = 50_000
+    UNITS = 500  # at most, per query
 
     def __init__(self, mirror_id: int, units: Sequence[str]) -> None:
         self.mirror_id = mirror_id
@@ -211,19 +217,36 @@ class KnownRows:
             return {}
         if unit not in self.loaded:
             start = self.position.get(unit)
-            chunk = [unit] if start is None else self.units[start : start + self.CHUNK]
+            chunk = [unit] if start is None else self._chunk(start)
             self.loaded = {u: {} for u in chunk}
             for subdir, filename, known in _known_rows(self.mirror_id, chunk):
                 self.loaded[subdir][filename] = known
         return self.loaded.pop(unit)
+
+    def _chunk(self, start: int) -> list[str]:
+        """The units from `start` on whose rows add up to at most `ROWS` (one at least)."""
+        window = self.units[start : start + self.UNITS]
+        sizes = dict(
+            Package.objects.filter(mirror_id=self.mirror_id, subdir__in=window)
+            .values_list("subdir")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
+        chunk, rows = [], 0
+        for unit in window:
+            rows += sizes.get(unit, 0)
+            if chunk and rows > self.ROWS:
+                break
+            chunk.append(unit)
+        return chunk
 
 
 class UnitIngest:
     """Diff one unit (a conda subdir) of one mirror against the database, writing in batches.
 
     Call `add` for every allowed record, then `finish` once the whole index was read; a run that
-    stops before `finish` keeps what it wrote and removes nothing. With a shared `writer`, the
-    writes happen when the writer flushes (the caller flushes it before relying on them).
+    stops before `finish` keeps what it wrote and removes nothing. The writes happen when the
+    run's shared `writer` flushes (the caller flushes it before relying on them).
     """
 
     def __init__(
@@ -232,15 +255,14 @@ class UnitIngest:
         unit: str,
         progress: Progress,
         *,
+        writer: BatchWriter,
+        known: KnownRows,
         shared: bool = True,
-        writer: BatchWriter | None = None,
-        known: KnownRows | None = None,
     ) -> None:
         self.mirror, self.unit, self.progress = mirror, unit, progress
         self._known: dict[str, Known] | None = None  # read on first use (see `known`)
         self._known_rows = known
-        self.writer = writer or BatchWriter(mirror, progress)
-        self.owns_writer = writer is None
+        self.writer = writer
         # With a policy, new and changed records wait for its decision before anyone sees them.
         decided = mirror.options if mirror.format.filter_files({}, ()) is not None else None
         self.initial_exclusion = PENDING if decided or mirror.effective_policy() else ""
@@ -261,10 +283,7 @@ class UnitIngest:
     def known(self) -> dict[str, Known]:
         """The unit's stored rows, read when first needed (a format may overlap the read)."""
         if self._known is None:
-            if self._known_rows is not None:
-                self._known = self._known_rows.of(self.unit)
-            else:
-                self._known = {k: v for _, k, v in _known_rows(self.mirror.pk, [self.unit])}
+            self._known = self._known_rows.of(self.unit)
         return self._known
 
     def current_digests(self) -> dict[str, int]:
@@ -317,17 +336,12 @@ class UnitIngest:
         return True
 
     def finish(self) -> None:
-        """Queue the removal of what upstream no longer lists (or we no longer allow); write
-        everything unless the writer is shared."""
+        """Queue the removal of what upstream no longer lists (or we no longer allow)."""
         gone = [known.id for known in self.known.values() if not known.removed]
         if gone:
             self.changed += len(gone)
             self.writer.remove(self.unit, gone)
         self._known = {}
-        if self.owns_writer:
-            self.writer.flush()
-            if self.writer.failed:
-                raise DatabaseError(self.writer.failed.pop(self.unit))
 
 
 def _reason(exc: DatabaseError) -> str:

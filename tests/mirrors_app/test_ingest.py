@@ -47,14 +47,15 @@ def test_units_share_one_batch_and_a_refused_unit_does_not_sink_the_others(mirro
 
 def test_a_second_pass_reads_known_rows_in_chunks_and_removes_what_is_gone(mirror, progress):
     writer = BatchWriter(mirror, progress)
+    first = KnownRows(mirror.pk, ["alpha", "beta"])
     for project in ("alpha", "beta"):
-        ingest = UnitIngest(mirror, project, progress, writer=writer)
+        ingest = UnitIngest(mirror, project, progress, writer=writer, known=first)
         ingest.add(_record(project, f"{project}-1.0.tar.gz"))
         ingest.add(_record(project, f"{project}-2.0.tar.gz"))
         ingest.finish()
     writer.flush()
     known = KnownRows(mirror.pk, ["alpha", "beta"])
-    known.CHUNK = 1
+    known.ROWS = 1  # one unit a query
     for project in ("alpha", "beta"):
         ingest = UnitIngest(mirror, project, progress, writer=writer, known=known)
         record = _record(project, f"{project}-2.0.tar.gz")

@@ -134,32 +134,6 @@ def test_serials_let_a_resync_skip_unchanged_projects_without_a_request(
     assert run.ingested == 1
 
 
-def test_a_stopped_run_resumes_where_it_stopped(index, upstream, run_mirror, monkeypatch):
-    from mirrors_app import services
-    from psm.http import UpstreamClient
-
-    mirror = _mirror(upstream)
-    real = UpstreamClient.download
-
-    def stop_at_beta(client, url, dest, **kwargs):
-        if url.endswith("/simple/beta/"):
-            services.mirror_stop(mirror=mirror)
-        return real(client, url, dest, **kwargs)
-
-    monkeypatch.setattr(UpstreamClient, "download", stop_at_beta)
-    run = run_mirror(mirror)
-    assert run.state == SyncRun.State.STOPPED
-    assert list(mirror.units.values_list("name", flat=True)) == ["alpha"]
-    monkeypatch.setattr(UpstreamClient, "download", real)
-    before = len(upstream.requests)
-    run = run_mirror(mirror)
-    assert run.state == SyncRun.State.COMPLETED
-    pages = [p for _, p, _ in upstream.requests[before:] if p.startswith("/simple/")]
-    assert pages == ["/simple/", "/simple/beta/"]  # alpha is not read again
-    restart = run_mirror(mirror, restart=True)
-    assert restart.seen == 6  # a restart reads everything again
-
-
 def test_an_enormous_project_page_is_refused_and_the_others_arrive(
     index, upstream, run_mirror, client, monkeypatch
 ):
@@ -191,30 +165,6 @@ def test_a_publish_rewrites_only_the_pages_of_changed_projects(index, upstream, 
     assert len(_served(client, mirror, "alpha")) == 4
 
 
-@pytest.fixture
-def prefetching(monkeypatch):
-    """Sources with many units fetch pages ahead in threads; make two projects "many"."""
-    monkeypatch.setattr("mirrors_app.sync.MANY_UNITS", 0)
-
-
-def test_pages_fetched_ahead_give_the_same_result(prefetching, upstream, run_mirror, client):
-    test_mirror_filters_decide_what_enters_with_reasons(upstream, run_mirror, client)
-
-
-def test_pages_fetched_ahead_keep_resyncs_incremental(
-    prefetching, index, upstream, run_mirror, client
-):
-    test_resync_fetches_only_changed_projects_and_applies_changed_filters(
-        index, upstream, run_mirror, client
-    )
-
-
-def test_a_bad_page_fetched_ahead_does_not_stop_the_others(
-    prefetching, index, upstream, run_mirror, client
-):
-    test_a_bad_project_page_does_not_stop_the_others(index, upstream, run_mirror, client)
-
-
 def test_a_project_page_that_times_out_is_reported_and_the_others_arrive(
     upstream, run_mirror, client, settings
 ):
@@ -228,9 +178,7 @@ def test_a_project_page_that_times_out_is_reported_and_the_others_arrive(
     assert len(_served(client, mirror, "beta")) == 2
 
 
-def test_a_stopped_run_fetching_ahead_resumes_where_it_stopped(
-    prefetching, index, upstream, run_mirror, monkeypatch
-):
+def test_a_stopped_run_resumes_where_it_stopped(index, upstream, run_mirror, monkeypatch):
     """Shared batched writes: what a stopped run finished is written and not read again."""
     from mirrors_app.sync import progress as progress_module
 
@@ -255,16 +203,15 @@ def test_a_stopped_run_fetching_ahead_resumes_where_it_stopped(
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED
     pages = [p for _, p, _ in upstream.requests[before:] if p.startswith("/simple/")]
-    assert pages == ["/simple/", "/simple/beta/"]
+    assert pages == ["/simple/", "/simple/beta/"]  # alpha is not read again
     assert Package.objects.filter(mirror=mirror).count() == 6
+    restart = run_mirror(mirror, restart=True)
+    assert restart.seen == 6  # a restart reads everything again
 
 
-@pytest.mark.parametrize("many", [False, True], ids=["one-by-one", "fetching-ahead"])
 def test_a_project_gone_upstream_leaves_the_project_list_and_its_page(
-    many, index, upstream, run_mirror, client, monkeypatch
+    index, upstream, run_mirror, client
 ):
-    if many:
-        monkeypatch.setattr("mirrors_app.sync.MANY_UNITS", 0)
     mirror = _mirror(upstream)
     run_mirror(mirror)
     build_index(index, [d for d in DISTS if d.name != "beta"])
@@ -274,12 +221,6 @@ def test_a_project_gone_upstream_leaves_the_project_list_and_its_page(
     assert [p["name"] for p in listed] == ["alpha"]
     assert _served(client, mirror, "beta") == []
     assert len(_served(client, mirror, "alpha")) == 4
-
-
-def test_an_active_mirror_of_many_projects_downloads_in_one_pass(
-    prefetching, index, upstream, run_mirror
-):
-    test_active_mirror_refuses_a_file_whose_hash_does_not_match(index, upstream, run_mirror)
 
 
 def test_a_source_that_suddenly_lists_no_project_fails_and_keeps_the_channel(

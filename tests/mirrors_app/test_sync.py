@@ -14,7 +14,6 @@ from django.utils import timezone
 from mirrors_app import services, tasks
 from mirrors_app.models import Mirror, SyncRun
 from mirrors_app.sync import run_sync
-from psm.http import UpstreamClient
 from tests.conftest import conda_record
 from tests.factories import MirrorFactory, SyncRunFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
@@ -115,17 +114,25 @@ def test_stop_before_the_first_batch_ends_the_run_stopped(conda_upstream):
     assert _reload(run.mirror).status == Mirror.Status.STOPPED
 
 
+def _when_reading(unit: str, action, monkeypatch) -> None:
+    """Do `action()` as the run starts reading `unit`'s index (on the run's own thread)."""
+    from mirrors_app.sync import progress as progress_module
+
+    real_step = progress_module.Progress.step
+
+    def step(self, text, **kwargs):
+        real_step(self, text, **kwargs)
+        if text.startswith(f"{unit}:"):
+            action()
+            self.flush()
+
+    monkeypatch.setattr(progress_module.Progress, "step", step)
+
+
 def test_stop_mid_run_ends_stopped_and_keeps_the_counters(conda_upstream, monkeypatch):
-    # linux-64 (1 record) is read before noarch (2): ask to stop as the second subdir is fetched.
+    # linux-64 (1 record) is read before noarch (2): ask to stop as noarch's turn comes.
     run = _claimed_run(conda_upstream.url)
-    real_download = UpstreamClient.download
-
-    def download_then_stop(client, url, dest, **kwargs):
-        if "/noarch/repodata.json" in url:
-            services.mirror_stop(mirror=run.mirror)
-        return real_download(client, url, dest, **kwargs)
-
-    monkeypatch.setattr(UpstreamClient, "download", download_then_stop)
+    _when_reading("noarch", lambda: services.mirror_stop(mirror=run.mirror), monkeypatch)
     assert run_sync(run) == State.STOPPED
     run = _reload(run)
     assert run.state == State.STOPPED
@@ -148,14 +155,9 @@ def test_large_index_is_counted_across_several_batches(upstream):
 
 def test_mirror_deleted_mid_run_does_not_crash(conda_upstream, monkeypatch):
     run = _claimed_run(conda_upstream.url)
-    real_download = UpstreamClient.download
-
-    def download_then_delete(client, url, dest, **kwargs):
-        if "/noarch/repodata.json" in url and Mirror.objects.exists():
-            services.mirror_delete(mirror=Mirror.objects.get())
-        return real_download(client, url, dest, **kwargs)
-
-    monkeypatch.setattr(UpstreamClient, "download", download_then_delete)
+    _when_reading(
+        "noarch", lambda: services.mirror_delete(mirror=Mirror.objects.get()), monkeypatch
+    )
     assert run_sync(run) == State.STOPPED
     assert not SyncRun.objects.exists()
     assert not Mirror.objects.exists()
