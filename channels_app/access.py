@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from django.http import Http404, HttpRequest, HttpResponse
 
 from psm.models import ApiToken
-from psm.permissions import may, perm_for, signed_in
+from psm.oidc import user_from_bearer
+from psm.permissions import signed_in
 from psm.throttle import client_locked_out, credential_refused, lockout_response
 from psm.tokens import PREFIX, token_lookup, token_permissions
 
 from .models import Channel
+from .permissions import may, perm_for
 
 BASIC_PASSWORD = "x-auth-token"
 NOT_FOUND = "No such channel."
@@ -83,8 +85,6 @@ def repo_requester(request: HttpRequest, path_token: str | None = None):
         token = token_lookup(secret)
         if token is not None:
             return Requester(token.user, token)
-        from psm.oidc import user_from_bearer
-
         user = user_from_bearer(secret)
         if user is None:
             raise _BadCredentials

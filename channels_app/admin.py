@@ -8,19 +8,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
-from psm.permissions import (
-    GRANT,
-    RowPermissionsAdmin,
-    filter_allowed,
-    may,
-    may_some,
-    visible_channels,
-)
+from psm.permissions import RowPermissionsAdmin, rules_for
 from psm.redaction import redact, refers_to_secret
 
 from . import services, verification
 from .formats import FORMATS, kind_choices
 from .models import Channel, ChannelGrant, Package
+from .permissions import GRANT, filter_allowed, may, may_some, visible_channels
 
 
 class ChannelGrantInline(admin.TabularInline):
@@ -36,7 +30,7 @@ class ChannelGrantInline(admin.TabularInline):
     def has_view_permission(self, request, obj=None) -> bool:
         # Without a row (Django's inline queryset asks so): whether some channel is visible.
         if obj is None:
-            return may_some(request.user, "view", Channel)
+            return may_some(request.user, "view")
         return may(request.user, "view", obj)
 
     def has_add_permission(self, request, obj=None) -> bool:
@@ -171,8 +165,10 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         if channel.pk is None:
             return "Save the channel first, then create its mirror."
         user = getattr(channel, "shown_to", None)
-        mirrors = filter_allowed(user, "view", channel.mirrors.with_run_warnings())
-        may_add = may_some(user, "add", channel.mirrors.model, subchannel=bool(channel.parent_id))
+        # The mirrors' own rules (mirrors_app registers them; this app does not import it).
+        mirror_rules = rules_for(channel.mirrors.model)
+        mirrors = mirror_rules.filter_allowed(user, "view", channel.mirrors.with_run_warnings())
+        may_add = mirror_rules.may_some(user, "add", subchannel=bool(channel.parent_id))
         add_url = reverse("admin:mirrors_app_mirror_add") + f"?channel={channel.pk}"
         rows = format_html_join(
             "",

@@ -106,7 +106,7 @@ class Channel(models.Model):
         ]
         # A subchannel is a Channel row with a parent, governed by the Subchannels category:
         # Django's own view/add/change/delete_channel apply to top-level channels only
-        # (psm/permissions.py picks the right one per row).
+        # (channels_app/permissions.py picks the right one per row).
         permissions = [
             ("freeze_channel", "Can freeze and unfreeze channels"),
             ("view_subchannel", "Can view subchannels"),
@@ -214,7 +214,7 @@ class Channel(models.Model):
 class ChannelGrant(models.Model):
     """A group's level on one channel (and its subchannels): what makes a private channel
     readable by a team, and lets it write or manage that channel without the category-wide
-    permission (psm/permissions.py decides)."""
+    permission (channels_app/permissions.py decides)."""
 
     class Level(models.TextChoices):
         READ = "read", "Read"

@@ -21,12 +21,14 @@ from django.utils.translation import ngettext
 from channels_app import verification
 from channels_app.formats import FORMATS, kind_choices
 from channels_app.models import Channel
+from channels_app.permissions import may as may_on_channel
 from psm.input import StorableJSONField
-from psm.permissions import RowPermissionsAdmin, channels_allowing, filter_allowed, may
+from psm.permissions import RowPermissionsAdmin
 from psm.redaction import refers_to_secret
 
 from . import reports, services
 from .models import Mirror, SyncRun
+from .permissions import channels_allowing, filter_allowed
 
 EXCLUDED_SHOWN = 1000  # on the details page; the CSV download has them all
 PREVIEW_SHOWN = 50  # entering and leaving packages listed on the policy preview page
@@ -140,7 +142,7 @@ class MirrorForm(forms.ModelForm):
 @admin.register(Mirror)
 class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     """Mirrors: those of subchannels need the Subchannel mirrors permissions, the others the
-    Channel mirrors ones (psm/permissions.py)."""
+    Channel mirrors ones (mirrors_app/permissions.py)."""
 
     form = MirrorForm
     formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
@@ -216,9 +218,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "channel":
             # Offer only the channels (or subchannels) the user may create mirrors in.
-            kwargs["queryset"] = channels_allowing(request.user, "add", Mirror).select_related(
-                "parent"
-            )
+            kwargs["queryset"] = channels_allowing(request.user, "add").select_related("parent")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_changeform_initial_data(self, request):
@@ -226,7 +226,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         channel = initial.get("channel")
         if isinstance(channel, str) and channel.isdigit():
             # Only a channel offered in the form: a hidden one must not show through its kind.
-            found = channels_allowing(request.user, "add", Mirror).filter(pk=channel).first()
+            found = channels_allowing(request.user, "add").filter(pk=channel).first()
             if found is not None:
                 initial.setdefault("kind", found.kind)
         return initial
@@ -268,7 +268,9 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
 
     def _back_to_channel(self, request, channel_id):
         channel = Channel.objects.filter(pk=channel_id).first() if channel_id else None
-        if channel and any(may(request.user, action, channel) for action in ("view", "change")):
+        if channel and any(
+            may_on_channel(request.user, action, channel) for action in ("view", "change")
+        ):
             return redirect("admin:channels_app_channel_change", channel_id)
         return redirect("admin:index")
 

@@ -6,7 +6,7 @@ class MirrorsConfig(AppConfig):
     verbose_name = "Mirrors"
 
     def ready(self) -> None:
-        from . import schedules
+        from . import permissions, schedules  # noqa: F401 - permissions registers row rules
         from .models import Mirror
 
         schedules.connect_signals(Mirror)

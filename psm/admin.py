@@ -8,10 +8,10 @@ from django.utils.cache import patch_cache_control
 from django.utils.translation import ngettext
 
 from channels_app.models import Channel
+from channels_app.permissions import known_channels, visible_channels
 
 from . import tokens, user_admin  # noqa: F401 - registers the user and group admins
 from .models import ApiToken, AuditEvent, OidcIdentity, TokenResource
-from .permissions import known_channels, visible_channels
 from .roles import parse_grant
 
 

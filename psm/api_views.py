@@ -9,10 +9,10 @@ from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.response import Response
 
 from channels_app.api.serializers import ChannelPathField
+from channels_app.permissions import known_channels
 
 from . import tokens
 from .models import ApiToken, AuditEvent, TokenResource
-from .permissions import known_channels
 from .roles import parse_grant
 
 

@@ -63,14 +63,14 @@ def givable_groups(actor) -> QuerySet[Group]:
         return Group.objects.none()
     if actor.is_superuser:
         return Group.objects.all()
-    from channels_app.models import ChannelGrant
-
     not_held = Group.permissions.through.objects.filter(group=OuterRef("pk")).exclude(
         permission_id__in=_given_ids(actor)
     )
     holds_all = ~Q(Exists(not_held))
     if not _covers_any_grant(actor):
-        holds_all &= ~Q(Exists(ChannelGrant.objects.filter(group=OuterRef("pk"))))
+        # `channel_grants`: the groups' reverse relation to channels_app.ChannelGrant.
+        with_grants = Group.objects.filter(pk=OuterRef("pk"), channel_grants__isnull=False)
+        holds_all &= ~Q(Exists(with_grants))
     member = Q(Exists(Group.objects.filter(pk=OuterRef("pk"), user=actor)))
     return Group.objects.filter(member | holds_all)
 

@@ -54,7 +54,8 @@ class Category:
 
 
 # Channels and subchannels (Channel rows with a parent) have their own permissions, as have
-# their mirrors; psm/permissions.py picks the one a row needs.
+# their mirrors; channels_app/permissions.py and mirrors_app/permissions.py pick the one a
+# row needs.
 _CHANNEL = {
     "read": ("channels_app.view_channel",),
     "write": ("channels_app.add_channel",),

@@ -134,6 +134,13 @@ def token_permissions(token: ApiToken) -> set[str]:
     }
 
 
+def token_allows(user, perm: str) -> bool:
+    """Whether `perm` is within the scope token `user` acts through (always, without one): what
+    the user holds besides Django permissions, such as channel grants, is narrowed by this."""
+    token = getattr(user, "psm_token", None)
+    return token is None or perm in token_permissions(token)
+
+
 def user_limited_to(user, token: ApiToken):
     """The owner, with `has_perm` narrowed to what the token allows (for this request only)."""
     allowed = token_permissions(token)

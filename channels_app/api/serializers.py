@@ -8,10 +8,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from psm.api import FullCleanMixin
-from psm.permissions import visible_channels
 
 from ..formats import kind_choices
 from ..models import Channel, ChannelGrant, VerificationProblem
+from ..permissions import visible_channels
 
 # `channel` or `channel/subchannel`, each a channel name (checked before any query).
 CHANNEL_PATH = re.compile(r"/?[a-z0-9][a-z0-9_-]{0,99}(/[a-z0-9][a-z0-9_-]{0,99})?/?")

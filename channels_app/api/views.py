@@ -9,18 +9,11 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 
-from psm.permissions import (
-    GRANT,
-    RowPermissions,
-    RowPermissionsMixin,
-    filter_allowed,
-    known_channels,
-    may,
-    require,
-)
+from psm.permissions import RowPermissions, RowPermissionsMixin, require
 
 from .. import services, verification
 from ..models import Channel
+from ..permissions import GRANT, filter_allowed, known_channels, may
 from .serializers import (
     ChannelGrantSerializer,
     ChannelSerializer,

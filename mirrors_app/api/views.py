@@ -13,10 +13,11 @@ from rest_framework.response import Response
 
 from channels_app import verification
 from channels_app.api.serializers import VerificationProblemSerializer
-from psm.permissions import RowPermissionsMixin, filter_allowed, may, require
+from psm.permissions import RowPermissionsMixin, require
 
 from .. import reports, services
 from ..models import Mirror, SyncRun
+from ..permissions import filter_allowed, may
 from .serializers import (
     DependencyReportRowSerializer,
     ExcludedPackageSerializer,

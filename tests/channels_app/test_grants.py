@@ -1,5 +1,6 @@
 """Channel grants: a group's Read, Write or Manage on one channel and its subchannels, so a
-private channel is readable by its team only (psm/permissions.py decides; admin, API, clients)."""
+private channel is readable by its team only (channels_app/permissions.py decides; admin, API,
+clients)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from channels_app.models import Channel, ChannelGrant
+from channels_app.permissions import filter_allowed, may
+from mirrors_app import permissions as mirror_rules
 from mirrors_app.models import Mirror
 from psm.models import AuditEvent
-from psm.permissions import filter_allowed, may
 from psm.tokens import token_create
 from tests.factories import ChannelFactory, MirrorFactory, UserFactory, grant
 
@@ -126,8 +128,8 @@ def test_grants_do_not_reach_mirrors(secret, member):
     grant(secret, member, group="team-a", level="manage")
     mirror = MirrorFactory(channel=secret)
 
-    assert not may(member, "view", mirror)
-    assert not filter_allowed(member, "view", Mirror.objects.all()).exists()
+    assert not mirror_rules.may(member, "view", mirror)
+    assert not mirror_rules.filter_allowed(member, "view", Mirror.objects.all()).exists()
 
 
 def test_manage_on_the_category_sees_private_channels_read_does_not(secret, inner):

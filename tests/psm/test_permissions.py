@@ -1,5 +1,6 @@
 """Subchannels and their mirrors have their own permission categories, apart from channels and
-channel mirrors: in the admin, the API, tokens and package clients (psm/permissions.py)."""
+channel mirrors: in the admin, the API, tokens and package clients (channels_app/permissions.py,
+mirrors_app/permissions.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.urls import reverse
 
+from channels_app import permissions as channel_rules
 from channels_app.models import Channel
+from mirrors_app import permissions as mirror_rules
 from mirrors_app.models import Mirror, SyncRun
-from psm.permissions import filter_allowed, may, may_know, perm_for, visible_channels
 from psm.tokens import token_create
 from tests.factories import ChannelFactory, MirrorFactory, SyncRunFactory, UserFactory, grant
 
@@ -65,22 +67,26 @@ def texts_of(response) -> list[str]:
 def test_each_row_needs_the_permission_of_its_own_category(main, sub, top_mirror, sub_mirror):
     run = SyncRunFactory(mirror=sub_mirror)
 
-    assert perm_for("freeze", main) == "channels_app.freeze_channel"
-    assert perm_for("freeze", sub) == "channels_app.freeze_subchannel"
-    assert perm_for("run", top_mirror) == "mirrors_app.run_mirror"
-    assert perm_for("run", sub_mirror) == "mirrors_app.run_subchannel_mirror"
-    assert perm_for("report", sub_mirror) == "mirrors_app.download_subchannel_dependency_report"
-    assert perm_for("view", run) == "mirrors_app.view_subchannel_mirror"
+    assert channel_rules.perm_for("freeze", main) == "channels_app.freeze_channel"
+    assert channel_rules.perm_for("freeze", sub) == "channels_app.freeze_subchannel"
+    assert mirror_rules.perm_for("run", top_mirror) == "mirrors_app.run_mirror"
+    assert mirror_rules.perm_for("run", sub_mirror) == "mirrors_app.run_subchannel_mirror"
+    assert (
+        mirror_rules.perm_for("report", sub_mirror)
+        == "mirrors_app.download_subchannel_dependency_report"
+    )
+    assert mirror_rules.perm_for("view", run) == "mirrors_app.view_subchannel_mirror"
     # Unsaved rows too: creating is decided by where the row goes.
-    assert perm_for("add", Channel(parent=main)) == "channels_app.add_subchannel"
-    assert perm_for("add", Mirror(channel=main)) == "mirrors_app.add_mirror"
+    assert channel_rules.perm_for("add", Channel(parent=main)) == "channels_app.add_subchannel"
+    assert mirror_rules.perm_for("add", Mirror(channel=main)) == "mirrors_app.add_mirror"
 
 
 def test_superusers_may_do_everything(sub, sub_mirror):
     root = UserFactory(is_superuser=True)
 
-    assert all(may(root, action, sub_mirror) for action in ("view", "run", "stop", "delete"))
-    assert may(root, "freeze", sub)
+    actions = ("view", "run", "stop", "delete")
+    assert all(mirror_rules.may(root, action, sub_mirror) for action in actions)
+    assert channel_rules.may(root, "freeze", sub)
 
 
 # --- Mirrors: the channel mirror categories do not reach subchannel mirrors, and vice versa ----
@@ -484,23 +490,28 @@ def test_mirrors_and_runs_of_a_channel_one_may_not_read_do_not_exist_for_them():
     ]
 
     for user, action in itertools.product(users, ("view", "change", "run", "delete")):
-        allowed = set(filter_allowed(user, action, Mirror.objects.all()))
-        assert allowed == {m for m in mirrors if may(user, action, m)}, (user.username, action)
+        allowed = set(mirror_rules.filter_allowed(user, action, Mirror.objects.all()))
+        assert allowed == {m for m in mirrors if mirror_rules.may(user, action, m)}, (
+            user.username,
+            action,
+        )
     for user in users:
-        assert set(filter_allowed(user, "view", SyncRun.objects.all())) == {
-            r for r in runs if may(user, "view", r.mirror)
+        assert set(mirror_rules.filter_allowed(user, "view", SyncRun.objects.all())) == {
+            r for r in runs if mirror_rules.may(user, "view", r.mirror)
         }
-        assert set(visible_channels(user, Channel.objects.all())) == {
-            c for c in channels if may_know(user, c)
+        assert set(channel_rules.visible_channels(user, Channel.objects.all())) == {
+            c for c in channels if channel_rules.may_know(user, c)
         }
     # The mirror permissions alone reach the public and authenticated channels only (and a
     # public subchannel: a subchannel has its own privacy); a grant opens the private ones.
-    assert {m.channel.name for m in filter_allowed(reader, "view", Mirror.objects.all())} == {
+    assert {
+        m.channel.name for m in mirror_rules.filter_allowed(reader, "view", Mirror.objects.all())
+    } == {
         "open",
         "signed",
         "pub-sub",
     }
-    assert len(filter_allowed(member, "view", Mirror.objects.all())) == 5
-    assert not may(reader, "add", Mirror(channel=secret)) and may(
+    assert len(mirror_rules.filter_allowed(member, "view", Mirror.objects.all())) == 5
+    assert not mirror_rules.may(reader, "add", Mirror(channel=secret)) and mirror_rules.may(
         member, "add", Mirror(channel=secret)
     )
