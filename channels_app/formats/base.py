@@ -212,8 +212,8 @@ class StoredEntries(Protocol):
 
     def current_digests(self) -> Mapping[str, int]:
         """filename -> digest of every entry `is_current` could accept, in one read: for a
-        format that compares entries in another process, which cannot call `is_current`
-        (it still calls `is_current` for each one found current)."""
+        format that compares entries in another process, which cannot call back. The format
+        still calls `is_current` for each entry found current, which marks it seen."""
         ...
 
 
