@@ -189,13 +189,8 @@ class Channel(models.Model):
                 }
             )
         fmt = FORMATS.get(self.kind)
-        hiding = sorted(
-            self.subchannels.filter(
-                name__in=fmt.capabilities.reserved_subchannel_names
-            ).values_list("name", flat=True)
-            if fmt is not None
-            else []
-        )
+        reserved = fmt.capabilities.reserved_subchannel_names if fmt is not None else ()
+        hiding = sorted(self.subchannels.filter(name__in=reserved).values_list("name", flat=True))
         if hiding:
             raise ValidationError(
                 {

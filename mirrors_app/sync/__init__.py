@@ -178,9 +178,8 @@ def _sync_units(
     shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
     rejections = Rejections(mirror)
-    unlisted = (
-        fmt.capabilities.drops_unlisted_units and not reused
-    )  # nothing was delisted since then
+    # A reused listing: nothing was delisted since then.
+    unlisted = fmt.capabilities.drops_unlisted_units and not reused
     changed = _drop_unlisted(mirror, set(units), rejections) if unlisted else 0
     finished = forgotten = False
     unread: set[str] = set()  # units unreadable or not in the source
