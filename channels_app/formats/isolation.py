@@ -45,7 +45,11 @@ class Child:
             )
         except OSError as exc:
             raise ChildFailed(str(exc)) from None
-        self.send((function.__module__, function.__qualname__, args))
+        try:
+            self.send((function.__module__, function.__qualname__, args))
+        except ChildFailed:
+            self.close()  # not entered as a context yet
+            raise
 
     def send(self, value: Any) -> None:
         """Pass `value` to the child's next `receive()`."""
