@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .formats import FORMATS
+from .formats import FORMATS, kind_labels
 from .querysets import ChannelQuerySet
 
 channel_name_validator = RegexValidator(
@@ -42,7 +42,7 @@ class Channel(models.Model):
         "package type",
         max_length=20,
         validators=[validate_kind],
-        help_text="The type of packages this channel holds: conda, standard python or standard R.",
+        help_text=f"The type of packages this channel holds: {kind_labels()}.",
     )
     parent = models.ForeignKey(
         "self",
@@ -145,7 +145,7 @@ class Channel(models.Model):
                 raise ValidationError({"parent": "A channel with subchannels cannot become one."})
             for kind in dict.fromkeys((self.parent.kind, self.kind)):
                 fmt = FORMATS.get(kind)
-                if fmt is not None and self.name in fmt.reserved_subchannel_names:
+                if fmt is not None and self.name in fmt.capabilities.reserved_subchannel_names:
                     # The subchannel would hide the parent's own folder of that name.
                     raise ValidationError(
                         {
@@ -189,13 +189,8 @@ class Channel(models.Model):
                 }
             )
         fmt = FORMATS.get(self.kind)
-        hiding = sorted(
-            self.subchannels.filter(name__in=fmt.reserved_subchannel_names).values_list(
-                "name", flat=True
-            )
-            if fmt is not None
-            else []
-        )
+        reserved = fmt.capabilities.reserved_subchannel_names if fmt is not None else ()
+        hiding = sorted(self.subchannels.filter(name__in=reserved).values_list("name", flat=True))
         if hiding:
             raise ValidationError(
                 {

@@ -42,7 +42,7 @@ class PackageIndexSource:
         listed = set()
         for units in self.channel.index_extras.values():
             listed.update(units)
-        folders = get_format(self.channel.kind).fixed_units
+        folders = get_format(self.channel.kind).capabilities.fixed_units
         if folders:
             # An index probe per possible folder: DISTINCT would sort every package row.
             rows = Package.objects.filter(channel=self.channel)
@@ -149,7 +149,8 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             sha256, size = writer.commit()
             rendered[path] = (sha256, size, content_type)
 
-    units = _changed_units(channel) if fmt.renders_units_alone and not force else None
+    alone = fmt.capabilities.renders_units_alone
+    units = _changed_units(channel) if alone and not force else None
     fmt.render_index(PackageIndexSource(channel), emit, units)
     with transaction.atomic():
         current = Channel.objects.select_for_update().get(pk=channel.pk)
@@ -186,29 +187,35 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             published_version=version, published_at=timezone.now()
         )
     logger.info("published %s: %d files, %d packages dropped", channel, len(rendered), dropped)
-    sizes = [size for path, (_, size, _) in rendered.items() if path.endswith(BZ2_OF)]
+    copied = fmt.capabilities.bz2_copies
+    sizes = [size for path, (_, size, _) in rendered.items() if path.endswith(copied)]
     if any(size > BZ2_INLINE_BYTES for size in sizes):
         # bzip2 of a conda-forge-sized index takes most of a minute: not on the run's clock.
         from .tasks import compress_channel
 
         transaction.on_commit(lambda: compress_channel.delay(channel.pk))
-    else:
+    elif sizes:
         channel_compress(channel=channel)
     return True
 
 
-#: Published files that also get a `.bz2` copy (older conda clients ask for it).
-BZ2_OF = "/repodata.json"
+#: A publish whose files to copy as `.bz2` are larger leaves the copies to a task.
 BZ2_INLINE_BYTES = 8 * 1024 * 1024
 
 
 def channel_compress(*, channel: Channel) -> int:
-    """Add the `.bz2` copy of every published repodata.json lacking one; return how many.
+    """Add the `.bz2` copy of every published file that gets one (`bz2_copies` of the
+    channel's format: conda's repodata.json) and lacks it; return how many.
 
     A copy is only added while its source is still the published one, so it always matches.
     """
     added = 0
-    sources = PublishedFile.objects.filter(channel=channel, path__endswith=BZ2_OF)
+    copied = Q()
+    for suffix in get_format(channel.kind).capabilities.bz2_copies:
+        copied |= Q(path__endswith=suffix)
+    if not copied:
+        return 0
+    sources = PublishedFile.objects.filter(copied, channel=channel)
     for source in sources.select_related("artifact"):
         target = source.path + ".bz2"
         if PublishedFile.objects.filter(channel=channel, path=target).exists():

@@ -162,7 +162,7 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
                 streamed = _stream_on_demand(package, fmt, filename)
                 if streamed is not None:
                     return streamed
-            fetch_on_demand(package, every_digest=fmt.checks_every_digest)
+            fetch_on_demand(package, every_digest=fmt.capabilities.checks_every_digest)
         except FETCH_ERRORS as exc:
             return _fetch_failure(package, exc)
     artifact = package.artifact
@@ -424,7 +424,7 @@ class _StreamedBody:
                 sha256=package.sha256 or None,
                 md5=package.md5 or None,
                 size=package.size,
-                every_digest=self.fmt.checks_every_digest,
+                every_digest=self.fmt.capabilities.checks_every_digest,
                 partial=_partial_path(package),
             )
             for chunk in self.download:

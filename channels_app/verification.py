@@ -223,7 +223,7 @@ def _withdraw_artifact(
             _withdraw_package(package, problem, report, changes)
         for package in Package.objects.filter(sidecar=artifact).select_related("channel"):
             Package.objects.filter(pk=package.pk).update(sidecar=None)
-            suffix = get_format(package.channel.kind).sidecar_suffix
+            suffix = get_format(package.channel.kind).capabilities.sidecar_suffix
             _record(package.channel, package.mirror_id, package.path + suffix, problem, report)
         published = PublishedFile.objects.filter(artifact=artifact).select_related("channel")
         for index_file in published:
@@ -364,7 +364,7 @@ def _refetch(client: UpstreamClient, package: Package, problem: VerificationProb
                 sha256=package.sha256 or None,
                 md5=package.md5 or None,
                 size=package.size,
-                every_digest=fmt.checks_every_digest,
+                every_digest=fmt.capabilities.checks_every_digest,
             )
         except (UpstreamError, storage.IntegrityError) as exc:
             reason = scrub(str(exc), package.upstream_url)

@@ -19,7 +19,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
 from channels_app import verification
-from channels_app.formats import FORMATS, kind_choices
+from channels_app.formats import FORMATS, kind_choices, kind_labels
 from channels_app.models import Channel
 from channels_app.permissions import may as may_on_channel
 from psm.input import StorableJSONField
@@ -101,9 +101,11 @@ class MirrorForm(forms.ModelForm):
             examples = format_html_join(
                 "", "<br>{}: <code>{}</code>", ((f.label, f.options_help) for f in FORMATS.values())
             )
+            filtered = (f for f in FORMATS.values() if f.filter_files({}, ()) is not None)
             self.fields["options"].help_text = format_html(
-                "Type-specific options as JSON; standard python and standard R mirrors are "
-                "filtered by theirs (see the README). Examples:{}",
+                "Type-specific options as JSON; {} mirrors are filtered by theirs (see the "
+                "README). Examples:{}",
+                kind_labels(filtered, joined="and"),
                 examples,
             )
 

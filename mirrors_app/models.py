@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import capfirst
 
-from channels_app.formats import FORMATS, OptionsError, get_format
+from channels_app.formats import FORMATS, OptionsError, get_format, kind_labels
 from channels_app.models import validate_kind
 from psm.http import upstream_url_problem
 from psm.redaction import is_masked, redact, restore_secrets, scrub
@@ -32,8 +32,8 @@ HELP = {
         "<org_id>/<channel>. The host must be on the upstream allowlist."
     ),
     "kind": (
-        "The type of packages mirrored from the source: conda, standard python or standard R. "
-        "It must match the channel's package type."
+        f"The type of packages mirrored from the source: {kind_labels()}. It must match the "
+        "channel's package type."
     ),
     "cron": (
         "When the mirror runs, as a cron expression (minute hour day-of-month month "

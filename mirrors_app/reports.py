@@ -293,7 +293,7 @@ def explain(mirror: Mirror, query: str) -> list[dict]:
     """Why each file of the mirror named `query` (a name or a file name) is in or out,
     including index entries the mirror could not take in (matched by file name)."""
     query = query.strip()
-    field = "filename" if query.endswith((".conda", ".tar.bz2")) else "name"
+    field = "filename" if mirror.format.names_a_file(query) else "name"
     rows = mirror.packages.filter(removed=False, **{field: query}).order_by("subdir", "filename")
     policy = mirror.effective_policy()
     found = [

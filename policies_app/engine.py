@@ -22,7 +22,7 @@ from typing import Any
 
 from rattler import MatchSpec, Version
 
-from channels_app.formats.conda import parse_match_spec, rattler_record
+from channels_app.formats.conda import build_date, parse_match_spec, rattler_record
 from channels_app.formats.licenses import classify, normalize_license
 
 
@@ -68,11 +68,7 @@ class Entry:
 
     @property
     def built_on(self) -> dt.date | None:
-        stamp = self.record.get("timestamp")
-        if not isinstance(stamp, int | float) or stamp <= 0:
-            return None
-        seconds = stamp / 1000 if stamp > 1e11 else stamp  # conda uses ms; older records s
-        return dt.datetime.fromtimestamp(seconds, dt.UTC).date()
+        return build_date(self.record)
 
 
 @dataclass(frozen=True)

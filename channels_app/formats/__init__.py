@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .base import (
     Fetched,
+    FormatCapabilities,
     FormatError,
     OptionsError,
     PackageRecord,
     Rejected,
     RepositoryFormat,
+    StoredEntries,
     Unchanged,
     UnitExtras,
     UnitList,
@@ -37,10 +41,21 @@ def kind_choices() -> list[tuple[str, str]]:
     return [(fmt.kind, fmt.label) for fmt in FORMATS.values()]
 
 
+def kind_labels(formats: Iterable[RepositoryFormat] | None = None, joined: str = "or") -> str:
+    """The labels of `formats` (default: every registered one) as a phrase for help texts:
+    "conda, standard python or standard R"."""
+    labels = [fmt.label for fmt in (FORMATS.values() if formats is None else formats)]
+    if len(labels) < 2:
+        return "".join(labels)
+    return f"{', '.join(labels[:-1])} {joined} {labels[-1]}"
+
+
 __all__ = [
     "FORMATS",
     "Fetched",
+    "FormatCapabilities",
     "Rejected",
+    "StoredEntries",
     "Unchanged",
     "UnitExtras",
     "UnitList",
@@ -52,4 +67,5 @@ __all__ = [
     "RepositoryFormat",
     "get_format",
     "kind_choices",
+    "kind_labels",
 ]

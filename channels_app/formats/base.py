@@ -116,6 +116,11 @@ class FormatError(Exception):
         self.reason = reason
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        # Pickled as its two parts (the default would pass the one message): a check that ran
+        # in another process (see `isolation`) raises it here again.
+        return (FormatError, (self.where, self.reason))
+
 
 class OptionsError(ValueError):
     """A mirror's format options are invalid; the message is shown to the user."""
@@ -197,8 +202,19 @@ def content_type(filename: str) -> str:
     return CONTENT_TYPES.get(f".{suffix.lower()}", OCTET_STREAM) if dot else OCTET_STREAM
 
 
-#: Tells a format which entries are stored already: `is_current(filename, digest)`.
-IsCurrent = Callable[[str, int], bool]
+class StoredEntries(Protocol):
+    """A unit's entries as stored by the last reads: what `parse_unit` need not check again."""
+
+    def is_current(self, filename: str, digest: int) -> bool:
+        """Whether the stored entry is this very one (same `entry_digest`); it then counts as
+        seen, with nothing to do."""
+        ...
+
+    def current_digests(self) -> Mapping[str, int]:
+        """filename -> digest of every entry `is_current` could accept, in one read: for a
+        format that compares entries in another process, which cannot call back. The format
+        still calls `is_current` for each entry found current, which marks it seen."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,17 +229,22 @@ class Rejected:
 class Fetched:
     """The outcome of fetching one index unit (a conda subdir): `changed` means `dest` holds it.
 
-    `validators` (URL, ETag, Last-Modified) are kept and sent back next time. A `missing` unit
-    is forgotten, unless the format gives validators for it: then it is remembered like the
-    others, and skipped while its listed serial stays the same (R's Archive folders that
-    answer 404). `serial_vouches=False`: keep no serial, so the unit is asked for (conditionally)
-    on every run even if its listed serial is unchanged.
+    `validators` (URL, ETag, Last-Modified) are kept and sent back next time.
     """
 
     status: Literal["changed", "unchanged", "missing"]
     url: str = ""
     validators: dict[str, str] = field(default_factory=dict)
-    serial_vouches: bool = True
+    #: Whether the orchestrator keeps the serial `list_units` gave the unit, and so skips the
+    #: unit without a request while that serial stays the same. None: kept for a unit read,
+    #: not for a missing one (which is forgotten: asked for again next run). False asks for a
+    #: unit read on every run (conditionally on `validators`); True keeps a unit missing.
+    keep_serial: bool | None = None
+
+    @property
+    def serial_kept(self) -> bool:
+        """`keep_serial`, its default applied."""
+        return self.status != "missing" if self.keep_serial is None else self.keep_serial
 
 
 class UnitList(dict[str, int | None]):
@@ -264,6 +285,36 @@ class IndexSource(Protocol):
 Emit = Callable[[str, str], AbstractContextManager[BinaryIO]]
 
 
+@dataclass(frozen=True)
+class FormatCapabilities:
+    """What sets a format apart where the rest of PSM handles every format alike (the
+    orchestrator, publishing, serving): one value per format, read, never probed for."""
+
+    #: Whether `list_units` is the whole truth, so a unit it stops listing (a project deleted
+    #: upstream) loses its packages; not for a listing that falls back to guesses (conda).
+    drops_unlisted_units: bool = False
+    #: Every unit a channel of this format can have, where known in advance (conda subdirs):
+    #: publishing probes each one instead of listing the channel's distinct units.
+    fixed_units: frozenset[str] = frozenset()
+    #: Whether a unit read with no records still gets (empty) index files (conda subdirs).
+    lists_empty_units: bool = False
+    #: Names a subchannel of a channel of this format may not take: a subchannel wins over a
+    #: same-named folder of its parent (`/api/repo/<channel>/<name>/...`), so it would hide the
+    #: channel's own files (conda subdirs, `simple/`, R's `src/` and `cran/`).
+    reserved_subchannel_names: frozenset[str] = frozenset()
+    #: Whether each unit has its own index files (`unit_paths`), so a publish may render only
+    #: the changed units.
+    renders_units_alone: bool = False
+    #: Published index files whose path ends so also get a `.bz2` copy, made after the
+    #: publish (older conda clients ask for `repodata.json.bz2`).
+    bz2_copies: tuple[str, ...] = ()
+    #: Whether a download checks every digest the index gives (md5 besides sha256); otherwise
+    #: md5 only when it is all there is (conda: sha256 suffices, md5 costs CPU).
+    checks_every_digest: bool = False
+    #: Suffix of the file upstream serves beside each package (`.metadata`, PEP 658), if any.
+    sidecar_suffix: str = ""
+
+
 class RepositoryFormat:
     """One upstream repository format (conda, Python simple index, CRAN).
 
@@ -273,10 +324,11 @@ class RepositoryFormat:
 
     kind: ClassVar[str]
     label: ClassVar[str]
-    #: Shown under the source URL field of the mirror form.
-    source_help: ClassVar[str] = ""
+    capabilities: ClassVar[FormatCapabilities] = FormatCapabilities()
     #: An example of this format's mirror options (JSON), shown in the mirror form.
     options_help: ClassVar[str] = ""
+
+    # --- Mirror options and sources ---------------------------------------------------------
 
     def clean_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         """Return the validated options for a mirror of this format, or raise OptionsError."""
@@ -302,25 +354,7 @@ class RepositoryFormat:
         package list): after a run, each one the source's index lacks is warned about."""
         return []
 
-    def normalize_name(self, name: str) -> str:
-        return name
-
-    # --- Mirroring in units (a conda subdir): formats that implement these get full syncs ---
-
-    #: Whether `list_units` is the whole truth, so a unit it stops listing (a project deleted
-    #: upstream) loses its packages; not for a listing that falls back to guesses (conda).
-    drops_unlisted_units: ClassVar[bool] = False
-    #: Every unit a channel of this format can have, where known in advance (conda subdirs):
-    #: publishing probes each one instead of listing the channel's distinct units.
-    fixed_units: ClassVar[frozenset[str]] = frozenset()
-    #: Names a subchannel of a channel of this format may not take: a subchannel wins over a
-    #: same-named folder of its parent (`/api/repo/<channel>/<name>/...`), so it would hide the
-    #: channel's own files (conda subdirs, `simple/`, R's `src/` and `cran/`).
-    reserved_subchannel_names: ClassVar[frozenset[str]] = frozenset()
-
-    def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
-        """The independently fetched parts of the source's index."""
-        raise NotImplementedError
+    # --- Mirroring in units (a conda subdir, a Python project) ------------------------------
 
     def list_units(
         self,
@@ -337,7 +371,7 @@ class RepositoryFormat:
         the validators in `documents`; when it answers 304 the listing is the one read last
         time: None (the orchestrator lists the units it kept from that run).
         """
-        return dict.fromkeys(self.index_units(client, source_url, options))
+        raise NotImplementedError
 
     def fetch_unit(
         self,
@@ -351,17 +385,12 @@ class RepositoryFormat:
         raise NotImplementedError
 
     def parse_unit(
-        self,
-        fileobj: BinaryIO,
-        url: str,
-        unit: str,
-        is_current: IsCurrent | None = None,
-        current: Callable[[], Mapping[str, int]] | None = None,
+        self, fileobj: BinaryIO, url: str, unit: str, stored: StoredEntries | None = None
     ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
         """Stream the records of a fetched unit; raise FormatError if it is not readable.
 
-        Entries `is_current` accepts come back as `Unchanged`, without being checked again;
-        `current()` (filename -> digest of what is stored) lets a format split the work.
+        Entries `stored.is_current` accepts come back as `Unchanged`, without being checked
+        again.
         """
         raise NotImplementedError
 
@@ -372,25 +401,19 @@ class RepositoryFormat:
         filename, version, document); None when the format is filtered by policies instead."""
         return None
 
-    #: Whether each unit has its own index files, so a publish may render only changed units.
-    renders_units_alone: ClassVar[bool] = False
+    # --- Publishing -------------------------------------------------------------------------
 
     def unit_paths(self, unit: str) -> list[str]:
-        """The index files of one unit (with `renders_units_alone`)."""
+        """The index files of one unit (with `capabilities.renders_units_alone`)."""
         return []
 
     def render_index(self, source: IndexSource, emit: Emit, units: set[str] | None = None) -> None:
         """Write the index files of a channel through `emit`: all of them, or (`units`, with
-        `renders_units_alone`) those of the given units and the channel-wide ones."""
+        `capabilities.renders_units_alone`) those of the given units and the channel-wide
+        ones."""
         raise NotImplementedError
 
-    #: Whether a download checks every digest the index gives (md5 besides sha256); otherwise
-    #: md5 only when it is all there is (conda: sha256 suffices, md5 costs CPU).
-    checks_every_digest: ClassVar[bool] = False
-    #: Suffix of the file upstream serves beside each package (`.metadata`, PEP 658), if any.
-    sidecar_suffix: ClassVar[str] = ""
-    #: Whether a unit read with no records still gets (empty) index files (conda subdirs).
-    lists_empty_units: ClassVar[bool] = False
+    # --- Serving ----------------------------------------------------------------------------
 
     def index_request(self, path: str, accept: str | None) -> IndexRequest | None:
         """How to answer a request for an index page that depends on the request (content
@@ -410,3 +433,7 @@ class RepositoryFormat:
         """(unit, filename) of a package file path inside a channel, or None."""
         unit, _, filename = path.rpartition("/")
         return (unit, filename) if filename else None
+
+    def names_a_file(self, query: str) -> bool:
+        """Whether a search for `query` means a package file name (else a package name)."""
+        return False

@@ -35,7 +35,7 @@ from __future__ import annotations
 import gzip
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -48,14 +48,15 @@ from .base import (
     Documents,
     Emit,
     Fetched,
+    FormatCapabilities,
     FormatError,
     IndexFetch,
     IndexRequest,
     IndexSource,
-    IsCurrent,
     PackageRecord,
     Rejected,
     RepositoryFormat,
+    StoredEntries,
     Unchanged,
     UnitExtras,
     UnitList,
@@ -93,20 +94,18 @@ MISSING_RECHECK = timedelta(days=7)
 class CranFormat(RepositoryFormat):
     kind = "cran"
     label = "standard R"
-    source_help = (
-        "A CRAN-like repository, e.g. https://cloud.r-project.org; another PSM channel: "
-        "https://<host>/api/repo/<channel>/cran (or without /cran)."
+    capabilities = FormatCapabilities(
+        # `src/contrib/...` and the alternative base URL `cran/` of every R channel.
+        reserved_subchannel_names=frozenset({"src", CRAN_PREFIX.rstrip("/")}),
+        renders_units_alone=True,
+        # MD5sum is what R repositories give; a sha256 beside it is checked too.
+        checks_every_digest=True,
     )
     options_help = (
         '{"packages": ["ggplot2", "dplyr (>= 1.1)"], "exclude": ["Rcpp (< 1.0)"], '
         '"licenses": ["MIT", "GPL"], "r_version": "4.4.1", "latest": 2, "dependencies": true, '
         '"archive": false}'
     )
-    renders_units_alone = True
-    #: `src/contrib/...` and the alternative base URL `cran/` of every R channel.
-    reserved_subchannel_names = frozenset({"src", CRAN_PREFIX.rstrip("/")})
-    #: MD5sum is what R repositories give; a sha256 beside it is checked too.
-    checks_every_digest = True
 
     def clean_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
         """The mirror filters (see `cran_filters`), validated."""
@@ -125,10 +124,6 @@ class CranFormat(RepositoryFormat):
         )
 
     # --- Units ------------------------------------------------------------------------------
-
-    def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
-        """`src/contrib`, and with `archive` one unit per mirrored package's Archive folder."""
-        return list(self.list_units(client, source_url, options))
 
     def list_units(
         self,
@@ -225,19 +220,19 @@ class CranFormat(RepositoryFormat):
         limit = min(client.max_bytes, MAX_LISTING_BYTES)
         fetched = client.fetch_index(url, dest, validators, max_bytes=limit)
         if fetched.status == "missing":
-            # Most packages were never updated, so have no folder: remembered by its serial.
-            return Fetched("missing", url, {"url": url, "missing": "404"})
+            # Most packages were never updated, so have no folder: remembered as missing
+            # while its serial (see `archive_serial`) stays the same.
+            return Fetched("missing", url, keep_serial=True)
         # A folder that exists is asked for on every run (a 304 when unchanged): upstream may
         # add to it without PACKAGES saying so.
-        return Fetched(fetched.status, url, fetched.validators, serial_vouches=False)
+        return Fetched(fetched.status, url, fetched.validators, keep_serial=False)
 
     def parse_unit(
         self,
         fileobj: BinaryIO,
         url: str,
         unit: str,
-        is_current: IsCurrent | None = None,
-        current: Callable[[], Mapping[str, int]] | None = None,
+        stored: StoredEntries | None = None,
     ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
         """One record per stanza of PACKAGES (or file of an archive listing).
 
@@ -262,7 +257,7 @@ class CranFormat(RepositoryFormat):
             if isinstance(item, PackageRecord):
                 if item.filename in seen:
                     item = Rejected(item.filename, "listed twice")
-                elif is_current is not None and is_current(item.filename, item.digest):
+                elif stored is not None and stored.is_current(item.filename, item.digest):
                     item = Unchanged(item.filename)
                 seen.add(item.filename)
             yield item
@@ -311,6 +306,10 @@ class CranFormat(RepositoryFormat):
         if unit == CONTRIB or archived_package(unit) == match[1]:
             return unit, filename
         return None
+
+    def names_a_file(self, query: str) -> bool:
+        """A source package's `<Package>_<Version>.tar.gz`."""
+        return TARBALL.fullmatch(query) is not None
 
 
 # --- Names, versions, paths -------------------------------------------------------------------

@@ -20,13 +20,9 @@ Pages link to files relatively (`../../files/...`), so they must be served at
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
-
-from packaging.utils import (
-    canonicalize_name,
-)
 
 from . import pypi_filters
 from .base import (
@@ -34,13 +30,14 @@ from .base import (
     Documents,
     Emit,
     Fetched,
+    FormatCapabilities,
     FormatError,
     IndexRequest,
     IndexSource,
-    IsCurrent,
     PackageRecord,
     Rejected,
     RepositoryFormat,
+    StoredEntries,
     Unchanged,
     UnitExtras,
     fetch_document,
@@ -71,9 +68,11 @@ SUFFIXES = (".whl", ".tar.gz", ".zip")
 class PypiFormat(RepositoryFormat):
     kind = "pypi"
     label = "standard python"
-    source_help = (
-        "A simple repository index, e.g. https://pypi.org/simple/; another PSM channel: "
-        "https://<host>/api/repo/<channel>/simple/."
+    capabilities = FormatCapabilities(
+        drops_unlisted_units=True,
+        reserved_subchannel_names=frozenset({"simple", "files"}),
+        renders_units_alone=True,
+        sidecar_suffix=".metadata",
     )
     options_help = '{"projects": ["requests >=2.31"], "package_types": ["wheel"], "latest": 3}'
 
@@ -92,9 +91,6 @@ class PypiFormat(RepositoryFormat):
                 for key, project, filename, version, document in files
             ),
         )
-
-    def normalize_name(self, name: str) -> str:
-        return canonicalize_name(name)
 
     def source_warnings(self, source_url: str, options: Mapping[str, Any]) -> list[str]:
         if (urlsplit(source_url).hostname or "").lower() == "pypi.org" and not options.get(
@@ -121,10 +117,6 @@ class PypiFormat(RepositoryFormat):
             ]
         return []
 
-    def index_units(self, client: Client, source_url: str, options: Mapping[str, Any]) -> list[str]:
-        """The normalized project names: the mirror's `projects`, else the index root's."""
-        return sorted(self.list_units(client, source_url, options))
-
     def list_units(
         self,
         client: Client,
@@ -132,8 +124,9 @@ class PypiFormat(RepositoryFormat):
         options: Mapping[str, Any],
         documents: Documents | None = None,
     ) -> dict[str, int | None] | None:
-        """Projects with their `_last-serial` from a PEP 691 JSON root (PyPI's), else None;
-        None for all when the root is unchanged (a 304)."""
+        """The normalized project names: the mirror's `projects`, else the index root's, with
+        their `_last-serial` from a PEP 691 JSON root (PyPI's), else None; None for all when
+        the root is unchanged (a 304)."""
         if options.get("projects"):
             return dict.fromkeys(pypi_filters.project_names(options))
         url = source_url.rstrip("/") + "/"
@@ -181,13 +174,12 @@ class PypiFormat(RepositoryFormat):
         fileobj: BinaryIO,
         url: str,
         unit: str,
-        is_current: IsCurrent | None = None,
-        current: Callable[[], Mapping[str, int]] | None = None,
+        stored: StoredEntries | None = None,
     ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
         """Yield one record per file of a project page (JSON or HTML, sniffed).
 
-        The whole page is read and checked before anything is yielded. Entries `is_current`
-        accepts (same document, same upstream URL) come back as `Unchanged`.
+        The whole page is read and checked before anything is yielded. Entries
+        `stored.is_current` accepts (same document, same upstream URL) come back as `Unchanged`.
         """
         fileobj.seek(0)
         entries = parse_page(fileobj.read(), url, unit)
@@ -197,14 +189,12 @@ class PypiFormat(RepositoryFormat):
             if isinstance(item, PackageRecord):
                 if item.filename in seen:
                     item = Rejected(item.filename, "file listed twice")
-                elif is_current is not None and is_current(item.filename, item.digest):
+                elif stored is not None and stored.is_current(item.filename, item.digest):
                     item = Unchanged(item.filename)
                 seen.add(item.filename)
             yield item
 
     # --- Publishing ---------------------------------------------------------------------------
-
-    renders_units_alone = True
 
     def unit_paths(self, unit: str) -> list[str]:
         return [f"simple/{unit}/index.html", f"simple/{unit}/index.json"]
@@ -232,10 +222,6 @@ class PypiFormat(RepositoryFormat):
             out.write(root_html)
         with emit("simple/index.json", JSON_TYPE) as out:
             out.write(root_json)
-
-    drops_unlisted_units = True
-    sidecar_suffix = ".metadata"
-    reserved_subchannel_names = frozenset({"simple", "files"})
 
     def index_request(self, path: str, accept: str | None) -> IndexRequest | None:
         """`simple/` and `simple/<project>/` by PEP 691 content negotiation; other spellings
@@ -273,6 +259,10 @@ class PypiFormat(RepositoryFormat):
         if located is None or not located[1].endswith(SUFFIXES):
             return None
         return located
+
+    def names_a_file(self, query: str) -> bool:
+        """A wheel or sdist name."""
+        return query.endswith(SUFFIXES) and safe_filename(query)
 
 
 # --- Names and paths --------------------------------------------------------------------------

@@ -178,7 +178,8 @@ def _sync_units(
     shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
     problems = []
     rejections = Rejections(mirror)
-    unlisted = fmt.drops_unlisted_units and not reused  # nothing was delisted since then
+    # A reused listing: nothing was delisted since then.
+    unlisted = fmt.capabilities.drops_unlisted_units and not reused
     changed = _drop_unlisted(mirror, set(units), rejections) if unlisted else 0
     finished = forgotten = False
     unread: set[str] = set()  # units unreadable or not in the source
@@ -242,7 +243,7 @@ def _sync_units(
                 unread.add(unit)
                 absent.append((unit, fetched.url))
             changed += rows
-            kept = serial if fetched.serial_vouches else None  # None: asked again next run
+            kept = serial if fetched.serial_kept else None  # None: asked again next run
             if validators is not None and (
                 state is None or (state.validators, state.serial) != (validators, kept)
             ):
@@ -463,13 +464,14 @@ def _ingest_unit(
     if fetched.status == "missing":
         progress.step(f"{unit}: not in the source", now=False)
         rejections.replace(unit, [])
-        return 0, fetched.validators or None  # validators: the format remembers the miss
+        # Remembered as missing (its validators kept) only if the format keeps its serial.
+        return 0, fetched.validators if fetched.serial_kept else None
     if fetched.status == "unchanged":
         return 0, fetched.validators
     ingest = UnitIngest(mirror, unit, progress, shared=shared, writer=writer, known=known)
     extras: dict = {}
     rejected: list[tuple[str, str]] = []
-    items = fmt.parse_unit(index, fetched.url, unit, ingest.is_current, ingest.current_digests)
+    items = fmt.parse_unit(index, fetched.url, unit, ingest)
     for item in items:
         if isinstance(item, UnitExtras):
             extras = item.extras
@@ -511,7 +513,7 @@ def _save_units(done: list[MirrorUnit]) -> None:
 
 def _keep_extras(mirror: Mirror, unit: str, extras: dict) -> None:
     """Store the unit's index-level metadata (conda's `removed`) for publishing."""
-    if not extras and not mirror.format.lists_empty_units:
+    if not extras and not mirror.format.capabilities.lists_empty_units:
         return  # nothing to keep (and one row lock per Python project would add up)
     with transaction.atomic():
         channel = Channel.objects.select_for_update().get(pk=mirror.channel_id)

@@ -43,7 +43,7 @@ def download_pending(mirror: Mirror, client: UpstreamClient, progress: Progress)
     workers = settings.PSM_DOWNLOAD_WORKERS
     in_flight: dict[Future, tuple] = {}
     last_id = 0
-    every = mirror.format.checks_every_digest
+    every = mirror.format.capabilities.checks_every_digest
     with ThreadPoolExecutor(workers, thread_name_prefix=f"download-{mirror.pk}") as pool:
         try:
             while True:
@@ -137,10 +137,11 @@ def _collect(
 def _sidecar(mirror: Mirror, url: str, record: str) -> tuple[str, str] | None:
     """(url, sha256) of the file upstream serves beside this package, if any."""
     fmt = mirror.format
-    if not fmt.sidecar_suffix or not record:
+    suffix = fmt.capabilities.sidecar_suffix
+    if not suffix or not record:
         return None
     digest = fmt.sidecar_digest(orjson.loads(record))
-    return (url + fmt.sidecar_suffix, digest) if digest else None
+    return (url + suffix, digest) if digest else None
 
 
 def _fetch(client, url, sha256, md5, size, stop, sidecar, every_digest=False, on_bytes=None):

@@ -245,7 +245,8 @@ class UnitIngest:
     """Diff one unit (a conda subdir) of one mirror against the database, writing in batches.
 
     Call `add` for every allowed record, then `finish` once the whole index was read; a run that
-    stops before `finish` keeps what it wrote and removes nothing. The writes happen when the
+    stops before `finish` keeps what it wrote and removes nothing. It is the `StoredEntries` the
+    format's `parse_unit` asks which entries are current. The writes happen when the
     run's shared `writer` flushes (the caller flushes it before relying on them).
     """
 

@@ -126,10 +126,10 @@ def test_details_list_failed_downloads_with_their_reason(source, run_mirror):
 @pytest.fixture
 def split_resyncs(monkeypatch):
     """Re-syncs of any size use the child process, as conda-forge-sized ones do."""
-    from channels_app.formats import conda
+    from channels_app.formats import conda_repodata
 
-    monkeypatch.setattr(conda, "PARALLEL_FROM", 1)
-    monkeypatch.setattr(conda, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(conda_repodata, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
 
 
 def test_resync_split_across_two_processes_matches_upstream(
@@ -182,11 +182,11 @@ def test_unknown_top_level_keys_are_served_back_but_package_sections_never(
 ):
     import rattler
 
-    from channels_app.formats import conda
+    from channels_app.formats import conda_document, conda_repodata
     from tests.fixtures.conda_channel import write_repodata
 
     if in_child:
-        monkeypatch.setattr(conda, "PARALLEL_BYTES", 0)
+        monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
     sneaky = {"name": "sneaky", "version": "1.0", "build": "0", "build_number": 0}
     sneaky |= {"depends": [], "subdir": "linux-64", "sha256": "0" * 64, "size": 1}
     kept = {
@@ -205,8 +205,8 @@ def test_unknown_top_level_keys_are_served_back_but_package_sections_never(
         },
         "packages.whl": {"sneaky-1.0-py3-none-any.whl": sneaky},
         "x_records": {"hidden": [{"sneaky-1.0-0.conda": sneaky}]},
-        "x_huge": {"blob": "x" * conda.EXTRA_KEYS_BYTES},
-        "x_deep": _nested(conda.EXTRA_KEYS_DEPTH + 5),
+        "x_huge": {"blob": "x" * conda_document.EXTRA_KEYS_BYTES},
+        "x_deep": _nested(conda_document.EXTRA_KEYS_DEPTH + 5),
     }
     write_repodata(source.root, "linux-64", document)
     mirror = _mirror(source)
@@ -214,7 +214,7 @@ def test_unknown_top_level_keys_are_served_back_but_package_sections_never(
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert run.ingested == 3
     assert run.filtered_reasons == {
-        conda.SECTION_LEFT_OUT: 2,
+        conda_document.SECTION_LEFT_OUT: 2,
         "unknown top-level key holding package records": 1,
         "unknown top-level keys past 1024 KiB": 1,
         "unknown top-level key nested too deeply": 1,

@@ -27,6 +27,7 @@ from channels_app.formats.pypi_pages import (
     render_root,
 )
 from psm.http import UpstreamClient
+from tests.channels_app.formats import StoredDigests
 
 pypi = FORMATS["pypi"]
 
@@ -339,20 +340,15 @@ def test_current_entries_come_back_unchanged():
     first = records(parse(orjson.dumps(JSON_PAGE)))
     stored = {name: record.digest for name, record in first.items()}
     stored["requests-0.2.0.tar.gz"] += 1  # changed upstream since
-    asked = []
-
-    def is_current(filename: str, digest: int) -> bool:
-        asked.append(filename)
-        return stored.get(filename) == digest
-
-    items = parse(orjson.dumps(JSON_PAGE), is_current=is_current)
+    current = StoredDigests(stored)
+    items = parse(orjson.dumps(JSON_PAGE), stored=current)
     assert sorted(i.filename for i in items if isinstance(i, Unchanged)) == [
         "requests-2.31.0.zip",
         "requests-2.32.0-py3-none-any.whl",
         "requests-2.32.3-py3-none-any.whl",
     ]
     assert list(records(items)) == ["requests-0.2.0.tar.gz"]
-    assert sorted(asked) == sorted(stored)
+    assert sorted(current.asked) == sorted(stored)
 
 
 def test_the_same_document_at_another_url_is_not_current():
@@ -546,30 +542,34 @@ def test_fetch_unit_over_http_then_revalidates_with_if_modified_since(upstream):
         client.close()
 
 
-def test_index_units_lists_the_normalized_projects_of_the_root():
+def units(client, source_url: str, options: dict) -> list[str]:
+    return sorted(pypi.list_units(client, source_url, options))
+
+
+def test_units_are_the_normalized_projects_of_the_root():
     root = {
         "meta": {"_last-serial": 1, "api-version": "1.1"},
         "projects": [{"name": "Requests"}, {"name": "zope.interface"}, {"name": "bad name"}],
     }
     client = FakeClient({SOURCE: (200, orjson.dumps(root), "")})
-    assert pypi.index_units(client, SOURCE, {}) == ["requests", "zope-interface"]
+    assert units(client, SOURCE, {}) == ["requests", "zope-interface"]
     html_root = b'<a href="/simple/a/">A_B</a><a href="/simple/b/">a.b</a><a href="/c/">C</a>'
     client = FakeClient({SOURCE: (200, html_root, "")})
-    assert pypi.index_units(client, SOURCE.rstrip("/"), {}) == ["a-b", "c"]
+    assert units(client, SOURCE.rstrip("/"), {}) == ["a-b", "c"]
 
 
-def test_index_units_of_named_projects_fetch_no_root():
+def test_units_of_named_projects_fetch_no_root():
     client = FakeClient({})
-    assert pypi.index_units(client, SOURCE, {"projects": ["Django", "numpy"]}) == [
+    assert units(client, SOURCE, {"projects": ["Django", "numpy"]}) == [
         "django",
         "numpy",
     ]
     assert client.asked == []
 
 
-def test_index_units_without_a_root_raises_format_error():
+def test_units_without_a_root_raise_format_error():
     with pytest.raises(FormatError, match="not found"):
-        pypi.index_units(FakeClient({}), SOURCE, {})
+        pypi.list_units(FakeClient({}), SOURCE, {})
 
 
 def test_projects_option_is_validated_and_normalized():
@@ -715,8 +715,8 @@ def test_render_index_writes_every_project_page_and_the_project_list():
 
 def test_rendered_project_list_parses_back():
     html_root, json_root = render_root(["b", "a-b", "a-b"])
-    assert pypi.index_units(FakeClient({SOURCE: (200, html_root, "")}), SOURCE, {}) == ["a-b", "b"]
-    assert pypi.index_units(FakeClient({SOURCE: (200, json_root, "")}), SOURCE, {}) == ["a-b", "b"]
+    assert units(FakeClient({SOURCE: (200, html_root, "")}), SOURCE, {}) == ["a-b", "b"]
+    assert units(FakeClient({SOURCE: (200, json_root, "")}), SOURCE, {}) == ["a-b", "b"]
 
 
 # --- Paths and negotiation ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from channels_app.formats.cran_index import (
     render_stanza,
 )
 from psm.http import UpstreamClient
+from tests.channels_app.formats import StoredDigests
 from tests.fixtures.cran_repo import CranServer, RPackage, build_repo, rscript
 
 cran = FORMATS["cran"]
@@ -165,14 +166,14 @@ def test_a_package_listed_twice_is_rejected_the_second_time():
 
 def test_current_entries_come_back_unchanged():
     (record,) = _parse(STANZA)
-    items = _parse(STANZA, is_current=lambda name, digest: digest == record.digest)
+    items = _parse(STANZA, stored=StoredDigests({record.filename: record.digest}))
     assert items == [Unchanged("abc_1.0-2.tar.gz")]
     (moved,) = list(
         cran.parse_unit(
             io.BytesIO(STANZA.encode()),
             "https://elsewhere.example/src/contrib/PACKAGES",
             "src/contrib",
-            is_current=lambda name, digest: digest == record.digest,
+            StoredDigests({record.filename: record.digest}),
         )
     )
     assert isinstance(moved, PackageRecord)  # the file moved: not the same entry
@@ -365,15 +366,15 @@ def test_archive_units_are_the_mirrored_packages_folders(tmp_path, client):
     packages = [RPackage("abc", "1.0"), RPackage("xyz", "1.0"), RPackage("qrs", "1.0")]
     root = build_repo(tmp_path / "repo", packages)
     with CranServer(root) as server:
-        assert cran.index_units(client, server.url, {}) == ["src/contrib"]
+        assert list(cran.list_units(client, server.url, {})) == ["src/contrib"]
         options = {"archive": True, "exclude": ["qrs"]}
-        assert cran.index_units(client, server.url, options) == [
+        assert list(cran.list_units(client, server.url, options)) == [
             "src/contrib",
             "src/contrib/Archive/abc",
             "src/contrib/Archive/xyz",
         ]
         options = {"archive": True, "packages": ["xyz (>= 1)", "nothere"]}
-        assert cran.index_units(client, server.url, options) == [
+        assert list(cran.list_units(client, server.url, options)) == [
             "src/contrib",
             "src/contrib/Archive/xyz",
         ]
@@ -401,7 +402,7 @@ def test_a_404_archive_folder_is_remembered_until_a_new_period():
     )
 
 
-def test_only_a_missing_archive_folder_is_vouched_for_by_its_serial(tmp_path, client):
+def test_only_a_missing_archive_folder_keeps_its_serial(tmp_path, client):
     root = build_repo(
         tmp_path / "repo", [RPackage("abc", "1.1")], archived=[RPackage("abc", "1.0")]
     )
@@ -413,8 +414,7 @@ def test_only_a_missing_archive_folder_is_vouched_for_by_its_serial(tmp_path, cl
             )
             missing = cran.fetch_unit(client, server.url, "src/contrib/Archive/xyz", dest, {})
             index = cran.fetch_unit(client, server.url, "src/contrib", dest, {})
-    assert (found.status, found.serial_vouches) == ("changed", False)
-    assert (again.status, again.serial_vouches) == ("unchanged", False)
-    assert missing.status == "missing" and missing.serial_vouches
-    assert missing.validators["missing"] == "404"  # kept: the 404 is remembered
-    assert index.serial_vouches  # no serial is listed for PACKAGES: asked every run anyway
+    assert (found.status, found.serial_kept) == ("changed", False)
+    assert (again.status, again.serial_kept) == ("unchanged", False)
+    assert (missing.status, missing.serial_kept) == ("missing", True)  # the 404 is remembered
+    assert index.serial_kept  # no serial is listed for PACKAGES: asked every run anyway

@@ -20,7 +20,7 @@ from channels_app.formats import (
 )
 from channels_app.formats.conda import DEFAULT_SUBDIRS
 from channels_app.formats.cran_index import parse_dcf
-from channels_app.formats.pypi_pages import parse_project_list
+from channels_app.formats.pypi_pages import parse_project_list, project_name
 from psm.http import UpstreamClient, UpstreamError
 from tests.conftest import conda_record
 
@@ -38,7 +38,7 @@ def parse_repodata(body: bytes, url: str, subdir: str) -> list:
 def records_of(fmt, client, source_url: str, options=None) -> list[PackageRecord]:
     """Every record of a source through the unit contract, as a sync reads it."""
     found = []
-    for unit in fmt.index_units(client, source_url, options or {}):
+    for unit in sorted(fmt.list_units(client, source_url, options or {})):
         with tempfile.TemporaryFile() as index:
             fetched = fmt.fetch_unit(client, source_url, unit, index, {})
             if fetched.status != "changed":
@@ -105,21 +105,25 @@ def test_conda_noarch_is_always_added_to_subdirs():
     assert conda.clean_options({"subdirs": ["noarch"]}) == {"subdirs": ["noarch"]}
 
 
+def subdirs(client, source_url: str, options: dict) -> list[str]:
+    return sorted(conda.list_units(client, source_url, options))
+
+
 def test_conda_subdirs_come_from_channeldata(client, upstream):
     upstream.write("channeldata.json", {"subdirs": ["osx-arm64", "linux-64", "not-a-platform"]})
-    assert conda.subdirs(client, upstream.url, {}) == ["linux-64", "noarch", "osx-arm64"]
+    assert subdirs(client, upstream.url, {}) == ["linux-64", "noarch", "osx-arm64"]
 
 
 def test_conda_subdirs_option_wins_over_channeldata(client, upstream):
     upstream.write("channeldata.json", {"subdirs": ["osx-arm64"]})
-    assert conda.subdirs(client, upstream.url, {"subdirs": ["noarch", "win-64"]}) == [
+    assert subdirs(client, upstream.url, {"subdirs": ["noarch", "win-64"]}) == [
         "noarch",
         "win-64",
     ]
 
 
 def test_conda_subdirs_fall_back_to_defaults_without_channeldata(client, upstream):
-    assert conda.subdirs(client, upstream.url, {}) == sorted(DEFAULT_SUBDIRS)
+    assert subdirs(client, upstream.url, {}) == sorted(DEFAULT_SUBDIRS)
 
 
 @pytest.mark.parametrize(
@@ -130,7 +134,7 @@ def test_conda_subdirs_fall_back_to_defaults_when_channeldata_is_broken(
     client, upstream, channeldata
 ):
     upstream.write("channeldata.json", channeldata)
-    assert conda.subdirs(client, upstream.url, {}) == sorted(DEFAULT_SUBDIRS)
+    assert subdirs(client, upstream.url, {}) == sorted(DEFAULT_SUBDIRS)
 
 
 def test_conda_records_are_every_record_of_every_subdir(client, conda_upstream):
@@ -236,12 +240,12 @@ def test_pypi_non_utf8_html_raises_format_error():
 
 def test_pypi_units_are_the_normalized_project_names(client, upstream):
     upstream.write("simple/index.html", '<a href="/simple/foo/">Foo_Bar</a><a href="x">numpy</a>')
-    assert pypi.index_units(client, upstream.url + "/simple", {}) == ["foo-bar", "numpy"]
+    assert sorted(pypi.list_units(client, upstream.url + "/simple", {})) == ["foo-bar", "numpy"]
 
 
 def test_pypi_units_without_an_index_root_raise_format_error(client, upstream):
     with pytest.raises(FormatError, match="not found"):
-        pypi.index_units(client, upstream.url + "/simple/", {})
+        pypi.list_units(client, upstream.url + "/simple/", {})
 
 
 @pytest.mark.parametrize(
@@ -261,7 +265,7 @@ def test_pypi_does_not_warn_for_other_indexes(url):
 
 
 def test_pypi_normalizes_names_per_pep_503():
-    assert pypi.normalize_name("Zope.Interface__x") == "zope-interface-x"
+    assert project_name("Zope.Interface__x") == "zope-interface-x"
 
 
 def test_only_pypi_warns_about_its_source():
