@@ -1,9 +1,5 @@
 from __future__ import annotations
 
-import io
-import re
-import zipfile
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -36,11 +32,6 @@ def _download(content: bytes | str, filename: str, content_type: str = "text/csv
     response = HttpResponse(content, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
-
-
-def _report_name(mirror: Mirror, what: str) -> str:
-    """A safe download file name: channel, mirror and report, e.g. main-forge-excluded.csv."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{mirror.channel.path}-{mirror.name}-{what}") + ".csv"
 
 
 SECRETS_HELP = (
@@ -417,17 +408,14 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
                 self.message_user(request, reason, messages.WARNING)
             else:
                 text = reports.as_csv(rows, reports.REPORT_COLUMNS)
-                found.append((_report_name(mirror, "dependency-report"), text))
+                found.append((reports.report_filename(mirror, "dependency-report"), text))
         if not found:
             return None  # back to the list, with the messages
         if len(found) == 1:
             name, text = found[0]
             return _download(text, name)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, text in found:
-                archive.writestr(name, text)
-        return _download(buffer.getvalue(), "dependency-reports.zip", "application/zip")
+        archive = reports.reports_zip(found)
+        return _download(archive, reports.DEPENDENCY_REPORTS_ZIP, "application/zip")
 
     def _bulk(self, request, queryset, service, singular: str, plural: str) -> None:
         done = 0
@@ -571,7 +559,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         """Every package the policy keeps out, with the reason, as CSV."""
         mirror = self._mirror(request, pk)
         text = reports.as_csv(reports.excluded_packages(mirror), reports.EXCLUDED_COLUMNS)
-        return _download(text, _report_name(mirror, "excluded"))
+        return _download(text, reports.report_filename(mirror, "excluded"))
 
     def dependency_report_view(self, request, pk: int):
         mirror = self._mirror(request, pk)
@@ -583,7 +571,7 @@ class MirrorAdmin(RowPermissionsAdmin, admin.ModelAdmin):
             self.message_user(request, reason, messages.WARNING)
             return redirect("admin:mirrors_app_mirror_details", pk)
         text = reports.as_csv(rows, reports.REPORT_COLUMNS)
-        return _download(text, _report_name(mirror, "dependency-report"))
+        return _download(text, reports.report_filename(mirror, "dependency-report"))
 
     def policy_preview_view(self, request, pk: int):
         """What applying the effective policy now would change (GET or POST: nothing is

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 
 from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
@@ -50,18 +50,16 @@ class CSVRenderer(BaseRenderer):
 CSV_RENDERERS = [JSONRenderer, CSVRenderer]
 
 
-def _csv_response(request, rows: list[dict], columns, filename: str) -> Response | None:
-    """The rows as a CSV download when the client asked for CSV, else None."""
+def _csv_response(
+    request, mirror: Mirror, report: str, rows: list[dict], columns: Iterable[str]
+) -> Response | None:
+    """The mirror's report as a CSV download when the client asked for CSV, else None."""
     if getattr(request.accepted_renderer, "format", None) != "csv":
         return None
     response = Response(reports.as_csv(rows, columns))
+    filename = reports.report_filename(mirror, report)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
-
-
-def _csv_name(mirror: Mirror, what: str) -> str:
-    """A safe download file name: channel, mirror and report, e.g. main-forge-excluded.csv."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{mirror.channel.path}-{mirror.name}-{what}") + ".csv"
 
 
 class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
@@ -204,7 +202,7 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
         invalid entry), with the reason (all of them, not paginated); `?format=csv` or `Accept: text/csv` for a CSV file."""
         mirror = self.get_object()
         rows = reports.excluded_packages(mirror)
-        csv = _csv_response(request, rows, reports.EXCLUDED_COLUMNS, _csv_name(mirror, "excluded"))
+        csv = _csv_response(request, mirror, "excluded", rows, reports.EXCLUDED_COLUMNS)
         return csv or Response(ExcludedPackageSerializer(rows, many=True).data)
 
     @extend_schema(
@@ -263,8 +261,7 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
                 {"detail": reports.dependency_report_unavailable(mirror)},
                 status=status.HTTP_404_NOT_FOUND,
             )
-        name = _csv_name(mirror, "dependency-report")
-        csv = _csv_response(request, rows, reports.REPORT_COLUMNS, name)
+        csv = _csv_response(request, mirror, "dependency-report", rows, reports.REPORT_COLUMNS)
         return csv or Response(DependencyReportRowSerializer(rows, many=True).data)
 
     @extend_schema(request=None, responses=PolicyChangeSerializer)
