@@ -280,7 +280,7 @@ class Mirror(models.Model):
         return schedules.next_run(self.cron)
 
     def active_run(self) -> SyncRun | None:
-        prefetched = getattr(self, "_active_runs", None)  # see MirrorViewSet.get_queryset
+        prefetched = getattr(self, "_active_runs", None)  # see MirrorQuerySet.with_active_runs
         if prefetched is not None:
             return prefetched[0] if prefetched else None
         return self.runs.active().first()

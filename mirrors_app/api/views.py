@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -71,9 +70,7 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
     permission_model = Mirror
 
     def get_queryset(self):
-        mirrors = self.filter_rows(Mirror.objects.with_related()).prefetch_related(
-            Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
-        )
+        mirrors = self.filter_rows(Mirror.objects.with_related()).with_active_runs()
         channel = self.request.query_params.get("channel")
         if channel:
             parent, _, sub = channel.strip("/").partition("/")
