@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -364,12 +362,6 @@ class SyncRun(models.Model):
         if not self.total:
             return None
         return min(100, int(self.seen * 100 / self.total))
-
-    @property
-    def duration(self) -> timedelta | None:
-        if not self.started_at:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
 
 
 class MirrorUnit(models.Model):
