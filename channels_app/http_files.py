@@ -24,6 +24,8 @@ from django.utils.http import (
 )
 
 CHUNK_SIZE = 1024 * 1024
+#: Cache-Control of a file that never changes under its URL (a package file).
+IMMUTABLE = "public, max-age=31536000, immutable"
 # One range-spec only; the unit is case-insensitive (RFC 9110 §14.1).
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
 

@@ -129,10 +129,6 @@ class Channel(models.Model):
         """This channel and its parent: what a grant or a token must name to cover it."""
         return [pk for pk in (self.pk, self.parent_id) if pk is not None]
 
-    @property
-    def is_subchannel(self) -> bool:
-        return self.parent_id is not None
-
     def clean(self) -> None:
         if not self.parent_id and self.name in self.RESERVED_NAMES:
             raise ValidationError({"name": f"{self.name!r} is reserved for client URLs."})

@@ -65,7 +65,7 @@ class BlobWriter:
         if path is None:
             self._tmp = tempfile.NamedTemporaryFile(dir=_tmp_dir(), delete=False)
         else:
-            # A known place other requests can read while it grows (see serving's follower).
+            # A known place other requests can read while it grows (see passive.py's follower).
             # A fresh file (new inode): a reader of an older, abandoned one never sees ours.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

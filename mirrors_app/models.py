@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -280,7 +278,7 @@ class Mirror(models.Model):
         return schedules.next_run(self.cron)
 
     def active_run(self) -> SyncRun | None:
-        prefetched = getattr(self, "_active_runs", None)  # see MirrorViewSet.get_queryset
+        prefetched = getattr(self, "_active_runs", None)  # see MirrorQuerySet.with_active_runs
         if prefetched is not None:
             return prefetched[0] if prefetched else None
         return self.runs.active().first()
@@ -364,12 +362,6 @@ class SyncRun(models.Model):
         if not self.total:
             return None
         return min(100, int(self.seen * 100 / self.total))
-
-    @property
-    def duration(self) -> timedelta | None:
-        if not self.started_at:
-            return None
-        return (self.finished_at or timezone.now()) - self.started_at
 
 
 class MirrorUnit(models.Model):

@@ -3,15 +3,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import models
-from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Q, Subquery
+from django.db.models import BooleanField, ExpressionWrapper, OuterRef, Prefetch, Q, Subquery
 
 
 class MirrorQuerySet(models.QuerySet):
-    def in_channel(self, channel) -> MirrorQuerySet:
-        return self.filter(channel=channel)
-
     def with_related(self) -> MirrorQuerySet:
         return self.select_related("channel", "channel__parent", "policy", "channel__policy")
+
+    def with_active_runs(self) -> MirrorQuerySet:
+        """Prefetch each mirror's active runs, which `Mirror.active_run` reads."""
+        from .models import SyncRun
+
+        active = Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
+        return self.prefetch_related(active)
 
     def with_run_warnings(self) -> MirrorQuerySet:
         """Annotate `run_warned`: whether the latest run (skipped ones aside) has warnings."""

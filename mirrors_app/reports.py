@@ -1,9 +1,12 @@
-"""What a mirror's "See details" and "Download dependency report" show."""
+"""What a mirror's "See details" and "Download dependency report" show, and the files
+(CSV, a zip of several) the admin and the API hand out."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -272,14 +275,6 @@ def _row(requested, package, entry, subdir, depth, required_by, status) -> dict:
     }
 
 
-def as_csv(rows: Iterable[dict], columns: Iterable[str]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def excluded_packages(mirror: Mirror) -> list[dict]:
     """Every file of the mirror kept out (by a filter, the policy, or as unsafe or invalid),
     with the reason: the list behind the `excluded` count."""
@@ -312,3 +307,33 @@ def explain(mirror: Mirror, query: str) -> list[dict]:
         for r in map(_rejected_file, rejected.values_list("unit", "filename", "reason", "seen_at"))
     ]
     return found
+
+
+# --- Downloads, for the admin and the API alike ---------------------------------------------
+
+#: The file name of several mirrors' dependency reports downloaded at once.
+DEPENDENCY_REPORTS_ZIP = "dependency-reports.zip"
+
+
+def report_filename(mirror: Mirror, report: str) -> str:
+    """A safe download file name: channel, mirror and report, e.g. main-forge-excluded.csv."""
+    name = f"{mirror.channel.path}-{mirror.name}-{report}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".csv"
+
+
+def as_csv(rows: Iterable[dict], columns: Iterable[str]) -> str:
+    """The rows as CSV text: a header of `columns`, then those fields of each row."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def reports_zip(files: Iterable[tuple[str, str]]) -> bytes:
+    """A zip archive of several reports, each given as (file name, CSV text)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in files:
+            archive.writestr(name, text)
+    return buffer.getvalue()

@@ -277,7 +277,7 @@ def mirror_policy_apply(*, mirror: Mirror, dry_run: bool = False, user=None) -> 
     """Preview (`dry_run`) or apply the mirror's effective policy to what it already holds,
     without fetching the upstream index again; applying publishes the channel. Applying
     raises MirrorBusy while a run is active."""
-    from .sync.policy import policy_apply, policy_fingerprint
+    from .sync.policy import POLICY_KEY, policy_apply, policy_fingerprint
 
     if not dry_run and (run := mirror.active_run()) is not None:
         # The run decides what it ingests with the policy as it is; applying meanwhile would
@@ -294,7 +294,7 @@ def mirror_policy_apply(*, mirror: Mirror, dry_run: bool = False, user=None) -> 
             entering=len(change.entering),
             leaving=len(change.leaving),
         )
-        mirror.fetch_state = {**mirror.fetch_state, "_policy": policy_fingerprint(mirror)}
+        mirror.fetch_state = {**mirror.fetch_state, POLICY_KEY: policy_fingerprint(mirror)}
         Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
         transaction.on_commit(lambda: publish_channel.delay(mirror.channel_id))
     return change.as_dict()

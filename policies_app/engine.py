@@ -25,6 +25,8 @@ from rattler import MatchSpec, Version
 from channels_app.formats.conda import build_date, parse_match_spec, rattler_record
 from channels_app.formats.licenses import classify, normalize_license
 
+from .osv_matching import affects
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -348,8 +350,6 @@ def _spec(text: str) -> MatchSpec | None:
 
 
 def _affects(affected: dict, version: str) -> bool:
-    from .osv import affects
-
     try:
         return affects(affected, version, _compare_versions)
     except Exception:  # a version rattler cannot read is not judged affected

@@ -1,24 +1,25 @@
-"""OSV advisories: parsing, reading files and archives, CVSS base scores, version-range matching.
+"""OSV advisories: parsing, and reading them from files and archives.
 
 Pure Python (no Django), so the policy engine and tests use it directly. The format is the OSV
 schema (https://ossf.github.io/osv-schema/); `Advisory` keeps what the Vulnerability model stores.
+Vectors are scored by `cvss`; whether a version is affected is decided by `osv_matching`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from functools import cmp_to_key
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from . import cvss
 
 STATUSES = ("reported", "active", "cleared", "mitigated", "disputed")
 # Largest single document (a .json file or a zip member) read; larger ones are refused.
@@ -29,8 +30,6 @@ RANGE_TYPES = ("ECOSYSTEM", "SEMVER")  # GIT ranges name commits, which PSM cann
 EVENT_KINDS = ("introduced", "fixed", "last_affected", "limit")
 # Severity types in order of preference.
 CVSS_TYPES = ("CVSS_V3", "CVSS_V4", "CVSS_V2")
-
-Compare = Callable[[str, str], int]
 
 
 class OSVError(ValueError):
@@ -258,99 +257,14 @@ def _numeric_score(value: Any, what: str) -> Decimal:
 def _vector_score(kind: str, vector: str) -> Decimal | None:
     try:
         if kind == "CVSS_V3":
-            return cvss3_base_score(vector)
+            return cvss.cvss3_base_score(vector)
         if kind == "CVSS_V2":
-            return cvss2_base_score(vector)
+            return cvss.cvss2_base_score(vector)
     except ValueError as exc:
         raise _Invalid(f"bad {kind} vector {vector!r}: {exc}") from None
     if not re.fullmatch(r"CVSS:4\.\d/(?:[A-Za-z]+:[A-Za-z]+/?)+", vector):
         raise _Invalid(f"bad {kind} vector {vector!r}: expected 'CVSS:4.0/AV:..'")
     return None  # CVSS v4 scores come from lookup tables; use a numeric score if given
-
-
-def _metrics(parts: list[str], base: dict[str, dict[str, float]]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for part in parts:
-        key, sep, value = part.partition(":")
-        if not sep or not key or not value:
-            raise ValueError(f"{part!r} is not METRIC:VALUE")
-        if key in values:
-            raise ValueError(f"metric {key} is given twice")
-        if key in base and value not in base[key]:
-            raise ValueError(f"{key}:{value} is not a valid value")
-        values[key] = value
-    missing = [key for key in base if key not in values]
-    if missing:
-        raise ValueError(f"missing metric(s) {', '.join(missing)}")
-    return values
-
-
-_V3 = {
-    "AV": {"N": 0.85, "A": 0.62, "L": 0.55, "P": 0.2},
-    "AC": {"L": 0.77, "H": 0.44},
-    "PR": {"N": 0.85, "L": 0.62, "H": 0.27},  # scope changed: L 0.68, H 0.5
-    "UI": {"N": 0.85, "R": 0.62},
-    "S": {"U": 0.0, "C": 0.0},
-    "C": {"H": 0.56, "L": 0.22, "N": 0.0},
-    "I": {"H": 0.56, "L": 0.22, "N": 0.0},
-    "A": {"H": 0.56, "L": 0.22, "N": 0.0},
-}
-# Temporal and environmental metrics may follow; they do not change the base score.
-_V3_OTHER = {"E", "RL", "RC", "CR", "IR", "AR", "MAV", "MAC", "MPR", "MUI", "MS", "MC", "MI", "MA"}
-
-
-def _roundup(value: float) -> Decimal:
-    """CVSS 3.1 Roundup: the smallest one-decimal number >= value, free of float error."""
-    whole = round(value * 100_000)
-    tenths = whole // 10_000 if whole % 10_000 == 0 else math.floor(whole / 10_000) + 1
-    return Decimal(tenths) / 10
-
-
-def cvss3_base_score(vector: str) -> Decimal:
-    """The CVSS v3.0/v3.1 base score of a vector string (CVSS 3.1 specification, section 7.1)."""
-    prefix, _, rest = vector.strip().partition("/")
-    if prefix not in ("CVSS:3.0", "CVSS:3.1"):
-        raise ValueError("expected 'CVSS:3.0/' or 'CVSS:3.1/' first")
-    m = _metrics(rest.split("/") if rest else [], _V3)
-    unknown = sorted(set(m) - set(_V3) - _V3_OTHER)
-    if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}")
-    changed = m["S"] == "C"
-    pr = {"L": 0.68, "H": 0.5}.get(m["PR"], 0.85) if changed else _V3["PR"][m["PR"]]
-    iss = 1 - (1 - _V3["C"][m["C"]]) * (1 - _V3["I"][m["I"]]) * (1 - _V3["A"][m["A"]])
-    impact = 7.52 * (iss - 0.029) - 3.25 * (iss - 0.02) ** 15 if changed else 6.42 * iss
-    exploitability = 8.22 * _V3["AV"][m["AV"]] * _V3["AC"][m["AC"]] * pr * _V3["UI"][m["UI"]]
-    if impact <= 0:
-        return Decimal("0.0")
-    total = 1.08 * (impact + exploitability) if changed else impact + exploitability
-    return _roundup(min(total, 10))
-
-
-_V2 = {
-    "AV": {"L": 0.395, "A": 0.646, "N": 1.0},
-    "AC": {"H": 0.35, "M": 0.61, "L": 0.71},
-    "Au": {"M": 0.45, "S": 0.56, "N": 0.704},
-    "C": {"N": 0.0, "P": 0.275, "C": 0.660},
-    "I": {"N": 0.0, "P": 0.275, "C": 0.660},
-    "A": {"N": 0.0, "P": 0.275, "C": 0.660},
-}
-_V2_OTHER = {"E", "RL", "RC", "CDP", "TD", "CR", "IR", "AR"}
-
-
-def cvss2_base_score(vector: str) -> Decimal:
-    """The CVSS v2 base score of a vector string such as 'AV:N/AC:L/Au:N/C:P/I:P/A:P'."""
-    text = vector.strip().removeprefix("(").removesuffix(")").removeprefix("CVSS:2.0/")
-    m = _metrics(text.split("/") if text else [], _V2)
-    unknown = sorted(set(m) - set(_V2) - _V2_OTHER)
-    if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}")
-    cia = (1 - _V2["C"][m["C"]]) * (1 - _V2["I"][m["I"]]) * (1 - _V2["A"][m["A"]])
-    impact = 10.41 * (1 - cia)
-    exploitability = 20 * _V2["AV"][m["AV"]] * _V2["AC"][m["AC"]] * _V2["Au"][m["Au"]]
-    if impact <= 0:
-        return Decimal("0.0")
-    score = (0.6 * impact + 0.4 * exploitability - 1.5) * 1.176
-    return Decimal(f"{score:.6f}").quantize(Decimal("0.1"), ROUND_HALF_UP)
 
 
 # --- Reading files and archives -------------------------------------------------------------
@@ -439,64 +353,3 @@ def _iter_document(data: bytes, source: str) -> Iterator[Advisory | OSVError]:
             yield parse_advisory(item, source if i is None else f"{source}[{i}]")
         except OSVError as exc:
             yield exc
-
-
-# --- Matching -------------------------------------------------------------------------------
-
-
-def affects(affected_entry: dict, version: str, compare: Compare) -> bool:
-    """Whether `version` is affected per one reduced `affected` entry (OSV evaluation rules).
-
-    `compare(a, b)` orders two versions of the entry's ecosystem (<0, 0, >0). A version is
-    affected if it equals a listed one, or lies in an ECOSYSTEM/SEMVER range: events sorted by
-    version ("introduced": "0" first), introduced turns on, fixed (>=) and last_affected (>)
-    turn off; "limit" events bound the range. A listed version or range that `compare` cannot
-    read (it raises) is skipped; if `version` itself is unreadable the error propagates.
-    """
-    compare(version, version)  # raises for an unreadable version
-    for listed in affected_entry.get("versions") or ():
-        if listed == version or _safe_equal(compare, version, listed):
-            return True
-    for rng in affected_entry.get("ranges") or ():
-        if rng.get("type") not in RANGE_TYPES:
-            continue
-        try:
-            if _in_range(rng.get("events") or [], version, compare):
-                return True
-        except Exception:  # an event version `compare` cannot read
-            continue
-    return False
-
-
-def _safe_equal(compare: Compare, a: str, b: str) -> bool:
-    try:
-        return compare(a, b) == 0
-    except Exception:  # a listed version `compare` cannot read
-        return False
-
-
-def _in_range(events: list[dict], version: str, compare: Compare) -> bool:
-    limits = [e["limit"] for e in events if "limit" in e]
-    if limits and not any("*" in limit or compare(version, limit) < 0 for limit in limits):
-        return False
-
-    def key(event: dict) -> str:
-        return next(iter(event.values()))
-
-    def order(a: dict, b: dict) -> int:
-        zero_a, zero_b = a.get("introduced") == "0", b.get("introduced") == "0"
-        if zero_a or zero_b:
-            return zero_b - zero_a
-        return compare(key(a), key(b))
-
-    vulnerable = False
-    for event in sorted((e for e in events if "limit" not in e), key=cmp_to_key(order)):
-        if "introduced" in event:
-            if event["introduced"] == "0" or compare(version, event["introduced"]) >= 0:
-                vulnerable = True
-        elif "fixed" in event:
-            if compare(version, event["fixed"]) >= 0:
-                vulnerable = False
-        elif "last_affected" in event and compare(version, event["last_affected"]) > 0:
-            vulnerable = False
-    return vulnerable

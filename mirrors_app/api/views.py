@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 
-from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -51,18 +50,16 @@ class CSVRenderer(BaseRenderer):
 CSV_RENDERERS = [JSONRenderer, CSVRenderer]
 
 
-def _csv_response(request, rows: list[dict], columns, filename: str) -> Response | None:
-    """The rows as a CSV download when the client asked for CSV, else None."""
+def _csv_response(
+    request, mirror: Mirror, report: str, rows: list[dict], columns: Iterable[str]
+) -> Response | None:
+    """The mirror's report as a CSV download when the client asked for CSV, else None."""
     if getattr(request.accepted_renderer, "format", None) != "csv":
         return None
     response = Response(reports.as_csv(rows, columns))
+    filename = reports.report_filename(mirror, report)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
-
-
-def _csv_name(mirror: Mirror, what: str) -> str:
-    """A safe download file name: channel, mirror and report, e.g. main-forge-excluded.csv."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{mirror.channel.path}-{mirror.name}-{what}") + ".csv"
 
 
 class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
@@ -74,9 +71,7 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
     permission_model = Mirror
 
     def get_queryset(self):
-        mirrors = self.filter_rows(Mirror.objects.with_related()).prefetch_related(
-            Prefetch("runs", queryset=SyncRun.objects.active(), to_attr="_active_runs")
-        )
+        mirrors = self.filter_rows(Mirror.objects.with_related()).with_active_runs()
         channel = self.request.query_params.get("channel")
         if channel:
             parent, _, sub = channel.strip("/").partition("/")
@@ -205,7 +200,7 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
         invalid entry), with the reason (all of them, not paginated); `?format=csv` or `Accept: text/csv` for a CSV file."""
         mirror = self.get_object()
         rows = reports.excluded_packages(mirror)
-        csv = _csv_response(request, rows, reports.EXCLUDED_COLUMNS, _csv_name(mirror, "excluded"))
+        csv = _csv_response(request, mirror, "excluded", rows, reports.EXCLUDED_COLUMNS)
         return csv or Response(ExcludedPackageSerializer(rows, many=True).data)
 
     @extend_schema(
@@ -264,8 +259,7 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
                 {"detail": reports.dependency_report_unavailable(mirror)},
                 status=status.HTTP_404_NOT_FOUND,
             )
-        name = _csv_name(mirror, "dependency-report")
-        csv = _csv_response(request, rows, reports.REPORT_COLUMNS, name)
+        csv = _csv_response(request, mirror, "dependency-report", rows, reports.REPORT_COLUMNS)
         return csv or Response(DependencyReportRowSerializer(rows, many=True).data)
 
     @extend_schema(request=None, responses=PolicyChangeSerializer)

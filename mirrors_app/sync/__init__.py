@@ -9,18 +9,11 @@ stopped run; a failed run publishes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import tempfile
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
-import orjson
 from django.db import (
     DatabaseError,
-    IntegrityError,
     InterfaceError,
     OperationalError,
     connection,
@@ -37,22 +30,15 @@ from psm.redaction import redact, scrub
 
 from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_pending
+from .fetch_state import keep_documents, kept_documents, save_units, unit_states
 from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
-from .policy import policy_apply, policy_fingerprint
+from .not_found import names_not_found, units_not_found
+from .policy import POLICY_KEY, policy_apply, policy_fingerprint
+from .prefetch import fetch_ahead
 from .progress import Progress, RunAbandoned, StopRequested
 
 logger = logging.getLogger(__name__)
 State = SyncRun.State
-PREFETCH = 4  # threads fetching the next units' indexes while one is ingested
-POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
-DOCUMENTS_KEY = "_documents"  # in Mirror.fetch_state: the listing documents' validators
-
-
-class UnitState(NamedTuple):
-    """What the last run that read a unit to the end kept of it."""
-
-    validators: dict
-    serial: int | None
 
 
 def run_sync(run: SyncRun) -> str:
@@ -164,7 +150,7 @@ def _sync_units(
     # The serial of every unit read before (PyPI has 600,000 projects: plain values, streamed).
     units_read = MirrorUnit.objects.filter(mirror=mirror)
     stored = dict(units_read.values_list("name", "serial").iterator(10_000))
-    documents = {} if restart else _kept_documents(mirror, len(stored))
+    documents = {} if restart else kept_documents(mirror, len(stored))
     listed = fmt.list_units(client, mirror.source_url, mirror.options, documents)
     # None: the listing is unchanged (a 304), so it lists what the last complete run read.
     reused = listed is None
@@ -191,7 +177,7 @@ def _sync_units(
         if unit in serials and serial is not None and serials[unit] == serial:
             continue  # upstream says the unit did not change: no request at all
         todo.append((unit, serial))
-    todo = _with_states(units_read, todo, serials)
+    todo = unit_states(units_read, todo, serials)
     del serials, listed
     # Units share their database writes (a Python project is a few rows), so a unit is done
     # once the writer has written it.
@@ -210,10 +196,10 @@ def _sync_units(
             progress.fail(f"index unreadable: {unit}")
         done[:] = [state for state in done if state.name not in writer.failed]
         writer.failed.clear()
-        _save_units(done)
+        save_units(done)
 
     try:
-        for (unit, state, serial), fetching in _fetch_all(mirror, client, todo, progress):
+        for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
             try:
                 fetched, index = fetching()
                 with index:
@@ -260,13 +246,13 @@ def _sync_units(
         save_done()  # a stopped run resumes after what it finished
         # The listing's validators vouch for the units kept: only once every unit was read.
         whole = finished and not forgotten and not problems
-        _keep_documents(mirror, documents if whole else {}, stale, len(units))
+        keep_documents(mirror, documents if whole else {}, stale, len(units))
     if unread == set(units):
-        reasons = "; ".join(problems + _not_found(absent))
+        reasons = "; ".join(problems + units_not_found(absent))
         raise FormatError(redact(mirror.source_url), f"nothing could be read: {reasons}")
-    problems += _not_found([(unit, url) for unit, url in absent if unit not in guessed])
+    problems += units_not_found([(unit, url) for unit, url in absent if unit not in guessed])
     if not problems:  # with a unit unread, its names may be there: not worth a warning
-        problems += _names_not_found(mirror)
+        problems += names_not_found(mirror)
     _apply_policy(mirror, progress, changed=changed, restart=restart)
     if mirror.mode == Mirror.Mode.ACTIVE:
         # One pass over every file still to store, those of unchanged units included: a
@@ -274,86 +260,6 @@ def _sync_units(
         progress.step("downloading package files")
         download_pending(mirror, client, progress)
     return problems
-
-
-def _documents_key(mirror: Mirror, units: int) -> str:
-    """What kept listing documents stand for: the mirror's options (a CRAN package list makes
-    another listing of the same PACKAGES) and how many units that listing has."""
-    options = orjson.dumps([mirror.options, units], option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(options, digest_size=8).hexdigest()
-
-
-def _kept_documents(mirror: Mirror, units: int) -> dict:
-    """The validators of the source's listing documents (see `RepositoryFormat.list_units`)
-    kept by the last run that read every unit, if it had the same options and its units are
-    still the `units` kept (none was forgotten since)."""
-    kept = mirror.fetch_state.get(DOCUMENTS_KEY) or {}
-    if kept.get("key") != _documents_key(mirror, units):
-        return {}
-    return dict(kept.get("documents") or {})
-
-
-def _keep_documents(mirror: Mirror, documents: dict, stale: list[str], units: int) -> None:
-    """Keep the listing documents' validators for the next run, and with them only the units
-    of that listing (`units` of them): a 304 lists the units kept."""
-    state = {key: value for key, value in mirror.fetch_state.items() if key != DOCUMENTS_KEY}
-    if documents:
-        for start in range(0, len(stale), 1000):
-            MirrorUnit.objects.filter(mirror=mirror, name__in=stale[start : start + 1000]).delete()
-        state[DOCUMENTS_KEY] = {"key": _documents_key(mirror, units), "documents": documents}
-    if state != mirror.fetch_state:
-        mirror.fetch_state = state
-        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=state)
-
-
-#: Units or names not found that a run's warnings list one by one; the rest are counted.
-NOT_FOUND_LISTED = 50
-
-
-def _not_found(missing: list[tuple[str, str]]) -> list[str]:
-    """One warning per unit the source lacks (the first `NOT_FOUND_LISTED`, then a count)."""
-    lines = [
-        f"{unit}: not found in the source" + (f" ({redact(url)})" if url else "")
-        for unit, url in missing[:NOT_FOUND_LISTED]
-    ]
-    if len(missing) > NOT_FOUND_LISTED:
-        lines.append(f"... and {len(missing) - NOT_FOUND_LISTED:,} more not found in the source")
-    return lines
-
-
-def _names_not_found(mirror: Mirror) -> list[str]:
-    """One warning per name of the mirror's options (R's package list) that the source's index
-    does not have: the mirror holds no current package of that name."""
-    names = mirror.format.requested_names(mirror.options)
-    if not names:
-        return []
-    held = set(
-        Package.objects.filter(mirror=mirror, removed=False, name__in=names)
-        .values_list("name", flat=True)
-        .distinct()
-    )
-    absent = [name for name in names if name not in held]
-    lines = [
-        f"{name}: named in the mirror's options, but not in the source's index"
-        for name in absent[:NOT_FOUND_LISTED]
-    ]
-    if len(absent) > NOT_FOUND_LISTED:
-        lines.append(f"... and {len(absent) - NOT_FOUND_LISTED:,} more names not in the index")
-    return lines
-
-
-def _with_states(units_read, todo: list, serials: dict) -> list:
-    """(unit, UnitState or None, serial) for the units to fetch: the validators of those read
-    before, loaded for these units only."""
-    validators: dict[str, dict] = {}
-    before = [unit for unit, _ in todo if unit in serials]
-    for start in range(0, len(before), 1000):
-        chunk = before[start : start + 1000]
-        validators.update(units_read.filter(name__in=chunk).values_list("name", "validators"))
-    return [
-        (unit, UnitState(validators[unit], serials[unit]) if unit in validators else None, serial)
-        for unit, serial in todo
-    ]
 
 
 def _drop_unlisted(mirror: Mirror, listed: set[str], rejections: Rejections) -> int:
@@ -401,52 +307,6 @@ def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: 
         progress.reasons[reason] += count
 
 
-def _fetch_all(mirror: Mirror, client: UpstreamClient, todo: list, progress: Progress):
-    """(unit, state, serial) with a callable returning (Fetched, index file) for each unit.
-
-    The next units' indexes are fetched by a few threads while this one ingests (a fetch
-    touches no database): Python projects' pages, or a conda platform's repodata while the
-    previous one is read.
-    """
-    fmt = mirror.format
-
-    def fetch(unit: str, validators: dict):
-        index = tempfile.NamedTemporaryFile(prefix="psm-index-")
-        try:
-            return fmt.fetch_unit(client, mirror.source_url, unit, index, validators), index
-        except BaseException:
-            index.close()
-            raise
-
-    window: deque = deque()
-    with ThreadPoolExecutor(PREFETCH, thread_name_prefix=f"pages-{mirror.pk}") as pool:
-        try:
-            pending = iter(todo)
-            for item in pending:
-                window.append(
-                    (item, pool.submit(fetch, item[0], item[1].validators if item[1] else {}))
-                )
-                if len(window) >= 2 * PREFETCH:
-                    break
-            while window:
-                item, future = window.popleft()
-                following = next(pending, None)
-                if following is not None:
-                    state = following[1]
-                    window.append(
-                        (
-                            following,
-                            pool.submit(fetch, following[0], state.validators if state else {}),
-                        )
-                    )
-                progress.step(f"{item[0]}: reading the index", now=False)
-                yield item, future.result
-        finally:
-            for _, future in window:  # a stopped run: drop what was fetched ahead
-                if not future.cancel() and not future.exception():
-                    future.result()[1].close()
-
-
 def _ingest_unit(
     mirror: Mirror,
     unit: str,
@@ -490,25 +350,6 @@ def _ingest_unit(
     rejections.replace(unit, rejected)
     _keep_extras(mirror, unit, extras)
     return ingest.changed, fetched.validators
-
-
-def _save_units(done: list[MirrorUnit]) -> None:
-    if not done:
-        return
-    if not Mirror.objects.filter(pk=done[0].mirror_id).exists():
-        done.clear()  # the mirror was deleted meanwhile: nothing to resume
-        return
-    try:
-        with transaction.atomic():
-            MirrorUnit.objects.bulk_create(
-                done,
-                update_conflicts=True,
-                unique_fields=["mirror", "name"],
-                update_fields=["validators", "serial", "read_at"],
-            )
-    except IntegrityError:
-        pass  # the mirror was deleted meanwhile: nothing to resume
-    done.clear()
 
 
 def _keep_extras(mirror: Mirror, unit: str, extras: dict) -> None:

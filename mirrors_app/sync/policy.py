@@ -23,6 +23,7 @@ from policies_app.models import Vulnerability
 from ..models import Mirror
 
 BATCH = 5000
+POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
 
 
 @dataclass

@@ -23,7 +23,7 @@ import requests
 from django.utils import timezone
 
 from channels_app.models import Package
-from channels_app.serving import _partial_path
+from channels_app.passive import partial_path
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
@@ -301,7 +301,7 @@ def test_a_follower_of_a_one_chunk_file_that_does_not_match_answers_502_with_the
     target.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{SMALL.filename}"
     package = Package.objects.get(filename=SMALL.filename)
-    partial = _partial_path(package)
+    partial = partial_path(package)
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(requests.get, url, timeout=30)
         _until(lambda: _open_count(partial) == 1)  # the first request is writing it

@@ -1259,7 +1259,7 @@ def test_runs_list_filters_by_state(client, run_viewer):
 
 
 def test_a_source_url_without_a_scheme_is_read_as_https():
-    from mirrors_app.admin import MirrorForm
+    from mirrors_app.admin.forms import MirrorForm
 
     field = MirrorForm.base_fields["source_url"]
     assert field.clean("conda.anaconda.org/conda-forge") == "https://conda.anaconda.org/conda-forge"

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rattler import Version
 
-from policies_app import osv, services, tasks
+from policies_app import cvss, osv, osv_matching, services, tasks
 from policies_app.models import Vulnerability
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "osv"
@@ -67,7 +67,7 @@ def split(items) -> tuple[list[osv.Advisory], list[osv.OSVError]]:
     ],
 )
 def test_cvss3_base_score(vector, score):
-    assert osv.cvss3_base_score(vector) == Decimal(score)
+    assert cvss.cvss3_base_score(vector) == Decimal(score)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_cvss3_base_score(vector, score):
     ],
 )
 def test_cvss2_base_score(vector, score):
-    assert osv.cvss2_base_score(vector) == Decimal(score)
+    assert cvss.cvss2_base_score(vector) == Decimal(score)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_cvss2_base_score(vector, score):
 )
 def test_cvss3_rejects_bad_vectors(vector, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        osv.cvss3_base_score(vector)
+        cvss.cvss3_base_score(vector)
 
 
 # --- Parsing --------------------------------------------------------------------------------
@@ -561,66 +561,66 @@ def entry(*events: tuple[str, str], versions: tuple[str, ...] = (), kind="ECOSYS
 def test_affects_multiple_introduced_fixed_pairs(version, expected):
     openssl = osv.parse_advisory(fixture("conda/PSM-2023-0286.json"), "x").affected[0]
 
-    assert osv.affects(openssl, version, compare) is expected
+    assert osv_matching.affects(openssl, version, compare) is expected
 
 
 def test_affects_introduced_zero_and_unfixed():
     everything = entry(("introduced", "0"))
-    assert osv.affects(everything, "0.0.1", compare)
-    assert osv.affects(everything, "999", compare)
-    assert osv.affects(entry(("introduced", "0"), ("fixed", "2.0")), "1.9", compare)
-    assert not osv.affects(entry(("introduced", "0"), ("fixed", "2.0")), "2.0", compare)
-    assert not osv.affects(entry(("introduced", "1.5")), "1.4", compare)
+    assert osv_matching.affects(everything, "0.0.1", compare)
+    assert osv_matching.affects(everything, "999", compare)
+    assert osv_matching.affects(entry(("introduced", "0"), ("fixed", "2.0")), "1.9", compare)
+    assert not osv_matching.affects(entry(("introduced", "0"), ("fixed", "2.0")), "2.0", compare)
+    assert not osv_matching.affects(entry(("introduced", "1.5")), "1.4", compare)
 
 
 def test_affects_last_affected_is_inclusive():
     rng = entry(("introduced", "0"), ("last_affected", "1.11.0"))
-    assert osv.affects(rng, "1.11.0", compare)
-    assert osv.affects(rng, "1.11", compare)  # conda: 1.11 == 1.11.0
-    assert not osv.affects(rng, "1.11.1", compare)
+    assert osv_matching.affects(rng, "1.11.0", compare)
+    assert osv_matching.affects(rng, "1.11", compare)  # conda: 1.11 == 1.11.0
+    assert not osv_matching.affects(rng, "1.11.1", compare)
 
 
 def test_affects_unsorted_events_and_limit():
     rng = entry(
         ("fixed", "3.2.5"), ("introduced", "3.0.0"), ("fixed", "1.0.2"), ("introduced", "0")
     )
-    assert [osv.affects(rng, v, compare) for v in ("0.9", "1.0.2", "3.1", "3.2.5")] == [
+    assert [osv_matching.affects(rng, v, compare) for v in ("0.9", "1.0.2", "3.1", "3.2.5")] == [
         True,
         False,
         True,
         False,
     ]
     limited = entry(("introduced", "1.0"), ("limit", "2.0"))
-    assert osv.affects(limited, "1.5", compare)
-    assert not osv.affects(limited, "2.1", compare)
-    assert osv.affects(entry(("introduced", "1.0"), ("limit", "*")), "9", compare)
+    assert osv_matching.affects(limited, "1.5", compare)
+    assert not osv_matching.affects(limited, "2.1", compare)
+    assert osv_matching.affects(entry(("introduced", "1.0"), ("limit", "*")), "9", compare)
 
 
 def test_affects_explicit_versions():
     listed = entry(versions=("1.0", "2.0rc1"))
-    assert osv.affects(listed, "1.0", compare)
-    assert osv.affects(listed, "1.0.0", compare)
-    assert osv.affects(listed, "2.0rc1", compare)
-    assert not osv.affects(listed, "2.0", compare)
+    assert osv_matching.affects(listed, "1.0", compare)
+    assert osv_matching.affects(listed, "1.0.0", compare)
+    assert osv_matching.affects(listed, "2.0rc1", compare)
+    assert not osv_matching.affects(listed, "2.0", compare)
     # A version in the list or in a range is enough.
     both = entry(("introduced", "5.0"), versions=("1.0",))
-    assert osv.affects(both, "1.0", compare) and osv.affects(both, "6", compare)
-    assert not osv.affects(both, "2.0", compare)
+    assert osv_matching.affects(both, "1.0", compare) and osv_matching.affects(both, "6", compare)
+    assert not osv_matching.affects(both, "2.0", compare)
 
 
 def test_affects_semver_and_other_range_types():
-    assert osv.affects(entry(("introduced", "1.0.0"), kind="SEMVER"), "1.2.3", compare)
+    assert osv_matching.affects(entry(("introduced", "1.0.0"), kind="SEMVER"), "1.2.3", compare)
     git = entry(("introduced", "0"), kind="GIT")
-    assert not osv.affects(git, "1.0", compare)
-    assert not osv.affects({"ecosystem": "conda", "name": "x"}, "1.0", compare)
+    assert not osv_matching.affects(git, "1.0", compare)
+    assert not osv_matching.affects({"ecosystem": "conda", "name": "x"}, "1.0", compare)
 
 
 def test_affects_skips_what_compare_cannot_read():
     # rattler cannot read "" nor "1..0": those list entries and ranges are skipped.
     odd = entry(("introduced", "0"), ("fixed", "1..0"), versions=("1..0", "2.0"))
     odd["ranges"].append({"type": "ECOSYSTEM", "events": [{"introduced": "3.0"}]})
-    assert osv.affects(odd, "2.0", compare)
-    assert osv.affects(odd, "3.1", compare)
-    assert not osv.affects(odd, "0.5", compare)  # the unreadable range does not count
+    assert osv_matching.affects(odd, "2.0", compare)
+    assert osv_matching.affects(odd, "3.1", compare)
+    assert not osv_matching.affects(odd, "0.5", compare)  # the unreadable range does not count
     with pytest.raises(Exception):  # noqa: B017 - rattler's own error type
-        osv.affects(odd, "1..0", compare)
+        osv_matching.affects(odd, "1..0", compare)

@@ -32,10 +32,10 @@ from psm.http import (
     address_problem,
     fetch_bytes,
     new_session,
-    redact,
     upstream_error,
     upstream_url_problem,
 )
+from psm.redaction import redact
 from tests.fixtures.loopback import LoopbackServer
 
 
@@ -389,7 +389,7 @@ def test_an_address_entry_or_allow_private_lets_a_name_reach_loopback(
 
 @pytest.fixture
 def resolver(monkeypatch):
-    """Answers for names, in place of DNS (our own seam: `psm.http.resolve_host`)."""
+    """Answers for names, in place of DNS (our own seam: `psm.http.gate.resolve_host`)."""
     answers: dict[str, list[str]] = {}
     asked: list[str] = []
 
@@ -397,7 +397,7 @@ def resolver(monkeypatch):
         asked.append(host)
         return answers[host]
 
-    monkeypatch.setattr("psm.http.resolve_host", resolve)
+    monkeypatch.setattr("psm.http.gate.resolve_host", resolve)
     resolve.answers, resolve.asked = answers, asked
     return resolve
 

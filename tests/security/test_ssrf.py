@@ -413,10 +413,10 @@ def test_a_name_pointed_at_an_internal_address_is_refused_even_with_a_star(
 ):
     """DNS answers are attacker-controlled: the address is checked, and only it is connected to.
 
-    The resolver is our own seam (`psm.http.resolve_host`); everything else is real.
+    The resolver is our own seam (`psm.http.gate.resolve_host`); everything else is real.
     """
     answers = {"mirror.example": ["127.0.0.2"]}
-    monkeypatch.setattr("psm.http.resolve_host", lambda host, port: answers[host])
+    monkeypatch.setattr("psm.http.gate.resolve_host", lambda host, port: answers[host])
     settings.PSM_UPSTREAM_ALLOWLIST = ["*", "127.0.0.1"]
     mirror = MirrorFactory(
         source_url=f"http://mirror.example:{internal.port}", options={"subdirs": ["linux-64"]}

@@ -1,0 +1,330 @@
+"""The mirror admin: the All Mirrors list, the add and change pages, and the actions on
+selected mirrors; its own per-mirror pages are in `pages`."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import models
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.translation import ngettext
+
+from channels_app.formats import FORMATS
+from channels_app.models import Channel
+from channels_app.permissions import may as may_on_channel
+from psm.input import StorableJSONField
+from psm.permissions import RowPermissionsAdmin
+from psm.redaction import refers_to_secret
+
+from .. import reports, services
+from ..models import Mirror, SyncRun
+from ..permissions import channels_allowing
+from .forms import MirrorForm
+from .pages import MirrorPages, download, for_admin
+
+
+def _warnings_summary(warnings: str) -> str:
+    """A run's warnings in a table cell: how many, and the first."""
+    lines = warnings.splitlines()
+    if not lines:
+        return ""
+    more = f" (and {len(lines) - 1:,} more: see the run)" if len(lines) > 1 else ""
+    return f"{ngettext('%d warning', '%d warnings', len(lines)) % len(lines)}: {lines[0]}{more}"
+
+
+@admin.register(Mirror)
+class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
+    """Mirrors: those of subchannels need the Subchannel mirrors permissions, the others the
+    Channel mirrors ones (mirrors_app/permissions.py)."""
+
+    form = MirrorForm
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
+    permission_field = "channel"
+    list_display = [
+        "name",
+        "channel_link",
+        "kind_label",
+        "mode",
+        "status_display",
+        "last_synced_at",
+        "row_actions",
+    ]
+    list_filter = ["kind", "mode", "status"]
+    search_fields = ["name"]  # never source_url: a search or filter on it guesses its secrets
+    sortable_by = ["name", "kind_label", "mode", "status_display", "last_synced_at"]
+    actions = ["run_now", "stop", "restart", "download_dependency_report", "delete_selected"]
+    readonly_fields = [
+        "status_display",
+        "last_synced_at",
+        "next_run",
+        "applied_policy",
+        "recent_runs",
+    ]
+
+    def get_queryset(self, request):
+        return for_admin(super().get_queryset(request))
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        # `?source_url__startswith=…` would tell, a character at a time, the URL's secrets.
+        return not refers_to_secret(lookup) and super().lookup_allowed(lookup, value, request)
+
+    def get_fieldsets(self, request, obj=None):
+        form_fields = ["channel", "name", "mode", "source_url", "kind", "cron"]
+        if obj is None or self.has_change_permission(request, obj):
+            # Form fields, not columns: a read-only page (view permission only) has no form,
+            # and Django would look `run_now` up on the admin, where it is the bulk action.
+            form_fields.insert(form_fields.index("kind") + 1, "source_confirmed")
+            form_fields.append("run_now")
+        fieldsets = [
+            (None, {"fields": form_fields}),
+            ("Assign mirror policy", {"fields": ["policy", "applied_policy"]}),
+            ("Type-specific options", {"fields": ["options"], "classes": ["collapse"]}),
+        ]
+        if obj is not None:
+            status = ["status_display", "last_synced_at", "next_run", "recent_runs"]
+            fieldsets.append(("Status", {"fields": status}))
+        return fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(self.readonly_fields)
+        if obj is not None:
+            fields += ["mode", "channel"]  # the mode of an established mirror cannot change
+        return fields
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "channel":
+            # Offer only the channels (or subchannels) the user may create mirrors in.
+            kwargs["queryset"] = channels_allowing(request.user, "add").select_related("parent")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        channel = initial.get("channel")
+        if isinstance(channel, str) and channel.isdigit():
+            # Only a channel offered in the form: a hidden one must not show through its kind.
+            found = channels_allowing(request.user, "add").filter(pk=channel).first()
+            if found is not None:
+                initial.setdefault("kind", found.kind)
+        return initial
+
+    def save_model(self, request, obj, form, change) -> None:
+        run_now = form.cleaned_data.get("run_now") or "_saveandrun" in request.POST
+        try:
+            services.mirror_save(mirror=obj, user=request.user, run_now=run_now)
+        except services.MirrorBusy as exc:
+            self.message_user(request, f"Saved, but not started: {exc}", messages.WARNING)
+        else:
+            if run_now:
+                self.message_user(request, f"Mirror {obj.name!r} is queued to run now.")
+        for warning in obj.warnings():
+            self.message_user(request, warning, messages.WARNING)
+
+    def delete_model(self, request, obj) -> None:
+        request._psm_channel_id = obj.channel_id  # where response_delete goes back to
+        services.mirror_delete(mirror=obj, user=request.user)
+
+    def get_deleted_objects(self, objs, request):
+        # A mirror's runs go with it: deleting a mirror needs no separate "delete sync run" right.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(SyncRun._meta.verbose_name)
+        return deleted, counts, perms_needed, protected
+
+    # After a save or delete Django returns to All Mirrors, a 403 for users without "view all
+    # mirrors" (e.g. who came from a channel's "Create mirror"): send them to the channel.
+    def _response_post_save(self, request, obj):
+        if request.user.has_perm("mirrors_app.view_all_mirrors"):
+            return super()._response_post_save(request, obj)
+        return self._back_to_channel(request, obj.channel_id)
+
+    def response_delete(self, request, obj_display, obj_id):
+        response = super().response_delete(request, obj_display, obj_id)
+        if request.user.has_perm("mirrors_app.view_all_mirrors") or response.status_code != 302:
+            return response
+        return self._back_to_channel(request, getattr(request, "_psm_channel_id", None))
+
+    def _back_to_channel(self, request, channel_id):
+        channel = Channel.objects.filter(pk=channel_id).first() if channel_id else None
+        if channel and any(
+            may_on_channel(request.user, action, channel) for action in ("view", "change")
+        ):
+            return redirect("admin:channels_app_channel_change", channel_id)
+        return redirect("admin:index")
+
+    def delete_queryset(self, request, queryset) -> None:
+        for mirror in queryset:
+            services.mirror_delete(mirror=mirror, user=request.user)
+
+    # --- The All Mirrors list -----------------------------------------------------------------
+
+    def changelist_view(self, request, extra_context=None):
+        if not request.user.has_perm("mirrors_app.view_all_mirrors"):
+            raise PermissionDenied("The All Mirrors view needs the 'view all mirrors' permission.")
+        extra_context = {**(extra_context or {}), "title": "All Mirrors"}
+        return super().changelist_view(request, extra_context)
+
+    def get_model_perms(self, request):
+        perms = super().get_model_perms(request)
+        if not request.user.has_perm("mirrors_app.view_all_mirrors"):
+            perms = {key: False for key in perms}  # hide the All Mirrors entry from the index
+        return perms
+
+    @admin.display(description="Channel", ordering="channel__name")
+    def channel_link(self, mirror: Mirror):
+        url = reverse("admin:channels_app_channel_change", args=[mirror.channel_id])
+        return format_html("<a href='{}'>{}</a>", url, mirror.channel.path)
+
+    @admin.display(description="Type", ordering="kind")
+    def kind_label(self, mirror: Mirror) -> str:
+        return FORMATS[mirror.kind].label if mirror.kind in FORMATS else mirror.kind
+
+    @admin.display(description="Mirroring status", ordering="status")
+    def status_display(self, mirror: Mirror):
+        run = mirror.active_run() if mirror.is_active else None
+        if run is None or run.state == SyncRun.State.QUEUED:
+            return mirror.status_label
+        detail = f"{run.step or 'starting'}: {run.seen:,} read, {run.filtered:,} filtered"
+        if run.progress is not None:
+            return format_html(
+                "{}<br><progress max='100' value='{}'></progress> {}%<br><small>{}</small>",
+                run.get_state_display(),
+                run.progress,
+                run.progress,
+                detail,
+            )
+        return format_html("{}<br><small>{}</small>", run.get_state_display(), detail)
+
+    @admin.display(description="Actions")
+    def row_actions(self, mirror: Mirror):
+        links = [("See details", "details")]
+        if mirror.is_active:
+            links.append(("Stop", "stop"))
+        else:
+            links += [("Run now", "run"), ("Restart", "restart")]
+        return format_html_join(
+            " · ",
+            "<a href='{}'>{}</a>",
+            (
+                (reverse(f"admin:mirrors_app_mirror_{name}", args=[mirror.pk]), label)
+                for label, name in links
+            ),
+        )
+
+    @admin.display(description="Next scheduled run")
+    def next_run(self, mirror: Mirror) -> str:
+        return f"{mirror.next_run_at():%Y-%m-%d %H:%M %Z} (cron {mirror.cron})"
+
+    @admin.display(description="View applied policy")
+    def applied_policy(self, mirror: Mirror):
+        policy = mirror.effective_policy() if mirror.pk else None
+        if policy is None:
+            return "No policy: every package of the mirror type is mirrored."
+        source = "the mirror's own policy" if mirror.policy_id else "the channel's policy"
+        url = reverse("admin:policies_app_policy_change", args=[policy.pk])
+        return format_html(
+            "<a href='{}'>{}</a> ({}){}",
+            url,
+            policy.name,
+            source,
+            format_html("<br>{}", policy.description) if policy.description else "",
+        )
+
+    @admin.display(description="Recent runs")
+    def recent_runs(self, mirror: Mirror):
+        runs = mirror.runs.all()[:10]
+        rows = format_html_join(
+            "",
+            "<tr><td><a href='{}'>#{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:mirrors_app_syncrun_change", args=[r.pk]),
+                    r.pk,
+                    r.get_state_display(),
+                    r.get_trigger_display(),
+                    f"{r.created_at:%Y-%m-%d %H:%M}",
+                    f"{r.seen:,} read / {r.filtered:,} filtered / {r.ingested:,} ingested",
+                    r.error or _warnings_summary(r.warnings),
+                )
+                for r in runs
+            ),
+        )
+        return format_html(
+            "<table><tr><th>Run</th><th>State</th><th>Trigger</th><th>Queued</th>"
+            "<th>Counts</th><th>Error or warnings</th></tr>{}</table>",
+            rows or mark_safe("<tr><td colspan='6'>No runs yet.</td></tr>"),
+        )
+
+    # --- Actions on selected mirrors ----------------------------------------------------------
+
+    @admin.action(permissions=["run"], description="Run selected mirrors now")
+    def run_now(self, request, queryset) -> None:
+        queryset = self.permitted(request, "run", queryset)
+        self._bulk(
+            request, queryset, services.mirror_run_now, "%d mirror queued.", "%d mirrors queued."
+        )
+
+    @admin.action(permissions=["stop"], description="Stop selected running mirrors")
+    def stop(self, request, queryset) -> None:
+        queryset = self.permitted(request, "stop", queryset)
+        self._bulk(
+            request, queryset, services.mirror_stop, "%d mirror stopping.", "%d mirrors stopping."
+        )
+
+    @admin.action(
+        permissions=["restart"], description="Restart selected mirrors from the beginning"
+    )
+    def restart(self, request, queryset) -> None:
+        queryset = self.permitted(request, "restart", queryset)
+        self._bulk(
+            request,
+            queryset,
+            services.mirror_restart,
+            "%d mirror restarted.",
+            "%d mirrors restarted.",
+        )
+
+    @admin.action(permissions=["report"], description="Download dependency report")
+    def download_dependency_report(self, request, queryset):
+        """One mirror with a report: its CSV; several: a zip of their CSVs. Each selected
+        mirror without a report gets a message saying why."""
+        found: list[tuple[str, str]] = []
+        for mirror in self.permitted(request, "report", queryset):
+            rows = reports.dependency_report(mirror)
+            if rows is None:
+                reason = reports.dependency_report_unavailable(mirror)
+                self.message_user(request, reason, messages.WARNING)
+            else:
+                text = reports.as_csv(rows, reports.REPORT_COLUMNS)
+                found.append((reports.report_filename(mirror, "dependency-report"), text))
+        if not found:
+            return None  # back to the list, with the messages
+        if len(found) == 1:
+            name, text = found[0]
+            return download(text, name)
+        archive = reports.reports_zip(found)
+        return download(archive, reports.DEPENDENCY_REPORTS_ZIP, "application/zip")
+
+    def _bulk(self, request, queryset, service, singular: str, plural: str) -> None:
+        done = 0
+        for mirror in queryset:
+            try:
+                service(mirror=mirror, user=request.user)
+                done += 1
+            except (services.MirrorBusy, services.MirrorNotRunning) as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        self.message_user(request, ngettext(singular, plural, done) % done)
+
+    def has_run_permission(self, request, obj=None) -> bool:
+        return self.may(request, "run", obj)
+
+    def has_stop_permission(self, request, obj=None) -> bool:
+        return self.may(request, "stop", obj)
+
+    def has_restart_permission(self, request, obj=None) -> bool:
+        return self.may(request, "restart", obj)
+
+    def has_report_permission(self, request, obj=None) -> bool:
+        return self.may(request, "report", obj)

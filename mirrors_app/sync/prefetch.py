@@ -1,0 +1,63 @@
+"""The next units' indexes, fetched by a few threads while the run ingests the current one."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from psm.http import UpstreamClient
+
+from ..models import Mirror
+from .progress import Progress
+
+PREFETCH = 4  # threads fetching the next units' indexes while one is ingested
+
+
+def fetch_ahead(
+    mirror: Mirror, client: UpstreamClient, todo: list, progress: Progress
+) -> Iterator[tuple[tuple, Callable]]:
+    """(unit, state, serial) with a callable returning (Fetched, index file) for each unit.
+
+    The next units' indexes are fetched by a few threads while this one ingests (a fetch
+    touches no database): Python projects' pages, or a conda platform's repodata while the
+    previous one is read.
+    """
+    fmt = mirror.format
+
+    def fetch(unit: str, validators: dict):
+        index = tempfile.NamedTemporaryFile(prefix="psm-index-")
+        try:
+            return fmt.fetch_unit(client, mirror.source_url, unit, index, validators), index
+        except BaseException:
+            index.close()
+            raise
+
+    window: deque = deque()
+    with ThreadPoolExecutor(PREFETCH, thread_name_prefix=f"pages-{mirror.pk}") as pool:
+        try:
+            pending = iter(todo)
+            for item in pending:
+                window.append(
+                    (item, pool.submit(fetch, item[0], item[1].validators if item[1] else {}))
+                )
+                if len(window) >= 2 * PREFETCH:
+                    break
+            while window:
+                item, future = window.popleft()
+                following = next(pending, None)
+                if following is not None:
+                    state = following[1]
+                    window.append(
+                        (
+                            following,
+                            pool.submit(fetch, following[0], state.validators if state else {}),
+                        )
+                    )
+                progress.step(f"{item[0]}: reading the index", now=False)
+                yield item, future.result
+        finally:
+            for _, future in window:  # a stopped run: drop what was fetched ahead
+                if not future.cancel() and not future.exception():
+                    future.result()[1].close()

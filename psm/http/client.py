@@ -1,0 +1,296 @@
+"""The upstream client: a session with PSM's user agent, retries and proxy; streamed GETs
+whose every redirect hop passes the gate; size limits; and the conditional GETs of index
+documents (`UpstreamClient.fetch_index`), on the validators kept from last time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Literal
+from urllib.parse import urljoin
+
+import requests
+import urllib3.exceptions
+from django.conf import settings
+from urllib3.util.retry import Retry
+
+from .errors import UpstreamError, UpstreamRefused, status_error, upstream_error
+from .gate import CheckedAdapter, odd_character, upstream_url_problem
+
+USER_AGENT = "psm/0.1 (+package security manager)"
+CHUNK_SIZE = 1024 * 1024
+MAX_REDIRECTS = 5
+
+
+def new_session(
+    *, proxy: str = "", retries: int | None = None, waiting: bool = False
+) -> requests.Session:
+    """Return a session with PSM's user agent, retries on transient errors (`retries`, else
+    PSM_HTTP_RETRIES) and the proxy. `waiting`: a client waits for the answer, so a read
+    timeout is not retried (it answers 504 within one timeout, before the client gives up)."""
+    session = requests.Session()
+    retry = Retry(
+        total=settings.PSM_HTTP_RETRIES if retries is None else retries,
+        read=0 if waiting else None,
+        backoff_factor=0.5,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=("GET", "HEAD"),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    adapter = CheckedAdapter(max_retries=retry, pool_maxsize=16)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    proxy = proxy or settings.PSM_HTTP_PROXY
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
+    return session
+
+
+@contextmanager
+def open_stream(
+    session: requests.Session, url: str, *, headers: dict[str, str] | None = None
+) -> Iterator[requests.Response]:
+    """Open a streamed GET of an allowed URL, turning failures into UpstreamError.
+
+    The caller reads `response.iter_content()`; a 404 is returned (not raised) so callers can
+    treat a missing optional file as absent.
+    """
+    response = None
+    target = url
+    try:
+        # Redirects are followed by hand so that every hop is checked like the first URL.
+        for _hop in range(MAX_REDIRECTS + 1):
+            problem = upstream_url_problem(target)
+            if problem:
+                raise UpstreamRefused(target, problem)
+            try:
+                response = session.get(
+                    target,
+                    headers=headers,
+                    stream=True,
+                    timeout=settings.PSM_HTTP_TIMEOUT,
+                    allow_redirects=False,
+                )
+            except UpstreamRefused as exc:  # the connection refused the address
+                raise UpstreamRefused(target, exc.reason) from None
+            if not response.is_redirect:
+                break
+            location = response.headers["Location"]
+            response.close()
+            odd = odd_character(location)
+            if odd:
+                raise UpstreamRefused(
+                    target, f"redirected to a URL containing {odd}, which parsers read differently"
+                )
+            target = urljoin(target, location)
+        else:
+            raise UpstreamError(url, f"upstream redirected more than {MAX_REDIRECTS} times")
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise upstream_error(url, exc, target=target) from exc
+    try:
+        if response.status_code >= 400 and response.status_code != 404:
+            raise status_error(url, response.status_code)
+        yield response
+    finally:
+        response.close()
+
+
+def fetch_bytes(
+    session: requests.Session,
+    url: str,
+    *,
+    max_bytes: int,
+    headers: dict[str, str] | None = None,
+) -> bytes | None:
+    """GET a whole document of at most `max_bytes`; None when upstream says 404."""
+    with open_stream(session, url, headers=headers) as response:
+        if response.status_code == 404:
+            return None
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            for chunk in response.iter_content(CHUNK_SIZE):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise _too_large(url, max_bytes)
+                chunks.append(chunk)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
+        return b"".join(chunks)
+
+
+def _too_large(url: str, limit: int) -> UpstreamError:
+    return UpstreamError(url, f"the response is larger than the {limit} byte limit")
+
+
+@dataclass(frozen=True)
+class Download:
+    """What a streamed download ended with: 200 (body written), 304 or 404 (nothing written)."""
+
+    status: int
+    url: str
+    etag: str = ""
+    last_modified: str = ""
+
+
+@dataclass(frozen=True)
+class IndexFetch:
+    """What a conditional GET of an index document ended with (`UpstreamClient.fetch_index`).
+
+    `changed`: the body was written; `unchanged`: upstream answered 304 to the validators
+    sent; `missing`: 404. `validators` (URL, ETag, Last-Modified) are to be kept and sent
+    back next time; none for a missing document.
+    """
+
+    status: Literal["changed", "unchanged", "missing"]
+    url: str
+    validators: dict[str, str]
+
+
+def conditional_headers(url: str, validators: Mapping[str, str]) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since from `validators` kept for `url` (their "url"):
+    validators of another URL (a changed source, the other compression of an index) say
+    nothing about this one."""
+    if validators.get("url") != url:
+        return {}
+    headers = {}
+    if validators.get("etag"):
+        headers["If-None-Match"] = validators["etag"]
+    if validators.get("last_modified"):
+        headers["If-Modified-Since"] = validators["last_modified"]
+    return headers
+
+
+def _validators(url: str, *found: Mapping[str, str]) -> dict[str, str]:
+    """The validators to keep for `url`: its ETag and Last-Modified, the later given win."""
+    kept = {"url": url}
+    for values in found:
+        kept.update((key, values[key]) for key in ("etag", "last_modified") if values.get(key))
+    return kept
+
+
+@dataclass(frozen=True)
+class Peek:
+    """The start of a document (`head`, empty unless 200): enough to tell what it is."""
+
+    status: int
+    content_type: str
+    head: bytes
+
+
+#: What `UpstreamClient.peek` reads at most.
+PEEK_BYTES = 64 * 1024
+
+
+class UpstreamClient:
+    """A session plus the limits that apply to one mirror run; handed to format modules."""
+
+    def __init__(
+        self,
+        *,
+        proxy: str = "",
+        max_bytes: int | None = None,
+        retries: int | None = None,
+        waiting: bool = False,
+    ) -> None:
+        """`waiting`: a package client waits on these requests (a passive first request):
+        timeouts are not retried, here or by `storage.download`."""
+        self.session = new_session(proxy=proxy, retries=retries, waiting=waiting)
+        self.waiting = waiting
+        self.max_bytes = max_bytes or settings.PSM_MAX_INDEX_BYTES
+
+    def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None:
+        """GET a document within the index size limit; None when upstream says 404."""
+        return fetch_bytes(self.session, url, max_bytes=self.max_bytes, headers=headers)
+
+    def peek(
+        self, url: str, *, headers: dict[str, str] | None = None, max_bytes: int = PEEK_BYTES
+    ) -> Peek:
+        """GET the first `max_bytes` of a document and hang up: a look at an index that may be
+        hundreds of MB, without downloading it. 404 is returned, other errors raised."""
+        with open_stream(self.session, url, headers=headers) as response:
+            head = b""
+            if response.status_code == 200:
+                try:
+                    for chunk in response.iter_content(min(CHUNK_SIZE, max_bytes)):
+                        head += chunk
+                        if len(head) >= max_bytes:
+                            break
+                except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                    raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
+            content_type = response.headers.get("Content-Type", "")
+            return Peek(response.status_code, content_type, head[:max_bytes])
+
+    def download(
+        self,
+        url: str,
+        dest: BinaryIO,
+        *,
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> Download:
+        """Stream a GET into `dest` (at most `max_bytes`); 304 and 404 write nothing.
+
+        The caller owns `dest` and must discard it if this raises: the body may be partial.
+        """
+        limit = max_bytes or self.max_bytes
+        with open_stream(self.session, url, headers=headers) as response:
+            result = Download(
+                status=response.status_code,
+                url=url,
+                etag=response.headers.get("ETag", ""),
+                last_modified=response.headers.get("Last-Modified", ""),
+            )
+            if response.status_code != 200:
+                return result
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise _too_large(url, limit)
+            total = 0
+            try:
+                for chunk in response.iter_content(CHUNK_SIZE):
+                    total += len(chunk)
+                    if total > limit:
+                        raise _too_large(url, limit)
+                    dest.write(chunk)
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
+            return result
+
+    def fetch_index(
+        self,
+        url: str,
+        dest: BinaryIO,
+        validators: Mapping[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> IndexFetch:
+        """GET an index document into `dest`, conditionally on `validators` (see
+        `conditional_headers`): every index document PSM reads comes through here.
+
+        200 is `changed` (the body in `dest`, rewound), 304 `unchanged`, 404 `missing` (nothing
+        written); any other answer raises UpstreamError. The caller owns `dest` and must
+        discard it if this raises.
+        """
+        conditional = conditional_headers(url, validators or {})
+        download = self.download(
+            url, dest, headers={**(headers or {}), **conditional}, max_bytes=max_bytes
+        )
+        fresh = {"etag": download.etag, "last_modified": download.last_modified}
+        if download.status == 304 and conditional:
+            # A 304 may update the validators (RFC 9111 4.3.4); those it leaves out stay.
+            return IndexFetch("unchanged", url, _validators(url, validators or {}, fresh))
+        if download.status == 404:
+            return IndexFetch("missing", url, {})
+        if download.status != 200:
+            raise status_error(url, download.status)
+        dest.seek(0)
+        return IndexFetch("changed", url, _validators(url, fresh))
+
+    def close(self) -> None:
+        self.session.close()
