@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+import socket
+from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -14,6 +11,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.fixtures.loopback import LoopbackServer
 
 
 @pytest.fixture(autouse=True)
@@ -59,45 +57,23 @@ def api_client() -> APIClient:
     return APIClient()
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-        pass
-
-
-class Upstream:
-    """A directory served over HTTP on 127.0.0.1, standing in for an upstream repository."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        handler = functools.partial(_QuietHandler, directory=str(root))
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def write(self, path: str, content: bytes | str | dict) -> Path:
-        target = self.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, dict):
-            content = json.dumps(content)
-        if isinstance(content, str):
-            content = content.encode()
-        target.write_bytes(content)
-        return target
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+@pytest.fixture
+def upstream(tmp_path) -> Iterator[LoopbackServer]:
+    """An empty upstream on 127.0.0.1: tests `write` its files and damage its paths."""
+    root = tmp_path / "upstream"
+    root.mkdir()
+    with LoopbackServer(root) as server:
+        yield server
 
 
 @pytest.fixture
-def upstream(tmp_path):
-    server = Upstream(tmp_path / "upstream")
-    server.root.mkdir()
-    yield server
-    server.close()
+def outside(tmp_path) -> Iterator[LoopbackServer]:
+    """A server PSM must never reach: on 127.0.0.2, loopback too but on no test allowlist."""
+    root = tmp_path / "outside"
+    root.mkdir()
+    with LoopbackServer(root, host="127.0.0.2") as server:
+        yield server
+    assert server.requests == [], "PSM reached a host off the allowlist"
 
 
 def conda_record(name: str, version: str, build: str = "0", subdir: str = "noarch") -> dict:
@@ -138,61 +114,29 @@ def conda_upstream(upstream):
     return upstream
 
 
-class _StubHandler(SimpleHTTPRequestHandler):
-    """Answers each path with the (status, body) registered for it; 404 otherwise."""
-
-    routes: dict[str, tuple[int, bytes]] = {}
-
-    def do_GET(self):  # noqa: N802 - stdlib signature
-        status, body = self.routes.get(self.path, (404, b"not found"))
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-        pass
-
-
-class StubUpstream:
-    """An HTTP server on 127.0.0.1 answering registered paths with any status (e.g. 500)."""
-
-    def __init__(self) -> None:
-        handler = type("Handler", (_StubHandler,), {"routes": {}})
-        self.routes = handler.routes
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def route(self, path: str, status: int = 200, body: bytes | str = b"") -> str:
-        """Answer `path` with `status` and `body`; return its full URL."""
-        self.routes[path] = (status, body.encode() if isinstance(body, str) else body)
-        return self.url + path
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def stub_upstream():
-    server = StubUpstream()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def refused_url() -> str:
     """A URL on 127.0.0.1 where nothing listens, so connecting is refused."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def resolver(monkeypatch):
+    """Answers for names, in place of DNS (our own seam: `psm.http.gate.resolve_host`): set
+    `resolver.answers[name]`; `resolver.asked` lists the names looked up."""
+    answers: dict[str, list[str]] = {}
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return answers[host]
+
+    monkeypatch.setattr("psm.http.gate.resolve_host", resolve)
+    resolve.answers, resolve.asked = answers, asked
+    return resolve
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from channels_app.passive import partial_path
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
+from tests.fixtures.loopback import FileHandler, LoopbackServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MIB = 1024 * 1024
@@ -36,56 +36,44 @@ SMALL = FakePackage("small", "1.0", fmt=".conda", files={"data.bin": os.urandom(
 LARGE = FakePackage("large", "1.0", fmt=".conda", files={"data.bin": os.urandom(3 * MIB)})
 
 
-class PausingUpstream(ThreadingHTTPServer):
+def _is_package(path: str) -> bool:
+    return path.endswith((".bz2", ".conda")) and "repodata" not in path
+
+
+class _PausingHandler(FileHandler):
+    upstream: PausingUpstream
+
+    def write_body(self, body: bytes) -> None:
+        if not _is_package(self.url_path):
+            return super().write_body(body)
+        pause_at = self.upstream.pause_at
+        self.wfile.write(body[:pause_at])
+        self.wfile.flush()
+        self.upstream.resume.wait(timeout=30)
+        self.wfile.write(body[pause_at:])
+
+
+class PausingUpstream(LoopbackServer):
     """Serves a folder; after the first `pause_at` bytes of a package file, waits for `resume`."""
 
-    daemon_threads = True
+    handler = _PausingHandler
 
     def __init__(self, root: Path) -> None:
-        self.root, self.resume = root, threading.Event()
+        self.resume = threading.Event()
         self.pause_at = 2 * MIB
-        self.package_gets = 0  # requests for package files
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(root)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: PausingUpstream
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib signature
-        path = self.server.root / self.path.lstrip("/")
-        if ".." in self.path or not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if path.suffix in (".bz2", ".conda") and "repodata" not in path.name:
-            self.server.package_gets += 1
-            pause_at = self.server.pause_at
-            self.wfile.write(body[:pause_at])
-            self.wfile.flush()
-            self.server.resume.wait(timeout=30)
-            body = body[pause_at:]
-        self.wfile.write(body)
+    def package_gets(self) -> int:
+        """Requests for package files."""
+        return sum(1 for path in self.gets() if _is_package(path))
 
 
 @pytest.fixture
 def upstream(tmp_path):
-    server = PausingUpstream(build_channel(tmp_path / "channel", [BIG, SMALL]))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.resume.set()
-    server.shutdown()
-    server.server_close()
+    with PausingUpstream(build_channel(tmp_path / "channel", [BIG, SMALL])) as server:
+        yield server
+        server.resume.set()
 
 
 def _passive(run_mirror, upstream) -> Mirror:

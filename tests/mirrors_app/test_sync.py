@@ -17,6 +17,7 @@ from mirrors_app.sync import run_sync
 from tests.conftest import conda_record
 from tests.factories import MirrorFactory, SyncRunFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
+from tests.fixtures.loopback import Gate
 
 pytestmark = pytest.mark.django_db
 State = SyncRun.State
@@ -96,9 +97,9 @@ def test_run_against_an_unreachable_upstream_fails_with_a_clear_error(refused_ur
     assert _reload(run.mirror).status == Mirror.Status.FAILED
 
 
-def test_run_against_an_upstream_server_error_fails(stub_upstream):
-    stub_upstream.route("/channel/channeldata.json", 503, b"down")
-    run = _claimed_run(stub_upstream.url + "/channel")
+def test_run_against_an_upstream_server_error_fails(upstream):
+    upstream.fail["/channel/channeldata.json"] = 503
+    run = _claimed_run(upstream.url + "/channel")
     assert run_sync(run) == State.FAILED
     assert "HTTP 503" in _reload(run).error
 
@@ -252,19 +253,6 @@ def test_the_heartbeat_follows_the_bytes_of_one_slow_download(tmp_path):
     assert len(beats) >= 2  # beats while one file downloads, not only when it ends
 
 
-class _Gate(dict):
-    """A loopback upstream's `delay` map that holds the request until `release` is set."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__({path: 0})
-        self.arrived, self.release = threading.Event(), threading.Event()
-
-    def __getitem__(self, path: str) -> float:
-        self.arrived.set()
-        self.release.wait(30)
-        return 0
-
-
 def _run_in_thread(run: SyncRun, pids: list[int]) -> tuple[threading.Thread, list[str]]:
     """run_sync on a thread of its own (its own database connection, whose pid goes to
     `pids`), as a worker runs it."""
@@ -287,7 +275,7 @@ def _run_in_thread(run: SyncRun, pids: list[int]) -> tuple[threading.Thread, lis
 @pytest.fixture
 def gated_source(tmp_path):
     with ChannelServer(build_channel(tmp_path / "up", [FakePackage("alpha", "1.0")])) as source:
-        source.delay = _Gate("/channeldata.json")
+        source.delay = Gate("/channeldata.json", timeout=30)
         yield source
         source.delay.release.set()
 

@@ -6,7 +6,6 @@ the shared PSM_DATA_DIR. The worker is started per test on the test database and
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import signal
@@ -16,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -29,6 +27,7 @@ from mirrors_app import schedules, services
 from mirrors_app.models import Mirror, SyncRun
 from psm.celery import app as celery_app
 from tests.factories import MirrorFactory, SyncRunFactory
+from tests.fixtures.loopback import Gate, LoopbackServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -202,39 +201,14 @@ def _worker_env(broker: str) -> dict[str, str]:
     return env
 
 
-# --- An upstream that holds a request until the test lets it go -------------------------------
-
-
-class _GatedHandler(SimpleHTTPRequestHandler):
-    def do_GET(self) -> None:
-        server = self.server
-        if self.path == server.gate_path:
-            server.arrived.set()
-            server.release.wait(TIMEOUT)
-        super().do_GET()
-
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-        pass
-
-
-class GatedUpstream:
-    """Serve `root` on 127.0.0.1; a GET of `gate_path` waits until `release` is set."""
-
-    def __init__(self, root: Path, gate_path: str) -> None:
-        handler = functools.partial(_GatedHandler, directory=str(root))
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.server.gate_path = gate_path
-        self.arrived = self.server.arrived = threading.Event()
-        self.release = self.server.release = threading.Event()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        serve = functools.partial(self.server.serve_forever, poll_interval=0.05)
-        threading.Thread(target=serve, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+@pytest.fixture
+def gated(conda_upstream):
+    """The conda upstream again, holding each request for its channeldata.json until the test
+    sets `gated.delay.release`; `gated.delay.arrived` is set when the first one comes."""
+    with LoopbackServer(conda_upstream.root) as server:
+        server.delay = Gate("/channeldata.json", timeout=TIMEOUT)
+        yield server
+        server.delay.release.set()
 
 
 # --- Tests ------------------------------------------------------------------------------------
@@ -295,22 +269,18 @@ def test_run_stopped_while_queued_is_not_run_by_the_worker(worker, conda_upstrea
     assert mirror.status == Mirror.Status.STOPPED
 
 
-def test_stop_during_a_run_ends_it_stopped(worker, conda_upstream):
-    upstream = GatedUpstream(conda_upstream.root, gate_path="/channeldata.json")
-    try:
-        mirror = MirrorFactory(source_url=upstream.url)
-        run = services.mirror_run_now(mirror=mirror)
-        if not upstream.arrived.wait(TIMEOUT):
-            pytest.fail(f"the worker never fetched the source index\n{worker.output()}")
-        assert SyncRun.objects.get(pk=run.pk).state == State.RUNNING
+def test_stop_during_a_run_ends_it_stopped(worker, gated):
+    mirror = MirrorFactory(source_url=gated.url)
+    run = services.mirror_run_now(mirror=mirror)
+    if not gated.delay.arrived.wait(TIMEOUT):
+        pytest.fail(f"the worker never fetched the source index\n{worker.output()}")
+    assert SyncRun.objects.get(pk=run.pk).state == State.RUNNING
 
-        services.mirror_stop(mirror=mirror)
-        assert SyncRun.objects.get(pk=run.pk).state == State.STOPPING
-        upstream.release.set()
+    services.mirror_stop(mirror=mirror)
+    assert SyncRun.objects.get(pk=run.pk).state == State.STOPPING
+    gated.delay.release.set()
 
-        run = wait_finished(run, worker)
-    finally:
-        upstream.close()
+    run = wait_finished(run, worker)
     assert run.state == State.STOPPED, f"{run.error}\n{worker.output()}"
     assert run.finished_at is not None
     mirror.refresh_from_db()
@@ -327,11 +297,12 @@ BROKERS = [
 
 
 @pytest.mark.parametrize("broker", BROKERS, indirect=True)
-def test_a_worker_killed_mid_run_loses_no_queued_run(broker, transactional_db, conda_upstream):
+def test_a_worker_killed_mid_run_loses_no_queued_run(
+    broker, transactional_db, conda_upstream, gated
+):
     """kill -9 of a worker that is running one run while another is queued: the queued run is
     run by the next worker at once (a busy worker reserves no message it cannot start), the
     killed one is failed by the sweep, and a run whose message was lost is sent again."""
-    gated = GatedUpstream(conda_upstream.root, gate_path="/channeldata.json")
     # The default prefork pool, as deployed: its parent process reserves messages while a
     # child runs a task.
     first = Worker(_worker_env(broker), pool="prefork")
@@ -340,12 +311,12 @@ def test_a_worker_killed_mid_run_loses_no_queued_run(broker, transactional_db, c
         first.wait_ready()
         busy = MirrorFactory(source_url=gated.url)
         killed = services.mirror_run_now(mirror=busy)
-        if not gated.arrived.wait(TIMEOUT):
+        if not gated.delay.arrived.wait(TIMEOUT):
             pytest.fail(f"the worker never fetched the source index\n{first.output()}")
         waiting = services.mirror_run_now(mirror=MirrorFactory(source_url=conda_upstream.url))
         time.sleep(1)  # time for the busy worker to reserve the message, were it allowed to
         first.kill()
-        gated.release.set()
+        gated.delay.release.set()
 
         second = Worker(_worker_env(broker), purge=False)
         second.wait_ready()
@@ -368,7 +339,6 @@ def test_a_worker_killed_mid_run_loses_no_queued_run(broker, transactional_db, c
         assert services.sync_runs_requeue_lost() == 1
         assert wait_finished(lost, second).state == State.COMPLETED, second.output()
     finally:
-        gated.close()
         first.stop()
         if second is not None:
             second.stop()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import ssl
-import threading
 from datetime import UTC, datetime, timedelta
 from http.client import RemoteDisconnected
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -289,35 +288,37 @@ def test_redact_leaves_plain_urls_alone():
     )
 
 
-def test_fetch_bytes_returns_the_body(session, stub_upstream):
-    url = stub_upstream.route("/index.json", 200, b'{"ok": true}')
+def test_fetch_bytes_returns_the_body(session, upstream):
+    url = upstream.write("index.json", b'{"ok": true}')
     assert fetch_bytes(session, url, max_bytes=100) == b'{"ok": true}'
 
 
-def test_fetch_bytes_returns_none_on_404(session, stub_upstream):
-    assert fetch_bytes(session, stub_upstream.url + "/missing", max_bytes=100) is None
+def test_fetch_bytes_returns_none_on_404(session, upstream):
+    assert fetch_bytes(session, upstream.url + "/missing", max_bytes=100) is None
 
 
-def test_fetch_bytes_raises_on_a_server_error(session, stub_upstream):
-    url = stub_upstream.route("/broken", 500, b"oops")
+def test_fetch_bytes_raises_on_a_server_error(session, upstream):
+    upstream.fail["/broken"] = 500
+    url = upstream.url + "/broken"
     with pytest.raises(UpstreamError) as caught:
         fetch_bytes(session, url, max_bytes=100)
     assert caught.value.status == 500
     assert str(caught.value) == f"{url}: upstream answered HTTP 500 Internal Server Error"
 
 
-def test_fetch_bytes_raises_when_the_body_exceeds_max_bytes(session, stub_upstream):
-    url = stub_upstream.route("/big", 200, b"x" * 101)
+def test_fetch_bytes_raises_when_the_body_exceeds_max_bytes(session, upstream):
+    url = upstream.write("big", b"x" * 101)
     with pytest.raises(UpstreamError, match="larger than the 100 byte limit"):
         fetch_bytes(session, url, max_bytes=100)
     assert fetch_bytes(session, url, max_bytes=101) == b"x" * 101
 
 
-def test_fetch_bytes_refuses_a_host_off_the_allowlist(settings, session, stub_upstream):
-    url = stub_upstream.route("/index.json", 200, b"{}")
+def test_fetch_bytes_refuses_a_host_off_the_allowlist(settings, session, upstream):
+    url = upstream.write("index.json", b"{}")
     settings.PSM_UPSTREAM_ALLOWLIST = ["pypi.org"]
     with pytest.raises(UpstreamError, match="not on the upstream allowlist"):
         fetch_bytes(session, url, max_bytes=100)
+    assert upstream.requests == []
 
 
 def test_fetch_bytes_raises_on_a_refused_connection(session, refused_url):
@@ -340,9 +341,9 @@ def test_upstream_error_hides_credentials_and_tokens_even_in_the_reason(session,
     assert caught.value.url == url  # the real URL stays available to the code
 
 
-def test_client_applies_the_index_size_limit(settings, stub_upstream):
+def test_client_applies_the_index_size_limit(settings, upstream):
     settings.PSM_MAX_INDEX_BYTES = 10
-    url = stub_upstream.route("/repodata.json", 200, b"y" * 11)
+    url = upstream.write("repodata.json", b"y" * 11)
     client = UpstreamClient()
     try:
         with pytest.raises(UpstreamError, match="10 byte limit"):
@@ -358,28 +359,19 @@ def test_session_sends_the_psm_user_agent(session):
 # --- the connection checks the address it connects to --------------------------------------------
 
 
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
-def test_a_name_on_the_allowlist_does_not_allow_its_loopback_address(
-    settings, session, stub_upstream
-):
+def test_a_name_on_the_allowlist_does_not_allow_its_loopback_address(settings, session, upstream):
     settings.PSM_UPSTREAM_ALLOWLIST = ["localhost"]
-    url = f"http://localhost:{_port(stub_upstream.url)}/index.json"
-    stub_upstream.route("/index.json", 200, b"{}")
+    url = upstream.write("index.json", b"{}").replace("127.0.0.1", "localhost")
     with pytest.raises(UpstreamRefused) as caught:
         fetch_bytes(session, url, max_bytes=100)
     assert "127.0.0.1 is not a public address (loopback)" in caught.value.reason
     assert caught.value.url == url
     assert not caught.value.transient
+    assert upstream.requests == []
 
 
-def test_an_address_entry_or_allow_private_lets_a_name_reach_loopback(
-    settings, session, stub_upstream
-):
-    url = f"http://localhost:{_port(stub_upstream.url)}/index.json"
-    stub_upstream.route("/index.json", 200, b"{}")
+def test_an_address_entry_or_allow_private_lets_a_name_reach_loopback(settings, session, upstream):
+    url = upstream.write("index.json", b"{}").replace("127.0.0.1", "localhost")
     settings.PSM_UPSTREAM_ALLOWLIST = ["localhost", "127.0.0.0/8"]
     assert fetch_bytes(session, url, max_bytes=100) == b"{}"
     settings.PSM_UPSTREAM_ALLOWLIST = ["localhost"]
@@ -387,28 +379,13 @@ def test_an_address_entry_or_allow_private_lets_a_name_reach_loopback(
     assert fetch_bytes(new_session(), url, max_bytes=100) == b"{}"
 
 
-@pytest.fixture
-def resolver(monkeypatch):
-    """Answers for names, in place of DNS (our own seam: `psm.http.gate.resolve_host`)."""
-    answers: dict[str, list[str]] = {}
-    asked: list[str] = []
-
-    def resolve(host: str, port: int) -> list[str]:
-        asked.append(host)
-        return answers[host]
-
-    monkeypatch.setattr("psm.http.gate.resolve_host", resolve)
-    resolve.answers, resolve.asked = answers, asked
-    return resolve
-
-
 def test_a_name_that_resolves_to_a_private_address_is_refused_and_not_retried(
-    settings, resolver, stub_upstream
+    settings, resolver, upstream
 ):
     settings.PSM_UPSTREAM_ALLOWLIST = ["mirror.example"]
     settings.PSM_HTTP_RETRIES = 3
     resolver.answers["mirror.example"] = ["127.0.0.1"]
-    url = stub_upstream.route("/x", 200, b"secret").replace("127.0.0.1", "mirror.example")
+    url = upstream.write("x", b"secret").replace("127.0.0.1", "mirror.example")
     client = UpstreamClient()
     try:
         with pytest.raises(UpstreamRefused, match="mirror.example resolves to 127.0.0.1: "):
@@ -416,13 +393,14 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_and_not_retried(
     finally:
         client.close()
     assert resolver.asked == ["mirror.example"]
+    assert upstream.requests == []
 
 
-def test_each_connection_uses_the_address_it_checked(settings, resolver, stub_upstream):
+def test_each_connection_uses_the_address_it_checked(settings, resolver, upstream):
     """DNS rebinding gains nothing: a new answer is checked again, and only checked addresses
     are connected to."""
     settings.PSM_UPSTREAM_ALLOWLIST = ["mirror.example", "127.0.0.1"]
-    url = stub_upstream.route("/x", 200, b"ok").replace("127.0.0.1", "mirror.example")
+    url = upstream.write("x", b"ok").replace("127.0.0.1", "mirror.example")
     resolver.answers["mirror.example"] = ["127.0.0.1"]
     assert fetch_bytes(new_session(), url, max_bytes=10) == b"ok"
     resolver.answers["mirror.example"] = ["127.0.0.2"]  # the name now points elsewhere
@@ -433,15 +411,16 @@ def test_each_connection_uses_the_address_it_checked(settings, resolver, stub_up
     assert fetch_bytes(new_session(), url, max_bytes=10) == b"ok"
 
 
-def test_through_a_proxy_only_the_url_is_checked(settings, stub_upstream):
+def test_through_a_proxy_only_the_url_is_checked(settings, upstream):
     """PSM connects to the proxy (configured by the administrator), which may be on a private
     address; the upstream's name is still checked against the allowlist."""
     settings.PSM_UPSTREAM_ALLOWLIST = ["upstream.example"]
-    stub_upstream.route("http://upstream.example/x", 200, b"via proxy")
-    session = new_session(proxy=stub_upstream.url)
+    upstream.write("x", b"via proxy")  # the proxy answers for http://upstream.example/x
+    session = new_session(proxy=upstream.url)
     assert fetch_bytes(session, "http://upstream.example/x", max_bytes=100) == b"via proxy"
     with pytest.raises(UpstreamRefused, match="not on the upstream allowlist"):
         fetch_bytes(session, "http://other.example/x", max_bytes=100)
+    assert upstream.gets() == ["/x"]
 
 
 # --- TLS still verifies the name, not the address ------------------------------------------------
@@ -488,36 +467,20 @@ def _certificate(tmp_path, name: str) -> tuple[str, str, str]:
 @pytest.fixture
 def tls_upstream(tmp_path):
     """An HTTPS server on 127.0.0.1 with a certificate for the name asked; records SNI."""
-    servers = []
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "x").write_bytes(b"ok")
+    with contextlib.ExitStack() as stack:
 
-    def start(name: str):
-        ca, cert, key = _certificate(tmp_path, name)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        seen: list[str | None] = []
-        context.sni_callback = lambda sock, server_name, ctx: seen.append(server_name)
-        handler = type("Handler", (_Body,), {})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server.server_port, ca, seen
+        def start(name: str):
+            ca, cert, key = _certificate(tmp_path, name)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            seen: list[str | None] = []
+            context.sni_callback = lambda sock, server_name, ctx: seen.append(server_name)
+            server = stack.enter_context(LoopbackServer(tmp_path / "root", tls=context))
+            return server.port, ca, seen
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-class _Body(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - stdlib signature
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-        pass
+        yield start
 
 
 def test_tls_sends_and_verifies_the_host_name(settings, monkeypatch, tls_upstream):
@@ -586,8 +549,9 @@ def test_a_body_cut_short_says_how_much_arrived(tmp_path):
     assert failure.interrupted and failure.transient
 
 
-def test_an_error_status_is_named(stub_upstream):
-    failure = _failure(stub_upstream.route("/x", 503, b"down"))
+def test_an_error_status_is_named(upstream):
+    upstream.fail["/x"] = 503
+    failure = _failure(upstream.url + "/x")
     assert failure.reason == "upstream answered HTTP 503 Service Unavailable"
     assert failure.status == 503 and failure.transient
 

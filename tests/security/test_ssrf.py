@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 import pytest
@@ -36,6 +34,7 @@ from tests.fixtures.conda_channel import (
     write_repodata,
 )
 from tests.fixtures.cran_repo import CranServer, RPackage, build_repo
+from tests.fixtures.loopback import LoopbackServer
 from tests.fixtures.pypi_index import FakeDist, IndexServer, build_index, read_project
 from tests.mirrors_app.test_admin import EDITOR_PERMS, mirror_form
 from tests.mirrors_app.test_api import ALL_MIRROR_PERMS
@@ -50,65 +49,51 @@ JSON = "application/vnd.pypi.simple.v1+json"
 # --- servers ----------------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Redirects a path named in `locations`, forwards the rest to `forward` (302), or, without
-    `forward`, answers `body`. Records every path asked."""
+class _Everywhere(dict):
+    """A loopback server's damage map that holds `value` for every path."""
 
-    body = b""
-    forward = ""
-    locations: dict[str, str]
-    seen: list[str]
+    def __init__(self, value) -> None:
+        super().__init__()
+        self.value = value
 
-    def do_GET(self):  # noqa: N802 - stdlib signature
-        self.seen.append(self.path)
-        location = self.locations.get(self.path) or (self.forward and self.forward + self.path)
-        self.send_response(302 if location else 200)
-        if location:
-            self.send_header("Location", location)
-        body = b"" if location else self.body
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def __contains__(self, path: object) -> bool:
+        return True
 
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-        pass
+    def __getitem__(self, path: str):
+        return self.value
 
 
-class _Server:
-    def __init__(self, host: str, **attrs) -> None:
-        self.handler = type("Handler", (_Handler,), {"locations": {}, "seen": [], **attrs})
-        self.seen: list[str] = self.handler.seen
-        self.locations: dict[str, str] = self.handler.locations
-        self._server = ThreadingHTTPServer((host, 0), self.handler)
-        self.port = self._server.server_port
-        self.url = f"http://{host}:{self.port}"
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+class _Forward(dict):
+    """A `redirects` map sending the paths not named in it to the same path on `base`."""
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self.base = base
+
+    def __contains__(self, path: object) -> bool:
+        return True
+
+    def __missing__(self, path: str) -> str:
+        return self.base + path
 
 
 @contextlib.contextmanager
-def _server(host: str, **attrs) -> Iterator[_Server]:
-    server = _Server(host, **attrs)
-    try:
+def _redirector(tmp_path, base: str) -> Iterator[LoopbackServer]:
+    """A server on 127.0.0.1 that redirects every request to `base` unless told otherwise."""
+    (tmp_path / "redirector").mkdir()
+    with LoopbackServer(tmp_path / "redirector") as server:
+        server.redirects = _Forward(base)
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
-def internal():
-    """The service PSM must not reach (127.0.0.2 is on no allowlist)."""
-    with _server("127.0.0.2", body=b"internal secret") as server:
-        yield server
-    assert server.seen == [], "PSM reached the internal service"
+def internal(outside):
+    """The service PSM must not reach (127.0.0.2 is on no allowlist): it has a secret."""
+    outside.pages = _Everywhere(b"internal secret")
+    return outside
 
 
-def _tricks(internal: _Server, allowed: str) -> dict[str, str]:
+def _tricks(internal: LoopbackServer, allowed: str) -> dict[str, str]:
     """URLs that lead to the internal service, each with a different trick, for a path."""
     return {
         "off the allowlist": f"{internal.url}/x",
@@ -287,10 +272,10 @@ def test_pypi_file_urls_to_forbidden_hosts_are_refused_and_the_others_arrive(
     ],
 )
 def test_pypi_redirects_to_forbidden_hosts_are_refused_and_the_others_arrive(
-    pypi, run_mirror, live_server, internal, trick
+    pypi, run_mirror, live_server, internal, trick, tmp_path
 ):
-    with _server("127.0.0.1", forward=pypi.url) as redirector:
-        redirector.locations["/files/alpha-2.0-py3-none-any.whl"] = _tricks(internal, pypi.url)[
+    with _redirector(tmp_path, pypi.url) as redirector:
+        redirector.redirects["/files/alpha-2.0-py3-none-any.whl"] = _tricks(internal, pypi.url)[
             trick
         ]
         mirror = _pypi_mirror(redirector.url + "/simple/")
@@ -335,9 +320,9 @@ def test_cran_tarball_redirects_with_the_backslash_trick_are_refused(
     packages = [RPackage("alpha", "1.0"), RPackage("beta", "2.0")]
     with (
         CranServer(build_repo(tmp_path / "cran", packages)) as upstream,
-        _server("127.0.0.1", forward=upstream.url) as redirector,
+        _redirector(tmp_path, upstream.url) as redirector,
     ):
-        redirector.locations["/src/contrib/alpha_1.0.tar.gz"] = _tricks(internal, upstream.url)[
+        redirector.redirects["/src/contrib/alpha_1.0.tar.gz"] = _tricks(internal, upstream.url)[
             "backslash"
         ]
         mirror = MirrorFactory(
@@ -409,14 +394,13 @@ def test_allow_private_lets_a_name_reach_a_loopback_upstream(settings, conda, ru
 
 
 def test_a_name_pointed_at_an_internal_address_is_refused_even_with_a_star(
-    settings, monkeypatch, conda, run_mirror, internal
+    settings, resolver, conda, run_mirror, internal
 ):
     """DNS answers are attacker-controlled: the address is checked, and only it is connected to.
 
     The resolver is our own seam (`psm.http.gate.resolve_host`); everything else is real.
     """
-    answers = {"mirror.example": ["127.0.0.2"]}
-    monkeypatch.setattr("psm.http.gate.resolve_host", lambda host, port: answers[host])
+    resolver.answers["mirror.example"] = ["127.0.0.2"]
     settings.PSM_UPSTREAM_ALLOWLIST = ["*", "127.0.0.1"]
     mirror = MirrorFactory(
         source_url=f"http://mirror.example:{internal.port}", options={"subdirs": ["linux-64"]}
@@ -426,7 +410,7 @@ def test_a_name_pointed_at_an_internal_address_is_refused_even_with_a_star(
     assert "mirror.example resolves to 127.0.0.2: 127.0.0.2 is not a public address" in run.error
 
     # Positive control: the name now resolves to the allowed upstream address.
-    answers["mirror.example"] = ["127.0.0.1"]
+    resolver.answers["mirror.example"] = ["127.0.0.1"]
     Mirror.objects.filter(pk=mirror.pk).update(
         source_url=conda.url.replace("127.0.0.1", "mirror.example")
     )

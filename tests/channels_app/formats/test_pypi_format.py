@@ -534,9 +534,8 @@ def test_fetch_unit_over_http_then_revalidates_with_if_modified_since(upstream):
             assert fetched.status == "changed"
             assert fetched.validators["last_modified"]
             assert len(records(pypi.parse_unit(dest, fetched.url, "requests"))) == 4
-        again = pypi.fetch_unit(
-            client, upstream.url + "/simple", "requests", io.BytesIO(), fetched.validators
-        )
+        since = {k: v for k, v in fetched.validators.items() if k != "etag"}  # the date alone
+        again = pypi.fetch_unit(client, upstream.url + "/simple", "requests", io.BytesIO(), since)
         assert again.status == "unchanged"
     finally:
         client.close()
