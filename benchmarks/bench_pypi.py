@@ -383,10 +383,10 @@ def database_figures(dsn: str) -> dict:
             ).fetchone()[0]
             if size is not None:
                 figures[f"{table}_mb"] = round(float(size), 1)
-        figures["mirror_fetch_state_kb"] = round(
+        figures["mirror_listing_validators_kb"] = round(
             conn.execute(
-                "SELECT coalesce(octet_length(fetch_state::text), 0) FROM mirrors_app_mirror "
-                "WHERE name = 'bench'"
+                "SELECT coalesce(octet_length(listing_validators::text), 0) "
+                "FROM mirrors_app_mirror WHERE name = 'bench'"
             ).fetchone()[0]
             / 1e3,
             1,

@@ -230,7 +230,7 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
 
 @admin.register(Package)
 class PackageAdmin(admin.ModelAdmin):
-    list_display = ["filename", "channel", "subdir", "name", "version", "stored", "added_at"]
+    list_display = ["filename", "channel", "unit", "name", "version", "stored", "added_at"]
     list_filter = ["channel__kind"]
     search_fields = ["name", "filename"]
     list_select_related = ["channel", "channel__parent"]

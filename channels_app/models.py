@@ -270,8 +270,10 @@ class Package(models.Model):
         related_name="packages",
         help_text="The mirror that brought this package; kept when the mirror is deleted.",
     )
-    subdir = models.CharField(
-        max_length=100, blank=True, help_text="conda platform, or the format's index folder."
+    unit = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The index unit: a conda platform, a Python project or a CRAN folder.",
     )
     filename = models.CharField(max_length=255)
     name = models.CharField(max_length=255)
@@ -283,7 +285,7 @@ class Package(models.Model):
     # The upstream index entry, verbatim (compact JSON for conda), served back as is.
     record = models.TextField(blank=True)
     # 64-bit digest of `record`: a sync compares it instead of the text to find changes.
-    record_hash = models.BigIntegerField(default=0)
+    entry_digest = models.BigIntegerField(default=0)
     artifact = models.ForeignKey(
         Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="packages"
     )
@@ -303,33 +305,33 @@ class Package(models.Model):
     )
     # Why the policy keeps it out (empty: allowed). Excluded packages are kept so that a policy
     # change can be applied without fetching the upstream index again.
-    excluded = models.CharField(max_length=300, blank=True, db_index=True)
+    excluded_reason = models.CharField(max_length=300, blank=True, db_index=True)
     added_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["channel", "subdir", "name", "version", "filename"]
+        ordering = ["channel", "unit", "name", "version", "filename"]
         constraints = [
             models.UniqueConstraint(
-                fields=["channel", "subdir", "filename"], name="package_file_unique_in_channel"
+                fields=["channel", "unit", "filename"], name="package_file_unique_in_channel"
             ),
         ]
         indexes = [
             models.Index(fields=["channel", "name"], name="package_channel_name"),
-            models.Index(fields=["mirror", "subdir"], name="package_mirror_subdir"),
+            models.Index(fields=["mirror", "unit"], name="package_mirror_unit"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.channel}/{self.subdir}/{self.filename}" if self.subdir else self.filename
+        return f"{self.channel}/{self.unit}/{self.filename}" if self.unit else self.filename
 
     @property
     def path(self) -> str:
-        return f"{self.subdir}/{self.filename}" if self.subdir else self.filename
+        return f"{self.unit}/{self.filename}" if self.unit else self.filename
 
     @property
     def is_servable(self) -> bool:
         """Allowed, and stored here or a passive file we may fetch on request."""
-        return not self.excluded and (self.artifact_id is not None or self.on_demand)
+        return not self.excluded_reason and (self.artifact_id is not None or self.on_demand)
 
     @property
     def is_stored(self) -> bool:

@@ -34,9 +34,9 @@ class PackageIndexSource:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.packages = Package.objects.filter(channel=channel, removed=False, excluded="").filter(
-            Q(artifact__isnull=False) | Q(on_demand=True)
-        )
+        self.packages = Package.objects.filter(
+            channel=channel, removed=False, excluded_reason=""
+        ).filter(Q(artifact__isnull=False) | Q(on_demand=True))
 
     def units(self) -> list[str]:
         listed = set()
@@ -46,14 +46,14 @@ class PackageIndexSource:
         if folders:
             # An index probe per possible folder: DISTINCT would sort every package row.
             rows = Package.objects.filter(channel=self.channel)
-            listed.update(u for u in folders - listed if rows.filter(subdir=u).exists())
+            listed.update(u for u in folders - listed if rows.filter(unit=u).exists())
         else:
             # order_by(): else the model's ordering joins the DISTINCT (a row per package).
-            listed.update(self.packages.order_by().values_list("subdir", flat=True).distinct())
+            listed.update(self.packages.order_by().values_list("unit", flat=True).distinct())
         return sorted(listed)
 
     def documents(self, unit: str, suffix: str = "") -> Iterable[tuple[str, str | bytes]]:
-        rows = self.packages.filter(subdir=unit)
+        rows = self.packages.filter(unit=unit)
         if suffix:
             rows = rows.filter(filename__endswith=suffix)
         rows = rows.order_by("filename").values_list("filename", "record")
@@ -68,8 +68,8 @@ class PackageIndexSource:
         order: one streamed query for many small units instead of one per unit."""
         chunks: Iterable[list[str] | None] = [None] if units is None else _chunked(units)
         for chunk in chunks:
-            rows = self.packages if chunk is None else self.packages.filter(subdir__in=chunk)
-            rows = rows.order_by("subdir", "filename").values_list("subdir", "filename", "record")
+            rows = self.packages if chunk is None else self.packages.filter(unit__in=chunk)
+            rows = rows.order_by("unit", "filename").values_list("unit", "filename", "record")
             stream = rows.iterator(10_000) if connection.vendor != "postgresql" else _raw_rows(rows)
             for unit, group in groupby(stream, key=itemgetter(0)):
                 yield unit, [(filename, record) for _, filename, record in group]
@@ -78,9 +78,9 @@ class PackageIndexSource:
         """(unit, filename, size, added_at) of the servable files of `units`, in order."""
         for chunk in _chunked(units):
             rows = (
-                self.packages.filter(subdir__in=chunk)
-                .order_by("subdir", "filename")
-                .values_list("subdir", "filename", Coalesce("artifact__size", "size"), "added_at")
+                self.packages.filter(unit__in=chunk)
+                .order_by("unit", "filename")
+                .values_list("unit", "filename", Coalesce("artifact__size", "size"), "added_at")
             )
             yield from rows.iterator(10_000)
 
@@ -120,7 +120,7 @@ def _raw_rows(rows) -> Iterator[tuple[str, bytes]]:
             named.adapters.register_loader("text", _RawText)
             named.itersize = 10_000
             named.execute(sql, params)
-            yield from named  # filename and subdir are varchar, still str
+            yield from named  # filename and unit are varchar, still str
 
 
 def channel_needs_publish(channel: Channel) -> bool:
@@ -250,7 +250,7 @@ def _changed_units(channel: Channel) -> set[str] | None:
     if last is None:
         return None
     changed = Package.objects.filter(channel=channel, updated_at__gte=last)
-    return set(changed.order_by().values_list("subdir", flat=True).distinct())
+    return set(changed.order_by().values_list("unit", flat=True).distinct())
 
 
 def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:

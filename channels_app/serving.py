@@ -136,7 +136,7 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
         raise Http404("No such file.")
     unit, filename = located
     package = (
-        Package.objects.filter(channel=channel, subdir=unit, filename=filename)
+        Package.objects.filter(channel=channel, unit=unit, filename=filename)
         .select_related("artifact")
         .first()
     )
@@ -173,7 +173,7 @@ def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
     """A file upstream serves beside a package (PEP 658 metadata): fetched once, verified
     against the digest in the package's record, then served from storage."""
     package = (
-        Package.objects.filter(channel=channel, subdir=unit, filename=filename)
+        Package.objects.filter(channel=channel, unit=unit, filename=filename)
         .select_related("sidecar")
         .first()
     )

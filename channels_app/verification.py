@@ -326,14 +326,14 @@ def _open_problems(channel: Channel | None) -> QuerySet[VerificationProblem]:
 def _withdrawn_package(problem: VerificationProblem) -> Package | None:
     """The package an open package problem is about, while it still lacks its file (and is
     still wanted: an excluded or deleted package needs no file)."""
-    subdir, _, filename = problem.path.rpartition("/")
+    unit, _, filename = problem.path.rpartition("/")
     return Package.objects.filter(
         channel_id=problem.channel_id,
-        subdir=subdir,
+        unit=unit,
         filename=filename,
         artifact__isnull=True,
         on_demand=False,
-        excluded="",
+        excluded_reason="",
     ).first()
 
 

@@ -97,8 +97,13 @@ class Mirror(models.Model):
         help_text=HELP["policy"],
     )
     options = models.JSONField(default=dict, blank=True, help_text=HELP["options"])
-    # Mirror-wide sync state, e.g. the fingerprint of the filters last applied ("_policy").
-    fetch_state = models.JSONField(default=dict, blank=True, editable=False)
+    # What the packages were last decided under (`sync.policy.policy_fingerprint`):
+    # a run decides them again when it changes, though no record did.
+    policy_fingerprint = models.TextField(blank=True, default="", editable=False)
+    # The validators of the source's listing documents (`RepositoryFormat.list_units`)
+    # kept by the last run that read every unit, with the options and number of
+    # units they stand for: {"key": ..., "documents": {...}} (`sync.fetch_state`).
+    listing_validators = models.JSONField(default=dict, blank=True, editable=False)
     status = models.CharField(
         "mirroring status", max_length=10, choices=Status.choices, default=Status.SCHEDULED
     )

@@ -62,7 +62,7 @@ STATES = {
     "failed": "Failed downloads (not served)",
     "excluded": "Excluded (kept out by a filter, the policy, or as unsafe or invalid)",
 }
-_ALLOWED = Q(excluded="")
+_ALLOWED = Q(excluded_reason="")
 _STATE_FILTERS = {
     "stored": _ALLOWED & Q(artifact__isnull=False, on_demand=False),
     "cached": _ALLOWED & Q(artifact__isnull=False, on_demand=True),
@@ -88,7 +88,9 @@ def excluded_by_reason(mirror: Mirror) -> dict[str, int]:
     """How many files each reason keeps out, most first; sums to the `excluded` count."""
     found: Counter[str] = Counter()
     for rows in (
-        mirror.packages.filter(removed=False).exclude(excluded="").values_list("excluded"),
+        mirror.packages.filter(removed=False)
+        .exclude(excluded_reason="")
+        .values_list("excluded_reason"),
         mirror.rejections.values_list("reason"),
     ):
         for reason, count in rows.annotate(n=Count("pk")).order_by():
@@ -102,8 +104,10 @@ def mirror_files(mirror: Mirror, state: str) -> Sequence[dict]:
     failed) and since when."""
     rows = (
         mirror.packages.filter(_STATE_FILTERS[state], removed=False)
-        .order_by("subdir", "filename")
-        .values_list("subdir", "filename", "name", "version", "excluded", "error", "updated_at")
+        .order_by("unit", "filename")
+        .values_list(
+            "unit", "filename", "name", "version", "excluded_reason", "error", "updated_at"
+        )
     )
     parts: list[tuple] = [(rows, _package_file)]
     if state == "excluded":
@@ -191,11 +195,11 @@ def mirror_details(mirror: Mirror) -> dict:
 def _entries(mirror: Mirror, **filters) -> list[tuple[Entry, str]]:
     """(entry, excluded reason) of the mirror's current packages."""
     rows = mirror.packages.filter(removed=False, **filters).values_list(
-        "subdir", "filename", "record", "excluded"
+        "unit", "filename", "record", "excluded_reason"
     )
     found = []
-    for subdir, filename, record, excluded in rows.iterator(10_000):
-        found.append((Entry(filename, orjson.loads(record) if record else {}, subdir), excluded))
+    for unit, filename, record, excluded in rows.iterator(10_000):
+        found.append((Entry(filename, orjson.loads(record) if record else {}, unit), excluded))
     return found
 
 
@@ -289,14 +293,15 @@ def explain(mirror: Mirror, query: str) -> list[dict]:
     including index entries the mirror could not take in (matched by file name)."""
     query = query.strip()
     field = "filename" if mirror.format.names_a_file(query) else "name"
-    rows = mirror.packages.filter(removed=False, **{field: query}).order_by("subdir", "filename")
+    rows = mirror.packages.filter(removed=False, **{field: query}).order_by("unit", "filename")
     policy = mirror.effective_policy()
     found = [
         {
             "path": p.path,
             "version": p.version,
-            "allowed": not p.excluded,
-            "reason": p.excluded or ("allowed by " + (policy.name if policy else "no policy")),
+            "allowed": not p.excluded_reason,
+            "reason": p.excluded_reason
+            or ("allowed by " + (policy.name if policy else "no policy")),
             "stored": p.artifact_id is not None,
         }
         for p in rows

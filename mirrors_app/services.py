@@ -168,7 +168,7 @@ def _stop(mirror: Mirror) -> SyncRun:
     raise MirrorNotRunning(mirror)
 
 
-def sync_run_for_schedule(*, mirror_id: int) -> SyncRun | None:
+def sync_run_create_scheduled(*, mirror_id: int) -> SyncRun | None:
     """Create the run for a scheduled tick, or record it as skipped if a run is active."""
     mirror = Mirror.objects.filter(pk=mirror_id).first()
     if mirror is None:
@@ -277,13 +277,13 @@ def mirror_policy_apply(*, mirror: Mirror, dry_run: bool = False, user=None) -> 
     """Preview (`dry_run`) or apply the mirror's effective policy to what it already holds,
     without fetching the upstream index again; applying publishes the channel. Applying
     raises MirrorBusy while a run is active."""
-    from .sync.policy import POLICY_KEY, policy_apply, policy_fingerprint
+    from .sync.policy import packages_decide, policy_fingerprint
 
     if not dry_run and (run := mirror.active_run()) is not None:
         # The run decides what it ingests with the policy as it is; applying meanwhile would
         # race its writes. The run applies a changed policy itself.
         raise MirrorBusy(mirror, run)
-    change = policy_apply(mirror=mirror, dry_run=dry_run)
+    change = packages_decide(mirror=mirror, dry_run=dry_run)
     if not dry_run:
         policy = mirror.effective_policy()
         audit_record(
@@ -294,7 +294,7 @@ def mirror_policy_apply(*, mirror: Mirror, dry_run: bool = False, user=None) -> 
             entering=len(change.entering),
             leaving=len(change.leaving),
         )
-        mirror.fetch_state = {**mirror.fetch_state, POLICY_KEY: policy_fingerprint(mirror)}
-        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
+        mirror.policy_fingerprint = policy_fingerprint(mirror)
+        Mirror.objects.filter(pk=mirror.pk).update(policy_fingerprint=mirror.policy_fingerprint)
         transaction.on_commit(lambda: publish_channel.delay(mirror.channel_id))
     return change.as_dict()

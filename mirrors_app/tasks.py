@@ -15,7 +15,7 @@ def sync_mirror(mirror_id: int, run_id: int | None = None) -> str | None:
     worker dies is failed by `fail_stale_runs` instead.
     """
     if run_id is None:
-        run = services.sync_run_for_schedule(mirror_id=mirror_id)
+        run = services.sync_run_create_scheduled(mirror_id=mirror_id)
         if run is None:
             return None
         run_id = run.pk

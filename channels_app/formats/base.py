@@ -133,7 +133,7 @@ class PackageRecord:
     name: str
     version: str
     filename: str
-    subdir: str = ""
+    unit: str = ""
     url: str = ""
     sha256: str | None = None
     md5: str | None = None
@@ -145,7 +145,7 @@ class PackageRecord:
     # The index entry as it is stored and served back (e.g. compact JSON for conda).
     document: str = ""
     # `entry_digest` of the upstream entry: equal digests mean nothing to write.
-    digest: int = 0
+    entry_digest: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,7 +90,7 @@ def entry_record(
         name=name,
         version=version,
         filename=filename,
-        subdir=subdir,
+        unit=subdir,
         url=upstream or base + (filename if _PLAIN.fullmatch(filename) else quote(filename)),
         sha256=sha256.lower() if sha256 else None,
         md5=md5.lower() if md5 else None,
@@ -99,5 +99,5 @@ def entry_record(
         license=record.get("license") if isinstance(record.get("license"), str) else None,
         extra=record,
         document=raw.decode(),
-        digest=digest,
+        entry_digest=digest,
     )

@@ -195,7 +195,7 @@ class CranFormat(RepositoryFormat):
         current: dict[str, Mapping[str, Any]] = {}
         for item in self.parse_unit(index, url, CONTRIB):
             if isinstance(item, PackageRecord):
-                entries.setdefault(item.name, []).append(item.digest)
+                entries.setdefault(item.name, []).append(item.entry_digest)
                 current[item.name] = item.extra
         return entries, current
 
@@ -257,7 +257,7 @@ class CranFormat(RepositoryFormat):
             if isinstance(item, PackageRecord):
                 if item.filename in seen:
                     item = Rejected(item.filename, "listed twice")
-                elif stored is not None and stored.is_current(item.filename, item.digest):
+                elif stored is not None and stored.is_current(item.filename, item.entry_digest):
                     item = Unchanged(item.filename)
                 seen.add(item.filename)
             yield item

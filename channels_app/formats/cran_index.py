@@ -202,7 +202,7 @@ def stanza_record(stanza: Stanza, url: str) -> PackageRecord | Rejected:
         name=name,
         version=version,
         filename=filename,
-        subdir=CONTRIB,
+        unit=CONTRIB,
         url=upstream,
         sha256=sha256.lower() or None,
         md5=md5.lower() or None,
@@ -210,7 +210,7 @@ def stanza_record(stanza: Stanza, url: str) -> PackageRecord | Rejected:
         depends=tuple(cran_filters.dependencies(document)),
         extra=document,
         document=raw.decode(),
-        digest=entry_digest(raw, upstream),
+        entry_digest=entry_digest(raw, upstream),
     )
 
 
@@ -272,11 +272,11 @@ def archive_records(
             name=package,
             version=match[2],
             filename=target,
-            subdir=unit,
+            unit=unit,
             url=location,
             extra=document,
             document=raw.decode(),
-            digest=entry_digest(raw, location),
+            entry_digest=entry_digest(raw, location),
         )
 
 

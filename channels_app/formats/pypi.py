@@ -189,7 +189,7 @@ class PypiFormat(RepositoryFormat):
             if isinstance(item, PackageRecord):
                 if item.filename in seen:
                     item = Rejected(item.filename, "file listed twice")
-                elif stored is not None and stored.is_current(item.filename, item.digest):
+                elif stored is not None and stored.is_current(item.filename, item.entry_digest):
                     item = Unchanged(item.filename)
                 seen.add(item.filename)
             yield item

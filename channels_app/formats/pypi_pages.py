@@ -323,14 +323,14 @@ def file_record(project: str, page_url: str, entry: Any) -> PackageRecord | Reje
         name=project,
         version=version,
         filename=filename,
-        subdir=project,
+        unit=project,
         url=url,
         sha256=hashes.get("sha256"),
         md5=hashes.get("md5"),
         size=document.get("size"),
         extra=document,
         document=raw.decode(),
-        digest=entry_digest(raw, url),
+        entry_digest=entry_digest(raw, url),
     )
 
 

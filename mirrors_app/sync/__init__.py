@@ -33,7 +33,7 @@ from .download import download_pending
 from .fetch_state import keep_documents, kept_documents, save_units, unit_states
 from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
 from .not_found import names_not_found, units_not_found
-from .policy import POLICY_KEY, policy_apply, policy_fingerprint
+from .policy import packages_decide, policy_fingerprint
 from .prefetch import fetch_ahead
 from .progress import Progress, RunAbandoned, StopRequested
 
@@ -270,20 +270,20 @@ def _drop_unlisted(mirror: Mirror, listed: set[str], rejections: Rejections) -> 
         return 0
     table = Package._meta.db_table
     with connection.cursor() as cursor:
-        # One pass over the mirror's rows (by the (mirror, subdir) index), once per run.
+        # One pass over the mirror's rows (by the (mirror, unit) index), once per run.
         cursor.execute(
-            f"SELECT DISTINCT subdir FROM {table} WHERE mirror_id = %s AND NOT removed",
+            f"SELECT DISTINCT unit FROM {table} WHERE mirror_id = %s AND NOT removed",
             [mirror.pk],
         )
-        gone = sorted({subdir for (subdir,) in cursor.fetchall()} - listed)
+        gone = sorted({unit for (unit,) in cursor.fetchall()} - listed)
     rejections.drop(sorted(rejections.units - listed))
     removed = 0
     for start in range(0, len(gone), 1000):
         chunk = gone[start : start + 1000]
         with transaction.atomic():
-            removed += Package.objects.filter(
-                mirror=mirror, subdir__in=chunk, removed=False
-            ).update(removed=True, updated_at=timezone.now())
+            removed += Package.objects.filter(mirror=mirror, unit__in=chunk, removed=False).update(
+                removed=True, updated_at=timezone.now()
+            )
             MirrorUnit.objects.filter(mirror=mirror, name__in=chunk).delete()
             Channel.objects.filter(pk=mirror.channel_id).update(
                 content_version=F("content_version") + 1
@@ -296,12 +296,12 @@ def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: 
     the run what this decision newly keeps out (what was kept out before is the mirror's
     state, shown apart from the run)."""
     fingerprint = policy_fingerprint(mirror)
-    if not (changed or restart or mirror.fetch_state.get(POLICY_KEY) != fingerprint):
+    if not (changed or restart or mirror.policy_fingerprint != fingerprint):
         return
     progress.step("applying the policy")
-    change = policy_apply(mirror=mirror)
-    mirror.fetch_state = {**mirror.fetch_state, POLICY_KEY: fingerprint}
-    Mirror.objects.filter(pk=mirror.pk).update(fetch_state=mirror.fetch_state)
+    change = packages_decide(mirror=mirror)
+    mirror.policy_fingerprint = fingerprint
+    Mirror.objects.filter(pk=mirror.pk).update(policy_fingerprint=mirror.policy_fingerprint)
     for reason, count in change.newly_excluded.items():
         progress.filtered += count
         progress.reasons[reason] += count

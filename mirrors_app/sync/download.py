@@ -33,7 +33,7 @@ def download_pending(mirror: Mirror, client: UpstreamClient, progress: Progress)
     pending = Package.objects.filter(
         mirror=mirror,
         removed=False,
-        excluded="",
+        excluded_reason="",
         on_demand=False,
         artifact__isnull=True,
     )

@@ -1,8 +1,8 @@
 """What a run keeps for the next one, so that it asks upstream only about what changed.
 
 Each unit read to the end keeps its validators (ETag, Last-Modified) and the serial the
-listing gave it (`MirrorUnit`); the listing documents keep theirs in `Mirror.fetch_state`,
-valid only while the units kept are that listing's.
+listing gave it (`MirrorUnit`); the listing documents keep theirs in
+`Mirror.listing_validators`, valid only while the units kept are that listing's.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import orjson
 from django.db import IntegrityError, transaction
 
 from ..models import Mirror, MirrorUnit
-
-DOCUMENTS_KEY = "_documents"  # in Mirror.fetch_state: the listing documents' validators
 
 
 class UnitState(NamedTuple):
@@ -36,7 +34,7 @@ def kept_documents(mirror: Mirror, units: int) -> dict:
     """The validators of the source's listing documents (see `RepositoryFormat.list_units`)
     kept by the last run that read every unit, if it had the same options and its units are
     still the `units` kept (none was forgotten since)."""
-    kept = mirror.fetch_state.get(DOCUMENTS_KEY) or {}
+    kept = mirror.listing_validators
     if kept.get("key") != _documents_key(mirror, units):
         return {}
     return dict(kept.get("documents") or {})
@@ -45,14 +43,14 @@ def kept_documents(mirror: Mirror, units: int) -> dict:
 def keep_documents(mirror: Mirror, documents: dict, stale: list[str], units: int) -> None:
     """Keep the listing documents' validators for the next run, and with them only the units
     of that listing (`units` of them): a 304 lists the units kept."""
-    state = {key: value for key, value in mirror.fetch_state.items() if key != DOCUMENTS_KEY}
+    kept: dict = {}
     if documents:
         for start in range(0, len(stale), 1000):
             MirrorUnit.objects.filter(mirror=mirror, name__in=stale[start : start + 1000]).delete()
-        state[DOCUMENTS_KEY] = {"key": _documents_key(mirror, units), "documents": documents}
-    if state != mirror.fetch_state:
-        mirror.fetch_state = state
-        Mirror.objects.filter(pk=mirror.pk).update(fetch_state=state)
+        kept = {"key": _documents_key(mirror, units), "documents": documents}
+    if kept != mirror.listing_validators:
+        mirror.listing_validators = kept
+        Mirror.objects.filter(pk=mirror.pk).update(listing_validators=kept)
 
 
 def unit_states(units_read, todo: list, serials: dict) -> list:

@@ -39,7 +39,7 @@ PENDING = "awaiting the policy's decision"
 COLUMNS = (
     "channel_id",
     "mirror_id",
-    "subdir",
+    "unit",
     "filename",
     "name",
     "version",
@@ -48,21 +48,21 @@ COLUMNS = (
     "size",
     "upstream_url",
     "record",
-    "record_hash",
+    "entry_digest",
     "on_demand",
     "removed",
     "error",
-    "excluded",
+    "excluded_reason",
     "added_at",
     "updated_at",
 )
-#: Columns an upsert refreshes on an existing row (not channel, subdir, filename, added_at).
-UPDATED = tuple(c for c in COLUMNS if c not in ("channel_id", "subdir", "filename", "added_at"))
+#: Columns an upsert refreshes on an existing row (not channel, unit, filename, added_at).
+UPDATED = tuple(c for c in COLUMNS if c not in ("channel_id", "unit", "filename", "added_at"))
 
 
 class Known(NamedTuple):
     id: int
-    hash: int
+    entry_digest: int
     removed: bool
 
 
@@ -219,16 +219,16 @@ class KnownRows:
             start = self.position.get(unit)
             chunk = [unit] if start is None else self._chunk(start)
             self.loaded = {u: {} for u in chunk}
-            for subdir, filename, known in _known_rows(self.mirror_id, chunk):
-                self.loaded[subdir][filename] = known
+            for row_unit, filename, known in _known_rows(self.mirror_id, chunk):
+                self.loaded[row_unit][filename] = known
         return self.loaded.pop(unit)
 
     def _chunk(self, start: int) -> list[str]:
         """The units from `start` on whose rows add up to at most `ROWS` (one at least)."""
         window = self.units[start : start + self.UNITS]
         sizes = dict(
-            Package.objects.filter(mirror_id=self.mirror_id, subdir__in=window)
-            .values_list("subdir")
+            Package.objects.filter(mirror_id=self.mirror_id, unit__in=window)
+            .values_list("unit")
             .annotate(n=Count("pk"))
             .order_by()
         )
@@ -271,7 +271,7 @@ class UnitIngest:
         # `shared=False` (the caller checked the channel once) saves a query per unit.
         self.taken = (
             set(
-                Package.objects.filter(channel_id=mirror.channel_id, subdir=unit)
+                Package.objects.filter(channel_id=mirror.channel_id, unit=unit)
                 .exclude(mirror=mirror)
                 .values_list("filename", flat=True)
             )
@@ -290,7 +290,7 @@ class UnitIngest:
     def current_digests(self) -> dict[str, int]:
         """filename -> digest of the stored rows an unchanged entry would leave as they are."""
         return {
-            filename: known.hash
+            filename: known.entry_digest
             for filename, known in self.known.items()
             if not known.removed and filename not in self.taken
         }
@@ -298,7 +298,7 @@ class UnitIngest:
     def is_current(self, filename: str, digest: int) -> bool:
         """Whether the stored row is this very entry (then it counts as seen, nothing to do)."""
         old = self.known.get(filename)
-        if old is None or old.hash != digest or old.removed or filename in self.taken:
+        if old is None or old.entry_digest != digest or old.removed or filename in self.taken:
             return False
         del self.known[filename]
         return True
@@ -325,7 +325,7 @@ class UnitIngest:
                 record.size,
                 record.url,
                 record.document,
-                record.digest,
+                record.entry_digest,
                 self.mirror.mode == Mirror.Mode.PASSIVE,
                 False,
                 "",
@@ -358,20 +358,20 @@ def _known_rows(mirror_id: int, units: list[str]):
     with connection.cursor() as cursor:
         if len(units) == 1:
             cursor.execute(
-                f"SELECT subdir, filename, id, record_hash, removed FROM {table} "
-                "WHERE mirror_id = %s AND subdir = %s",
+                f"SELECT unit, filename, id, entry_digest, removed FROM {table} "
+                "WHERE mirror_id = %s AND unit = %s",
                 [mirror_id, units[0]],
             )
         else:
             marks = ", ".join(["%s"] * len(units))
             cursor.execute(
-                f"SELECT subdir, filename, id, record_hash, removed FROM {table} "
-                f"WHERE mirror_id = %s AND subdir IN ({marks})",
+                f"SELECT unit, filename, id, entry_digest, removed FROM {table} "
+                f"WHERE mirror_id = %s AND unit IN ({marks})",
                 [mirror_id, *units],
             )
         while rows := cursor.fetchmany(20_000):
-            for subdir, filename, pk, digest, removed in rows:
-                yield subdir, filename, Known(pk, digest, bool(removed))
+            for unit, filename, pk, digest, removed in rows:
+                yield unit, filename, Known(pk, digest, bool(removed))
 
 
 def _updates(table: str) -> str:
@@ -394,7 +394,7 @@ def _updates(table: str) -> str:
 def _unlink_changed_files(mirror: Mirror, units: set[str]) -> None:
     """Without PostgreSQL's upsert: a record whose file changed (new sha256) no longer
     matches what we stored."""
-    Package.objects.filter(mirror=mirror, subdir__in=units, artifact__isnull=False).exclude(
+    Package.objects.filter(mirror=mirror, unit__in=units, artifact__isnull=False).exclude(
         sha256=""
     ).exclude(artifact__sha256=F("sha256")).update(artifact=None, updated_at=timezone.now())
 
@@ -417,7 +417,7 @@ def _upsert_copy(rows: list[tuple]) -> None:
         cursor.execute(
             f"INSERT INTO {table} ({columns}, artifact_id) "
             f"SELECT {columns}, NULL FROM psm_package_stage "
-            f"ON CONFLICT (channel_id, subdir, filename) DO UPDATE SET {updates} "
+            f"ON CONFLICT (channel_id, unit, filename) DO UPDATE SET {updates} "
             f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id"
         )
 
@@ -431,7 +431,7 @@ def _upsert_values(rows: list[tuple]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(rows))} "
-            f"ON CONFLICT (channel_id, subdir, filename) DO UPDATE SET {updates} "
+            f"ON CONFLICT (channel_id, unit, filename) DO UPDATE SET {updates} "
             f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id",
             [value for values in rows for value in values],
         )
@@ -441,6 +441,6 @@ def _upsert_orm(rows: list[tuple]) -> None:
     Package.objects.bulk_create(
         [Package(**dict(zip(COLUMNS, row, strict=True))) for row in rows],
         update_conflicts=True,
-        unique_fields=["channel", "subdir", "filename"],
+        unique_fields=["channel", "unit", "filename"],
         update_fields=[c.removesuffix("_id") for c in UPDATED],
     )

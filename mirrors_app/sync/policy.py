@@ -23,7 +23,6 @@ from policies_app.models import Vulnerability
 from ..models import Mirror
 
 BATCH = 5000
-POLICY_KEY = "_policy"  # in Mirror.fetch_state: the fingerprint of the last decisions
 
 
 @dataclass
@@ -65,7 +64,7 @@ def policy_fingerprint(mirror: Mirror) -> str:
     return ":".join(parts)
 
 
-def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
+def packages_decide(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
     """Decide every package of the mirror under its mirror filters (Python) or its effective
     policy (conda); write the changes unless `dry_run` (a preview)."""
     fmt = mirror.format
@@ -77,16 +76,16 @@ def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
     current: dict[str, tuple[int, str]] = {}
     entries: list[Entry] = []
     files: list[tuple] = []
-    for pk, subdir, filename, version, record, excluded in rows.values_list(
-        "pk", "subdir", "filename", "version", "record", "excluded"
+    for pk, unit, filename, version, record, excluded in rows.values_list(
+        "pk", "unit", "filename", "version", "record", "excluded_reason"
     ).iterator(10_000):
-        key = f"{subdir}/{filename}"
+        key = f"{unit}/{filename}"
         current[key] = (pk, excluded)
         document = orjson.loads(record) if record else {}
         if filtered:
-            files.append((key, subdir, filename, version, document))
+            files.append((key, unit, filename, version, document))
         elif policy is not None:
-            entries.append(Entry(filename, document, subdir))
+            entries.append(Entry(filename, document, unit))
     if filtered:
         decisions = fmt.filter_files(mirror.options, files)
     elif policy is None:
@@ -119,7 +118,7 @@ def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
             for start in range(0, len(pks), BATCH):
                 with transaction.atomic():
                     Package.objects.filter(pk__in=pks[start : start + BATCH]).update(
-                        excluded=reason[:300], updated_at=now
+                        excluded_reason=reason[:300], updated_at=now
                     )
                     Channel.objects.filter(pk=mirror.channel_id).update(
                         content_version=F("content_version") + 1
@@ -130,11 +129,11 @@ def policy_apply(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
 def _allow_all(mirror: Mirror, rows, dry_run: bool) -> PolicyChange:
     """No rules: everything enters (one query, whatever the mirror's size)."""
     change = PolicyChange(allowed=rows.count())
-    excluded = rows.exclude(excluded="")
-    change.entering = [f"{s}/{f}" for s, f in excluded.values_list("subdir", "filename")[:1000]]
+    excluded = rows.exclude(excluded_reason="")
+    change.entering = [f"{s}/{f}" for s, f in excluded.values_list("unit", "filename")[:1000]]
     if not dry_run and change.entering:
         with transaction.atomic():
-            excluded.update(excluded="", updated_at=timezone.now())
+            excluded.update(excluded_reason="", updated_at=timezone.now())
             Channel.objects.filter(pk=mirror.channel_id).update(
                 content_version=F("content_version") + 1
             )

@@ -250,7 +250,7 @@ def test_package_admin_hides_packages_of_private_channels_one_may_not_see(client
     public = ChannelFactory(name="open")
     for channel, filename in [(secret, "hidden-1.0-0.conda"), (public, "shown-1.0-0.conda")]:
         Package.objects.create(
-            channel=channel, subdir="noarch", filename=filename, name="x", version="1.0"
+            channel=channel, unit="noarch", filename=filename, name="x", version="1.0"
         )
     outsider.groups.add(Group.objects.get(name="Artifacts: Read"))
     client.force_login(outsider)

@@ -200,7 +200,7 @@ def test_package_type_cannot_change_once_the_channel_has_mirrors_packages_or_a_p
     assert "cannot change" in _kind_error(with_mirror, "pypi")
     # Packages stay when their mirror is deleted without them: they count as well.
     with_packages = ChannelFactory(kind="cran")
-    Package.objects.create(channel=with_packages, subdir="src/contrib", filename="a_1.0.tar.gz")
+    Package.objects.create(channel=with_packages, unit="src/contrib", filename="a_1.0.tar.gz")
     assert "cannot change" in _kind_error(with_packages, "conda")
     frozen = ChannelFactory(kind="conda")
     services.channel_freeze(channel=frozen, user=admin_user)

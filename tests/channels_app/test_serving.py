@@ -178,10 +178,10 @@ def test_package_files_are_served_with_their_registered_content_type(
 ):
     # Published already (nothing to render): only the package file is asked for.
     channel = ChannelFactory(name="types", kind=kind, published_at=timezone.now())
-    subdir, filename = get_format(kind).locate(path)
+    unit, filename = get_format(kind).locate(path)
     artifact = storage.store([b"the bytes of " + filename.encode()])
     Package.objects.create(
-        channel=channel, subdir=subdir, filename=filename, name="demo", version="1.0",
+        channel=channel, unit=unit, filename=filename, name="demo", version="1.0",
         artifact=artifact,
     )  # fmt: skip
     response = requests.get(f"{live_server.url}/api/repo/types/{path}", timeout=10)

@@ -148,7 +148,7 @@ def test_file_unlike_its_index_entry_and_damaged_sidecar_are_withdrawn():
     channel = ChannelFactory(kind="pypi")
     wheel = storage.store([b"wheel bytes"])
     metadata = storage.store([b"Metadata-Version: 2.1\n"])
-    fields = {"channel": channel, "subdir": "gamma", "name": "gamma", "version": "1.0"}
+    fields = {"channel": channel, "unit": "gamma", "name": "gamma", "version": "1.0"}
     passive = Package.objects.create(
         **fields,
         filename="gamma-1.0-py3-none-any.whl",

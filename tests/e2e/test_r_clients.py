@@ -87,7 +87,7 @@ def test_a_psm_r_channel_is_a_source_for_another(run_mirror, upstream, live_serv
     first = _sync(run_mirror, upstream.url, Mirror.Mode.PASSIVE)
     source = f"{live_server.url}/api/repo/{first.channel.name}/cran"
     second = _sync(run_mirror, source, Mirror.Mode.ACTIVE, packages=["beta"])
-    assert second.packages.filter(excluded="", artifact__isnull=False).count() == 2
+    assert second.packages.filter(excluded_reason="", artifact__isnull=False).count() == 2
     repos = f"{live_server.url}/api/repo/{second.channel.name}/cran"
     assert "beta 2.0 > gamma 0.1-1" in _ok(rscript_install(repos, ["beta"], tmp_path / "lib"))
 

@@ -632,7 +632,7 @@ def _package(mirror, n: int, *, stored: bool) -> Package:
     return Package.objects.create(
         channel=mirror.channel,
         mirror=mirror,
-        subdir="noarch",
+        unit="noarch",
         filename=f"pkg{n}-1.0-0.conda",
         name=f"pkg{n}",
         version="1.0",
@@ -724,11 +724,11 @@ def _excluded(mirror, count: int) -> None:
         Package(
             channel=mirror.channel,
             mirror=mirror,
-            subdir="noarch",
+            unit="noarch",
             filename=f"pkg{n:05}-1.0-0.conda",
             name=f"pkg{n:05}",
             version="1.0",
-            excluded="not in the allow list",
+            excluded_reason="not in the allow list",
         )
         for n in range(count)
     )

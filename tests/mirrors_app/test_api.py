@@ -888,7 +888,7 @@ def _package(mirror, filename: str, *, stored: bool) -> Package:
     return Package.objects.create(
         channel=mirror.channel,
         mirror=mirror,
-        subdir="noarch",
+        unit="noarch",
         filename=filename,
         name=filename.split("-")[0],
         version="1.0",
@@ -1020,7 +1020,7 @@ def test_created_mirror_shows_its_applied_policy(admin_client, channel, no_broke
 def test_excluded_packages_of_a_mirror(admin_client, channel):
     mirror = MirrorFactory(channel=channel)
     _package(mirror, "a-1.0-0.conda", stored=True)
-    Package.objects.filter(mirror=mirror).update(excluded="blocked by package rule 'a'")
+    Package.objects.filter(mirror=mirror).update(excluded_reason="blocked by package rule 'a'")
     _package(mirror, "b-1.0-0.conda", stored=True)
 
     response = admin_client.get(f"/api/mirrors/{mirror.pk}/excluded/")

@@ -202,7 +202,7 @@ def test_malformed_subdir_fails_alone(source, run_mirror, client, damage, snippe
     mirror = _mirror(source)
     run = run_mirror(mirror)
     _assert_index_unreadable(run, LINUX, snippet)
-    assert not Package.objects.filter(subdir=LINUX).exists()
+    assert not Package.objects.filter(unit=LINUX).exists()
     assert _served_files(client, mirror.channel, LINUX) == set()
     assert _served_files(client, mirror.channel, "noarch") == {ALPHA.filename}
     response, body = _served(client, mirror.channel, f"noarch/{ALPHA.filename}")
@@ -223,7 +223,7 @@ def test_malformed_subdir_keeps_what_was_mirrored(source, run_mirror, client, da
     damage(source)
     run = run_mirror(mirror)
     # First what matters most: nothing mirrored earlier was dropped.
-    assert Package.objects.filter(subdir=LINUX, removed=False).count() == 2
+    assert Package.objects.filter(unit=LINUX, removed=False).count() == 2
     response, after = _served(client, mirror.channel, f"{LINUX}/repodata.json")
     assert response.status_code == 200 and after == before
     response, _ = _served(client, mirror.channel, f"{LINUX}/{GAMMA.filename}")
@@ -343,7 +343,7 @@ def test_malformed_records_are_rejected_with_reasons(source, run_mirror, client)
     for filename, (_, reason) in hostile.items():
         assert any(reason in counted for counted in reasons), (filename, reason, reasons)
     assert _served_files(client, mirror.channel, LINUX) == {BETA.filename, GAMMA.filename}
-    assert Package.objects.filter(subdir=LINUX).count() == 2
+    assert Package.objects.filter(unit=LINUX).count() == 2
 
 
 def _nul_in_version(server, document):
@@ -510,7 +510,7 @@ def test_decompression_bomb_fails_its_subdir(source, run_mirror, client, setting
     mirror = _mirror(source)
     run = run_mirror(mirror)
     _assert_index_unreadable(run, LINUX, f"more than the {BOMB_LIMIT} byte limit")
-    assert not Package.objects.filter(subdir=LINUX).exists()
+    assert not Package.objects.filter(unit=LINUX).exists()
     assert _served_files(client, mirror.channel, "noarch") == {ALPHA.filename}
     assert all(a.size < BOMB_LIMIT for a in Artifact.objects.all())
 

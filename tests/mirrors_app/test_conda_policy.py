@@ -46,7 +46,7 @@ def test_channel_policy_decides_what_is_published_with_reasons(source, run_mirro
     assert run.downloaded == 2  # excluded packages are never downloaded
     # Excluded records are kept (with their reason) but not servable.
     gamma = Package.objects.get(name="gamma")
-    assert gamma.excluded == "not in the allow list" and gamma.artifact is None
+    assert gamma.excluded_reason == "not in the allow list" and gamma.artifact is None
     response = client.get(f"/api/repo/{channel.path}/linux-64/{gamma.filename}")
     assert response.status_code == 404
 
@@ -64,7 +64,7 @@ def test_policy_change_is_previewed_and_applied_without_refetching(source, run_m
     assert preview["leaving_packages"] == [
         {"path": "noarch/alpha-1.0-0.tar.bz2", "reason": "blocked by package rule 'alpha <2'"}
     ]
-    assert Package.objects.get(name="gamma").excluded  # a preview changes nothing
+    assert Package.objects.get(name="gamma").excluded_reason  # a preview changes nothing
     services.mirror_policy_apply(mirror=mirror)
     publishing.channel_publish(channel=mirror.channel)  # as the queued task does
     assert len(source.requests) == before  # upstream was not asked again

@@ -163,13 +163,13 @@ def test_resync_split_across_two_processes_matches_upstream(
 def test_split_resync_of_a_truncated_index_writes_nothing(source, run_mirror, split_resyncs):
     mirror = _mirror(source)
     run_mirror(mirror)
-    before = list(Package.objects.values_list("filename", "record_hash", "removed"))
+    before = list(Package.objects.values_list("filename", "entry_digest", "removed"))
     path = source.root / "linux-64" / "repodata.json"
     (source.root / "linux-64" / "repodata.json.zst").unlink()
     path.write_bytes(path.read_bytes()[:-40])
     run = run_mirror(mirror)
     assert "linux-64" in run.warnings and "not valid JSON" in run.warnings
-    assert list(Package.objects.values_list("filename", "record_hash", "removed")) == before
+    assert list(Package.objects.values_list("filename", "entry_digest", "removed")) == before
 
 
 def _nested(depth: int) -> dict:

@@ -266,7 +266,7 @@ def test_an_archive_folder_that_answered_404_is_asked_again_only_when_its_packag
     alpha = [RPackage("alpha", "1.1", imports=["beta"]), *PACKAGES[1:]]
     build_repo(repo, alpha, archived=[*ARCHIVED, PACKAGES[0]])
     assert asked() == [folders[0], gamma]
-    assert mirror.packages.get(filename="alpha_1.0.tar.gz").subdir == "src/contrib/Archive/alpha"
+    assert mirror.packages.get(filename="alpha_1.0.tar.gz").unit == "src/contrib/Archive/alpha"
     assert asked() == [folders[0], gamma]  # found now: asked (conditionally) like gamma's
 
     # A 404 is trusted for a week at most (a mirror may sync PACKAGES before the folder): a
@@ -292,7 +292,7 @@ def test_latest_counts_archive_versions(upstream, run_mirror, client):
         "not among the latest 2 versions": 1,
         "not in the package list": 3,
     }
-    kept = Package.objects.filter(excluded="").values_list("filename", flat=True)
+    kept = Package.objects.filter(excluded_reason="").values_list("filename", flat=True)
     assert sorted(kept) == ["gamma_0.1-0.tar.gz", "gamma_0.1-1.tar.gz"]
 
 
@@ -417,7 +417,7 @@ def test_hostile_archive_links_are_rejected(upstream, run_mirror):
     run = _ok(run_mirror(mirror))
     reason = "unsafe or foreign archive link in gamma's folder"
     assert run.filtered_reasons == {reason: 3, "not in the package list": 3}
-    archived = Package.objects.filter(subdir="src/contrib/Archive/gamma")
+    archived = Package.objects.filter(unit="src/contrib/Archive/gamma")
     assert list(archived.values_list("filename", "upstream_url")) == [
         ("gamma_0.1-0.tar.gz", f"{upstream.url}/src/contrib/Archive/gamma/gamma_0.1-0.tar.gz")
     ]

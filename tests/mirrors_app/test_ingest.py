@@ -16,7 +16,11 @@ pytestmark = pytest.mark.django_db
 
 def _record(project: str, filename: str, document: str = "{}") -> PackageRecord:
     return PackageRecord(
-        name=project, version="1.0", filename=filename, document=document, digest=hash(document)
+        name=project,
+        version="1.0",
+        filename=filename,
+        document=document,
+        entry_digest=hash(document),
     )
 
 
@@ -40,7 +44,7 @@ def test_units_share_one_batch_and_a_refused_unit_does_not_sink_the_others(mirro
         ingest.finish()
     assert not Package.objects.exists()  # nothing written until the writer flushes
     writer.flush()
-    assert sorted(Package.objects.values_list("subdir", flat=True)) == ["alpha", "gamma"]
+    assert sorted(Package.objects.values_list("unit", flat=True)) == ["alpha", "gamma"]
     assert list(writer.failed) == ["beta"] and "NUL" in writer.failed["beta"]
     assert progress.ingested == 2
 
@@ -59,7 +63,7 @@ def test_a_second_pass_reads_known_rows_in_chunks_and_removes_what_is_gone(mirro
     for project in ("alpha", "beta"):
         ingest = UnitIngest(mirror, project, progress, writer=writer, known=known)
         record = _record(project, f"{project}-2.0.tar.gz")
-        assert ingest.is_current(record.filename, record.digest)
+        assert ingest.is_current(record.filename, record.entry_digest)
         ingest.finish()  # 1.0 is gone upstream
         assert ingest.changed == 1
     writer.flush()

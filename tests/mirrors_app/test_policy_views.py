@@ -76,7 +76,7 @@ def _allow_gamma_too(mirror: Mirror) -> None:
 
 
 def _excluded_names() -> set[str]:
-    return set(Package.objects.exclude(excluded="").values_list("filename", flat=True))
+    return set(Package.objects.exclude(excluded_reason="").values_list("filename", flat=True))
 
 
 # --- API: excluded packages --------------------------------------------------------------------

@@ -197,7 +197,7 @@ def test_a_stopped_run_resumes_where_it_stopped(index, upstream, run_mirror, mon
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.STOPPED
     assert list(mirror.units.values_list("name", flat=True)) == ["alpha"]
-    assert Package.objects.filter(mirror=mirror, subdir="alpha").count() == 4
+    assert Package.objects.filter(mirror=mirror, unit="alpha").count() == 4
     monkeypatch.setattr(progress_module.Progress, "step", real_step)
     before = len(upstream.requests)
     run = run_mirror(mirror)

@@ -163,7 +163,7 @@ def test_claim_of_a_missing_run_returns_none():
 
 def test_schedule_tick_queues_a_run_when_none_is_active():
     mirror = MirrorFactory()
-    run = services.sync_run_for_schedule(mirror_id=mirror.pk)
+    run = services.sync_run_create_scheduled(mirror_id=mirror.pk)
     assert run.state == State.QUEUED
     assert run.trigger == SyncRun.Trigger.SCHEDULE
 
@@ -171,7 +171,7 @@ def test_schedule_tick_queues_a_run_when_none_is_active():
 def test_schedule_tick_records_a_skipped_run_when_one_is_active():
     mirror = MirrorFactory()
     active = SyncRunFactory(mirror=mirror, state=State.RUNNING)
-    assert services.sync_run_for_schedule(mirror_id=mirror.pk) is None
+    assert services.sync_run_create_scheduled(mirror_id=mirror.pk) is None
     skipped = SyncRun.objects.get(state=State.SKIPPED)
     assert skipped.mirror == mirror
     assert skipped.trigger == SyncRun.Trigger.SCHEDULE
@@ -185,7 +185,7 @@ def test_schedule_tick_for_a_deleted_mirror_is_ignored():
     mirror = MirrorFactory()
     pk = mirror.pk
     mirror.delete()
-    assert services.sync_run_for_schedule(mirror_id=pk) is None
+    assert services.sync_run_create_scheduled(mirror_id=pk) is None
     assert not SyncRun.objects.exists()
 
 

@@ -66,7 +66,7 @@ def test_malformed_repodata_in_one_subdir_is_reported_and_the_others_still_sync(
     assert f"linux-64: {conda_upstream.url}/linux-64/repodata.json" in run.warnings
     assert "repodata must be a JSON object" in run.warnings
     assert run.filtered_reasons == {"index unreadable: linux-64": 1}
-    assert set(run.mirror.packages.values_list("subdir", flat=True)) == {"noarch"}
+    assert set(run.mirror.packages.values_list("unit", flat=True)) == {"noarch"}
 
 
 def test_run_against_malformed_repodata_everywhere_fails_naming_the_url(conda_upstream):
@@ -139,7 +139,7 @@ def test_stop_mid_run_ends_stopped_and_keeps_the_counters(conda_upstream, monkey
     assert run.state == State.STOPPED
     assert run.seen == 1  # linux-64 was read in full before the stop was seen
     # What the run completed is kept and published.
-    assert list(run.mirror.packages.values_list("subdir", flat=True)) == ["linux-64"]
+    assert list(run.mirror.packages.values_list("unit", flat=True)) == ["linux-64"]
     assert run.mirror.channel.published_files.filter(path="linux-64/repodata.json").exists()
     assert run.finished_at is not None
     assert _reload(run.mirror).status == Mirror.Status.STOPPED

@@ -69,7 +69,7 @@ def _package(channel: Channel, mirror: Mirror) -> Package:
         pk=HIDDEN_ID + 5,
         channel=channel,
         mirror=mirror,
-        subdir="noarch",
+        unit="noarch",
         filename="alpha-1.0-0.conda",
         name="alpha",
         version="1.0",

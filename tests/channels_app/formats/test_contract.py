@@ -306,7 +306,7 @@ def test_a_unit_fetched_again_with_its_validators_is_unchanged(kind, upstream, c
 def test_entries_stored_already_come_back_unchanged(kind, channel):
     fmt = FORMATS[kind]
     for unit, records in channel.source.records.items():
-        stored = StoredDigests({filename: r.digest for filename, r in records.items()})
+        stored = StoredDigests({filename: r.entry_digest for filename, r in records.items()})
         index, url = channel.source.indexes[unit], channel.source.fetched[unit].url
         items = list(fmt.parse_unit(io.BytesIO(index), url, unit, stored))
         assert {i.filename for i in items if isinstance(i, Unchanged)} == set(records)

@@ -53,10 +53,10 @@ class _Source:
         self.records = records
 
     def units(self) -> list[str]:
-        return sorted({r.subdir for r in self.records})
+        return sorted({r.unit for r in self.records})
 
     def documents(self, unit: str, suffix: str = ""):
-        rows = sorted((r.filename, r.document) for r in self.records if r.subdir == unit)
+        rows = sorted((r.filename, r.document) for r in self.records if r.unit == unit)
         return iter(rows)
 
     def unit_extras(self, unit: str) -> dict:
@@ -64,7 +64,7 @@ class _Source:
 
     def files(self, units):
         added = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
-        rows = [(r.subdir, r.filename, r.size, added) for r in self.records if r.subdir in units]
+        rows = [(r.unit, r.filename, r.size, added) for r in self.records if r.unit in units]
         return iter(sorted(rows))
 
 
@@ -100,7 +100,7 @@ def test_r_versions_compare_as_numbers():
 def test_a_stanza_is_a_record_kept_verbatim():
     (record,) = _parse(STANZA)
     assert (record.name, record.version, record.filename) == ("abc", "1.0-2", "abc_1.0-2.tar.gz")
-    assert record.subdir == "src/contrib"
+    assert record.unit == "src/contrib"
     assert record.url == "https://cran.example.org/src/contrib/abc_1.0-2.tar.gz"
     assert record.md5 == MD5 and record.sha256 is None
     assert record.license == "GPL (>= 2)"
@@ -166,14 +166,14 @@ def test_a_package_listed_twice_is_rejected_the_second_time():
 
 def test_current_entries_come_back_unchanged():
     (record,) = _parse(STANZA)
-    items = _parse(STANZA, stored=StoredDigests({record.filename: record.digest}))
+    items = _parse(STANZA, stored=StoredDigests({record.filename: record.entry_digest}))
     assert items == [Unchanged("abc_1.0-2.tar.gz")]
     (moved,) = list(
         cran.parse_unit(
             io.BytesIO(STANZA.encode()),
             "https://elsewhere.example/src/contrib/PACKAGES",
             "src/contrib",
-            StoredDigests({record.filename: record.digest}),
+            StoredDigests({record.filename: record.entry_digest}),
         )
     )
     assert isinstance(moved, PackageRecord)  # the file moved: not the same entry

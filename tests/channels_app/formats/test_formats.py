@@ -139,7 +139,7 @@ def test_conda_subdirs_fall_back_to_defaults_when_channeldata_is_broken(
 
 def test_conda_records_are_every_record_of_every_subdir(client, conda_upstream):
     records = list(records_of(conda, client, conda_upstream.url + "/", {}))
-    assert sorted((r.subdir, r.name, r.version, r.filename) for r in records) == [
+    assert sorted((r.unit, r.name, r.version, r.filename) for r in records) == [
         ("linux-64", "beta", "2.0", "beta-2.0-0.conda"),
         ("noarch", "alpha", "1.0", "alpha-1.0-0.tar.bz2"),
         ("noarch", "alpha", "1.1", "alpha-1.1-0.conda"),
@@ -155,7 +155,7 @@ def test_conda_subdir_missing_upstream_is_skipped(client, conda_upstream):
     conda_upstream.write("channeldata.json", {"subdirs": ["linux-64", "noarch", "win-64"]})
     records = list(records_of(conda, client, conda_upstream.url, {}))
     assert len(records) == 3
-    assert {r.subdir for r in records} == {"linux-64", "noarch"}
+    assert {r.unit for r in records} == {"linux-64", "noarch"}
 
 
 def test_conda_malformed_repodata_raises_format_error_naming_the_url(client, conda_upstream):
@@ -188,7 +188,7 @@ def test_conda_repodata_records_keep_their_fields():
     body = json.dumps({"packages": {"a-1-0.tar.bz2": conda_record("a", "1")}}).encode()
     (record,) = parse_repodata(body, "URL", "noarch")
     assert record.document == json.dumps(conda_record("a", "1"), separators=(",", ":"))
-    assert (record.name, record.version, record.filename, record.subdir) == (
+    assert (record.name, record.version, record.filename, record.unit) == (
         "a",
         "1",
         "a-1-0.tar.bz2",
@@ -324,7 +324,7 @@ def test_cran_records_prefers_packages_gz(client, upstream):
     ]
     assert records[0].md5 == "0123456789abcdef0123456789abcdef"
     assert records[0].license == "GPL (>= 2)"
-    assert records[0].subdir == "src/contrib"
+    assert records[0].unit == "src/contrib"
 
 
 def test_cran_records_falls_back_to_plain_packages(client, upstream):

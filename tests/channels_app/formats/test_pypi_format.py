@@ -150,7 +150,7 @@ def test_json_page_yields_one_record_per_file_with_the_served_document():
         "requests-2.32.3-py3-none-any.whl",
     ]
     sdist = found["requests-0.2.0.tar.gz"]
-    assert (sdist.name, sdist.version, sdist.subdir) == ("requests", "0.2.0", "requests")
+    assert (sdist.name, sdist.version, sdist.unit) == ("requests", "0.2.0", "requests")
     assert sdist.url == f"{FILES}/ba/91/requests-0.2.0.tar.gz"
     assert sdist.sha256 == sha("0.2.0")  # lower-cased
     assert sdist.size == 8453
@@ -162,7 +162,7 @@ def test_json_page_yields_one_record_per_file_with_the_served_document():
         "upload-time": "2011-02-14T19:21:42.466290Z",
     }
     assert sdist.extra == json.loads(sdist.document)
-    assert sdist.digest == entry_digest(sdist.document.encode(), sdist.url)
+    assert sdist.entry_digest == entry_digest(sdist.document.encode(), sdist.url)
 
 
 def test_json_page_keeps_yank_reason_requires_python_and_core_metadata():
@@ -338,7 +338,7 @@ def test_a_byte_order_mark_does_not_hide_a_json_page():
 
 def test_current_entries_come_back_unchanged():
     first = records(parse(orjson.dumps(JSON_PAGE)))
-    stored = {name: record.digest for name, record in first.items()}
+    stored = {name: record.entry_digest for name, record in first.items()}
     stored["requests-0.2.0.tar.gz"] += 1  # changed upstream since
     current = StoredDigests(stored)
     items = parse(orjson.dumps(JSON_PAGE), stored=current)
@@ -357,7 +357,7 @@ def test_the_same_document_at_another_url_is_not_current():
     before = records(parse(orjson.dumps(JSON_PAGE)))["requests-0.2.0.tar.gz"]
     after = records(parse(orjson.dumps(moved)))["requests-0.2.0.tar.gz"]
     assert before.document == after.document
-    assert before.digest != after.digest
+    assert before.entry_digest != after.entry_digest
 
 
 # --- Parsing HTML pages (PEP 503, 592, 629, 658, 714) -------------------------------------------
