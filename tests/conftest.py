@@ -8,10 +8,26 @@ from collections.abc import Iterator
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
+from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
 from tests.fixtures.loopback import LoopbackServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_sessions(django_db_setup, django_db_blocker):
+    """Connections that threads or processes started by tests leave open (a live server's
+    request thread, a worker killed with SIGKILL) would keep the test database from being
+    dropped at the end: end them first."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 @pytest.fixture(autouse=True)
