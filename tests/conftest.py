@@ -20,14 +20,15 @@ def _close_stray_sessions(django_db_setup, django_db_blocker):
     """Connections that threads or processes started by tests leave open (a live server's
     request thread, a worker killed with SIGKILL) would keep the test database from being
     dropped at the end: end them first."""
+    test_database = connection.settings_dict["NAME"]
     yield
-    with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
+    if connection.vendor != "postgresql" or connection.settings_dict["NAME"] != test_database:
+        return  # not PostgreSQL, or the test database is gone already
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(autouse=True)

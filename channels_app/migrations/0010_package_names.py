@@ -13,28 +13,26 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RenameField(model_name="package", old_name="subdir", new_name="unit"),
-        migrations.AlterField(
-            model_name="package",
-            name="unit",
-            field=models.CharField(
-                blank=True,
-                help_text="The index unit: a conda platform, a Python project or a CRAN folder.",
-                max_length=100,
-            ),
-        ),
+        # The (mirror, subdir) index gets its new name while it still names `subdir` (SQLite
+        # rebuilds an index to rename it), and leaves Django's state with the unique
+        # constraint while the column is renamed; the database objects follow the column.
         migrations.RenameIndex(
             model_name="package", new_name="package_mirror_unit", old_name="package_mirror_subdir"
         ),
         migrations.SeparateDatabaseAndState(
             state_operations=[
                 migrations.RemoveIndex(model_name="package", name="package_mirror_unit"),
+                migrations.RemoveConstraint(
+                    model_name="package", name="package_file_unique_in_channel"
+                ),
+            ]
+        ),
+        migrations.RenameField(model_name="package", old_name="subdir", new_name="unit"),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
                 migrations.AddIndex(
                     model_name="package",
                     index=models.Index(fields=["mirror", "unit"], name="package_mirror_unit"),
-                ),
-                migrations.RemoveConstraint(
-                    model_name="package", name="package_file_unique_in_channel"
                 ),
                 migrations.AddConstraint(
                     model_name="package",
@@ -44,6 +42,15 @@ class Migration(migrations.Migration):
                     ),
                 ),
             ]
+        ),
+        migrations.AlterField(
+            model_name="package",
+            name="unit",
+            field=models.CharField(
+                blank=True,
+                help_text="The index unit: a conda platform, a Python project or a CRAN folder.",
+                max_length=100,
+            ),
         ),
         migrations.AlterModelOptions(
             name="package",
