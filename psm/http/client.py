@@ -111,16 +111,23 @@ def fetch_bytes(
         if response.status_code == 404:
             return None
         chunks: list[bytes] = []
-        total = 0
-        try:
-            for chunk in response.iter_content(CHUNK_SIZE):
-                total += len(chunk)
-                if total > max_bytes:
-                    raise _too_large(url, max_bytes)
-                chunks.append(chunk)
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
+        copy_body(response, url, max_bytes, chunks.append)
         return b"".join(chunks)
+
+
+def copy_body(response: requests.Response, url: str, limit: int, write) -> int:
+    """Hand the body to `write` chunk by chunk, refusing more than `limit` bytes; a connection
+    lost midway is an UpstreamError saying so. Returns the bytes copied."""
+    total = 0
+    try:
+        for chunk in response.iter_content(CHUNK_SIZE):
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(url, limit)
+            write(chunk)
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
+    return total
 
 
 def _too_large(url: str, limit: int) -> UpstreamError:
@@ -250,15 +257,7 @@ class UpstreamClient:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise _too_large(url, limit)
-            total = 0
-            try:
-                for chunk in response.iter_content(CHUNK_SIZE):
-                    total += len(chunk)
-                    if total > limit:
-                        raise _too_large(url, limit)
-                    dest.write(chunk)
-            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-                raise upstream_error(url, exc, target=response.url, interrupted=True) from exc
+            copy_body(response, url, limit, dest.write)
             return result
 
     def fetch_index(
