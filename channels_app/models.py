@@ -154,6 +154,12 @@ class Channel(models.Model):
             stored = Channel.objects.filter(pk=self.pk).values_list("kind", flat=True).first()
             if stored is not None and stored != self.kind:
                 self._clean_kind_change(stored)
+        if self.policy_id and self.kind:
+            from policies_app.models import policy_type_problem
+
+            problem = policy_type_problem(self.policy, self.kind)
+            if problem:
+                raise ValidationError({"policy": problem})
         if self.pk and self.policy_id:
             clash = self.mirrors.filter(policy_id=self.policy_id).first()
             if clash is not None:
@@ -306,6 +312,9 @@ class Package(models.Model):
     # Why the policy keeps it out (empty: allowed). Excluded packages are kept so that a policy
     # change can be applied without fetching the upstream index again.
     excluded_reason = models.CharField(max_length=300, blank=True, db_index=True)
+    # What a dry-run policy would keep out (the file is allowed meanwhile): shown on the
+    # mirror's details so a team sees a policy's effect before enforcing it.
+    would_exclude_reason = models.CharField(max_length=300, blank=True, default="")
     added_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

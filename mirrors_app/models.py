@@ -251,6 +251,12 @@ class Mirror(models.Model):
                     f"The mirror type {FORMATS[self.kind].label!r} does not match the package "
                     f"type of channel {channel.path!r} ({FORMATS[channel.kind].label!r})."
                 )
+            if self.policy_id:
+                from policies_app.models import policy_type_problem
+
+                problem = policy_type_problem(self.policy, channel.kind)
+                if problem:
+                    errors.setdefault("policy", []).append(problem)
             if self.policy_id and self.policy_id == channel.policy_id:
                 errors.setdefault("policy", []).append(
                     f"Policy {self.policy.name!r} is already applied to channel {channel.path!r}; "
@@ -407,3 +413,30 @@ class MirrorRejection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mirror} {self.unit}/{self.filename}: {self.reason}"
+
+
+class PolicyEnforcement(models.Model):
+    """One re-decision of a mirror's packages that changed something, outside a run: after an
+    advisory load, a policy or waiver change, a waiver's expiry or the daily cooldown check.
+    Which packages left or entered (or, under a dry-run policy, would leave), and why."""
+
+    mirror = models.ForeignKey(Mirror, on_delete=models.CASCADE, related_name="enforcements")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    trigger = models.CharField(max_length=200, help_text="What made PSM decide again.")
+    policy_name = models.CharField(max_length=100, blank=True)
+    dry_run = models.BooleanField(default=False)
+    entered = models.PositiveIntegerField(default=0)
+    left = models.PositiveIntegerField(default=0)
+    would_leave = models.PositiveIntegerField(default=0)
+    # [{"path": ..., "change": "left" | "entered" | "would leave", "reason": ...}], at most
+    # `enforcement.CHANGES_KEPT`.
+    changes = models.JSONField(default=list, blank=True)
+    published = models.BooleanField(
+        default=False, help_text="Whether the channel's index was published again."
+    )
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.mirror} @ {self.at:%Y-%m-%d %H:%M}: -{self.left} +{self.entered}"

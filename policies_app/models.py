@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from channels_app.formats.conda import KNOWN_SUBDIRS, parse_match_spec
 from channels_app.formats.licenses import LICENSE_FAMILIES, normalize_license
+
+from .ecosystems import ECOSYSTEMS, ecosystem_for
 
 
 class Comparator(models.TextChoices):
@@ -26,6 +32,15 @@ class CveStatus(models.TextChoices):
 
 
 HELP = {
+    "package_type": "The type of packages the policy judges: its package rules use that type's "
+    "syntax (conda MatchSpecs, PEP 440 specifiers, R version constraints) and its advisories "
+    "are those of that ecosystem. It applies only to channels and mirrors of that type.",
+    "mode": "Enforce: what the rules block stays out. Dry run: the rules decide and record what "
+    "they would block (details, audit log, webhook) while everything enters; malicious packages "
+    "are blocked either way.",
+    "enforce_on_frozen": "When new advisories, waivers or rule changes block a package, remove "
+    "it from the pinned index of frozen channels too (only the newly blocked packages leave). "
+    "Otherwise a frozen channel keeps its pinned index and only refuses the blocked downloads.",
     "platforms_include": "Mirror only these platforms (conda subdirs), e.g. linux-64, noarch. "
     "Empty: every platform.",
     "platforms_exclude": "Mirror every platform except these.",
@@ -38,17 +53,21 @@ HELP = {
     "cve_score": "Keep a package only if the highest CVSS score among its CVEs satisfies "
     "'<comparator> <score>' (0-10). A package with no CVE passes.",
     "cve_statuses_excluded": "Drop a package if any of its CVEs has one of these statuses.",
-    "allow_specs": "Package rules that allow: conda MatchSpecs, one per line (e.g. "
-    "'numpy >=1.26', 'python 3.12.*', 'pytorch[build=*cuda*]'). When set, the policy is an "
-    "allow list: only matching packages enter.",
-    "block_specs": "Package rules that block: conda MatchSpecs, one per line.",
+    "allow_specs": "Package rules that allow, one per line, in the package type's syntax: conda "
+    "MatchSpecs ('numpy >=1.26', 'pytorch[build=*cuda*]'), Python 'requests >=2.31', R "
+    "'dplyr (>= 1.1)'. When set, the policy is an allow list: only matching packages enter.",
+    "block_specs": "Package rules that block, one per line (same syntax).",
     "include_dependencies": "Also mirror the full dependency closure of the allowed packages "
-    "(per platform, with noarch). Dependencies still pass the platform, license, CVE, date and "
-    "block rules. Needed for the dependency report.",
-    "created_after": "Drop packages built before this date.",
-    "created_before": "Drop packages built after this date.",
-    "min_age_days": "Supply-chain cooldown: drop packages newer than this many days.",
-    "exclusions": "Exceptions: MatchSpecs of packages kept whatever the other rules say.",
+    "(conda: per platform, with noarch; R: Depends, Imports, LinkingTo). Dependencies still "
+    "pass the other rules. Needed for the dependency report.",
+    "created_after": "Drop packages published before this date (conda `timestamp`, PyPI "
+    "`upload-time`, CRAN `Date/Publication`).",
+    "created_before": "Drop packages published after this date.",
+    "min_age_days": "Supply-chain cooldown: drop packages published fewer than this many days "
+    "ago; they enter once old enough, without a sync. A file whose index gives no publication "
+    "time counts from the day PSM first saw it.",
+    "exclusions": "Exceptions: package rules (same syntax) of packages kept whatever the other "
+    "rules say, except malicious-package advisories (only a waiver lets those in).",
     "legacy_packages": "Also mirror .tar.bz2 files when the same build exists as .conda.",
 }
 
@@ -87,6 +106,11 @@ def validate_specs(value: list) -> None:
         raise ValidationError("Invalid MatchSpec: " + "; ".join(errors))
 
 
+def validate_string_list(value: list) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Give a list of package rules.")
+
+
 def validate_statuses(value: list) -> None:
     if not isinstance(value, list) or not set(value) <= set(CveStatus.values):
         raise ValidationError(f"CVE statuses are: {', '.join(CveStatus.values)}.")
@@ -103,8 +127,24 @@ class Policy(models.Model):
         ALLOW = "allow", "Keep"
         BLOCK = "block", "Drop"
 
+    class Mode(models.TextChoices):
+        ENFORCE = "enforce", "Enforce"
+        DRY_RUN = "dry_run", "Dry run (record what would be blocked, block nothing)"
+
     name = models.CharField(max_length=100, unique=True, help_text="A unique, descriptive name.")
     description = models.TextField(blank=True)
+    package_type = models.CharField(
+        max_length=20,
+        choices=[(kind, eco.label) for kind, eco in ECOSYSTEMS.items()],
+        default="conda",
+        help_text=HELP["package_type"],
+    )
+    mode = models.CharField(
+        max_length=10, choices=Mode.choices, default=Mode.ENFORCE, help_text=HELP["mode"]
+    )
+    enforce_on_frozen = models.BooleanField(
+        "enforce on frozen channels", default=False, help_text=HELP["enforce_on_frozen"]
+    )
     platforms_include = models.JSONField(
         default=list,
         blank=True,
@@ -152,14 +192,14 @@ class Policy(models.Model):
         "allow package rules",
         default=list,
         blank=True,
-        validators=[validate_specs],
+        validators=[validate_string_list],
         help_text=HELP["allow_specs"],
     )
     block_specs = models.JSONField(
         "block package rules",
         default=list,
         blank=True,
-        validators=[validate_specs],
+        validators=[validate_string_list],
         help_text=HELP["block_specs"],
     )
     include_dependencies = models.BooleanField(
@@ -171,7 +211,7 @@ class Policy(models.Model):
         "minimum age (days)", null=True, blank=True, help_text=HELP["min_age_days"]
     )
     exclusions = models.JSONField(
-        default=list, blank=True, validators=[validate_specs], help_text=HELP["exclusions"]
+        default=list, blank=True, validators=[validate_string_list], help_text=HELP["exclusions"]
     )
     legacy_packages = models.BooleanField(default=False, help_text=HELP["legacy_packages"])
     created_at = models.DateTimeField(auto_now_add=True)
@@ -185,17 +225,178 @@ class Policy(models.Model):
         return self.name
 
     def clean(self) -> None:
+        errors: dict[str, str] = {}
         if self.created_after and self.created_before and self.created_after > self.created_before:
-            raise ValidationError({"created_before": "Must not be before 'created after'."})
+            errors["created_before"] = "Must not be before 'created after'."
         both = set(self.platforms_include or []) & set(self.platforms_exclude or [])
         if both:
-            raise ValidationError(
-                {"platforms_exclude": f"Both included and excluded: {', '.join(sorted(both))}."}
-            )
+            errors["platforms_exclude"] = f"Both included and excluded: {', '.join(sorted(both))}."
+        ecosystem = ecosystem_for(self.package_type) if self.package_type in ECOSYSTEMS else None
+        if ecosystem is not None:
+            for name in ("allow_specs", "block_specs", "exclusions"):
+                problems = spec_problems(ecosystem, getattr(self, name) or [])
+                if problems:
+                    errors[name] = problems
+            for name, why in rule_fields_unsupported(self, ecosystem).items():
+                errors[name] = f"Not for {ecosystem.label} packages: {why}."
+        if self.pk and self.package_type:
+            errors.update(self._attachments_of_other_types())
+        if errors:
+            raise ValidationError(errors)
+
+    def _attachments_of_other_types(self) -> dict[str, str]:
+        """A policy changing type must not stay on channels or mirrors of its old type."""
+        from channels_app.models import Channel
+        from mirrors_app.models import Mirror
+
+        channels = Channel.objects.filter(policy=self).exclude(kind=self.package_type)
+        mirrors = Mirror.objects.filter(policy=self).exclude(channel__kind=self.package_type)
+        used = [f"channel {c.path!r}" for c in channels[:3]]
+        used += [f"mirror {m.name!r}" for m in mirrors[:3]]
+        if not used:
+            return {}
+        return {
+            "package_type": f"The policy is applied to {', '.join(used)} of another package "
+            "type; detach it first."
+        }
 
     @property
     def has_dependency_report(self) -> bool:
         return bool(self.allow_specs) and self.include_dependencies
+
+
+def spec_problems(ecosystem, texts: list[str]) -> str:
+    """What is wrong with package rules in the ecosystem's syntax ("" when nothing)."""
+    errors = []
+    for text in texts:
+        try:
+            ecosystem.parse_spec(text)
+        except ValueError as exc:
+            errors.append(f"{text!r}: {exc}")
+    if not errors:
+        return ""
+    return f"Not {ecosystem.spec_syntax} (e.g. {ecosystem.spec_example!r}): " + "; ".join(errors)
+
+
+def rule_fields_unsupported(policy: Policy, ecosystem) -> dict[str, str]:
+    """Rules set on the policy that its package type's index cannot judge, with why."""
+    fields = {
+        "platforms": ("platforms_include", "platforms_exclude"),
+        "licenses": ("licenses_include", "licenses_exclude"),
+        "include_dependencies": ("include_dependencies",),
+        "legacy_packages": ("legacy_packages",),
+    }
+    found = {}
+    for rule, why in ecosystem.unsupported_rules.items():
+        for name in fields[rule]:
+            if getattr(policy, name):
+                found[name] = why
+    return found
+
+
+def policy_type_problem(policy: Policy | None, kind: str) -> str:
+    """Why `policy` cannot apply to a channel of package type `kind` ("" when it can)."""
+    if policy is None or policy.package_type == kind:
+        return ""
+    return (
+        f"Policy {policy.name!r} judges {ecosystem_for(policy.package_type).label} packages; "
+        f"this channel holds {ecosystem_for(kind).label} packages."
+    )
+
+
+#: The rule kinds a decision names (`engine.Decision.rule`) that a waiver may name instead of
+#: an advisory.
+WAIVABLE_RULES = frozenset(
+    {
+        "platform",
+        "license",
+        "malicious",
+        "cve-status",
+        "cve-score",
+        "created-after",
+        "created-before",
+        "cooldown",
+        "block",
+        "allow-list",
+        "legacy",
+    }
+)
+_ADVISORY_ID = re.compile(r"[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9][A-Za-z0-9._:-]*")
+
+
+class Waiver(models.Model):
+    """An exception to a policy's rule: lets matching packages in despite one advisory or rule
+    kind, for a reason, until it expires (then the next enforcement blocks them again)."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="waivers")
+    spec = models.CharField(
+        "package rule",
+        max_length=300,
+        help_text="Which packages: a package rule in the policy's syntax (e.g. 'requests "
+        "<2.32', 'numpy', 'dplyr (>= 1.1)').",
+    )
+    rule = models.CharField(
+        "advisory or rule",
+        max_length=100,
+        help_text="What it waives: an advisory id or alias (GHSA-…, CVE-…, PYSEC-…, MAL-…), "
+        f"or a rule: {', '.join(sorted(WAIVABLE_RULES))}.",
+    )
+    reason = models.TextField(help_text="Why the exception is acceptable (shown in decisions).")
+    expires_at = models.DateTimeField(help_text="The waiver stops applying at this time.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField(max_length=150, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["policy", "expires_at"]
+
+    def __str__(self) -> str:
+        return f"{self.spec} / {self.rule}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.expires_at > timezone.now()
+
+    def clean(self) -> None:
+        errors = {}
+        if self.policy_id:
+            problem = spec_problems(ecosystem_for(self.policy.package_type), [self.spec])
+            if problem:
+                errors["spec"] = problem
+        rule = (self.rule or "").strip()
+        self.rule = rule
+        if rule and rule not in WAIVABLE_RULES and not _ADVISORY_ID.fullmatch(rule):
+            errors["rule"] = (
+                f"{rule!r} is neither an advisory id (e.g. GHSA-xxxx-xxxx-xxxx, CVE-2024-1234) "
+                f"nor a rule ({', '.join(sorted(WAIVABLE_RULES))})."
+            )
+        if errors:
+            raise ValidationError(errors)
+
+
+class NameMapping(models.Model):
+    """A conda package name and the name of the same software in another ecosystem (PyPI),
+    from a mapping file in the format conda-forge publishes (see `mapping.py`): advisories of
+    that ecosystem apply to the conda package only through these rows."""
+
+    conda_name = models.CharField(max_length=255, db_index=True)
+    ecosystem = models.CharField(max_length=20, default="PyPI")
+    name = models.CharField(max_length=255)
+    source = models.CharField(max_length=500, blank=True, help_text="The file it was loaded from.")
+    loaded_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["conda_name", "ecosystem", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conda_name", "ecosystem", "name"], name="name_mapping_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conda_name} → {self.ecosystem}:{self.name}"
 
 
 class Vulnerability(models.Model):
@@ -211,6 +412,11 @@ class Vulnerability(models.Model):
     status = models.CharField(max_length=10, choices=CveStatus.choices, default=CveStatus.REPORTED)
     # [{"ecosystem": "conda", "name": "openssl", "ranges": [...], "versions": [...]}] as in OSV.
     affected = models.JSONField(default=list, blank=True)
+    # "|PyPI|CRAN|": the OSV ecosystems of `affected`, so a policy reads only its own.
+    ecosystems = models.CharField(max_length=200, blank=True, default="", db_index=True)
+    # A malicious-package entry (an `MAL-` id or alias, as OpenSSF's malicious-packages
+    # publishes them): blocks every affected version whatever the score rules say.
+    malicious = models.BooleanField(default=False, db_index=True)
     published_at = models.DateTimeField(null=True, blank=True)
     modified_at = models.DateTimeField(null=True, blank=True)
     loaded_at = models.DateTimeField(auto_now=True)

@@ -53,6 +53,17 @@ class Advisory:
     affected: list[dict] = field(default_factory=list)
     published_at: datetime | None = None
     modified_at: datetime | None = None
+    ecosystems: str = ""  # "|PyPI|CRAN|": see `Vulnerability.ecosystems`
+    malicious: bool = False
+
+    def __post_init__(self) -> None:
+        found = sorted({entry["ecosystem"] for entry in self.affected})
+        self.ecosystems = f"|{'|'.join(found)}|" if found else ""
+        self.malicious = any(i.startswith(MALICIOUS_PREFIX) for i in [self.osv_id, *self.aliases])
+
+
+#: The id prefix of OSV's malicious-package entries (OpenSSF malicious-packages).
+MALICIOUS_PREFIX = "MAL-"
 
 
 # --- Parsing --------------------------------------------------------------------------------

@@ -17,3 +17,9 @@ def load_vulnerabilities() -> str | None:
     if not directory:
         return None
     return str(services.vulnerabilities_load(path=Path(directory)))
+
+
+@shared_task(name="policies.enforce")
+def enforce(*, trigger: str, policy_id: int | None = None) -> None:
+    """Re-decide the mirrors a change affects (see `enforcement`)."""
+    return None  # filled in by the enforcement service
