@@ -314,7 +314,7 @@ class Package(models.Model):
     excluded_reason = models.CharField(max_length=300, blank=True, db_index=True)
     # What a dry-run policy would keep out (the file is allowed meanwhile): shown on the
     # mirror's details so a team sees a policy's effect before enforcing it.
-    would_exclude_reason = models.CharField(max_length=300, blank=True, default="")
+    would_exclude_reason = models.CharField(max_length=300, blank=True, default="", db_default="")
     added_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -9,13 +9,13 @@ import re
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import cmp_to_key
 
 import orjson
 from django.db.models import Count, Q
-from rattler import Version
 
-from channels_app.formats.conda import parse_match_spec
-from policies_app.engine import Entry, compile_policy
+from policies_app.compiling import compile_policy
+from policies_app.ecosystems import Candidate
 from psm.redaction import scrub
 
 from .models import Mirror
@@ -192,54 +192,63 @@ def mirror_details(mirror: Mirror) -> dict:
     }
 
 
-def _entries(mirror: Mirror, **filters) -> list[tuple[Entry, str]]:
-    """(entry, excluded reason) of the mirror's current packages."""
-    rows = mirror.packages.filter(removed=False, **filters).values_list(
-        "unit", "filename", "record", "excluded_reason"
+def _candidates(mirror: Mirror, ecosystem) -> list[tuple[Candidate, str]]:
+    """(candidate, excluded reason) of the mirror's current packages."""
+    rows = mirror.packages.filter(removed=False).values_list(
+        "unit", "filename", "version", "record", "excluded_reason"
     )
-    found = []
-    for unit, filename, record, excluded in rows.iterator(10_000):
-        found.append((Entry(filename, orjson.loads(record) if record else {}, unit), excluded))
-    return found
+    return [
+        (ecosystem.candidate(unit, filename, version, orjson.loads(record) if record else {}), why)
+        for unit, filename, version, record, why in rows.iterator(10_000)
+    ]
 
 
-def _newest(candidates: list[tuple[Entry, str]]) -> tuple[Entry, str] | None:
+def _newest(ecosystem, candidates: list[tuple[Candidate, str]]) -> tuple[Candidate, str] | None:
     """The candidate a client would pick: present ones first, then the highest version."""
     if not candidates:
         return None
-    return max(candidates, key=lambda c: (not c[1], Version(c[0].version), c[0].filename))
+
+    def order(a: tuple[Candidate, str], b: tuple[Candidate, str]) -> int:
+        if bool(a[1]) != bool(b[1]):
+            return -1 if a[1] else 1  # excluded ones sort lower
+        try:
+            by_version = ecosystem.compare(a[0].version, b[0].version)
+        except Exception:  # an unreadable version sorts by file name alone
+            by_version = 0
+        return by_version or (a[0].filename > b[0].filename) - (a[0].filename < b[0].filename)
+
+    return max(candidates, key=cmp_to_key(order))
 
 
 def dependency_report(mirror: Mirror) -> list[dict] | None:
     """Every package the policy's allow rules name, with its direct and indirect
-    dependencies as a client would resolve them (per platform, with noarch); None when the
-    mirror has no report (see `dependency_report_unavailable`).
+    dependencies as a client would resolve them (conda: per platform, with noarch); None when
+    the mirror has no report (see `dependency_report_unavailable`).
 
-    Each row: requested spec, package, version, build, subdir, depth (0 requested, 1 direct,
-    2+ indirect), required by, and status: present, filtered (with the reason) or missing.
+    Each row: requested spec, package, version, build, subdir (the unit), depth (0 requested,
+    1 direct, 2+ indirect), required by, and status: present, filtered (with the reason) or
+    missing.
     """
     if dependency_report_unavailable(mirror):
         return None
     policy = mirror.effective_policy()
-    compiled = compile_policy(policy)
-    entries = _entries(mirror)
-    reasons = {f"{e.subdir}/{e.filename}": why for e, why in entries}
-    index: dict[str, dict[str, list[Entry]]] = {}
-    for entry, _ in entries:
-        index.setdefault(entry.subdir, {}).setdefault(entry.name.lower(), []).append(entry)
+    compiled = compile_policy(policy, kind=mirror.channel.kind)
+    ecosystem = compiled.ecosystem
+    found = _candidates(mirror, ecosystem)
+    reasons = {c.key: why for c, why in found}
+    index = compiled.index(c for c, _ in found)
     rows: list[dict] = []
     for requested in policy.allow_specs:
-        spec = parse_match_spec(requested)
-        by_subdir: dict[str, list[tuple[Entry, str]]] = {}
-        for subdir, names in index.items():
-            for entry in names.get(spec.name.normalized, ()):
-                if spec.matches(entry.rattler):
-                    key = entry.key
-                    by_subdir.setdefault(subdir, []).append((entry, reasons[key]))
-        if not by_subdir:
-            rows.append(_row(requested, spec.name.normalized, None, "", 0, "", "missing"))
-        for subdir in sorted(by_subdir):
-            root = _newest(by_subdir[subdir])
+        spec = ecosystem.parse_spec(requested)
+        by_pool: dict[str, list[tuple[Candidate, str]]] = {}
+        for pool, names in index.items():
+            for candidate in names.get(spec.name, ()):
+                if spec.matches(candidate):
+                    by_pool.setdefault(pool, []).append((candidate, reasons[candidate.key]))
+        if not by_pool:
+            rows.append(_row(requested, spec.name, None, "", 0, "", "missing"))
+        for pool in sorted(by_pool):
+            root = _newest(ecosystem, by_pool[pool])
             _walk(requested, root, compiled, index, reasons, rows)
     return rows
 
@@ -247,31 +256,36 @@ def dependency_report(mirror: Mirror) -> list[dict] | None:
 def _walk(requested, root, compiled, index, reasons, rows) -> None:
     seen = set()
     stack = [(root, 0, "")]
+    ecosystem = compiled.ecosystem
     while stack:
-        (entry, why), depth, parent = stack.pop(0)
-        key = entry.key
+        (candidate, why), depth, parent = stack.pop(0)
+        key = candidate.key
         status = "present" if not why else f"filtered: {why}"
-        rows.append(_row(requested, entry.name, entry, entry.subdir, depth, parent, status))
+        rows.append(
+            _row(requested, candidate.name, candidate, candidate.unit, depth, parent, status)
+        )
         if key in seen:
             continue
         seen.add(key)
-        for text, matches in compiled.dependencies(entry, index):
-            chosen = _newest([(m, reasons[m.key]) for m in matches])
+        for text, matches in compiled.dependencies(candidate, index):
+            chosen = _newest(ecosystem, [(m, reasons[m.key]) for m in matches])
             if chosen is None:
                 name = text.split()[0]
                 rows.append(
-                    _row(requested, name, None, entry.subdir, depth + 1, entry.name, "missing")
+                    _row(
+                        requested, name, None, candidate.unit, depth + 1, candidate.name, "missing"
+                    )
                 )
             elif chosen[0].key not in seen:
-                stack.append((chosen, depth + 1, entry.name))
+                stack.append((chosen, depth + 1, candidate.name))
 
 
-def _row(requested, package, entry, subdir, depth, required_by, status) -> dict:
+def _row(requested, package, candidate, subdir, depth, required_by, status) -> dict:
     return {
         "requested": requested,
         "package": package,
-        "version": entry.version if entry else "",
-        "build": str(entry.record.get("build", "")) if entry else "",
+        "version": candidate.version if candidate else "",
+        "build": str(candidate.record.get("build", "")) if candidate else "",
         "subdir": subdir,
         "depth": depth,
         "required_by": required_by,
@@ -303,12 +317,20 @@ def explain(mirror: Mirror, query: str) -> list[dict]:
             "reason": p.excluded_reason
             or ("allowed by " + (policy.name if policy else "no policy")),
             "stored": p.artifact_id is not None,
+            "would_block": p.would_exclude_reason,
         }
         for p in rows
     ]
     rejected = mirror.rejections.filter(filename=query).order_by("unit")
     found += [
-        {"path": r["path"], "version": "", "allowed": False, "reason": r["reason"], "stored": False}
+        {
+            "path": r["path"],
+            "version": "",
+            "allowed": False,
+            "reason": r["reason"],
+            "stored": False,
+            "would_block": "",
+        }
         for r in map(_rejected_file, rejected.values_list("unit", "filename", "reason", "seen_at"))
     ]
     return found

@@ -1,107 +1,214 @@
-"""The policy engine: a policy compiled once per run decides every package, with a reason.
+"""The decision engine: one model for every package type, deciding each file with a reason.
 
-Pure: no database query per package. Rule kinds combine with AND, values within one kind with
-OR. Order of a decision (the first that applies gives the reason):
+A `Decider` (built per mirror by `mirrors_app.sync.policy.decider_for`) applies the mirror's
+filters, then the effective policy compiled for the package type (`CompiledPolicy`). The sync,
+the preview/apply, enforcement, the explain view, "test a package" and the dependency report
+all ask it. Pure: no database query per package.
 
-1. an exclusion MatchSpec matches → kept, whatever the other rules say;
-2. platform, license, CVE score, CVE status, creation date, cooldown and block rules;
-3. with allow rules (package rules that allow), only matching packages are kept, plus, with
-   "include dependencies", the dependency closure of those (per platform, with noarch), which
-   still had to pass step 2;
-4. without "legacy packages", a `.tar.bz2` whose build also exists as `.conda` is dropped.
+Rule kinds combine with AND, values within one kind with OR. Order of a decision (the first
+that applies gives the reason; the rule names are what waivers name):
+
+1. a malicious-package advisory (`malicious`) blocks, whatever else the policy says;
+2. an exclusion (a package rule) keeps the file, whatever the other rules say;
+3. `platform`, `license`, `cve-status`, `cve-score`, `created-after`, `created-before`,
+   `cooldown` and `block` rules;
+4. with allow rules only matching packages enter (`allow-list`), plus, with "include
+   dependencies", their dependency closure (which still had to pass step 3);
+5. conda without "legacy packages": a `.tar.bz2` whose build also exists as `.conda` (`legacy`).
+
+A waiver whose package rule matches and which names the advisory (or an alias) or the rule
+lets the file past that one violation; the next one still applies. A dry-run policy decides
+the same way but lets everything in, with what it would block in `Decision.would_block`
+(malicious packages stay blocked while `block_malicious` is on).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from rattler import MatchSpec, Version
+from channels_app.formats.licenses import normalize_license
 
-from channels_app.formats.conda import build_date, parse_match_spec, rattler_record
-from channels_app.formats.licenses import classify, normalize_license
-
+from .ecosystems import ECOSYSTEMS, Candidate, Ecosystem, Spec, ecosystem_for
 from .osv_matching import affects
+
+__all__ = [
+    "Advisory",
+    "AdvisoryIndex",
+    "Candidate",
+    "CompiledPolicy",
+    "Decider",
+    "Decision",
+    "Entry",
+    "RuleOutcome",
+    "WaiverRule",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Whether a package may enter, and why (why not, or why it was kept specially)."""
+    """Whether a file may enter, why not (or why it was let in specially), the rule kind and
+    advisory behind it, the waivers that let it past rules, and what a dry run would block."""
 
     allowed: bool
     reason: str = ""
+    rule: str = ""
+    advisory: str = ""
+    waived: str = ""
+    would_block: str = ""
 
 
 ALLOWED = Decision(True)
-NOT_LISTED = Decision(False, "not in the allow list")
+NOT_LISTED = Decision(False, "not in the allow list", "allow-list")
 
 
-@dataclass(slots=True)
-class Entry:
-    """What the engine reads of one package (a conda repodata record)."""
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One rule a file breaks: the rule kind, the reason shown, and the advisory's ids."""
 
-    filename: str
-    record: Mapping[str, Any]
-    subdir: str = ""
-    name: str = ""  # lower case, as package names compare
-    version: str = ""
-    key: str = ""  # "subdir/filename": unique in a channel
-    _rattler: Any = None
-
-    def __post_init__(self) -> None:
-        self.name = str(self.record.get("name", "")).lower()
-        self.version = str(self.record.get("version", ""))
-        self.subdir = self.subdir or str(self.record.get("subdir") or "")
-        self.key = f"{self.subdir}/{self.filename}"
-
-    @property
-    def rattler(self):
-        if self._rattler is None:
-            self._rattler = rattler_record(self.record)
-        return self._rattler
-
-    @property
-    def depends(self) -> list[str]:
-        return list(self.record.get("depends") or [])
-
-    @property
-    def built_on(self) -> dt.date | None:
-        return build_date(self.record)
+    rule: str
+    reason: str
+    advisory: str = ""
+    ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class Advisory:
-    """A vulnerability as the engine uses it (from the Vulnerability model)."""
+    """An advisory as the engine uses it (from the Vulnerability model)."""
 
     id: str
     score: Decimal | None
     status: str
     affected: list[dict] = field(default_factory=list)
+    aliases: tuple[str, ...] = ()
+    malicious: bool = False
+
+    @property
+    def label(self) -> str:
+        """The id with its first CVE alias: "GHSA-xxxx (CVE-2024-1234)"."""
+        cve = next((a for a in self.aliases if a.startswith("CVE-") and a != self.id), "")
+        return f"{self.id} ({cve})" if cve else self.id
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset((self.id, *self.aliases))
 
 
-class _Specs:
-    """MatchSpecs indexed by package name, so a package is only matched against its own."""
+@dataclass(frozen=True)
+class WaiverRule:
+    """A waiver ready to match: its package rule, what it waives, by whom, until when, why."""
 
-    def __init__(self, texts: Iterable[str]) -> None:
-        self.by_name: dict[str, list[tuple[str, MatchSpec]]] = defaultdict(list)
-        for text in texts:
-            spec = parse_match_spec(text)
-            self.by_name[spec.name.normalized].append((text, spec))
+    spec: Spec
+    rule: str  # an advisory id or alias, or a rule kind
+    by: str
+    until: dt.datetime
+    reason: str
+
+    def covers(self, candidate: Candidate, violation: Violation) -> bool:
+        return (self.rule == violation.rule or self.rule in violation.ids) and self.spec.matches(
+            candidate
+        )
+
+    def note(self, violation: Violation) -> str:
+        by = f" by {self.by}" if self.by else ""
+        return f"{violation.reason}: waived{by} until {self.until:%Y-%m-%d %H:%M} ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """One rule's verdict on one file, for explanations: pass, block, waived, would block, or
+    not set (the policy has no such rule)."""
+
+    rule: str
+    outcome: str
+    detail: str = ""
+
+
+# --- Advisories by ecosystem -----------------------------------------------------------------
+
+
+class AdvisoryIndex:
+    """The advisories that can concern one package type, by the name they give.
+
+    Entries of the type's own OSV ecosystems match by name; for conda, entries of another
+    ecosystem (PyPI) match only through the name mapping (conda name -> [(ecosystem, name)]),
+    their versions compared by that ecosystem's rules.
+    """
+
+    def __init__(
+        self,
+        ecosystem: Ecosystem,
+        advisories: Iterable[Advisory],
+        mapping: Mapping[str, list[tuple[str, str]]] | None = None,
+    ) -> None:
+        self.ecosystem = ecosystem
+        self.mapping = mapping or {}
+        self.direct: dict[str, list[tuple[Advisory, dict]]] = defaultdict(list)
+        self.foreign: dict[tuple[str, str], list[tuple[Advisory, dict]]] = defaultdict(list)
+        foreign_kinds = {e for names in self.mapping.values() for e, _ in names}
+        for advisory in advisories:
+            for affected in advisory.affected:
+                osv, name = affected.get("ecosystem", ""), str(affected.get("name", ""))
+                if not name:
+                    continue
+                if osv in ecosystem.osv_ecosystems:
+                    self.direct[ecosystem.normalize(name)].append((advisory, affected))
+                elif osv in foreign_kinds:
+                    self.foreign[(osv, _normalize_in(osv, name))].append((advisory, affected))
 
     def __bool__(self) -> bool:
-        return bool(self.by_name)
+        return bool(self.direct or self.foreign)
 
-    def match(self, entry: Entry) -> str | None:
-        """The text of the first spec matching the entry, or None."""
-        for text, spec in self.by_name.get(entry.name, ()):
-            if spec.matches(entry.rattler):
-                return text
-        return None
+    def hits(self, candidate: Candidate) -> list[tuple[Advisory, str]]:
+        """The advisories affecting the candidate's version, each with how it matched ("" by
+        its own name, else the other ecosystem's name it was mapped to)."""
+        found = []
+        eco = self.ecosystem
+        for advisory, affected in self.direct.get(candidate.name, ()):
+            if _affects(affected, candidate.version, eco.compare):
+                found.append((advisory, ""))
+        for osv, name in self.mapping.get(candidate.name, ()):
+            entries = self.foreign.get((osv, _normalize_in(osv, name)), ())
+            compare = _compare_in(osv, eco)
+            for advisory, affected in entries:
+                if _affects(affected, candidate.version, compare):
+                    found.append((advisory, f"{osv} {name}, by the conda name mapping"))
+        return found
 
+
+def _normalize_in(osv: str, name: str) -> str:
+    eco = next((e for e in ECOSYSTEMS.values() if osv in e.osv_ecosystems), None)
+    return eco.normalize(name) if eco is not None else name
+
+
+def _compare_in(osv: str, fallback: Ecosystem) -> Callable[[str, str], int]:
+    """The other ecosystem's version order, falling back to the package type's own for a
+    version that order cannot read (a conda version that is no PEP 440 one)."""
+    eco = next((e for e in ECOSYSTEMS.values() if osv in e.osv_ecosystems), None)
+    if eco is None:
+        return fallback.compare
+
+    def compare(a: str, b: str) -> int:
+        try:
+            return eco.compare(a, b)
+        except Exception:
+            return fallback.compare(a, b)
+
+    return compare
+
+
+def _affects(affected: dict, version: str, compare) -> bool:
+    try:
+        return affects(affected, version, compare)
+    except Exception:  # a version the ecosystem cannot read is not judged affected
+        return False
+
+
+# --- The compiled policy ---------------------------------------------------------------------
 
 _COMPARE = {
     "<": lambda a, b: a < b,
@@ -112,16 +219,54 @@ _COMPARE = {
 _NEGATED = {"<": "≥", "<=": ">", ">": "≤", ">=": "<"}
 
 
-def _compare_versions(a: str, b: str) -> int:
-    left, right = Version(a), Version(b)
-    return (left > right) - (left < right)
+class _Specs:
+    """Package rules indexed by name, so a file is only matched against its own."""
+
+    def __init__(self, ecosystem: Ecosystem, texts: Iterable[str]) -> None:
+        self.by_name: dict[str, list[Spec]] = defaultdict(list)
+        for text in texts:
+            spec = ecosystem.parse_spec(text)
+            self.by_name[spec.name].append(spec)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_name)
+
+    def match(self, candidate: Candidate) -> str | None:
+        """The text of the first rule matching the file, or None."""
+        for spec in self.by_name.get(candidate.name, ()):
+            if spec.matches(candidate):
+                return spec.text
+        return None
 
 
 class CompiledPolicy:
-    """A policy ready to decide packages; build once per run with `compile_policy`."""
+    """A policy (or None: only the malicious-package rule) compiled for its package type, with
+    the advisories, waivers and date it decides with; build once per decision pass."""
 
-    def __init__(self, policy, advisories: Iterable[Advisory] = (), *, today: dt.date) -> None:
+    def __init__(
+        self,
+        policy,
+        advisories: Iterable[Advisory] | AdvisoryIndex = (),
+        *,
+        today: dt.date,
+        ecosystem: Ecosystem | None = None,
+        waivers: Iterable[WaiverRule] = (),
+        block_malicious: bool = True,
+    ) -> None:
+        kind = getattr(policy, "package_type", "") or "conda"
+        self.ecosystem = eco = ecosystem or ecosystem_for(kind)
         self.policy = policy
+        self.today = today
+        self.block_malicious = block_malicious
+        self.dry_run = policy is not None and policy.mode == "dry_run"
+        self.waivers = list(waivers)
+        index = (
+            advisories if isinstance(advisories, AdvisoryIndex) else AdvisoryIndex(eco, advisories)
+        )
+        self.advisories = index
+        if policy is None:
+            self._no_rules()
+            return
         self.platforms_in = frozenset(policy.platforms_include or ())
         self.platforms_out = frozenset(policy.platforms_exclude or ())
         self.licenses_in = frozenset(normalize_license(v) for v in policy.licenses_include or ())
@@ -130,244 +275,459 @@ class CompiledPolicy:
         self.score = policy.cve_score
         self.comparator = policy.cve_score_comparator
         self.statuses_out = frozenset(policy.cve_statuses_excluded or ())
-        self.allow = _Specs(policy.allow_specs or ())
-        self.block = _Specs(policy.block_specs or ())
-        self.exclusions = _Specs(policy.exclusions or ())
+        self.allow = _Specs(eco, policy.allow_specs or ())
+        self.block = _Specs(eco, policy.block_specs or ())
+        self.exclusions = _Specs(eco, policy.exclusions or ())
         self.include_dependencies = bool(policy.include_dependencies)
         self.after = policy.created_after
         self.before = policy.created_before
-        self.newest = (
-            today - dt.timedelta(days=policy.min_age_days) if policy.min_age_days else None
-        )
-        self.legacy = bool(policy.legacy_packages)
-        self.advisories: dict[str, list[tuple[Advisory, dict]]] = defaultdict(list)
-        if self.score is not None or self.statuses_out:
-            for advisory in advisories:
-                for affected in advisory.affected:
-                    name = str(affected.get("name", "")).lower()
-                    if name:
-                        self.advisories[name].append((advisory, affected))
+        self.min_age = policy.min_age_days or 0
+        self.newest = today - dt.timedelta(days=self.min_age) if self.min_age else None
+        self.legacy = bool(policy.legacy_packages) or eco.kind != "conda"
 
-    # --- One package, every rule but the allow list ---------------------------------------
+    def _no_rules(self) -> None:
+        self.platforms_in = self.platforms_out = self.licenses_in = self.licenses_out = frozenset()
+        self.unknown_license_ok, self.score, self.comparator = True, None, "<"
+        self.statuses_out = frozenset()
+        self.allow = self.block = self.exclusions = _Specs(self.ecosystem, ())
+        self.include_dependencies = False
+        self.after = self.before = self.newest = None
+        self.min_age = 0
+        self.legacy = True
 
-    def check(self, entry: Entry, *, any_platform: bool = False) -> str | None:
-        """Why the rules of step 2 drop the entry, or None if it passes them."""
-        subdir = entry.subdir
-        if any_platform:
-            pass
-        elif self.platforms_in and subdir not in self.platforms_in:
-            return f"platform {subdir} is not included"
-        if subdir in self.platforms_out:
-            return f"platform {subdir} is excluded"
+    @property
+    def judges_advisories(self) -> bool:
+        """Whether any rule reads advisories (score, status, or malicious packages)."""
+        return self.score is not None or bool(self.statuses_out) or self.block_malicious
+
+    # --- One file, every rule but the allow list --------------------------------------------
+
+    def violations(
+        self, candidate: Candidate, *, any_platform: bool = False
+    ) -> Iterator[Violation]:
+        """Every rule of steps 1 and 3 the file breaks, in order (lazily: the first that is not
+        waived decides)."""
+        if self.advisories and self.judges_advisories:
+            yield from self._advisory_violations(candidate, malicious=True)
+        eco = self.ecosystem
+        if self.platforms_in or self.platforms_out:
+            platform = eco.platform(candidate)
+            if not any_platform and self.platforms_in and platform not in self.platforms_in:
+                yield Violation("platform", f"platform {platform} is not included")
+            if platform in self.platforms_out:
+                yield Violation("platform", f"platform {platform} is excluded")
         if self.licenses_in or self.licenses_out:
-            reason = self._license(entry)
-            if reason:
-                return reason
-        if self.advisories:
-            reason = self._cves(entry)
-            if reason:
-                return reason
+            violation = self._license(candidate)
+            if violation:
+                yield violation
+        if self.advisories and (self.score is not None or self.statuses_out):
+            yield from self._advisory_violations(candidate, malicious=False)
         if self.after or self.before or self.newest:
-            reason = self._dates(entry)
-            if reason:
-                return reason
+            yield from self._dates(candidate)
         if self.block:
-            spec = self.block.match(entry)
+            spec = self.block.match(candidate)
             if spec:
-                return f"blocked by package rule {spec!r}"
-        return None
+                yield Violation("block", f"blocked by package rule {spec!r}")
 
-    def _license(self, entry: Entry) -> str | None:
-        record = entry.record
-        classes = classify(record.get("license") or None, record.get("license_family") or None)
+    def _license(self, candidate: Candidate) -> Violation | None:
+        found = self.ecosystem.licenses(candidate)
+        text, classes = found if found is not None else ("", frozenset())
         if not classes:
-            return None if self.unknown_license_ok else "license unknown"
+            return None if self.unknown_license_ok else Violation("license", "license unknown")
         if self.licenses_in and not classes & self.licenses_in:
-            return f"license {record.get('license')} is not included"
+            return Violation("license", f"license {text} is not included")
         hit = classes & self.licenses_out
         if hit:
-            return f"license {record.get('license')} is excluded ({', '.join(sorted(hit))})"
+            return Violation("license", f"license {text} is excluded ({', '.join(sorted(hit))})")
         return None
 
-    def _cves(self, entry: Entry) -> str | None:
-        found = [
-            advisory
-            for advisory, affected in self.advisories.get(entry.name, ())
-            if _affects(affected, entry.version)
-        ]
-        if not found:
-            return None
-        for advisory in found:
+    def _advisory_violations(self, candidate: Candidate, *, malicious: bool) -> Iterator[Violation]:
+        hits = self.advisories.hits(candidate)
+        if malicious:
+            if self.block_malicious:
+                for advisory, via in hits:
+                    if advisory.malicious:
+                        yield Violation(
+                            "malicious",
+                            f"malicious package: {advisory.label}{_via(via)}",
+                            advisory.id,
+                            advisory.ids,
+                        )
+            return
+        hits = [(a, via) for a, via in hits if not a.malicious]
+        for advisory, via in hits:
             if advisory.status in self.statuses_out:
-                return f"{advisory.id} status {advisory.status} is excluded"
-        scored = [a for a in found if a.score is not None]
-        if self.score is not None and scored:
-            worst = max(scored, key=lambda a: a.score)
-            if not _COMPARE[self.comparator](worst.score, self.score):
-                return f"{worst.id} score {worst.score} {_NEGATED[self.comparator]} {self.score}"
+                yield Violation(
+                    "cve-status",
+                    f"{advisory.label} status {advisory.status} is excluded{_via(via)}",
+                    advisory.id,
+                    advisory.ids,
+                )
+        if self.score is None:
+            return
+        scored = sorted(
+            (h for h in hits if h[0].score is not None), key=lambda h: h[0].score, reverse=True
+        )
+        for advisory, via in scored:
+            if not _COMPARE[self.comparator](advisory.score, self.score):
+                yield Violation(
+                    "cve-score",
+                    f"{advisory.label} score {advisory.score} "
+                    f"{_NEGATED[self.comparator]} {self.score}{_via(via)}",
+                    advisory.id,
+                    advisory.ids,
+                )
+
+    def _dates(self, candidate: Candidate) -> Iterator[Violation]:
+        published = self.ecosystem.published(candidate)
+        if self.after and published and published < self.after:
+            yield Violation("created-after", f"published {published}, before {self.after}")
+        if self.before and published and published > self.before:
+            yield Violation("created-before", f"published {published}, after {self.before}")
+        if self.newest:
+            # Without a publication time, the day PSM first saw the file: it is at least
+            # that old, so the cooldown never lets a file in early.
+            day = published or candidate.first_seen
+            if day is not None and day > self.newest:
+                since = "published" if published else "first seen"
+                yield Violation(
+                    "cooldown",
+                    f"{since} {day}, newer than the {self.min_age}-day cooldown",
+                )
+
+    def check(
+        self, candidate: Candidate, *, any_platform: bool = False
+    ) -> tuple[Violation | None, list[str]]:
+        """The first violation no waiver covers (None: the file passes steps 1 and 3), and the
+        notes of the waivers that let it past the others."""
+        notes: list[str] = []
+        for violation in self.violations(candidate, any_platform=any_platform):
+            note = self._waived(candidate, violation)
+            if note is None:
+                return violation, notes
+            notes.append(note)
+        return None, notes
+
+    def _waived(self, candidate: Candidate, violation: Violation) -> str | None:
+        for waiver in self.waivers:
+            if waiver.covers(candidate, violation):
+                return waiver.note(violation)
         return None
 
-    def _dates(self, entry: Entry) -> str | None:
-        built = entry.built_on
-        if built is None:
-            return None  # no timestamp: the date rules cannot judge it
-        if self.after and built < self.after:
-            return f"built {built}, before {self.after}"
-        if self.before and built > self.before:
-            return f"built {built}, after {self.before}"
-        if self.newest and built > self.newest:
-            return f"built {built}, newer than the {self.policy.min_age_days}-day cooldown"
-        return None
+    # --- Every file together ----------------------------------------------------------------
 
-    # --- Every package together ---------------------------------------------------------------
-
-    def decide_all(self, entries: Iterable[Entry]) -> dict[str, Decision]:
-        """Decide every entry (keyed by `subdir/filename`), the closure and legacy rule included."""
-        entries = list(entries)
+    def decide_all(self, candidates: Iterable[Candidate]) -> dict[str, Decision]:
+        """Decide every file (keyed by `unit/filename`), closure and legacy rule included."""
+        candidates = list(candidates)
         decisions: dict[str, Decision] = {}
-        passing: list[Entry] = []
-        dropped: dict[str, Decision] = {}  # one Decision per reason, shared
+        passing: list[Candidate] = []
+        shared: dict[Violation, Decision] = {}  # one Decision per violation, when not waived
         exclusions, check = self.exclusions, self.check
-        for entry in entries:
-            spec = exclusions.match(entry) if exclusions else None
+        for candidate in candidates:
+            spec = exclusions.match(candidate) if exclusions else None
             if spec:
-                decisions[entry.key] = Decision(True, f"kept by exclusion {spec!r}")
-                continue
-            reason = check(entry)
-            if reason:
-                decision = dropped.get(reason)
-                if decision is None:
-                    decision = dropped[reason] = Decision(False, reason)
-                decisions[entry.key] = decision
+                violation, notes = self._malicious_only(candidate)
+                if violation is None:
+                    decisions[candidate.key] = Decision(
+                        True, f"kept by exclusion {spec!r}", waived="; ".join(notes)
+                    )
+                    continue
             else:
-                passing.append(entry)
-        if self.allow:
-            allowed = [e for e in passing if self.allow.match(e)]
-            via = self.closure(allowed, passing) if self.include_dependencies else {}
-            allowed_keys = {e.key for e in allowed}
-            for entry in passing:
-                key = entry.key
-                if key in allowed_keys:
-                    decisions[key] = ALLOWED
-                elif key in via:
-                    decisions[key] = Decision(True, f"dependency of {via[key]}")
+                violation, notes = check(candidate)
+            if violation is not None:
+                if notes:
+                    decisions[candidate.key] = _blocked(violation, "; ".join(notes))
                 else:
-                    decisions[key] = NOT_LISTED
-        else:
-            for entry in passing:
-                decisions[entry.key] = ALLOWED
+                    decision = shared.get(violation)
+                    if decision is None:
+                        decision = shared[violation] = _blocked(violation)
+                    decisions[candidate.key] = decision
+            else:
+                passing.append(candidate)
+                if notes:
+                    decisions[candidate.key] = Decision(True, waived="; ".join(notes))
+        self._allow_list(candidates, passing, decisions)
         if self.platforms_in and "noarch" not in self.platforms_in:
-            self._admit_noarch_dependencies(entries, decisions)
+            self._admit_noarch_dependencies(candidates, decisions)
         if not self.legacy:
-            self._drop_legacy(entries, decisions)
+            self._drop_legacy(candidates, decisions)
+        if self.dry_run:
+            for key, decision in decisions.items():
+                if not decision.allowed and decision.rule != "malicious":
+                    decisions[key] = Decision(
+                        True,
+                        rule=decision.rule,
+                        advisory=decision.advisory,
+                        waived=decision.waived,
+                        would_block=decision.reason,
+                    )
         return decisions
 
+    def _malicious_only(self, candidate: Candidate) -> tuple[Violation | None, list[str]]:
+        """An exclusion keeps a file past every rule but a malicious-package advisory."""
+        notes: list[str] = []
+        if self.advisories and self.block_malicious:
+            for violation in self._advisory_violations(candidate, malicious=True):
+                note = self._waived(candidate, violation)
+                if note is None:
+                    return violation, notes
+                notes.append(note)
+        return None, notes
+
+    def _allow_list(
+        self, candidates: list[Candidate], passing: list[Candidate], decisions: dict
+    ) -> None:
+        if not self.allow:
+            for candidate in passing:
+                decisions.setdefault(candidate.key, ALLOWED)
+            return
+        allowed = [c for c in passing if self.allow.match(c)]
+        via = self.closure(allowed, passing) if self.include_dependencies else {}
+        allowed_keys = {c.key for c in allowed}
+        for candidate in passing:
+            key = candidate.key
+            if key in allowed_keys:
+                decisions.setdefault(key, ALLOWED)
+            elif key in via:
+                decisions[key] = Decision(True, f"dependency of {via[key]}")
+            else:
+                violation = Violation("allow-list", NOT_LISTED.reason)
+                note = self._waived(candidate, violation)
+                decisions[key] = NOT_LISTED if note is None else Decision(True, waived=note)
+
     def _admit_noarch_dependencies(
-        self, entries: list[Entry], decisions: dict[str, Decision]
+        self, candidates: list[Candidate], decisions: dict[str, Decision]
     ) -> None:
         """A platform rule without noarch still brings the noarch packages that the allowed
         platform packages need (they must pass every other rule)."""
         noarch = [
-            e
-            for e in entries
-            if e.subdir == "noarch"
-            and not decisions[e.key].allowed
-            and self.check(e, any_platform=True) is None
-            and (not self.allow or self.allow.match(e) or self.include_dependencies)
+            c
+            for c in candidates
+            if c.unit == "noarch"
+            and not decisions[c.key].allowed
+            and self.check(c, any_platform=True)[0] is None
+            and (not self.allow or self.allow.match(c) or self.include_dependencies)
         ]
         if not noarch:
             return
-        roots = [e for e in entries if e.subdir != "noarch" and decisions[e.key].allowed]
+        roots = [c for c in candidates if c.unit != "noarch" and decisions[c.key].allowed]
         for key, parent in self.closure(roots, noarch).items():
             if key.startswith("noarch/"):
                 decisions[key] = Decision(True, f"noarch dependency of {parent}")
 
-    def closure(self, roots: list[Entry], candidates: list[Entry]) -> dict[str, str]:
-        """`subdir/filename` -> the package that first pulled it in, for every dependency
-        (direct or indirect) of the roots among the candidates; cycles are fine."""
-        index = _index(candidates)
+    def closure(self, roots: list[Candidate], candidates: list[Candidate]) -> dict[str, str]:
+        """`unit/filename` -> the package that first pulled it in, for every dependency (direct
+        or indirect) of the roots among the candidates; cycles are fine."""
+        index = self.index(candidates)
         via: dict[str, str] = {}
         stack = list(roots)
-        seen = {e.key for e in roots}
+        seen = {c.key for c in roots}
         while stack:
-            entry = stack.pop()
-            for _spec, match in self.dependencies(entry, index):
+            candidate = stack.pop()
+            for _text, match in self.ecosystem.dependencies(candidate, index):
                 for dependency in match:
                     key = dependency.key
                     if key not in seen:
                         seen.add(key)
-                        via[key] = entry.name
+                        via[key] = candidate.name
                         stack.append(dependency)
         return via
 
-    def dependencies(
-        self, entry: Entry, index: Mapping[str, Mapping[str, list[Entry]]]
-    ) -> Iterable[tuple[str, list[Entry]]]:
-        """Each depends string of the entry with the candidates (same subdir or noarch) that
-        satisfy it; virtual packages (`__glibc`) are skipped."""
-        for text in entry.depends:
-            spec = _spec(text)
-            if spec is None or spec.name.normalized.startswith("__"):
-                continue
-            name = spec.name.normalized
-            pool = [*index.get(entry.subdir, {}).get(name, ())]
-            if entry.subdir != "noarch":
-                pool += index.get("noarch", {}).get(name, ())
-            yield text, [c for c in pool if spec.matches(c.rattler)]
+    def index(self, candidates: Iterable[Candidate]) -> dict[str, dict[str, list[Candidate]]]:
+        """Candidates by pool (conda platform) and name, for dependency lookups."""
+        index: dict[str, dict[str, list[Candidate]]] = defaultdict(lambda: defaultdict(list))
+        pool_key = self.ecosystem.pool_key
+        for candidate in candidates:
+            index[pool_key(candidate)][candidate.name].append(candidate)
+        return index
 
-    def _drop_legacy(self, entries: list[Entry], decisions: dict[str, Decision]) -> None:
+    def dependencies(self, candidate: Candidate, index) -> Iterable[tuple[str, list[Candidate]]]:
+        return self.ecosystem.dependencies(candidate, index)
+
+    def _drop_legacy(self, candidates: list[Candidate], decisions: dict[str, Decision]) -> None:
         conda_builds = {
-            e.key[: -len(".conda")]
-            for e in entries
-            if e.filename.endswith(".conda") and decisions[e.key].allowed
+            c.key[: -len(".conda")]
+            for c in candidates
+            if c.filename.endswith(".conda") and decisions[c.key].allowed
         }
-        for entry in entries:
-            if entry.filename.endswith(".tar.bz2"):
-                key = entry.key
-                stem = key[: -len(".tar.bz2")]
-                if stem in conda_builds and decisions[key].allowed:
-                    decisions[key] = Decision(False, "legacy .tar.bz2 (the .conda is mirrored)")
+        legacy = Violation("legacy", "legacy .tar.bz2 (the .conda is mirrored)")
+        for candidate in candidates:
+            if candidate.filename.endswith(".tar.bz2"):
+                key = candidate.key
+                if key[: -len(".tar.bz2")] in conda_builds and decisions[key].allowed:
+                    note = self._waived(candidate, legacy)
+                    if note is None:
+                        decisions[key] = _blocked(legacy)
+
+    # --- Explanations ------------------------------------------------------------------------
+
+    def explain(self, candidate: Candidate) -> list[RuleOutcome]:
+        """Every rule kind's verdict on one file, in decision order."""
+        outcomes: list[RuleOutcome] = []
+        broken: dict[str, list[Violation]] = defaultdict(list)
+        for violation in self.violations(candidate):
+            broken[violation.rule].append(violation)
+        set_rules = self._set_rules()
+        exclusion = self.exclusions.match(candidate) if self.exclusions else None
+        for rule in (
+            "malicious",
+            "exclusion",
+            "platform",
+            "license",
+            "cve-status",
+            "cve-score",
+            "created-after",
+            "created-before",
+            "cooldown",
+            "block",
+            "allow-list",
+        ):
+            if rule == "exclusion":
+                if self.exclusions:
+                    detail = f"kept by exclusion {exclusion!r}" if exclusion else "no match"
+                    outcomes.append(RuleOutcome(rule, "keep" if exclusion else "pass", detail))
+                continue
+            if rule == "allow-list":
+                if self.allow:
+                    spec = self.allow.match(candidate)
+                    if spec:
+                        outcomes.append(RuleOutcome(rule, "pass", f"allowed by {spec!r}"))
+                    else:
+                        violation = Violation(rule, NOT_LISTED.reason)
+                        outcomes.append(self._outcome(candidate, violation, exclusion))
+                else:
+                    outcomes.append(RuleOutcome(rule, "not set"))
+                continue
+            if rule not in set_rules:
+                outcomes.append(RuleOutcome(rule, "not set"))
+            elif not broken.get(rule):
+                outcomes.append(RuleOutcome(rule, "pass", self._pass_detail(rule, candidate)))
+            else:
+                for violation in broken[rule]:
+                    outcomes.append(self._outcome(candidate, violation, exclusion))
+        return outcomes
+
+    def _outcome(self, candidate, violation: Violation, exclusion: str | None) -> RuleOutcome:
+        note = self._waived(candidate, violation)
+        if note is not None:
+            return RuleOutcome(violation.rule, "waived", note)
+        if exclusion and violation.rule != "malicious":
+            return RuleOutcome(violation.rule, "overridden", f"{violation.reason} (exclusion)")
+        if self.dry_run and violation.rule != "malicious":
+            return RuleOutcome(violation.rule, "would block", violation.reason)
+        return RuleOutcome(violation.rule, "block", violation.reason)
+
+    def _set_rules(self) -> set[str]:
+        rules = set()
+        if self.block_malicious:
+            rules.add("malicious")
+        if self.platforms_in or self.platforms_out:
+            rules.add("platform")
+        if self.licenses_in or self.licenses_out:
+            rules.add("license")
+        if self.statuses_out:
+            rules.add("cve-status")
+        if self.score is not None:
+            rules.add("cve-score")
+        if self.after:
+            rules.add("created-after")
+        if self.before:
+            rules.add("created-before")
+        if self.newest:
+            rules.add("cooldown")
+        if self.block:
+            rules.add("block")
+        return rules
+
+    def _pass_detail(self, rule: str, candidate: Candidate) -> str:
+        if rule in ("malicious", "cve-status", "cve-score"):
+            hits = [a.label for a, _ in self.advisories.hits(candidate)]
+            return f"advisories: {', '.join(hits)}" if hits else "no advisory affects it"
+        if rule in ("created-after", "created-before", "cooldown"):
+            published = self.ecosystem.published(candidate)
+            if published:
+                return f"published {published}"
+            if rule == "cooldown" and candidate.first_seen:
+                return f"first seen {candidate.first_seen}"
+            return "no publication time"
+        if rule == "license":
+            found = self.ecosystem.licenses(candidate)
+            return f"license {found[0]}" if found and found[0] else "license unknown"
+        if rule == "platform":
+            return f"platform {self.ecosystem.platform(candidate)}"
+        return ""
 
 
-def _index(entries: Iterable[Entry]) -> dict[str, dict[str, list[Entry]]]:
-    index: dict[str, dict[str, list[Entry]]] = defaultdict(lambda: defaultdict(list))
-    for entry in entries:
-        index[entry.subdir][entry.name].append(entry)
-    return index
+def _via(how: str) -> str:
+    return f" ({how})" if how else ""
 
 
-_SPECS: dict[str, MatchSpec | None] = {}
+def _blocked(violation: Violation, waived: str = "") -> Decision:
+    return Decision(False, violation.reason, violation.rule, violation.advisory, waived)
 
 
-def _spec(text: str) -> MatchSpec | None:
-    """A depends string as a MatchSpec (cached; None if rattler cannot read it)."""
-    if text not in _SPECS:
-        try:
-            _SPECS[text] = MatchSpec(text)
-        except Exception:  # an unreadable upstream depends string matches nothing
-            _SPECS[text] = None
-    return _SPECS[text]
+# --- Filters and policy together -------------------------------------------------------------
+
+#: A format's mirror filters: `key` -> exclusion reason ("" enters) for the files given.
+Filters = Callable[[list[Candidate]], Mapping[str, str]]
 
 
-def _affects(affected: dict, version: str) -> bool:
-    try:
-        return affects(affected, version, _compare_versions)
-    except Exception:  # a version rattler cannot read is not judged affected
-        return False
+class Decider:
+    """The one decision for a mirror's files: its filters, then its effective policy."""
+
+    def __init__(self, policy: CompiledPolicy, filters: Filters | None = None) -> None:
+        self.policy = policy
+        self.filters = filters
+
+    @property
+    def ecosystem(self) -> Ecosystem:
+        return self.policy.ecosystem
+
+    @property
+    def judges_anything(self) -> bool:
+        """False when every file enters whatever it is (no filters, no policy, no malicious
+        advisory that could concern the package type)."""
+        policy = self.policy
+        return (
+            self.filters is not None
+            or policy.policy is not None
+            or bool(policy.advisories and policy.block_malicious)
+        )
+
+    def decide_all(self, candidates: Iterable[Candidate]) -> dict[str, Decision]:
+        candidates = list(candidates)
+        decisions: dict[str, Decision] = {}
+        passing = candidates
+        if self.filters is not None:
+            reasons = self.filters(candidates)
+            shared: dict[str, Decision] = {}
+            passing = []
+            for candidate in candidates:
+                reason = reasons.get(candidate.key, "")
+                if reason:
+                    decision = shared.get(reason) or shared.setdefault(
+                        reason, Decision(False, reason, "filter")
+                    )
+                    decisions[candidate.key] = decision
+                else:
+                    passing.append(candidate)
+        decisions.update(self.policy.decide_all(passing))
+        return decisions
+
+    def explain(self, candidate: Candidate) -> tuple[Decision, list[RuleOutcome]]:
+        """The decision on one file alone (a dependency closure is judged with the mirror's
+        other files, at a sync) and every rule's verdict."""
+        decision = self.decide_all([candidate])[candidate.key]
+        outcomes = []
+        if self.filters is not None:
+            reason = decision.reason if decision.rule == "filter" else ""
+            outcomes.append(RuleOutcome("filter", "block" if reason else "pass", reason))
+            if reason:
+                return decision, outcomes
+        return decision, outcomes + self.policy.explain(candidate)
 
 
-def compile_policy(policy, *, today: dt.date | None = None) -> CompiledPolicy:
-    """Compile the policy with the current vulnerability data (one query)."""
-    from .models import Vulnerability
-
-    advisories: list[Advisory] = []
-    if policy.cve_score is not None or policy.cve_statuses_excluded:
-        advisories = [
-            Advisory(
-                v.osv_id if not v.cve_ids else v.cve_ids[0], v.cvss_score, v.status, v.affected
-            )
-            for v in Vulnerability.objects.only(
-                "osv_id", "aliases", "cvss_score", "status", "affected"
-            )
-        ]
-    return CompiledPolicy(policy, advisories, today=today or dt.date.today())
+def Entry(filename: str, record: Mapping[str, Any], subdir: str = "") -> Candidate:  # noqa: N802
+    """A conda repodata record as a candidate (its platform from `subdir` or the record)."""
+    unit = subdir or str(record.get("subdir") or "")
+    return ecosystem_for("conda").candidate(unit, filename, str(record.get("version", "")), record)

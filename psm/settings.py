@@ -468,6 +468,9 @@ PSM_INDEX_MAX_AGE = envint("PSM_INDEX_MAX_AGE", 60)
 # Folder of OSV advisories (.json files, .zip archives such as osv.dev's <ecosystem>/all.zip),
 # loaded hourly by `policies.load_vulnerabilities`. Empty: no automatic loading.
 PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")
+# Block every version an OSV malicious-package entry (`MAL-…`) names, in every mirror, with or
+# without a policy and whatever its mode; only a waiver naming the entry lets one in.
+PSM_BLOCK_MALICIOUS = envbool("PSM_BLOCK_MALICIOUS", True)
 # Verification (channels_app/verification.py): each hourly run re-hashes the stored files
 # verified longest ago, up to this many bytes and files, so all of storage is covered in turn.
 PSM_VERIFY_BYTES_PER_RUN = envint("PSM_VERIFY_BYTES_PER_RUN", 10 * 1024**3)

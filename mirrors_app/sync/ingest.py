@@ -30,6 +30,7 @@ from channels_app.models import Channel, Package
 from psm.input import storable_text
 
 from ..models import Mirror, MirrorRejection
+from .policy import decides_anything
 from .progress import Progress
 
 BATCH_SIZE = 5000
@@ -76,6 +77,9 @@ class BatchWriter:
 
     def __init__(self, mirror: Mirror, progress: Progress) -> None:
         self.mirror, self.progress = mirror, progress
+        # With filters, a policy or malicious-package advisories to apply, new and changed
+        # records wait for the run's decision before anyone sees them (decided once per run).
+        self.initial_exclusion = PENDING if decides_anything(mirror) else ""
         self.rows: dict[tuple[str, str], tuple] = {}
         self.gone: dict[str, list[int]] = defaultdict(list)
         self.gone_count = 0
@@ -264,9 +268,7 @@ class UnitIngest:
         self._known: dict[str, Known] | None = None  # read on first use (see `known`)
         self._known_rows = known
         self.writer = writer
-        # With a policy, new and changed records wait for its decision before anyone sees them.
-        decided = mirror.options if mirror.format.filter_files({}, ()) is not None else None
-        self.initial_exclusion = PENDING if decided or mirror.effective_policy() else ""
+        self.initial_exclusion = writer.initial_exclusion
         # Files another mirror (or an upload) already provides in this channel and unit;
         # `shared=False` (the caller checked the channel once) saves a query per unit.
         self.taken = (

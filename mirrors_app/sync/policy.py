@@ -1,24 +1,24 @@
-"""Apply a mirror's effective policy to every package it brought, from the database.
+"""Decide a mirror's packages from the database: its filters and effective policy.
 
-Every upstream record stays stored, allowed or not, so a policy change can be previewed and
-applied at once, without fetching the upstream index again. Only rows whose decision changed
-are written, grouped by reason.
+Every upstream record stays stored, allowed or not, so a policy change, new advisories or an
+expired waiver can be previewed and applied at once, without fetching the upstream index
+again. Only rows whose decision changed are written, grouped by reason.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field
 
 import orjson
 from django.db import transaction
-from django.db.models import Count, F, Max
+from django.db.models import F
 from django.utils import timezone
 
 from channels_app.models import Channel, Package
-from policies_app.engine import Entry, compile_policy
-from policies_app.models import Vulnerability
+from policies_app.compiling import compile_policy, data_version, malicious_advisories_exist
+from policies_app.ecosystems import Candidate, ecosystem_for
+from policies_app.engine import Decider, Decision
 
 from ..models import Mirror
 
@@ -35,6 +35,9 @@ class PolicyChange:
     allowed: int = 0
     #: Kept out by this decision: allowed before, new, or kept out before for another reason.
     newly_excluded: Counter[str] = field(default_factory=Counter)
+    #: Under a dry-run policy: files the policy would newly keep out (they stay in).
+    would_leave: list[tuple[str, str]] = field(default_factory=list)
+    would_block: int = 0
 
     def as_dict(self, limit: int = 1000) -> dict:
         return {
@@ -45,80 +48,99 @@ class PolicyChange:
             "entering_packages": self.entering[:limit],
             "leaving_packages": [{"path": p, "reason": r} for p, r in self.leaving[:limit]],
             "excluded_by_reason": dict(self.excluded.most_common()),
+            "would_block": self.would_block,
+            "would_leave": len(self.would_leave),
+            "would_leave_packages": [{"path": p, "reason": r} for p, r in self.would_leave[:limit]],
         }
+
+
+def decider_for(mirror: Mirror, *, now=None) -> Decider:
+    """The one decider of the mirror's files: its format's mirror filters (Python, R), then
+    its effective policy (or, without one, the malicious-package rule) for its package type."""
+    fmt = mirror.format
+    filters = None
+    if mirror.options and fmt.filter_files(mirror.options, ()) is not None:
+        options = mirror.options
+
+        def filters(candidates: list[Candidate]) -> dict[str, str]:
+            files = ((c.key, c.unit, c.filename, c.version, c.record) for c in candidates)
+            return fmt.filter_files(options, files) or {}
+
+    compiled = compile_policy(mirror.effective_policy(), kind=mirror.channel.kind, now=now)
+    return Decider(compiled, filters)
 
 
 def policy_fingerprint(mirror: Mirror) -> str:
-    """Changes whenever a run must decide again although no record changed."""
-    if mirror.format.filter_files(mirror.options, ()) is not None:
-        return "filters:" + orjson.dumps(mirror.options, option=orjson.OPT_SORT_KEYS).decode()
+    """Changes whenever a run or an enforcement must decide again although no record changed:
+    the filters, the policy, or the data it decides with (`data_version`)."""
     policy = mirror.effective_policy()
-    if policy is None:
-        return "none"
-    parts = [str(policy.pk), policy.updated_at.isoformat()]
-    if policy.cve_score is not None or policy.cve_statuses_excluded:
-        data = Vulnerability.objects.aggregate(n=Count("pk"), at=Max("loaded_at"))
-        parts.append(f"{data['n']}@{data['at']}")
-    if policy.min_age_days:
-        parts.append(dt.date.today().isoformat())  # the cooldown moves every day
-    return ":".join(parts)
+    parts = [
+        "filters:" + orjson.dumps(mirror.options, option=orjson.OPT_SORT_KEYS).decode(),
+        f"policy:{policy.pk}@{policy.updated_at.isoformat()}" if policy else "policy:none",
+        data_version(policy, mirror.channel.kind),
+    ]
+    return "|".join(parts)
 
 
 def packages_decide(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
-    """Decide every package of the mirror under its mirror filters (Python) or its effective
-    policy (conda); write the changes unless `dry_run` (a preview)."""
-    fmt = mirror.format
-    filtered = fmt.filter_files(mirror.options, ()) is not None
-    policy = None if filtered else mirror.effective_policy()
+    """Decide every package of the mirror (`decider_for`); write the changes unless `dry_run`
+    (a preview)."""
+    decider = decider_for(mirror)
+    ecosystem = decider.ecosystem
     rows = Package.objects.filter(mirror=mirror, removed=False)
-    if (policy is None and not filtered) or (filtered and not mirror.options):
+    if not decider.judges_anything:
         return _allow_all(mirror, rows, dry_run)
-    current: dict[str, tuple[int, str]] = {}
-    entries: list[Entry] = []
-    files: list[tuple] = []
-    for pk, unit, filename, version, record, excluded in rows.values_list(
-        "pk", "unit", "filename", "version", "record", "excluded_reason"
+    current: dict[str, tuple[int, str, str]] = {}
+    candidates: list[Candidate] = []
+    for pk, unit, filename, version, record, excluded, would, added in rows.values_list(
+        "pk",
+        "unit",
+        "filename",
+        "version",
+        "record",
+        "excluded_reason",
+        "would_exclude_reason",
+        "added_at",
     ).iterator(10_000):
-        key = f"{unit}/{filename}"
-        current[key] = (pk, excluded)
         document = orjson.loads(record) if record else {}
-        if filtered:
-            files.append((key, unit, filename, version, document))
-        elif policy is not None:
-            entries.append(Entry(filename, document, unit))
-    if filtered:
-        decisions = fmt.filter_files(mirror.options, files)
-    elif policy is None:
-        decisions = {key: "" for key in current}
-    else:
-        compiled = compile_policy(policy)
-        decisions = {
-            key: "" if d.allowed else d.reason for key, d in compiled.decide_all(entries).items()
-        }
+        candidate = ecosystem.candidate(
+            unit, filename, version, document, first_seen=added.date() if added else None
+        )
+        current[candidate.key] = (pk, excluded, would)
+        candidates.append(candidate)
+    decisions = decider.decide_all(candidates)
+    del candidates
     change = PolicyChange()
-    updates: dict[str, list[int]] = {}
-    for key, (pk, excluded) in current.items():
-        reason = decisions.get(key, "")
+    updates: dict[tuple[str, str], list[int]] = {}
+    for key, (pk, excluded, would) in current.items():
+        decision = decisions.get(key) or _ALLOWED
+        reason = "" if decision.allowed else decision.reason[:300]
+        would_now = decision.would_block[:300]
         if reason:
             change.excluded[reason] += 1
         else:
             change.allowed += 1
-        if reason == excluded:
+        if would_now:
+            change.would_block += 1
+        if reason == excluded and would_now == would:
             continue
-        updates.setdefault(reason, []).append(pk)
-        if not reason:
-            change.entering.append(key)
-        elif not excluded:
-            change.leaving.append((key, reason))
-        if reason:
-            change.newly_excluded[reason] += 1
+        updates.setdefault((reason, would_now), []).append(pk)
+        if reason != excluded:
+            if not reason:
+                change.entering.append(key)
+            elif not excluded:
+                change.leaving.append((key, reason))
+            if reason:
+                change.newly_excluded[reason] += 1
+        if would_now and would_now != would:
+            change.would_leave.append((key, would_now))
     if not dry_run and updates:
         now = timezone.now()
-        for reason, pks in updates.items():
+        for (reason, would_now), pks in updates.items():
             for start in range(0, len(pks), BATCH):
                 with transaction.atomic():
                     Package.objects.filter(pk__in=pks[start : start + BATCH]).update(
-                        excluded_reason=reason[:300], updated_at=now
+                        excluded_reason=reason, would_exclude_reason=would_now, updated_at=now
                     )
                     Channel.objects.filter(pk=mirror.channel_id).update(
                         content_version=F("content_version") + 1
@@ -126,15 +148,123 @@ def packages_decide(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
     return change
 
 
+_ALLOWED = Decision(True)
+
+
 def _allow_all(mirror: Mirror, rows, dry_run: bool) -> PolicyChange:
-    """No rules: everything enters (one query, whatever the mirror's size)."""
+    """Nothing to judge: everything enters (one query, whatever the mirror's size)."""
     change = PolicyChange(allowed=rows.count())
-    excluded = rows.exclude(excluded_reason="")
-    change.entering = [f"{s}/{f}" for s, f in excluded.values_list("unit", "filename")[:1000]]
-    if not dry_run and change.entering:
+    marked = rows.exclude(excluded_reason="", would_exclude_reason="")
+    change.entering = [
+        f"{u}/{f}"
+        for u, f in marked.exclude(excluded_reason="").values_list("unit", "filename")[:1000]
+    ]
+    if not dry_run and marked.exists():
         with transaction.atomic():
-            excluded.update(excluded_reason="", updated_at=timezone.now())
+            marked.update(excluded_reason="", would_exclude_reason="", updated_at=timezone.now())
             Channel.objects.filter(pk=mirror.channel_id).update(
                 content_version=F("content_version") + 1
             )
     return change
+
+
+def decides_anything(mirror: Mirror) -> bool:
+    """Whether the mirror's new files wait for a decision before they may be served (the
+    question `Decider.judges_anything` answers, without loading advisories)."""
+    if mirror.options and mirror.format.filter_files(mirror.options, ()) is not None:
+        return True
+    return mirror.effective_policy() is not None or malicious_advisories_exist()
+
+
+# --- "Test a package" ----------------------------------------------------------------------
+
+
+def test_package(*, channel: Channel, name: str, version: str = "", platform: str = "") -> dict:
+    """What each mirror of the channel (or, without mirrors, the channel's policy) decides
+    about a package, whether or not upstream has it yet: every stored file of that name (and
+    version) with its decision, else a hypothetical file, with every rule's verdict."""
+    ecosystem = ecosystem_for(channel.kind)
+    normalized = ecosystem.normalize(name.strip())
+    mirrors = list(channel.mirrors.select_related("policy", "channel__policy").order_by("name"))
+    results = []
+    for mirror in mirrors or [None]:
+        if mirror is not None:
+            decider = decider_for(mirror)
+            policy = mirror.effective_policy()
+        else:
+            policy = channel.policy
+            decider = Decider(compile_policy(policy, kind=channel.kind))
+        files = [
+            _judged(decider, candidate, known=True)
+            for candidate in _stored(channel, mirror, ecosystem, normalized, version, platform)
+        ]
+        if not files:
+            hypothetical = _hypothetical(ecosystem, normalized, version, platform)
+            files = [_judged(decider, hypothetical, known=False)]
+        results.append(
+            {
+                "mirror": mirror.name if mirror is not None else None,
+                "policy": policy.name if policy is not None else None,
+                "mode": policy.mode if policy is not None else None,
+                "files": files,
+            }
+        )
+    return {
+        "channel": channel.path,
+        "name": name,
+        "version": version,
+        "platform": platform,
+        "results": results,
+    }
+
+
+def _stored(channel, mirror, ecosystem, name: str, version: str, platform: str):
+    rows = Package.objects.filter(channel=channel, removed=False)
+    rows = rows.filter(mirror=mirror) if mirror is not None else rows.filter(mirror__isnull=True)
+    rows = rows.filter(name__iexact=name) if ecosystem.kind != "cran" else rows.filter(name=name)
+    if version:
+        rows = rows.filter(version=version)
+    if platform:
+        rows = rows.filter(unit=platform)
+    for unit, filename, found_version, record, added in rows.order_by(
+        "unit", "filename"
+    ).values_list("unit", "filename", "version", "record", "added_at")[:200]:
+        yield ecosystem.candidate(
+            unit,
+            filename,
+            found_version,
+            orjson.loads(record) if record else {},
+            first_seen=added.date() if added else None,
+        )
+
+
+def _hypothetical(ecosystem, name: str, version: str, platform: str) -> Candidate:
+    """A file upstream may not have yet: only its name, version (and conda platform)."""
+    today = timezone.localdate()  # PSM would first see it today: the cooldown counts from it
+    if ecosystem.kind == "conda":
+        unit = platform or "noarch"
+        record = {"name": name, "version": version or "0", "build": "0", "subdir": unit}
+        filename = f"{name}-{version or '0'}-0.conda"
+        return ecosystem.candidate(unit, filename, version, record, first_seen=today)
+    if ecosystem.kind == "pypi":
+        filename = f"{name}-{version}.tar.gz"
+        return ecosystem.candidate(name, filename, version, {}, first_seen=today)
+    record = {"Package": name, "Version": version}
+    filename = f"{name}_{version}.tar.gz"
+    return ecosystem.candidate("src/contrib", filename, version, record, first_seen=today)
+
+
+def _judged(decider: Decider, candidate: Candidate, *, known: bool) -> dict:
+    decision, outcomes = decider.explain(candidate)
+    return {
+        "path": candidate.key,
+        "version": candidate.version,
+        "known": known,
+        "allowed": decision.allowed,
+        "reason": decision.reason,
+        "rule": decision.rule,
+        "advisory": decision.advisory,
+        "waived": decision.waived,
+        "would_block": decision.would_block,
+        "rules": [{"rule": o.rule, "outcome": o.outcome, "detail": o.detail} for o in outcomes],
+    }

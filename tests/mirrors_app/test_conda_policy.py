@@ -163,5 +163,5 @@ def test_cve_data_loaded_from_osv_keeps_vulnerable_builds_out(tmp_path, run_mirr
         policy = PolicyFactory(cve_score="7.0", cve_score_comparator="<")
         mirror = MirrorFactory(channel=ChannelFactory(policy=policy), source_url=server.url)
         run = run_mirror(mirror)
-    assert run.filtered_reasons == {"CVE-2023-0286 score 7.4 ≥ 7.0": 1}
+    assert run.filtered_reasons == {"PSM-2023-0286 (CVE-2023-0286) score 7.4 ≥ 7.0": 1}
     assert _listed(client, mirror.channel, "linux-64") == ["openssl-3.0.8-0.tar.bz2"]

@@ -147,7 +147,7 @@ def test_creation_dates_and_cooldown():
     assert "7-day cooldown" in decisions[fresh.filename].reason
     assert decisions[old.filename].allowed and decisions[undated.filename].allowed
     decisions = decide(compile_(created_after=dt.date(2020, 1, 1)), [fresh, old])
-    assert decisions[old.filename].reason == "built 2019-05-01, before 2020-01-01"
+    assert decisions[old.filename].reason == "published 2019-05-01, before 2020-01-01"
     decisions = decide(compile_(created_before=dt.date(2020, 1, 1)), [fresh, old])
     assert not decisions[fresh.filename].allowed and decisions[old.filename].allowed
 
