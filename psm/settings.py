@@ -468,6 +468,30 @@ PSM_INDEX_MAX_AGE = envint("PSM_INDEX_MAX_AGE", 60)
 # Folder of OSV advisories (.json files, .zip archives such as osv.dev's <ecosystem>/all.zip),
 # loaded hourly by `policies.load_vulnerabilities`. Empty: no automatic loading.
 PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")
+
+
+def _webhook_url() -> str:
+    """PSM_WEBHOOK_URL, checked to be an http(s) URL."""
+    url = envsecret("PSM_WEBHOOK_URL").strip()
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # Not quoted: the URL may carry credentials.
+        raise ImproperlyConfigured("PSM_WEBHOOK_URL must be an http:// or https:// URL")
+    return url
+
+
+# Where to announce policy enforcements (packages that left, entered or would leave a channel):
+# a JSON POST per event, signed with PSM_WEBHOOK_SECRET when set (X-PSM-Signature: sha256=<HMAC
+# of the body>), retried PSM_WEBHOOK_RETRIES times with exponential backoff. Set by the
+# operator, so not held to the upstream allowlist. Empty: nothing is announced.
+PSM_WEBHOOK_URL = _webhook_url()
+PSM_WEBHOOK_SECRET = envsecret("PSM_WEBHOOK_SECRET")
+PSM_WEBHOOK_RETRIES = envint("PSM_WEBHOOK_RETRIES", 5)
 # Verification (channels_app/verification.py): each hourly run re-hashes the stored files
 # verified longest ago, up to this many bytes and files, so all of storage is covered in turn.
 PSM_VERIFY_BYTES_PER_RUN = envint("PSM_VERIFY_BYTES_PER_RUN", 10 * 1024**3)
