@@ -426,6 +426,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "channels.verify_storage",
         "schedule": 3600.0,
     },
+    # What changes with time alone: a cooldown that ends, a waiver that expires. Mirrors whose
+    # decisions depend on neither are skipped at the cost of one comparison.
+    "hourly-enforce-policies": {
+        "task": "policies.enforce_due",
+        "schedule": 3600.0,
+    },
 }
 
 # --- PSM ------------------------------------------------------------------------------------
