@@ -13,11 +13,16 @@ from django.db import transaction
 from psm.audit import audit_record
 
 from . import osv
+from .enforcement import request_enforcement
 from .models import Policy, Vulnerability
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+
+
+#: Policy fields that decide nothing: changing them needs no enforcement.
+NOT_RULES = frozenset({"name", "description"})
 
 
 @transaction.atomic
@@ -35,6 +40,10 @@ def policy_save(*, policy: Policy, user=None) -> Policy:
     policy.save()
     action = "policy.create" if created else "policy.change"
     audit_record(actor=user, action=action, target=policy, fields=changed)
+    rules = [name for name in changed if name not in NOT_RULES]
+    if rules:
+        trigger = f"policy {policy.name!r} changed ({', '.join(rules)})"
+        request_enforcement(trigger=trigger, policy=policy, user=user)
     return policy
 
 
@@ -75,7 +84,8 @@ def vulnerabilities_load(*, path: Path, force: bool = False) -> LoadResult:
 
     An advisory already stored with the same or a later `modified` time is left alone (the
     later one is authoritative in OSV), unless `force`. Unreadable advisories are reported in
-    `errors`; the others still load. Batches of BATCH_SIZE, each in its own transaction.
+    `errors`; the others still load. Batches of BATCH_SIZE, each in its own transaction. When
+    any advisory was created or updated, enforcement is queued.
     """
     result = LoadResult()
     batch: dict[str, osv.Advisory] = {}
@@ -95,6 +105,9 @@ def vulnerabilities_load(*, path: Path, force: bool = False) -> LoadResult:
     if batch:
         _upsert(batch.values(), result, force=force)
     logger.info("Loaded vulnerabilities from %s: %s", path, result)
+    if result.created or result.updated:
+        # Decisions under CVE rules depend on the advisories: every such mirror, within minutes.
+        request_enforcement(trigger=f"advisories loaded ({result})")
     return result
 
 

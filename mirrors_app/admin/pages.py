@@ -19,6 +19,8 @@ from ..permissions import filter_allowed
 from ..querysets import MirrorQuerySet
 
 EXCLUDED_SHOWN = 1000  # on the details page; the CSV download has them all
+WOULD_BLOCK_SHOWN = 100  # on the details page; the files list has them all
+CHANGES_SHOWN = 20  # of each enforcement on the details page; the enforcements list has all
 PREVIEW_SHOWN = 50  # entering and leaving packages listed on the policy preview page
 
 
@@ -140,6 +142,13 @@ class MirrorPages:
                 for state, label in reports.STATES.items()
             ],
             "run": run,
+            "would_block": reports.mirror_files(mirror, "would_block")[:WOULD_BLOCK_SHOWN]
+            if details["would_block"]
+            else [],
+            "enforcements": [
+                (record, record.changes[:CHANGES_SHOWN], _unshown(record))
+                for record in details["enforcements"]
+            ],
             "reasons": sorted((run.filtered_reasons if run else {}).items(), key=lambda i: -i[1]),
             "excluded": excluded[:EXCLUDED_SHOWN],
             "excluded_total": len(excluded),
@@ -216,3 +225,8 @@ class MirrorPages:
             "reasons": sorted(change["excluded_by_reason"].items(), key=lambda i: -i[1]),
         }
         return TemplateResponse(request, "admin/mirrors_app/mirror/policy_preview.html", context)
+
+
+def _unshown(record) -> int:
+    """How many changes of an enforcement its row on the details page does not list."""
+    return max(0, record.left + record.entered + record.would_leave - CHANGES_SHOWN)

@@ -54,6 +54,7 @@ COLUMNS = (
     "removed",
     "error",
     "excluded_reason",
+    "would_exclude_reason",
     "added_at",
     "updated_at",
 )
@@ -332,6 +333,7 @@ class UnitIngest:
                 False,
                 "",
                 self.initial_exclusion,
+                "",  # a dry-run policy's verdict, given with the decision
                 now,
                 now,
             ),

@@ -39,6 +39,7 @@ EXPECTED_PATHS = {
     "/api/mirrors/{id}/restart/": {"post"},
     "/api/mirrors/{id}/details/": {"get"},
     "/api/mirrors/{id}/files/": {"get"},
+    "/api/mirrors/{id}/enforcements/": {"get"},
     "/api/mirrors/{id}/verification/": {"get"},
     "/api/runs/": {"get"},
     "/api/runs/{id}/": {"get"},
