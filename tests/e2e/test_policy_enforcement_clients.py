@@ -22,10 +22,10 @@ import requests
 from django.utils import timezone
 
 from channels_app.models import Package
-from channels_app.publishing import channel_publish
 from mirrors_app.models import Mirror, SyncRun
 from mirrors_app.sync import policy as sync_policy
 from policies_app import services
+from policies_app.enforcement import enforce
 from policies_app.models import NameMapping, Policy, Waiver
 from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
@@ -48,13 +48,9 @@ needs_r = pytest.mark.skipif(
 
 
 def _enforce() -> None:
-    """Re-decide every mirror's stored packages and publish its channel.
-
-    Stands in for `policies_app.enforcement.enforce(trigger="test")` until that is on main.
-    """
-    for mirror in Mirror.objects.select_related("channel"):
-        sync_policy.packages_decide(mirror=mirror)
-        channel_publish(channel=mirror.channel)
+    """Re-decide every mirror's stored packages and publish its channel, as the task queued by
+    an advisory load or a waiver does (run here, in the test's process)."""
+    enforce(trigger="test")
 
 
 def _enforce_offline(upstream: LoopbackServer) -> None:
@@ -155,7 +151,7 @@ def test_pip_loses_a_version_an_advisory_blocks_and_a_waiver_brings_it_back(
         assert _reason(channel, URLLIB3_OLD.filename) == ""
         assert _pip_gets(index, "urllib3", tmp_path / "blocked") == "1.26.18"
         assert list(_file_urls(index + "urllib3/")) == [URLLIB3_OLD.filename]
-        assert _get(blocked).status_code == 404
+        assert _get(blocked).status_code == 403
 
         _waive(policy, "urllib3 ==2.0.5", "GHSA-v845-jxx5-vc9f")
         _enforce_offline(upstream)
@@ -252,7 +248,7 @@ def test_r_loses_a_version_an_advisory_blocks_and_a_waiver_brings_it_back(
         )
         assert _reason(channel, "readxl_1.4.0.tar.gz") == ""
         assert _r_gets(repos, tmp_path / "blocked") == "readxl 1.4.0"
-        assert _get(blocked).status_code == 404
+        assert _get(blocked).status_code == 403
 
         _waive(policy, "readxl (== 1.4.1)", "CVE-2021-27836")  # by the advisory's alias
         _enforce_offline(upstream)
@@ -326,5 +322,5 @@ def test_rattler_loses_a_mapped_conda_package_but_not_an_unmapped_namesake(
     assert _solve(url, specs, tmp_path / "after") == {"urllib3": "1.26.18", "redis": "4.0.14"}
     noarch = _get(url + "noarch/repodata.json").json()
     assert sorted(noarch["packages"]) == [CONDA_URLLIB3_OLD.filename]
-    assert _get(url + f"noarch/{CONDA_URLLIB3_NEW.filename}").status_code == 404
+    assert _get(url + f"noarch/{CONDA_URLLIB3_NEW.filename}").status_code == 403
     assert _get(url + f"linux-64/{CONDA_REDIS.filename}").status_code == 200
