@@ -28,7 +28,7 @@ from psm.http import UpstreamError
 from . import access, storage
 from .formats import content_type, get_format
 from .http_files import IMMUTABLE, file_response
-from .models import Channel, Package, PublishedFile
+from .models import PENDING_DECISION, Channel, Package, PublishedFile
 from .passive import (
     FETCH_ERRORS,
     fetch_failure_reason,
@@ -215,10 +215,14 @@ def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
 
 def _blocked(package: Package) -> HttpResponse | None:
     """403 with the reason for a file the policy keeps out, so that pip, conda and R show
-    the user why; None for any other file. A file gone from the channel (`removed`) is no
-    longer known here: it stays a 404."""
+    the user why; 404 saying so for one a run has not decided yet; None for any other file. A
+    file gone from the channel (`removed`) is no longer known here: it stays a 404."""
     if not package.excluded_reason or package.removed:
         return None
+    if package.excluded_reason == PENDING_DECISION:
+        return HttpResponseNotFound(
+            f"Not in this channel yet: {PENDING_DECISION}\n", content_type="text/plain"
+        )
     return HttpResponse(
         f"Blocked by policy: {package.excluded_reason}\n",
         status=403,

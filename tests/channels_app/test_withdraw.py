@@ -174,6 +174,17 @@ def test_removed_and_unknown_files_stay_404(client):
     assert _get(client, channel, "noarch/nothing-1.0-0.conda")[0].status_code == 404
 
 
+def test_a_file_awaiting_its_decision_is_not_found_yet(client):
+    from channels_app.models import PENDING_DECISION
+
+    channel = ChannelFactory(name="pending", kind="conda")
+    waiting = _conda(channel, "noarch", "alpha", "1.0", ".conda")
+    Package.objects.filter(pk=waiting.pk).update(excluded_reason=PENDING_DECISION)
+    response, body = _get(client, channel, waiting.path)
+    assert response.status_code == 404
+    assert b"awaiting the policy's decision" in body
+
+
 @pytest.mark.parametrize(
     ("kind", "unit", "filename"),
     [
