@@ -121,7 +121,7 @@ def mirror_enforce(*, mirror, trigger: str, force: bool = False):
         )
         raise
     mirror.policy_fingerprint = fingerprint
-    would_leave = list(getattr(change, "would_leave", []))
+    would_leave = change.would_leave
     if not (change.entering or change.leaving or would_leave):
         return None
     policy = mirror.effective_policy()
