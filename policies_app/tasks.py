@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from celery import shared_task
 from django.conf import settings
 
 from . import enforcement, services
+from .mapping import MappingError
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="policies.load_vulnerabilities")
@@ -17,6 +21,19 @@ def load_vulnerabilities() -> str | None:
     if not directory:
         return None
     return str(services.vulnerabilities_load(path=Path(directory)))
+
+
+@shared_task(name="policies.load_name_mapping")
+def load_name_mapping() -> str | None:
+    """Reload the conda → PyPI name mapping from PSM_NAME_MAPPING_FILE; nothing when unset."""
+    path = getattr(settings, "PSM_NAME_MAPPING_FILE", "")
+    if not path:
+        return None
+    try:
+        return str(services.name_mapping_load(path=Path(path)))
+    except MappingError as exc:
+        logger.error("PSM_NAME_MAPPING_FILE: %s", exc)  # the stored mapping stays as it was
+        return f"error: {exc}"
 
 
 @shared_task(name="policies.enforce")

@@ -418,6 +418,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "policies.load_vulnerabilities",
         "schedule": 3600.0,
     },
+    "hourly-load-name-mapping": {
+        "task": "policies.load_name_mapping",
+        "schedule": 3600.0,
+    },
     "hourly-collect-garbage": {
         "task": "channels.collect_garbage",
         "schedule": 3600.0,
@@ -501,6 +505,10 @@ def _webhook_url() -> str:
 PSM_WEBHOOK_URL = _webhook_url()
 PSM_WEBHOOK_SECRET = envsecret("PSM_WEBHOOK_SECRET")
 PSM_WEBHOOK_RETRIES = envint("PSM_WEBHOOK_RETRIES", 5)
+# The conda → PyPI name mapping file (cf-graph-countyfair name_mapping.yaml/.json or parselmouth
+# compressed_mapping.json), reloaded hourly by `policies.load_name_mapping`: PyPI advisories
+# apply to conda packages only through it. Empty: no automatic loading.
+PSM_NAME_MAPPING_FILE = envstr("PSM_NAME_MAPPING_FILE")
 # Verification (channels_app/verification.py): each hourly run re-hashes the stored files
 # verified longest ago, up to this many bytes and files, so all of storage is covered in turn.
 PSM_VERIFY_BYTES_PER_RUN = envint("PSM_VERIFY_BYTES_PER_RUN", 10 * 1024**3)

@@ -17,6 +17,7 @@ from .. import reports, services
 from ..models import Mirror
 from ..permissions import filter_allowed
 from ..querysets import MirrorQuerySet
+from .package_test import package_test_view
 
 EXCLUDED_SHOWN = 1000  # on the details page; the CSV download has them all
 WOULD_BLOCK_SHOWN = 100  # on the details page; the files list has them all
@@ -70,7 +71,18 @@ class MirrorPages:
             )
             for route, (view, name) in pages.items()
         ]
+        custom.append(
+            path(
+                "test-package/",
+                self.admin_site.admin_view(self.package_test_view),
+                name="mirrors_app_test_package",
+            )
+        )
         return custom + super().get_urls()
+
+    def package_test_view(self, request):
+        """ "Test a package" for a channel (the page checks Read on the channel)."""
+        return package_test_view(self, request)
 
     def command_view(self, request, pk: int, command: str):
         service, perm, title = self.COMMANDS[command]
