@@ -196,6 +196,7 @@ def test_load_stores_the_file_and_queues_enforcement(sent, django_capture_on_com
             "trigger": f"name mapping loaded from {YAML_FILE} "
             "(5 created, 0 deleted, 0 unchanged, 0 errors)",
             "policy_id": None,
+            "mirror_ids": None,
         }
     ]
 

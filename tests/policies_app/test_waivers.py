@@ -111,6 +111,7 @@ def test_api_creates_a_waiver_by_the_requesting_user_audited_and_enforced(
         {
             "trigger": "waiver created: requests <2.32 / GHSA-9wx4-h78v-vm56 (policy py)",
             "policy_id": policy.pk,
+            "mirror_ids": None,
         }
     ]
 
@@ -214,6 +215,7 @@ def test_api_deletes_a_waiver_audited_and_enforced(
         {
             "trigger": "waiver deleted: requests <2.32 / GHSA-9wx4-h78v-vm56 (policy py)",
             "policy_id": policy.pk,
+            "mirror_ids": None,
         }
     ]
 
