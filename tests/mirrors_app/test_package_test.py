@@ -283,3 +283,67 @@ def test_page_needs_read_on_some_channel(client, make_user):
     client.force_login(make_user("mirrors_app.view_mirror"))
 
     assert client.get(PAGE).status_code == 403
+
+
+# --- Through the real deciders ------------------------------------------------------------------
+
+
+@pytest.fixture
+def governed(channel):
+    """The channel under a policy with a cooldown and a block rule; one advisory loaded."""
+    from decimal import Decimal
+
+    from policies_app.models import Vulnerability
+
+    policy = PolicyFactory(
+        name="strict", package_type="conda", cve_score="5.0", block_specs=["leftpad"]
+    )
+    Channel.objects.filter(pk=channel.pk).update(policy=policy)
+    channel.refresh_from_db()
+    Vulnerability.objects.create(
+        osv_id="GHSA-9wx4-h78v-vm56",
+        cvss_score=Decimal("5.6"),
+        ecosystems="|conda|",
+        affected=[
+            {
+                "ecosystem": "conda",
+                "name": "requests",
+                "ranges": [
+                    {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.32.0"}]}
+                ],
+                "versions": [],
+            }
+        ],
+    )
+    return channel
+
+
+def test_api_asks_the_real_decider_about_a_package_upstream_may_not_have(
+    api_client, reader, governed
+):
+    api_client.force_authenticate(reader)
+    response = api_client.get(
+        "/api/channels/forge/test-package/", {"name": "requests", "version": "2.31.0"}
+    )
+    assert response.status_code == 200, response.json()
+    [decider] = response.json()["results"]
+    assert (decider["mirror"], decider["policy"], decider["mode"]) == (None, "strict", "enforce")
+    [hypothetical] = decider["files"]
+    assert (hypothetical["known"], hypothetical["allowed"]) == (False, False)
+    assert hypothetical["reason"] == "GHSA-9wx4-h78v-vm56 score 5.6 ≥ 5.0"
+    rules = {r["rule"]: r["outcome"] for r in hypothetical["rules"]}
+    assert rules["cve-score"] == "block" and rules["block"] == "pass"
+    fixed = api_client.get(
+        "/api/channels/forge/test-package/", {"name": "requests", "version": "2.32.0"}
+    )
+    assert fixed.json()["results"][0]["files"][0]["allowed"] is True
+
+
+def test_page_shows_the_real_deciders_answer_for_each_mirror(client, reader, governed):
+    MirrorFactory(channel=governed, name="upstream-a")
+    client.force_login(reader)
+    response = client.get(PAGE, {"channel": governed.pk, "name": "leftpad", "version": "1.0"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Mirror upstream-a:" in html
+    assert "blocked by package rule &#x27;leftpad&#x27;" in html
