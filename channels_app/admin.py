@@ -68,11 +68,12 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         "parent",
         "visibility",
         "policy",
+        "test_package",
         "frozen_info",
         "mirrors_table",
         "verification_problems",
     ]
-    readonly_fields = ["frozen_info", "mirrors_table", "verification_problems"]
+    readonly_fields = ["test_package", "frozen_info", "mirrors_table", "verification_problems"]
     inlines = [ChannelGrantInline]
     permission_field = "parent"  # a parent makes it a subchannel
 
@@ -150,6 +151,18 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     @admin.display(description="Mirrors", ordering="_mirror_count")
     def mirror_count(self, channel: Channel) -> int:
         return channel._mirror_count
+
+    @admin.display(description="Test a package")
+    def test_package(self, channel: Channel):
+        if channel.pk is None:
+            return "-"
+        # The page is the mirrors' (their deciders answer); this app links to it by name.
+        url = reverse("admin:mirrors_app_test_package") + f"?channel={channel.pk}"
+        return format_html(
+            "<a href='{}'>Test a package</a>: what this channel's policies decide of a package "
+            "and version, whether or not upstream has it yet.",
+            url,
+        )
 
     @admin.display(description="Frozen")
     def frozen_info(self, channel: Channel) -> str:

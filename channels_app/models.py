@@ -260,6 +260,11 @@ class Artifact(models.Model):
         return f"blobs/{self.sha256[:2]}/{self.sha256[2:4]}/{self.sha256}"  # storage.blob_path
 
 
+#: `Package.excluded_reason` of a new or changed record a run has not decided yet: not served
+#: until the run's decision (at its end) lets it in.
+PENDING_DECISION = "awaiting the policy's decision"
+
+
 class Package(models.Model):
     """One file in a channel's index, with the upstream metadata it is served with.
 

@@ -187,7 +187,13 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             published_version=version, published_at=timezone.now()
         )
     logger.info("published %s: %d files, %d packages dropped", channel, len(rendered), dropped)
-    copied = fmt.capabilities.bz2_copies
+    _compress_after(channel, rendered)
+    return True
+
+
+def _compress_after(channel: Channel, rendered: dict[str, tuple[str, int, str]]) -> None:
+    """Make the `.bz2` copies of the files just published: here, or by a task if large."""
+    copied = get_format(channel.kind).capabilities.bz2_copies
     sizes = [size for path, (_, size, _) in rendered.items() if path.endswith(copied)]
     if any(size > BZ2_INLINE_BYTES for size in sizes):
         # bzip2 of a conda-forge-sized index takes most of a minute: not on the run's clock.
@@ -196,11 +202,115 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
         transaction.on_commit(lambda: compress_channel.delay(channel.pk))
     elif sizes:
         channel_compress(channel=channel)
-    return True
 
 
 #: A publish whose files to copy as `.bz2` are larger leaves the copies to a task.
 BZ2_INLINE_BYTES = 8 * 1024 * 1024
+
+
+class _PublishedReader:
+    """The channel's published index files, for a format to read (`PublishedIndex`); it
+    remembers what it read, so the swap can tell whether a publish replaced any of it."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.read: dict[str, int | None] = {}  # path -> artifact id (None: not published)
+
+    def open(self, path: str) -> BinaryIO | None:
+        published = (
+            PublishedFile.objects.filter(channel=self.channel, path=path)
+            .select_related("artifact")
+            .first()
+        )
+        self.read[path] = published.artifact_id if published else None
+        return storage.open_artifact(published.artifact) if published else None
+
+    def still_current(self) -> bool:
+        paths = sorted(self.read)
+        current = dict(
+            PublishedFile.objects.filter(channel=self.channel, path__in=paths).values_list(
+                "path", "artifact_id"
+            )
+        )
+        return all(current.get(path) == artifact for path, artifact in self.read.items())
+
+
+#: How often a withdrawal reads the index again when a publish replaced it meanwhile.
+WITHDRAW_ATTEMPTS = 3
+
+
+def channel_withdraw(*, channel: Channel, paths: Iterable[tuple[str, str]]) -> bool:
+    """Rewrite the channel's published index files that list these (unit, filename) files so
+    that they no longer do, every other entry as it was; False if none of them was listed.
+
+    For frozen channels above all (a policy that enforces on them takes newly blocked files
+    out of the pinned index): the published files are rewritten, never rendered from the
+    channel's packages, so nothing that entered the channel since the freeze appears. The
+    rewritten files are swapped in together, as a publish swaps its files.
+    """
+    files: dict[str, set[str]] = {}
+    for unit, filename in paths:
+        files.setdefault(unit, set()).add(filename)
+    if not files:
+        return False
+    for _attempt in range(WITHDRAW_ATTEMPTS):
+        withdrawn = _withdraw_once(channel, files)
+        if withdrawn is not None:
+            return withdrawn
+    raise RuntimeError(
+        f"the published index of {channel} kept changing while files were withdrawn from it; "
+        "try again"
+    )
+
+
+def _withdraw_once(channel: Channel, files: dict[str, set[str]]) -> bool | None:
+    """One withdrawal (see `channel_withdraw`); None if a publish replaced a file it read."""
+    fmt = get_format(channel.kind)
+    index, rendered = _PublishedReader(channel), {}
+
+    @contextmanager
+    def emit(path: str, content_type: str) -> Iterator[BinaryIO]:
+        with storage.BlobWriter() as writer:
+            yield writer
+            sha256, size = writer.commit()
+            rendered[path] = (sha256, size, content_type)
+
+    replaced = fmt.withdraw(index, files, emit)
+    if not replaced:
+        return False
+    with transaction.atomic():
+        current = Channel.objects.select_for_update().get(pk=channel.pk)
+        if not index.still_current():
+            return None
+        copied = fmt.capabilities.bz2_copies
+        copies = {f"{path}.bz2" for path in replaced if path.endswith(copied)}
+        PublishedFile.objects.filter(channel=current, path__in=replaced | copies).delete()
+        artifacts = storage.artifacts_for({sha256: size for sha256, size, _ in rendered.values()})
+        # Later than the channel's `published_at` (even with another host's clock ahead), so
+        # `_changed_units` still measures from the last publish: what changed since then is
+        # rendered at the next one.
+        now = timezone.now()
+        if current.published_at is not None and now <= current.published_at:
+            now = current.published_at + timedelta(milliseconds=1)
+        PublishedFile.objects.bulk_create(
+            PublishedFile(
+                channel=current,
+                path=path,
+                artifact=artifacts[sha256],
+                content_type=content_type,
+                published_at=now,
+            )
+            for path, (sha256, _, content_type) in sorted(rendered.items())
+        )
+    logger.info(
+        "withdrew %d files from the index of %s: %d index files rewritten, %d dropped",
+        sum(map(len, files.values())),
+        channel,
+        len(rendered),
+        len(replaced - rendered.keys()),
+    )
+    _compress_after(channel, rendered)
+    return True
 
 
 def channel_compress(*, channel: Channel) -> int:
@@ -246,7 +356,13 @@ def channel_compress(*, channel: Channel) -> int:
 
 def _changed_units(channel: Channel) -> set[str] | None:
     """Units whose packages changed since the last publish began (None: never published)."""
-    last = PublishedFile.objects.filter(channel=channel).aggregate(at=Max("published_at"))["at"]
+    if channel.published_at is None:
+        return None
+    # A withdrawal's files are newer than the channel's `published_at`: not a publish.
+    published = PublishedFile.objects.filter(
+        channel=channel, published_at__lte=channel.published_at
+    )
+    last = published.aggregate(at=Max("published_at"))["at"]
     if last is None:
         return None
     changed = Package.objects.filter(channel=channel, updated_at__gte=last)

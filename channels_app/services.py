@@ -58,7 +58,22 @@ def channel_update(*, channel: Channel, user) -> list[str]:
     audit_record(
         actor=user, action="channel.change", target=channel, path=channel.path, fields=changed
     )
+    if "policy" in changed:
+        _enforce_new_policy(channel, user)
     return changed
+
+
+def _enforce_new_policy(channel: Channel, user) -> None:
+    """Decide again, under the channel's new policy, what its mirrors without a policy of
+    their own hold (the other mirrors' policy did not change)."""
+    from policies_app.enforcement import request_enforcement  # it imports this app
+
+    policy = repr(channel.policy.name) if channel.policy_id else "none"
+    request_enforcement(
+        trigger=f"policy of channel {channel.path!r} set to {policy}",
+        mirror_ids=channel.mirrors.filter(policy__isnull=True).values_list("pk", flat=True),
+        user=user,
+    )
 
 
 @transaction.atomic

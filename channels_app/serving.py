@@ -2,7 +2,8 @@
 
 Index files are the published ones (rendered once at publish, never per request). Package files
 come from storage; a passive mirror's file is fetched from upstream on its first request
-(`passive`), and so is a file upstream serves beside a package (PEP 658 metadata).
+(`passive`), and so is a file upstream serves beside a package (PEP 658 metadata). A file
+the policy keeps out is answered 403 with the reason.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from psm.http import UpstreamError
 from . import access, storage
 from .formats import content_type, get_format
 from .http_files import IMMUTABLE, file_response
-from .models import Channel, Package, PublishedFile
+from .models import PENDING_DECISION, Channel, Package, PublishedFile
 from .passive import (
     FETCH_ERRORS,
     fetch_failure_reason,
@@ -140,6 +141,8 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
         .select_related("artifact")
         .first()
     )
+    if package is not None and (blocked := _blocked(package)):
+        return blocked
     if package is None or not package.is_servable:
         raise Http404("No such file in this channel.")
     if package.artifact is None:
@@ -177,6 +180,8 @@ def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
         .select_related("sidecar")
         .first()
     )
+    if package is not None and (blocked := _blocked(package)):
+        return blocked
     if package is None or not package.is_servable:
         raise Http404("No such file in this channel.")
     if package.sidecar_id is not None:
@@ -205,6 +210,23 @@ def _sidecar_file(request, channel, fmt, unit: str, filename: str, suffix: str):
         etag=artifact.sha256,
         content_type="application/octet-stream",
         cache_control=IMMUTABLE,
+    )
+
+
+def _blocked(package: Package) -> HttpResponse | None:
+    """403 with the reason for a file the policy keeps out, so that pip, conda and R show
+    the user why; 404 saying so for one a run has not decided yet; None for any other file. A
+    file gone from the channel (`removed`) is no longer known here: it stays a 404."""
+    if not package.excluded_reason or package.removed:
+        return None
+    if package.excluded_reason == PENDING_DECISION:
+        return HttpResponseNotFound(
+            f"Not in this channel yet: {PENDING_DECISION}\n", content_type="text/plain"
+        )
+    return HttpResponse(
+        f"Blocked by policy: {package.excluded_reason}\n",
+        status=403,
+        content_type="text/plain; charset=utf-8",
     )
 
 

@@ -71,7 +71,16 @@ _STATE_FILTERS = {
     "failed": _ALLOWED & Q(artifact__isnull=True) & ~Q(error=""),
     "excluded": ~_ALLOWED,
 }
+#: Lists beside the partition above (each of their files is also in one of its states).
+FIGURES = {
+    "would_block": "Would be blocked by the dry-run policy (let in while it only records)",
+}
+_FIGURE_FILTERS = {"would_block": ~Q(would_exclude_reason="")}
+#: Every list `mirror_files` gives: the states, then the figures.
+FILE_LISTS = {**STATES, **FIGURES}
 EXCLUDED_COLUMNS = ("path", "name", "version", "reason")
+#: Policy enforcements shown with the details (all of them: the enforcements list).
+ENFORCEMENTS_SHOWN = 10
 
 
 def package_counts(mirror: Mirror) -> dict[str, int]:
@@ -99,15 +108,15 @@ def excluded_by_reason(mirror: Mirror) -> dict[str, int]:
 
 
 def mirror_files(mirror: Mirror, state: str) -> Sequence[dict]:
-    """The files of the mirror in `state` (see STATES), as a lazily sliced sequence (a page
-    is read with LIMIT/OFFSET): path, name, version, reason (why excluded or why the download
-    failed) and since when."""
+    """The files of the mirror in `state` (see FILE_LISTS), as a lazily sliced sequence (a
+    page is read with LIMIT/OFFSET): path, name, version, reason (why excluded, why the
+    download failed, or why the dry-run policy would block it) and since when."""
+    where = _STATE_FILTERS[state] if state in STATES else _FIGURE_FILTERS[state]
+    reason = "would_exclude_reason" if state in FIGURES else "excluded_reason"
     rows = (
-        mirror.packages.filter(_STATE_FILTERS[state], removed=False)
+        mirror.packages.filter(where, removed=False)
         .order_by("unit", "filename")
-        .values_list(
-            "unit", "filename", "name", "version", "excluded_reason", "error", "updated_at"
-        )
+        .values_list("unit", "filename", "name", "version", reason, "error", "updated_at")
     )
     parts: list[tuple] = [(rows, _package_file)]
     if state == "excluded":
@@ -166,9 +175,15 @@ class _Chained(Sequence):
                 yield to_dict(row)
 
 
+def would_block_count(mirror: Mirror) -> int:
+    """How many current files a dry-run policy would block (see FIGURES)."""
+    return mirror.packages.filter(_FIGURE_FILTERS["would_block"], removed=False).count()
+
+
 def mirror_details(mirror: Mirror) -> dict:
-    """The mirror's current files by state and exclusion reason, the first failures, and the
-    latest run (whose own counters say what that run did, apart from the state)."""
+    """The mirror's current files by state and exclusion reason, the first failures, the
+    files a dry-run policy would block, the latest run (whose own counters say what that run
+    did, apart from the state) and the latest policy enforcements."""
     counts = package_counts(mirror)
     policy = mirror.effective_policy()
     reason = dependency_report_unavailable(mirror)
@@ -187,7 +202,9 @@ def mirror_details(mirror: Mirror) -> dict:
             {"path": f["path"], "error": scrub(f["reason"]), "at": f["at"]}  # scrub: old rows
             for f in mirror_files(mirror, "failed")[:FAILURES_SHOWN]
         ],
+        "would_block": would_block_count(mirror),
         "latest_run": mirror.latest_run(),
+        "enforcements": list(mirror.enforcements.all()[:ENFORCEMENTS_SHOWN]),
         "dependency_report": reason or "available",
     }
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from channels_app.formats import FORMATS, FormatError
 from channels_app.models import Channel
 from channels_app.tasks import publish_channel
+from policies_app.enforcement import request_enforcement
 from psm.audit import audit_record
 from psm.http import UpstreamClient, UpstreamError
 from psm.redaction import scrub
@@ -54,6 +55,7 @@ def mirror_save(*, mirror: Mirror, user=None, run_now: bool = False) -> SyncRun 
         created = mirror.pk is None
         if created and mirror.created_by is None and user and user.is_authenticated:
             mirror.created_by = user
+        before = None if created else _effective_policy_id(mirror.pk)
         mirror.full_clean()
         mirror.save()
         schedules.schedule_sync(mirror)
@@ -63,10 +65,30 @@ def mirror_save(*, mirror: Mirror, user=None, run_now: bool = False) -> SyncRun 
             target=mirror,
             channel=mirror.channel.path,
         )
+        if not created and before != _effective_policy_id(mirror.pk):
+            _enforce_new_policy(mirror, user)
     if run_now:
         # After the save's transaction: MirrorBusy must not roll the saved settings back.
         return mirror_run_now(mirror=mirror, user=user)
     return None
+
+
+def _effective_policy_id(mirror_id: int) -> int | None:
+    """The stored mirror's policy, else its channel's."""
+    own, channels = Mirror.objects.filter(pk=mirror_id).values_list(
+        "policy_id", "channel__policy_id"
+    )[0]
+    return own or channels
+
+
+def _enforce_new_policy(mirror: Mirror, user) -> None:
+    """Decide again what the mirror holds under its new effective policy, soon (a task)."""
+    policy = mirror.effective_policy()
+    request_enforcement(
+        trigger=f"policy of mirror {mirror.name!r} now {policy.name if policy else 'none'!r}",
+        mirror_ids=[mirror.pk],
+        user=user,
+    )
 
 
 def mirror_check_source(*, mirror: Mirror) -> list[str]:

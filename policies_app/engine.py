@@ -272,7 +272,7 @@ class CompiledPolicy:
         self.licenses_in = frozenset(normalize_license(v) for v in policy.licenses_include or ())
         self.licenses_out = frozenset(normalize_license(v) for v in policy.licenses_exclude or ())
         self.unknown_license_ok = policy.unknown_license == "allow"
-        self.score = policy.cve_score
+        self.score = Decimal(str(policy.cve_score)) if policy.cve_score is not None else None
         self.comparator = policy.cve_score_comparator
         self.statuses_out = frozenset(policy.cve_statuses_excluded or ())
         self.allow = _Specs(eco, policy.allow_specs or ())

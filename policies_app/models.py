@@ -278,20 +278,39 @@ def spec_problems(ecosystem, texts: list[str]) -> str:
     return f"Not {ecosystem.spec_syntax} (e.g. {ecosystem.spec_example!r}): " + "; ".join(errors)
 
 
+#: The policy fields of each rule kind that some package types cannot judge
+#: (`Ecosystem.unsupported_rules`).
+RULE_FIELDS = {
+    "platforms": ("platforms_include", "platforms_exclude"),
+    "licenses": ("licenses_include", "licenses_exclude", "unknown_license"),
+    "include_dependencies": ("include_dependencies",),
+    "legacy_packages": ("legacy_packages",),
+}
+
+
 def rule_fields_unsupported(policy: Policy, ecosystem) -> dict[str, str]:
     """Rules set on the policy that its package type's index cannot judge, with why."""
-    fields = {
-        "platforms": ("platforms_include", "platforms_exclude"),
-        "licenses": ("licenses_include", "licenses_exclude"),
-        "include_dependencies": ("include_dependencies",),
-        "legacy_packages": ("legacy_packages",),
-    }
     found = {}
     for rule, why in ecosystem.unsupported_rules.items():
-        for name in fields[rule]:
-            if getattr(policy, name):
+        for name in RULE_FIELDS[rule]:
+            if name != "unknown_license" and getattr(policy, name):
                 found[name] = why
     return found
+
+
+def rule_field_scope(name: str) -> str:
+    """Which package types a policy field applies to, and why not the others ("" for all)."""
+    rule = next((r for r, names in RULE_FIELDS.items() if name in names), None)
+    if rule is None:
+        return ""
+    used = [e.label for e in ECOSYSTEMS.values() if rule not in e.unsupported_rules]
+    others = [
+        f"{e.label} ({e.unsupported_rules[rule]})"
+        for e in ECOSYSTEMS.values()
+        if rule in e.unsupported_rules
+    ]
+    text = f"For {' and '.join(used)} policies only."
+    return text + (f" Not for {' nor '.join(others)}." if others else "")
 
 
 def policy_type_problem(policy: Policy | None, kind: str) -> str:
@@ -372,6 +391,9 @@ class Waiver(models.Model):
                 f"{rule!r} is neither an advisory id (e.g. GHSA-xxxx-xxxx-xxxx, CVE-2024-1234) "
                 f"nor a rule ({', '.join(sorted(WAIVABLE_RULES))})."
             )
+        # A new waiver must apply for a while; an existing one may be ended early.
+        if self._state.adding and self.expires_at and self.expires_at <= timezone.now():
+            errors["expires_at"] = "Must be in the future."
         if errors:
             raise ValidationError(errors)
 

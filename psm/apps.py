@@ -11,7 +11,8 @@ class PsmConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_in
         from django.db.models.signals import post_migrate
 
-        from . import audit, roles, schema  # noqa: F401 - schema registers extensions
+        # schema registers extensions; webhooks its task (no `tasks` module to autodiscover).
+        from . import audit, roles, schema, webhooks  # noqa: F401
 
         # After every app's permissions exist (psm is the last installed app).
         post_migrate.connect(roles.ensure_groups_after_migrate, sender=self)

@@ -117,16 +117,24 @@ CATEGORIES: dict[str, Category] = {
             read=("channels_app.view_package",),
             manage=("channels_app.delete_package",),
         ),
-        Category("cve", "CVE", read=("policies_app.view_vulnerability",)),
-        # Policies are created, changed and deleted with Manage only.
+        # Advisories and the conda → PyPI name mapping that applies them: loaded, never edited.
+        Category(
+            "cve",
+            "CVE",
+            read=("policies_app.view_vulnerability", "policies_app.view_namemapping"),
+        ),
+        # Policies and their waivers are created, changed and deleted with Manage only.
         Category(
             "policy",
             "Policy engine",
-            read=("policies_app.view_policy",),
+            read=("policies_app.view_policy", "policies_app.view_waiver"),
             manage=(
                 "policies_app.add_policy",
                 "policies_app.change_policy",
                 "policies_app.delete_policy",
+                "policies_app.add_waiver",
+                "policies_app.change_waiver",
+                "policies_app.delete_waiver",
             ),
         ),
         Category("audit", "Audit logs", read=("psm.view_auditevent",)),

@@ -418,12 +418,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "policies.load_vulnerabilities",
         "schedule": 3600.0,
     },
+    "hourly-load-name-mapping": {
+        "task": "policies.load_name_mapping",
+        "schedule": 3600.0,
+    },
     "hourly-collect-garbage": {
         "task": "channels.collect_garbage",
         "schedule": 3600.0,
     },
     "hourly-verify-storage": {
         "task": "channels.verify_storage",
+        "schedule": 3600.0,
+    },
+    # What changes with time alone: a cooldown that ends, a waiver that expires. Mirrors whose
+    # decisions depend on neither are skipped at the cost of one comparison.
+    "hourly-enforce-policies": {
+        "task": "policies.enforce_due",
         "schedule": 3600.0,
     },
 }
@@ -471,6 +481,34 @@ PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")
 # Block every version an OSV malicious-package entry (`MAL-…`) names, in every mirror, with or
 # without a policy and whatever its mode; only a waiver naming the entry lets one in.
 PSM_BLOCK_MALICIOUS = envbool("PSM_BLOCK_MALICIOUS", True)
+
+
+def _webhook_url() -> str:
+    """PSM_WEBHOOK_URL, checked to be an http(s) URL."""
+    url = envsecret("PSM_WEBHOOK_URL").strip()
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # Not quoted: the URL may carry credentials.
+        raise ImproperlyConfigured("PSM_WEBHOOK_URL must be an http:// or https:// URL")
+    return url
+
+
+# Where to announce policy enforcements (packages that left, entered or would leave a channel):
+# a JSON POST per event, signed with PSM_WEBHOOK_SECRET when set (X-PSM-Signature: sha256=<HMAC
+# of the body>), retried PSM_WEBHOOK_RETRIES times with exponential backoff. Set by the
+# operator, so not held to the upstream allowlist. Empty: nothing is announced.
+PSM_WEBHOOK_URL = _webhook_url()
+PSM_WEBHOOK_SECRET = envsecret("PSM_WEBHOOK_SECRET")
+PSM_WEBHOOK_RETRIES = envint("PSM_WEBHOOK_RETRIES", 5)
+# The conda → PyPI name mapping file (cf-graph-countyfair name_mapping.yaml/.json or parselmouth
+# compressed_mapping.json), reloaded hourly by `policies.load_name_mapping`: PyPI advisories
+# apply to conda packages only through it. Empty: no automatic loading.
+PSM_NAME_MAPPING_FILE = envstr("PSM_NAME_MAPPING_FILE")
 # Verification (channels_app/verification.py): each hourly run re-hashes the stored files
 # verified longest ago, up to this many bytes and files, so all of storage is covered in turn.
 PSM_VERIFY_BYTES_PER_RUN = envint("PSM_VERIFY_BYTES_PER_RUN", 10 * 1024**3)

@@ -12,6 +12,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.fixtures.celery_worker import broker, worker  # noqa: F401 - fixtures, for every module
 from tests.fixtures.loopback import LoopbackServer
 
 

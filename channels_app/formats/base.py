@@ -285,6 +285,14 @@ class IndexSource(Protocol):
 Emit = Callable[[str, str], AbstractContextManager[BinaryIO]]
 
 
+class PublishedIndex(Protocol):
+    """A channel's published index files, as a withdrawal reads them."""
+
+    def open(self, path: str) -> BinaryIO | None:
+        """The published file at `path`, to read (None: no such file is published)."""
+        ...
+
+
 @dataclass(frozen=True)
 class FormatCapabilities:
     """What sets a format apart where the rest of PSM handles every format alike (the
@@ -412,6 +420,20 @@ class RepositoryFormat:
         `capabilities.renders_units_alone`) those of the given units and the channel-wide
         ones."""
         raise NotImplementedError
+
+    def withdraw(
+        self, index: PublishedIndex, files: Mapping[str, set[str]], emit: Emit
+    ) -> set[str]:
+        """Rewrite the published index files that list any of `files` (unit -> filenames) so
+        that they no longer do, every other entry as it was; return the paths this replaces:
+        the files emitted (with the copies published beside them, compressed ones), and any
+        copy that could not be remade, to drop. Empty: none of the files was listed.
+
+        Only `index` is read, never the channel's packages: a frozen channel loses the
+        withdrawn files and gains nothing. `.bz2` copies (`capabilities.bz2_copies`) are
+        remade by publishing.
+        """
+        return set()
 
     # --- Serving ----------------------------------------------------------------------------
 

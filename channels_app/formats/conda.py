@@ -29,6 +29,7 @@ from .base import (
     IndexSource,
     OptionsError,
     PackageRecord,
+    PublishedIndex,
     Rejected,
     RepositoryFormat,
     StoredEntries,
@@ -39,7 +40,7 @@ from .base import (
     fetch_first,
 )
 from .conda_records import SUFFIXES
-from .conda_render import render_channel
+from .conda_render import render_channel, withdraw_channel
 from .conda_repodata import read_repodata
 
 #: Platforms a conda channel may have (conda's known subdirs).
@@ -180,6 +181,13 @@ class CondaFormat(RepositoryFormat):
         """Write `<subdir>/repodata.json` (+ `.zst`) for every subdir and `channeldata.json`
         (see `conda_render`)."""
         render_channel(source, emit)
+
+    def withdraw(
+        self, index: PublishedIndex, files: Mapping[str, set[str]], emit: Emit
+    ) -> set[str]:
+        """Rewrite the subdirs' repodata.json (+ `.zst`) and channeldata.json where they list
+        the files (see `conda_render.withdraw_channel`)."""
+        return withdraw_channel(index, files, emit)
 
     def names_a_file(self, query: str) -> bool:
         """A `.conda` or `.tar.bz2` name."""

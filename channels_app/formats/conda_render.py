@@ -2,21 +2,27 @@
 
 `noarch` is always present. `base_url` is never written: package URLs are relative to the
 repodata, so clients always come back to PSM. The `.bz2` copies older clients ask for are made
-after the publish (`FormatCapabilities.bz2_copies`).
+after the publish (`FormatCapabilities.bz2_copies`). A withdrawal rewrites published files
+(`withdraw_channel`) without rendering them from the channel's packages.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import zstandard
 
-from .base import Emit, IndexSource
+from .base import Emit, FormatError, IndexSource, PublishedIndex
 from .conda_document import KNOWN_KEYS, holds_packages
 from .conda_records import SECTIONS
 
 ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
+
+
+CHANNELDATA = "channeldata.json"
 
 
 def render_channel(source: IndexSource, emit: Emit) -> None:
@@ -38,8 +44,22 @@ def render_channel(source: IndexSource, emit: Emit) -> None:
         "packages": {name: {"subdirs": sorted(s)} for name, s in sorted(names.items())},
         "subdirs": subdirs,
     }
-    with emit("channeldata.json", "application/json") as out:
+    _write_channeldata(channeldata, emit)
+
+
+def _write_channeldata(channeldata: Mapping[str, Any], emit: Emit) -> None:
+    with emit(CHANNELDATA, "application/json") as out:
         out.write(orjson.dumps(channeldata, option=orjson.OPT_INDENT_2))
+
+
+def _write_repodata_files(subdir: str, data: bytes, emit: Emit) -> list[str]:
+    """Emit a subdir's repodata.json and its `.zst` copy; return their paths."""
+    path = f"{subdir}/repodata.json"
+    with emit(path, "application/json") as out:
+        out.write(data)
+    with emit(path + ".zst", "application/zstd") as out:
+        out.write(zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).compress(data))
+    return [path, path + ".zst"]
 
 
 class _Buffered:
@@ -82,3 +102,94 @@ def _write_repodata(
         if key not in KNOWN_KEYS and not holds_packages(key):
             out.write(b"," + orjson.dumps(key) + b":" + text.encode())
     out.write(b',"repodata_version":1}')
+
+
+# --- Withdrawing files from a published channel -----------------------------------------------
+
+
+def withdraw_channel(index: PublishedIndex, files: Mapping[str, set[str]], emit: Emit) -> set[str]:
+    """Rewrite the published repodata of the subdirs (`files`: subdir -> package filenames)
+    that list any of the files, without them, and channeldata.json where a package name is
+    left with no file in a subdir; return the paths replaced.
+
+    A subdir's document is loaded whole (orjson): a conda-forge linux-64 is ~250 MB, acceptable
+    for this rare operation, and the only way to rewrite it without a streaming JSON editor.
+    """
+    replaced: set[str] = set()
+    gone: dict[str, set[str]] = {}  # package name -> subdirs where none of its files is left
+    for subdir, filenames in sorted(files.items()):
+        path = f"{subdir}/repodata.json"
+        published = index.open(path)
+        if published is None:
+            continue
+        with published:
+            document = _load(published.read(), path)
+        withdrawn, remaining = set(), set()
+        for section, _ in SECTIONS:
+            packages = document.get(section)
+            if not isinstance(packages, dict):
+                continue
+            for filename in filenames & packages.keys():
+                del packages[filename]
+                withdrawn.add(filename)
+            remaining.update(_package_name(filename) for filename in packages)
+        if not withdrawn:
+            continue
+        replaced.update(_write_repodata_files(subdir, _dump(document), emit))
+        for name in {_package_name(filename) for filename in withdrawn} - remaining:
+            gone.setdefault(name, set()).add(subdir)
+    if gone:
+        replaced.update(_withdraw_names(index, gone, emit))
+    return replaced
+
+
+def _withdraw_names(index: PublishedIndex, gone: Mapping[str, set[str]], emit: Emit) -> set[str]:
+    """channeldata.json without the subdirs where a package has no file left (and without a
+    package left in none); nothing if it is not published or lists none of them."""
+    published = index.open(CHANNELDATA)
+    if published is None:
+        return set()
+    with published:
+        channeldata = _load(published.read(), CHANNELDATA)
+    packages = channeldata.get("packages")
+    changed = False
+    for name, subdirs in gone.items():
+        entry = packages.get(name) if isinstance(packages, dict) else None
+        listed = entry.get("subdirs") if isinstance(entry, dict) else None
+        if not isinstance(listed, list) or not subdirs.intersection(listed):
+            continue
+        entry["subdirs"] = [subdir for subdir in listed if subdir not in subdirs]
+        if not entry["subdirs"]:
+            del packages[name]
+        changed = True
+    if not changed:
+        return set()
+    _write_channeldata(channeldata, emit)
+    return {CHANNELDATA}
+
+
+def _package_name(filename: str) -> str:
+    """A package's name from its file name, as `render_channel` lists it in channeldata."""
+    return filename.rsplit("-", 2)[0]
+
+
+def _load(data: bytes, path: str) -> dict[str, Any]:
+    """A published JSON document; the standard library reads what orjson refuses (integers
+    beyond 64 bits, which upstream records may hold and PSM serves back verbatim)."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        try:
+            document = json.loads(data)
+        except ValueError as exc:
+            raise FormatError(path, f"published document is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise FormatError(path, "published document is not a JSON object")
+    return document
+
+
+def _dump(document: Mapping[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(document)
+    except TypeError:  # an integer orjson cannot write: see `_load`
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()

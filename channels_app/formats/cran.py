@@ -54,6 +54,7 @@ from .base import (
     IndexRequest,
     IndexSource,
     PackageRecord,
+    PublishedIndex,
     Rejected,
     RepositoryFormat,
     StoredEntries,
@@ -78,6 +79,9 @@ from .cran_index import (
     render_listing,
     render_packages,
     stanza_record,
+    withdraw_archive_rds,
+    withdraw_listing,
+    withdraw_packages,
 )
 
 #: The alternative CRAN base URL inside a channel (`/api/repo/<channel>/cran/`).
@@ -284,6 +288,38 @@ class CranFormat(RepositoryFormat):
                     out.write(render_listing(unit, files))
         if archived and (units is None or any(archived_package(u) for u in units)):
             render_archive_rds(source.files(archived), emit)
+
+    def withdraw(
+        self, index: PublishedIndex, files: Mapping[str, set[str]], emit: Emit
+    ) -> set[str]:
+        """PACKAGES (with PACKAGES.gz and PACKAGES.rds) without the stanzas of the files, and
+        the archive folders' listings and Meta/archive.rds without the archived ones. An R
+        file that cannot be remade (no Rscript) is dropped: R reads the next one."""
+        replaced: set[str] = set()
+        published = index.open(f"{CONTRIB}/PACKAGES") if CONTRIB in files else None
+        if published is not None:
+            with published:
+                if withdraw_packages(published, files[CONTRIB], emit):
+                    replaced.update(self.unit_paths(CONTRIB))
+        archived: list[str] = []  # `<package>/<tarball>`, as Meta/archive.rds names them
+        for unit, filenames in sorted(files.items()):
+            package = archived_package(unit)
+            published = index.open(f"{unit}/index.html") if package else None
+            if published is None:
+                continue
+            with published:
+                page, removed = withdraw_listing(unit, published.read(), filenames)
+            if removed:
+                with emit(f"{unit}/index.html", HTML_TYPE) as out:
+                    out.write(page)
+                replaced.add(f"{unit}/index.html")
+                archived.extend(f"{package}/{filename}" for filename in removed)
+        published = index.open(META_ARCHIVE) if archived else None
+        if published is not None:
+            with published:
+                withdraw_archive_rds(published, archived, emit)
+            replaced.add(META_ARCHIVE)
+        return replaced
 
     def index_request(self, path: str, accept: str | None) -> IndexRequest | None:
         """The `cran/` base URL serves the same files; an archive folder serves its listing."""

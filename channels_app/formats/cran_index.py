@@ -291,6 +291,12 @@ def render_stanza(document: Mapping[str, str]) -> bytes:
 
 def render_packages(documents: Iterable[tuple[str, str | bytes]], emit: Emit) -> None:
     """PACKAGES and PACKAGES.gz in one pass; PACKAGES.rds from it where Rscript exists."""
+    write_packages((render_stanza(orjson.loads(record)) for _filename, record in documents), emit)
+
+
+def write_packages(stanzas: Iterable[bytes], emit: Emit) -> None:
+    """PACKAGES and PACKAGES.gz of these stanzas (blank lines between them) in one pass;
+    PACKAGES.rds from it where Rscript exists."""
     rscript = shutil.which("Rscript")
     count = 0
     with (
@@ -301,8 +307,8 @@ def render_packages(documents: Iterable[tuple[str, str | bytes]], emit: Emit) ->
         try:
             # Deterministic gzip (no name, no time): an unchanged index keeps its ETag.
             compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-            for _filename, record in documents:
-                stanza = (b"\n" if count else b"") + render_stanza(orjson.loads(record))
+            for stanza in stanzas:
+                stanza = (b"\n" if count else b"") + stanza
                 count += 1
                 plain.write(stanza)
                 packed.write(compressor.compress(stanza))
@@ -325,17 +331,17 @@ _RDS_SCRIPT = (
 
 def _render_rds(rscript: str, packages: str, emit: Emit) -> None:
     """PACKAGES.rds, which R reads first; skipped (clients fall back to PACKAGES.gz) if R fails."""
-    _rscript_to(rscript, _RDS_SCRIPT, packages, f"{CONTRIB}/PACKAGES.rds", emit)
+    _rscript_to(rscript, _RDS_SCRIPT, [packages], f"{CONTRIB}/PACKAGES.rds", emit)
 
 
-def _rscript_to(rscript: str, script: str, data: str, path: str, emit: Emit) -> None:
-    """Emit at `path` the file `script` writes from `data` (its arguments: data, target);
-    nothing (logged) if R fails."""
+def _rscript_to(rscript: str, script: str, inputs: list[str], path: str, emit: Emit) -> None:
+    """Emit at `path` the file `script` writes from the `inputs` files (its arguments: the
+    inputs, then the target); nothing (logged) if R fails."""
     with tempfile.TemporaryDirectory(prefix="psm-rds-") as folder:
         target = os.path.join(folder, "out.rds")
         try:
             subprocess.run(
-                [rscript, "--vanilla", "-e", script, data, target],
+                [rscript, "--vanilla", "-e", script, *inputs, target],
                 check=True,
                 capture_output=True,
                 timeout=RSCRIPT_TIMEOUT,
@@ -392,7 +398,7 @@ def render_archive_rds(files: Iterable[tuple[str, str, int | None, Any]], emit: 
                 rows += 1
         table.flush()
         if rows:
-            _rscript_to(rscript, _ARCHIVE_SCRIPT, table.name, META_ARCHIVE, emit)
+            _rscript_to(rscript, _ARCHIVE_SCRIPT, [table.name], META_ARCHIVE, emit)
 
 
 def render_listing(unit: str, filenames: Iterable[str]) -> bytes:
@@ -406,3 +412,86 @@ def render_listing(unit: str, filenames: Iterable[str]) -> bytes:
         f'<h1>{title}</h1>\n<pre><a href="../">Parent Directory</a>\n{links}</pre>\n'
         "</body>\n</html>\n"
     ).encode()
+
+
+# --- Withdrawing files from a published index -------------------------------------------------
+
+_PACKAGE_LINE = re.compile(rb"^Package:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
+_VERSION_LINE = re.compile(rb"^Version:[ \t]*(\S+)[ \t]*$", re.MULTILINE)
+
+
+def withdraw_packages(published: BinaryIO, filenames: set[str], emit: Emit) -> bool:
+    """PACKAGES, PACKAGES.gz (and PACKAGES.rds) written again from the published PACKAGES
+    without the stanzas of the `filenames` tarballs, every other stanza byte for byte; False
+    (nothing emitted) if it has none of them. Streamed: memory holds one stanza."""
+    dropped = False
+    with tempfile.TemporaryFile() as kept:
+        for stanza in _raw_stanzas(published):
+            if _stanza_filename(stanza) in filenames:
+                dropped = True
+            else:
+                kept.write(stanza + b"\n")
+        if not dropped:
+            return False
+        kept.seek(0)
+        write_packages(_raw_stanzas(kept), emit)
+    return True
+
+
+def _raw_stanzas(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """The stanzas of a DCF file as written, each ending in a newline; blank lines split."""
+    stanza: list[bytes] = []
+    for line in lines:
+        if line.strip():
+            stanza.append(line if line.endswith(b"\n") else line + b"\n")
+        elif stanza:
+            yield b"".join(stanza)
+            stanza = []
+    if stanza:
+        yield b"".join(stanza)
+
+
+def _stanza_filename(stanza: bytes) -> str | None:
+    package, version = _PACKAGE_LINE.search(stanza), _VERSION_LINE.search(stanza)
+    if package is None or version is None:
+        return None
+    return tarball(package[1].decode("utf-8", "replace"), version[1].decode("utf-8", "replace"))
+
+
+def withdraw_listing(unit: str, page: bytes, filenames: set[str]) -> tuple[bytes, set[str]]:
+    """An archive folder's listing (as `render_listing` wrote it) without the `filenames`,
+    and which of them it listed (none: the page is returned unchanged)."""
+    parser = _Anchors()
+    parser.feed(page.decode("utf-8", "replace"))
+    parser.close()
+    listed = [unquote(href) for href in parser.hrefs if href.endswith(".tar.gz")]
+    removed = filenames.intersection(listed)
+    if not removed:
+        return page, removed
+    return render_listing(unit, [name for name in listed if name not in removed]), removed
+
+
+#: Meta/archive.rds without the rows of the files named in a text file (`<pkg>/<tarball>`
+#: lines); a package left with no rows goes.
+_WITHDRAW_ARCHIVE_SCRIPT = """
+a <- commandArgs(TRUE)
+db <- readRDS(a[1]); gone <- readLines(a[2])
+db <- lapply(db, function(info) info[!(rownames(info) %in% gone), , drop = FALSE])
+saveRDS(db[vapply(db, nrow, 0L) > 0], a[3])
+"""
+
+
+def withdraw_archive_rds(published: BinaryIO, files: Iterable[str], emit: Emit) -> None:
+    """Meta/archive.rds without the rows of `files` (`<package>/<tarball>`), where Rscript
+    exists; nothing emitted otherwise (the caller drops the published one: R tools then find
+    no archive, rather than versions PSM no longer serves)."""
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="psm-withdraw-") as folder:
+        current, gone = os.path.join(folder, "archive.rds"), os.path.join(folder, "gone.txt")
+        with open(current, "wb") as out:
+            shutil.copyfileobj(published, out)
+        with open(gone, "w", encoding="utf-8") as out:
+            out.writelines(f"{name}\n" for name in sorted(files))
+        _rscript_to(rscript, _WITHDRAW_ARCHIVE_SCRIPT, [current, gone], META_ARCHIVE, emit)

@@ -35,6 +35,7 @@ from .base import (
     IndexRequest,
     IndexSource,
     PackageRecord,
+    PublishedIndex,
     Rejected,
     RepositoryFormat,
     StoredEntries,
@@ -52,6 +53,7 @@ from .pypi_pages import (
     render_project,
     render_root,
     safe_filename,
+    withdraw_project,
 )
 
 #: The largest project page accepted (PyPI's biggest are a few MB): a guard, not a limit.
@@ -222,6 +224,30 @@ class PypiFormat(RepositoryFormat):
             out.write(root_html)
         with emit("simple/index.json", JSON_TYPE) as out:
             out.write(root_json)
+
+    def withdraw(
+        self, index: PublishedIndex, files: Mapping[str, set[str]], emit: Emit
+    ) -> set[str]:
+        """Render the pages (HTML and JSON) of the projects that list the files again without
+        them. The project list stays as it is: a project left with no files keeps an empty
+        page (pip finds no version, as it would find no project)."""
+        replaced: set[str] = set()
+        for project, filenames in sorted(files.items()):
+            html_path, json_path = self.unit_paths(project)
+            published = index.open(json_path)
+            if published is None:
+                continue
+            with published:
+                pages = withdraw_project(project, published.read(), filenames, json_path)
+            if pages is None:
+                continue
+            for path, content_type, page in zip(
+                (html_path, json_path), (HTML_TYPE, JSON_TYPE), pages, strict=True
+            ):
+                with emit(path, content_type) as out:
+                    out.write(page)
+                replaced.add(path)
+        return replaced
 
     def index_request(self, path: str, accept: str | None) -> IndexRequest | None:
         """`simple/` and `simple/<project>/` by PEP 691 content negotiation; other spellings

@@ -421,6 +421,31 @@ def render_project(
     return body.encode(), orjson.dumps(page)
 
 
+def withdraw_project(
+    project: str, page: bytes, filenames: set[str], where: str
+) -> tuple[bytes, bytes] | None:
+    """The HTML and JSON pages of `project` rendered again from its published JSON page
+    (`where`), without the files named; None if the page lists none of them.
+
+    Both pages come from the JSON one, so they agree; every other file keeps its entry (the
+    entries are the stored documents plus the URL `render_project` derives).
+    """
+    try:
+        files = orjson.loads(page).get("files")
+    except (orjson.JSONDecodeError, AttributeError):
+        files = None
+    if not isinstance(files, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("filename"), str) for entry in files
+    ):
+        raise FormatError(where, "not a project page as PSM publishes them")
+    kept = [entry for entry in files if entry["filename"] not in filenames]
+    if len(kept) == len(files):
+        return None
+    return render_project(
+        project, ((entry["filename"], orjson.dumps(_without(entry, "url"))) for entry in kept)
+    )
+
+
 def render_root(projects: Iterable[str]) -> tuple[bytes, bytes]:
     """The HTML and JSON project lists (`simple/`) of the given normalized names."""
     names = sorted(set(projects))

@@ -17,8 +17,11 @@ from .. import reports, services
 from ..models import Mirror
 from ..permissions import filter_allowed
 from ..querysets import MirrorQuerySet
+from .package_test import package_test_view
 
 EXCLUDED_SHOWN = 1000  # on the details page; the CSV download has them all
+WOULD_BLOCK_SHOWN = 100  # on the details page; the files list has them all
+CHANGES_SHOWN = 20  # of each enforcement on the details page; the enforcements list has all
 PREVIEW_SHOWN = 50  # entering and leaving packages listed on the policy preview page
 
 
@@ -68,7 +71,18 @@ class MirrorPages:
             )
             for route, (view, name) in pages.items()
         ]
+        custom.append(
+            path(
+                "test-package/",
+                self.admin_site.admin_view(self.package_test_view),
+                name="mirrors_app_test_package",
+            )
+        )
         return custom + super().get_urls()
+
+    def package_test_view(self, request):
+        """ "Test a package" for a channel (the page checks Read on the channel)."""
+        return package_test_view(self, request)
 
     def command_view(self, request, pk: int, command: str):
         service, perm, title = self.COMMANDS[command]
@@ -140,6 +154,13 @@ class MirrorPages:
                 for state, label in reports.STATES.items()
             ],
             "run": run,
+            "would_block": reports.mirror_files(mirror, "would_block")[:WOULD_BLOCK_SHOWN]
+            if details["would_block"]
+            else [],
+            "enforcements": [
+                (record, record.changes[:CHANGES_SHOWN], _unshown(record))
+                for record in details["enforcements"]
+            ],
             "reasons": sorted((run.filtered_reasons if run else {}).items(), key=lambda i: -i[1]),
             "excluded": excluded[:EXCLUDED_SHOWN],
             "excluded_total": len(excluded),
@@ -216,3 +237,8 @@ class MirrorPages:
             "reasons": sorted(change["excluded_by_reason"].items(), key=lambda i: -i[1]),
         }
         return TemplateResponse(request, "admin/mirrors_app/mirror/policy_preview.html", context)
+
+
+def _unshown(record) -> int:
+    """How many changes of an enforcement its row on the details page does not list."""
+    return max(0, record.left + record.entered + record.would_leave - CHANGES_SHOWN)

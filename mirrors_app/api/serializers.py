@@ -8,7 +8,7 @@ from channels_app.formats import kind_choices
 from psm.api import FullCleanMixin
 from psm.redaction import redact, scrub
 
-from ..models import HELP, Mirror, SyncRun
+from ..models import HELP, Mirror, PolicyEnforcement, SyncRun
 
 SECRETS_HELP = (
     " Secrets in the URL (user:password@, /t/<token>/ segments, query values) are write-only: "
@@ -170,6 +170,39 @@ class FailureSerializer(serializers.Serializer):
     at = serializers.DateTimeField(help_text="When it failed.")
 
 
+class EnforcementChangeSerializer(serializers.Serializer):
+    path = serializers.CharField(help_text="unit/filename")
+    change = serializers.ChoiceField(choices=["left", "entered", "would leave"])
+    reason = serializers.CharField(help_text="Why it left or would leave; empty when it entered.")
+
+
+class PolicyEnforcementSerializer(serializers.ModelSerializer):
+    """One re-decision of the mirror's packages, outside a run, that changed something."""
+
+    changes = EnforcementChangeSerializer(
+        many=True,
+        help_text="Which files left, entered or (dry run) would leave, and why; the first "
+        "1000, those that leave first.",
+    )
+
+    class Meta:
+        model = PolicyEnforcement
+        fields = [
+            "id",
+            "mirror",
+            "at",
+            "trigger",
+            "policy_name",
+            "dry_run",
+            "entered",
+            "left",
+            "would_leave",
+            "published",
+            "changes",
+        ]
+        read_only_fields = fields
+
+
 class MirrorDetailsSerializer(serializers.Serializer):
     """What "See details" shows: the mirror's files now (`packages`, `excluded_by_reason`,
     `failures`), apart from what its latest run did (`latest_run`)."""
@@ -188,7 +221,15 @@ class MirrorDetailsSerializer(serializers.Serializer):
         many=True,
         help_text="The first 100 failed files with the reason; all of them: `files/?state=failed`.",
     )
+    would_block = serializers.IntegerField(
+        help_text="Files the dry-run policy would block but lets in (they are also counted in "
+        "`packages`); the list: `files/?state=would_block`."
+    )
     latest_run = SyncRunSerializer(allow_null=True)
+    enforcements = PolicyEnforcementSerializer(
+        many=True,
+        help_text="The latest 10 policy enforcements, newest first; all: `enforcements/`.",
+    )
     dependency_report = serializers.CharField(
         help_text="Why no dependency report exists, or 'available'."
     )
@@ -200,7 +241,9 @@ class MirrorFileSerializer(serializers.Serializer):
     path = serializers.CharField(help_text="unit/filename")
     name = serializers.CharField()
     version = serializers.CharField()
-    reason = serializers.CharField(help_text="Why it is excluded or failed; empty otherwise.")
+    reason = serializers.CharField(
+        help_text="Why it is excluded, failed, or (would_block) would be blocked; else empty."
+    )
     at = serializers.DateTimeField(help_text="Last change of the file's record or state.")
 
 

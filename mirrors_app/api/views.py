@@ -25,6 +25,7 @@ from .serializers import (
     MirrorFileSerializer,
     MirrorSerializer,
     PolicyChangeSerializer,
+    PolicyEnforcementSerializer,
     SyncRunSerializer,
 )
 
@@ -170,7 +171,11 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
     @extend_schema(
         parameters=[
             OpenApiParameter(
-                "state", str, required=True, enum=[*reports.STATES], description="Which files."
+                "state",
+                str,
+                required=True,
+                enum=[*reports.FILE_LISTS],
+                description="Which files: a state, or would_block (the dry-run figure).",
             )
         ],
         responses={200: MirrorFileSerializer(many=True)},
@@ -181,10 +186,20 @@ class MirrorViewSet(RowPermissionsMixin, viewsets.ModelViewSet):
         `details` (`count` equals it)."""
         mirror = self.get_object()
         state = request.query_params.get("state", "")
-        if state not in reports.STATES:
-            raise ValidationError({"state": [f"Choose one of: {', '.join(reports.STATES)}."]})
+        if state not in reports.FILE_LISTS:
+            raise ValidationError({"state": [f"Choose one of: {', '.join(reports.FILE_LISTS)}."]})
         page = self.paginate_queryset(reports.mirror_files(mirror, state))
         return self.get_paginated_response(MirrorFileSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: PolicyEnforcementSerializer(many=True)})
+    @action(detail=True, methods=["get"], serializer_class=PolicyEnforcementSerializer)
+    def enforcements(self, request, pk=None):
+        """The mirror's policy enforcements, newest first (paginated): after an advisory load,
+        a policy, waiver or assignment change, a waiver's expiry or a cooldown's end, which
+        files left, entered or (dry run) would leave, and why."""
+        rows = self.get_object().enforcements.order_by("-at", "-pk")
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(PolicyEnforcementSerializer(page, many=True).data)
 
     @extend_schema(
         responses={

@@ -26,7 +26,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from channels_app.formats import PackageRecord
-from channels_app.models import Channel, Package
+from channels_app.models import PENDING_DECISION, Channel, Package
 from psm.input import storable_text
 
 from ..models import Mirror, MirrorRejection
@@ -35,7 +35,7 @@ from .progress import Progress
 
 BATCH_SIZE = 5000
 COPY_FROM = 500  # smaller batches (a Python project's files) are one plain INSERT
-PENDING = "awaiting the policy's decision"
+PENDING = PENDING_DECISION
 #: Columns a sync writes; the rest (id, artifact) are kept or defaulted.
 COLUMNS = (
     "channel_id",
@@ -54,6 +54,7 @@ COLUMNS = (
     "removed",
     "error",
     "excluded_reason",
+    "would_exclude_reason",
     "added_at",
     "updated_at",
 )
@@ -332,6 +333,7 @@ class UnitIngest:
                 False,
                 "",
                 self.initial_exclusion,
+                "",  # a dry-run policy's verdict, given with the decision
                 now,
                 now,
             ),

@@ -48,7 +48,8 @@ def test_channel_policy_decides_what_is_published_with_reasons(source, run_mirro
     gamma = Package.objects.get(name="gamma")
     assert gamma.excluded_reason == "not in the allow list" and gamma.artifact is None
     response = client.get(f"/api/repo/{channel.path}/linux-64/{gamma.filename}")
-    assert response.status_code == 404
+    assert response.status_code == 403  # and says why, for the user of conda to read
+    assert response.content == b"Blocked by policy: not in the allow list\n"
 
 
 def test_policy_change_is_previewed_and_applied_without_refetching(source, run_mirror, client):

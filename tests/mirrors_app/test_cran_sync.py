@@ -167,7 +167,9 @@ def test_filters_decide_what_enters_with_reasons(upstream, run_mirror, client):
     assert run.ingested == 0
     assert run.filtered_reasons == {"not in the package list": 3}
     assert _served(client, mirror) == ["alpha_1.0"]
-    assert _get(client, mirror, "src/contrib/beta_2.0.tar.gz")[0].status_code == 404
+    response, body = _get(client, mirror, "src/contrib/beta_2.0.tar.gz")
+    assert response.status_code == 403  # kept out by the filters: R's user reads why
+    assert body == b"Blocked by policy: not in the package list\n"
 
 
 def test_archive_versions_are_mirrored_and_listed(upstream, run_mirror, client):
@@ -192,7 +194,7 @@ def test_archive_versions_are_mirrored_and_listed(upstream, run_mirror, client):
     mirror.refresh_from_db()
     run = _ok(run_mirror(mirror))
     assert run.filtered_reasons["archive versions not mirrored"] == 2
-    assert _get(client, mirror, path)[0].status_code == 404
+    assert _get(client, mirror, path)[0].status_code == 403
     assert _get(client, mirror, "src/contrib/Archive/gamma/")[0].status_code == 404
 
 

@@ -8,44 +8,25 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
-from urllib.parse import quote, urlsplit
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from mirrors_app import schedules, services
 from mirrors_app.models import Mirror, SyncRun
 from psm.celery import app as celery_app
 from tests.factories import MirrorFactory, SyncRunFactory
+from tests.fixtures.celery_worker import TIMEOUT, Worker, wait_until, worker_env
 from tests.fixtures.loopback import Gate, LoopbackServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 State = SyncRun.State
-TIMEOUT = 60.0
-READY = re.compile(r"@\S+ ready\.")
 TASK_DONE = re.compile(r"Task mirrors\.sync_mirror\[[^\]]+\] succeeded")
-
-
-def wait_until(predicate: Callable[[], object], what: str, worker: Worker) -> object:
-    """Poll `predicate` until it returns something truthy; fail with the worker's log if not."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {TIMEOUT:.0f}s waiting for {what}\n{worker.output()}")
 
 
 def wait_finished(run: SyncRun, worker: Worker) -> SyncRun:
@@ -54,151 +35,6 @@ def wait_finished(run: SyncRun, worker: Worker) -> SyncRun:
         return None if current.is_active else current
 
     return wait_until(finished, f"run #{run.pk} to finish", worker)
-
-
-# --- The worker and its broker ----------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(request, monkeypatch):
-    """Point this process's Celery app at the test broker (or the one the test is parametrised
-    with, indirectly); skip if it cannot be reached."""
-    url = getattr(request, "param", None) or os.environ.get("PSM_TEST_BROKER_URL", "")
-    saved = celery_app.conf["broker_url"], celery_app.conf.broker_transport_options
-    if url:
-        # Celery reads CELERY_BROKER_URL from the environment before its configuration.
-        monkeypatch.setenv("CELERY_BROKER_URL", url)
-        celery_app.conf.broker_url = url
-        celery_app.conf.broker_transport_options = {}
-    _forget_connections()
-    try:
-        with celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, interval_start=0, timeout=5)
-    except Exception as exc:  # kombu raises the transport's own errors
-        _forget_connections()
-        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-        pytest.skip(f"the Celery broker {url or '(embedded)'} cannot be reached: {exc}")
-    yield url
-    monkeypatch.undo()
-    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = saved
-    _forget_connections()
-
-
-def _forget_connections() -> None:
-    """Drop pooled broker connections so a changed broker URL takes effect."""
-    celery_app.close()
-    celery_app.amqp._producer_pool = None
-
-
-def _worker_database_url() -> str:
-    """DATABASE_URL of the test database this process uses, for the worker."""
-    name = connection.settings_dict["NAME"]
-    if connection.vendor == "sqlite":
-        if not Path(str(name)).is_absolute():
-            pytest.skip(f"the SQLite test database {name!r} is not a file a worker can open")
-        return f"sqlite:///{name}"
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return parts._replace(path="/" + quote(str(name))).geturl()
-
-
-class Worker:
-    """A `celery worker` subprocess whose combined output is collected as it runs."""
-
-    def __init__(self, env: dict[str, str], *, purge: bool = True, pool: str = "solo") -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "psm",
-            "worker",
-            f"--pool={pool}",
-            "--concurrency=1",
-            "-Q",
-            "celery",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-            "-n",
-            f"psm-test-{os.getpid()}@%h",
-        ]
-        if purge:  # messages left by earlier tests or sessions must not reach this test's worker
-            command.append("--purge")
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            command,
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group: `kill` reaches pool children too
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "--- worker output ---\n" + "".join(self.lines)
-
-    def saw(self, pattern: re.Pattern) -> bool:
-        return any(pattern.search(line) for line in list(self.lines))
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while not self.saw(READY):
-            if self.process.poll() is not None:
-                pytest.fail(f"the worker exited with {self.process.returncode}\n{self.output()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the worker was not ready after {TIMEOUT:.0f}s\n{self.output()}")
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        """kill -9 of the worker and its pool processes, as the OOM killer or a crash would."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # warm shutdown
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._reader.join(timeout=5)
-
-
-@pytest.fixture
-def worker(transactional_db, broker):
-    """A ready worker on the test database and the test broker; terminated after the test."""
-    process = Worker(_worker_env(broker))
-    try:
-        process.wait_ready()
-        yield process
-    finally:
-        process.stop()
-
-
-def _worker_env(broker: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "psm.settings"),
-        "DATABASE_URL": _worker_database_url(),
-        "PSM_DATA_DIR": str(settings.DATA_DIR),  # the embedded broker's folder lives here
-        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
-        "PSM_HTTP_RETRIES": "0",
-        "PSM_HTTP_TIMEOUT": "10",
-        "PYTHONUNBUFFERED": "1",
-    }
-    if broker:
-        env["CELERY_BROKER_URL"] = broker
-    return env
 
 
 @pytest.fixture
@@ -305,7 +141,7 @@ def test_a_worker_killed_mid_run_loses_no_queued_run(
     killed one is failed by the sweep, and a run whose message was lost is sent again."""
     # The default prefork pool, as deployed: its parent process reserves messages while a
     # child runs a task.
-    first = Worker(_worker_env(broker), pool="prefork")
+    first = Worker(worker_env(broker), pool="prefork")
     second = None
     try:
         first.wait_ready()
@@ -318,7 +154,7 @@ def test_a_worker_killed_mid_run_loses_no_queued_run(
         first.kill()
         gated.delay.release.set()
 
-        second = Worker(_worker_env(broker), purge=False)
+        second = Worker(worker_env(broker), purge=False)
         second.wait_ready()
         assert wait_finished(waiting, second).state == State.COMPLETED, second.output()
 

@@ -150,9 +150,13 @@ def test_create_policy_with_rules_one_value_per_line_and_checkboxes(client, poli
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("allow_specs", "numpy\nnumpy >=>1", "Invalid MatchSpec: 'numpy >=>1'"),
-        ("block_specs", "[[[", "Invalid MatchSpec: '[[['"),
-        ("exclusions", "ok\n>=<", "Invalid MatchSpec: '>=<'"),
+        (
+            "allow_specs",
+            "numpy\nnumpy >=>1",
+            "Not conda MatchSpecs (e.g. 'numpy >=1.26'): 'numpy >=>1'",
+        ),
+        ("block_specs", "[[[", "Not conda MatchSpecs (e.g. 'numpy >=1.26'): '[[['"),
+        ("exclusions", "ok\n>=<", "Not conda MatchSpecs (e.g. 'numpy >=1.26'): '>=<'"),
         ("licenses_exclude", "GPL\nNot a license!", "Unknown license(s): Not a license!"),
         ("cve_score", "11", "less than or equal to 10"),
         ("cve_score", "-1", "greater than or equal to 0"),
@@ -210,6 +214,7 @@ def test_change_page_shows_lists_one_per_line_and_a_summary(client, policy_admin
     fieldsets = [name for name, _ in response.context["adminform"].fieldsets]
     assert fieldsets == [
         "Details",
+        "Enforcement",
         "Platforms",
         "Licenses",
         "CVEs",
@@ -263,6 +268,7 @@ def test_summary_in_plain_language():
     )
 
     assert policy_summary(policy) == [
+        "Judges conda packages.",
         "Only platforms linux-64, noarch.",
         "Drops platforms win-32.",
         "Keeps only licenses MIT.",
@@ -279,8 +285,17 @@ def test_summary_in_plain_language():
         "Also mirrors .tar.bz2 files when the same build exists as .conda.",
     ]
     assert policy_summary(Policy()) == [
+        "Judges conda packages.",
         "No rules: every package is kept.",
         "Skips .tar.bz2 files when the same build exists as .conda.",
+    ]
+    python = Policy(package_type="pypi", mode="dry_run", enforce_on_frozen=True)
+    assert policy_summary(python) == [
+        "Judges standard Python packages.",
+        "Dry run: records what the rules would block and lets it in (malicious packages are "
+        "blocked all the same).",
+        "Newly blocked packages also leave the pinned index of frozen channels.",
+        "No rules: every package is kept.",
     ]
 
 

@@ -286,9 +286,13 @@ def test_new_policy_has_empty_rules(admin_client):
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("allow_specs", ["numpy", "numpy >=>1"], "Invalid MatchSpec: 'numpy >=>1'"),
-        ("block_specs", ["[[["], "Invalid MatchSpec: '[[['"),
-        ("exclusions", [">=<"], "Invalid MatchSpec: '>=<'"),
+        (
+            "allow_specs",
+            ["numpy", "numpy >=>1"],
+            "Not conda MatchSpecs (e.g. 'numpy >=1.26'): 'numpy >=>1'",
+        ),
+        ("block_specs", ["[[["], "Not conda MatchSpecs (e.g. 'numpy >=1.26'): '[[['"),
+        ("exclusions", [">=<"], "Not conda MatchSpecs (e.g. 'numpy >=1.26'): '>=<'"),
         ("platforms_include", ["linux-64", "beos-64"], "Unknown platform(s): beos-64."),
         ("platforms_exclude", ["win-128"], "Unknown platform(s): win-128."),
         ("licenses_include", ["Not a license!"], "Unknown license(s): Not a license!"),

@@ -22,16 +22,20 @@ def _errors(policy: Policy) -> dict[str, list[str]]:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("allow_specs", ["numpy >=>=1"], "Invalid MatchSpec: 'numpy >=>=1'"),
+        (
+            "allow_specs",
+            ["numpy >=>=1"],
+            "Not conda MatchSpecs (e.g. 'numpy >=1.26'): 'numpy >=>=1'",
+        ),
         ("block_specs", [""], "empty MatchSpec"),
-        ("exclusions", ["numpy*"], "Invalid MatchSpec"),
+        ("exclusions", ["numpy*"], "Not conda MatchSpecs"),
         ("platforms_include", ["linux-64", "amiga-68k"], "Unknown platform(s): amiga-68k"),
         ("licenses_exclude", ["not a license!"], "Unknown license(s): not a license!"),
         ("cve_score", -1, "greater than or equal to 0"),
         ("cve_score", 11, "less than or equal to 10"),
         ("cve_score_comparator", "=<", "is not a valid choice"),
         ("cve_statuses_excluded", ["fixed"], "CVE statuses are"),
-        ("allow_specs", "numpy", "Give a list of conda MatchSpecs"),
+        ("allow_specs", "numpy", "Give a list of package rules"),
     ],
 )
 def test_bad_rules_are_refused_with_the_reason(field, value, message):

@@ -21,10 +21,17 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "osv"
 GOOD_IDS = [
     "GHSA-3f63-hfp8-52jq",
     "GHSA-j8r2-6x86-q33q",
-    "PSM-2023-0286",
+    "GHSA-v845-jxx5-vc9f",  # pypi/
+    "MAL-2023-1578",  # pypi/
+    "PSM-2023-0286",  # conda/
     "PYSEC-2014-8",
     "PYSEC-2022-42969",
+    "PYSEC-2023-212",  # pypi/
+    "PYSEC-2023-45",  # pypi/
+    "RSEC-2023-0",  # cran/
+    "RSEC-2023-2",  # cran/
 ]
+GOOD = len(GOOD_IDS)
 
 
 def fixture(name: str) -> dict:
@@ -322,6 +329,30 @@ def test_parse_error_names_the_advisory():
         osv.parse_advisory({"id": "X-1", "modified": "no"}, "feed.json")
 
 
+@pytest.mark.parametrize(
+    ("name", "ecosystems", "score", "malicious", "ranges"),
+    [
+        ("pypi/GHSA-v845-jxx5-vc9f.json", "|PyPI|", Decimal("5.9"), False, 2),
+        ("pypi/PYSEC-2023-212.json", "|PyPI|", Decimal("4.2"), False, 1),  # GIT range dropped
+        ("pypi/PYSEC-2023-45.json", "|PyPI|", None, False, 1),
+        ("pypi/MAL-2023-1578.json", "|PyPI|", None, True, 1),
+        ("cran/RSEC-2023-2.json", "|CRAN|", None, False, 1),
+        ("cran/RSEC-2023-0.json", "|CRAN|", None, False, 1),
+    ],
+)
+def test_ecosystem_fixtures_read_as_osv_publishes_them(name, ecosystems, score, malicious, ranges):
+    advisory = osv.parse_advisory(fixture(name), name)
+
+    assert (advisory.ecosystems, advisory.cvss_score, advisory.malicious) == (
+        ecosystems,
+        score,
+        malicious,
+    )
+    assert advisory.status == "reported"
+    assert sum(len(entry["ranges"]) for entry in advisory.affected) == ranges
+    assert {r["type"] for entry in advisory.affected for r in entry["ranges"]} == {"ECOSYSTEM"}
+
+
 # --- Reading --------------------------------------------------------------------------------
 
 
@@ -413,7 +444,7 @@ def test_directory_reads_zips_inside(tmp_path):
 def test_load_directory_then_reload_is_idempotent():
     result = services.vulnerabilities_load(path=FIXTURES)
 
-    assert (result.created, result.updated, result.unchanged) == (5, 0, 0)
+    assert (result.created, result.updated, result.unchanged) == (GOOD, 0, 0)
     assert result.errors == [f"{FIXTURES / 'malformed.json'}: missing 'id'"]
     assert list(Vulnerability.objects.values_list("osv_id", flat=True)) == GOOD_IDS
     requests = Vulnerability.objects.get(osv_id="GHSA-j8r2-6x86-q33q")
@@ -425,13 +456,13 @@ def test_load_directory_then_reload_is_idempotent():
 
     again = services.vulnerabilities_load(path=FIXTURES)
 
-    assert (again.created, again.updated, again.unchanged, len(again.errors)) == (0, 0, 5, 1)
-    assert Vulnerability.objects.count() == 5
+    assert (again.created, again.updated, again.unchanged, len(again.errors)) == (0, 0, GOOD, 1)
+    assert Vulnerability.objects.count() == GOOD
     requests.refresh_from_db()
     assert requests.loaded_at == loaded_at
 
     forced = services.vulnerabilities_load(path=FIXTURES, force=True)
-    assert (forced.created, forced.updated, forced.unchanged) == (0, 5, 0)
+    assert (forced.created, forced.updated, forced.unchanged) == (0, GOOD, 0)
     requests.refresh_from_db()
     assert requests.loaded_at > loaded_at
 
@@ -498,8 +529,8 @@ def test_load_zip(tmp_path):
 
     result = services.vulnerabilities_load(path=archive)
 
-    assert (result.created, len(result.errors)) == (5, 1)
-    assert str(result) == "5 created, 0 updated, 0 unchanged, 1 error"
+    assert (result.created, len(result.errors)) == (GOOD, 1)
+    assert str(result) == f"{GOOD} created, 0 updated, 0 unchanged, 1 error"
 
 
 # --- Command and task -----------------------------------------------------------------------
@@ -513,7 +544,7 @@ def test_command_prints_the_result(tmp_path):
     call_command("load_vulnerabilities", str(FIXTURES), str(tmp_path), stdout=out, stderr=err)
 
     assert out.getvalue().splitlines() == [
-        f"{FIXTURES}: 5 created, 0 updated, 0 unchanged, 1 error",
+        f"{FIXTURES}: {GOOD} created, 0 updated, 0 unchanged, 1 error",
         f"{tmp_path}: 0 created, 0 updated, 1 unchanged, 0 errors",
     ]
     assert err.getvalue().strip() == f"{FIXTURES / 'malformed.json'}: missing 'id'"
@@ -537,8 +568,8 @@ def test_task_loads_the_configured_directory(settings):
     assert tasks.load_vulnerabilities() is None
 
     settings.PSM_VULNERABILITY_DIR = str(FIXTURES)
-    assert tasks.load_vulnerabilities() == "5 created, 0 updated, 0 unchanged, 1 error"
-    assert Vulnerability.objects.count() == 5
+    assert tasks.load_vulnerabilities() == f"{GOOD} created, 0 updated, 0 unchanged, 1 error"
+    assert Vulnerability.objects.count() == GOOD
 
 
 # --- Matching -------------------------------------------------------------------------------

@@ -385,3 +385,54 @@ def channel_path(url: str, base: str) -> str:
     """The path inside the channel that a package URL of its index points to."""
     assert url.startswith(base + "/"), url
     return posixpath.normpath(unquote(urlsplit(url).path)).lstrip("/")
+
+
+class RenderedIndex:
+    """Rendered index files as a withdrawal reads them (`PublishedIndex`)."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def open(self, path: str) -> io.BytesIO | None:
+        return io.BytesIO(self.files[path]) if path in self.files else None
+
+
+def withdraw(
+    fmt: RepositoryFormat, rendered: dict[str, bytes], files: dict[str, set[str]]
+) -> tuple[dict[str, bytes], set[str]]:
+    """The index files after `withdraw` (replaced ones swapped, dropped ones gone), and the
+    paths it replaced."""
+    emitted: dict[str, bytes] = {}
+
+    @contextmanager
+    def emit(path: str, content_type: str) -> Iterator[io.BytesIO]:
+        out = io.BytesIO()
+        yield out
+        emitted[path] = out.getvalue()
+
+    replaced = fmt.withdraw(RenderedIndex(rendered), files, emit)
+    assert set(emitted) <= replaced
+    kept = {path: content for path, content in rendered.items() if path not in replaced}
+    return {**kept, **emitted}, replaced
+
+
+def test_withdrawn_files_read_back_as_gone_and_every_other_record_as_it_was(
+    kind, channel, client, tmp_path
+):
+    fmt, spec = FORMATS[kind], SOURCES[kind]
+    gone = {unit: {min(records)} for unit, records in channel.source.records.items()}
+    withdrawn, replaced = withdraw(fmt, channel.rendered, gone)
+    assert replaced
+    for path, content in withdrawn.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(content)
+    with RenderedChannel(tmp_path, fmt) as server:
+        back = read_source(fmt, client, server.url + spec.path, spec.options)
+    expected = {
+        unit: {filename: entry for filename, entry in files.items() if filename not in gone[unit]}
+        for unit, files in channel.source.found().items()
+    }
+    # A unit left with no file may keep an empty index (a project page, a listing).
+    assert {u: f for u, f in back.found().items() if f} == {u: f for u, f in expected.items() if f}
+    # Once withdrawn, they are listed nowhere: a second withdrawal replaces nothing.
+    assert withdraw(fmt, withdrawn, gone)[1] == set()
