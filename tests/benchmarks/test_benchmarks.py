@@ -47,10 +47,16 @@ def test_policy_benchmark_data_is_deterministic():
     assert first == again
 
 
-def test_enforcement_benchmark_unlists_the_affected_files(db, tmp_path):
-    result = bench_enforce.run(2000, 4, 200, tmp_path)
+@pytest.mark.parametrize(
+    ("use_service", "via"),
+    [(None, "enforcement.enforce"), (False, "packages_decide + publish")],
+)
+def test_enforcement_benchmark_unlists_the_affected_files(db, tmp_path, use_service, via):
+    result = bench_enforce.run(2000, 4, 200, tmp_path, use_service=use_service)
 
     assert result["ok"], result
+    assert result["via"] == via and result["published"]
+    assert result["decide_s"] >= 0 and result["publish_s"] >= 0
     assert result["affected_files"] == result["affected_listed_before"] > 0
     assert result["left"] == result["affected_files"]
     assert result["listed_after"] == result["listed_before"] - result["affected_files"]
