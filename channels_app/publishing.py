@@ -123,6 +123,36 @@ def _raw_rows(rows) -> Iterator[tuple[str, bytes]]:
             yield from named  # filename and unit are varchar, still str
 
 
+class Rendered(dict[str, tuple[str, int, str]]):
+    """Index files written for a publish: path -> (sha256, size, content type)."""
+
+    @contextmanager
+    def emit(self, path: str, content_type: str) -> Iterator[BinaryIO]:
+        """A format's `Emit`: the file's bytes go to a blob, kept under `path`."""
+        with storage.BlobWriter() as writer:
+            yield writer
+            sha256, size = writer.commit()
+            self[path] = (sha256, size, content_type)
+
+    def store(self, channel: Channel, *, published_at) -> None:
+        """Make them the channel's published files (inside the caller's transaction, after it
+        deleted the rows they replace), in chunks: 400,000 pages at PyPI scale."""
+        paths = sorted(self)
+        for start in range(0, len(paths), 5000):
+            chunk = [(path, *self[path]) for path in paths[start : start + 5000]]
+            artifacts = storage.artifacts_for({sha256: size for _, sha256, size, _ in chunk})
+            PublishedFile.objects.bulk_create(
+                PublishedFile(
+                    channel=channel,
+                    path=path,
+                    artifact=artifacts[sha256],
+                    content_type=content_type,
+                    published_at=published_at,
+                )
+                for path, sha256, _, content_type in chunk
+            )
+
+
 def channel_needs_publish(channel: Channel) -> bool:
     return channel.published_at is None or channel.content_version > channel.published_version
 
@@ -140,18 +170,10 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
     if not force and not channel_needs_publish(channel):
         return False
     version, started = channel.content_version, timezone.now()
-    rendered: dict[str, tuple[str, int, str]] = {}
-
-    @contextmanager
-    def emit(path: str, content_type: str) -> Iterator[BinaryIO]:
-        with storage.BlobWriter() as writer:
-            yield writer
-            sha256, size = writer.commit()
-            rendered[path] = (sha256, size, content_type)
-
+    rendered = Rendered()
     alone = fmt.capabilities.renders_units_alone
     units = _changed_units(channel) if alone and not force else None
-    fmt.render_index(PackageIndexSource(channel), emit, units)
+    fmt.render_index(PackageIndexSource(channel), rendered.emit, units)
     with transaction.atomic():
         current = Channel.objects.select_for_update().get(pk=channel.pk)
         if current.frozen or (
@@ -165,20 +187,7 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             paths = sorted({*rendered, *(p for u in units for p in fmt.unit_paths(u))})
             for start in range(0, len(paths), 5000):
                 replaced.filter(path__in=paths[start : start + 5000]).delete()
-        paths = sorted(rendered)
-        for start in range(0, len(paths), 5000):  # in chunks: 400,000 pages at PyPI scale
-            chunk = [(path, *rendered[path]) for path in paths[start : start + 5000]]
-            artifacts = storage.artifacts_for({sha256: size for _, sha256, size, _ in chunk})
-            PublishedFile.objects.bulk_create(
-                PublishedFile(
-                    channel=current,
-                    path=path,
-                    artifact=artifacts[sha256],
-                    content_type=content_type,
-                    published_at=started,
-                )
-                for path, sha256, _, content_type in chunk
-            )
+        rendered.store(current, published_at=started)
         # Rows removed before rendering began are in no index any more.
         dropped, _ = Package.objects.filter(
             channel=current, removed=True, updated_at__lt=started
@@ -266,16 +275,8 @@ def channel_withdraw(*, channel: Channel, paths: Iterable[tuple[str, str]]) -> b
 def _withdraw_once(channel: Channel, files: dict[str, set[str]]) -> bool | None:
     """One withdrawal (see `channel_withdraw`); None if a publish replaced a file it read."""
     fmt = get_format(channel.kind)
-    index, rendered = _PublishedReader(channel), {}
-
-    @contextmanager
-    def emit(path: str, content_type: str) -> Iterator[BinaryIO]:
-        with storage.BlobWriter() as writer:
-            yield writer
-            sha256, size = writer.commit()
-            rendered[path] = (sha256, size, content_type)
-
-    replaced = fmt.withdraw(index, files, emit)
+    index, rendered = _PublishedReader(channel), Rendered()
+    replaced = fmt.withdraw(index, files, rendered.emit)
     if not replaced:
         return False
     with transaction.atomic():
@@ -285,23 +286,13 @@ def _withdraw_once(channel: Channel, files: dict[str, set[str]]) -> bool | None:
         copied = fmt.capabilities.bz2_copies
         copies = {f"{path}.bz2" for path in replaced if path.endswith(copied)}
         PublishedFile.objects.filter(channel=current, path__in=replaced | copies).delete()
-        artifacts = storage.artifacts_for({sha256: size for sha256, size, _ in rendered.values()})
         # Later than the channel's `published_at` (even with another host's clock ahead), so
         # `_changed_units` still measures from the last publish: what changed since then is
         # rendered at the next one.
         now = timezone.now()
         if current.published_at is not None and now <= current.published_at:
             now = current.published_at + timedelta(milliseconds=1)
-        PublishedFile.objects.bulk_create(
-            PublishedFile(
-                channel=current,
-                path=path,
-                artifact=artifacts[sha256],
-                content_type=content_type,
-                published_at=now,
-            )
-            for path, (sha256, _, content_type) in sorted(rendered.items())
-        )
+        rendered.store(current, published_at=now)
     logger.info(
         "withdrew %d files from the index of %s: %d index files rewritten, %d dropped",
         sum(map(len, files.values())),

@@ -62,6 +62,22 @@ class Decision:
     would_block: str = ""
 
 
+#: The rule kinds a decision names (`Decision.rule`), in decision order; a waiver may name one
+#: instead of an advisory. Mirror filters decide as `filter`.
+RULES = (
+    "malicious",
+    "platform",
+    "license",
+    "cve-status",
+    "cve-score",
+    "created-after",
+    "created-before",
+    "cooldown",
+    "block",
+    "allow-list",
+    "legacy",
+)
+
 ALLOWED = Decision(True)
 NOT_LISTED = Decision(False, "not in the allow list", "allow-list")
 
@@ -569,19 +585,8 @@ class CompiledPolicy:
             broken[violation.rule].append(violation)
         set_rules = self._set_rules()
         exclusion = self.exclusions.match(candidate) if self.exclusions else None
-        for rule in (
-            "malicious",
-            "exclusion",
-            "platform",
-            "license",
-            "cve-status",
-            "cve-score",
-            "created-after",
-            "created-before",
-            "cooldown",
-            "block",
-            "allow-list",
-        ):
+        # The legacy rule needs the file's `.conda` twin: judged with the mirror's files only.
+        for rule in ("malicious", "exclusion", *(r for r in RULES[1:] if r != "legacy")):
             if rule == "exclusion":
                 if self.exclusions:
                     detail = f"kept by exclusion {exclusion!r}" if exclusion else "no match"

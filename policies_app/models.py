@@ -14,6 +14,7 @@ from channels_app.formats.conda import KNOWN_SUBDIRS, parse_match_spec
 from channels_app.formats.licenses import LICENSE_FAMILIES, normalize_license
 
 from .ecosystems import ECOSYSTEMS, ecosystem_for
+from .engine import RULES
 
 
 class Comparator(models.TextChoices):
@@ -323,23 +324,8 @@ def policy_type_problem(policy: Policy | None, kind: str) -> str:
     )
 
 
-#: The rule kinds a decision names (`engine.Decision.rule`) that a waiver may name instead of
-#: an advisory.
-WAIVABLE_RULES = frozenset(
-    {
-        "platform",
-        "license",
-        "malicious",
-        "cve-status",
-        "cve-score",
-        "created-after",
-        "created-before",
-        "cooldown",
-        "block",
-        "allow-list",
-        "legacy",
-    }
-)
+#: What a waiver may name instead of an advisory.
+WAIVABLE_RULES = frozenset(RULES)
 _ADVISORY_ID = re.compile(r"[A-Za-z][A-Za-z0-9]*-[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 

@@ -321,6 +321,8 @@ class FormatCapabilities:
     checks_every_digest: bool = False
     #: Suffix of the file upstream serves beside each package (`.metadata`, PEP 658), if any.
     sidecar_suffix: str = ""
+    #: Whether a mirror's options filter its files (`filter_files`), before any policy.
+    filters_files: bool = False
 
 
 class RepositoryFormat:
@@ -405,9 +407,9 @@ class RepositoryFormat:
     def filter_files(
         self, options: Mapping[str, Any], files: Iterable[tuple[str, str, str, str, Mapping]]
     ) -> dict[str, str] | None:
-        """Mirror filters: `key` -> exclusion reason ("" enters) for files given as (key, unit,
-        filename, version, document); None when the format is filtered by policies instead."""
-        return None
+        """Mirror filters (with `capabilities.filters_files`): `key` -> exclusion reason (""
+        enters) for files given as (key, unit, filename, version, document)."""
+        return {}
 
     # --- Publishing -------------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ class CranFormat(RepositoryFormat):
         renders_units_alone=True,
         # MD5sum is what R repositories give; a sha256 beside it is checked too.
         checks_every_digest=True,
+        filters_files=True,
     )
     options_help = (
         '{"packages": ["ggplot2", "dplyr (>= 1.1)"], "exclude": ["Rcpp (< 1.0)"], '
@@ -118,7 +119,7 @@ class CranFormat(RepositoryFormat):
     def filter_files(
         self, options: Mapping[str, Any], files: Iterable[tuple[str, str, str, str, Mapping]]
     ) -> dict[str, str] | None:
-        """Standard R mirrors are filtered by their mirror filters, not by policies."""
+        """The mirror filters (`cran_filters`)."""
         return cran_filters.decide(
             options,
             (

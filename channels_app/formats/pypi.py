@@ -75,6 +75,7 @@ class PypiFormat(RepositoryFormat):
         reserved_subchannel_names=frozenset({"simple", "files"}),
         renders_units_alone=True,
         sidecar_suffix=".metadata",
+        filters_files=True,
     )
     options_help = '{"projects": ["requests >=2.31"], "package_types": ["wheel"], "latest": 3}'
 
@@ -85,7 +86,7 @@ class PypiFormat(RepositoryFormat):
     def filter_files(
         self, options: Mapping[str, Any], files: Iterable[tuple[str, str, str, str, Mapping]]
     ) -> dict[str, str] | None:
-        """Standard Python mirrors are filtered by their mirror filters, not by policies."""
+        """The mirror filters (`pypi_filters`)."""
         return pypi_filters.decide(
             options,
             (

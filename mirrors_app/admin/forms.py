@@ -57,10 +57,10 @@ class MirrorForm(forms.ModelForm):
             examples = format_html_join(
                 "", "<br>{}: <code>{}</code>", ((f.label, f.options_help) for f in FORMATS.values())
             )
-            filtered = (f for f in FORMATS.values() if f.filter_files({}, ()) is not None)
+            filtered = (f for f in FORMATS.values() if f.capabilities.filters_files)
             self.fields["options"].help_text = format_html(
-                "Type-specific options as JSON; {} mirrors are filtered by theirs (see the "
-                "README). Examples:{}",
+                "Type-specific options as JSON; {} mirrors are filtered by theirs, before the "
+                "policy (see the README). Examples:{}",
                 kind_labels(filtered, joined="and"),
                 examples,
             )

@@ -59,12 +59,12 @@ def decider_for(mirror: Mirror, *, now=None) -> Decider:
     its effective policy (or, without one, the malicious-package rule) for its package type."""
     fmt = mirror.format
     filters = None
-    if mirror.options and fmt.filter_files(mirror.options, ()) is not None:
+    if mirror.options and fmt.capabilities.filters_files:
         options = mirror.options
 
         def filters(candidates: list[Candidate]) -> dict[str, str]:
             files = ((c.key, c.unit, c.filename, c.version, c.record) for c in candidates)
-            return fmt.filter_files(options, files) or {}
+            return fmt.filter_files(options, files)
 
     compiled = compile_policy(mirror.effective_policy(), kind=mirror.channel.kind, now=now)
     return Decider(compiled, filters)
@@ -171,7 +171,7 @@ def _allow_all(mirror: Mirror, rows, dry_run: bool) -> PolicyChange:
 def decides_anything(mirror: Mirror) -> bool:
     """Whether the mirror's new files wait for a decision before they may be served (the
     question `Decider.judges_anything` answers, without loading advisories)."""
-    if mirror.options and mirror.format.filter_files(mirror.options, ()) is not None:
+    if mirror.options and mirror.format.capabilities.filters_files:
         return True
     return mirror.effective_policy() is not None or malicious_advisories_exist()
 
