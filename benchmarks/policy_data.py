@@ -72,13 +72,13 @@ class Case:
 
 def _filters(kind: str, options: Mapping[str, Any] | None):
     """The mirror filters as `mirrors_app.sync.policy.decider_for` wraps them."""
-    if not options:
-        return None
     fmt = get_format(kind)
+    if not options or not fmt.capabilities.filters_files:
+        return None
 
     def filters(candidates: list[Candidate]) -> dict[str, str]:
         files = ((c.key, c.unit, c.filename, c.version, c.record) for c in candidates)
-        return fmt.filter_files(options, files) or {}
+        return fmt.filter_files(options, files)
 
     return filters
 
