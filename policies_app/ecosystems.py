@@ -120,6 +120,10 @@ class Ecosystem:
     def platform(self, candidate: Candidate) -> str:
         return ""
 
+    def complete(self, candidates: list[Candidate]) -> None:
+        """Fill in what some index entries lack from others of the same package (R's Archive
+        listings give no license: the current version's is taken)."""
+
     def dependencies(self, candidate: Candidate, index: Index) -> Iterable[tuple[str, list]]:
         """Each dependency of the candidate (as written) with the candidates of `index` that
         satisfy it. Types whose index lists no dependencies have none."""
@@ -265,6 +269,14 @@ class REcosystem(Ecosystem):
 
     def published(self, candidate: Candidate) -> dt.date | None:
         return _iso_day(candidate.record.get("Date/Publication"))
+
+    def complete(self, candidates: list[Candidate]) -> None:
+        current = {c.name: c.record for c in candidates if c.unit == cran_filters.CONTRIB}
+        for candidate in candidates:
+            if "License" not in candidate.record and candidate.name in current:
+                found = current[candidate.name].get("License")
+                if found:
+                    candidate.record = {**candidate.record, "License": found}
 
     def licenses(self, candidate: Candidate) -> tuple[str, frozenset[str]]:
         text = str(candidate.record.get("License") or "")

@@ -275,7 +275,9 @@ class CompiledPolicy:
         self.today = today
         self.block_malicious = block_malicious
         self.dry_run = policy is not None and policy.mode == "dry_run"
-        self.waivers = list(waivers)
+        self.waivers: dict[str, list[WaiverRule]] = defaultdict(list)  # by package name
+        for waiver in waivers:
+            self.waivers[waiver.spec.name].append(waiver)
         index = (
             advisories if isinstance(advisories, AdvisoryIndex) else AdvisoryIndex(eco, advisories)
         )
@@ -311,11 +313,6 @@ class CompiledPolicy:
         self.min_age = 0
         self.legacy = True
 
-    @property
-    def judges_advisories(self) -> bool:
-        """Whether any rule reads advisories (score, status, or malicious packages)."""
-        return self.score is not None or bool(self.statuses_out) or self.block_malicious
-
     # --- One file, every rule but the allow list --------------------------------------------
 
     def violations(
@@ -323,8 +320,9 @@ class CompiledPolicy:
     ) -> Iterator[Violation]:
         """Every rule of steps 1 and 3 the file breaks, in order (lazily: the first that is not
         waived decides)."""
-        if self.advisories and self.judges_advisories:
-            yield from self._advisory_violations(candidate, malicious=True)
+        hits = self.advisories.hits(candidate) if self.advisories else []
+        if hits and self.block_malicious:
+            yield from self._advisory_violations(hits, malicious=True)
         eco = self.ecosystem
         if self.platforms_in or self.platforms_out:
             platform = eco.platform(candidate)
@@ -336,8 +334,8 @@ class CompiledPolicy:
             violation = self._license(candidate)
             if violation:
                 yield violation
-        if self.advisories and (self.score is not None or self.statuses_out):
-            yield from self._advisory_violations(candidate, malicious=False)
+        if hits and (self.score is not None or self.statuses_out):
+            yield from self._advisory_violations(hits, malicious=False)
         if self.after or self.before or self.newest:
             yield from self._dates(candidate)
         if self.block:
@@ -357,8 +355,11 @@ class CompiledPolicy:
             return Violation("license", f"license {text} is excluded ({', '.join(sorted(hit))})")
         return None
 
-    def _advisory_violations(self, candidate: Candidate, *, malicious: bool) -> Iterator[Violation]:
-        hits = self.advisories.hits(candidate)
+    def _advisory_violations(
+        self, hits: list[tuple[Advisory, str]], *, malicious: bool
+    ) -> Iterator[Violation]:
+        """The malicious-package violations of the advisories affecting a file (`hits`), or
+        (not `malicious`) those of the status and score rules."""
         if malicious:
             if self.block_malicious:
                 for advisory, via in hits:
@@ -425,7 +426,7 @@ class CompiledPolicy:
         return None, notes
 
     def _waived(self, candidate: Candidate, violation: Violation) -> str | None:
-        for waiver in self.waivers:
+        for waiver in self.waivers.get(candidate.name, ()):
             if waiver.covers(candidate, violation):
                 return waiver.note(violation)
         return None
@@ -435,6 +436,8 @@ class CompiledPolicy:
     def decide_all(self, candidates: Iterable[Candidate]) -> dict[str, Decision]:
         """Decide every file (keyed by `unit/filename`), closure and legacy rule included."""
         candidates = list(candidates)
+        if self.licenses_in or self.licenses_out:
+            self.ecosystem.complete(candidates)
         decisions: dict[str, Decision] = {}
         passing: list[Candidate] = []
         shared: dict[Violation, Decision] = {}  # one Decision per violation, when not waived
@@ -483,7 +486,8 @@ class CompiledPolicy:
         """An exclusion keeps a file past every rule but a malicious-package advisory."""
         notes: list[str] = []
         if self.advisories and self.block_malicious:
-            for violation in self._advisory_violations(candidate, malicious=True):
+            hits = self.advisories.hits(candidate)
+            for violation in self._advisory_violations(hits, malicious=True):
                 note = self._waived(candidate, violation)
                 if note is None:
                     return violation, notes

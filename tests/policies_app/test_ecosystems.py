@@ -334,3 +334,15 @@ def test_policies_refuse_rules_their_package_type_cannot_judge():
     assert "a Python simple index gives no license" in errors["licenses_exclude"][0]
     assert "PEP 440" in errors["allow_specs"][0]
     Policy(name="r", package_type="cran", allow_specs=["dplyr (>= 1.1)"]).clean()
+
+
+def test_r_archive_versions_are_judged_by_the_current_versions_license():
+    current = r("readr", "2.1.5", License="GPL-3")
+    archived = r("readr", "2.1.4", archive=True)  # Archive listings give no License
+    other = r("gone", "0.1", archive=True)  # no current version: the license stays unknown
+    decisions = decide(
+        compiled("cran", licenses_exclude=["GPL"], unknown_license="block"),
+        [current, archived, other],
+    )
+    assert decisions[archived.filename].reason == "license GPL-3 is excluded (GPL)"
+    assert decisions[other.filename].reason == "license unknown"
