@@ -158,3 +158,39 @@ def test_a_policy_of_another_package_type_cannot_be_applied():
     channel = ChannelFactory(kind="pypi", policy=policy)
     with pytest.raises(ValidationError, match="judges conda packages"):
         channel.full_clean()
+
+
+def test_an_r_allow_list_brings_its_dependencies_and_has_a_dependency_report(tmp_path, run_mirror):
+    from mirrors_app.reports import dependency_report
+
+    packages = [
+        RPackage("alpha", "1.0", imports=["beta (>= 2.0)"]),
+        RPackage("beta", "1.0"),
+        RPackage("beta", "2.0", depends=["gamma"]),
+        RPackage("gamma", "0.1-1"),
+        RPackage("other", "1.0"),
+    ]
+    with CranServer(build_repo(tmp_path / "cran", packages)) as server:
+        policy = PolicyFactory(
+            package_type="cran", allow_specs=["alpha"], include_dependencies=True
+        )
+        channel = ChannelFactory(kind="cran", policy=policy)
+        mirror = MirrorFactory(channel=channel, source_url=server.url)
+        run = run_mirror(mirror)
+    assert run.state == "completed", run.error
+    excluded = _excluded(mirror)
+    assert excluded == {
+        "alpha_1.0.tar.gz": "",
+        "beta_1.0.tar.gz": "not in the allow list",  # alpha needs beta (>= 2.0)
+        "beta_2.0.tar.gz": "",
+        "gamma_0.1-1.tar.gz": "",
+        "other_1.0.tar.gz": "not in the allow list",
+    }
+    rows = [
+        (r["package"], r["version"], r["depth"], r["status"]) for r in dependency_report(mirror)
+    ]
+    assert rows == [
+        ("alpha", "1.0", 0, "present"),
+        ("beta", "2.0", 1, "present"),
+        ("gamma", "0.1-1", 2, "present"),
+    ]
