@@ -308,12 +308,38 @@ class PolicyAdmin(admin.ModelAdmin):
         return policy._mirrors
 
 
+class EcosystemFilter(admin.SimpleListFilter):
+    """The OSV ecosystems advisories name (`Vulnerability.ecosystems`, "|PyPI|CRAN|")."""
+
+    title = "ecosystem"
+    parameter_name = "ecosystem"
+
+    def lookups(self, request, model_admin):
+        found = set()
+        for value in Vulnerability.objects.values_list("ecosystems", flat=True).distinct():
+            found.update(e for e in value.split("|") if e)
+        return [(e, e) for e in sorted(found)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(ecosystems__contains=f"|{self.value()}|")
+        return queryset
+
+
 @admin.register(Vulnerability)
 class VulnerabilityAdmin(admin.ModelAdmin):
     """Advisories are loaded from OSV data, never edited by hand."""
 
-    list_display = ["osv_id", "alias_list", "packages", "cvss_score", "status", "modified_at"]
-    list_filter = ["status"]
+    list_display = [
+        "osv_id",
+        "alias_list",
+        "packages",
+        "cvss_score",
+        "status",
+        "malicious",
+        "modified_at",
+    ]
+    list_filter = ["status", "malicious", EcosystemFilter]
     search_fields = ["osv_id", "aliases", "summary"]
     show_full_result_count = False
 
@@ -323,8 +349,13 @@ class VulnerabilityAdmin(admin.ModelAdmin):
 
     @admin.display(description="Packages")
     def packages(self, vulnerability: Vulnerability) -> str:
-        names = (a.get("name", "") for a in vulnerability.affected if isinstance(a, dict))
-        return _join(dict.fromkeys(n for n in names if n))
+        """Each affected package with its OSV ecosystem: "PyPI: requests"."""
+        names = (
+            f"{a.get('ecosystem', '')}: {a.get('name', '')}"
+            for a in vulnerability.affected
+            if isinstance(a, dict) and a.get("name")
+        )
+        return _join(dict.fromkeys(names))
 
     def get_search_results(self, request, queryset, search_term):
         found, may_have_duplicates = super().get_search_results(request, queryset, search_term)

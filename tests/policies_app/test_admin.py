@@ -315,12 +315,15 @@ def advisories():
             cvss_score="7.4",
             status="active",
             affected=[{"ecosystem": "conda", "name": "openssl"}],
+            ecosystems="|conda|",
         ),
         Vulnerability.objects.create(
             osv_id="PYSEC-2022-1",
             aliases=["CVE-2022-42969"],
             status="disputed",
             affected=[{"ecosystem": "PyPI", "name": "py"}],
+            ecosystems="|PyPI|",
+            malicious=True,
         ),
     ]
 
@@ -340,8 +343,10 @@ def test_vulnerabilities_are_listed_and_searchable(client, vuln_viewer, advisori
     assert _ids(client.get(VULNS, {"q": "CVE-2023-0286"})) == ["GHSA-aaaa"]
     assert _ids(client.get(VULNS, {"q": "openssl"})) == ["GHSA-aaaa"]
     assert _ids(client.get(VULNS, {"status": "disputed"})) == ["PYSEC-2022-1"]
+    assert _ids(client.get(VULNS, {"ecosystem": "PyPI"})) == ["PYSEC-2022-1"]
+    assert _ids(client.get(VULNS, {"malicious__exact": "1"})) == ["PYSEC-2022-1"]
     html = client.get(VULNS).content.decode()
-    assert "CVE-2023-0286" in html and "openssl" in html
+    assert "CVE-2023-0286" in html and "conda: openssl" in html and "PyPI: py" in html
 
 
 def test_vulnerabilities_are_read_only(client, make_user, advisories):
