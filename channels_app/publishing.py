@@ -57,9 +57,7 @@ class PackageIndexSource:
         if suffix:
             rows = rows.filter(filename__endswith=suffix)
         rows = rows.order_by("filename").values_list("filename", "record")
-        if connection.vendor != "postgresql":
-            return rows.iterator(10_000)
-        return _raw_rows(rows)
+        return stream_rows(rows)
 
     def grouped_documents(
         self, units: Iterable[str] | None = None
@@ -70,7 +68,7 @@ class PackageIndexSource:
         for chunk in chunks:
             rows = self.packages if chunk is None else self.packages.filter(unit__in=chunk)
             rows = rows.order_by("unit", "filename").values_list("unit", "filename", "record")
-            stream = rows.iterator(10_000) if connection.vendor != "postgresql" else _raw_rows(rows)
+            stream = stream_rows(rows)
             for unit, group in groupby(stream, key=itemgetter(0)):
                 yield unit, [(filename, record) for _, filename, record in group]
 
@@ -109,10 +107,14 @@ class _RawText(Loader):
         return bytes(data)
 
 
-def _raw_rows(rows) -> Iterator[tuple[str, bytes]]:
-    """Stream rows (filename, record, ...) with the record as raw bytes: a conda-forge-sized
-    subdir is hundreds of MB of records that would otherwise be decoded only to be encoded
-    again."""
+def stream_rows(rows) -> Iterator[tuple]:
+    """Stream a `values_list` queryset's rows with `text` columns (records) as raw bytes: a
+    conda-forge-sized subdir is hundreds of MB of records that would otherwise be decoded only
+    to be encoded again (or parsed as JSON, which reads bytes as well). PostgreSQL only; on
+    another database the queryset's own iterator."""
+    if connection.vendor != "postgresql":
+        yield from rows.iterator(10_000)
+        return
     sql, params = rows.query.sql_with_params()
     with transaction.atomic(), connection.cursor() as cursor:
         # A server-side cursor (inside the transaction) keeps memory flat.

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from channels_app.models import Channel, Package
+from channels_app.publishing import stream_rows
 from policies_app.compiling import compile_policy, data_version, malicious_advisories_exist
 from policies_app.ecosystems import Candidate, ecosystem_for
 from policies_app.engine import Decider, Decision
@@ -95,7 +96,7 @@ def packages_decide(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
     # When PSM first saw a file matters only to a cooldown (files without a publication time):
     # reading and parsing it for 600,000 rows costs seconds otherwise.
     seen = "added_at" if decider.policy.newest else "pk"
-    for pk, unit, filename, version, record, excluded, would, added in rows.values_list(
+    columns = rows.values_list(
         "pk",
         "unit",
         "filename",
@@ -104,7 +105,8 @@ def packages_decide(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
         "excluded_reason",
         "would_exclude_reason",
         seen,
-    ).iterator(10_000):
+    )
+    for pk, unit, filename, version, record, excluded, would, added in stream_rows(columns):
         document = orjson.loads(record) if record else {}
         first_seen = added.date() if seen == "added_at" and added else None
         candidate = ecosystem.candidate(unit, filename, version, document, first_seen=first_seen)
