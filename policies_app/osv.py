@@ -59,7 +59,11 @@ class Advisory:
     def __post_init__(self) -> None:
         found = sorted({entry["ecosystem"] for entry in self.affected})
         self.ecosystems = f"|{'|'.join(found)}|" if found else ""
-        self.malicious = any(i.startswith(MALICIOUS_PREFIX) for i in [self.osv_id, *self.aliases])
+        # A withdrawn report (status cleared: OpenSSF withdraws its false positives) blocks
+        # nothing as malicious.
+        self.malicious = self.status != "cleared" and any(
+            i.startswith(MALICIOUS_PREFIX) for i in [self.osv_id, *self.aliases]
+        )
 
 
 #: The id prefix of OSV's malicious-package entries (OpenSSF malicious-packages).

@@ -655,3 +655,13 @@ def test_affects_skips_what_compare_cannot_read():
     assert not osv_matching.affects(odd, "0.5", compare)  # the unreadable range does not count
     with pytest.raises(Exception):  # noqa: B017 - rattler's own error type
         osv_matching.affects(odd, "1..0", compare)
+
+
+def test_malicious_entries_are_flagged_unless_withdrawn():
+    doc = json.loads((FIXTURES / "pypi" / "MAL-2023-1578.json").read_text())
+    advisory = osv.parse_advisory(doc, "mal.json")
+    assert advisory.malicious and advisory.ecosystems == "|PyPI|"
+    doc["withdrawn"] = "2023-06-01T00:00:00Z"  # a false positive OpenSSF took back
+    assert not osv.parse_advisory(doc, "mal.json").malicious
+    aliased = {"id": "GHSA-xxxx-yyyy-zzzz", "aliases": ["MAL-2024-1"], "affected": []}
+    assert osv.parse_advisory(aliased, "x").malicious
