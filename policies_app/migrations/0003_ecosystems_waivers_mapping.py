@@ -9,10 +9,13 @@ from django.db import migrations, models
 def flag_advisories(apps, schema_editor):
     """Fill `ecosystems` and `malicious` of the advisories loaded before they existed."""
     Vulnerability = apps.get_model("policies_app", "Vulnerability")
-    for row in Vulnerability.objects.only("pk", "osv_id", "aliases", "affected").iterator(2000):
+    rows = Vulnerability.objects.only("pk", "osv_id", "aliases", "affected", "status")
+    for row in rows.iterator(2000):
         ecosystems = sorted({a.get("ecosystem", "") for a in row.affected or [] if a.get("ecosystem")})
         row.ecosystems = "|" + "|".join(ecosystems) + "|" if ecosystems else ""
-        row.malicious = any(i.startswith("MAL-") for i in [row.osv_id, *(row.aliases or [])])
+        row.malicious = row.status != "cleared" and any(
+            i.startswith("MAL-") for i in [row.osv_id, *(row.aliases or [])]
+        )
         row.save(update_fields=["ecosystems", "malicious"])
 
 
