@@ -168,7 +168,8 @@ def check_body(out: Path, entry: dict, what: str) -> None:
         while block := handle.read(4 * MB):
             digest.update(block)
     if digest.hexdigest() != entry["sha256"]:
-        raise SystemExit(f"{what}: the body received is not the upstream file")
+        size = out.stat().st_size
+        raise SystemExit(f"{what}: the body received ({size} bytes) is not the upstream file")
     out.unlink()
 
 
@@ -212,10 +213,11 @@ def start_proxpi(proxpi: Path, upstream_url: str, workdir: Path) -> tuple:
         "PROXPI_CACHE_SIZE": str(10 * 2**30),
         "PROXPI_DOWNLOAD_TIMEOUT": "600",
     }
-    log = open(workdir / "proxpi.log", "w")  # noqa: SIM115 - closed with the server
+    log = open(workdir / "proxpi.log", "a")  # noqa: SIM115 - closed with the server
     server = subprocess.Popen(
         [str(proxpi / "bin" / "gunicorn"), "proxpi.server:app", "-b", f"127.0.0.1:{port}"]
-        + ["--workers", "2", "--worker-class", "gthread", "--threads", "4", "--timeout", "600"],
+        # One process: proxpi keeps its cache's index in memory, per process.
+        + ["--workers", "1", "--worker-class", "gthread", "--threads", "8", "--timeout", "600"],
         env=env,
         cwd=workdir,
         stdout=log,
@@ -223,6 +225,12 @@ def start_proxpi(proxpi: Path, upstream_url: str, workdir: Path) -> tuple:
     )
     wait_http("127.0.0.1", port, "/index/")
     return server, log, port, cache
+
+
+def stop(server: subprocess.Popen, log) -> None:
+    server.terminate()
+    server.wait(30)
+    log.close()
 
 
 def median(values: list[float]) -> float:
@@ -287,12 +295,12 @@ def main() -> None:
     manage(env, "mirror_run", "bench")
 
     server, log, port = start_gunicorn(env, workdir, args)
-    proxpi = start_proxpi(args.proxpi, upstream_url, workdir) if args.proxpi else None
+    proxpi = None
     out = workdir / "body"
     times: dict[str, dict[str, list]] = {
         name: {"direct": [], "first": [], "first_byte": [], "cached": []} for name in files
     }
-    if proxpi:
+    if args.proxpi:
         for name in files:
             times[name] |= {"proxpi_first": [], "proxpi_cached": []}
     try:
@@ -316,9 +324,11 @@ def main() -> None:
                     f"first {first['total']:.3f} s ({first['total'] / direct['total']:.2f}x), "
                     f"cached {cached['total']:.3f} s"
                 )
-                if proxpi:
-                    _server, _log, pport, cache = proxpi
-                    shutil.rmtree(cache, ignore_errors=True)
+                if args.proxpi:
+                    # A fresh proxpi (its cache index lives in memory) on an empty cache.
+                    shutil.rmtree(workdir / "proxpi-cache", ignore_errors=True)
+                    proxpi = start_proxpi(args.proxpi, upstream_url, workdir)
+                    pport = proxpi[2]
                     purl = f"http://127.0.0.1:{pport}/index/bench/{name}"
                     # proxpi fetches the project page on the first request too: warm it.
                     subprocess.run(
@@ -335,6 +345,8 @@ def main() -> None:
                     check_body(out, entry, "proxpi first request")
                     pcached = curl(purl, out)
                     check_body(out, entry, "proxpi cached request")
+                    stop(proxpi[0], proxpi[1])
+                    proxpi = None
                     row["proxpi_first"].append(pfirst["total"])
                     row["proxpi_cached"].append(pcached["total"])
                     line += (
@@ -342,10 +354,9 @@ def main() -> None:
                     )
                 print(line, flush=True)
     finally:
-        for running in [server] + ([proxpi[0]] if proxpi else []):
-            running.terminate()
-            running.wait(30)
-        log.close()
+        stop(server, log)
+        if proxpi:
+            stop(proxpi[0], proxpi[1])
         upstream.shutdown()
         out.unlink(missing_ok=True)
 
