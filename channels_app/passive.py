@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+from django.db.models import Exists, Subquery, Value
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.http import quote_etag
@@ -164,10 +165,7 @@ def stream_on_demand(
     if not lock.acquire(blocking=False):
         return _follow(package, filename)
     try:
-        package.refresh_from_db(fields=["artifact"])
-        if package.artifact_id is not None or (
-            package.sha256 and Artifact.objects.filter(sha256=package.sha256).exists()
-        ):
+        if _is_stored(package):
             lock.release()
             return None
         streamed = _StreamedBody(package, fmt, lock)
@@ -176,6 +174,19 @@ def stream_on_demand(
         lock.release()  # a no-op if the body released it already
         raise
     return _streamed_response(body, package, filename, streamed.download.length)
+
+
+def _is_stored(package: Package) -> bool:
+    """Whether the package's file is stored now (another request may have fetched it, or the
+    same file under another name), asked in one query: the first request's path is short."""
+    stored = Artifact.objects.filter(sha256=package.sha256) if package.sha256 else None
+    row = (
+        Package.objects.filter(pk=package.pk)
+        .annotate(stored=Exists(stored) if stored is not None else Value(False))
+        .values_list("artifact_id", "stored")
+        .first()
+    )
+    return row is not None and (row[0] is not None or row[1])
 
 
 def _streamed_response(body, package: Package, filename: str, length: int | None):
@@ -226,6 +237,7 @@ class _StreamedBody:
         self.package, self.fmt, self.lock = package, fmt, lock
         self.client = UpstreamClient(waiting=True)
         self.download: storage.StreamedDownload | None = None
+        self.recorded = False
 
     def __iter__(self) -> Iterator[bytes]:
         package = self.package
@@ -250,8 +262,17 @@ class _StreamedBody:
             raise
 
     def _record(self) -> None:
-        if self.package.artifact_id is None:
-            _record_fetched(self.package, storage.artifact_for(*self.download.result))
+        if self.recorded:
+            return
+        # Two statements, no read back: the client's last chunk waits on them.
+        sha256, size = self.download.result
+        Artifact.objects.bulk_create([Artifact(sha256=sha256, size=size)], ignore_conflicts=True)
+        Package.objects.filter(pk=self.package.pk).update(
+            artifact=Subquery(Artifact.objects.filter(sha256=sha256).values("pk")[:1]),
+            error="",
+            updated_at=timezone.now(),
+        )
+        self.recorded = True
 
     def close(self) -> None:
         try:

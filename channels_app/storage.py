@@ -11,6 +11,7 @@ import contextlib
 import glob
 import hashlib
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -72,9 +73,18 @@ class BlobWriter:
             self._tmp = open(path, "xb")  # noqa: SIM115 - closed by commit/discard
 
     def write(self, chunk: bytes) -> int:
-        self.size += len(chunk)
+        self.count(len(chunk))
+        return self.absorb(chunk)
+
+    def count(self, length: int) -> None:
+        """Add `length` bytes to the size, refusing more than `max_bytes` (`write`'s check, for
+        a caller that hands the bytes to `absorb` elsewhere)."""
+        self.size += length
         if self.max_bytes is not None and self.size > self.max_bytes:
             raise IntegrityError("size", f"more than the expected {self.max_bytes} bytes")
+
+    def absorb(self, chunk: bytes) -> int:
+        """Hash and write bytes already `count`ed."""
         self._sha256.update(chunk)
         if self._md5 is not None:
             self._md5.update(chunk)
@@ -267,6 +277,50 @@ def _md5_to_check(sha256: str | None, md5: str | None, every_digest: bool) -> st
     return None if sha256 and not every_digest else md5
 
 
+class _Storer:
+    """Hashes and writes a BlobWriter's chunks in a thread of its own, so a client waiting on
+    the bytes waits on neither the disk nor the hash (hashlib and file writes release the GIL:
+    on another core they overlap the network). At most `depth` chunks wait (bounded memory;
+    a slower disk slows the client down rather than filling the memory). `finish` returns once
+    every chunk is absorbed and raises what absorbing failed with; `stop` abandons the rest."""
+
+    def __init__(self, writer: BlobWriter, depth: int = 16) -> None:
+        self.writer = writer
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="psm-storer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self.error is None and not self._stopped:
+                try:
+                    self.writer.absorb(chunk)
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                    self.error = exc
+
+    def put(self, chunk: bytes) -> None:
+        """Queue a chunk the writer has `count`ed; raises a failure of an earlier one."""
+        if self.error is not None:
+            raise self.error
+        self._queue.put(chunk)
+
+    def finish(self) -> None:
+        self._end()
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self._stopped = True  # the thread skips what is still queued
+        self._end()
+
+    def _end(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class StreamedDownload:
     """A package file handed on to a client while it is stored (a passive mirror's first request).
 
@@ -311,20 +365,33 @@ class StreamedDownload:
         self._writer = BlobWriter(
             max_bytes=_limit(size), with_md5=bool(self.expected["md5"]), path=partial
         )
+        self._storer: _Storer | None = None
         self.length = size if size is not None else announced
 
     def __iter__(self) -> Iterator[bytes]:
+        # Each chunk goes to the client as it arrives while the storer hashes and writes it;
+        # the last one waits for both and the verdict. With the length known, the last chunk
+        # is the one that reaches it; else each chunk is held until the next one arrives.
+        self._storer = _Storer(self._writer)
         held = b""
         for chunk in _chunks(self.response, self.url):
-            self._writer.write(chunk)
+            self._writer.count(len(chunk))  # too many bytes: refused before any goes out
+            self._storer.put(chunk)
             if held:
                 yield held
-            held = chunk
+                held = b""
+            if self.length is None or self._writer.size >= self.length:
+                held = chunk
+            else:
+                yield chunk
+        self._storer.finish()
         self.result = self._writer.commit(**self.expected)
         if held:
             yield held
 
     def close(self) -> None:
+        if getattr(self, "_storer", None) is not None:
+            self._storer.stop()  # before the writer's file is closed under it
         if hasattr(self, "_writer"):
             self._writer.discard()
         self._stream.__exit__(None, None, None)

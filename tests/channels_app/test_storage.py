@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from datetime import timedelta
 
@@ -11,6 +12,8 @@ from django.core.files.storage import default_storage
 from channels_app import storage
 from channels_app.models import Artifact
 from channels_app.publishing import collect_garbage
+from psm.http import UpstreamClient
+from tests.fixtures.loopback import FileHandler, LoopbackServer
 
 
 @pytest.fixture(autouse=True)
@@ -91,3 +94,108 @@ def test_garbage_collection_removes_what_killed_downloads_left_behind(settings, 
 
     left = {os.path.basename(path) for path in files if os.path.exists(path)}
     assert left == {"tmpwriting", "package-2.part", "package-1.lock"}
+
+
+# --- a file streamed to a client while it is stored (a passive mirror's first request) ---------
+
+MIB = 1024 * 1024
+
+
+class _UnsizedHandler(FileHandler):
+    """Sends files without Content-Length, ending the body by closing the connection."""
+
+    def _send_headers(self, status: int, headers: dict[str, str]) -> None:
+        headers = {k: v for k, v in headers.items() if k != "Content-Length"}
+        self.close_connection = True
+        super()._send_headers(status, {**headers, "Connection": "close"})
+
+
+class _UnsizedServer(LoopbackServer):
+    handler = _UnsizedHandler
+
+
+def _stream(url: str, **expected) -> tuple[list[tuple[bytes, bool]], tuple]:
+    """Iterate a StreamedDownload of `url`: each chunk with whether it was verified by then."""
+    client = UpstreamClient(waiting=True)
+    download = storage.StreamedDownload(client, url, **expected)
+    try:
+        chunks = [(chunk, download.result is not None) for chunk in download]
+    finally:
+        download.close()
+        client.close()
+    return chunks, download.result
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sized", [True, False], ids=["length known", "length unknown"])
+def test_a_streamed_file_goes_out_as_it_arrives_and_its_last_chunk_only_once_stored(
+    upstream, tmp_path, sized
+):
+    data = os.urandom(3 * MIB + 1234)
+    expected = {"sha256": _sha(data)}
+    if sized:
+        upstream.write("pkg.conda", data)
+        chunks, result = _stream(f"{upstream.url}/pkg.conda", **expected, size=len(data))
+    else:
+        (tmp_path / "unsized").mkdir()
+        with _UnsizedServer(tmp_path / "unsized") as server:
+            server.write("pkg.conda", data)
+            chunks, result = _stream(f"{server.url}/pkg.conda", **expected)
+
+    assert b"".join(chunk for chunk, _ in chunks) == data
+    assert [verified for _, verified in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert result == (_sha(data), len(data))
+    with default_storage.open(storage.blob_path(_sha(data))) as stored:
+        assert stored.read() == data
+
+
+@pytest.mark.django_db
+def test_a_failed_write_beside_the_stream_cuts_it_short_and_stores_nothing(upstream, monkeypatch):
+    data = os.urandom(3 * MIB)
+    upstream.write("pkg.conda", data)
+    absorb, calls = storage.BlobWriter.absorb, []
+
+    def failing(self, chunk: bytes) -> int:
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return absorb(self, chunk)
+
+    monkeypatch.setattr(storage.BlobWriter, "absorb", failing)
+    received = bytearray()
+    client = UpstreamClient(waiting=True)
+    download = storage.StreamedDownload(
+        client, f"{upstream.url}/pkg.conda", sha256=_sha(data), size=len(data)
+    )
+    with pytest.raises(OSError, match="No space left"):
+        for chunk in download:
+            received += chunk
+    download.close()
+    client.close()
+
+    assert len(received) < len(data) and download.result is None
+    assert not default_storage.exists(storage.blob_path(_sha(data)))
+    assert not _storers_alive()
+
+
+@pytest.mark.django_db
+def test_a_stream_abandoned_midway_stops_its_storer_and_leaves_no_file(upstream, tmp_path):
+    data = os.urandom(4 * MIB)
+    upstream.write("pkg.conda", data)
+    partial = tmp_path / "pkg.part"
+    client = UpstreamClient(waiting=True)
+    download = storage.StreamedDownload(
+        client, f"{upstream.url}/pkg.conda", sha256=_sha(data), size=len(data), partial=partial
+    )
+    first = next(iter(download))  # the client goes away after one chunk
+    download.close()
+    client.close()
+
+    assert first == data[: len(first)]
+    assert not _storers_alive()
+    assert not partial.exists()
+    assert not default_storage.exists(storage.blob_path(_sha(data)))
+
+
+def _storers_alive() -> bool:
+    return any(thread.name == "psm-storer" for thread in threading.enumerate())

@@ -1,0 +1,398 @@
+"""Benchmark a passive mirror's first request of a big file against downloading it directly.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_first_request.py [--sizes 20,200]
+        [--repeat 5] [--workdir /tmp/psm-bench-first] [--pg postgres://postgres@127.0.0.1:5432]
+        [--db psm_bench_first] [--worker-class gthread] [--workers 2] [--threads 4]
+        [--proxpi PATH] [--json FILE]
+
+What it does, in order:
+
+1. Data: random files of each `--sizes` (MB) as conda packages `bench<MB>-1.0-0.conda` under
+   `<workdir>/chan/noarch`, with a `repodata.json` giving their sha256, md5 and size, and a
+   PEP 503 page `simple/bench/index.html` linking them (for `--proxpi`).
+2. Upstream: a threaded HTTP server on 127.0.0.1 that sends files with `sendfile` and a
+   precomputed ETag, no throttling: the fastest a Python upstream gets (bench_conda's).
+3. PSM: a fresh `--db`, migrated, with a conda channel `bench` and a passive mirror of noarch
+   synced from the upstream (`manage.py mirror_run`), served by gunicorn (`--worker-class`,
+   `--workers`, `--threads`) on the same 2 cores.
+4. Each repetition, for each size, one after the other: the direct download from upstream, the
+   PSM first request (its file, artifact row and partial file removed just before: a fresh
+   cache), and the PSM second request (served from storage); with `--proxpi`, proxpi's first
+   request (its cache emptied) and second request through its simple index.
+
+The client is curl (`-o` a file; its `time_total`, and `time_starttransfer` for the first byte);
+every body is checked against the file's sha256, untimed. The figures are medians over
+`--repeat`; the ratios are to the direct download of the same repetitions. Prints a table and
+writes JSON (`<workdir>/results.json` unless `--json`). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_conda import (  # noqa: E402
+    free_port,
+    fresh_database,
+    git_describe,
+    manage,
+    wait_http,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MB = 1_000_000
+
+SETUP = """
+from channels_app.models import Channel
+from mirrors_app.models import Mirror
+channel = Channel.objects.create(name="bench", kind="conda")
+Mirror.objects.create(channel=channel, name="bench", mode="passive", kind="conda",
+                      source_url={url!r}, options={{"subdirs": ["noarch"]}})
+"""
+
+
+def make_files(chan: Path, sizes: list[int]) -> dict[str, dict]:
+    """Random package files of `sizes` MB, their repodata.json and a PEP 503 page."""
+    noarch = chan / "noarch"
+    noarch.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict] = {}
+    for mb in sizes:
+        name = f"bench{mb}-1.0-0.conda"
+        sha256, md5 = hashlib.sha256(), hashlib.md5()
+        with open(noarch / name, "wb") as out:
+            for _ in range(mb):
+                block = os.urandom(MB)
+                sha256.update(block)
+                md5.update(block)
+                out.write(block)
+        files[name] = {
+            "mb": mb,
+            "name": f"bench{mb}",
+            "version": "1.0",
+            "build": "0",
+            "build_number": 0,
+            "depends": [],
+            "subdir": "noarch",
+            "sha256": sha256.hexdigest(),
+            "md5": md5.hexdigest(),
+            "size": mb * MB,
+        }
+    repodata = {
+        "info": {"subdir": "noarch"},
+        "packages": {},
+        "packages.conda": {
+            name: {k: v for k, v in entry.items() if k != "mb"} for name, entry in files.items()
+        },
+        "repodata_version": 1,
+    }
+    (noarch / "repodata.json").write_text(json.dumps(repodata))
+    # The same files as a Python project, for proxpi (a PyPI caching proxy).
+    simple = chan / "simple" / "bench"
+    simple.mkdir(parents=True, exist_ok=True)
+    links = "".join(
+        f'<a href="/noarch/{name}#sha256={entry["sha256"]}">{name}</a>\n'
+        for name, entry in files.items()
+    )
+    (simple / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
+    (chan / "simple" / "index.html").write_text('<a href="bench/">bench</a>\n')
+    return files
+
+
+def make_upstream(root: Path) -> ThreadingHTTPServer:
+    """Files under `root` sent with sendfile (a folder: its index.html), with a precomputed
+    ETag: as fast as a Python upstream gets, and nothing hashed per request."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib signature
+            path = (root / self.path.split("?", 1)[0].lstrip("/")).resolve()
+            if path.is_dir():
+                path = path / "index.html"
+            if root not in path.parents or not path.is_file():
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            st = path.stat()
+            self.send_response(200)
+            kind = "text/html" if path.suffix == ".html" else "application/octet-stream"
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(st.st_size))
+            self.send_header("ETag", f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
+            self.end_headers()
+            with open(path, "rb") as handle:
+                self.wfile.flush()
+                self.connection.sendfile(handle)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def curl(url: str, out: Path) -> dict:
+    """GET `url` into `out` with curl; its timings in seconds."""
+    written = subprocess.run(
+        ["curl", "-sS", "--fail", "-o", str(out), "-w", "%{time_total} %{time_starttransfer}"]
+        + ["--max-time", "600", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return {"total": float(written[0]), "first_byte": float(written[1])}
+
+
+def check_body(out: Path, entry: dict, what: str) -> None:
+    digest = hashlib.sha256()
+    with open(out, "rb") as handle:
+        while block := handle.read(4 * MB):
+            digest.update(block)
+    if digest.hexdigest() != entry["sha256"]:
+        size = out.stat().st_size
+        raise SystemExit(f"{what}: the body received ({size} bytes) is not the upstream file")
+    out.unlink()
+
+
+def forget_files(dsn: str, data: Path, files: dict[str, dict]) -> None:
+    """Undo the first request: no artifact on the packages, no blob, no partial file."""
+    digests = [entry["sha256"] for entry in files.values()]
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "UPDATE channels_app_package SET artifact_id = NULL WHERE sha256 = ANY(%s)", [digests]
+        )
+        conn.execute("DELETE FROM channels_app_artifact WHERE sha256 = ANY(%s)", [digests])
+    for digest in digests:
+        blob = data / "files" / "blobs" / digest[:2] / digest[2:4] / digest
+        blob.unlink(missing_ok=True)
+    for partial in (data / "locks").glob("*.part"):
+        partial.unlink()
+    subprocess.run(["sync"], check=False)  # the next request does not pay for our writeback
+
+
+def start_gunicorn(env: dict, workdir: Path, args: argparse.Namespace) -> tuple:
+    port = free_port()
+    log = open(workdir / "gunicorn.log", "w")  # noqa: SIM115 - closed with the server
+    command = [PYTHON, "-m", "gunicorn", "psm.wsgi", "-b", f"127.0.0.1:{port}"]
+    command += ["--workers", str(args.workers), "--worker-class", args.worker_class]
+    if args.worker_class == "gthread":
+        command += ["--threads", str(args.threads)]
+    command += ["--timeout", "600", "--log-level", "warning"]
+    server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    wait_http("127.0.0.1", port, "/api/repo/bench/noarch/repodata.json")
+    return server, log, port
+
+
+def start_proxpi(proxpi: Path, upstream_url: str, workdir: Path) -> tuple:
+    port = free_port()
+    cache = workdir / "proxpi-cache"
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(workdir),
+        "PROXPI_INDEX_URL": f"{upstream_url}/simple/",
+        "PROXPI_CACHE_DIR": str(cache),
+        "PROXPI_CACHE_SIZE": str(10 * 2**30),
+        "PROXPI_DOWNLOAD_TIMEOUT": "600",
+    }
+    log = open(workdir / "proxpi.log", "a")  # noqa: SIM115 - closed with the server
+    server = subprocess.Popen(
+        [str(proxpi / "bin" / "gunicorn"), "proxpi.server:app", "-b", f"127.0.0.1:{port}"]
+        # One process: proxpi keeps its cache's index in memory, per process.
+        + ["--workers", "1", "--worker-class", "gthread", "--threads", "8", "--timeout", "600"],
+        env=env,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_http("127.0.0.1", port, "/index/")
+    return server, log, port, cache
+
+
+def stop(server: subprocess.Popen, log) -> None:
+    server.terminate()
+    server.wait(30)
+    log.close()
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="20,200", help="file sizes in MB, comma-separated")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/psm-bench-first"))
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="server URL")
+    parser.add_argument("--db", default="psm_bench_first")
+    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--proxpi", type=Path, help="a venv with proxpi and gunicorn installed")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+
+    workdir: Path = args.workdir.resolve()
+    chan, data = workdir / "chan", workdir / "data"
+    for folder in (chan, data, workdir / "proxpi-cache"):
+        shutil.rmtree(folder, ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(PYTHON).name, *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "git": git_describe(),
+        "server": {
+            "worker_class": args.worker_class,
+            "workers": args.workers,
+            "threads": args.threads if args.worker_class == "gthread" else None,
+        },
+        "load_at_start": os.getloadavg(),
+    }
+    print(f"load average {os.getloadavg()[0]:.1f}; writing the files", flush=True)
+    files = make_files(chan, sizes)
+    upstream = make_upstream(chan)
+    upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
+    dsn = f"{args.pg}/{args.db}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "PSM_DATA_DIR": str(data),
+        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
+        "PSM_SECRET_KEY": "benchmark-only-not-secret",
+        "DJANGO_SETTINGS_MODULE": "psm.settings",
+    }
+    print(f"fresh database {args.db}; migrating and syncing the passive mirror", flush=True)
+    fresh_database(args.pg, args.db)
+    manage(env, "migrate", "--noinput")
+    manage(env, "shell", "-c", SETUP.format(url=upstream_url))
+    manage(env, "mirror_run", "bench")
+
+    server, log, port = start_gunicorn(env, workdir, args)
+    proxpi = None
+    out = workdir / "body"
+    times: dict[str, dict[str, list]] = {
+        name: {"direct": [], "first": [], "first_byte": [], "cached": []} for name in files
+    }
+    if args.proxpi:
+        for name in files:
+            times[name] |= {"proxpi_first": [], "proxpi_cached": []}
+    try:
+        for repetition in range(args.repeat):
+            for name, entry in files.items():
+                forget_files(dsn, data, files)
+                direct = curl(f"{upstream_url}/noarch/{name}", out)
+                check_body(out, entry, "direct")
+                psm_url = f"http://127.0.0.1:{port}/api/repo/bench/noarch/{name}"
+                first = curl(psm_url, out)
+                check_body(out, entry, "PSM first request")
+                cached = curl(psm_url, out)
+                check_body(out, entry, "PSM cached request")
+                row = times[name]
+                row["direct"].append(direct["total"])
+                row["first"].append(first["total"])
+                row["first_byte"].append(first["first_byte"])
+                row["cached"].append(cached["total"])
+                line = (
+                    f"  {entry['mb']} MB #{repetition + 1}: direct {direct['total']:.3f} s, "
+                    f"first {first['total']:.3f} s ({first['total'] / direct['total']:.2f}x), "
+                    f"cached {cached['total']:.3f} s"
+                )
+                if args.proxpi:
+                    # A fresh proxpi (its cache index lives in memory) on an empty cache.
+                    shutil.rmtree(workdir / "proxpi-cache", ignore_errors=True)
+                    proxpi = start_proxpi(args.proxpi, upstream_url, workdir)
+                    pport = proxpi[2]
+                    purl = f"http://127.0.0.1:{pport}/index/bench/{name}"
+                    # proxpi fetches the project page on the first request too: warm it.
+                    subprocess.run(
+                        [
+                            "curl",
+                            "-sS",
+                            "-o",
+                            "/dev/null",
+                            f"http://127.0.0.1:{pport}/index/bench/",
+                        ],
+                        check=True,
+                    )
+                    pfirst = curl(purl, out)
+                    check_body(out, entry, "proxpi first request")
+                    pcached = curl(purl, out)
+                    check_body(out, entry, "proxpi cached request")
+                    stop(proxpi[0], proxpi[1])
+                    proxpi = None
+                    row["proxpi_first"].append(pfirst["total"])
+                    row["proxpi_cached"].append(pcached["total"])
+                    line += (
+                        f", proxpi first {pfirst['total']:.3f} s, cached {pcached['total']:.3f} s"
+                    )
+                print(line, flush=True)
+    finally:
+        stop(server, log)
+        if proxpi:
+            stop(proxpi[0], proxpi[1])
+        upstream.shutdown()
+        out.unlink(missing_ok=True)
+
+    results["load_at_end"] = os.getloadavg()
+    results["files"] = {}
+    for name, entry in files.items():
+        row = {key: median(values) for key, values in times[name].items() if values}
+        direct = row["direct"]
+        row["first_ratio"] = round(row["first"] / direct, 2)
+        row["cached_ratio"] = round(row["cached"] / direct, 2)
+        if "proxpi_first" in row:
+            row["proxpi_first_ratio"] = round(row["proxpi_first"] / direct, 2)
+            row["proxpi_cached_ratio"] = round(row["proxpi_cached"] / direct, 2)
+        row["samples"] = times[name]
+        results["files"][entry["mb"]] = row
+    target = args.json or workdir / "results.json"
+    target.write_text(json.dumps(results, indent=2))
+
+    print(f"\nmedians of {args.repeat} (s; ratio to the direct download)")
+    for mb, row in results["files"].items():
+        line = (
+            f"{mb:>5} MB  direct {row['direct']:.3f}  first {row['first']:.3f} "
+            f"({row['first_ratio']:.2f}x, first byte {row['first_byte']:.3f})  "
+            f"cached {row['cached']:.3f} ({row['cached_ratio']:.2f}x)"
+        )
+        if "proxpi_first" in row:
+            line += (
+                f"  proxpi first {row['proxpi_first']:.3f} ({row['proxpi_first_ratio']:.2f}x) "
+                f"cached {row['proxpi_cached']:.3f} ({row['proxpi_cached_ratio']:.2f}x)"
+            )
+        print(line)
+    print(
+        f"load average {results['load_at_start'][0]:.1f} at start, "
+        f"{results['load_at_end'][0]:.1f} at end; results: {target}"
+    )
+
+
+if __name__ == "__main__":
+    main()
