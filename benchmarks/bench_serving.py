@@ -250,9 +250,10 @@ def copy_static(port: int, workdir: Path, wheel: str) -> dict[str, str]:
 def proxpi_venv(workdir: Path) -> Path:
     venv = workdir / "proxpi-venv"
     if not (venv / "bin" / "gunicorn").exists():
-        subprocess.run([PYTHON, "-m", "venv", str(venv)], check=True)
+        clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        subprocess.run([PYTHON, "-m", "venv", str(venv)], check=True, env=clean)
         pip = [str(venv / "bin" / "pip"), "install", "-q", "proxpi", "gunicorn"]
-        subprocess.run(pip, check=True)
+        subprocess.run(pip, check=True, env=clean)
     return venv
 
 

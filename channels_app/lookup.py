@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
+import psycopg
 from django.db import connection
 from django.http import Http404
 
@@ -95,6 +96,28 @@ def _statement(paths: int, subchannel: bool) -> str:
     )
 
 
+def _fetch(sql: str, params: list) -> list[tuple]:
+    """Run the statement; on PostgreSQL as a prepared statement of the connection, since
+    planning its joins costs several times its execution (about 1.2 ms against 0.2 ms)."""
+    if connection.vendor != "postgresql" or connection.settings_dict.get(
+        "DISABLE_SERVER_SIDE_CURSORS"
+    ):
+        # Not PostgreSQL, or behind a transaction pooler (Django's setting for pgbouncer),
+        # where a statement prepared on one server connection is unknown on the next.
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns preparing off; allow it for explicit requests only (its own cursors
+        # bind on the client side, which never prepares).
+        raw.prepare_threshold = 2**31 - 1
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchall()
+
+
 def _candidates(inner: str, accept: str | None) -> dict[str, IndexRequest | None]:
     """Every path `inner` may be served from, by package type: its negotiation per kind."""
     return {kind: fmt.index_request(inner, accept) for kind, fmt in FORMATS.items()}
@@ -118,9 +141,7 @@ def resolve(path: str, accept: str | None) -> Resolved:
     params: list[object] = sorted(paths) + [parts[0]]
     if len(parts) >= 3:
         params += [parts[0], parts[1]]
-    with connection.cursor() as cursor:
-        cursor.execute(_statement(len(paths), len(parts) >= 3), params)
-        rows = [_convert(row) for row in cursor.fetchall()]
+    rows = [_convert(row) for row in _fetch(_statement(len(paths), len(parts) >= 3), params)]
     if not rows:
         raise Http404(NO_CHANNEL)
     width = len(_CHANNEL_COLUMNS)
