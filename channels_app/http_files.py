@@ -35,6 +35,8 @@ class _FileChunks:
 
     def __init__(self, file: BinaryIO, start: int, length: int) -> None:
         self._file, self._start, self._length = file, start, length
+        # Bound now: Django's WSGI handler replaces `file.close` when a file wrapper sends it.
+        self._close = file.close
 
     def __iter__(self) -> Iterator[bytes]:
         if self._start:
@@ -48,7 +50,7 @@ class _FileChunks:
             yield chunk
 
     def close(self) -> None:
-        self._file.close()
+        self._close()
 
 
 def _parse_range(header: str, size: int) -> range | None:
@@ -141,9 +143,15 @@ def file_response(
             headers["Content-Range"] = f"bytes {span.start}-{span.stop - 1}/{size}"
 
     headers["Content-Length"] = str(len(span))
-    return StreamingHttpResponse(
-        _FileChunks(open_file(), span.start, len(span)),
+    file = open_file()
+    response = StreamingHttpResponse(
+        _FileChunks(file, span.start, len(span)),
         status=status,
         content_type=content_type,
         headers=headers,
     )
+    if status == 200:
+        # The whole file: a WSGI server with `wsgi.file_wrapper` sends it itself (gunicorn
+        # with sendfile(2) for a local file); others, and tests, iterate the chunks.
+        response.file_to_stream, response.block_size = file, CHUNK_SIZE
+    return response

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_safe
 
 from psm.http import UpstreamError
 
-from . import access, storage
+from . import access, lookup, storage
 from .formats import content_type, get_format
 from .http_files import IMMUTABLE, file_response
 from .models import PENDING_DECISION, Channel, Package, PublishedFile
@@ -52,9 +52,10 @@ def repo_file(request: HttpRequest, path: str, token: str | None = None) -> Http
     if isinstance(requester, HttpResponse):
         return requester
     try:
-        channel, inner = _resolve(path)
+        resolved = lookup.resolve(path, request.headers.get("Accept"))
+        channel = resolved.channel
         access.check_read(channel, requester)
-        response = _channel_file(request, channel, inner, token)
+        response = _channel_file(request, resolved, token)
     except Http404 as exc:
         # Every 404 varies by cookie, as a restricted channel's does (its check reads the
         # session): a missing channel and a hidden one answer alike, headers included.
@@ -68,10 +69,9 @@ def repo_file(request: HttpRequest, path: str, token: str | None = None) -> Http
 
 
 def _channel_file(
-    request: HttpRequest, channel: Channel, inner: str, token: str | None
+    request: HttpRequest, resolved: lookup.Resolved, token: str | None
 ) -> HttpResponseBase:
-    fmt = get_format(channel.kind)
-    negotiated = fmt.index_request(inner, request.headers.get("Accept"))
+    channel, inner, negotiated = resolved.channel, resolved.inner, resolved.negotiated
     if negotiated is not None:
         if negotiated.redirect:
             base = f"/api/repo/t/{token}" if token else "/api/repo"
@@ -84,17 +84,17 @@ def _channel_file(
                 content_type="text/plain",
             )
         inner = negotiated.path
-    published = (
-        PublishedFile.objects.filter(channel=channel, path=inner).select_related("artifact").first()
-    )
+    published = resolved.published
     if published is None and channel.published_at is None and not channel.frozen:
         # A channel nothing was mirrored into yet still answers with (empty) index files.
         channel_publish(channel=channel)
-        published = (
+        found = (
             PublishedFile.objects.filter(channel=channel, path=inner)
             .select_related("artifact")
             .first()
         )
+        if found is not None:
+            published = lookup.Published(found.artifact, found.content_type, found.published_at)
     if published is not None:
         artifact = published.artifact
         response = file_response(
@@ -110,21 +110,6 @@ def _channel_file(
             response["Vary"] = "Accept"
         return response
     return _package_file(request, channel, inner)
-
-
-def _resolve(path: str) -> tuple[Channel, str]:
-    """(channel, path inside it); a subchannel wins over a same-named folder of its parent."""
-    parts = path.split("/")
-    if len(parts) >= 3:
-        sub = Channel.objects.filter(
-            parent__parent__isnull=True, parent__name=parts[0], name=parts[1]
-        ).first()
-        if sub is not None:
-            return sub, "/".join(parts[2:])
-    channel = Channel.objects.filter(parent__isnull=True, name=parts[0]).first()
-    if channel is None or len(parts) < 2:
-        raise Http404("No such channel.")
-    return channel, "/".join(parts[1:])
 
 
 def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpResponseBase:
