@@ -22,7 +22,8 @@ import requests
 import urllib3.exceptions
 from django.conf import settings
 from django.core.files import File
-from django.core.files.storage import default_storage
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage
 
 from psm.http import (
     CHUNK_SIZE,
@@ -111,6 +112,101 @@ class BlobWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.discard()
+
+
+class BufferedBlobWriter:
+    """A `BlobWriter` for files that are mostly small (index pages): held in memory up to
+    `SMALL_BLOB` bytes and stored in one step by `put_bytes`; a larger one goes on to a
+    `BlobWriter` as soon as it outgrows that. Context manager, like `BlobWriter`."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._held: list[bytes] = []
+        self._writer: BlobWriter | None = None
+
+    def write(self, chunk: bytes) -> int:
+        if self._writer is None and self.size + len(chunk) > SMALL_BLOB:
+            self._writer = BlobWriter()
+            for held in self._held:
+                self._writer.write(held)
+            self._held = []
+        self.size += len(chunk)
+        if self._writer is not None:
+            return self._writer.write(chunk)
+        self._held.append(bytes(chunk))
+        return len(chunk)
+
+    def commit(self) -> tuple[str, int]:
+        """Store the bytes; return (sha256, size)."""
+        if self._writer is not None:
+            return self._writer.commit()
+        return put_bytes(b"".join(self._held))
+
+    def __enter__(self) -> BufferedBlobWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+        self._held = []
+
+
+#: Files up to this size are written in one step (`put_bytes`), from memory.
+SMALL_BLOB = 1024 * 1024
+
+
+def put_bytes(data: bytes) -> tuple[str, int]:
+    """Store `data` (held in memory) as a blob unless stored already; return (sha256, size).
+
+    The cheap way for the hundreds of thousands of pages of a PyPI-sized publish: hashed in
+    one call; on local storage written to a temporary file in the same file system and
+    renamed into place (readers never see a partial file), without Django's per-file name
+    checks (a blob's name is its content, so replacing one with itself is harmless).
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    path = blob_path(digest)
+    root = _local_root()
+    if root is None:
+        if not default_storage.exists(path):
+            default_storage.save(path, ContentFile(data))
+        return digest, len(data)
+    target = os.path.join(root, path)
+    if os.path.exists(target):
+        return digest, len(data)
+    folder = os.path.dirname(target)
+    if folder not in _FOLDERS_MADE:
+        os.makedirs(folder, exist_ok=True)
+        _FOLDERS_MADE.add(folder)
+    fd, temporary = tempfile.mkstemp(dir=_tmp_dir(), prefix="put-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            os.fchmod(out.fileno(), default_storage.file_permissions_mode or _FILE_MODE)
+        try:
+            os.replace(temporary, target)
+        except FileNotFoundError:  # its folder was removed since: make it again
+            os.makedirs(folder, exist_ok=True)
+            os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return digest, len(data)
+
+
+#: Folders of local storage known to exist (there are 65,536 blob folders at most).
+_FOLDERS_MADE: set[str] = set()
+#: Mode of a file written by `put_bytes` when the storage sets none (mkstemp's is 0o600).
+_FILE_MODE = 0o644
+
+
+def _local_root() -> str | None:
+    """The root folder of local storage that `put_bytes` may write into directly; None for
+    other storages (and local ones with folder permissions to apply: Django does it)."""
+    storage = default_storage
+    if isinstance(storage, FileSystemStorage) and storage.directory_permissions_mode is None:
+        return storage.location
+    return None
 
 
 def store(

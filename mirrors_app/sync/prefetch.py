@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ def fetch_ahead(
     fmt = mirror.format
 
     def fetch(unit: str, validators: dict):
-        index = tempfile.NamedTemporaryFile(prefix="psm-index-")
+        index = fmt.unit_buffer()
         try:
             return fmt.fetch_unit(client, mirror.source_url, unit, index, validators), index
         except BaseException:
