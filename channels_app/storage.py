@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import itertools
 import os
 import tempfile
 import threading
@@ -173,19 +174,20 @@ def put_bytes(data: bytes) -> tuple[str, int]:
     target = os.path.join(root, path)
     if os.path.exists(target):
         return digest, len(data)
-    folder = os.path.dirname(target)
-    if folder not in _FOLDERS_MADE:
-        os.makedirs(folder, exist_ok=True)
-        _FOLDERS_MADE.add(folder)
-    fd, temporary = tempfile.mkstemp(dir=_tmp_dir(), prefix="put-")
+    # Named after this process and thread: no other live writer uses the name.
+    temporary = os.path.join(
+        _tmp_dir() or tempfile.gettempdir(),
+        f"put-{os.getpid()}-{threading.get_ident()}-{next(_PUT_NUMBERS)}",
+    )
     try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-            os.fchmod(out.fileno(), default_storage.file_permissions_mode or _FILE_MODE)
+            os.fchmod(fd, default_storage.file_permissions_mode or _FILE_MODE)
         try:
             os.replace(temporary, target)
-        except FileNotFoundError:  # its folder was removed since: make it again
-            os.makedirs(folder, exist_ok=True)
+        except FileNotFoundError:  # the blob's folder is new
+            os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -194,9 +196,8 @@ def put_bytes(data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
-#: Folders of local storage known to exist (there are 65,536 blob folders at most).
-_FOLDERS_MADE: set[str] = set()
-#: Mode of a file written by `put_bytes` when the storage sets none (mkstemp's is 0o600).
+_PUT_NUMBERS = itertools.count()
+#: Mode of a file written by `put_bytes` when the storage sets none (as Django's default).
 _FILE_MODE = 0o644
 
 

@@ -394,6 +394,10 @@ class RepositoryFormat:
         """Fetch one unit's index into `dest`, conditionally on `validators`."""
         raise NotImplementedError
 
+    #: Threads fetching the next units' indexes while one is read (see the sync's prefetch):
+    #: a few for big indexes; more for many small ones whose time is the upstream's latency.
+    unit_fetchers: ClassVar[int] = 4
+
     def unit_buffer(self) -> BinaryIO:
         """A new temporary file for one unit's index (`fetch_unit` writes it, `parse_unit`
         reads it), deleted on close: on disk, as an index may be hundreds of MB."""

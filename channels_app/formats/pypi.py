@@ -174,6 +174,10 @@ class PypiFormat(RepositoryFormat):
         )
         return Fetched(fetched.status, url, fetched.validators)
 
+    #: A project page is a few KB: a sync waits on the upstream's latency, not on bytes (the
+    #: HTTP client keeps 16 connections).
+    unit_fetchers = 12
+
     def unit_buffer(self) -> BinaryIO:
         """In memory up to `PAGE_IN_MEMORY` bytes (a project page is a few KB; a file per page
         cost more than parsing it), on disk beyond."""
