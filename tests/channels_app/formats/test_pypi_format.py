@@ -840,3 +840,29 @@ def test_project_serials_are_read_from_a_json_root_as_a_stream():
 def test_a_malformed_json_root_is_a_format_error(body):
     with pytest.raises(FormatError, match="malformed JSON project list"):
         parse_project_serials(body, SOURCE)
+
+
+def test_the_url_and_escape_shortcuts_agree_with_the_character_tests_everywhere():
+    import html
+
+    from channels_app.formats.pypi_pages import _escape, _unsafe_url
+
+    for point in range(0x800):  # the shortcut is for ASCII; the rest is tested as before
+        c = chr(point)
+        assert _unsafe_url(f"h{c}") is (c.isspace() or not c.isprintable()), point
+    for point in range(0x800):
+        text = f"a{chr(point)}b"
+        assert _escape(text) == html.escape(text, quote=True), point
+
+
+def test_a_page_fetched_in_memory_spills_to_disk_beyond_the_limit():
+    from channels_app.formats.pypi import PAGE_IN_MEMORY
+
+    fmt = FORMATS["pypi"]
+    with fmt.unit_buffer() as buffer:
+        buffer.write(b"x" * 1000)
+        assert buffer._rolled is False  # a few KB: never a file
+        buffer.write(b"x" * PAGE_IN_MEMORY)
+        assert buffer._rolled is True
+        buffer.seek(0)
+        assert len(buffer.read()) == PAGE_IN_MEMORY + 1000
