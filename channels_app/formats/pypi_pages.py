@@ -349,13 +349,28 @@ def _name_and_version(filename: str) -> tuple[str, str] | str:
     return name, str(version)
 
 
+#: An absolute http(s) URL that joining, splitting and printing leave as it is (no query,
+#: parameters, user or odd characters): what nearly every index gives for a file.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+!-]*)*")
+
+
 def _upstream_url(page_url: str, url: Any) -> str | None:
     if not isinstance(url, str) or not url or len(url) > _MAX_URL:
         return None
-    absolute = urldefrag(urljoin(page_url, url))[0]
-    if _unsafe_url(absolute):
+    plain = url.partition("#")[0]
+    if _PLAIN_URL.fullmatch(plain):
+        return plain  # the same as below, without three URL parses
+    return _joined_url(page_url, url)
+
+
+def _joined_url(page_url: str, url: str) -> str | None:
+    try:
+        absolute = urldefrag(urljoin(page_url, url))[0]
+        if _unsafe_url(absolute):
+            return None
+        parts = urlsplit(absolute)
+    except ValueError:  # e.g. "https://[x/": an entry to reject, not a page to fail on
         return None
-    parts = urlsplit(absolute)
     return absolute if parts.scheme in ("http", "https") and parts.hostname else None
 
 
