@@ -411,6 +411,8 @@ def run_sync(
     command = []
     if py_spy:
         spy = Path(PYTHON).with_name("py-spy")
+        if not spy.exists():  # installed elsewhere (its own environment), on PATH
+            spy = Path(shutil.which("py-spy") or spy)
         command += [str(spy), "record", "-r", "100", "-f", "raw", "--idle"]
         command += ["-o", str(workdir / f"run-{number}.pyspy.txt"), "--"]
     command += [PYTHON, str(ROOT / "manage.py"), "mirror_run", "bench"]

@@ -130,8 +130,9 @@ class Rendered(dict[str, tuple[str, int, str]]):
 
     @contextmanager
     def emit(self, path: str, content_type: str) -> Iterator[BinaryIO]:
-        """A format's `Emit`: the file's bytes go to a blob, kept under `path`."""
-        with storage.BlobWriter() as writer:
+        """A format's `Emit`: the file's bytes go to a blob, kept under `path` (a small file,
+        such as one of the 400,000 pages of a PyPI-sized channel, in one write)."""
+        with storage.BufferedBlobWriter() as writer:
             yield writer
             sha256, size = writer.commit()
             self[path] = (sha256, size, content_type)
@@ -142,6 +143,9 @@ class Rendered(dict[str, tuple[str, int, str]]):
         paths = sorted(self)
         for start in range(0, len(paths), 5000):
             chunk = [(path, *self[path]) for path in paths[start : start + 5000]]
+            if connection.vendor == "postgresql":
+                _store_published(channel, chunk, published_at)
+                continue
             artifacts = storage.artifacts_for({sha256: size for _, sha256, size, _ in chunk})
             PublishedFile.objects.bulk_create(
                 PublishedFile(
@@ -153,6 +157,39 @@ class Rendered(dict[str, tuple[str, int, str]]):
                 )
                 for path, sha256, _, content_type in chunk
             )
+
+
+def _store_published(
+    channel: Channel, chunk: list[tuple[str, str, int, str]], published_at: datetime
+) -> None:
+    """`Rendered.store` of (path, sha256, size, content type) rows on PostgreSQL: the
+    artifacts and published files of a chunk in two statements, no model instances (a
+    PyPI-sized publish stores 400,000)."""
+    artifacts, published = Artifact._meta.db_table, PublishedFile._meta.db_table
+    sizes = dict((sha256, size) for _, sha256, size, _ in chunk)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {artifacts} (sha256, size, created_at, verified_at) "
+            "SELECT sha256, size, %s, %s FROM unnest(%s::varchar[], %s::bigint[]) "
+            "AS new (sha256, size) ORDER BY sha256 ON CONFLICT (sha256) DO NOTHING",
+            [now, now, list(sizes), list(sizes.values())],
+        )
+        cursor.execute(
+            f"INSERT INTO {published} (channel_id, path, artifact_id, content_type, published_at) "
+            f"SELECT %s, new.path, a.id, new.content_type, %s "
+            f"FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) "
+            f"AS new (path, sha256, content_type) JOIN {artifacts} a ON a.sha256 = new.sha256",
+            [
+                channel.pk,
+                published_at,
+                [path for path, _, _, _ in chunk],
+                [sha256 for _, sha256, _, _ in chunk],
+                [content_type for _, _, _, content_type in chunk],
+            ],
+        )
+        if cursor.rowcount != len(chunk):  # a blob garbage-collected meanwhile (a race)
+            raise RuntimeError(f"published {cursor.rowcount} of {len(chunk)} files")
 
 
 def channel_needs_publish(channel: Channel) -> bool:

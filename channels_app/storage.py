@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import itertools
 import os
 import queue
 import tempfile
@@ -23,7 +24,8 @@ import requests
 import urllib3.exceptions
 from django.conf import settings
 from django.core.files import File
-from django.core.files.storage import default_storage
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage
 
 from psm.http import (
     CHUNK_SIZE,
@@ -121,6 +123,101 @@ class BlobWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.discard()
+
+
+class BufferedBlobWriter:
+    """A `BlobWriter` for files that are mostly small (index pages): held in memory up to
+    `SMALL_BLOB` bytes and stored in one step by `put_bytes`; a larger one goes on to a
+    `BlobWriter` as soon as it outgrows that. Context manager, like `BlobWriter`."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._held: list[bytes] = []
+        self._writer: BlobWriter | None = None
+
+    def write(self, chunk: bytes) -> int:
+        if self._writer is None and self.size + len(chunk) > SMALL_BLOB:
+            self._writer = BlobWriter()
+            for held in self._held:
+                self._writer.write(held)
+            self._held = []
+        self.size += len(chunk)
+        if self._writer is not None:
+            return self._writer.write(chunk)
+        self._held.append(bytes(chunk))
+        return len(chunk)
+
+    def commit(self) -> tuple[str, int]:
+        """Store the bytes; return (sha256, size)."""
+        if self._writer is not None:
+            return self._writer.commit()
+        return put_bytes(b"".join(self._held))
+
+    def __enter__(self) -> BufferedBlobWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+        self._held = []
+
+
+#: Files up to this size are written in one step (`put_bytes`), from memory.
+SMALL_BLOB = 1024 * 1024
+
+
+def put_bytes(data: bytes) -> tuple[str, int]:
+    """Store `data` (held in memory) as a blob unless stored already; return (sha256, size).
+
+    The cheap way for the hundreds of thousands of pages of a PyPI-sized publish: hashed in
+    one call; on local storage written to a temporary file in the same file system and
+    renamed into place (readers never see a partial file), without Django's per-file name
+    checks (a blob's name is its content, so replacing one with itself is harmless).
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    path = blob_path(digest)
+    root = _local_root()
+    if root is None:
+        if not default_storage.exists(path):
+            default_storage.save(path, ContentFile(data))
+        return digest, len(data)
+    target = os.path.join(root, path)
+    if os.path.exists(target):
+        return digest, len(data)
+    # Named after this process and thread: no other live writer uses the name.
+    temporary = os.path.join(
+        _tmp_dir() or tempfile.gettempdir(),
+        f"put-{os.getpid()}-{threading.get_ident()}-{next(_PUT_NUMBERS)}",
+    )
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            os.fchmod(fd, default_storage.file_permissions_mode or _FILE_MODE)
+        try:
+            os.replace(temporary, target)
+        except FileNotFoundError:  # the blob's folder is new
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return digest, len(data)
+
+
+_PUT_NUMBERS = itertools.count()
+#: Mode of a file written by `put_bytes` when the storage sets none (as Django's default).
+_FILE_MODE = 0o644
+
+
+def _local_root() -> str | None:
+    """The root folder of local storage that `put_bytes` may write into directly; None for
+    other storages (and local ones with folder permissions to apply: Django does it)."""
+    storage = default_storage
+    if isinstance(storage, FileSystemStorage) and storage.directory_permissions_mode is None:
+        return storage.location
+    return None
 
 
 def store(

@@ -394,6 +394,15 @@ class RepositoryFormat:
         """Fetch one unit's index into `dest`, conditionally on `validators`."""
         raise NotImplementedError
 
+    #: Threads fetching the next units' indexes while one is read (see the sync's prefetch):
+    #: a few for big indexes; more for many small ones whose time is the upstream's latency.
+    unit_fetchers: ClassVar[int] = 4
+
+    def unit_buffer(self) -> BinaryIO:
+        """A new temporary file for one unit's index (`fetch_unit` writes it, `parse_unit`
+        reads it), deleted on close: on disk, as an index may be hundreds of MB."""
+        return tempfile.NamedTemporaryFile(prefix="psm-index-")  # noqa: SIM115 - caller closes
+
     def parse_unit(
         self, fileobj: BinaryIO, url: str, unit: str, stored: StoredEntries | None = None
     ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:

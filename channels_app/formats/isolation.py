@@ -3,8 +3,9 @@
 The child is a plain subprocess running one function of a format module, not
 multiprocessing: Celery's pool processes are daemons, which may not have children. Values go
 both ways pickled, over the child's stdin and stdout. A child that cannot start, dies or
-fails raises `ChildFailed` in the parent, which then does the work itself: the child only
-ever saves time.
+fails, or whose answer does not arrive whole (a truncated or garbled pipe, a pickle that does
+not load here) raises `ChildFailed` in the parent, which then does the work itself: the child
+only ever saves time.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ import contextlib
 import importlib
 import os
 import pickle
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 #: What the child runs: read the function and its arguments, call it, write what it returns.
 _BOOT = "from channels_app.formats.isolation import _child_main; _child_main()"
+
+#: Ends the child's answer, with the answer's length: whatever else reached the pipe (a stray
+#: print of an imported module, a half-written answer) fails the check instead of being
+#: unpickled. At the end, so the answer streams out of the child without a copy.
+_MAGIC = b"PSMCHILD"
+_TRAILER = struct.Struct(">8sQ")
 
 #: Hands the child the next value its parent `send`s.
 Receive = Callable[[], Any]
@@ -58,6 +66,8 @@ class Child:
             self.process.stdin.flush()
         except OSError as exc:  # the child died
             raise ChildFailed(str(exc)) from None
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:  # cannot be sent
+            raise ChildFailed(f"the value cannot be handed to the child: {exc}") from None
 
     def result(self) -> Any:
         """What the function returned; ChildFailed if the child died or raised."""
@@ -70,7 +80,7 @@ class Child:
             self.close()
         if self.process.returncode != 0 or not output:
             raise ChildFailed(f"the child process ended with status {self.process.returncode}")
-        return pickle.loads(output)
+        return _answer(output)
 
     def close(self) -> None:
         """End the conversation and wait for the child (a child blocked writing its result
@@ -87,12 +97,44 @@ class Child:
         self.close()
 
 
+def _answer(output: bytes) -> Any:
+    """The value a child wrote (see `_child_main`); ChildFailed unless it arrived whole and
+    loads: anything may be in a pipe or pickle, but a run must not fail for it."""
+    body = len(output) - _TRAILER.size
+    if body <= 0:
+        raise ChildFailed(f"the child's answer is cut short ({len(output)} bytes)")
+    magic, length = _TRAILER.unpack_from(output, body)
+    if magic != _MAGIC or length != body:
+        raise ChildFailed("the child's answer is garbled or cut short")
+    try:
+        return pickle.loads(memoryview(output)[:body])
+    except Exception as exc:  # a pickle that does not load here raises almost anything
+        raise ChildFailed(f"the child's answer does not load: {exc!r}") from None
+
+
 def _receive() -> Any:
     return pickle.load(sys.stdin.buffer)
 
 
 def _child_main() -> None:
-    """In the child: run the function the parent names; its result goes to stdout."""
+    """In the child: run the function the parent names; its result goes to the parent's pipe,
+    framed (see `_TRAILER`). The function's own prints go to stderr, not into the answer."""
+    answer = _Counted(os.fdopen(os.dup(sys.stdout.fileno()), "wb"))
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     module, name, args = _receive()
     function = getattr(importlib.import_module(module), name)
-    pickle.dump(function(_receive, *args), sys.stdout.buffer, protocol=5)
+    pickle.dump(function(_receive, *args), answer, protocol=5)
+    answer.file.write(_TRAILER.pack(_MAGIC, answer.written))
+    answer.file.close()
+
+
+class _Counted:
+    """A pipe that counts what is written to it (a pipe has no `tell`)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.written = file, 0
+
+    def write(self, data: bytes) -> int:
+        self.written += memoryview(data).nbytes
+        return self.file.write(data)

@@ -60,6 +60,8 @@ from .pypi_pages import (
 MAX_PAGE_BYTES = 64 * 1024 * 1024
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{SIMPLE_JSON}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+#: A fetched project page up to this size stays in memory while it is read.
+PAGE_IN_MEMORY = 4 * 1024 * 1024
 #: Content types of the published pages.
 HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = SIMPLE_JSON
@@ -171,6 +173,15 @@ class PypiFormat(RepositoryFormat):
             url, dest, validators, headers={"Accept": ACCEPT}, max_bytes=limit
         )
         return Fetched(fetched.status, url, fetched.validators)
+
+    #: A project page is a few KB: a sync waits on the upstream's latency, not on bytes (the
+    #: HTTP client keeps 16 connections).
+    unit_fetchers = 12
+
+    def unit_buffer(self) -> BinaryIO:
+        """In memory up to `PAGE_IN_MEMORY` bytes (a project page is a few KB; a file per page
+        cost more than parsing it), on disk beyond."""
+        return tempfile.SpooledTemporaryFile(PAGE_IN_MEMORY, prefix="psm-index-")  # noqa: SIM115
 
     def parse_unit(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,8 +10,6 @@ from psm.http import UpstreamClient
 
 from ..models import Mirror
 from .progress import Progress
-
-PREFETCH = 4  # threads fetching the next units' indexes while one is ingested
 
 
 def fetch_ahead(
@@ -25,9 +22,10 @@ def fetch_ahead(
     previous one is read.
     """
     fmt = mirror.format
+    threads = fmt.unit_fetchers
 
     def fetch(unit: str, validators: dict):
-        index = tempfile.NamedTemporaryFile(prefix="psm-index-")
+        index = fmt.unit_buffer()
         try:
             return fmt.fetch_unit(client, mirror.source_url, unit, index, validators), index
         except BaseException:
@@ -35,14 +33,14 @@ def fetch_ahead(
             raise
 
     window: deque = deque()
-    with ThreadPoolExecutor(PREFETCH, thread_name_prefix=f"pages-{mirror.pk}") as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix=f"pages-{mirror.pk}") as pool:
         try:
             pending = iter(todo)
             for item in pending:
                 window.append(
                     (item, pool.submit(fetch, item[0], item[1].validators if item[1] else {}))
                 )
-                if len(window) >= 2 * PREFETCH:
+                if len(window) >= 2 * threads:
                     break
             while window:
                 item, future = window.popleft()

@@ -145,6 +145,39 @@ def test_a_streamed_file_goes_out_as_it_arrives_and_its_last_chunk_only_once_sto
     assert b"".join(chunk for chunk, _ in chunks) == data
     assert [verified for _, verified in chunks] == [False] * (len(chunks) - 1) + [True]
     assert result == (_sha(data), len(data))
+
+
+def test_put_bytes_stores_a_small_file_once_readable_by_all(tmp_path):
+    data = b"<html>a project page</html>"
+    assert storage.put_bytes(data) == (_sha(data), len(data))
+    path = default_storage.path(storage.blob_path(_sha(data)))
+    with open(path, "rb") as stored:
+        assert stored.read() == data
+    assert os.stat(path).st_mode & 0o777 == 0o644  # as Django stores files, not mkstemp's
+    os.utime(path, (1, 1))
+    assert storage.put_bytes(data) == (_sha(data), len(data))
+    assert os.stat(path).st_mtime == 1  # already stored: not written again
+    assert os.listdir(storage.tmp_dir()) == []
+
+
+def test_put_bytes_makes_a_removed_folder_again():
+    first = b"first"
+    storage.put_bytes(first)
+    folder = os.path.dirname(default_storage.path(storage.blob_path(_sha(first))))
+    os.unlink(os.path.join(folder, _sha(first)))
+    os.rmdir(folder)
+    storage.put_bytes(first)
+    assert default_storage.exists(storage.blob_path(_sha(first)))
+
+
+def test_put_bytes_goes_through_django_on_other_storages(settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    data = b"a page in memory"
+    assert storage.put_bytes(data) == (_sha(data), len(data))
+    assert storage.put_bytes(data) == (_sha(data), len(data))
     with default_storage.open(storage.blob_path(_sha(data))) as stored:
         assert stored.read() == data
 
@@ -199,3 +232,23 @@ def test_a_stream_abandoned_midway_stops_its_storer_and_leaves_no_file(upstream,
 
 def _storers_alive() -> bool:
     return any(thread.name == "psm-storer" for thread in threading.enumerate())
+
+
+@pytest.mark.parametrize("size", [10, storage.SMALL_BLOB, storage.SMALL_BLOB + 1, 3_000_000])
+def test_a_buffered_writer_stores_small_and_large_files_alike(size):
+    data = os.urandom(size)
+    with storage.BufferedBlobWriter() as writer:
+        for start in range(0, size, 300_000):
+            writer.write(data[start : start + 300_000])
+        assert writer.commit() == (_sha(data), size)
+    with default_storage.open(storage.blob_path(_sha(data))) as stored:
+        assert stored.read() == data
+    assert os.listdir(storage.tmp_dir()) == []
+
+
+def test_a_buffered_writer_left_without_commit_stores_nothing():
+    with pytest.raises(RuntimeError), storage.BufferedBlobWriter() as writer:
+        writer.write(b"x" * (storage.SMALL_BLOB + 10))
+        raise RuntimeError("the render failed")
+    assert not default_storage.exists(storage.blob_path(_sha(b"x" * (storage.SMALL_BLOB + 10))))
+    assert os.listdir(storage.tmp_dir()) == []

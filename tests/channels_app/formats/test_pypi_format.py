@@ -264,6 +264,7 @@ def test_files_that_cannot_be_mirrored_are_rejected_with_a_reason(filename, reas
         ({"url": "javascript:alert(1)"}, "no http(s) URL"),
         ({"url": "https://files.example/a b/requests-1.0.tar.gz"}, "no http(s) URL"),
         ({"url": None}, "no http(s) URL"),
+        ({"url": "https://[files.example/requests-1.0.tar.gz"}, "no http(s) URL"),
     ],
 )
 def test_entries_without_a_usable_hash_or_url_are_rejected(fields, reason):
@@ -840,3 +841,55 @@ def test_project_serials_are_read_from_a_json_root_as_a_stream():
 def test_a_malformed_json_root_is_a_format_error(body):
     with pytest.raises(FormatError, match="malformed JSON project list"):
         parse_project_serials(body, SOURCE)
+
+
+def test_the_url_and_escape_shortcuts_agree_with_the_character_tests_everywhere():
+    import html
+
+    from channels_app.formats.pypi_pages import _escape, _unsafe_url
+
+    for point in range(0x800):  # the shortcut is for ASCII; the rest is tested as before
+        c = chr(point)
+        assert _unsafe_url(f"h{c}") is (c.isspace() or not c.isprintable()), point
+    for point in range(0x800):
+        text = f"a{chr(point)}b"
+        assert _escape(text) == html.escape(text, quote=True), point
+
+
+def test_a_page_fetched_in_memory_spills_to_disk_beyond_the_limit():
+    from channels_app.formats.pypi import PAGE_IN_MEMORY
+
+    fmt = FORMATS["pypi"]
+    with fmt.unit_buffer() as buffer:
+        buffer.write(b"x" * 1000)
+        assert buffer._rolled is False  # a few KB: never a file
+        buffer.write(b"x" * PAGE_IN_MEMORY)
+        assert buffer._rolled is True
+        buffer.seek(0)
+        assert len(buffer.read()) == PAGE_IN_MEMORY + 1000
+
+
+def test_the_plain_url_shortcut_gives_what_joining_and_splitting_give():
+    import random
+
+    from channels_app.formats.pypi_pages import _PLAIN_URL, _joined_url, _upstream_url
+
+    pieces = ["a", "Z", "0", ".", "..", "-", "_", "~", "%", "%2F", "+", "!", "/", "//", ":", "8",
+              ":80", "#", "?", ";", "@", " ", "\t", "é", "\\", "[", "]", "&", "=", "x.whl"]  # fmt: skip
+    starts = ["https://", "http://", "HTTPS://", "ftp://", "//", "/", "", "https:", "https:///"]
+    chosen = random.Random(17)
+    urls = [
+        "https://files.example/packages/ab/cd/pkg-1.0-py3-none-any.whl#sha256=00",
+        "https://files.example:8443/a/b.tar.gz",
+        "https://files.example",
+        "https://-/a",
+        "https://./a/../b/./c",
+    ]
+    for _ in range(30_000):
+        host = "".join(chosen.choices(pieces[:8], k=chosen.randint(0, 3)))
+        path = "".join(chosen.choices(pieces, k=chosen.randint(0, 6)))
+        urls.append(chosen.choice(starts) + host + path)
+    assert sum(bool(_PLAIN_URL.fullmatch(u.partition("#")[0])) for u in urls) > 500
+    for base in ("https://upstream.example/simple/pkg/", "http://upstream.example/simple/pkg/"):
+        for url in filter(None, urls):  # an empty URL is refused before either
+            assert _upstream_url(base, url) == _joined_url(base, url), (base, url)
