@@ -242,6 +242,33 @@ def run_sync(env: dict, dsn: str, workdir: Path, label: str, index: int, profile
     return result
 
 
+def run_limit(env: dict, dsn: str, workdir: Path, upstream_url: str) -> dict:
+    """`conda_limit.py` in its own process: the floor every sync is compared with."""
+    stats_file = workdir / "limit.rusage.json"
+    url = f"{upstream_url}/{SUBDIR}/repodata.json.zst"
+    command = [PYTHON, str(ROOT / "benchmarks" / "conda_limit.py"), url, dsn]
+    command.append(str(workdir / "limit-out"))
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    output = subprocess.run(
+        [PYTHON, "-c", RSS_WRAPPER, str(stats_file), *command],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    wall = time.monotonic() - started
+    usage = json.loads(stats_file.read_text())
+    shutil.rmtree(workdir / "limit-out", ignore_errors=True)
+    return {
+        "wall_s": round(wall, 2),
+        "load_before": round(load_before, 2),
+        "cpu_s": round(usage["user"] + usage["sys"], 2),
+        "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
+        "steps": json.loads(output.strip().splitlines()[-1]),
+    }
+
+
 # --- serving ----------------------------------------------------------------------------------
 
 
@@ -416,17 +443,23 @@ def git_describe() -> str:
 
 def print_table(results: dict) -> None:
     print()
+    limit = results.get("limit")
+    if limit:
+        print(f"limit: {limit['wall_s']} s wall, {limit['cpu_s']} s cpu, {limit['steps']}")
     print(
-        f"{'sync':<26}{'wall s':>9}{'cpu s':>8}{'peak RSS MB':>13}{'records/s':>12}"
-        f"{'seen':>9}{'written':>9}"
+        f"{'sync':<26}{'wall s':>9}{'x limit':>8}{'cpu s':>8}{'peak RSS MB':>13}"
+        f"{'records/s':>12}{'seen':>9}{'written':>9}"
     )
     for run in results["syncs"]:
         cpu = run["cpu_user_s"] + run["cpu_sys_s"]
         print(
-            f"{run['label']:<26}{run['wall_s']:>9.1f}{cpu:>8.1f}{run['peak_rss_mb']:>13.0f}"
+            f"{run['label']:<26}{run['wall_s']:>9.1f}{run.get('x_limit', 0):>8.2f}{cpu:>8.1f}"
+            f"{run['peak_rss_mb']:>13.0f}"
             f"{run['records_per_s'] or 0:>12,}{run['seen']:>9}{run['ingested']:>9}"
             + ("" if run["state"] == "completed" else f"  ({run['state']})")
         )
+    for run in results["syncs"][1:]:
+        print(f"  {run['label']}: {run['x_full']:.3f} of the full sync")
     for run in results["syncs"]:
         steps = ", ".join(f"{t:.1f}s {s}" for t, s in run["steps"])
         print(f"  {run['label']}: {steps}")
@@ -527,6 +560,10 @@ def main() -> None:
         )
     manage(env, "shell", "-c", SETUP.format(url=upstream_url, subdir=SUBDIR))
 
+    print("the limit: fetch, parse, COPY and write the index back", flush=True)
+    results["limit"] = run_limit(env, dsn, workdir, upstream_url)
+    print(f"  {results['limit']['wall_s']} s, peak RSS {results['limit']['peak_rss_mb']} MB")
+
     plan = [("full (empty db)", None), ("unchanged (304)", None)]
     if args.touch:
         plan.append(("same records, new ETag", "touch"))
@@ -544,6 +581,9 @@ def main() -> None:
         print(
             f"  {run['state']} in {run['wall_s']} s, peak RSS {run['peak_rss_mb']} MB", flush=True
         )
+        run["x_limit"] = round(run["wall_s"] / results["limit"]["wall_s"], 2)
+        if results["syncs"]:  # a re-sync as a share of the full sync
+            run["x_full"] = round(run["wall_s"] / results["syncs"][0]["wall_s"], 3)
         results["syncs"].append(run)
         if run["exit_code"]:
             print(run.get("output_tail", ""), file=sys.stderr)

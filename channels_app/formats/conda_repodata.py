@@ -14,6 +14,7 @@ while this one reads the stored digests; on a re-sync (many stored) the child th
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -115,10 +116,19 @@ def _scan(
     suffix: str,
     stored: StoredEntries | None,
 ) -> Iterator[PackageRecord | Rejected | Unchanged]:
+    location, blake2b, from_bytes, dumps = (
+        base.encode(),
+        hashlib.blake2b,
+        int.from_bytes,
+        orjson.dumps,
+    )
+    is_current = stored.is_current if stored is not None else None
     for filename, record in _entries(fileobj, url, section):
-        raw = orjson.dumps(record)
-        digest = entry_digest(raw, base)
-        if stored is not None and stored.is_current(filename, digest):
+        raw = dumps(record)
+        digest = blake2b(raw, digest_size=8)  # `entry_digest`, written out: once per entry
+        digest.update(location)
+        digest = from_bytes(digest.digest(), "big", signed=True)
+        if is_current is not None and is_current(filename, digest):
             yield Unchanged(filename)
         else:
             yield entry_record(section, suffix, filename, record, unit, base, raw, digest)
