@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
         [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
         [--mutate 0.01] [--touch] [--serve-seconds 15] [--no-serve] [--no-vacuum]
-        [--profile] [--json FILE]
+        [--profile] [--policy] [--json FILE]
 
 What it does, in order:
 
@@ -142,6 +142,17 @@ from mirrors_app.models import Mirror
 channel = Channel.objects.create(name="bench", kind="conda")
 Mirror.objects.create(channel=channel, name="bench", mode="passive", kind="conda",
                       source_url={url!r}, options={{"subdirs": [{subdir!r}]}})
+"""
+
+#: `--policy`: every file is decided at the end of each sync that changed something.
+POLICY = """
+from channels_app.models import Channel
+from policies_app.models import Policy
+policy = Policy.objects.create(
+    name="bench", package_type="conda", licenses_exclude=["GPL3"], min_age_days=30,
+    block_specs=["pkg-000001", "pkg-000002 >=10"],
+)
+Channel.objects.filter(name="bench").update(policy=policy)
 """
 
 RSS_WRAPPER = """
@@ -499,6 +510,12 @@ def main() -> None:
         help="also re-sync after a new ETag on unchanged content (the parse-and-diff floor)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile each sync")
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="give the channel a policy (licenses, cooldown, block specs): each sync that "
+        "changes something then decides every file (packages_decide)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -559,6 +576,9 @@ def main() -> None:
             ).fetchall()
         )
     manage(env, "shell", "-c", SETUP.format(url=upstream_url, subdir=SUBDIR))
+    if args.policy:
+        manage(env, "shell", "-c", POLICY)
+        results["policy"] = POLICY.strip()
 
     print("the limit: fetch, parse, COPY and write the index back", flush=True)
     results["limit"] = run_limit(env, dsn, workdir, upstream_url)
