@@ -171,25 +171,26 @@ class CondaEcosystem(Ecosystem):
         "license_family",
         "timestamp",
     )
-    _SHARED_KEYS = frozenset({"name", "version", "subdir", "license", "license_family"})
+    _SHARED_KEYS = ("subdir", "license", "license_family")
 
     def compact(self, record: dict[str, Any], shared: dict) -> Mapping[str, Any]:
         """Only ENGINE_KEYS (a third of a conda-forge record's memory goes: hashes, sizes,
         `constrains`), repeated strings and `depends` lists held once."""
         if not isinstance(record, dict):
             return record
-        kept: dict[str, Any] = {}
-        for key in self.ENGINE_KEYS:
-            if key in record:
-                value = record[key]
-                if key == "depends" and isinstance(value, list):
-                    try:
-                        value = shared.setdefault(("depends", *value), tuple(value))
-                    except TypeError:  # unhashable items: kept as they are
-                        pass
-                elif key in self._SHARED_KEYS and isinstance(value, str):
-                    value = shared.setdefault(value, value)
-                kept[key] = value
+        kept = {key: record[key] for key in self.ENGINE_KEYS if key in record}
+        setdefault = shared.setdefault
+        for key in self._SHARED_KEYS:
+            value = kept.get(key)
+            if type(value) is str:
+                kept[key] = setdefault(value, value)
+        depends = kept.get("depends")
+        if type(depends) is list:
+            try:
+                depends = tuple(depends)
+                kept["depends"] = setdefault(depends, depends)  # tuples and strs never collide
+            except TypeError:  # unhashable items: kept as they are
+                pass
         return kept
 
     def published(self, candidate: Candidate) -> dt.date | None:
