@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
         [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
         [--mutate 0.01] [--touch] [--serve-seconds 15] [--no-serve] [--no-vacuum]
-        [--profile] [--json FILE]
+        [--profile] [--policy] [--json FILE]
 
 What it does, in order:
 
@@ -144,6 +144,17 @@ Mirror.objects.create(channel=channel, name="bench", mode="passive", kind="conda
                       source_url={url!r}, options={{"subdirs": [{subdir!r}]}})
 """
 
+#: `--policy`: every file is decided at the end of each sync that changed something.
+POLICY = """
+from channels_app.models import Channel
+from policies_app.models import Policy
+policy = Policy.objects.create(
+    name="bench", package_type="conda", licenses_exclude=["GPL3"], min_age_days=30,
+    block_specs=["pkg-000001", "pkg-000002 >=10"],
+)
+Channel.objects.filter(name="bench").update(policy=policy)
+"""
+
 RSS_WRAPPER = """
 import resource, subprocess, sys, json
 code = subprocess.call(sys.argv[2:])
@@ -240,6 +251,33 @@ def run_sync(env: dict, dsn: str, workdir: Path, label: str, index: int, profile
     if code:
         result["output_tail"] = log.read_text()[-2000:]
     return result
+
+
+def run_limit(env: dict, dsn: str, workdir: Path, upstream_url: str) -> dict:
+    """`conda_limit.py` in its own process: the floor every sync is compared with."""
+    stats_file = workdir / "limit.rusage.json"
+    url = f"{upstream_url}/{SUBDIR}/repodata.json.zst"
+    command = [PYTHON, str(ROOT / "benchmarks" / "conda_limit.py"), url, dsn]
+    command.append(str(workdir / "limit-out"))
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    output = subprocess.run(
+        [PYTHON, "-c", RSS_WRAPPER, str(stats_file), *command],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    wall = time.monotonic() - started
+    usage = json.loads(stats_file.read_text())
+    shutil.rmtree(workdir / "limit-out", ignore_errors=True)
+    return {
+        "wall_s": round(wall, 2),
+        "load_before": round(load_before, 2),
+        "cpu_s": round(usage["user"] + usage["sys"], 2),
+        "peak_rss_mb": round(usage["maxrss_kb"] / 1024, 1),
+        "steps": json.loads(output.strip().splitlines()[-1]),
+    }
 
 
 # --- serving ----------------------------------------------------------------------------------
@@ -416,17 +454,23 @@ def git_describe() -> str:
 
 def print_table(results: dict) -> None:
     print()
+    limit = results.get("limit")
+    if limit:
+        print(f"limit: {limit['wall_s']} s wall, {limit['cpu_s']} s cpu, {limit['steps']}")
     print(
-        f"{'sync':<26}{'wall s':>9}{'cpu s':>8}{'peak RSS MB':>13}{'records/s':>12}"
-        f"{'seen':>9}{'written':>9}"
+        f"{'sync':<26}{'wall s':>9}{'x limit':>8}{'cpu s':>8}{'peak RSS MB':>13}"
+        f"{'records/s':>12}{'seen':>9}{'written':>9}"
     )
     for run in results["syncs"]:
         cpu = run["cpu_user_s"] + run["cpu_sys_s"]
         print(
-            f"{run['label']:<26}{run['wall_s']:>9.1f}{cpu:>8.1f}{run['peak_rss_mb']:>13.0f}"
+            f"{run['label']:<26}{run['wall_s']:>9.1f}{run.get('x_limit', 0):>8.2f}{cpu:>8.1f}"
+            f"{run['peak_rss_mb']:>13.0f}"
             f"{run['records_per_s'] or 0:>12,}{run['seen']:>9}{run['ingested']:>9}"
             + ("" if run["state"] == "completed" else f"  ({run['state']})")
         )
+    for run in results["syncs"][1:]:
+        print(f"  {run['label']}: {run['x_full']:.3f} of the full sync")
     for run in results["syncs"]:
         steps = ", ".join(f"{t:.1f}s {s}" for t, s in run["steps"])
         print(f"  {run['label']}: {steps}")
@@ -466,6 +510,12 @@ def main() -> None:
         help="also re-sync after a new ETag on unchanged content (the parse-and-diff floor)",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile each sync")
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="give the channel a policy (licenses, cooldown, block specs): each sync that "
+        "changes something then decides every file (packages_decide)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -526,6 +576,13 @@ def main() -> None:
             ).fetchall()
         )
     manage(env, "shell", "-c", SETUP.format(url=upstream_url, subdir=SUBDIR))
+    if args.policy:
+        manage(env, "shell", "-c", POLICY)
+        results["policy"] = POLICY.strip()
+
+    print("the limit: fetch, parse, COPY and write the index back", flush=True)
+    results["limit"] = run_limit(env, dsn, workdir, upstream_url)
+    print(f"  {results['limit']['wall_s']} s, peak RSS {results['limit']['peak_rss_mb']} MB")
 
     plan = [("full (empty db)", None), ("unchanged (304)", None)]
     if args.touch:
@@ -544,6 +601,9 @@ def main() -> None:
         print(
             f"  {run['state']} in {run['wall_s']} s, peak RSS {run['peak_rss_mb']} MB", flush=True
         )
+        run["x_limit"] = round(run["wall_s"] / results["limit"]["wall_s"], 2)
+        if results["syncs"]:  # a re-sync as a share of the full sync
+            run["x_full"] = round(run["wall_s"] / results["syncs"][0]["wall_s"], 3)
         results["syncs"].append(run)
         if run["exit_code"]:
             print(run.get("output_tail", ""), file=sys.stderr)

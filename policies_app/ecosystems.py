@@ -108,6 +108,12 @@ class Ecosystem:
 
     name_field: ClassVar[str] = "name"
 
+    def compact(self, record: dict[str, Any], shared: dict) -> Mapping[str, Any]:
+        """What the engine (and the mirror filters) read of a stored record, as small as it
+        can be for holding a mirror's every file at once; `shared` (one per decision) keeps
+        one copy of values many records repeat. The whole record, unless a type knows."""
+        return record
+
     def published(self, candidate: Candidate) -> dt.date | None:
         """The day upstream published the file, from its index entry (None: not given)."""
         return None
@@ -151,6 +157,41 @@ class CondaEcosystem(Ecosystem):
     def compare(self, a: str, b: str) -> int:
         left, right = CondaVersion(a), CondaVersion(b)
         return (left > right) - (left < right)
+
+    #: The keys of a repodata record the engine reads (dates, licenses, platform,
+    #: dependencies, MatchSpecs through `rattler_record`); conda mirrors have no filters.
+    ENGINE_KEYS = (
+        "name",
+        "version",
+        "build",
+        "build_number",
+        "subdir",
+        "depends",
+        "license",
+        "license_family",
+        "timestamp",
+    )
+    _SHARED_KEYS = ("subdir", "license", "license_family")
+
+    def compact(self, record: dict[str, Any], shared: dict) -> Mapping[str, Any]:
+        """Only ENGINE_KEYS (a third of a conda-forge record's memory goes: hashes, sizes,
+        `constrains`), repeated strings and `depends` lists held once."""
+        if not isinstance(record, dict):
+            return record
+        kept = {key: record[key] for key in self.ENGINE_KEYS if key in record}
+        setdefault = shared.setdefault
+        for key in self._SHARED_KEYS:
+            value = kept.get(key)
+            if type(value) is str:
+                kept[key] = setdefault(value, value)
+        depends = kept.get("depends")
+        if type(depends) is list:
+            try:
+                depends = tuple(depends)
+                kept["depends"] = setdefault(depends, depends)  # tuples and strs never collide
+            except TypeError:  # unhashable items: kept as they are
+                pass
+        return kept
 
     def published(self, candidate: Candidate) -> dt.date | None:
         return build_date(candidate.record)

@@ -55,20 +55,30 @@ def entry_record(
     digest: int,
 ) -> PackageRecord | Rejected:
     """Check one repodata entry and turn it into a PackageRecord (or say why not)."""
+    # The checks are written out (no helper calls, no generators): this runs for each of
+    # hundreds of thousands of entries.
     if not safe_filename(filename):
         return Rejected(str(filename)[:255], "unsafe file name")
     if not filename.endswith(suffix):
         return Rejected(filename, f"file name does not end in {suffix} (section {section})")
     if not isinstance(record, dict):
         return Rejected(filename, "record is not an object")
-    name, version = record.get("name"), record.get("version")
-    if not is_text(name, 255) or not is_text(version, 100):
+    get = record.get
+    name, version = get("name"), get("version")
+    if not (
+        isinstance(name, str)
+        and 0 < len(name) <= 255
+        and name.isprintable()
+        and isinstance(version, str)
+        and 0 < len(version) <= 100
+        and version.isprintable()
+    ):
         return Rejected(filename, "record lacks a valid name or version")
     if not filename.startswith(name) or filename[len(name) : len(name) + 1] != "-":
         return Rejected(filename, "file name does not match the package name")
-    if record.get("subdir", subdir) != subdir:
-        return Rejected(filename, f"record is for subdir {record.get('subdir')!r}")
-    sha256, md5, size = record.get("sha256"), record.get("md5"), record.get("size")
+    if get("subdir", subdir) != subdir:
+        return Rejected(filename, f"record is for subdir {get('subdir')!r}")
+    sha256, md5, size = get("sha256"), get("md5"), get("size")
     if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
         return Rejected(filename, "malformed sha256")
     if md5 is not None and not (isinstance(md5, str) and _MD5.fullmatch(md5)):
@@ -77,9 +87,12 @@ def entry_record(
         return Rejected(filename, "no sha256 or md5 to verify the file with")
     if size is not None and (type(size) is not int or size < 0):
         return Rejected(filename, "malformed size")
-    depends = record.get("depends", [])
-    if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+    depends = get("depends", [])
+    if not isinstance(depends, list):
         return Rejected(filename, "malformed depends")
+    for depend in depends:
+        if not isinstance(depend, str):
+            return Rejected(filename, "malformed depends")
     # An absolute per-record URL would send clients around PSM: keep it only as our source.
     url = record.pop("url", None)
     if url is not None:
@@ -96,7 +109,7 @@ def entry_record(
         md5=md5.lower() if md5 else None,
         size=size,
         depends=tuple(depends),
-        license=record.get("license") if isinstance(record.get("license"), str) else None,
+        license=license if isinstance(license := get("license"), str) else None,
         extra=record,
         document=raw.decode(),
         entry_digest=digest,

@@ -14,6 +14,7 @@ while this one reads the stored digests; on a re-sync (many stored) the child th
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -115,12 +116,64 @@ def _scan(
     suffix: str,
     stored: StoredEntries | None,
 ) -> Iterator[PackageRecord | Rejected | Unchanged]:
+    location, blake2b, from_bytes, dumps = (
+        base.encode(),
+        hashlib.blake2b,
+        int.from_bytes,
+        orjson.dumps,
+    )
+    is_current = stored.is_current if stored is not None else None
     for filename, record in _entries(fileobj, url, section):
-        raw = orjson.dumps(record)
-        digest = entry_digest(raw, base)
-        if stored is not None and stored.is_current(filename, digest):
+        raw = dumps(record)
+        digest = blake2b(raw, digest_size=8)  # `entry_digest`, written out: once per entry
+        digest.update(location)
+        digest = from_bytes(digest.digest(), "big", signed=True)
+        if is_current is not None and is_current(filename, digest):
             yield Unchanged(filename)
         else:
+            yield entry_record(section, suffix, filename, record, unit, base, raw, digest)
+
+
+def _digested(
+    fileobj: BinaryIO, url: str, base: str, section: str, stored: StoredEntries
+) -> Iterator[Unchanged | tuple[str, bytes, int]]:
+    """A section's entries as `_scan` sees them, but those to take in only as compact
+    (filename, raw JSON, digest): what is kept back until the document is checked stays a
+    few hundred bytes an entry, not a record and its parsed dict."""
+    location, blake2b, from_bytes, dumps = (
+        base.encode(),
+        hashlib.blake2b,
+        int.from_bytes,
+        orjson.dumps,
+    )
+    for filename, record in _entries(fileobj, url, section):
+        raw = dumps(record)
+        digest = blake2b(raw, digest_size=8)  # `entry_digest`, written out
+        digest.update(location)
+        digest = from_bytes(digest.digest(), "big", signed=True)
+        if stored.is_current(filename, digest):
+            yield Unchanged(filename)
+        else:
+            yield filename, _exact(raw), digest
+
+
+def _exact(raw: bytes) -> bytes:
+    """A copy of orjson's output that is only as large as its content: orjson's own buffer
+    stays several KB (600,000 kept back would take GBs instead of ~300 MB)."""
+    return bytes(memoryview(raw))
+
+
+def _taken_in(
+    items: list, section: str, suffix: str, unit: str, base: str
+) -> Iterator[PackageRecord | Rejected | Unchanged]:
+    """The items `_digested` kept back, each entry checked now (parsed again from its raw
+    JSON: the same dict, as orjson writes what it reads back)."""
+    for item in items:
+        if isinstance(item, Unchanged):
+            yield item
+        else:
+            filename, raw, digest = item
+            record = orjson.loads(raw)
             yield entry_record(section, suffix, filename, record, unit, base, raw, digest)
 
 
@@ -129,7 +182,7 @@ def _read_in_two(
 ) -> Iterator[Item]:
     """`read_repodata` with a child process checking the document (and on a re-sync scanning
     the second section); without a child, or if it fails, all of it is done here."""
-    first: list = []  # the first section, when scanned here while the child works
+    first: list = []  # the first section (`_digested`), when scanned here while the child works
     split = False
     result: Any = None
     try:
@@ -140,13 +193,16 @@ def _read_in_two(
             child.send({f: d for f, d in digests.items() if f.endswith(suffix)} if split else None)
             if split:
                 # Kept back until the child has checked the whole document.
-                first = list(_scan(fileobj, url, unit, base, *SECTIONS[0], stored))
+                first = list(_digested(fileobj, url, base, SECTIONS[0][0], stored))
             result = child.result()
     except ChildFailed:
         result = None  # its work is done here below
     if result is None:
         yield from _document_items(*check_document(fileobj, url))
-        yield from first or _scan(fileobj, url, unit, base, *SECTIONS[0], stored)
+        if first:
+            yield from _taken_in(first, *SECTIONS[0], unit, base)
+        else:
+            yield from _scan(fileobj, url, unit, base, *SECTIONS[0], stored)
         yield from _scan(fileobj, url, unit, base, *SECTIONS[1], stored)
         return
     if isinstance(result, FormatError):
@@ -157,19 +213,19 @@ def _read_in_two(
         for section, suffix in SECTIONS:
             yield from _scan(fileobj, url, unit, base, section, suffix, stored)
         return
-    yield from first
-    section, suffix = SECTIONS[1]
+    yield from _taken_in(first, *SECTIONS[0], unit, base)
+    del first
     for filename, digest in unchanged:
         stored.is_current(filename, digest)  # marks it seen
         yield Unchanged(filename)
-    for filename, record, raw, digest in changed:
-        yield entry_record(section, suffix, filename, record, unit, base, raw, digest)
+    del unchanged
+    yield from _taken_in(changed, *SECTIONS[1], unit, base)
 
 
 def _check_in_child(receive: Receive, path: str, url: str, base: str, section: str) -> Any:
     """In the child: check the document, then, given the stored digests of `section` (None:
     the parent scans every section itself), digest that section and return what is unchanged
-    and what changed (records only for those); a FormatError is returned, raised there."""
+    and what changed ((filename, raw JSON, digest)); a FormatError is returned, raised there."""
     try:
         with open(path, "rb") as fileobj:
             checked = check_document(fileobj, url)
@@ -181,8 +237,8 @@ def _check_in_child(receive: Receive, path: str, url: str, base: str, section: s
                     digest = entry_digest(raw, base)
                     if known.get(filename) == digest:
                         unchanged.append((filename, digest))
-                    else:
-                        changed.append((filename, record, raw, digest))
+                    else:  # compact: the parent parses the raw JSON again
+                        changed.append((filename, _exact(raw), digest))
     except FormatError as exc:
         return exc
     return checked, unchanged, changed

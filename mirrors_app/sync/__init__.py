@@ -39,6 +39,7 @@ from .progress import Progress, RunAbandoned, StopRequested
 
 logger = logging.getLogger(__name__)
 State = SyncRun.State
+TICK = 1000
 
 
 def run_sync(run: SyncRun) -> str:
@@ -243,7 +244,10 @@ def _sync_units(
                 forgotten = True  # missing upstream: no longer one of the units kept
         finished = True
     finally:
-        save_done()  # a stopped run resumes after what it finished
+        try:
+            save_done()  # a stopped run resumes after what it finished
+        finally:
+            writer.close()
         # The listing's validators vouch for the units kept: only once every unit was read.
         whole = finished and not forgotten and not problems
         keep_documents(mirror, documents if whole else {}, stale, len(units))
@@ -332,18 +336,24 @@ def _ingest_unit(
     extras: dict = {}
     rejected: list[tuple[str, str]] = []
     items = fmt.parse_unit(index, fetched.url, unit, ingest)
+    seen = 0  # counted on the run (a clock read, maybe a flush) every TICK entries
     for item in items:
-        if isinstance(item, UnitExtras):
-            extras = item.extras
-            continue
-        progress.seen += 1
         if isinstance(item, Unchanged):
             pass
         elif isinstance(item, Rejected):
             rejected.append((item.filename, item.reason))
+        elif isinstance(item, UnitExtras):
+            extras = item.extras
+            continue
         elif not ingest.add(item):
             rejected.append((item.filename, "provided by another mirror of the channel"))
-        progress.tick()
+        seen += 1
+        if seen == TICK:
+            progress.seen += seen
+            progress.tick(seen)
+            seen = 0
+    progress.seen += seen
+    progress.tick(seen)
     ingest.finish()
     for _, reason in rejected:
         progress.exclude(reason)

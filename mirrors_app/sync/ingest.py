@@ -6,10 +6,17 @@ then one INSERT ... ON CONFLICT), packages gone upstream are marked removed (pub
 them), and every batch bumps the channel's content version so publishing knows it is behind.
 A run's units share one `BatchWriter` and one `KnownRows`, so a batch holds many small units
 (Python projects): a few statements per 5,000 rows instead of a transaction per project.
+
+On PostgreSQL, outside a transaction, the batches are written by a thread on its own
+connection while the run reads on (the database works on one core while Python parses on the
+other), and rows of files the mirror never stored are COPied straight into the table (no
+staging table, no ON CONFLICT) unless another writer took one of them meanwhile.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -60,6 +67,8 @@ COLUMNS = (
 )
 #: Columns an upsert refreshes on an existing row (not channel, unit, filename, added_at).
 UPDATED = tuple(c for c in COLUMNS if c not in ("channel_id", "unit", "filename", "added_at"))
+#: Batches handed to the writing thread and not yet written, at most (bounds memory).
+QUEUED = 2
 
 
 class Known(NamedTuple):
@@ -74,6 +83,9 @@ class BatchWriter:
     One statement writes rows of many units; if the database refuses a batch (a value it cannot
     store), each unit is written alone and the units that still fail are kept in `failed`
     (unit -> reason) with nothing of theirs written, so the others still arrive.
+
+    Rows are queued without their timestamps: a batch gets the time it is written. `flush`
+    returns once everything queued is written; call `close` when the run ends.
     """
 
     def __init__(self, mirror: Mirror, progress: Progress) -> None:
@@ -82,33 +94,102 @@ class BatchWriter:
         # records wait for the run's decision before anyone sees them (decided once per run).
         self.initial_exclusion = PENDING if decides_anything(mirror) else ""
         self.rows: dict[tuple[str, str], tuple] = {}
+        self.new: set[tuple[str, str]] = set()  # of `rows`: files the mirror never stored
         self.gone: dict[str, list[int]] = defaultdict(list)
         self.gone_count = 0
         self.failed: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue = queue.Queue(QUEUED)
+        self._error: BaseException | None = None
 
-    def add(self, unit: str, filename: str, row: tuple) -> None:
-        self.rows[(unit, filename)] = row
+    def add(self, unit: str, filename: str, row: tuple, *, new: bool = False) -> None:
+        """Queue a row (COLUMNS but the two timestamps); `new`: the mirror has no row of this
+        file (nor, as far as the caller knows, does anyone else in the channel)."""
+        key = (unit, filename)
+        self.rows[key] = row
+        if new:
+            self.new.add(key)
+        else:
+            self.new.discard(key)
         if len(self.rows) >= BATCH_SIZE:
-            self.flush()
+            self._hand_over()
 
     def remove(self, unit: str, ids: Sequence[int]) -> None:
         self.gone[unit].extend(ids)
         self.gone_count += len(ids)
         if self.gone_count >= BATCH_SIZE:
-            self.flush()
+            self._hand_over()
 
     def discard(self) -> None:
         """Drop what is queued (its mirror is gone)."""
-        self.rows, self.gone, self.gone_count = {}, defaultdict(list), 0
+        self._wait(raise_error=False)
+        self.rows, self.new, self.gone, self.gone_count = {}, set(), defaultdict(list), 0
+        self.failed.clear()
 
     def flush(self) -> None:
-        rows, gone = self.rows, self.gone
+        """Write everything queued; return once it is written."""
+        self._hand_over()
+        self._wait()
+
+    def close(self) -> None:
+        """End the writing thread (what it was given is written first)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise()
+
+    def _hand_over(self) -> None:
+        self._raise()
+        rows, new, gone = self.rows, self.new, self.gone
         if not rows and not gone:
             return
-        self.rows, self.gone, self.gone_count = {}, defaultdict(list), 0
+        self.rows, self.new, self.gone, self.gone_count = {}, set(), defaultdict(list), 0
+        if self._thread is None and connection.vendor == "postgresql":
+            if not connection.in_atomic_block:  # else the thread would not see what it sees
+                self._thread = threading.Thread(
+                    target=self._run, name=f"writer-{self.mirror.pk}", daemon=True
+                )
+                self._thread.start()
+        if self._thread is None:
+            self._write_batch(rows, new, gone)
+        else:
+            self._queue.put((rows, new, gone))
+
+    def _run(self) -> None:
+        """The writing thread: batches in order, on this thread's own connection."""
+        try:
+            while (batch := self._queue.get()) is not None:
+                try:
+                    if self._error is None:
+                        self._write_batch(*batch)
+                except BaseException as exc:  # re-raised in the run's thread
+                    self._error = exc
+                finally:
+                    self._queue.task_done()
+            self._queue.task_done()
+        finally:
+            connection.close()
+
+    def _wait(self, *, raise_error: bool = True) -> None:
+        if self._thread is not None:
+            self._queue.join()
+        if raise_error:
+            self._raise()
+        else:
+            self._error = None
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _write_batch(
+        self, rows: dict[tuple[str, str], tuple], new: set, gone: dict[str, list[int]]
+    ) -> None:
         try:
             with transaction.atomic():
-                self._write(list(rows.values()), gone)
+                self._write(rows, new, gone)
         except (OperationalError, InterfaceError):
             raise  # the connection is lost: no unit can be written, the run ends
         except DatabaseError as exc:
@@ -117,9 +198,9 @@ class BatchWriter:
         self._written(len(rows))
 
     def _write_units_alone(self, rows: dict, gone: dict[str, list[int]], reason: str) -> None:
-        by_unit: dict[str, list[tuple]] = defaultdict(list)
-        for (unit, _), row in rows.items():
-            by_unit[unit].append(row)
+        by_unit: dict[str, dict] = defaultdict(dict)
+        for key, row in rows.items():
+            by_unit[key[0]][key] = row
         units = by_unit.keys() | gone.keys()
         if len(units) == 1:
             self.failed[next(iter(units))] = reason
@@ -127,7 +208,7 @@ class BatchWriter:
         for unit in sorted(units):
             try:
                 with transaction.atomic():
-                    self._write(by_unit[unit], {unit: gone.get(unit, [])})
+                    self._write(by_unit[unit], set(), {unit: gone.get(unit, [])})
             except (OperationalError, InterfaceError):
                 raise
             except DatabaseError as exc:
@@ -135,17 +216,24 @@ class BatchWriter:
             else:
                 self._written(len(by_unit[unit]))
 
-    def _write(self, rows: list[tuple], gone: dict[str, list[int]]) -> None:
-        if rows:
-            if connection.vendor == "postgresql":
-                (_upsert_copy if len(rows) >= COPY_FROM else _upsert_values)(rows)
-            else:
-                _upsert_orm(rows)
+    def _write(self, rows: dict, new: set, gone: dict[str, list[int]]) -> None:
+        now = timezone.now()
+        if rows and connection.vendor == "postgresql":
+            fresh = [row for key, row in rows.items() if key in new]
+            others = [row for key, row in rows.items() if key not in new]
+            if len(fresh) >= COPY_FROM and not _insert_copy(fresh, now):
+                others += fresh  # another writer took one of them: upsert them all
+            elif len(fresh) < COPY_FROM:
+                others += fresh
+            if others:
+                (_upsert_copy if len(others) >= COPY_FROM else _upsert_values)(others, now)
+        elif rows:
+            _upsert_orm(list(rows.values()), now)
         removed = [pk for ids in gone.values() for pk in ids]
         if removed:
-            Package.objects.filter(pk__in=removed).update(removed=True, updated_at=timezone.now())
+            Package.objects.filter(pk__in=removed).update(removed=True, updated_at=now)
         if rows and connection.vendor != "postgresql":
-            _unlink_changed_files(self.mirror, {row[2] for row in rows})
+            _unlink_changed_files(self.mirror, {key[0] for key in rows})
         Channel.objects.filter(pk=self.mirror.channel_id).update(
             content_version=F("content_version") + 1
         )
@@ -272,6 +360,9 @@ class UnitIngest:
         self.initial_exclusion = writer.initial_exclusion
         # Files another mirror (or an upload) already provides in this channel and unit;
         # `shared=False` (the caller checked the channel once) saves a query per unit.
+        self.shared = shared
+        self._owner = (mirror.channel_id, mirror.pk)
+        self._passive = mirror.mode == Mirror.Mode.PASSIVE
         self.taken = (
             set(
                 Package.objects.filter(channel_id=mirror.channel_id, unit=unit)
@@ -310,15 +401,13 @@ class UnitIngest:
         """Queue a new or changed record; False if another mirror provides it."""
         if record.filename in self.taken:
             return False
-        self.known.pop(record.filename, None)
-        now = timezone.now()
+        stored = self.known.pop(record.filename, None)
         self.changed += 1
         self.writer.add(
             self.unit,
             record.filename,
             (
-                self.mirror.channel_id,
-                self.mirror.pk,
+                *self._owner,
                 self.unit,
                 record.filename,
                 record.name[:255],
@@ -329,14 +418,13 @@ class UnitIngest:
                 record.url,
                 record.document,
                 record.entry_digest,
-                self.mirror.mode == Mirror.Mode.PASSIVE,
+                self._passive,
                 False,
                 "",
                 self.initial_exclusion,
                 "",  # a dry-run policy's verdict, given with the decision
-                now,
-                now,
             ),
+            new=stored is None and not self.shared,
         )
         return True
 
@@ -403,11 +491,28 @@ def _unlink_changed_files(mirror: Mirror, units: set[str]) -> None:
     ).exclude(artifact__sha256=F("sha256")).update(artifact=None, updated_at=timezone.now())
 
 
-def _upsert_copy(rows: list[tuple]) -> None:
+def _insert_copy(rows: list[tuple], now) -> bool:
+    """COPY rows of files nobody stored straight into the table; False (nothing written) if
+    one of them is there after all (another mirror took the file meanwhile)."""
+    table = Package._meta.db_table
+    stamp = (now, now)
+    try:
+        # psycopg's own cursor (COPY): its errors made Django's, as the ORM's are.
+        with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+            with cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row + stamp)
+    except IntegrityError:
+        return False
+    return True
+
+
+def _upsert_copy(rows: list[tuple], now) -> None:
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
     updates = _updates(table)
-    with connection.cursor() as cursor:
+    stamp = (now, now)
+    with connection.cursor() as cursor, connection.wrap_database_errors:
         # Dropped first as well: inside an outer transaction (tests) ON COMMIT comes late.
         cursor.execute("DROP TABLE IF EXISTS pg_temp.psm_package_stage")
         cursor.execute(
@@ -416,7 +521,7 @@ def _upsert_copy(rows: list[tuple]) -> None:
         )
         with cursor.copy(f"COPY psm_package_stage ({columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(row)
+                copy.write_row(row + stamp)
         # The WHERE keeps a row another mirror brought in meanwhile from changing hands.
         cursor.execute(
             f"INSERT INTO {table} ({columns}, artifact_id) "
@@ -426,7 +531,7 @@ def _upsert_copy(rows: list[tuple]) -> None:
         )
 
 
-def _upsert_values(rows: list[tuple]) -> None:
+def _upsert_values(rows: list[tuple], now) -> None:
     """A small batch as one INSERT ... ON CONFLICT (no staging table)."""
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
@@ -437,13 +542,13 @@ def _upsert_values(rows: list[tuple]) -> None:
             f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(rows))} "
             f"ON CONFLICT (channel_id, unit, filename) DO UPDATE SET {updates} "
             f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id",
-            [value for values in rows for value in values],
+            [value for values in rows for value in (*values, now, now)],
         )
 
 
-def _upsert_orm(rows: list[tuple]) -> None:
+def _upsert_orm(rows: list[tuple], now) -> None:
     Package.objects.bulk_create(
-        [Package(**dict(zip(COLUMNS, row, strict=True))) for row in rows],
+        [Package(**dict(zip(COLUMNS, (*row, now, now), strict=True))) for row in rows],
         update_conflicts=True,
         unique_fields=["channel", "unit", "filename"],
         update_fields=[c.removesuffix("_id") for c in UPDATED],

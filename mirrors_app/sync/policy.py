@@ -106,12 +106,14 @@ def packages_decide(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
         "would_exclude_reason",
         seen,
     )
+    shared: dict = {}  # values many records repeat, held once (see `Ecosystem.compact`)
     for pk, unit, filename, version, record, excluded, would, added in stream_rows(columns):
-        document = orjson.loads(record) if record else {}
+        document = ecosystem.compact(orjson.loads(record), shared) if record else {}
         first_seen = added.date() if seen == "added_at" and added else None
         candidate = ecosystem.candidate(unit, filename, version, document, first_seen=first_seen)
         current[candidate.key] = (pk, excluded, would)
         candidates.append(candidate)
+    del shared
     decisions = decider.decide_all(candidates)
     del candidates
     change = PolicyChange()

@@ -72,3 +72,30 @@ def test_policy_benchmark_runs_in_smoke_form(tmp_path):
     assert result["kind"] == "cran" and result["files"] == 2500
     assert result["peak_rss_mb"] > 0
     assert out.exists()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        lambda: policy_data.conda_case(4000, 200, 100),
+        lambda: policy_data.r_case(1000, 80, 20),
+    ],
+    ids=["conda", "cran"],
+)
+def test_compact_records_get_the_same_decisions_as_whole_ones(case):
+    """`Ecosystem.compact` (what `packages_decide` holds per file) keeps all the engine reads."""
+    import dataclasses
+
+    from policies_app.ecosystems import ecosystem_for
+
+    case = case()
+    whole = case.make_candidates()
+    shared: dict = {}
+    eco = ecosystem_for(case.kind)
+    compact = [
+        dataclasses.replace(c, record=eco.compact(dict(c.record), shared), _parsed=None)
+        for c in whole
+    ]
+    if case.kind == "conda":
+        assert any(len(c.record) < len(w.record) for c, w in zip(compact, whole, strict=True))
+    assert case.decider().decide_all(compact) == case.decider().decide_all(whole)

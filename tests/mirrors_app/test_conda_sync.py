@@ -160,6 +160,32 @@ def test_resync_split_across_two_processes_matches_upstream(
     assert served["packages"] == {}
 
 
+def test_split_resync_takes_in_changed_and_new_entries_of_the_section_kept_back(
+    source, run_mirror, client, split_resyncs
+):
+    from tests.fixtures.conda_channel import write_repodata
+
+    mirror = _mirror(source)
+    run_mirror(mirror)
+    document = read_repodata(source.root, "linux-64")
+    gamma = document["packages"][PACKAGES[2].filename]
+    gamma["depends"] = ["alpha >=1"]
+    # A new entry with a per-record URL (dropped from the record served back).
+    document["packages"]["gamma-0.2-0.tar.bz2"] = {
+        **gamma,
+        "version": "0.2",
+        "url": "https://elsewhere.example/gamma-0.2-0.tar.bz2",
+    }
+    write_repodata(source.root, "linux-64", document)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert run.ingested == 2
+    served = orjson.loads(_served(client, mirror.channel, "linux-64/repodata.json")[1])
+    del document["packages"]["gamma-0.2-0.tar.bz2"]["url"]
+    assert served["packages"] == document["packages"]
+    assert served["packages.conda"] == document["packages.conda"]
+
+
 def test_split_resync_of_a_truncated_index_writes_nothing(source, run_mirror, split_resyncs):
     mirror = _mirror(source)
     run_mirror(mirror)

@@ -71,3 +71,89 @@ def test_a_second_pass_reads_known_rows_in_chunks_and_removes_what_is_gone(mirro
         "alpha-1.0.tar.gz",
         "beta-1.0.tar.gz",
     ]
+
+
+def _add_many(mirror, progress, writer, unit: str, count: int, *, shared: bool = True) -> None:
+    known = KnownRows(mirror.pk, [unit])
+    ingest = UnitIngest(mirror, unit, progress, writer=writer, known=known, shared=shared)
+    for i in range(count):
+        ingest.add(_record(unit, f"{unit}-{i}.tar.gz", f'{{"n": {i}}}'))
+    ingest.finish()
+
+
+def test_new_files_are_copied_in_and_one_taken_meanwhile_falls_back_to_the_upsert(
+    mirror, progress, monkeypatch
+):
+    monkeypatch.setattr("mirrors_app.sync.ingest.COPY_FROM", 2)
+    other = MirrorFactory(channel=mirror.channel, kind="pypi", name="other")
+    Package.objects.create(
+        channel=mirror.channel,
+        mirror=other,
+        unit="alpha",
+        filename="alpha-1.tar.gz",
+        name="alpha",
+        version="1",
+        record="theirs",
+    )
+    writer = BatchWriter(mirror, progress)
+    # shared=False: the caller saw no other mirror, so every file counts as new (COPY) ...
+    _add_many(mirror, progress, writer, "beta", 3, shared=False)
+    _add_many(mirror, progress, writer, "alpha", 3, shared=False)
+    writer.flush()
+    writer.close()
+    # ... and the file the other mirror has stays its own, untouched; the rest arrive.
+    assert Package.objects.get(filename="alpha-1.tar.gz").record == "theirs"
+    mine = Package.objects.filter(mirror=mirror)
+    assert sorted(mine.values_list("filename", flat=True)) == [
+        "alpha-0.tar.gz",
+        "alpha-2.tar.gz",
+        "beta-0.tar.gz",
+        "beta-1.tar.gz",
+        "beta-2.tar.gz",
+    ]
+    assert all(p.added_at and p.updated_at for p in mine)
+    assert not writer.failed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_are_written_by_a_thread_outside_a_transaction(monkeypatch):
+    monkeypatch.setattr("mirrors_app.sync.ingest.BATCH_SIZE", 4)
+    monkeypatch.setattr("mirrors_app.sync.ingest.COPY_FROM", 2)
+    mirror = MirrorFactory(channel=ChannelFactory(kind="pypi"), kind="pypi")
+    progress = Progress(SyncRun.objects.create(mirror=mirror, state=SyncRun.State.RUNNING))
+    writer = BatchWriter(mirror, progress)
+    _add_many(mirror, progress, writer, "alpha", 10)
+    assert writer._thread is not None and writer._thread.is_alive()
+    writer.flush()  # returns once everything handed over is written
+    assert Package.objects.filter(mirror=mirror).count() == 10
+    assert progress.ingested == 10
+    # A second pass: changed records are upserted, what is gone is removed.
+    known = KnownRows(mirror.pk, ["alpha"])
+    ingest = UnitIngest(mirror, "alpha", progress, writer=writer, known=known)
+    for i in range(5):
+        ingest.add(_record("alpha", f"alpha-{i}.tar.gz", f'{{"n": {i}, "new": true}}'))
+    ingest.finish()
+    writer.close()
+    assert writer._thread is None
+    rows = Package.objects.filter(mirror=mirror)
+    assert rows.filter(removed=True).count() == 5
+    assert rows.filter(removed=False, record__contains='"new"').count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_connection_in_the_writing_thread_ends_the_run(monkeypatch):
+    monkeypatch.setattr("mirrors_app.sync.ingest.BATCH_SIZE", 2)
+    mirror = MirrorFactory(channel=ChannelFactory(kind="pypi"), kind="pypi")
+    progress = Progress(SyncRun.objects.create(mirror=mirror, state=SyncRun.State.RUNNING))
+    writer = BatchWriter(mirror, progress)
+    from django.db import OperationalError
+
+    def lost(*args):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(writer, "_write", lost)
+    with pytest.raises(OperationalError):
+        _add_many(mirror, progress, writer, "alpha", 4)
+        writer.flush()
+    writer.close()
+    assert not Package.objects.exists()
