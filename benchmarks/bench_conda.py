@@ -110,6 +110,19 @@ def make_upstream(root: Path) -> ThreadingHTTPServer:
 # --- database and PSM -------------------------------------------------------------------------
 
 
+def psm_env(dsn: str, data: Path) -> dict[str, str]:
+    """The environment PSM's processes run with in a benchmark: its own database and data
+    folder, loopback upstreams allowed."""
+    return {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "PSM_DATA_DIR": str(data),
+        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
+        "PSM_SECRET_KEY": "benchmark-only-not-secret",
+        "DJANGO_SETTINGS_MODULE": "psm.settings",
+    }
+
+
 def fresh_database(pg: str, db: str) -> None:
     with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -557,14 +570,7 @@ def main() -> None:
     upstream = make_upstream(chan)
     upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
     dsn = f"{args.pg}/{args.db}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "PSM_DATA_DIR": str(data),
-        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
-        "PSM_SECRET_KEY": "benchmark-only-not-secret",
-        "DJANGO_SETTINGS_MODULE": "psm.settings",
-    }
+    env = psm_env(dsn, data)
     print(f"fresh database {args.db}; migrating", flush=True)
     fresh_database(args.pg, args.db)
     manage(env, "migrate", "--noinput")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -44,14 +43,7 @@ def main() -> None:
     upstream = bench.make_upstream(chan)
     url = f"http://127.0.0.1:{upstream.server_address[1]}"
     dsn = f"{args.pg}/{args.db}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "PSM_DATA_DIR": str(work / "data"),
-        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
-        "PSM_SECRET_KEY": "benchmark-only-not-secret",
-        "DJANGO_SETTINGS_MODULE": "psm.settings",
-    }
+    env = bench.psm_env(dsn, work / "data")
     bench.fresh_database(args.pg, args.db)
     bench.manage(env, "migrate", "--noinput")
     bench.manage(env, "shell", "-c", bench.SETUP.format(url=url, subdir=bench.SUBDIR))

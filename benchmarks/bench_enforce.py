@@ -147,31 +147,13 @@ def copy_packages(channel, mirror, records: int) -> None:
 
     from benchmarks.gen_conda import record
     from channels_app.models import Channel, Package
+    from mirrors_app.sync.ingest import COLUMNS
 
-    columns = [
-        "channel_id",
-        "mirror_id",
-        "unit",
-        "filename",
-        "name",
-        "version",
-        "sha256",
-        "md5",
-        "size",
-        "upstream_url",
-        "record",
-        "entry_digest",
-        "on_demand",
-        "removed",
-        "error",
-        "excluded_reason",
-        "would_exclude_reason",
-        "added_at",
-        "updated_at",
-    ]
     # Added a year ago: the cooldown judges by the record's timestamp (2020) anyway.
     added = timezone.now() - dt.timedelta(days=365)
-    sql = f"COPY {Package._meta.db_table} ({', '.join(columns)}) FROM STDIN"
+    sql = (
+        f"COPY {Package._meta.db_table} ({', '.join(COLUMNS)}) FROM STDIN"  # as a sync writes them
+    )
     with transaction.atomic(), connection.cursor() as cursor:
         with cursor.cursor.copy(sql) as copy:
             for i in range(records):

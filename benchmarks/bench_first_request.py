@@ -51,6 +51,7 @@ from benchmarks.bench_conda import (  # noqa: E402
     fresh_database,
     git_describe,
     manage,
+    psm_env,
     wait_http,
 )
 
@@ -280,14 +281,7 @@ def main() -> None:
     upstream = make_upstream(chan)
     upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
     dsn = f"{args.pg}/{args.db}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "PSM_DATA_DIR": str(data),
-        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
-        "PSM_SECRET_KEY": "benchmark-only-not-secret",
-        "DJANGO_SETTINGS_MODULE": "psm.settings",
-    }
+    env = psm_env(dsn, data)
     print(f"fresh database {args.db}; migrating and syncing the passive mirror", flush=True)
     fresh_database(args.pg, args.db)
     manage(env, "migrate", "--noinput")

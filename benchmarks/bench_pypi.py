@@ -70,6 +70,7 @@ from bench_conda import (  # noqa: E402  (shared helpers)
     load_python,
     load_wrk,
     manage,
+    psm_env,
     wait_http,
 )
 
@@ -664,14 +665,7 @@ def main() -> None:
     upstream = make_upstream(index)
     upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}/simple/"
     dsn = f"{args.pg}/{args.db}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "PSM_DATA_DIR": str(data),
-        "PSM_UPSTREAM_ALLOWLIST": "127.0.0.1",
-        "PSM_SECRET_KEY": "benchmark-only-not-secret",
-        "DJANGO_SETTINGS_MODULE": "psm.settings",
-    }
+    env = psm_env(dsn, data)
     print(
         f"upstream {upstream_url}: {args.projects:,} projects, {index.total_files():,} files; "
         f"fresh database {args.db}; migrating",
