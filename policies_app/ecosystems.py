@@ -88,6 +88,8 @@ class Ecosystem:
     spec_example: ClassVar[str]
     #: Policy rule kinds that cannot judge this type's packages (the index lacks the data).
     unsupported_rules: ClassVar[dict[str, str]] = {}
+    #: The record field holding the package name.
+    name_field: ClassVar[str] = "name"
 
     def normalize(self, name: str) -> str:
         return name
@@ -103,10 +105,8 @@ class Ecosystem:
     def candidate(
         self, unit: str, filename: str, version: str, record: Mapping[str, Any], **extra
     ) -> Candidate:
-        name = self.normalize(str(record.get(self.name_field) or extra.pop("name", "")))
+        name = self.normalize(str(record.get(self.name_field) or ""))
         return Candidate(unit, filename, name, version, record, **extra)
-
-    name_field: ClassVar[str] = "name"
 
     def compact(self, record: dict[str, Any], shared: dict) -> Mapping[str, Any]:
         """What the engine (and the mirror filters) read of a stored record, as small as it
@@ -242,7 +242,6 @@ class PythonEcosystem(Ecosystem):
     osv_ecosystems = frozenset({"PyPI"})
     spec_syntax = "project names with PEP 440 version specifiers"
     spec_example = "requests >=2.31"
-    name_field = "name"
     unsupported_rules = {
         "platforms": "platforms are conda's; filter wheels by platform in the mirror's options",
         "licenses": "a Python simple index gives no license",

@@ -29,7 +29,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from channels_app.formats.licenses import normalize_license
 
@@ -43,7 +42,6 @@ __all__ = [
     "CompiledPolicy",
     "Decider",
     "Decision",
-    "Entry",
     "RuleOutcome",
     "WaiverRule",
 ]
@@ -734,9 +732,3 @@ class Decider:
             if reason:
                 return decision, outcomes
         return decision, outcomes + self.policy.explain(candidate)
-
-
-def Entry(filename: str, record: Mapping[str, Any], subdir: str = "") -> Candidate:  # noqa: N802
-    """A conda repodata record as a candidate (its platform from `subdir` or the record)."""
-    unit = subdir or str(record.get("subdir") or "")
-    return ecosystem_for("conda").candidate(unit, filename, str(record.get("version", "")), record)

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from policies_app.engine import Advisory, CompiledPolicy, Decision, Entry
+from policies_app.ecosystems import ecosystem_for
+from policies_app.engine import Advisory, CompiledPolicy, Decision
 from policies_app.licenses import classify, normalize_license
 from policies_app.models import Policy
 
@@ -31,7 +32,8 @@ def rec(name, version, build="0", subdir="noarch", depends=(), license="MIT", ex
         "timestamp": _ts(dt.date(2024, 1, 1)),
         **kw,
     }
-    return Entry(f"{name}-{version}-{build}{ext}", record)
+    filename = f"{name}-{version}-{build}{ext}"
+    return ecosystem_for("conda").candidate(subdir, filename, version, record)
 
 
 def compile_(advisories=(), **rules) -> CompiledPolicy:
