@@ -3,9 +3,9 @@
 #
 # Needs only Python 3.11+. Creates .venv, installs PSM with its test extras, makes sure
 # PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are running, starting or installing them
-# when it can, installs R (Debian's r-base-core) for the R client tests when it can, then runs
-# ruff and pytest. Without PostgreSQL the tests fall back to SQLite (with a
-# warning); without Redis the worker integration tests use the embedded file-system broker.
+# when it can, installs R (Debian's r-base-core) for the R client tests and Chromium with its
+# driver for the browser tests when it can, then runs ruff and pytest. Without PostgreSQL the
+# tests fall back to SQLite (with a warning); without Redis the worker integration tests use the embedded file-system broker.
 # An already-set DATABASE_URL or PSM_TEST_BROKER_URL is used as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -159,6 +159,16 @@ elif apt_install --no-install-recommends r-base-core && command -v Rscript >/dev
 else
     warn "R (Rscript) is not installed and could not be installed with apt (r-base-core): the
 R client tests are skipped."
+fi
+
+# Headless Chromium and its WebDriver drive the admin and the package browser (tests/browser).
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    say "Chromium: $(command -v chromium)"
+elif apt_install --no-install-recommends chromium chromium-driver && command -v chromedriver >/dev/null; then
+    say "Chromium: installed chromium and chromium-driver"
+else
+    warn "Chromium and ChromeDriver are not installed and could not be installed with apt
+(chromium chromium-driver): the browser tests are skipped."
 fi
 
 # --- Node.js: the OpenID Connect provider of the single sign-on tests --------------------------
