@@ -5,7 +5,8 @@
 # PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are running, starting or installing them
 # when it can, installs R (Debian's r-base-core) for the R client tests and Chromium with its
 # driver for the browser tests when it can, then runs ruff and pytest. Without PostgreSQL the
-# tests fall back to SQLite (with a warning); without Redis the worker integration tests use the embedded file-system broker.
+# tests fall back to SQLite (with a warning); without Redis the worker integration tests use
+# the embedded file-system broker.
 # An already-set DATABASE_URL or PSM_TEST_BROKER_URL is used as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
