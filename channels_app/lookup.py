@@ -17,13 +17,16 @@ from functools import cache
 
 import psycopg
 from django.db import connection
-from django.http import Http404
+from django.http import Http404, HttpRequest
 
 from .formats import FORMATS
 from .formats.base import IndexRequest
 from .models import Artifact, Channel, PublishedFile
 
 NO_CHANNEL = "No such channel."
+#: Where the fast path (channels_app.fast_path) leaves what it resolved when it hands a request
+#: on to Django, so that the view does not resolve it again.
+ENVIRON_KEY = "psm.resolved"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +167,11 @@ def resolve(path: str, accept: str | None) -> Resolved:
             published = Published(artifact, content_type, published_at)
             break
     return Resolved(channel, inner, negotiated, published)
+
+
+def resolved_for(request: HttpRequest, path: str) -> Resolved | None:
+    """What the fast path already resolved for this request's `path` and Accept, if anything."""
+    found = request.META.get(ENVIRON_KEY)
+    if found is not None and found[0] == path and found[1] == request.META.get("HTTP_ACCEPT"):
+        return found[2]
+    return None

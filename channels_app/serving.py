@@ -27,6 +27,7 @@ from psm.http import UpstreamError
 
 from . import access, lookup, storage
 from .formats import content_type, get_format
+from .formats.base import IndexRequest
 from .http_files import IMMUTABLE, file_response
 from .models import PENDING_DECISION, Channel, Package, PublishedFile
 from .passive import (
@@ -52,7 +53,9 @@ def repo_file(request: HttpRequest, path: str, token: str | None = None) -> Http
     if isinstance(requester, HttpResponse):
         return requester
     try:
-        resolved = lookup.resolve(path, request.headers.get("Accept"))
+        resolved = lookup.resolved_for(request, path) or lookup.resolve(
+            path, request.headers.get("Accept")
+        )
         channel = resolved.channel
         access.check_read(channel, requester)
         response = _channel_file(request, resolved, token)
@@ -96,20 +99,27 @@ def _channel_file(
         if found is not None:
             published = lookup.Published(found.artifact, found.content_type, found.published_at)
     if published is not None:
-        artifact = published.artifact
-        response = file_response(
-            request,
-            lambda: storage.open_artifact(artifact),
-            size=artifact.size,
-            etag=artifact.sha256,
-            content_type=published.content_type,
-            last_modified=published.published_at,
-            cache_control=f"public, max-age={settings.PSM_INDEX_MAX_AGE}",
-        )
-        if negotiated is not None:
-            response["Vary"] = "Accept"
-        return response
+        return published_response(request, published, negotiated)
     return _package_file(request, channel, inner)
+
+
+def published_response(
+    request: HttpRequest, published: lookup.Published, negotiated: IndexRequest | None
+) -> HttpResponseBase:
+    """A published index file (ETag, 304, HEAD, Range), varying by Accept when negotiated."""
+    artifact = published.artifact
+    response = file_response(
+        request,
+        lambda: storage.open_artifact(artifact),
+        size=artifact.size,
+        etag=artifact.sha256,
+        content_type=published.content_type,
+        last_modified=published.published_at,
+        cache_control=f"public, max-age={settings.PSM_INDEX_MAX_AGE}",
+    )
+    if negotiated is not None:
+        response["Vary"] = "Accept"
+    return response
 
 
 def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpResponseBase:

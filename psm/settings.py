@@ -475,6 +475,12 @@ PSM_MAX_FILE_BYTES = envint("PSM_MAX_FILE_BYTES", 32 * 1024**3, minimum=1024)
 PSM_DOWNLOAD_WORKERS = envint("PSM_DOWNLOAD_WORKERS", 4, minimum=1)
 # Seconds clients may cache an index file (package files are immutable and cached for a year).
 PSM_INDEX_MAX_AGE = envint("PSM_INDEX_MAX_AGE", 60)
+# Answer anonymous requests for a public channel's index files before Django's full request
+# machinery (channels_app.fast_path); off: every request takes the whole stack.
+PSM_SERVING_FAST_PATH = envbool("PSM_SERVING_FAST_PATH", True)
+# Keep what the fast path resolved per process until PostgreSQL notifies a change to channels
+# or published files (channels_app.index_cache); off: every request asks the database.
+PSM_SERVING_CACHE = envbool("PSM_SERVING_CACHE", True)
 # Folder of OSV advisories (.json files, .zip archives such as osv.dev's <ecosystem>/all.zip),
 # loaded hourly by `policies.load_vulnerabilities`. Empty: no automatic loading.
 PSM_VULNERABILITY_DIR = envstr("PSM_VULNERABILITY_DIR")

@@ -1,0 +1,142 @@
+"""What the fast path resolved, kept per process until the database says something changed.
+
+A request for a public channel's index file costs one database round trip to resolve; under
+load, waiting for it is most of the request. Each process keeps what it resolved, keyed by the
+path and the Accept header, and drops all of it whenever a transaction that wrote channels or
+published files commits: PostgreSQL sends `NOTIFY psm_serving` at that commit (statement
+triggers, migration channels_app 0012), and a thread per process LISTENs for it. So a publish,
+a freeze or a channel made private reaches every process, on every node sharing the database,
+as soon as the notification arrives, which is when the writer's own commit returns (about a
+millisecond on loopback). Index files are served with `max-age` (PSM_INDEX_MAX_AGE) anyway.
+
+The cache is used only while the listener is connected: from the moment it stops, nothing is
+read from the cache or stored into it until it listens again, from empty. Only PostgreSQL
+without a transaction pooler (where LISTEN would not reach this process) has the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, connections
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "psm_serving"
+#: Entries a process keeps; past this the oldest go first (dicts keep insertion order).
+MAX_ENTRIES = 20_000
+#: Seconds between attempts to listen again after the listener lost its connection.
+RETRY_SECONDS = 1.0
+
+
+class IndexCache:
+    """Values of `(path, accept)` keys, valid while no notification arrived since they were read.
+
+    `epoch()` before resolving, `store(key, value, epoch)` after: a notification in between
+    makes the store a no-op, so nothing read before a commit outlives that commit's notice.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str | None], Any] = {}
+        self._epoch = 0
+        self._listening = False
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._stopping = threading.Event()
+        #: The latest notifications' payloads (the writers' transaction ids), for tests.
+        self.notices: deque[str] = deque(maxlen=1000)
+
+    # --- the request side ---
+
+    def get(self, key: tuple[str, str | None]) -> Any:
+        self._ensure_listener()
+        return self._entries.get(key) if self._listening else None
+
+    def epoch(self) -> int:
+        return self._epoch
+
+    def store(self, key: tuple[str, str | None], value: Any, epoch: int) -> None:
+        with self._lock:
+            if not self._listening or epoch != self._epoch:
+                return
+            if len(self._entries) >= MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+            self._entries[key] = value
+
+    def clear(self) -> None:
+        """Forget everything (a change was committed, or the listener stopped or started)."""
+        with self._lock:
+            self._epoch += 1
+            self._entries.clear()
+
+    # --- the listener ---
+
+    def _ensure_listener(self) -> None:
+        # Per process: a server that forks its workers after import must not share the thread.
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid, self._listening = os.getpid(), False
+            self._entries.clear()
+            if enabled():
+                threading.Thread(
+                    target=self._listen_forever, name="psm-index-cache", daemon=True
+                ).start()
+
+    def _listen_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except Exception as exc:  # any failure: stop caching, try again shortly
+                logger.warning("index cache: listening for changes failed (%s); retrying", exc)
+            finally:
+                with self._lock:
+                    self._listening = False
+                self.clear()
+            self._stopping.wait(RETRY_SECONDS)
+
+    def _listen(self) -> None:
+        wrapper = connections.create_connection("default")
+        try:
+            wrapper.ensure_connection()
+            raw = wrapper.connection
+            raw.autocommit = True
+            raw.execute(f"LISTEN {CHANNEL}")
+            # Whatever was committed before LISTEN took effect was never notified here.
+            self.clear()
+            with self._lock:
+                self._listening = True
+            while not self._stopping.is_set():
+                # A timeout, so that stop() is noticed without closing the socket under us.
+                for notice in raw.notifies(timeout=1.0):
+                    self.clear()
+                    self.notices.append(notice.payload)
+        finally:
+            wrapper.close()
+
+    def stop(self) -> None:
+        """Stop listening (within a second) and caching, in this process (tests)."""
+        self._stopping.set()
+        self._pid = os.getpid()  # not started again by the next get()
+        with self._lock:
+            self._listening = False
+        self.clear()
+
+
+def enabled() -> bool:
+    """Whether this process may cache: PostgreSQL, reached directly, and the setting on."""
+    return (
+        settings.PSM_SERVING_CACHE
+        and connection.vendor == "postgresql"
+        and not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+    )
+
+
+cache = IndexCache()

@@ -1,0 +1,311 @@
+"""The serving fast path (channels_app.fast_path) and its per-process cache (index_cache).
+
+The fast path must answer exactly as Django's whole stack answers, byte for byte and header
+for header, and hand everything it does not own to Django. The cache must never answer from
+what a committed change made stale once the change's notification has arrived, and must not
+be used while it cannot hear notifications.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import orjson
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connection, transaction
+from django.test import RequestFactory
+
+from channels_app import index_cache, publishing, services
+from channels_app.fast_path import RepoFastPath
+from channels_app.models import Channel, Package
+from psm.tokens import token_create
+from tests.factories import ChannelFactory, grant
+
+CONDA = "noarch/repodata.json"
+
+
+class CountingDjango:
+    """Django's WSGI handler, counting the requests that reached it."""
+
+    def __init__(self) -> None:
+        self.handler, self.calls = WSGIHandler(), 0
+
+    def __call__(self, environ, start_response):
+        self.calls += 1
+        return self.handler(environ, start_response)
+
+
+@pytest.fixture
+def app(settings):
+    """(the fast path, the Django handler behind it); a request's end must not close the test's
+    database connection (as with Django's test client)."""
+    settings.PSM_SERVING_CACHE = False
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+    django = CountingDjango()
+    try:
+        yield RepoFastPath(django), django
+    finally:
+        for signal in (request_started, request_finished):
+            signal.connect(close_old_connections)
+
+
+def call(app, path: str, method: str = "GET", **headers: str) -> tuple[str, dict, bytes]:
+    request = RequestFactory().generic(method, path, headers=headers)
+    answer: dict = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        answer["status"], answer["headers"] = status, response_headers
+
+    result = app(request.environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()
+    return answer["status"], dict(answer["headers"]), body
+
+
+def both(pair, path: str, method: str = "GET", **headers: str):
+    """The fast path's answer and Django's answer to the same request."""
+    fast, django = pair
+    return call(fast, path, method, **headers), call(django, path, method, **headers)
+
+
+def _published(name: str, kind: str = "conda", **fields) -> Channel:
+    channel = ChannelFactory(name=name, kind=kind, **fields)
+    publishing.channel_publish(channel=channel)
+    return channel
+
+
+@pytest.mark.django_db
+def test_public_index_files_are_answered_exactly_as_django_answers_them(app):
+    _published("c")
+    pypi = _published("py", kind="pypi")
+    sub = ChannelFactory(name="s", parent=pypi, kind="conda")
+    publishing.channel_publish(channel=sub)
+    _published("r", kind="cran")
+    fast, django = app
+    etag = call(django, f"/api/repo/c/{CONDA}")[1]["ETag"]
+    requests = [
+        ("GET", f"/api/repo/c/{CONDA}", {}),
+        ("HEAD", f"/api/repo/c/{CONDA}", {}),
+        ("GET", f"/api/repo/c/{CONDA}", {"If-None-Match": etag}),
+        ("GET", f"/api/repo/c/{CONDA}", {"If-None-Match": '"other"'}),
+        ("GET", f"/api/repo/c/{CONDA}", {"Range": "bytes=2-9"}),
+        ("GET", f"/api/repo/c/{CONDA}", {"Range": "bytes=900000-"}),
+        ("GET", f"/api/repo/c/{CONDA}.zst", {}),
+        ("GET", "/api/repo/c/channeldata.json", {}),
+        ("GET", f"/api/repo/c/{CONDA}?x=1", {}),
+        ("GET", "/api/repo/py/simple/", {"Accept": "text/html"}),
+        ("GET", "/api/repo/py/simple/", {"Accept": "application/vnd.pypi.simple.v1+json"}),
+        ("GET", "/api/repo/py/simple/", {}),
+        ("GET", f"/api/repo/py/s/{CONDA}", {}),
+        ("GET", "/api/repo/r/src/contrib/PACKAGES", {}),
+    ]
+    for method, path, headers in requests:
+        before = django.calls
+        fast_answer, django_answer = both(app, path, method, **headers)
+        assert fast_answer == django_answer, (method, path, headers)
+        assert django.calls == before + 1, f"Django answered {method} {path} {headers}"
+
+
+@pytest.mark.django_db
+def test_everything_else_is_left_to_django_and_answered_as_before(app, make_user):
+    _published("c")
+    private = _published("secret", visibility=Channel.Visibility.PRIVATE)
+    reader = make_user("channels_app.view_channel", username="reader")
+    grant(private, reader)
+    _token, secret = token_create(user=reader, name="t", resources=[(private, "read")])
+    fast, django = app
+    cases = [
+        ("GET", "/api/repo/nope/noarch/repodata.json", {}),  # no such channel
+        ("GET", "/api/repo/c/noarch/missing-1-0.tar.bz2", {}),  # not a published file
+        ("GET", "/api/repo/c", {}),
+        ("GET", f"/api/repo/secret/{CONDA}", {}),  # restricted: 404 as if missing
+        ("GET", f"/api/repo/t/{secret}/secret/{CONDA}", {}),  # a token in the path
+        ("GET", f"/api/repo/secret/{CONDA}", {"X-Auth": secret}),
+        ("GET", f"/api/repo/secret/{CONDA}", {"Authorization": "Bearer nonsense"}),  # 401
+        ("POST", f"/api/repo/c/{CONDA}", {}),  # CSRF: 403
+        ("GET", "/api/repo/c/noarch/repodata.json?q=%00", {}),  # NUL: 400
+        ("GET", f"/api/repo/c/{CONDA}", {"Host": "evil.example"}),  # not an allowed host: 400
+    ]
+    for method, path, headers in cases:
+        fast_answer, django_answer = both(app, path, method, **headers)
+        assert fast_answer[0] == django_answer[0], (method, path, headers)
+        assert fast_answer == django_answer, (method, path, headers)
+    statuses = [both(app, p, m, **h)[0][0][:3] for m, p, h in cases]
+    assert statuses == ["404", "404", "404", "404", "200", "200", "401", "403", "400", "400"]
+
+
+@pytest.mark.django_db
+def test_what_the_fast_path_resolved_is_not_resolved_again(app, monkeypatch):
+    """A request handed to Django (a package file) costs one lookup, not two."""
+    _published("c")
+    fast, _django = app
+    calls = []
+    from channels_app import lookup
+
+    real = lookup.resolve
+    monkeypatch.setattr(lookup, "resolve", lambda *a: calls.append(a) or real(*a))
+    assert call(fast, "/api/repo/c/noarch/missing-1-0.tar.bz2")[0].startswith("404")
+    assert len(calls) == 1
+
+
+# --- the per-process cache ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def cached(settings):
+    """A fresh cache listening on the test database (committed data: transactional tests)."""
+    if not _postgres():
+        pytest.skip("the index cache needs PostgreSQL's LISTEN/NOTIFY")
+    settings.PSM_SERVING_CACHE = True
+    fresh = index_cache.IndexCache()
+    original = index_cache.cache
+    index_cache.cache = fresh
+    import channels_app.fast_path as fast_path
+
+    fast_path.cache = fresh
+    fresh.get(("warm", None))  # starts the listener
+    _until(lambda: fresh._listening, "the listener to LISTEN")
+    yield fresh
+    fresh.stop()
+    index_cache.cache = fast_path.cache = original
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _committed(cache: index_cache.IndexCache, change):
+    """Run `change` in a transaction, commit it, wait for its notification; its result."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        result = change()
+        cursor.execute("SELECT pg_current_xact_id()::text")
+        xid = cursor.fetchone()[0]
+    _until(lambda: xid in cache.notices, f"the notification of transaction {xid}")
+    return result
+
+
+def _until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_change_reaches_the_cache_and_the_next_answer(cached, app, admin_user):
+    channel = _committed(cached, lambda: _published("c"))
+    fast, django = app
+    path = f"/api/repo/c/{CONDA}"
+    first = call(fast, path)
+    assert first[0].startswith("200")
+    calls = django.calls
+    assert call(fast, path) == first and django.calls == calls
+    assert cached._entries, "the answer was kept"
+
+    _committed(cached, lambda: services.channel_freeze(channel=channel, user=admin_user))
+    assert not cached._entries
+    private = Channel.Visibility.PRIVATE
+    _committed(cached, lambda: Channel.objects.filter(pk=channel.pk).update(visibility=private))
+    assert call(fast, path)[0].startswith("404")
+    assert call(fast, path, **{"If-None-Match": first[1]["ETag"]})[0].startswith("404")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_republished_index_is_served_once_notified(cached, app):
+    channel = _committed(cached, lambda: _published("c"))
+    fast, _django = app
+    path = f"/api/repo/c/{CONDA}"
+    old = call(fast, path)[1]["ETag"]
+    Package.objects.create(
+        channel=channel, unit="noarch", filename="a-1-0.tar.bz2", name="a", version="1",
+        record=orjson.dumps({"name": "a", "version": "1", "build": "0", "build_number": 0,
+                             "depends": [], "subdir": "noarch"}).decode(),
+        on_demand=True, upstream_url="http://127.0.0.1:9/a-1-0.tar.bz2",
+    )  # fmt: skip
+    Channel.objects.filter(pk=channel.pk).update(content_version=channel.content_version + 1)
+    _committed(cached, lambda: publishing.channel_publish(channel=channel))
+    status, headers, body = call(fast, path, **{"If-None-Match": old})
+    assert status.startswith("200") and headers["ETag"] != old
+    assert list(orjson.loads(body)["packages"]) == ["a-1-0.tar.bz2"]
+
+
+def test_a_value_read_before_a_notice_is_not_kept():
+    cache = index_cache.IndexCache()
+    cache._listening = True
+    epoch = cache.epoch()
+    cache.clear()  # a notification arrives while the request was resolving
+    cache.store(("p", None), "stale", epoch)
+    assert cache._entries == {}
+    cache.store(("p", None), "fresh", cache.epoch())
+    assert cache._entries == {("p", None): "fresh"}
+
+
+def test_the_cache_is_bounded():
+    cache = index_cache.IndexCache()
+    cache._listening = True
+    for n in range(index_cache.MAX_ENTRIES + 10):
+        cache.store((str(n), None), n, cache.epoch())
+    assert len(cache._entries) == index_cache.MAX_ENTRIES
+    assert ("0", None) not in cache._entries and (str(n), None) in cache._entries
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nothing_is_served_from_the_cache_while_the_listener_is_disconnected(cached, app):
+    _committed(cached, lambda: _published("c"))
+    fast, django = app
+    path = f"/api/repo/c/{CONDA}"
+    call(fast, path)
+    assert cached._entries
+    with connection.cursor() as cursor:  # what an idle-session timeout or a restart would do
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()"
+        )
+    _until(lambda: not cached._listening or not cached._entries, "the listener to notice")
+    assert not cached._entries
+    # It listens again by itself, from empty.
+    _until(lambda: cached._listening, "the listener to LISTEN again")
+    calls = django.calls
+    assert call(fast, path)[0].startswith("200") and django.calls == calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_and_commits_never_leave_a_stale_answer(cached, app):
+    """Requests in threads while the channel flips between public and private: once the last
+    flip is notified, every answer is that of the final state."""
+    channel = _committed(cached, lambda: _published("c"))
+    fast, _django = app
+    path = f"/api/repo/c/{CONDA}"
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def hammer():
+        try:
+            while not stop.is_set():
+                call(fast, path)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for n in range(20):
+        visibility = Channel.Visibility.PRIVATE if n % 2 == 0 else Channel.Visibility.PUBLIC
+        Channel.objects.filter(pk=channel.pk).update(visibility=visibility)
+    private = Channel.Visibility.PRIVATE
+    _committed(cached, lambda: Channel.objects.filter(pk=channel.pk).update(visibility=private))
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for _ in range(5):
+        assert call(fast, path)[0].startswith("404")
