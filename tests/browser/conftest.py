@@ -31,7 +31,9 @@ def _chromium() -> Iterator[object]:
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     binary, driver = _binary(CHROMIUM), _binary((DRIVER,))
     if binary is None or driver is None:
-        pytest.skip("Chromium and ChromeDriver are not installed (Debian: chromium chromium-driver)")
+        pytest.skip(
+            "Chromium and ChromeDriver are not installed (Debian: chromium chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for argument in (
