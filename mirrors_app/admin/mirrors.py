@@ -27,6 +27,8 @@ from ..permissions import channels_allowing
 from .forms import MirrorForm
 from .pages import MirrorPages, download, for_admin
 
+#: What a row action does, where its label is short.
+ROW_LINK_TITLES = {"Dependency report": "Download dependency report (CSV)"}
 #: The delete confirmation's box "delete its packages too" (unticked: they stay).
 WITH_PACKAGES = "with_packages"
 
@@ -292,7 +294,7 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
                 and mirror.status in (status.COMPLETED, status.STOPPED, status.FAILED),
             ),
             (
-                "Download dependency report",
+                "Dependency report",  # short, for the column to fit; the link's title says all
                 "dependency_report",
                 may["report"] and reports.dependency_report_unavailable(mirror) is None,
             ),
@@ -313,8 +315,11 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
         """`row_links` as a table cell: compact, each link kept on one line."""
         return format_html_join(
             " · ",
-            "<a class='nowrap' href='{}'>{}</a>",
-            ((url, label) for label, url in self.row_links(user, mirror, back=back)),
+            "<a class='nowrap' href='{}' title='{}'>{}</a>",
+            (
+                (url, ROW_LINK_TITLES.get(label, label), label)
+                for label, url in self.row_links(user, mirror, back=back)
+            ),
         )
 
     @admin.display(description="Next scheduled run")
