@@ -4,10 +4,12 @@ selected mirrors; its own per-mirror pages are in `pages`."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Q
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -416,6 +418,19 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
             return download(text, name)
         archive = reports.reports_zip(found)
         return download(archive, reports.DEPENDENCY_REPORTS_ZIP, "application/zip")
+
+    @admin.action(permissions=["delete"], description=django_delete_selected.short_description)
+    def delete_selected(self, request, queryset):
+        """Django's, whose confirmation page also says what the mirrors brought and offers to
+        delete their packages too (delete_queryset reads the choice)."""
+        response = django_delete_selected(self, request, queryset)
+        if isinstance(response, TemplateResponse):
+            holdings = [reports.package_holdings(m) for m in queryset]
+            response.context_data["holdings"] = {
+                key: sum(h[key] for h in holdings) for key in ("packages", "stored", "stored_bytes")
+            }
+            response.context_data["with_packages_field"] = WITH_PACKAGES
+        return response
 
     def _bulk(self, request, queryset, service, singular: str, plural: str) -> None:
         done = 0

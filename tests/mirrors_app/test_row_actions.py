@@ -257,3 +257,26 @@ def test_search_matches_channel_names_and_source_urls(client, make_user, query, 
     response = client.get(CHANGELIST, {"q": query})
 
     assert sorted(m.name for m in response.context["cl"].result_list) == found
+
+
+def test_deleting_selected_mirrors_offers_the_same_choice(
+    client, holding, django_capture_on_commit_callbacks
+):
+    other = MirrorFactory(name="other")
+    selected = {
+        "action": "delete_selected",
+        "index": "0",
+        "_selected_action": [holding.pk, other.pk],
+    }
+
+    confirm = client.post(CHANGELIST, selected)
+
+    html = confirm.content.decode()
+    assert "They brought <strong>3</strong> packages into their channels" in html
+    assert 'type="checkbox" name="with_packages"' in html
+
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(CHANGELIST, selected | {"post": "yes", "with_packages": "on"})
+
+    assert not Mirror.objects.filter(pk__in=[holding.pk, other.pk]).exists()
+    assert Package.objects.filter(removed=True).count() == 3
