@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import Count
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
@@ -71,14 +75,93 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         "test_package",
         "frozen_info",
         "mirrors_table",
+        "subchannels_table",
         "verification_problems",
     ]
-    readonly_fields = ["test_package", "frozen_info", "mirrors_table", "verification_problems"]
+    readonly_fields = [
+        "test_package",
+        "frozen_info",
+        "mirrors_table",
+        "subchannels_table",
+        "verification_problems",
+    ]
     inlines = [ChannelGrantInline]
     permission_field = "parent"  # a parent makes it a subchannel
 
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []  # grants go on a saved channel
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is None or obj.parent_id:  # subchannels are one level deep
+            fields = [f for f in fields if f != "subchannels_table"]
+        return fields
+
+    # --- The channel's own page: its Manage menu, frozen banner, freeze and unfreeze ----------
+
+    def get_urls(self):
+        custom = [
+            path(
+                f"<int:pk>/{name}/",
+                self.admin_site.admin_view(self.freeze_view),
+                {"unfreeze": name == "unfreeze"},
+                name=f"channels_app_channel_{name}",
+            )
+            for name in ("freeze", "unfreeze")
+        ]
+        return custom + super().get_urls()
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["manage_links"] = self.manage_links(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def manage_links(self, request, channel: Channel) -> list[tuple[str, str]]:
+        """(label, URL) of the Manage menu: what the user may do to this channel from its page."""
+        user, links = request.user, []
+        if self.has_freeze_permission(request, channel):
+            name = "unfreeze" if channel.frozen else "freeze"
+            url = reverse(f"admin:channels_app_channel_{name}", args=[channel.pk])
+            links.append((name.capitalize(), url))
+        mirror_rules = rules_for(channel.mirrors.model)
+        if mirror_rules.may(user, "add", channel.mirrors.model(channel=channel)):
+            url = reverse("admin:mirrors_app_mirror_add") + f"?channel={channel.pk}"
+            links.append(("Add mirror", url))
+        if channel.parent_id is None and may(user, "add", Channel(parent=channel)):
+            query = urlencode({"parent": channel.pk, "kind": channel.kind})
+            links.append(("Add subchannel", f"{reverse('admin:channels_app_channel_add')}?{query}"))
+        inlines = self.get_inline_instances(request, channel)  # those the user may see
+        if any(isinstance(inline, ChannelGrantInline) for inline in inlines):
+            links.append(("Grants", "#grants-group"))  # the inline, on this page
+        return links
+
+    def freeze_view(self, request, pk: int, unfreeze: bool):
+        """Freeze or unfreeze one channel: GET asks to confirm, POST does it."""
+        channel = self.get_object(request, str(pk))
+        if channel is None:
+            raise Http404("No such channel.")
+        if not self.has_freeze_permission(request, channel):
+            raise PermissionDenied
+        back = reverse("admin:channels_app_channel_change", args=[channel.pk])
+        if request.method == "POST":
+            service = services.channel_unfreeze if unfreeze else services.channel_freeze
+            done = service(channel=channel, user=request.user)
+            state = "unfrozen" if unfreeze else "frozen"
+            self.message_user(
+                request,
+                f"Channel {channel.path!r} {'is now' if done else 'was already'} {state}.",
+                messages.SUCCESS if done else messages.WARNING,
+            )
+            return redirect(back)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{'Unfreeze' if unfreeze else 'Freeze'} channel {channel.path}",
+            "opts": self.opts,
+            "channel": channel,
+            "unfreeze": unfreeze,
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/channels_app/channel/confirm_freeze.html", context)
 
     def has_module_permission(self, request) -> bool:
         # Members of a granted group may hold no channel permission at all.
@@ -113,7 +196,7 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         return None
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_mirror_count=Count("mirrors"))
+        return super().get_queryset(request).with_mirror_count()
 
     def get_object(self, request, object_id, from_field=None):
         channel = super().get_object(request, object_id, from_field)
@@ -180,14 +263,18 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         user = getattr(channel, "shown_to", None)
         # The mirrors' own rules (mirrors_app registers them; this app does not import it).
         mirror_rules = rules_for(channel.mirrors.model)
-        mirrors = mirror_rules.filter_allowed(user, "view", channel.mirrors.with_run_warnings())
+        mirrors = mirror_rules.filter_allowed(
+            user, "view", channel.mirrors.with_related().with_run_warnings()
+        )
         may_add = mirror_rules.may_some(user, "add", subchannel=bool(channel.parent_id))
         add_url = reverse("admin:mirrors_app_mirror_add") + f"?channel={channel.pk}"
+        # The mirrors' admin says which actions each row offers (the All Mirrors rows' own).
+        mirror_admin = self.admin_site.get_model_admin(channel.mirrors.model)
+        here = reverse("admin:channels_app_channel_change", args=[channel.pk])
         rows = format_html_join(
             "",
             "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-            "<td><a href='{}'>Run now</a> · <a href='{}'>Stop</a> · <a href='{}'>Restart</a> · "
-            "<a href='{}'>See details</a> · <a href='{}'>Delete</a></td></tr>",
+            "<td>{}</td></tr>",
             (
                 (
                     reverse("admin:mirrors_app_mirror_change", args=[m.pk]),
@@ -196,11 +283,7 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
                     m.get_mode_display(),
                     m.status_label,
                     f"{m.last_synced_at:%Y-%m-%d %H:%M}" if m.last_synced_at else "never",
-                    reverse("admin:mirrors_app_mirror_run", args=[m.pk]),
-                    reverse("admin:mirrors_app_mirror_stop", args=[m.pk]),
-                    reverse("admin:mirrors_app_mirror_restart", args=[m.pk]),
-                    reverse("admin:mirrors_app_mirror_details", args=[m.pk]),
-                    reverse("admin:mirrors_app_mirror_delete", args=[m.pk]),
+                    mirror_admin.row_actions_html(user, m, back=here),
                 )
                 for m in mirrors
             ),
@@ -212,6 +295,34 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
             format_html("<p><a class='addlink' href='{}'>Create mirror</a></p>", add_url)
             if may_add
             else "",
+        )
+
+    @admin.display(description="Subchannels")
+    def subchannels_table(self, channel: Channel):
+        user = getattr(channel, "shown_to", None)
+        # Those the user may see, as the channel list shows them (private ones only to readers).
+        subchannels = filter_allowed(
+            user, ("view", "change"), channel.subchannels.with_mirror_count()
+        ).order_by("name")
+        rows = format_html_join(
+            "",
+            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:channels_app_channel_change", args=[sub.pk]),
+                    sub.name,
+                    self.kind_label(sub),
+                    sub.get_visibility_display().partition(" (")[0],
+                    sub._mirror_count,
+                    "Frozen" if sub.frozen else "No",
+                )
+                for sub in subchannels
+            ),
+        )
+        return format_html(
+            "<table id='subchannels'><thead><tr><th>Name</th><th>Package type</th><th>Privacy</th>"
+            "<th>Mirrors</th><th>Frozen</th></tr></thead><tbody>{}</tbody></table>",
+            rows or mark_safe("<tr><td colspan='5'>No subchannels.</td></tr>"),
         )
 
     @admin.display(description="Verification")

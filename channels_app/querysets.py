@@ -7,6 +7,10 @@ class ChannelQuerySet(models.QuerySet):
     def top_level(self) -> ChannelQuerySet:
         return self.filter(parent__isnull=True)
 
+    def with_mirror_count(self) -> ChannelQuerySet:
+        """Annotate `_mirror_count`: the channel's own mirrors (not its subchannels')."""
+        return self.annotate(_mirror_count=models.Count("mirrors"))
+
     def get_by_path(self, path: str):
         """Return the channel addressed as `channel` or `channel/subchannel`."""
         parent, _, sub = path.strip("/").partition("/")

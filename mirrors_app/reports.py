@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from functools import cmp_to_key
 
 import orjson
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce
 
 from policies_app.compiling import compile_policy
 from policies_app.ecosystems import Candidate
@@ -91,6 +92,18 @@ def package_counts(mirror: Mirror) -> dict[str, int]:
     counts["excluded"] += mirror.rejections.count()
     counts["offered"] = sum(counts.values())
     return counts
+
+
+def package_holdings(mirror: Mirror) -> dict[str, int]:
+    """What the mirror brought into its channel, as deleting it tells: its current packages
+    (the package rows counted in STATES, allowed or excluded), how many have their file stored
+    here, and those files' bytes (a file another channel also holds is counted too)."""
+    stored = Q(artifact__isnull=False)
+    return mirror.packages.filter(removed=False).aggregate(
+        packages=Count("pk"),
+        stored=Count("pk", filter=stored),
+        stored_bytes=Coalesce(Sum("artifact__size", filter=stored), 0),
+    )
 
 
 def excluded_by_reason(mirror: Mirror) -> dict[str, int]:

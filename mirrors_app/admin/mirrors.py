@@ -4,26 +4,48 @@ selected mirrors; its own per-mirror pages are in `pages`."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.core.exceptions import PermissionDenied
 from django.db import models
+from django.db.models import Q
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
-from channels_app.formats import FORMATS
+from channels_app.formats import FORMATS, kind_choices
 from channels_app.models import Channel
 from channels_app.permissions import may as may_on_channel
 from psm.input import StorableJSONField
 from psm.permissions import RowPermissionsAdmin
-from psm.redaction import refers_to_secret
+from psm.redaction import redact, refers_to_secret
 
 from .. import reports, services
 from ..models import Mirror, SyncRun
 from ..permissions import channels_allowing
 from .forms import MirrorForm
 from .pages import MirrorPages, download, for_admin
+
+#: What a row action does, where its label is short.
+ROW_LINK_TITLES = {"Dependency report": "Download dependency report (CSV)"}
+#: The delete confirmation's box "delete its packages too" (unticked: they stay).
+WITH_PACKAGES = "with_packages"
+
+
+class KindFilter(admin.SimpleListFilter):
+    """The type filter, with the labels of the Type column (the formats registry's)."""
+
+    title = "type"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return kind_choices()
+
+    def queryset(self, request, queryset):
+        return queryset.filter(kind=self.value()) if self.value() else queryset
 
 
 def _warnings_summary(warnings: str) -> str:
@@ -50,10 +72,12 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
         "mode",
         "status_display",
         "last_synced_at",
-        "row_actions",
-    ]
-    list_filter = ["kind", "mode", "status"]
-    search_fields = ["name"]  # never source_url: a search or filter on it guesses its secrets
+    ]  # and the Actions column (get_list_display)
+    list_filter = [KindFilter, "mode", "status"]
+    # The source URL is searched as shown (redacted; get_search_results), never as stored: a
+    # search on it would guess its secrets a character at a time.
+    search_fields = ["name", "channel__name", "channel__parent__name"]
+    search_help_text = "Mirror name, channel name or source URL."
     sortable_by = ["name", "kind_label", "mode", "status_display", "last_synced_at"]
     actions = ["run_now", "stop", "restart", "download_dependency_report", "delete_selected"]
     readonly_fields = [
@@ -66,6 +90,20 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return for_admin(super().get_queryset(request))
+
+    def get_search_results(self, request, queryset, search_term):
+        terms = search_term.lower().split()
+        if not terms:
+            return queryset, False
+        shown = {pk: redact(url).lower() for pk, url in queryset.values_list("pk", "source_url")}
+        # Every term must match somewhere, as in Django's own search: a field or the shown URL.
+        for term in terms:
+            fields = Q(
+                *(Q(**{f"{f}__icontains": term}) for f in self.search_fields), _connector="OR"
+            )
+            in_url = [pk for pk, url in shown.items() if term in url]
+            queryset = queryset.filter(fields | Q(pk__in=in_url))
+        return queryset, False
 
     def lookup_allowed(self, lookup, value, request=None) -> bool:
         # `?source_url__startswith=…` would tell, a character at a time, the URL's secrets.
@@ -124,7 +162,37 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
 
     def delete_model(self, request, obj) -> None:
         request._psm_channel_id = obj.channel_id  # where response_delete goes back to
-        services.mirror_delete(mirror=obj, user=request.user)
+        self._delete(request, obj)
+
+    def _delete(self, request, mirror: Mirror) -> None:
+        """Delete the mirror, with its packages if the confirmation page's box was ticked."""
+        with_packages = request.POST.get(WITH_PACKAGES) == "on"
+        count = reports.package_holdings(mirror)["packages"]
+        services.mirror_delete(mirror=mirror, with_packages=with_packages, user=request.user)
+        if count:
+            fate = (
+                "leave the channel at its next publish" if with_packages else "stay in the channel"
+            )
+            packages = ngettext("%d package", "%d packages", count) % count
+            self.message_user(
+                request, f"Mirror {mirror.name!r}: its {packages} {fate} ({mirror.channel.path})."
+            )
+
+    def render_delete_form(self, request, context):
+        # What becomes of the packages, and the choice to delete them too (not by default).
+        mirror = context.get("object")
+        if mirror is not None:
+            context["holdings"] = reports.package_holdings(mirror)
+            context["with_packages_field"] = WITH_PACKAGES
+            # Breadcrumbs that lead to no 403: All Mirrors needs its own permission.
+            channel = mirror.channel
+            if any(may_on_channel(request.user, a, channel) for a in ("view", "change")):
+                context["channel_url"] = reverse(
+                    "admin:channels_app_channel_change", args=[channel.pk]
+                )
+            if self.has_view_permission(request, mirror):
+                context["mirror_url"] = reverse("admin:mirrors_app_mirror_change", args=[mirror.pk])
+        return super().render_delete_form(request, context)
 
     def get_deleted_objects(self, objs, request):
         # A mirror's runs go with it: deleting a mirror needs no separate "delete sync run" right.
@@ -155,7 +223,7 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset) -> None:
         for mirror in queryset:
-            services.mirror_delete(mirror=mirror, user=request.user)
+            self._delete(request, mirror)
 
     # --- The All Mirrors list -----------------------------------------------------------------
 
@@ -196,19 +264,63 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
             )
         return format_html("{}<br><small>{}</small>", run.get_state_display(), detail)
 
-    @admin.display(description="Actions")
-    def row_actions(self, mirror: Mirror):
-        links = [("See details", "details")]
-        if mirror.is_active:
-            links.append(("Stop", "stop"))
-        else:
-            links += [("Run now", "run"), ("Restart", "restart")]
+    def get_list_display(self, request):
+        # The Actions cell depends on the user: bound to this request's.
+        user, back = request.user, request.get_full_path()
+
+        @admin.display(description="Actions")
+        def row_actions(mirror: Mirror):
+            return self.row_actions_html(user, mirror, back=back)
+
+        return [*super().get_list_display(request), row_actions]
+
+    def row_links(self, user, mirror: Mirror, *, back: str = "") -> list[tuple[str, str]]:
+        """(label, URL) of the actions on a listed mirror that its state allows and `user` may
+        take, so that none answers 403 or "not running": the rows of All Mirrors and of the
+        channel page. `back`: where a command returns to. Only for mirrors listed to the user
+        (their channel is one they may know), so a permission is one `has_perm`."""
+        may = {
+            action: user.has_perm(self.rules.perm_for(action, mirror))
+            for action in ("run", "stop", "restart", "report", "delete")
+        }
+        status = Mirror.Status
+        shown = [
+            ("See details", "details", True),
+            ("Run now", "run", may["run"] and not mirror.is_active),
+            ("Stop", "stop", may["stop"] and mirror.status in (status.QUEUED, status.RUNNING)),
+            # A new run from the beginning: for a mirror that ran before and is idle now.
+            (
+                "Restart",
+                "restart",
+                may["restart"]
+                and mirror.status in (status.COMPLETED, status.STOPPED, status.FAILED),
+            ),
+            (
+                "Dependency report",  # short, for the column to fit; the link's title says all
+                "dependency_report",
+                may["report"] and reports.dependency_report_unavailable(mirror) is None,
+            ),
+            ("Delete", "delete", may["delete"]),
+        ]
+        query = f"?{urlencode({'next': back})}" if back else ""
+        return [
+            (
+                label,
+                reverse(f"admin:mirrors_app_mirror_{name}", args=[mirror.pk])
+                + (query if name in self.COMMANDS else ""),
+            )
+            for label, name, allowed in shown
+            if allowed
+        ]
+
+    def row_actions_html(self, user, mirror: Mirror, *, back: str = ""):
+        """`row_links` as a table cell: compact, each link kept on one line."""
         return format_html_join(
             " · ",
-            "<a href='{}'>{}</a>",
+            "<a class='nowrap' href='{}' title='{}'>{}</a>",
             (
-                (reverse(f"admin:mirrors_app_mirror_{name}", args=[mirror.pk]), label)
-                for label, name in links
+                (url, ROW_LINK_TITLES.get(label, label), label)
+                for label, url in self.row_links(user, mirror, back=back)
             ),
         )
 
@@ -306,6 +418,19 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
             return download(text, name)
         archive = reports.reports_zip(found)
         return download(archive, reports.DEPENDENCY_REPORTS_ZIP, "application/zip")
+
+    @admin.action(permissions=["delete"], description=django_delete_selected.short_description)
+    def delete_selected(self, request, queryset):
+        """Django's, whose confirmation page also says what the mirrors brought and offers to
+        delete their packages too (delete_queryset reads the choice)."""
+        response = django_delete_selected(self, request, queryset)
+        if isinstance(response, TemplateResponse):
+            holdings = [reports.package_holdings(m) for m in queryset]
+            response.context_data["holdings"] = {
+                key: sum(h[key] for h in holdings) for key in ("packages", "stored", "stored_bytes")
+            }
+            response.context_data["with_packages_field"] = WITH_PACKAGES
+        return response
 
     def _bulk(self, request, queryset, service, singular: str, plural: str) -> None:
         done = 0

@@ -175,7 +175,7 @@ def test_posting_freeze_without_the_permission_does_nothing(client, make_user, a
 # --- The channel's Mirrors tab ------------------------------------------------------------
 
 
-def test_change_page_lists_mirrors_with_their_commands(client, make_user):
+def test_change_page_lists_mirrors_with_the_actions_the_user_may_take(client, make_user):
     channel = ChannelFactory()
     mirror = MirrorFactory(channel=channel, name="forge")
     MirrorFactory(name="elsewhere")  # another channel's mirror is not listed
@@ -187,16 +187,10 @@ def test_change_page_lists_mirrors_with_their_commands(client, make_user):
     html = response.content.decode()
     assert "forge" in html
     assert "elsewhere" not in html
-    for name, label in [
-        ("change", "forge"),
-        ("run", "Run now"),
-        ("stop", "Stop"),
-        ("restart", "Restart"),
-        ("details", "See details"),
-        ("delete", "Delete"),
-    ]:
-        url = reverse(f"admin:mirrors_app_mirror_{name}", args=[mirror.pk])
-        assert f"<a href='{url}'>{label}</a>" in html
+    for name in ("change", "details"):
+        assert reverse(f"admin:mirrors_app_mirror_{name}", args=[mirror.pk]) in html
+    for name in ("run", "stop", "restart", "delete"):  # no permission for these
+        assert reverse(f"admin:mirrors_app_mirror_{name}", args=[mirror.pk]) not in html
     add_url = reverse("admin:mirrors_app_mirror_add") + f"?channel={channel.pk}"
     assert f"href='{add_url}'>Create mirror</a>" in html
 

@@ -131,7 +131,7 @@ def test_all_mirrors_lists_mirrors_of_every_channel(client, make_user):
 
 def test_all_mirrors_search_by_name(client, make_user):
     MirrorFactory(name="conda-forge")
-    MirrorFactory(name="bioconda")
+    MirrorFactory(name="bioconda", source_url="http://127.0.0.1:9/bioconda")
     client.force_login(make_user(*VIEW_ALL))
 
     response = client.get(CHANGELIST, {"q": "forge"})
@@ -241,7 +241,7 @@ def test_row_actions_depend_on_status(client, make_user):
     idle = MirrorFactory(status=Mirror.Status.COMPLETED)
     busy = MirrorFactory(status=Mirror.Status.RUNNING)
     SyncRunFactory(mirror=busy, state=SyncRun.State.RUNNING)
-    client.force_login(make_user(*VIEW_ALL))
+    client.force_login(make_user(*VIEW_ALL, *COMMAND_PERMS))
 
     html = client.get(CHANGELIST).content.decode()
 
