@@ -77,6 +77,10 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     inlines = [ChannelGrantInline]
     permission_field = "parent"  # a parent makes it a subchannel
 
+    class Media:
+        # Live status of the mirrors table's rows (served by mirrors_app, found by URL name).
+        js = ["mirrors_app/progress.js"]
+
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []  # grants go on a saved channel
 
@@ -183,9 +187,11 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         mirrors = mirror_rules.filter_allowed(user, "view", channel.mirrors.with_run_warnings())
         may_add = mirror_rules.may_some(user, "add", subchannel=bool(channel.parent_id))
         add_url = reverse("admin:mirrors_app_mirror_add") + f"?channel={channel.pk}"
+        progress_url = reverse("admin:mirrors_app_mirror_progress")
         rows = format_html_join(
             "",
-            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td>"
+            "<td><div data-mirror-progress='{}' data-progress-url='{}'>{}</div></td><td>{}</td>"
             "<td><a href='{}'>Run now</a> · <a href='{}'>Stop</a> · <a href='{}'>Restart</a> · "
             "<a href='{}'>See details</a> · <a href='{}'>Delete</a></td></tr>",
             (
@@ -194,6 +200,8 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
                     m.name,
                     FORMATS[m.kind].label if m.kind in FORMATS else m.kind,
                     m.get_mode_display(),
+                    m.pk,
+                    progress_url,  # progress.js (the mirrors' Media) keeps the status live
                     m.status_label,
                     f"{m.last_synced_at:%Y-%m-%d %H:%M}" if m.last_synced_at else "never",
                     reverse("admin:mirrors_app_mirror_run", args=[m.pk]),
