@@ -157,9 +157,7 @@ class MirrorPages:
         found = live.with_latest_runs(mirrors.filter(pk__in=ids).order_by("pk"))
         if not found:
             raise Http404("No such mirror.")
-        response = JsonResponse(live.progress_answer(found))
-        response["Cache-Control"] = "no-store"
-        return response
+        return JsonResponse(live.progress_answer(found))  # admin_view: never cached
 
     def details_view(self, request, pk: int):
         mirror = self._mirror(request, pk)

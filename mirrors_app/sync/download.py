@@ -42,9 +42,9 @@ def download_pending(mirror: Mirror, client: UpstreamClient, progress: Progress)
     _link_stored(pending, mirror)
     # One aggregate, so progress can show done / total files and bytes.
     totals = pending.aggregate(
-        files=Count("pk"), size=Sum("size"), unsized=Count("pk", filter=Q(size__isnull=True))
+        files=Count("pk"), bytes=Sum("size"), unsized=Count("pk", filter=Q(size__isnull=True))
     )
-    progress.downloads_start(totals["files"], None if totals["unsized"] else totals["size"] or 0)
+    progress.downloads_start(totals["files"], None if totals["unsized"] else totals["bytes"] or 0)
     stop = threading.Event()
     moved = _Arrived()
     workers = settings.PSM_DOWNLOAD_WORKERS
