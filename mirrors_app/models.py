@@ -204,9 +204,11 @@ class Mirror(models.Model):
                 }
             ) from None
 
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.STOPPING)
+
     @property
     def is_active(self) -> bool:
-        return self.status in (self.Status.QUEUED, self.Status.RUNNING, self.Status.STOPPING)
+        return self.status in self.ACTIVE_STATUSES
 
     @property
     def status_label(self) -> str:
