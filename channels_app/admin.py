@@ -88,6 +88,10 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
     inlines = [ChannelGrantInline]
     permission_field = "parent"  # a parent makes it a subchannel
 
+    class Media:
+        # Live status of the mirrors table's rows (served by mirrors_app, found by URL name).
+        js = ["mirrors_app/progress.js"]
+
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []  # grants go on a saved channel
 
@@ -271,9 +275,11 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
         # The mirrors' admin says which actions each row offers (the All Mirrors rows' own).
         mirror_admin = self.admin_site.get_model_admin(channel.mirrors.model)
         here = reverse("admin:channels_app_channel_change", args=[channel.pk])
+        progress_url = reverse("admin:mirrors_app_mirror_progress")
         rows = format_html_join(
             "",
-            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td>"
+            "<td><div data-mirror-progress='{}' data-progress-url='{}'>{}</div></td><td>{}</td>"
             "<td>{}</td></tr>",
             (
                 (
@@ -281,6 +287,8 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
                     m.name,
                     FORMATS[m.kind].label if m.kind in FORMATS else m.kind,
                     m.get_mode_display(),
+                    m.pk,
+                    progress_url,  # progress.js (the mirrors' Media) keeps the status live
                     m.status_label,
                     f"{m.last_synced_at:%Y-%m-%d %H:%M}" if m.last_synced_at else "never",
                     mirror_admin.row_actions_html(user, m, back=here),

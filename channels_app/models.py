@@ -353,6 +353,11 @@ class Package(models.Model):
         return self.artifact_id is not None
 
 
+#: The packages a channel serves (what its published index lists): allowed, and stored here or
+#: a passive file fetched on request.
+SERVABLE = Q(removed=False, excluded_reason="") & (Q(artifact__isnull=False) | Q(on_demand=True))
+
+
 class PublishedFile(models.Model):
     """An index file clients read (e.g. `linux-64/repodata.json`), as last published.
 

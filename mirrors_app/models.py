@@ -204,9 +204,11 @@ class Mirror(models.Model):
                 }
             ) from None
 
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.STOPPING)
+
     @property
     def is_active(self) -> bool:
-        return self.status in (self.Status.QUEUED, self.Status.RUNNING, self.Status.STOPPING)
+        return self.status in self.ACTIVE_STATUSES
 
     @property
     def status_label(self) -> str:
@@ -338,6 +340,21 @@ class SyncRun(models.Model):
     passive = models.BigIntegerField(default=0, help_text="Files left for first request.")
     failed = models.BigIntegerField(default=0, help_text="Files that could not be mirrored.")
     bytes_downloaded = models.BigIntegerField(default=0)
+    # What the run reads and downloads, known once each phase starts, so progress shows
+    # done / total for both (set in batches by `sync.progress.Progress`, never per record).
+    units_total = models.IntegerField(
+        null=True, blank=True, help_text="Index units (conda subdirs, projects) to read."
+    )
+    units_done = models.IntegerField(default=0, help_text="Index units read so far.")
+    files_to_download = models.BigIntegerField(
+        null=True, blank=True, help_text="Files to download when downloads started (active)."
+    )
+    bytes_to_download = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Their bytes, when the index gives every file's size.",
+    )
+    downloads_started_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="Why the run failed.")
     warnings = models.TextField(
         blank=True,

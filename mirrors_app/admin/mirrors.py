@@ -23,7 +23,7 @@ from psm.input import StorableJSONField
 from psm.permissions import RowPermissionsAdmin
 from psm.redaction import redact, refers_to_secret
 
-from .. import reports, services
+from .. import live, reports, services
 from ..models import Mirror, SyncRun
 from ..permissions import channels_allowing
 from .forms import MirrorForm
@@ -80,6 +80,10 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
     search_help_text = "Mirror name, channel name or source URL."
     sortable_by = ["name", "kind_label", "mode", "status_display", "last_synced_at"]
     actions = ["run_now", "stop", "restart", "download_dependency_report", "delete_selected"]
+
+    class Media:
+        js = ["mirrors_app/progress.js"]  # live status (status_display)
+
     readonly_fields = [
         "status_display",
         "last_synced_at",
@@ -250,19 +254,9 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
 
     @admin.display(description="Mirroring status", ordering="status")
     def status_display(self, mirror: Mirror):
-        run = mirror.active_run() if mirror.is_active else None
-        if run is None or run.state == SyncRun.State.QUEUED:
+        if mirror.pk is None:
             return mirror.status_label
-        detail = f"{run.step or 'starting'}: {run.seen:,} read, {run.filtered:,} filtered"
-        if run.progress is not None:
-            return format_html(
-                "{}<br><progress max='100' value='{}'></progress> {}%<br><small>{}</small>",
-                run.get_state_display(),
-                run.progress,
-                run.progress,
-                detail,
-            )
-        return format_html("{}<br><small>{}</small>", run.get_state_display(), detail)
+        return live.status_cell(mirror, reverse("admin:mirrors_app_mirror_progress"))
 
     def get_list_display(self, request):
         # The Actions cell depends on the user: bound to this request's.

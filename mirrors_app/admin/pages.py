@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -13,7 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from channels_app import verification
 
-from .. import reports, services
+from .. import live, reports, services
 from ..models import Mirror
 from ..permissions import filter_allowed
 from ..querysets import MirrorQuerySet
@@ -71,6 +71,13 @@ class MirrorPages:
             )
             for route, (view, name) in pages.items()
         ]
+        custom.append(
+            path(
+                "progress/",
+                self.admin_site.admin_view(self.progress_view),
+                name="mirrors_app_mirror_progress",
+            )
+        )
         custom.append(
             path(
                 "test-package/",
@@ -134,6 +141,24 @@ class MirrorPages:
             raise PermissionDenied
         return mirror
 
+    def progress_view(self, request):
+        """Live progress of the mirrors `?ids=1,2,3` (JSON): those the user may see; a 404
+        when they may see none of them, as for mirrors that do not exist."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        raw = [part.strip() for part in request.GET.get("ids", "").split(",") if part.strip()]
+        if not raw or len(raw) > live.MOST_IDS or not all(part.isdigit() for part in raw):
+            return JsonResponse(
+                {"detail": f"Give ?ids= as up to {live.MOST_IDS} mirror ids, comma separated."},
+                status=400,
+            )
+        ids = {int(part) for part in raw}
+        mirrors = filter_allowed(request.user, ("view", "change"), Mirror.objects.all())
+        found = live.with_latest_runs(mirrors.filter(pk__in=ids).order_by("pk"))
+        if not found:
+            raise Http404("No such mirror.")
+        return JsonResponse(live.progress_answer(found))  # admin_view: never cached
+
     def details_view(self, request, pk: int):
         mirror = self._mirror(request, pk)
         details = reports.mirror_details(mirror)
@@ -176,6 +201,7 @@ class MirrorPages:
             "can_report": self.has_report_permission(request, mirror)
             and details["dependency_report"] == "available",
             "verification": verification.problems_shown(mirror=mirror),
+            "live_status": live.status_cell(mirror, reverse("admin:mirrors_app_mirror_progress")),
         }
         return TemplateResponse(request, "admin/mirrors_app/mirror/details.html", context)
 

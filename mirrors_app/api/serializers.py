@@ -64,6 +64,11 @@ class SyncRunSerializer(serializers.ModelSerializer):
             "passive",
             "failed",
             "bytes_downloaded",
+            "units_total",
+            "units_done",
+            "files_to_download",
+            "bytes_to_download",
+            "downloads_started_at",
             "error",
             "warnings",
         ]
@@ -71,6 +76,19 @@ class SyncRunSerializer(serializers.ModelSerializer):
 
     def get_warnings(self, run: SyncRun) -> list[str]:
         return scrub(run.warnings).splitlines()
+
+
+class RunProgressSerializer(SyncRunSerializer):
+    """The counts of a run that live progress shows, as `SyncRunSerializer` (the details API's
+    `latest_run`) gives them; without the long lists (reasons, warnings) polled every 2 s."""
+
+    class Meta(SyncRunSerializer.Meta):
+        fields = [
+            name
+            for name in SyncRunSerializer.Meta.fields
+            if name not in ("mirror", "requested_by", "filtered_reasons", "warnings")
+        ]
+        read_only_fields = fields
 
 
 class AppliedPolicySerializer(serializers.Serializer):

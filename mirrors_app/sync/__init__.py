@@ -179,6 +179,7 @@ def _sync_units(
             continue  # upstream says the unit did not change: no request at all
         todo.append((unit, serial))
     todo = unit_states(units_read, todo, serials)
+    progress.units_total = len(todo)
     del serials, listed
     # Units share their database writes (a Python project is a few rows), so a unit is done
     # once the writer has written it.
@@ -225,7 +226,9 @@ def _sync_units(
                 problems.append(problem)
                 unread.add(unit)
                 progress.fail(f"index unreadable: {unit}")
+                progress.units_done += 1
                 continue
+            progress.units_done += 1
             if fetched.status == "missing":
                 unread.add(unit)
                 absent.append((unit, fetched.url))
@@ -261,7 +264,6 @@ def _sync_units(
     if mirror.mode == Mirror.Mode.ACTIVE:
         # One pass over every file still to store, those of unchanged units included: a
         # download that failed (or a run that stopped) is retried by the next run.
-        progress.step("downloading package files")
         download_pending(mirror, client, progress)
     return problems
 

@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import orjson
 from django.conf import settings
-from django.db.models import F, OuterRef, Subquery
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from channels_app import storage
@@ -26,6 +26,8 @@ from .progress import Progress, StopRequested
 
 logger = logging.getLogger(__name__)
 PAGE = 500
+#: How the run's reasons count failed downloads ("download failed: HTTP 404", …).
+DOWNLOAD_FAILED = "download failed"
 
 
 def download_pending(mirror: Mirror, client: UpstreamClient, progress: Progress) -> None:
@@ -38,6 +40,11 @@ def download_pending(mirror: Mirror, client: UpstreamClient, progress: Progress)
         artifact__isnull=True,
     )
     _link_stored(pending, mirror)
+    # One aggregate, so progress can show done / total files and bytes.
+    totals = pending.aggregate(
+        files=Count("pk"), bytes=Sum("size"), unsized=Count("pk", filter=Q(size__isnull=True))
+    )
+    progress.downloads_start(totals["files"], None if totals["unsized"] else totals["bytes"] or 0)
     stop = threading.Event()
     moved = _Arrived()
     workers = settings.PSM_DOWNLOAD_WORKERS
@@ -104,7 +111,8 @@ def _collect(
     while not done:
         before = moved.total
         done, _ = wait(in_flight, timeout=progress.seconds, return_when=FIRST_COMPLETED)
-        if not done and moved.total != before:
+        # Files that ended since the last flush are shown even while the rest take long.
+        if not done and (moved.total != before or progress.unflushed):
             progress.flush()
     stored = 0
     for future in done:
@@ -116,7 +124,7 @@ def _collect(
         except (UpstreamError, storage.IntegrityError) as exc:
             reason = scrub(str(exc), mirror.source_url)  # file URLs carry the source's secrets
             Package.objects.filter(pk=pk).update(error=reason[:500], updated_at=timezone.now())
-            progress.fail(f"download failed: {_category(exc)}")
+            progress.fail(f"{DOWNLOAD_FAILED}: {_category(exc)}")
             logger.warning("mirror %s: %s: %s", mirror.pk, filename, reason)
             continue
         artifact = storage.artifact_for(sha256, size)

@@ -26,7 +26,21 @@ class Progress:
     user's Stop is seen within a batch.
     """
 
-    COUNTERS = ("total", "seen", "filtered", "ingested", "downloaded", "passive", "failed")
+    COUNTERS = (
+        "total",
+        "seen",
+        "filtered",
+        "ingested",
+        "downloaded",
+        "passive",
+        "failed",
+        "bytes_downloaded",
+        "units_total",
+        "units_done",
+        "files_to_download",
+        "bytes_to_download",
+        "downloads_started_at",
+    )
 
     def __init__(self, run: SyncRun, *, every: int = 20_000, seconds: float = 1.0) -> None:
         self.run = run
@@ -34,6 +48,11 @@ class Progress:
         self.total: int | None = None
         self.seen = self.filtered = self.ingested = 0
         self.downloaded = self.passive = self.failed = self.bytes_downloaded = 0
+        self.units_total: int | None = None
+        self.units_done = 0
+        self.files_to_download: int | None = None
+        self.bytes_to_download: int | None = None
+        self.downloads_started_at = None
         self.reasons: Counter[str] = Counter()
         self.step_text = ""
         self._pending = 0
@@ -45,6 +64,17 @@ class Progress:
         self.step_text = text[:200]
         if now or time.monotonic() - self._flushed_at >= self.seconds:
             self.flush()
+
+    def downloads_start(self, files: int, size: int | None) -> None:
+        """Note the files (and their bytes, if known) the download phase has to fetch."""
+        self.files_to_download, self.bytes_to_download = files, size
+        self.downloads_started_at = timezone.now()
+        self.step("downloading package files")
+
+    @property
+    def unflushed(self) -> bool:
+        """Whether work was noted since the last flush."""
+        return self._pending > 0
 
     def exclude(self, reason: str) -> None:
         self.filtered += 1
@@ -70,7 +100,6 @@ class Progress:
         )
         updated = mine.update(
             **fields,
-            bytes_downloaded=self.bytes_downloaded,
             filtered_reasons=dict(self.reasons),
             step=self.step_text,
             heartbeat_at=timezone.now(),

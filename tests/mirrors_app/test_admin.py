@@ -204,8 +204,8 @@ def test_status_column_shows_progress_of_a_running_mirror(client, make_user):
 
     html = client.get(CHANGELIST).content.decode()
 
-    assert "<progress max='100' value='10'></progress> 10%" in html
-    assert "fetching: 10 read, 0 filtered" in html
+    assert 'data-phase="reading" max="100" value="10"></progress>' in html
+    assert "fetching: 10 / 100 records read" in html
     assert "Completed" in html
 
 
@@ -216,7 +216,7 @@ def test_status_column_of_a_running_mirror_without_a_total(client, make_user):
 
     html = client.get(CHANGELIST).content.decode()
 
-    assert "listing: 1,234 read" in html
+    assert "listing: 1,234 records read" in html
     assert "<progress" not in html
 
 
