@@ -24,7 +24,7 @@ from psycopg.adapt import Loader
 
 from . import storage
 from .formats import content_type, get_format
-from .models import Artifact, Channel, Package, PublishedFile
+from .models import SERVED, Artifact, Channel, Package, PublishedFile
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ class PackageIndexSource:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.packages = Package.objects.filter(
-            channel=channel, removed=False, excluded_reason=""
-        ).filter(Q(artifact__isnull=False) | Q(on_demand=True))
+        self.packages = Package.objects.filter(SERVED, channel=channel)
 
     def units(self) -> list[str]:
         listed = set()
