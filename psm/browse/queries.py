@@ -47,10 +47,12 @@ def served(channel: Channel) -> QuerySet[Package]:
 
 def package_names(channel: Channel, search: str = "") -> QuerySet:
     """The names of the channel's served packages, in order; with `search`, those containing
-    it (case-insensitive). Its `count()` is the number shown above the list."""
+    it (case-insensitive; spelled as the package type stores names: `Alpha_Pkg` finds Python's
+    `alpha-pkg`). Its `count()` is the number shown above the list."""
     rows = served(channel)
     if search:
-        rows = rows.filter(name__icontains=search)
+        ecosystem = ECOSYSTEMS.get(channel.kind)
+        rows = rows.filter(name__icontains=ecosystem.normalize(search) if ecosystem else search)
     return rows.order_by("name").values_list("name", flat=True).distinct()
 
 

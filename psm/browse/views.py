@@ -9,6 +9,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from channels_app.formats import FORMATS
+from channels_app.models import Channel
+from channels_app.permissions import may_know
 
 from . import queries
 from .install import channel_urls, install_lines
@@ -38,6 +40,13 @@ def _token_url(request: HttpRequest) -> str:
     return ""
 
 
+def _parent_shown(request: HttpRequest, channel: Channel) -> Channel | None:
+    """The subchannel's parent, to link to, if the visitor may read it (a public subchannel
+    of a private channel names its parent in its path, but its page stays closed)."""
+    parent = channel.parent if channel.parent_id else None
+    return parent if parent is not None and may_know(request.user, parent) else None
+
+
 @require_safe
 def channel_list(request: HttpRequest) -> HttpResponse:
     channels = list(queries.readable_channels(request.user))
@@ -58,6 +67,7 @@ def channel_detail(request: HttpRequest, path: str) -> HttpResponse:
     why = request.GET.get("why", "").strip()
     context = {
         "channel": channel,
+        "parent": _parent_shown(request, channel),
         "label": _label(channel.kind),
         "search": search,
         "page": page,
@@ -83,6 +93,7 @@ def package_detail(request: HttpRequest, path: str, name: str) -> HttpResponse:
     urls = channel_urls(request, channel)
     context = {
         "channel": channel,
+        "parent": _parent_shown(request, channel),
         "label": _label(channel.kind),
         "name": name,
         "latest": versions[0],

@@ -338,3 +338,17 @@ def test_why_never_answers_for_a_channel_the_user_may_not_read(client, make_user
     ChannelFactory(name="secret", visibility=Channel.Visibility.PRIVATE)
     client.force_login(make_user("mirrors_app.view_mirror"))
     assert _get(client, "/channels/secret/", why="x").status_code == 404
+
+
+def test_a_public_subchannel_of_a_private_channel_does_not_link_to_its_parent(client):
+    parent = ChannelFactory(name="closed", visibility=Channel.Visibility.PRIVATE)
+    ChannelFactory(name="open", parent=parent)
+    body = _get(client, "/channels/closed/open/").content.decode()
+    assert 'href="/channels/closed/"' not in body
+    assert _get(client, "/channels/closed/").status_code == 404
+
+
+def test_python_searches_find_names_however_they_are_spelled(client):
+    channel = ChannelFactory(name="py", kind="pypi")
+    _package(channel, "alpha-pkg", "1.0", unit="alpha-pkg", filename="alpha_pkg-1.0.tar.gz")
+    assert _names(_get(client, "/channels/py/", q="Alpha_Pkg")) == ["alpha-pkg"]
