@@ -61,8 +61,7 @@ def channel_list(request: HttpRequest) -> HttpResponse:
 def channel_detail(request: HttpRequest, path: str) -> HttpResponse:
     channel = queries.readable_channel(request.user, path)
     search = request.GET.get("q", "").strip()[:MAX_SEARCH]
-    paginator = Paginator(queries.package_names(channel, search), PACKAGES_PER_PAGE)
-    page = paginator.get_page(request.GET.get("page"))
+    page = queries.names_page(channel, search, request.GET.get("page"), PACKAGES_PER_PAGE)
     mirrors = explaining_mirrors(request.user, channel)
     why = request.GET.get("why", "").strip()
     context = {
@@ -71,7 +70,7 @@ def channel_detail(request: HttpRequest, path: str) -> HttpResponse:
         "label": _label(channel.kind),
         "search": search,
         "page": page,
-        "total": paginator.count,
+        "total": page.paginator.count,
         "summaries": queries.summaries(channel, list(page.object_list)),
         "platforms": _has_platforms(channel.kind),
         "subchannels": queries.readable_channels(request.user).filter(parent=channel),

@@ -352,3 +352,23 @@ def test_python_searches_find_names_however_they_are_spelled(client):
     channel = ChannelFactory(name="py", kind="pypi")
     _package(channel, "alpha-pkg", "1.0", unit="alpha-pkg", filename="alpha_pkg-1.0.tar.gz")
     assert _names(_get(client, "/channels/py/", q="Alpha_Pkg")) == ["alpha-pkg"]
+
+
+def test_a_page_past_the_end_shows_the_last_page(client):
+    channel = ChannelFactory(name="c")
+    for n in range(PACKAGES_PER_PAGE + 1):
+        _package(channel, f"lib-{n:03d}", "1.0")
+    page = _get(client, "/channels/c/", page=99)
+    assert _names(page) == [f"lib-{PACKAGES_PER_PAGE:03d}"]
+    assert _count(page) == PACKAGES_PER_PAGE + 1
+    assert _names(_get(client, "/channels/c/", page="x"))[0] == "lib-000"
+
+
+def test_search_wildcards_are_plain_characters(client):
+    channel = ChannelFactory(name="c", kind="cran")
+    for name in ("a_b", "axb", "a%b"):
+        _package(channel, name, "1.0", unit="src/contrib", filename=f"{name}_1.0.tar.gz")
+    assert _names(_get(client, "/channels/c/", q="a_b")) == ["a_b"]
+    assert _names(_get(client, "/channels/c/", q="%")) == ["a%b"]
+    assert _count(_get(client, "/channels/c/", q="A")) == 3
+    assert queries.package_names(channel, "a_b").count() == 1
