@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("channels_app", "0011_package_would_exclude_reason"),
+        ("channels_app", "0012_serving_notify"),
         ("mirrors_app", "0008_policy_enforcement"),
     ]
 
