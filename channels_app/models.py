@@ -264,6 +264,11 @@ class Artifact(models.Model):
 #: until the run's decision (at its end) lets it in.
 PENDING_DECISION = "awaiting the policy's decision"
 
+#: The packages a published index lists: current, allowed, and stored or fetchable on request
+#: (`Package.is_servable` of a current row). Publishing renders these; the package browser
+#: lists and counts them, through the partial index below.
+SERVED = Q(removed=False, excluded_reason="") & (Q(artifact__isnull=False) | Q(on_demand=True))
+
 
 class Package(models.Model):
     """One file in a channel's index, with the upstream metadata it is served with.
@@ -333,6 +338,8 @@ class Package(models.Model):
         indexes = [
             models.Index(fields=["channel", "name"], name="package_channel_name"),
             models.Index(fields=["mirror", "unit"], name="package_mirror_unit"),
+            # The browser's names of a channel (list, search, counts) by index-only scans.
+            models.Index(fields=["channel", "name"], condition=SERVED, name="package_served_name"),
         ]
 
     def __str__(self) -> str:
@@ -351,11 +358,6 @@ class Package(models.Model):
     def is_stored(self) -> bool:
         """Active (bytes stored locally) rather than passive (fetched on first request)."""
         return self.artifact_id is not None
-
-
-#: The packages a channel serves (what its published index lists): allowed, and stored here or
-#: a passive file fetched on request.
-SERVABLE = Q(removed=False, excluded_reason="") & (Q(artifact__isnull=False) | Q(on_demand=True))
 
 
 class PublishedFile(models.Model):

@@ -24,7 +24,7 @@ from psycopg.adapt import Loader
 
 from . import storage
 from .formats import content_type, get_format
-from .models import SERVABLE, Artifact, Channel, Package, PublishedFile
+from .models import SERVED, Artifact, Channel, Package, PublishedFile
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class PackageIndexSource:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.packages = Package.objects.filter(SERVABLE, channel=channel)
+        self.packages = Package.objects.filter(SERVED, channel=channel)
 
     def units(self) -> list[str]:
         listed = set()

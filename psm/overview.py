@@ -8,7 +8,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from channels_app.models import SERVABLE, Artifact, Channel, Package
+from channels_app.models import SERVED, Artifact, Channel, Package
 from channels_app.permissions import filter_allowed as channels_allowed
 from mirrors_app import live
 from mirrors_app.admin.pages import for_admin
@@ -91,7 +91,7 @@ def _mirrors(user) -> dict:
 def _channel_sizes(channels) -> dict:
     """The biggest of `channels` by files served, with their size, in one grouped query."""
     sizes = (
-        Package.objects.filter(SERVABLE, channel__in=channels.values("pk"))
+        Package.objects.filter(SERVED, channel__in=channels.values("pk"))
         .order_by()
         .values("channel")
         .annotate(files=Count("pk"), bytes=Sum(Coalesce("size", "artifact__size")))

@@ -8,6 +8,8 @@ from channels_app import serving
 admin.site.site_header = "Package Security Manager"
 admin.site.site_title = "PSM"
 admin.site.index_title = "Channels, mirrors and policies"
+# "View site": the package browser.
+admin.site.site_url = "/"
 
 urlpatterns = []
 if settings.PSM_OIDC_ENABLED:
@@ -26,4 +28,6 @@ urlpatterns += [
     re_path(r"^api/repo/t/(?P<token>[^/]+)/(?P<path>.+)$", serving.repo_file, name="repo-token"),
     re_path(r"^api/repo/(?P<path>.+)$", serving.repo_file, name="repo-file"),
     path("api/", include("psm.api_urls")),
+    # The package browser: the channels a visitor may read, their packages, install lines.
+    path("", include("psm.browse.urls")),
 ]
