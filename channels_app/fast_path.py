@@ -1,19 +1,20 @@
-"""The hot path of serving: a public channel's published index files, answered before Django's
-full request machinery.
+"""The hot path of serving: a public channel's published index files and stored package files,
+answered before Django's full request machinery.
 
 Most requests a mirror gets are anonymous GETs and conditional GETs of index files
-(`repodata.json`, project pages, `PACKAGES`). Through Django's whole stack each paid for
-sessions, CSRF, authentication, messages, lockout checks and URL resolving it does not use, more
-than the one database statement that answers it. `RepoFastPath` wraps the WSGI application:
-a request that carries no credential is resolved (`lookup.resolve`, one prepared statement) and,
-when it names a published file of a public channel, answered through the same middleware that
-shapes every response's headers (security headers, host validation, NUL rejection: see
-`FAST_MIDDLEWARE`) and the same response code as the view (`serving.published_response`).
-Anything else (a token, a restricted channel, a package file, a redirect, an error) goes to
-Django unchanged, with what was resolved left in the environ so it is not resolved twice.
+(`repodata.json`, project pages, `PACKAGES`) and of stored package files. Through Django's whole
+stack each paid for sessions, CSRF, authentication, messages, lockout checks and URL resolving
+it does not use, more than the database statement that answers it. `RepoFastPath` wraps the
+WSGI application: a request that carries no credential is resolved (`lookup.resolve`, one
+prepared statement) and, when it names a published file or a stored, allowed package file of a
+public channel, answered through the same middleware that shapes every response's headers
+(security headers, host validation, NUL rejection: see `FAST_MIDDLEWARE`) and the same response
+code as the view (`serving.published_response`, `serving.stored_file_response`). Anything else
+(a token, a restricted channel, a blocked, passive or unknown file, a redirect, an error) goes
+to Django unchanged, with what was resolved left in the environ so it is not resolved twice.
 
-What was resolved is kept per process until PostgreSQL notifies a committed change to channels or
-published files (`index_cache`).
+What was resolved for an index file is kept per process until PostgreSQL notifies a committed
+change to channels or published files (`index_cache`); a package file is looked up each time.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
 from . import lookup
+from .formats import get_format
 from .index_cache import cache
 from .models import Channel
-from .serving import published_response
+from .serving import published_response, stored_file_response
 
 PREFIX = "/api/repo/"
 TOKEN_PREFIX = "/api/repo/t/"
@@ -66,15 +68,30 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
     except Http404:
         return _Declined()  # Django's 404 carries headers of its own (Vary: Cookie)
     request.META[lookup.ENVIRON_KEY] = (path, accept, resolved)
-    negotiated = resolved.negotiated
-    if (
-        resolved.channel.visibility != Channel.Visibility.PUBLIC
-        or resolved.published is None
-        or (negotiated is not None and (negotiated.redirect or not negotiated.path))
-    ):
+    channel, negotiated = resolved.channel, resolved.negotiated
+    if channel.visibility != Channel.Visibility.PUBLIC:
         return _Declined()
-    cache.store(key, (resolved.published, negotiated), epoch)
-    return published_response(request, resolved.published, negotiated)
+    if resolved.published is not None:
+        if negotiated is not None and (negotiated.redirect or not negotiated.path):
+            return _Declined()
+        cache.store(key, (resolved.published, negotiated), epoch)
+        return published_response(request, resolved.published, negotiated)
+    if negotiated is not None or channel.published_at is None:
+        return _Declined()
+    return _stored_package(request, channel, resolved.inner)
+
+
+def _stored_package(request: HttpRequest, channel: Channel, inner: str) -> HttpResponseBase:
+    """A package file whose bytes are stored and that the channel lets out; anything else
+    (blocked, awaiting a decision, passive, beside a package, unknown) is Django's."""
+    located = get_format(channel.kind).locate(inner)
+    if located is None:
+        return _Declined()
+    unit, filename = located
+    stored = lookup.stored_package(channel.pk, unit, filename)
+    if stored is None or stored.excluded_reason:
+        return _Declined()
+    return stored_file_response(request, stored.artifact, filename, stored.added_at)
 
 
 def _chain() -> Callable[[HttpRequest], HttpResponseBase]:

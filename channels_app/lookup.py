@@ -21,7 +21,7 @@ from django.http import Http404, HttpRequest
 
 from .formats import FORMATS
 from .formats.base import IndexRequest
-from .models import Artifact, Channel, PublishedFile
+from .models import Artifact, Channel, Package, PublishedFile
 
 NO_CHANNEL = "No such channel."
 #: Where the fast path (channels_app.fast_path) leaves what it resolved when it hands a request
@@ -36,6 +36,15 @@ class Published:
     artifact: Artifact
     content_type: str
     published_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPackage:
+    """A package file of a channel that is stored here, as serving needs it."""
+
+    excluded_reason: str
+    added_at: datetime
+    artifact: Artifact
 
 
 @dataclass(slots=True)
@@ -59,12 +68,19 @@ _FIELDS = (
 )
 
 
+#: The model fields of `stored_package`'s columns, in order.
+_PACKAGE_FIELDS = (
+    *(Package._meta.get_field(name) for name in ("excluded_reason", "added_at")),
+    *(Artifact._meta.get_field(name) for name in ("id", "sha256", "size")),
+)
+
+
 @cache
-def _converters(vendor: str) -> tuple[tuple[int, list, object], ...]:
+def _converters(vendor: str, fields: tuple) -> tuple[tuple[int, list, object], ...]:
     """(column, converters, expression) for the columns the database returns raw (SQLite's
     dates and JSON, for instance), as the ORM would convert them."""
     found = []
-    for index, field in enumerate(_FIELDS):
+    for index, field in enumerate(fields):
         expression = field.get_col(field.model._meta.db_table)
         converters = connection.ops.get_db_converters(expression)
         converters += expression.get_db_converters(connection)
@@ -73,9 +89,9 @@ def _converters(vendor: str) -> tuple[tuple[int, list, object], ...]:
     return tuple(found)
 
 
-def _convert(row: tuple) -> list:
+def _convert(row: tuple, fields: tuple = _FIELDS) -> list:
     values = list(row)
-    for index, converters, expression in _converters(connection.vendor):
+    for index, converters, expression in _converters(connection.vendor, fields):
         for converter in converters:
             values[index] = converter(values[index], expression, connection)
     return values
@@ -175,3 +191,25 @@ def resolved_for(request: HttpRequest, path: str) -> Resolved | None:
     if found is not None and found[0] == path and found[1] == request.META.get("HTTP_ACCEPT"):
         return found[2]
     return None
+
+
+@cache
+def _package_statement() -> str:
+    package, artifact = Package._meta.db_table, Artifact._meta.db_table
+    return (
+        f"SELECT p.excluded_reason, p.added_at, a.id, a.sha256, a.size FROM {package} p "
+        f"JOIN {artifact} a ON a.id = p.artifact_id "
+        "WHERE p.channel_id = %s AND p.unit = %s AND p.filename = %s"
+    )
+
+
+def stored_package(channel_id: int, unit: str, filename: str) -> StoredPackage | None:
+    """The channel's package file at `unit/filename` if its bytes are stored here, in one
+    prepared statement; None for any other (unknown, or passive and not fetched yet)."""
+    rows = _fetch(_package_statement(), [channel_id, unit, filename])
+    if not rows:
+        return None
+    excluded_reason, added_at, artifact_id, sha256, size = _convert(rows[0], _PACKAGE_FIELDS)
+    artifact = Artifact(id=artifact_id, sha256=sha256, size=size)
+    artifact._state.adding, artifact._state.db = False, connection.alias
+    return StoredPackage(excluded_reason, added_at, artifact)

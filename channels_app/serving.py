@@ -9,6 +9,7 @@ the policy keeps out is answered 403 with the reason.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import orjson
 from django.conf import settings
@@ -29,7 +30,7 @@ from . import access, lookup, storage
 from .formats import content_type, get_format
 from .formats.base import IndexRequest
 from .http_files import IMMUTABLE, file_response
-from .models import PENDING_DECISION, Channel, Package, PublishedFile
+from .models import PENDING_DECISION, Artifact, Channel, Package, PublishedFile
 from .passive import (
     FETCH_ERRORS,
     fetch_failure_reason,
@@ -155,14 +156,20 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
             fetch_on_demand(package, every_digest=fmt.capabilities.checks_every_digest)
         except FETCH_ERRORS as exc:
             return _fetch_failure(package, exc)
-    artifact = package.artifact
+    return stored_file_response(request, package.artifact, filename, package.added_at)
+
+
+def stored_file_response(
+    request: HttpRequest, artifact: Artifact, filename: str, added_at: datetime
+) -> HttpResponseBase:
+    """A package file stored here: immutable under its URL (ETag, 304, HEAD, Range)."""
     return file_response(
         request,
         lambda: storage.open_artifact(artifact),
         size=artifact.size,
         etag=artifact.sha256,
         content_type=content_type(filename),
-        last_modified=package.added_at,
+        last_modified=added_at,
         cache_control=IMMUTABLE,
     )
 

@@ -18,9 +18,9 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections, connection, transaction
 from django.test import RequestFactory
 
-from channels_app import index_cache, publishing, services
+from channels_app import index_cache, publishing, services, storage
 from channels_app.fast_path import RepoFastPath
-from channels_app.models import Channel, Package
+from channels_app.models import PENDING_DECISION, Channel, Package
 from psm.tokens import token_create
 from tests.factories import ChannelFactory, grant
 
@@ -110,6 +110,54 @@ def test_public_index_files_are_answered_exactly_as_django_answers_them(app):
         fast_answer, django_answer = both(app, path, method, **headers)
         assert fast_answer == django_answer, (method, path, headers)
         assert django.calls == before + 1, f"Django answered {method} {path} {headers}"
+
+
+def _package(channel: Channel, filename: str, *, stored: bool = True, **fields) -> Package:
+    """A package row of `channel` in noarch, its bytes stored unless `stored` is False."""
+    artifact = None
+    if stored:
+        artifact = storage.store([f"bytes of {filename}".encode() * 100])
+    return Package.objects.create(
+        channel=channel, unit="noarch", filename=filename, name=filename.split("-")[0],
+        version="1", record="{}", artifact=artifact, on_demand=not stored,
+        upstream_url=f"http://127.0.0.1:9/{filename}", **fields,
+    )  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_stored_package_files_are_answered_as_django_answers_them(app):
+    channel = _published("c")
+    _package(channel, "ok-1-0.tar.bz2")
+    _package(channel, "blocked-1-0.tar.bz2", excluded_reason="GHSA-xxxx score 9.8 >= 7.0")
+    _package(channel, "pending-1-0.tar.bz2", excluded_reason=PENDING_DECISION)
+    _package(channel, "gone-1-0.tar.bz2", removed=True)
+    _package(channel, "passive-1-0.tar.bz2", stored=False)
+    fast, django = app
+    path = "/api/repo/c/noarch/ok-1-0.tar.bz2"
+    etag = call(django, path)[1]["ETag"]
+    served = [
+        ("GET", path, {}),
+        ("HEAD", path, {}),
+        ("GET", path, {"If-None-Match": etag}),
+        ("GET", path, {"Range": "bytes=5-20"}),
+        ("GET", path, {"Range": "bytes=-3", "If-Range": etag}),
+    ]
+    for method, request_path, headers in served:
+        before = django.calls
+        fast_answer, django_answer = both(app, request_path, method, **headers)
+        assert fast_answer == django_answer, (method, request_path, headers)
+        assert django.calls == before + 1, f"Django answered {method} {request_path} {headers}"
+    # Gone upstream but still in the published index: served until a publish drops it.
+    fast_answer, django_answer = both(app, "/api/repo/c/noarch/gone-1-0.tar.bz2")
+    assert fast_answer == django_answer and fast_answer[0].startswith("200")
+    for name, status in [
+        ("blocked", "403"), ("pending", "404"), ("passive", "502"), ("missing", "404"),
+    ]:  # fmt: skip
+        request_path = f"/api/repo/c/noarch/{name}-1-0.tar.bz2"
+        before = django.calls
+        fast_answer, django_answer = both(app, request_path)
+        assert fast_answer == django_answer and fast_answer[0].startswith(status), name
+        assert django.calls == before + 2, f"the fast path answered {name} itself"
 
 
 @pytest.mark.django_db
