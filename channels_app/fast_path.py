@@ -20,6 +20,7 @@ change to channels or published files (`index_cache`); a package file is looked 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core import signals
@@ -60,6 +61,8 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
     accept = request.META.get("HTTP_ACCEPT")  # not request.headers: it maps every header
     key = (path, accept)
     hit = cache.get(key)
+    if isinstance(hit, _PackagePath):
+        return _stored_package(request, hit)
     if hit is not None:
         return published_response(request, *hit)
     epoch = cache.epoch()
@@ -78,20 +81,31 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
         return published_response(request, resolved.published, negotiated)
     if negotiated is not None or channel.published_at is None:
         return _Declined()
-    return _stored_package(request, channel, resolved.inner)
-
-
-def _stored_package(request: HttpRequest, channel: Channel, inner: str) -> HttpResponseBase:
-    """A package file whose bytes are stored and that the channel lets out; anything else
-    (blocked, awaiting a decision, passive, beside a package, unknown) is Django's."""
-    located = get_format(channel.kind).locate(inner)
+    located = get_format(channel.kind).locate(resolved.inner)
     if located is None:
         return _Declined()
-    unit, filename = located
-    stored = lookup.stored_package(channel.pk, unit, filename)
+    # Where the package is depends on channels and published files only, as an index file's
+    # answer does; whether it is stored and allowed is asked each time.
+    package_path = _PackagePath(channel.pk, *located)
+    cache.store(key, package_path, epoch)
+    return _stored_package(request, package_path)
+
+
+class _PackagePath(NamedTuple):
+    """A public channel's package file path, as resolved (and cached)."""
+
+    channel_id: int
+    unit: str
+    filename: str
+
+
+def _stored_package(request: HttpRequest, where: _PackagePath) -> HttpResponseBase:
+    """A package file whose bytes are stored and that the channel lets out; anything else
+    (blocked, awaiting a decision, passive, beside a package, unknown) is Django's."""
+    stored = lookup.stored_package(where.channel_id, where.unit, where.filename)
     if stored is None or stored.excluded_reason:
         return _Declined()
-    return stored_file_response(request, stored.artifact, filename, stored.added_at)
+    return stored_file_response(request, stored.artifact, where.filename, stored.added_at)
 
 
 def _chain() -> Callable[[HttpRequest], HttpResponseBase]:

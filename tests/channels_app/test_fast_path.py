@@ -357,3 +357,19 @@ def test_concurrent_requests_and_commits_never_leave_a_stale_answer(cached, app)
     assert not errors
     for _ in range(5):
         assert call(fast, path)[0].startswith("404")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cached_package_path_still_asks_whether_the_file_is_let_out(cached, app):
+    """Only where a package file is is kept; a file blocked since (a package row changes, which
+    sends no notification) is refused at the next request."""
+    channel = _committed(cached, lambda: _published("c"))
+    package = _package(channel, "ok-1-0.tar.bz2")
+    fast, django = app
+    path = "/api/repo/c/noarch/ok-1-0.tar.bz2"
+    assert call(fast, path)[0].startswith("200")
+    assert any(key[0] == "c/noarch/ok-1-0.tar.bz2" for key in cached._entries)
+    Package.objects.filter(pk=package.pk).update(excluded_reason="MAL-2026-1 (malicious)")
+    calls = django.calls
+    status, _headers, body = call(fast, path)
+    assert status.startswith("403") and b"MAL-2026-1" in body and django.calls == calls + 1
