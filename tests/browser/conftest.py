@@ -85,10 +85,14 @@ def sign_in(browser, live_server) -> Callable[[str, str], None]:
 
 def wait_for(browser, condition: Callable[[object], object], what: str, timeout: float = WAIT):
     """Wait until `condition(browser)` is truthy and return it; fail saying what was awaited."""
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # A live page replaces elements while it polls: an element found a moment ago may be gone.
+    ignored = (StaleElementReferenceException,)
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)
+        return WebDriverWait(
+            browser, timeout, poll_frequency=0.1, ignored_exceptions=ignored
+        ).until(condition)
     except TimeoutException:
         pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} at {browser.current_url}")
