@@ -469,17 +469,18 @@ def render_project(
     files = sorted(((name, orjson.loads(doc)) for name, doc in documents), key=lambda item: item[0])
     entries, anchors, versions = [], [], set()
     for filename, document in files:
-        url = f"../../{file_path(project, quote(filename))}"
+        quoted = filename if _UNQUOTED.fullmatch(filename) else quote(filename)
+        url = f"../../{file_path(project, quoted)}"
         entries.append({"filename": filename, "url": url, **_without(document, "filename")})
         anchors.append(_anchor(filename, url, document))
-        parsed = _name_and_version(filename)
-        if not isinstance(parsed, str):
-            versions.add(parsed[1])
+        version = _version_of(filename)
+        if version is not None:
+            versions.add(version)
     sized = all("size" in document for _, document in files)
     page = {
         "meta": {"api-version": "1.1" if sized else "1.0"},
         "name": project,
-        "versions": sorted(versions, key=Version),
+        "versions": _sorted_versions(versions),
         "files": entries,
     }
     title = html.escape(f"Links for {project}")
@@ -491,6 +492,37 @@ def render_project(
         + "  </body>\n</html>\n"
     )
     return body.encode(), orjson.dumps(page)
+
+
+#: What `quote` leaves as it is.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+#: A version of release numbers only, in normal form.
+_RELEASE = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+
+
+def _version_of(filename: str) -> str | None:
+    """The normalized version of a wheel or sdist file name, or None (`_name_and_version`)."""
+    wheel = _PLAIN_WHEEL.fullmatch(filename)
+    if wheel is not None:
+        return wheel[2]
+    parsed = _name_and_version(filename)
+    return None if isinstance(parsed, str) else parsed[1]
+
+
+def _sorted_versions(versions: Iterable[str]) -> list[str]:
+    """Normalized versions in PEP 440 order: release numbers alone compare as their numbers
+    without trailing zeros (as `Version` compares them), anything else by `Version`."""
+    listed = list(versions)
+    if all(_RELEASE.fullmatch(version) for version in listed):
+        return sorted(listed, key=_release_key)
+    return sorted(listed, key=Version)
+
+
+def _release_key(version: str) -> tuple[int, ...]:
+    numbers = [int(part) for part in version.split(".")]
+    while numbers and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
 
 
 def withdraw_project(

@@ -953,3 +953,22 @@ def test_the_usual_file_names_are_read_as_packaging_reads_them():
     assert differ == []
     rejected = sum(isinstance(_name_and_version(name), str) for name in names)
     assert len(names) // 10 < rejected < len(names) // 2  # both answers were exercised
+
+
+def test_versions_of_release_numbers_sort_as_packaging_sorts_them():
+    import random
+
+    from packaging.version import Version
+
+    from channels_app.formats.pypi_pages import _sorted_versions
+
+    chosen = random.Random(17)
+    parts = ["0", "1", "2", "10", "00", "9"]
+    for _ in range(2000):
+        versions = [
+            ".".join(chosen.choices(parts[:4], k=chosen.randint(1, 4)))
+            for _ in range(chosen.randint(0, 12))
+        ]
+        assert _sorted_versions(versions) == sorted(versions, key=Version), versions
+        versions.append(chosen.choice(["1.0rc1", "2.0.post1", "1!0.1", "1.0+local", "0.0.dev0"]))
+        assert _sorted_versions(versions) == sorted(versions, key=Version), versions
