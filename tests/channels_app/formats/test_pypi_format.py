@@ -872,7 +872,7 @@ def test_a_page_fetched_in_memory_spills_to_disk_beyond_the_limit():
 def test_the_plain_url_shortcut_gives_what_joining_and_splitting_give():
     import random
 
-    from channels_app.formats.pypi_pages import _PLAIN_URL, _joined_url, _upstream_url
+    from channels_app.formats.pypi_pages import _PLAIN_PATH, _PLAIN_URL, _joined_url, _upstream_url
 
     pieces = ["a", "Z", "0", ".", "..", "-", "_", "~", "%", "%2F", "+", "!", "/", "//", ":", "8",
               ":80", "#", "?", ";", "@", " ", "\t", "é", "\\", "[", "]", "&", "=", "x.whl"]  # fmt: skip
@@ -890,7 +890,15 @@ def test_the_plain_url_shortcut_gives_what_joining_and_splitting_give():
         path = "".join(chosen.choices(pieces, k=chosen.randint(0, 6)))
         urls.append(chosen.choice(starts) + host + path)
     assert sum(bool(_PLAIN_URL.fullmatch(u.partition("#")[0])) for u in urls) > 500
-    for base in ("https://upstream.example/simple/pkg/", "http://upstream.example/simple/pkg/"):
+    assert sum(bool(_PLAIN_PATH.fullmatch(u.partition("#")[0])) for u in urls) > 500
+    for base in (
+        "https://upstream.example/simple/pkg/",
+        "http://upstream.example/simple/pkg/",
+        "HTTPS://User@Upstream.Example:8443/simple/pkg/?q=1",
+        "https://[::1]:8080/simple/pkg/",
+        "ftp://upstream.example/simple/pkg/",
+        "https://bad host/simple/pkg/",
+    ):
         for url in filter(None, urls):  # an empty URL is refused before either
             assert _upstream_url(base, url) == _joined_url(base, url), (base, url)
 
