@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import bz2
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from itertools import groupby
@@ -124,16 +126,53 @@ def stream_rows(rows) -> Iterator[tuple]:
 
 
 class Rendered(dict[str, tuple[str, int, str]]):
-    """Index files written for a publish: path -> (sha256, size, content type)."""
+    """Index files written for a publish: path -> (sha256, size, content type).
+
+    Small files (such as the 400,000 pages of a PyPI-sized channel) are stored by a few
+    threads while the next ones are rendered (hashing and file system calls leave the
+    interpreter free); `settle` waits for them before the paths are read.
+    """
+
+    #: Small files handed to the threads and not yet stored, at most (bounds memory).
+    PENDING = 512
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[str, Future, str]] = deque()
 
     @contextmanager
     def emit(self, path: str, content_type: str) -> Iterator[BinaryIO]:
-        """A format's `Emit`: the file's bytes go to a blob, kept under `path` (a small file,
-        such as one of the 400,000 pages of a PyPI-sized channel, in one write)."""
+        """A format's `Emit`: the file's bytes go to a blob, kept under `path` (a small file
+        in one write, by a storing thread)."""
         with storage.BufferedBlobWriter() as writer:
             yield writer
-            sha256, size = writer.commit()
-            self[path] = (sha256, size, content_type)
+            small = writer.held()
+            if small is None:
+                sha256, size = writer.commit()
+                self[path] = (sha256, size, content_type)
+                return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(2, thread_name_prefix="publish")
+        self._pending.append((path, self._pool.submit(storage.put_bytes, small), content_type))
+        if len(self._pending) > self.PENDING:
+            self._settle_one()
+
+    def settle(self) -> None:
+        """Wait until every emitted file is stored (raising what storing one raised)."""
+        try:
+            while self._pending:
+                self._settle_one()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+                self._pool = None
+            self._pending.clear()
+
+    def _settle_one(self) -> None:
+        path, future, content_type = self._pending.popleft()
+        sha256, size = future.result()
+        self[path] = (sha256, size, content_type)
 
     def store(self, channel: Channel, *, published_at) -> None:
         """Make them the channel's published files (inside the caller's transaction, after it
@@ -210,7 +249,10 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
     rendered = Rendered()
     alone = fmt.capabilities.renders_units_alone
     units = _changed_units(channel) if alone and not force else None
-    fmt.render_index(PackageIndexSource(channel), rendered.emit, units)
+    try:
+        fmt.render_index(PackageIndexSource(channel), rendered.emit, units)
+    finally:
+        rendered.settle()
     with transaction.atomic():
         current = Channel.objects.select_for_update().get(pk=channel.pk)
         if current.frozen or (
@@ -313,7 +355,10 @@ def _withdraw_once(channel: Channel, files: dict[str, set[str]]) -> bool | None:
     """One withdrawal (see `channel_withdraw`); None if a publish replaced a file it read."""
     fmt = get_format(channel.kind)
     index, rendered = _PublishedReader(channel), Rendered()
-    replaced = fmt.withdraw(index, files, rendered.emit)
+    try:
+        replaced = fmt.withdraw(index, files, rendered.emit)
+    finally:
+        rendered.settle()
     if not replaced:
         return False
     with transaction.atomic():

@@ -153,6 +153,11 @@ class BufferedBlobWriter:
             return self._writer.commit()
         return put_bytes(b"".join(self._held))
 
+    def held(self) -> bytes | None:
+        """The bytes written, if small enough to be held in memory (then the caller stores
+        them, e.g. by `put_bytes`, and this writer stores nothing); else None."""
+        return None if self._writer is not None else b"".join(self._held)
+
     def __enter__(self) -> BufferedBlobWriter:
         return self
 

@@ -5,6 +5,7 @@ back as PSM serves them (HTML and JSON, API version 1.1). Pure: bytes in, record
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import io
@@ -335,7 +336,24 @@ def file_record(project: str, page_url: str, entry: Any) -> PackageRecord | Reje
 
 
 def _name_and_version(filename: str) -> tuple[str, str] | str:
-    """(normalized name, normalized version) of a wheel or sdist file name, or why not."""
+    """(normalized name, normalized version) of a wheel or sdist file name, or why not.
+
+    The usual names (no build tag, a version already in its normal form) are read by one
+    regex; anything else by `packaging`, which gives the same answer for the usual ones."""
+    if filename.endswith(".whl"):
+        wheel = _PLAIN_WHEEL.fullmatch(filename)
+        if wheel is not None:
+            return canonicalize_name(wheel[1]), wheel[2]
+    elif filename.endswith((".tar.gz", ".zip")):
+        stem = filename[: -7 if filename.endswith(".tar.gz") else -4]
+        name, _, version = stem.rpartition("-")
+        if name and _NORMAL_VERSION.fullmatch(version):
+            return canonicalize_name(name), version
+    return _parsed_name_and_version(filename)
+
+
+def _parsed_name_and_version(filename: str) -> tuple[str, str] | str:
+    """`_name_and_version` by `packaging`: every name it accepts, in full."""
     try:
         if filename.endswith(".whl"):
             name, version, _build, _tags = parse_wheel_filename(filename)
@@ -349,6 +367,19 @@ def _name_and_version(filename: str) -> tuple[str, str] | str:
     return name, str(version)
 
 
+#: A PEP 440 version in its normal form (`str(Version(v)) == v`) without epoch or local part.
+_NORMAL_VERSION = re.compile(
+    r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*(?:(?:a|b|rc)(?:0|[1-9][0-9]*))?"
+    r"(?:\.post(?:0|[1-9][0-9]*))?(?:\.dev(?:0|[1-9][0-9]*))?"
+)
+#: A wheel name `packaging` accepts as it is (PEP 427 escaped name, a version in normal form,
+#: no build tag, tags of identifiers): its name and version.
+_PLAIN_WHEEL = re.compile(
+    r"([A-Za-z0-9](?:[A-Za-z0-9.]|_(?!_))*)-(" + _NORMAL_VERSION.pattern + r")"
+    r"-[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+    r"(?:-[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*){2}\.whl"
+)
+
 #: An absolute http(s) URL that joining, splitting and printing leave as it is (no query,
 #: parameters, user or odd characters): what nearly every index gives for a file.
 _PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+!-]*)*")
@@ -360,7 +391,21 @@ def _upstream_url(page_url: str, url: Any) -> str | None:
     plain = url.partition("#")[0]
     if _PLAIN_URL.fullmatch(plain):
         return plain  # the same as below, without three URL parses
+    if _PLAIN_PATH.fullmatch(plain) and (origin := _origin(page_url)) is not None:
+        return origin + plain  # a path on the page's host, as many indexes give
     return _joined_url(page_url, url)
+
+
+#: A URL path that joining keeps as it is (no `.` or empty segments, no query).
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_~%+!-][A-Za-z0-9._~%+!-]*)+")
+
+
+@functools.lru_cache(maxsize=16)
+def _origin(page_url: str) -> str | None:
+    """`scheme://host[:port]` of a page URL as joining gives it; None if it gives no
+    http(s) URL (then every URL of the page is joined in full)."""
+    root = _joined_url(page_url, "/")
+    return root[:-1] if root is not None and root.endswith("/") else None
 
 
 def _joined_url(page_url: str, url: str) -> str | None:
@@ -424,17 +469,18 @@ def render_project(
     files = sorted(((name, orjson.loads(doc)) for name, doc in documents), key=lambda item: item[0])
     entries, anchors, versions = [], [], set()
     for filename, document in files:
-        url = f"../../{file_path(project, quote(filename))}"
+        quoted = filename if _UNQUOTED.fullmatch(filename) else quote(filename)
+        url = f"../../{file_path(project, quoted)}"
         entries.append({"filename": filename, "url": url, **_without(document, "filename")})
         anchors.append(_anchor(filename, url, document))
-        parsed = _name_and_version(filename)
-        if not isinstance(parsed, str):
-            versions.add(parsed[1])
+        version = _version_of(filename)
+        if version is not None:
+            versions.add(version)
     sized = all("size" in document for _, document in files)
     page = {
         "meta": {"api-version": "1.1" if sized else "1.0"},
         "name": project,
-        "versions": sorted(versions, key=Version),
+        "versions": _sorted_versions(versions),
         "files": entries,
     }
     title = html.escape(f"Links for {project}")
@@ -446,6 +492,37 @@ def render_project(
         + "  </body>\n</html>\n"
     )
     return body.encode(), orjson.dumps(page)
+
+
+#: What `quote` leaves as it is.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+#: A version of release numbers only, in normal form.
+_RELEASE = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
+
+
+def _version_of(filename: str) -> str | None:
+    """The normalized version of a wheel or sdist file name, or None (`_name_and_version`)."""
+    wheel = _PLAIN_WHEEL.fullmatch(filename)
+    if wheel is not None:
+        return wheel[2]
+    parsed = _name_and_version(filename)
+    return None if isinstance(parsed, str) else parsed[1]
+
+
+def _sorted_versions(versions: Iterable[str]) -> list[str]:
+    """Normalized versions in PEP 440 order: release numbers alone compare as their numbers
+    without trailing zeros (as `Version` compares them), anything else by `Version`."""
+    listed = list(versions)
+    if all(_RELEASE.fullmatch(version) for version in listed):
+        return sorted(listed, key=_release_key)
+    return sorted(listed, key=Version)
+
+
+def _release_key(version: str) -> tuple[int, ...]:
+    numbers = [int(part) for part in version.split(".")]
+    while numbers and numbers[-1] == 0:
+        numbers.pop()
+    return tuple(numbers)
 
 
 def withdraw_project(

@@ -186,19 +186,24 @@ def _sync_units(
     writer = BatchWriter(mirror, progress)
     known = KnownRows(mirror.pk, [unit for unit, _, _ in todo])
 
-    def save_done() -> None:
+    def save_done(*, wait: bool = False) -> None:
+        """Keep the units done once their rows are written: in the writing thread, while
+        reading goes on (`wait`: before returning)."""
         if not Mirror.objects.filter(pk=mirror.pk).exists():
             writer.discard()  # the mirror was deleted meanwhile: nothing to write or resume
             done.clear()
             return
-        writer.flush()
-        for unit, reason in writer.failed.items():
-            problems.append(f"{unit}: {reason}")
-            unread.add(unit)
-            progress.fail(f"index unreadable: {unit}")
-        done[:] = [state for state in done if state.name not in writer.failed]
-        writer.failed.clear()
-        save_units(done)
+        units = done[:]
+        done.clear()
+        # `writer.failed` only grows in the writing thread until the run's end.
+        writer.then(lambda: save_units([u for u in units if u.name not in writer.failed]))
+        if wait:
+            writer.flush()
+        for unit, reason in dict(writer.failed).items():
+            if unit not in unread:
+                problems.append(f"{unit}: {reason}")
+                unread.add(unit)
+                progress.fail(f"index unreadable: {unit}")
 
     try:
         for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
@@ -248,7 +253,7 @@ def _sync_units(
         finished = True
     finally:
         try:
-            save_done()  # a stopped run resumes after what it finished
+            save_done(wait=True)  # a stopped run resumes after what it finished
         finally:
             writer.close()
         # The listing's validators vouch for the units kept: only once every unit was read.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from django.db import (
@@ -131,6 +131,11 @@ class BatchWriter:
         self._hand_over()
         self._wait()
 
+    def then(self, callback: Callable[[], None]) -> None:
+        """Hand over everything queued and call `callback` once it is written, in the writing
+        thread (or at once without one), without waiting: reading goes on meanwhile."""
+        self._hand_over(callback)
+
     def close(self) -> None:
         """End the writing thread (what it was given is written first)."""
         if self._thread is not None:
@@ -139,10 +144,10 @@ class BatchWriter:
             self._thread = None
         self._raise()
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, then: Callable[[], None] | None = None) -> None:
         self._raise()
         rows, new, gone = self.rows, self.new, self.gone
-        if not rows and not gone:
+        if not rows and not gone and then is None:
             return
         self.rows, self.new, self.gone, self.gone_count = {}, set(), defaultdict(list), 0
         if self._thread is None and connection.vendor == "postgresql":
@@ -152,9 +157,9 @@ class BatchWriter:
                 )
                 self._thread.start()
         if self._thread is None:
-            self._write_batch(rows, new, gone)
+            self._write_batch(rows, new, gone, then)
         else:
-            self._queue.put((rows, new, gone))
+            self._queue.put((rows, new, gone, then))
 
     def _run(self) -> None:
         """The writing thread: batches in order, on this thread's own connection."""
@@ -185,8 +190,18 @@ class BatchWriter:
             raise error
 
     def _write_batch(
-        self, rows: dict[tuple[str, str], tuple], new: set, gone: dict[str, list[int]]
+        self,
+        rows: dict[tuple[str, str], tuple],
+        new: set,
+        gone: dict[str, list[int]],
+        then: Callable[[], None] | None = None,
     ) -> None:
+        if rows or gone:
+            self._write_rows(rows, new, gone)
+        if then is not None:
+            then()
+
+    def _write_rows(self, rows: dict, new: set, gone: dict[str, list[int]]) -> None:
         try:
             with transaction.atomic():
                 self._write(rows, new, gone)

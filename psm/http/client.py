@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
@@ -24,13 +24,33 @@ CHUNK_SIZE = 1024 * 1024
 MAX_REDIRECTS = 5
 
 
+class _Session(requests.Session):
+    """A session that reads the proxy and CA settings of the environment once per scheme and
+    host: requests reads all of `os.environ` twice per request, a fifth of the time of a small
+    one (a Python project page, 600,000 of them at PyPI scale)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple, dict] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        if proxies or not isinstance(verify, bool | None) or not isinstance(cert, str | None):
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        key = (*urlsplit(url)[:2], stream, verify, cert)
+        merged = self._environment.get(key)
+        if merged is None:
+            merged = super().merge_environment_settings(url, {}, stream, verify, cert)
+            self._environment[key] = merged
+        return {**merged, "proxies": dict(merged["proxies"])}
+
+
 def new_session(
     *, proxy: str = "", retries: int | None = None, waiting: bool = False
 ) -> requests.Session:
     """Return a session with PSM's user agent, retries on transient errors (`retries`, else
     PSM_HTTP_RETRIES) and the proxy. `waiting`: a client waits for the answer, so a read
     timeout is not retried (it answers 504 within one timeout, before the client gives up)."""
-    session = requests.Session()
+    session = _Session()
     retry = Retry(
         total=settings.PSM_HTTP_RETRIES if retries is None else retries,
         read=0 if waiting else None,

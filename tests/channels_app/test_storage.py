@@ -252,3 +252,40 @@ def test_a_buffered_writer_left_without_commit_stores_nothing():
         raise RuntimeError("the render failed")
     assert not default_storage.exists(storage.blob_path(_sha(b"x" * (storage.SMALL_BLOB + 10))))
     assert os.listdir(storage.tmp_dir()) == []
+
+
+def test_rendered_files_are_stored_by_threads_and_settled_before_they_are_read(monkeypatch):
+    """Small files go to the storing threads (at most `PENDING` waiting), a large one is
+    written as it is emitted; after `settle` every path has its blob, as a plain write gives."""
+    from channels_app.publishing import Rendered
+
+    monkeypatch.setattr(Rendered, "PENDING", 3)
+    monkeypatch.setattr(storage, "SMALL_BLOB", 1000)
+    rendered = Rendered()
+    pages = {f"simple/p{i}/index.html": f"page {i}".encode() * (i + 1) for i in range(20)}
+    pages["big"] = b"x" * 5000
+    for path, data in pages.items():
+        with rendered.emit(path, "text/html") as out:
+            out.write(data[:10])
+            out.write(data[10:])
+    assert len(rendered) >= len(pages) - 4  # the others still being stored
+    rendered.settle()
+    assert rendered == {path: (_sha(data), len(data), "text/html") for path, data in pages.items()}
+    for path, data in pages.items():
+        with default_storage.open(storage.blob_path(rendered[path][0])) as stored:
+            assert stored.read() == data
+
+
+def test_a_file_that_cannot_be_stored_fails_the_settle(monkeypatch):
+    from channels_app.publishing import Rendered
+
+    def full(data: bytes):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "put_bytes", full)
+    rendered = Rendered()
+    with rendered.emit("simple/index.html", "text/html") as out:
+        out.write(b"<html>")
+    with pytest.raises(OSError, match="No space"):
+        rendered.settle()
+    assert rendered == {} and rendered._pool is None

@@ -157,3 +157,30 @@ def test_a_lost_connection_in_the_writing_thread_ends_the_run(monkeypatch):
         writer.flush()
     writer.close()
     assert not Package.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_units_are_kept_as_done_once_written_without_waiting_and_never_if_refused():
+    """`then` runs in the writing thread after the rows handed over before it are written:
+    the run reads on meanwhile, and a unit whose rows were refused is never kept as done."""
+    import threading
+
+    mirror = MirrorFactory(channel=ChannelFactory(kind="pypi"), kind="pypi")
+    progress = Progress(SyncRun.objects.create(mirror=mirror, state=SyncRun.State.RUNNING))
+    writer = BatchWriter(mirror, progress)
+    known = KnownRows(mirror.pk, ["alpha", "beta"])
+    for project, document in [("alpha", "{}"), ("beta", "bad \x00 byte")]:
+        ingest = UnitIngest(mirror, project, progress, writer=writer, known=known)
+        ingest.add(_record(project, f"{project}-1.0.tar.gz", document))
+        ingest.finish()
+    release, seen = threading.Event(), []
+
+    def written() -> None:
+        release.wait(10)  # the run's thread returned from `then` before this ran
+        seen.append((threading.current_thread().name, sorted(Package.objects.values_list("unit", flat=True)), dict(writer.failed)))  # fmt: skip
+
+    writer.then(written)
+    release.set()
+    writer.close()
+    ((thread, units, failed),) = seen
+    assert thread == f"writer-{mirror.pk}" and units == ["alpha"] and list(failed) == ["beta"]

@@ -611,3 +611,26 @@ def test_failures_without_a_cheap_real_socket_read_as_one_sentence(settings, exc
     assert failure.reason == reason
     assert str(failure) == f"https://mirror.example/t/***/simple/: {reason}"
     assert failure.timed_out == ("timed out" in reason)
+
+
+def test_the_proxy_environment_is_read_once_per_host_and_still_applies(monkeypatch):
+    """The environment's proxies (and NO_PROXY) apply per host as requests applies them,
+    read once per scheme and host of a session; what a request changes is its own."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "direct.example")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/bundle.pem")
+    session = new_session()
+    plain = requests.Session()
+    for url in ("http://up.example/a/", "http://direct.example/a/", "https://up.example/"):
+        for _ in range(2):
+            merged = session.merge_environment_settings(url, {}, True, None, None)
+            assert merged == plain.merge_environment_settings(url, {}, True, None, None)
+            merged["proxies"]["http"] = "http://changed.example"
+    proxies = session.merge_environment_settings("http://up.example/b/", {}, True, None, None)
+    assert proxies["proxies"]["http"] == "http://proxy.example:3128"
+    assert session.merge_environment_settings("http://up.example/", {}, True, False, None) == (
+        plain.merge_environment_settings("http://up.example/", {}, True, False, None)
+    )
+    monkeypatch.setenv("HTTP_PROXY", "http://other.example:3128")  # a new session reads it
+    proxies = new_session().merge_environment_settings("http://up.example/", {}, True, None, None)
+    assert proxies["proxies"]["http"] == "http://other.example:3128"

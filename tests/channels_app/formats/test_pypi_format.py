@@ -872,7 +872,7 @@ def test_a_page_fetched_in_memory_spills_to_disk_beyond_the_limit():
 def test_the_plain_url_shortcut_gives_what_joining_and_splitting_give():
     import random
 
-    from channels_app.formats.pypi_pages import _PLAIN_URL, _joined_url, _upstream_url
+    from channels_app.formats.pypi_pages import _PLAIN_PATH, _PLAIN_URL, _joined_url, _upstream_url
 
     pieces = ["a", "Z", "0", ".", "..", "-", "_", "~", "%", "%2F", "+", "!", "/", "//", ":", "8",
               ":80", "#", "?", ";", "@", " ", "\t", "é", "\\", "[", "]", "&", "=", "x.whl"]  # fmt: skip
@@ -890,6 +890,93 @@ def test_the_plain_url_shortcut_gives_what_joining_and_splitting_give():
         path = "".join(chosen.choices(pieces, k=chosen.randint(0, 6)))
         urls.append(chosen.choice(starts) + host + path)
     assert sum(bool(_PLAIN_URL.fullmatch(u.partition("#")[0])) for u in urls) > 500
-    for base in ("https://upstream.example/simple/pkg/", "http://upstream.example/simple/pkg/"):
+    assert sum(bool(_PLAIN_PATH.fullmatch(u.partition("#")[0])) for u in urls) > 500
+    for base in (
+        "https://upstream.example/simple/pkg/",
+        "http://upstream.example/simple/pkg/",
+        "HTTPS://User@Upstream.Example:8443/simple/pkg/?q=1",
+        "https://[::1]:8080/simple/pkg/",
+        "ftp://upstream.example/simple/pkg/",
+        "https://bad host/simple/pkg/",
+    ):
         for url in filter(None, urls):  # an empty URL is refused before either
             assert _upstream_url(base, url) == _joined_url(base, url), (base, url)
+
+
+#: Tags of real wheels: compressed sets, abi3, free-threaded, PyPy, every platform family.
+REAL_TAGS = (
+    "py3-none-any", "py2.py3-none-any", "cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64",
+    "cp39-abi3-macosx_10_9_universal2", "pp310-pypy310_pp73-win_amd64", "cp313-cp313t-win_arm64",
+    "cp311-cp311-musllinux_1_2_aarch64", "cp27-cp27mu-linux_x86_64", "py3-none-win32",
+    "cp36.cp37.cp38-none-manylinux1_i686", "graalpy311-graalpy242_311_native-macosx_11_0_arm64",
+)  # fmt: skip
+
+
+def _real_world_file_names() -> list[str]:
+    """File names built the way uploaders build them from the names and versions of 9,847
+    PyPI projects (tests/fixtures/pypi_releases.tsv.gz: every project whose latest version is
+    not in PEP 440's normal form, and a sample of the others), spelled several ways, with and
+    without build tags, and mangled at random."""
+    import gzip
+    import random
+    import re
+    from pathlib import Path
+
+    fixture = Path(__file__).parents[2] / "fixtures" / "pypi_releases.tsv.gz"
+    releases = [line.split("\t") for line in gzip.decompress(fixture.read_bytes()).decode().split("\n") if line]  # fmt: skip
+    chosen = random.Random(17)
+    odd = list("-_.+!~ Ééß0aZ/%")
+    names = []
+    for name, version in releases:
+        escaped = re.sub(r"[-_.]+", "_", name)
+        spelled = chosen.choice([name, escaped, escaped.title(), name.upper(), name.replace("-", ".")])  # fmt: skip
+        tag = chosen.choice(REAL_TAGS)
+        names += [
+            f"{spelled}-{version}.tar.gz",
+            f"{spelled}-{version}.zip",
+            f"{escaped}-{version}-{tag}.whl",
+            f"{escaped}-{version}-{chosen.choice(['1', '2_x', 'x1'])}-{tag}.whl",
+            f"{name}-{version}-{tag}.whl",  # dashes in the name: not a wheel name
+        ]
+        mangled = list(chosen.choice(names[-5:]))
+        for _ in range(chosen.randint(1, 3)):
+            mangled.insert(chosen.randrange(len(mangled) + 1), chosen.choice(odd))
+        names.append("".join(mangled))
+    return names
+
+
+def test_the_usual_file_names_are_read_as_packaging_reads_them():
+    """The regex shortcut for wheel and sdist names gives what `packaging` gives, on real
+    projects' names and versions, odd ones and mangled ones included (or leaves the name to
+    `packaging`)."""
+    from channels_app.formats.pypi_pages import (
+        _PLAIN_WHEEL,
+        _name_and_version,
+        _parsed_name_and_version,
+    )
+
+    names = _real_world_file_names()
+    assert sum(_PLAIN_WHEEL.fullmatch(name) is not None for name in names) > len(names) // 8
+    differ = [name for name in names if _name_and_version(name) != _parsed_name_and_version(name)]
+    assert differ == []
+    rejected = sum(isinstance(_name_and_version(name), str) for name in names)
+    assert len(names) // 10 < rejected < len(names) // 2  # both answers were exercised
+
+
+def test_versions_of_release_numbers_sort_as_packaging_sorts_them():
+    import random
+
+    from packaging.version import Version
+
+    from channels_app.formats.pypi_pages import _sorted_versions
+
+    chosen = random.Random(17)
+    parts = ["0", "1", "2", "10", "00", "9"]
+    for _ in range(2000):
+        versions = [
+            ".".join(chosen.choices(parts[:4], k=chosen.randint(1, 4)))
+            for _ in range(chosen.randint(0, 12))
+        ]
+        assert _sorted_versions(versions) == sorted(versions, key=Version), versions
+        versions.append(chosen.choice(["1.0rc1", "2.0.post1", "1!0.1", "1.0+local", "0.0.dev0"]))
+        assert _sorted_versions(versions) == sorted(versions, key=Version), versions
