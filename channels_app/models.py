@@ -307,8 +307,8 @@ class Package(models.Model):
     record = models.TextField(blank=True)
     # 64-bit digest of `record`: a sync compares it instead of the text to find changes.
     entry_digest = models.BigIntegerField(default=0)
-    # `artifact`, `sidecar` and `excluded_reason` are indexed only where set (partial indexes
-    # below): a passive mirror's rows, unstored and allowed, cost those indexes nothing.
+    # `artifact`, `sidecar` and the decision's reasons are indexed only where set (partial
+    # indexes below): a passive mirror's rows, unstored and allowed, cost those indexes nothing.
     artifact = models.ForeignKey(
         Artifact,
         null=True,
@@ -363,10 +363,11 @@ class Package(models.Model):
             models.Index(
                 fields=["sidecar"], condition=Q(sidecar__isnull=False), name="package_sidecar"
             ),
+            # Rows a decision marks: kept out, or what a dry-run policy would keep out.
             models.Index(
                 fields=["excluded_reason"],
-                condition=~Q(excluded_reason=""),
-                name="package_excluded_reason",
+                condition=~Q(excluded_reason="") | ~Q(would_exclude_reason=""),
+                name="package_marked",
             ),
         ]
 
