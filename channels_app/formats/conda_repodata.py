@@ -8,9 +8,8 @@ parsed, before any check: on a re-sync almost every entry is current and costs l
 parsing.
 
 A large subdir uses the second core (see `isolation`): a child process checks the document
-while this one reads the stored digests and, on a first sync (nothing stored), scans
-`packages`; on a re-sync (many stored) the child then scans `packages.conda` while this
-process scans `packages`.
+while this one reads the stored digests; on a re-sync (many stored) the child then scans
+`packages.conda` while this process scans `packages`.
 """
 
 from __future__ import annotations
@@ -192,9 +191,8 @@ def _read_in_two(
             split = len(digests) >= PARALLEL_FROM
             suffix = SECTIONS[1][1]
             child.send({f: d for f, d in digests.items() if f.endswith(suffix)} if split else None)
-            if split or not digests:
-                # Kept back until the child has checked the whole document. A first sync
-                # (nothing stored) reads its first section meanwhile instead of waiting.
+            if split:
+                # Kept back until the child has checked the whole document.
                 first = list(_digested(fileobj, url, base, SECTIONS[0][0], stored))
             result = child.result()
     except ChildFailed:
@@ -212,12 +210,8 @@ def _read_in_two(
     checked, unchanged, changed = result
     yield from _document_items(*checked)
     if not split:
-        if first:
-            yield from _taken_in(first, *SECTIONS[0], unit, base)
-            del first
-        else:
-            yield from _scan(fileobj, url, unit, base, *SECTIONS[0], stored)
-        yield from _scan(fileobj, url, unit, base, *SECTIONS[1], stored)
+        for section, suffix in SECTIONS:
+            yield from _scan(fileobj, url, unit, base, section, suffix, stored)
         return
     yield from _taken_in(first, *SECTIONS[0], unit, base)
     del first

@@ -198,11 +198,9 @@ def test_split_resync_of_a_truncated_index_writes_nothing(source, run_mirror, sp
     assert list(Package.objects.values_list("filename", "entry_digest", "removed")) == before
 
 
-def test_first_sync_read_beside_the_check_takes_in_nothing_of_a_truncated_index(
+def test_first_sync_checked_in_a_child_takes_in_nothing_of_a_truncated_index(
     source, run_mirror, split_resyncs
 ):
-    # A first sync reads `packages` while the child checks: nothing of it may be written
-    # before the whole document is checked.
     path = source.root / "linux-64" / "repodata.json"
     (source.root / "linux-64" / "repodata.json.zst").unlink()
     path.write_bytes(path.read_bytes()[:-40])
@@ -211,7 +209,7 @@ def test_first_sync_read_beside_the_check_takes_in_nothing_of_a_truncated_index(
     assert not Package.objects.filter(unit="linux-64").exists()
 
 
-def test_first_sync_read_beside_the_check_rejects_bad_entries_of_the_first_section(
+def test_first_sync_checked_in_a_child_rejects_bad_entries_and_keeps_urls_as_sources(
     source, run_mirror, client, split_resyncs
 ):
     from tests.fixtures.conda_channel import write_repodata
