@@ -277,13 +277,18 @@ class Package(models.Model):
     says where to fetch it from.
     """
 
-    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="packages")
+    # No single-column indexes on `channel` and `mirror`: the composite indexes below lead
+    # with them, and every index costs each of a first sync's 600,000 inserted rows.
+    channel = models.ForeignKey(
+        Channel, on_delete=models.CASCADE, related_name="packages", db_index=False
+    )
     mirror = models.ForeignKey(
         "mirrors_app.Mirror",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="packages",
+        db_index=False,
         help_text="The mirror that brought this package; kept when the mirror is deleted.",
     )
     unit = models.CharField(
@@ -302,12 +307,24 @@ class Package(models.Model):
     record = models.TextField(blank=True)
     # 64-bit digest of `record`: a sync compares it instead of the text to find changes.
     entry_digest = models.BigIntegerField(default=0)
+    # `artifact`, `sidecar` and the decision's reasons are indexed only where set (partial
+    # indexes below): a passive mirror's rows, unstored and allowed, cost those indexes nothing.
     artifact = models.ForeignKey(
-        Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="packages"
+        Artifact,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="packages",
+        db_index=False,
     )
     # A file served beside the package (PEP 658 metadata), stored with it in active mode.
     sidecar = models.ForeignKey(
-        Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="sidecar_of"
+        Artifact,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="sidecar_of",
+        db_index=False,
     )
     on_demand = models.BooleanField(
         default=False, help_text="Passive: fetched from upstream on its first request."
@@ -321,7 +338,7 @@ class Package(models.Model):
     )
     # Why the policy keeps it out (empty: allowed). Excluded packages are kept so that a policy
     # change can be applied without fetching the upstream index again.
-    excluded_reason = models.CharField(max_length=300, blank=True, db_index=True)
+    excluded_reason = models.CharField(max_length=300, blank=True)
     # What a dry-run policy would keep out (the file is allowed meanwhile): shown on the
     # mirror's details so a team sees a policy's effect before enforcing it.
     would_exclude_reason = models.CharField(max_length=300, blank=True, default="", db_default="")
@@ -340,6 +357,18 @@ class Package(models.Model):
             models.Index(fields=["mirror", "unit"], name="package_mirror_unit"),
             # The browser's names of a channel (list, search, counts) by index-only scans.
             models.Index(fields=["channel", "name"], condition=SERVED, name="package_served_name"),
+            models.Index(
+                fields=["artifact"], condition=Q(artifact__isnull=False), name="package_artifact"
+            ),
+            models.Index(
+                fields=["sidecar"], condition=Q(sidecar__isnull=False), name="package_sidecar"
+            ),
+            # Rows a decision marks: kept out, or what a dry-run policy would keep out.
+            models.Index(
+                fields=["excluded_reason"],
+                condition=~Q(excluded_reason="") | ~Q(would_exclude_reason=""),
+                name="package_marked",
+            ),
         ]
 
     def __str__(self) -> str:

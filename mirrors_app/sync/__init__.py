@@ -310,7 +310,7 @@ def _apply_policy(mirror: Mirror, progress: Progress, *, changed: int, restart: 
     if not (changed or restart or mirror.policy_fingerprint != fingerprint):
         return
     progress.step("applying the policy")
-    change = packages_decide(mirror=mirror)
+    change = packages_decide(mirror=mirror, count_allowed=False)
     mirror.policy_fingerprint = fingerprint
     Mirror.objects.filter(pk=mirror.pk).update(policy_fingerprint=mirror.policy_fingerprint)
     for reason, count in change.newly_excluded.items():

@@ -83,14 +83,17 @@ def policy_fingerprint(mirror: Mirror) -> str:
     return "|".join(parts)
 
 
-def packages_decide(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
+def packages_decide(
+    *, mirror: Mirror, dry_run: bool = False, count_allowed: bool = True
+) -> PolicyChange:
     """Decide every package of the mirror (`decider_for`); write the changes unless `dry_run`
-    (a preview)."""
+    (a preview). `count_allowed=False` (a sync, which reports only what is kept out) leaves
+    `allowed` at 0 when nothing is judged, saving a count of every row."""
     decider = decider_for(mirror)
     ecosystem = decider.ecosystem
     rows = Package.objects.filter(mirror=mirror, removed=False)
     if not decider.judges_anything:
-        return _allow_all(mirror, rows, dry_run)
+        return _allow_all(mirror, rows, dry_run, count_allowed)
     current: dict[str, tuple[int, str, str]] = {}
     candidates: list[Candidate] = []
     # When PSM first saw a file matters only to a cooldown (files without a publication time):
@@ -157,9 +160,11 @@ def packages_decide(*, mirror: Mirror, dry_run: bool = False) -> PolicyChange:
 _ALLOWED = Decision(True)
 
 
-def _allow_all(mirror: Mirror, rows, dry_run: bool) -> PolicyChange:
-    """Nothing to judge: everything enters (one query, whatever the mirror's size)."""
-    change = PolicyChange(allowed=rows.count())
+def _allow_all(mirror: Mirror, rows, dry_run: bool, count_allowed: bool) -> PolicyChange:
+    """Nothing to judge: everything enters. The marked rows (kept out, or a dry run's
+    verdict) are found through their partial index, so a mirror without any costs an index
+    probe, whatever its size."""
+    change = PolicyChange(allowed=rows.count() if count_allowed else 0)
     marked = rows.exclude(excluded_reason="", would_exclude_reason="")
     change.entering = [
         f"{u}/{f}"

@@ -166,3 +166,32 @@ def test_cve_data_loaded_from_osv_keeps_vulnerable_builds_out(tmp_path, run_mirr
         run = run_mirror(mirror)
     assert run.filtered_reasons == {"PSM-2023-0286 (CVE-2023-0286) score 7.4 ≥ 7.0": 1}
     assert _listed(client, mirror.channel, "linux-64") == ["openssl-3.0.8-0.tar.bz2"]
+
+
+def test_dropping_the_policy_clears_blocks_and_dry_run_marks_at_the_next_run(
+    source, run_mirror, client
+):
+    from policies_app.models import Policy
+
+    blocking = PolicyFactory(block_specs=["gamma"])
+    channel = ChannelFactory(policy=blocking)
+    mirror = MirrorFactory(
+        channel=channel,
+        source_url=source.url,
+        policy=PolicyFactory(block_specs=["beta"], mode=Policy.Mode.DRY_RUN),
+    )
+    run_mirror(mirror)
+    marked = dict(
+        Package.objects.exclude(excluded_reason="", would_exclude_reason="").values_list(
+            "name", "would_exclude_reason"
+        )
+    )
+    assert marked == {"beta": "blocked by package rule 'beta'"}  # the mirror's policy wins
+    mirror.policy = None
+    mirror.save()
+    channel.policy = None
+    channel.save()
+    run = run_mirror(mirror)  # nothing judges: every mark goes, found by the partial index
+    assert run.filtered == 0
+    assert not Package.objects.exclude(excluded_reason="", would_exclude_reason="").exists()
+    assert _listed(client, channel, "linux-64") == ["beta-1.0-0.conda", "gamma-1.0-0.tar.bz2"]

@@ -198,6 +198,45 @@ def test_split_resync_of_a_truncated_index_writes_nothing(source, run_mirror, sp
     assert list(Package.objects.values_list("filename", "entry_digest", "removed")) == before
 
 
+def test_first_sync_checked_in_a_child_takes_in_nothing_of_a_truncated_index(
+    source, run_mirror, split_resyncs
+):
+    path = source.root / "linux-64" / "repodata.json"
+    (source.root / "linux-64" / "repodata.json.zst").unlink()
+    path.write_bytes(path.read_bytes()[:-40])
+    run = run_mirror(_mirror(source))
+    assert "linux-64" in run.warnings and "not valid JSON" in run.warnings
+    assert not Package.objects.filter(unit="linux-64").exists()
+
+
+def test_first_sync_checked_in_a_child_rejects_bad_entries_and_keeps_urls_as_sources(
+    source, run_mirror, client, split_resyncs
+):
+    from tests.fixtures.conda_channel import write_repodata
+
+    document = read_repodata(source.root, "linux-64")
+    gamma = document["packages"][PACKAGES[2].filename]
+    document["packages"]["../evil-1.0-0.tar.bz2"] = gamma
+    document["packages"]["gamma-0.2-0.tar.bz2"] = {
+        **gamma,
+        "version": "0.2",
+        "url": "https://elsewhere.example/gamma-0.2-0.tar.bz2",
+    }
+    write_repodata(source.root, "linux-64", document)
+    mirror = _mirror(source)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert run.filtered_reasons == {"unsafe file name": 1}
+    served = orjson.loads(_served(client, mirror.channel, "linux-64/repodata.json")[1])
+    del document["packages"]["../evil-1.0-0.tar.bz2"]
+    del document["packages"]["gamma-0.2-0.tar.bz2"]["url"]
+    assert served["packages"] == document["packages"]
+    assert served["packages.conda"] == document["packages.conda"]
+    assert Package.objects.get(filename="gamma-0.2-0.tar.bz2").upstream_url == (
+        "https://elsewhere.example/gamma-0.2-0.tar.bz2"
+    )
+
+
 def _nested(depth: int) -> dict:
     value: dict = {}
     for _ in range(depth):
