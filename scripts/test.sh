@@ -203,12 +203,12 @@ trap 'rm -rf "$PSM_DATA_DIR"' EXIT
 say "ruff check"
 "$VENV/bin/ruff" check .
 
-# One pytest process per core (pytest-xdist); the broker's tests share one (tests/conftest.py).
-# PSM_TEST_PROCESSES=0 runs everything in this process.
+# One pytest process per core (pytest-xdist); each uses a Redis database of its own as the test
+# broker (tests/fixtures/celery_worker.py). PSM_TEST_PROCESSES=0 runs everything in this process.
 processes=${PSM_TEST_PROCESSES:-auto}
 say "pytest -n $processes $*"
 status=0
-"$PY" -m pytest -n "$processes" --dist loadgroup "$@" || status=$?
+"$PY" -m pytest -n "$processes" "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: that is a failure." >&2
 fi

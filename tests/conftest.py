@@ -186,12 +186,3 @@ def run_mirror():
         return claimed
 
     return run
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (scripts/test.sh), the tests of the one test broker run in one process:
-    each starts a worker that purges the broker's queue, which would take another's messages."""
-    group = pytest.mark.xdist_group("broker")
-    for item in items:
-        if "broker" in getattr(item, "fixturenames", ()):
-            item.add_marker(group)
