@@ -16,7 +16,7 @@ from psm.permissions import RowPermissionsAdmin, rules_for
 from psm.redaction import redact, refers_to_secret
 
 from . import services, verification
-from .formats import FORMATS, kind_choices
+from .formats import kind_choices, kind_label
 from .models import Channel, ChannelGrant, Package
 from .permissions import GRANT, filter_allowed, may, may_some, visible_channels
 
@@ -232,8 +232,7 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
 
     @admin.display(description="Package type", ordering="kind")
     def kind_label(self, channel: Channel) -> str:
-        fmt = FORMATS.get(channel.kind)
-        return fmt.label if fmt else channel.kind
+        return kind_label(channel.kind)
 
     @admin.display(description="Mirrors", ordering="_mirror_count")
     def mirror_count(self, channel: Channel) -> int:
@@ -285,7 +284,7 @@ class ChannelAdmin(RowPermissionsAdmin, admin.ModelAdmin):
                 (
                     reverse("admin:mirrors_app_mirror_change", args=[m.pk]),
                     m.name,
-                    FORMATS[m.kind].label if m.kind in FORMATS else m.kind,
+                    kind_label(m.kind),
                     m.get_mode_display(),
                     m.pk,
                     progress_url,  # progress.js (the mirrors' Media) keeps the status live

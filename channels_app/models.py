@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .formats import FORMATS, kind_labels
@@ -268,6 +269,8 @@ PENDING_DECISION = "awaiting the policy's decision"
 #: (`Package.is_servable` of a current row). Publishing renders these; the package browser
 #: lists and counts them, through the partial index below.
 SERVED = Q(removed=False, excluded_reason="") & (Q(artifact__isnull=False) | Q(on_demand=True))
+#: A package file's bytes: the stored file's size, else the size its index gives.
+FILE_BYTES = Coalesce("artifact__size", "size")
 
 
 class Package(models.Model):

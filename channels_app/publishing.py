@@ -20,13 +20,12 @@ from typing import Any, BinaryIO
 
 from django.db import connection, transaction
 from django.db.models import Max, Q
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 from psycopg.adapt import Loader
 
 from . import storage
 from .formats import content_type, get_format
-from .models import SERVED, Artifact, Channel, Package, PublishedFile
+from .models import FILE_BYTES, SERVED, Artifact, Channel, Package, PublishedFile
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ class PackageIndexSource:
             rows = (
                 self.packages.filter(unit__in=chunk)
                 .order_by("unit", "filename")
-                .values_list("unit", "filename", Coalesce("artifact__size", "size"), "added_at")
+                .values_list("unit", "filename", FILE_BYTES, "added_at")
             )
             yield from rows.iterator(10_000)
 

@@ -5,10 +5,9 @@ few aggregate queries (none per row)."""
 from __future__ import annotations
 
 from django.db.models import Count, Sum
-from django.db.models.functions import Coalesce
 from django.urls import reverse
 
-from channels_app.models import SERVED, Artifact, Channel, Package
+from channels_app.models import FILE_BYTES, SERVED, Artifact, Channel, Package
 from channels_app.permissions import filter_allowed as channels_allowed
 from mirrors_app import live
 from mirrors_app.admin.pages import for_admin
@@ -94,7 +93,7 @@ def _channel_sizes(channels) -> dict:
         Package.objects.filter(SERVED, channel__in=channels.values("pk"))
         .order_by()
         .values("channel")
-        .annotate(files=Count("pk"), bytes=Sum(Coalesce("size", "artifact__size")))
+        .annotate(files=Count("pk"), bytes=Sum(FILE_BYTES))
     )
     by_channel = {row["channel"]: row for row in sizes}
     rows = [

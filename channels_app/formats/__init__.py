@@ -37,6 +37,12 @@ def get_format(kind: str) -> RepositoryFormat:
         raise KeyError(f"unknown package type {kind!r} (known: {known})") from None
 
 
+def kind_label(kind: str) -> str:
+    """The label of the package type `kind` ("standard python"), or `kind` if unknown."""
+    fmt = FORMATS.get(kind)
+    return fmt.label if fmt else kind
+
+
 def kind_choices() -> list[tuple[str, str]]:
     return [(fmt.kind, fmt.label) for fmt in FORMATS.values()]
 
@@ -66,6 +72,7 @@ __all__ = [
     "PackageRecord",
     "RepositoryFormat",
     "get_format",
+    "kind_label",
     "kind_choices",
     "kind_labels",
 ]

@@ -16,7 +16,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.utils.translation import ngettext
 
-from channels_app.formats import FORMATS, kind_choices
+from channels_app.formats import kind_choices, kind_label
 from channels_app.models import Channel
 from channels_app.permissions import may as may_on_channel
 from psm.input import StorableJSONField
@@ -250,7 +250,7 @@ class MirrorAdmin(MirrorPages, RowPermissionsAdmin, admin.ModelAdmin):
 
     @admin.display(description="Type", ordering="kind")
     def kind_label(self, mirror: Mirror) -> str:
-        return FORMATS[mirror.kind].label if mirror.kind in FORMATS else mirror.kind
+        return kind_label(mirror.kind)
 
     @admin.display(description="Mirroring status", ordering="status")
     def status_display(self, mirror: Mirror):

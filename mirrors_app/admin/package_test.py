@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.template.response import TemplateResponse
 
-from channels_app.formats import FORMATS
+from channels_app.formats import kind_label
 from channels_app.models import Channel
 from channels_app.permissions import filter_allowed, may_some
 from policies_app.models import Policy
@@ -22,8 +22,7 @@ from ..package_test import MAX_NAME, MAX_PLATFORM, package_test, question_proble
 
 class ChannelChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, channel: Channel) -> str:
-        fmt = FORMATS.get(channel.kind)
-        label = f"{channel.path} ({fmt.label if fmt else channel.kind})"
+        label = f"{channel.path} ({kind_label(channel.kind)})"
         return label + (" · uses this policy" if getattr(channel, "_uses", False) else "")
 
 

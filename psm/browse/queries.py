@@ -17,7 +17,7 @@ from django.db.models import Count, F, Max, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
-from channels_app.models import SERVED, Channel, Package
+from channels_app.models import FILE_BYTES, SERVED, Channel, Package
 from channels_app.permissions import visible_channels
 from policies_app.ecosystems import ECOSYSTEMS
 
@@ -203,7 +203,7 @@ def version_files(channel: Channel, name: str, versions: Sequence[str]) -> list[
         served(channel)
         .filter(name=name, version__in=versions)
         .order_by("unit", "filename")
-        .values("version", "unit", "filename", "added_at", bytes=Coalesce("artifact__size", "size"))
+        .values("version", "unit", "filename", "added_at", bytes=FILE_BYTES)
     )
     for row in rows:
         found[row["version"]].files.append(row)
@@ -215,7 +215,5 @@ def package_totals(channel: Channel, name: str) -> dict:
     return (
         served(channel)
         .filter(name=name)
-        .aggregate(
-            files=Count("pk"), size=Sum(Coalesce("artifact__size", "size")), added=Max("added_at")
-        )
+        .aggregate(files=Count("pk"), size=Sum(FILE_BYTES), added=Max("added_at"))
     )

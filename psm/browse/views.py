@@ -8,7 +8,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from channels_app.formats import FORMATS
+from channels_app.formats import FORMATS, kind_label
 from channels_app.models import Channel
 from channels_app.permissions import may_know
 
@@ -19,11 +19,6 @@ from .why import explaining_mirrors, why_not_here
 PACKAGES_PER_PAGE = 50
 VERSIONS_PER_PAGE = 20
 MAX_SEARCH = 255
-
-
-def _label(kind: str) -> str:
-    fmt = FORMATS.get(kind)
-    return fmt.label if fmt else kind
 
 
 def _has_platforms(kind: str) -> bool:
@@ -52,7 +47,8 @@ def channel_list(request: HttpRequest) -> HttpResponse:
     channels = list(queries.readable_channels(request.user))
     counts = queries.name_counts(channels)
     rows = [
-        {"channel": c, "label": _label(c.kind), "packages": counts.get(c.pk, 0)} for c in channels
+        {"channel": c, "label": kind_label(c.kind), "packages": counts.get(c.pk, 0)}
+        for c in channels
     ]
     return render(request, "browse/channels.html", {"rows": rows})
 
@@ -67,7 +63,7 @@ def channel_detail(request: HttpRequest, path: str) -> HttpResponse:
     context = {
         "channel": channel,
         "parent": _parent_shown(request, channel),
-        "label": _label(channel.kind),
+        "label": kind_label(channel.kind),
         "search": search,
         "page": page,
         "total": page.paginator.count,
@@ -93,7 +89,7 @@ def package_detail(request: HttpRequest, path: str, name: str) -> HttpResponse:
     context = {
         "channel": channel,
         "parent": _parent_shown(request, channel),
-        "label": _label(channel.kind),
+        "label": kind_label(channel.kind),
         "name": name,
         "latest": versions[0],
         "count": len(versions),
