@@ -1,6 +1,6 @@
 """Serving side by side: PSM (one or more servers), nginx and proxpi on the same bytes, one run.
 
-    .venv/bin/python benchmarks/bench_serving.py [--servers gunicorn-gthread,gunicorn-sync]
+    .venv/bin/python benchmarks/bench_serving.py [--servers psm-server,gunicorn-gthread]
         [--seconds 10] [--connections 16] [--workdir /tmp/psm-bench-serving]
         [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench_serving] [--no-nginx]
         [--no-proxpi] [--json FILE]
@@ -17,7 +17,8 @@ What it does, in order:
    own ETags.
 4. proxpi (pip-installed into a throwaway venv under the workdir) proxies the same simple
    index under gunicorn with 2 workers (its documented way to run); its cache is warmed first.
-5. Each PSM server in `--servers` in turn (2 workers each), then nginx and proxpi, answer
+5. Each PSM server in `--servers` in turn (2 workers each; `psm-server` is the documented
+   production server, `psm.server.command`), then nginx and proxpi, answer
    the cases below under wrk (else a threaded Python client) on the same 2 cores:
    304 of repodata.json (If-None-Match), 304 of the project page, the project page (200,
    warm), repodata.json (200), the project list (200) and the 2 MB wheel.
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_conda import free_port, git_describe, load_python, load_wrk  # noqa: E402
+from psm import server  # noqa: E402
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel  # noqa: E402
 from tests.fixtures.pypi_index import FakeDist, IndexServer, build_index  # noqa: E402
 
@@ -60,14 +62,23 @@ SERVERS: dict[str, list[str]] = {
     + ["--threads", "4"],
     "gunicorn-gevent": [PYTHON, "-m", "gunicorn", "psm.wsgi", "-w", "2", "-k", "gevent"],
     "granian-wsgi": [str(BIN / "granian"), "--interface", "wsgi", "psm.wsgi:application"]
-    + ["--workers", "2", "--blocking-threads", "1", "--no-ws", "--log-level", "warning"],
+    + ["--workers", "2", "--blocking-threads", "4", "--no-ws", "--log-level", "warning"],
+    # Each worker loads the application (--lazy-apps): the cache's listener thread would not
+    # survive a fork from the master.
+    "uwsgi": [str(BIN / "uwsgi"), "--module", "psm.wsgi:application", "--master", "--lazy-apps"]
+    + ["--processes", "2", "--threads", "4", "--enable-threads", "--disable-logging"]
+    + ["--die-on-term", "--buffer-size", "16384"],
 }
 
 
 def server_command(name: str, port: int) -> list[str]:
-    command = list(SERVERS[name])
+    command = list(SERVERS.get(name, ()))
     if name.startswith("gunicorn"):
         return command + ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    if name == "psm-server":  # the documented production server, as `python -m psm.server`
+        return server.command(f"127.0.0.1:{port}", workers=2, threads=server.DEFAULT_THREADS)
+    if name == "uwsgi":
+        return command + ["--http-socket", f"127.0.0.1:{port}"]
     return command + ["--host", "127.0.0.1", "--port", str(port)]
 
 
@@ -266,7 +277,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--servers", default="gunicorn-gthread,gunicorn-sync")
+    parser.add_argument("--servers", default="psm-server,gunicorn-gthread")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/psm-bench-serving"))
@@ -277,9 +288,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = [s for s in servers if s not in SERVERS]
+    unknown = [s for s in servers if s not in SERVERS and s != "psm-server"]
     if unknown:
-        parser.error(f"unknown server(s) {unknown}; known: {', '.join(SERVERS)}")
+        parser.error(f"unknown server(s) {unknown}; known: psm-server, {', '.join(SERVERS)}")
     if args.db in ("psm", "test_psm"):
         parser.error("use a database of its own")
     work = args.workdir.resolve()

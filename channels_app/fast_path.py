@@ -158,4 +158,10 @@ class RepoFastPath:
             # sendfile(2) where the server can; closing the file closes the response.
             response.file_to_stream.close = response.close
             return environ["wsgi.file_wrapper"](response.file_to_stream, response.block_size)
-        return response
+        if response.streaming:
+            return response
+        # The whole body is in hand: a list is what servers send fastest (in one write, for
+        # some), and nothing is left for the response to do (close() sends request_finished).
+        body = response.content
+        response.close()
+        return [body] if body else []

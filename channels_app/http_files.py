@@ -24,6 +24,8 @@ from django.utils.http import (
 )
 
 CHUNK_SIZE = 1024 * 1024
+#: Whole files up to this size are read and sent as one body instead of streamed.
+SMALL_FILE = 64 * 1024
 #: Cache-Control of a file that never changes under its URL (a package file).
 IMMUTABLE = "public, max-age=31536000, immutable"
 #: The request headers get_conditional_response reads (RFC 9110 §13.1), as WSGI keys.
@@ -154,6 +156,11 @@ def file_response(
 
     headers["Content-Length"] = str(len(span))
     file = open_file()
+    if status == 200 and size <= SMALL_FILE:
+        # Most index files (project pages, small repodata): one read, and the body goes out
+        # with the headers, where sending a file costs the server more calls than the bytes.
+        with file:
+            return HttpResponse(file.read(size), content_type=content_type, headers=headers)
     response = StreamingHttpResponse(
         _FileChunks(file, span.start, len(span)),
         status=status,

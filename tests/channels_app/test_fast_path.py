@@ -64,7 +64,8 @@ def call(app, path: str, method: str = "GET", **headers: str) -> tuple[str, dict
     try:
         body = b"".join(result)
     finally:
-        result.close()
+        if hasattr(result, "close"):  # as a WSGI server does (a list has none)
+            result.close()
     return answer["status"], dict(answer["headers"]), body
 
 

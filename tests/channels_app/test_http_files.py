@@ -11,6 +11,7 @@ from django.utils.http import http_date
 
 from channels_app import http_files
 from channels_app.http_files import file_response
+from tests.fixtures.http import response_body
 
 DATA = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable
 SIZE = len(DATA)
@@ -59,16 +60,16 @@ def serve(request, open_file=None, **kwargs):
 
 
 def body(response) -> bytes:
-    content = b"".join(response.streaming_content)
+    """The body, then close() as a WSGI server would (Django's handler is not involved)."""
+    content = response_body(response)
     response.close()
     return content
 
 
-def test_get_streams_full_body_with_headers():
+def test_get_sends_full_body_with_headers():
     opener = Tracker()
     response = serve(rf.get("/f"), opener)
     assert response.status_code == 200
-    assert response.streaming
     assert body(response) == DATA
     assert opener.calls == 1 and opener.files[0].closed
     assert response["Content-Length"] == str(SIZE)
@@ -81,9 +82,29 @@ def test_get_streams_full_body_with_headers():
     assert "Content-Range" not in response
 
 
+def test_a_small_whole_file_is_read_at_once_and_closed():
+    opener = Tracker()
+    response = serve(rf.get("/f"), opener)
+    assert not response.streaming  # one body, sent with the headers
+    assert opener.files[0].closed  # before the response is even sent
+    assert response.content == DATA
+
+
+def test_a_larger_whole_file_is_handed_to_the_server_to_send():
+    data = bytes(range(256)) * (http_files.SMALL_FILE // 256 + 1)
+    opener = Tracker(data)
+    response = serve(rf.get("/f"), opener, size=len(data))
+    assert response.streaming
+    assert response.file_to_stream is opener.files[0]  # for wsgi.file_wrapper (sendfile)
+    assert not opener.files[0].closed
+    assert body(response) == data
+    assert opener.files[0].closed
+
+
 def test_get_streams_in_chunks(monkeypatch):
     assert http_files.CHUNK_SIZE == 1024 * 1024
     monkeypatch.setattr(http_files, "CHUNK_SIZE", 4096)
+    monkeypatch.setattr(http_files, "SMALL_FILE", 0)
     response = serve(rf.get("/f"))
     chunks = list(response.streaming_content)
     assert [len(c) for c in chunks] == [4096, 4096, 2048]

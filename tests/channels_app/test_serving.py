@@ -18,6 +18,7 @@ from channels_app.models import Channel, Package, PublishedFile
 from mirrors_app.models import Mirror
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def source(tmp_path):
 
 def _get(client, path, **headers):
     response = client.get(f"/api/repo/{path}", headers=headers)
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = response_body(response)
     return response, body
 
 

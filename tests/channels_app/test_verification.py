@@ -18,6 +18,7 @@ from channels_app.models import Artifact, Package, PublishedFile, VerificationPr
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def source(tmp_path):
 
 def _served(client, channel, path: str) -> tuple[int, bytes]:
     response = client.get(f"/api/repo/{channel.path}/{path}")
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = response_body(response)
     return response.status_code, body
 
 

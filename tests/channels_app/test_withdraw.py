@@ -19,6 +19,7 @@ from channels_app.formats.pypi_pages import parse_page
 from channels_app.models import Channel, Package, PublishedFile
 from tests.factories import ChannelFactory
 from tests.fixtures.cran_repo import rscript
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +30,7 @@ GAMMA_ARCHIVE = "src/contrib/Archive/gamma"
 
 def _get(client, channel: Channel, path: str, **headers):
     response = client.get(f"/api/repo/{channel.path}/{path}", headers=headers)
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = response_body(response)
     return response, body
 
 

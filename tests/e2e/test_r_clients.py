@@ -21,6 +21,7 @@ from tests.fixtures.cran_repo import (
     rscript_install,
     rscript_run,
 )
+from tests.fixtures.http import response_body
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -97,7 +98,7 @@ def test_packages_rds_is_what_r_reads_first(run_mirror, upstream, client, tmp_pa
     response = client.get(f"/api/repo/{mirror.channel.name}/src/contrib/PACKAGES.rds")
     assert response.status_code == 200
     rds = tmp_path / "PACKAGES.rds"
-    rds.write_bytes(b"".join(response.streaming_content))
+    rds.write_bytes(response_body(response))
     script = (
         "db <- readRDS(commandArgs(TRUE)[1]); "
         'cat(rownames(db), db[, "Version"], db[, "MD5sum"] != "", sep = "\\n")'

@@ -17,6 +17,7 @@ from tests.fixtures.conda_channel import (
     read_repodata,
     write_repodata,
 )
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ def source(tmp_path):
 def _served(client, mirror: Mirror, path: str) -> dict:
     response = client.get(f"/api/repo/{mirror.channel.path}/{path}")
     assert response.status_code == 200
-    return orjson.loads(b"".join(response.streaming_content))
+    return orjson.loads(response_body(response))
 
 
 def test_a_child_whose_pipe_carries_garbage_leaves_the_check_to_the_run(

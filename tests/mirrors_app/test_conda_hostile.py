@@ -38,6 +38,7 @@ from tests.fixtures.conda_channel import (
     read_repodata,
     write_repodata,
 )
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +75,7 @@ def _mirror(server, mode=Mirror.Mode.PASSIVE):
 
 def _served(client, channel, path):
     response = client.get(f"/api/repo/{channel.path}/{path}")
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = response_body(response)
     return response, body
 
 
@@ -615,7 +616,7 @@ def test_passive_concurrent_first_requests_download_once(source, run_mirror):
         try:
             barrier.wait(timeout=10)
             response = Client().get(url)
-            body = b"".join(response.streaming_content) if response.streaming else b""
+            body = response_body(response)
             with lock:
                 results.append((response.status_code, body))
         finally:

@@ -11,6 +11,7 @@ from mirrors_app import services
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,7 @@ def source(tmp_path):
 
 def _listed(client, channel, subdir):
     response = client.get(f"/api/repo/{channel.path}/{subdir}/repodata.json")
-    document = orjson.loads(b"".join(response.streaming_content))
+    document = orjson.loads(response_body(response))
     return sorted([*document["packages"], *document["packages.conda"]])
 
 

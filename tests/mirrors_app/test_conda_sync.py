@@ -9,6 +9,7 @@ from channels_app.models import Package, PublishedFile
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import MirrorFactory
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel, read_repodata
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def _mirror(server, mode=Mirror.Mode.PASSIVE, **kwargs):
 
 def _served(client, channel, path):
     response = client.get(f"/api/repo/{channel.path}/{path}")
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = response_body(response)
     return response, body
 
 

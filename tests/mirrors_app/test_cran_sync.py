@@ -13,6 +13,7 @@ from channels_app.models import Package, PublishedFile
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.cran_repo import CranServer, RPackage, build_repo, packages_text, rscript
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +49,7 @@ def _mirror(upstream, mode=Mirror.Mode.PASSIVE, **options) -> Mirror:
 
 def _get(client, mirror, path, **headers):
     response = client.get(f"/api/repo/{mirror.channel.path}/{path}", headers=headers)
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = response_body(response)
     return response, body
 
 
@@ -442,7 +443,7 @@ def test_an_empty_r_channel_serves_an_empty_index(client):
     channel = ChannelFactory(kind="cran", name="empty-r")
     response = client.get(f"/api/repo/{channel.name}/src/contrib/PACKAGES")
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == b""
+    assert response_body(response) == b""
 
 
 def test_a_file_of_no_known_size_is_held_to_the_global_cap(

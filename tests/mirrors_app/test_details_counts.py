@@ -21,6 +21,7 @@ from tests.fixtures.conda_channel import (
     write_repodata,
 )
 from tests.fixtures.cran_repo import CranServer, RPackage, build_repo
+from tests.fixtures.http import response_body
 from tests.fixtures.pypi_index import FakeDist, IndexServer, build_index
 
 pytestmark = pytest.mark.django_db
@@ -199,7 +200,7 @@ def test_details_count_every_offered_file_once_and_match_their_lists(
             for path, status in ((source.good, 200), (source.bad, 502)):
                 response = client.get(f"/api/repo/{mirror.channel.path}/{path}")
                 if response.streaming:
-                    b"".join(response.streaming_content)
+                    response_body(response)
                 assert response.status_code == status, path
         api_client.force_authenticate(make_user("mirrors_app.view_mirror"))
         counts = _check_counts(api_client, mirror, source)

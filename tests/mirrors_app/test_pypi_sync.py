@@ -8,6 +8,7 @@ import pytest
 from channels_app.models import Package
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
+from tests.fixtures.http import response_body
 from tests.fixtures.pypi_index import FakeDist, IndexServer, build_index
 
 pytestmark = pytest.mark.django_db
@@ -50,9 +51,7 @@ def _served(client, mirror, project) -> list[str]:
     )
     if response.status_code == 404:
         return []
-    return sorted(
-        f["filename"] for f in orjson.loads(b"".join(response.streaming_content))["files"]
-    )
+    return sorted(f["filename"] for f in orjson.loads(response_body(response))["files"])
 
 
 def test_mirror_filters_decide_what_enters_with_reasons(upstream, run_mirror, client):
@@ -217,7 +216,7 @@ def test_a_project_gone_upstream_leaves_the_project_list_and_its_page(
     build_index(index, [d for d in DISTS if d.name != "beta"])
     run_mirror(mirror)
     response = client.get(f"/api/repo/{mirror.channel.name}/simple/", headers={"Accept": JSON})
-    listed = orjson.loads(b"".join(response.streaming_content))["projects"]
+    listed = orjson.loads(response_body(response))["projects"]
     assert [p["name"] for p in listed] == ["alpha"]
     assert _served(client, mirror, "beta") == []
     assert len(_served(client, mirror, "alpha")) == 4

@@ -23,6 +23,7 @@ from policies_app import enforcement, services, tasks
 from psm.models import AuditEvent
 from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory, SyncRunFactory
 from tests.fixtures.celery_worker import Worker, wait_until, worker_env
+from tests.fixtures.http import response_body
 from tests.fixtures.webhook import WebhookReceiver
 
 BLOCKED = "noarch/alpha-1.0-0.tar.bz2"  # alpha <1.1 is affected by ADVISORY
@@ -83,7 +84,7 @@ def listed(client, channel: Channel, subdir: str = "noarch") -> list[str]:
     """The files the served repodata.json of `subdir` lists."""
     response = client.get(f"/api/repo/{channel.path}/{subdir}/repodata.json")
     assert response.status_code == 200
-    document = orjson.loads(b"".join(response.streaming_content))
+    document = orjson.loads(response_body(response))
     return sorted(
         f"{subdir}/{name}" for key in ("packages", "packages.conda") for name in document[key]
     )

@@ -19,6 +19,7 @@ from mirrors_app.models import SyncRun
 from policies_app import compiling, enforcement, tasks
 from policies_app.models import Vulnerability, Waiver
 from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory
+from tests.fixtures.http import response_body
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,7 @@ def listed(client, channel: Channel) -> list[str]:
     for subdir in ("noarch", "linux-64"):
         response = client.get(f"/api/repo/{channel.path}/{subdir}/repodata.json")
         assert response.status_code == 200
-        document = orjson.loads(b"".join(response.streaming_content))
+        document = orjson.loads(response_body(response))
         found += [f"{subdir}/{n}" for key in ("packages", "packages.conda") for n in document[key]]
     return sorted(found)
 

@@ -1,0 +1,65 @@
+"""The production web server: `python -m psm.server` (installed by `pip install 'psm[server]'`).
+
+granian, an HTTP server written in Rust, runs `psm.wsgi` in one process per core, each with a
+few threads for requests that wait (a passive first request on its upstream, a large file on a
+slow client), and serves the admin's static files itself. Chosen by measurement: against
+gunicorn's threaded workers it answers the small responses that make most of a mirror's
+traffic (304s, index files, project pages) about twice as fast, and package files as fast
+(`benchmarks/bench_serving.py`, figures in benchmarks/README.md).
+
+Settings (environment): PSM_BIND (`127.0.0.1:8000`), PSM_WEB_WORKERS (the number of cores),
+PSM_WEB_THREADS (8 per worker); the rest of PSM's settings as for any other command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: Requests a worker process handles at once (its Python threads).
+DEFAULT_THREADS = 8
+
+
+def _positive(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"{name} must be a whole number of at least 1, not {value!r}")
+    return int(value)
+
+
+def _address(bind: str) -> tuple[str, str]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"PSM_BIND must be HOST:PORT (such as 0.0.0.0:8000), not {bind!r}")
+    return host.strip("[]"), port
+
+
+def command(bind: str, *, workers: int, threads: int, static_root: str | None = None) -> list[str]:
+    """The server's command line: `bind` is HOST:PORT."""
+    host, port = _address(bind)
+    args = [sys.executable, "-m", "granian", "--interface", "wsgi", "psm.wsgi:application"]
+    args += ["--host", host, "--port", port, "--workers", str(workers)]
+    # WSGI code runs on the blocking threads; without websockets (PSM has none).
+    args += ["--blocking-threads", str(threads), "--no-ws", "--respawn-failed-workers"]
+    args += ["--log-level", "warning"]
+    if static_root:
+        args += ["--static-path-route", "/static", "--static-path-mount", static_root]
+    return args
+
+
+def main() -> None:
+    from django.conf import settings
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "psm.settings")
+    bind = os.environ.get("PSM_BIND", "127.0.0.1:8000")
+    workers = _positive("PSM_WEB_WORKERS", os.cpu_count() or 1)
+    threads = _positive("PSM_WEB_THREADS", DEFAULT_THREADS)
+    static_root = str(settings.STATIC_ROOT) if os.path.isdir(settings.STATIC_ROOT) else None
+    args = command(bind, workers=workers, threads=threads, static_root=static_root)
+    os.execv(args[0], args)
+
+
+if __name__ == "__main__":
+    main()
