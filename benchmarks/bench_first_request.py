@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_first_request.py [--sizes 20,200]
         [--repeat 5] [--workdir /tmp/psm-bench-first] [--pg postgres://postgres@127.0.0.1:5432]
-        [--db psm_bench_first] [--worker-class gthread] [--workers 2] [--threads 4]
+        [--db psm_bench_first] [--worker-class psm-server] [--workers 2] [--threads 4]
         [--proxpi PATH] [--json FILE]
 
 What it does, in order:
@@ -13,8 +13,9 @@ What it does, in order:
 2. Upstream: a threaded HTTP server on 127.0.0.1 that sends files with `sendfile` and a
    precomputed ETag, no throttling: the fastest a Python upstream gets (bench_conda's).
 3. PSM: a fresh `--db`, migrated, with a conda channel `bench` and a passive mirror of noarch
-   synced from the upstream (`manage.py mirror_run`), served by gunicorn (`--worker-class`,
-   `--workers`, `--threads`) on the same 2 cores.
+   synced from the upstream (`manage.py mirror_run`), served by the production server
+   (`psm.server`; or gunicorn with `--worker-class gthread` etc.), `--workers` processes of
+   `--threads` threads, on the same 2 cores.
 4. Each repetition, for each size, one after the other: the direct download from upstream, the
    PSM first request (its file, artifact row and partial file removed just before: a fresh
    cache), and the PSM second request (served from storage); with `--proxpi`, proxpi's first
@@ -54,6 +55,7 @@ from benchmarks.bench_conda import (  # noqa: E402
     psm_env,
     wait_http,
 )
+from psm.server import command as server_command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -190,14 +192,18 @@ def forget_files(dsn: str, data: Path, files: dict[str, dict]) -> None:
     subprocess.run(["sync"], check=False)  # the next request does not pay for our writeback
 
 
-def start_gunicorn(env: dict, workdir: Path, args: argparse.Namespace) -> tuple:
+def start_psm(env: dict, workdir: Path, args: argparse.Namespace) -> tuple:
+    """PSM under the production server (`psm.server`), or gunicorn with `--worker-class`."""
     port = free_port()
-    log = open(workdir / "gunicorn.log", "w")  # noqa: SIM115 - closed with the server
-    command = [PYTHON, "-m", "gunicorn", "psm.wsgi", "-b", f"127.0.0.1:{port}"]
-    command += ["--workers", str(args.workers), "--worker-class", args.worker_class]
-    if args.worker_class == "gthread":
-        command += ["--threads", str(args.threads)]
-    command += ["--timeout", "600", "--log-level", "warning"]
+    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed with the server
+    if args.worker_class == "psm-server":
+        command = server_command(f"127.0.0.1:{port}", workers=args.workers, threads=args.threads)
+    else:
+        command = [PYTHON, "-m", "gunicorn", "psm.wsgi", "-b", f"127.0.0.1:{port}"]
+        command += ["--workers", str(args.workers), "--worker-class", args.worker_class]
+        if args.worker_class == "gthread":
+            command += ["--threads", str(args.threads)]
+        command += ["--timeout", "600", "--log-level", "warning"]
     server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     wait_http("127.0.0.1", port, "/api/repo/bench/noarch/repodata.json")
     return server, log, port
@@ -247,7 +253,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/psm-bench-first"))
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432", help="server URL")
     parser.add_argument("--db", default="psm_bench_first")
-    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--worker-class", default="psm-server", help="or a gunicorn class")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--proxpi", type=Path, help="a venv with proxpi and gunicorn installed")
@@ -272,7 +278,7 @@ def main() -> None:
         "server": {
             "worker_class": args.worker_class,
             "workers": args.workers,
-            "threads": args.threads if args.worker_class == "gthread" else None,
+            "threads": args.threads if args.worker_class in ("gthread", "psm-server") else None,
         },
         "load_at_start": os.getloadavg(),
     }
@@ -288,7 +294,7 @@ def main() -> None:
     manage(env, "shell", "-c", SETUP.format(url=upstream_url))
     manage(env, "mirror_run", "bench")
 
-    server, log, port = start_gunicorn(env, workdir, args)
+    server, log, port = start_psm(env, workdir, args)
     proxpi = None
     out = workdir / "body"
     times: dict[str, dict[str, list]] = {
