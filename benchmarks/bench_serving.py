@@ -30,7 +30,9 @@ Asserts nothing: the figures are for benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import io
 import json
 import os
 import random
@@ -203,8 +205,14 @@ def measure(port: int, path: str, conditional: bool, args, label: str) -> dict:
 
 
 def run_cases(port: int, paths: dict[str, str | None], args, label: str) -> dict:
+    """Every case, each after one untimed second of the same load: every server starts warm
+    (its threads' database connections, caches and the first requests' imports done)."""
     results = {}
+    warm = argparse.Namespace(**{**vars(args), "seconds": 1})
     for case, _psm_path, conditional in CASES:
+        if paths.get(case):
+            with contextlib.redirect_stdout(io.StringIO()):
+                measure(port, paths[case], conditional, warm, label)
         path = paths.get(case)
         results[case] = (
             measure(port, path, conditional, args, label) if path else {"skipped": "n/a"}
