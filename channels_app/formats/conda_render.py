@@ -9,7 +9,7 @@ after the publish (`FormatCapabilities.bz2_copies`). A withdrawal rewrites publi
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -87,12 +87,8 @@ def _write_repodata(
     out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
     for section, suffix in SECTIONS:
         out.write(b',"' + section.encode() + b'":{')
-        first = True
-        for filename, document in source.documents(subdir, suffix):
-            raw = document if isinstance(document, bytes) else document.encode()
-            out.write((b"" if first else b",") + orjson.dumps(filename) + b":" + raw)
-            first = False
-            names.setdefault(filename.rsplit("-", 2)[0], set()).add(subdir)
+        for block in _members(source, subdir, suffix, names):
+            out.write(block)
         out.write(b"}")
     extras = source.unit_extras(subdir)
     removed = sorted(set(extras.get("removed", ())))
@@ -102,6 +98,25 @@ def _write_repodata(
         if key not in KNOWN_KEYS and not holds_packages(key):
             out.write(b"," + orjson.dumps(key) + b":" + text.encode())
     out.write(b',"repodata_version":1}')
+
+
+def _members(
+    source: IndexSource, subdir: str, suffix: str, names: dict[str, set[str]]
+) -> Iterator[bytes]:
+    """A section's `"filename":record` members, comma separated, in filename order; the
+    package names it lists are added to `names`. A source that hands them over ready-made
+    (publishing's, straight from the database) is asked for them and for the names."""
+    if hasattr(source, "json_members"):
+        yield from source.json_members(subdir, suffix)
+        for name in source.names(subdir, suffix):
+            names.setdefault(name, set()).add(subdir)
+        return
+    first = True
+    for filename, document in source.documents(subdir, suffix):
+        raw = document if isinstance(document, bytes) else document.encode()
+        yield (b"" if first else b",") + orjson.dumps(filename) + b":" + raw
+        first = False
+        names.setdefault(_package_name(filename), set()).add(subdir)
 
 
 # --- Withdrawing files from a published channel -----------------------------------------------

@@ -194,18 +194,18 @@ def _closed(child: Child) -> None:
 
 
 def _digest_in_child(receive: Receive, path: str, url: str, section: str) -> Any:
-    """In the child: given (base URL, stored digests of `section`) by the parent (None:
-    nothing to do), digest `section` and return what is unchanged ((filename, digest)) and
-    what is not ((filename, compact JSON or None if PSM cannot hold it, digest)); a
-    FormatError is returned, raised there."""
-    given = receive()
-    if given is None:
-        return None
-    base, known = given
-    location = base.encode()
+    """In the child: parse `section` (while the parent reads the stored digests), then, given
+    (base URL, stored digests of `section`) by the parent (None: nothing to do), digest it
+    and return what is unchanged ((filename, digest)) and what is not ((filename, compact
+    JSON or None if PSM cannot hold it, digest)); a FormatError is returned, raised there."""
     try:
         with open(path, "rb") as fileobj:
             entries = Document(fileobj, url).entries(section)
+            given = receive()
+            if given is None:
+                return None
+            base, known = given
+            location = base.encode()
             unchanged, changed = [], []
             for filename, raw in entries.items():
                 parsed = _digest(raw, location)
