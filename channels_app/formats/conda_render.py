@@ -17,7 +17,7 @@ import zstandard
 
 from .base import Emit, FormatError, IndexSource, PublishedIndex
 from .conda_document import KNOWN_KEYS, holds_packages
-from .conda_records import SECTIONS
+from .conda_records import SECTIONS, SUFFIXES
 
 ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
 
@@ -90,6 +90,9 @@ def _write_repodata(
         for block in _members(source, subdir, suffix, names):
             out.write(block)
         out.write(b"}")
+    if hasattr(source, "names"):
+        for name in source.names(subdir, SUFFIXES):
+            names.setdefault(name, set()).add(subdir)
     extras = source.unit_extras(subdir)
     removed = sorted(set(extras.get("removed", ())))
     out.write(b',"removed":' + orjson.dumps(removed))
@@ -105,11 +108,9 @@ def _members(
 ) -> Iterator[bytes]:
     """A section's `"filename":record` members, comma separated, in filename order; the
     package names it lists are added to `names`. A source that hands them over ready-made
-    (publishing's, straight from the database) is asked for them and for the names."""
+    (publishing's, straight from the database) is asked for them, and for the names."""
     if hasattr(source, "json_members"):
         yield from source.json_members(subdir, suffix)
-        for name in source.names(subdir, suffix):
-            names.setdefault(name, set()).add(subdir)
         return
     first = True
     for filename, document in source.documents(subdir, suffix):

@@ -123,22 +123,21 @@ def _read_in_two(
     digests while this one digests the first; without a child (a subdir with few stored
     records, or a child that fails), all of it is done here."""
     (first, first_suffix), (second, second_suffix) = SECTIONS
-    # Started first: it gets going while this process checks the document and reads the
-    # stored digests.
-    child = _started(_digest_in_child, path, url, second)
+    digests = stored.current_digests()
+    child = None
+    if len(digests) >= PARALLEL_FROM:
+        known = {f: d for f, d in digests.items() if f.endswith(second_suffix)}
+        # It parses the document while this process does too, then is given the digests.
+        child = _started(_digest_in_child, path, url, second)
+    del digests
     try:
         document, base = _opened(fileobj, url)
-        digests = stored.current_digests()
+        if child is not None:
+            child = _sent(child, known)
     except BaseException:
         if child is not None:
             child.close()
         raise
-    if child is not None and len(digests) >= PARALLEL_FROM:
-        known = {f: d for f, d in digests.items() if f.endswith(second_suffix)}
-        child = _sent(child, (base, known))
-    elif child is not None:
-        child = _closed(child)
-    del digests
     result: Any = None
     try:
         yield from _document_items(*document.check())
@@ -187,24 +186,16 @@ def _sent(child: Child, value: Any) -> Child | None:
     return child
 
 
-def _closed(child: Child) -> None:
-    """End a child that has nothing to do (it reads None)."""
-    _sent(child, None)
-    child.close()
-
-
 def _digest_in_child(receive: Receive, path: str, url: str, section: str) -> Any:
     """In the child: parse `section` (while the parent reads the stored digests), then, given
-    (base URL, stored digests of `section`) by the parent (None: nothing to do), digest it
-    and return what is unchanged ((filename, digest)) and what is not ((filename, compact
-    JSON or None if PSM cannot hold it, digest)); a FormatError is returned, raised there."""
+    the stored digests of `section` by the parent, digest it and return
+    what is unchanged ((filename, digest)) and what is not ((filename, compact JSON or None
+    if PSM cannot hold it, digest)); a FormatError is returned, raised there."""
     try:
         with open(path, "rb") as fileobj:
-            entries = Document(fileobj, url).entries(section)
-            given = receive()
-            if given is None:
-                return None
-            base, known = given
+            document, base = _opened(fileobj, url)
+            entries = document.entries(section)
+            known = receive()
             location = base.encode()
             unchanged, changed = [], []
             for filename, raw in entries.items():
