@@ -10,9 +10,13 @@ from contextlib import contextmanager
 import orjson
 import pytest
 from django.db import connection
+from django.db.models import F
+from django.utils import timezone
 
+from channels_app import publishing, storage
+from channels_app.formats import conda_render
 from channels_app.formats.conda_render import render_channel
-from channels_app.models import Package
+from channels_app.models import Channel, Package, PublishedFile
 from channels_app.publishing import PackageIndexSource
 from tests.factories import ChannelFactory
 
@@ -125,3 +129,111 @@ def test_a_record_holding_a_line_break_stops_the_render():
     Package.objects.update(record='{"name": "a",\n"version": "1"}')  # not compact JSON
     with pytest.raises(ValueError, match="line break"):
         list(PackageIndexSource(channel).json_members("linux-64", ".conda"))
+
+
+# --- A publish after a few changes: the last index with what changed spliced in -----------
+
+
+def _published(channel) -> dict[str, bytes]:
+    files = {}
+    for published in PublishedFile.objects.filter(channel=channel).select_related("artifact"):
+        with storage.open_artifact(published.artifact) as handle:
+            files[published.path] = handle.read()
+    return files
+
+
+def _changed(channel) -> None:
+    Channel.objects.filter(pk=channel.pk).update(content_version=F("content_version") + 1)
+    channel.refresh_from_db()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="splices on PostgreSQL")
+def test_a_publish_splices_what_changed_and_gives_the_bytes_of_a_full_render(monkeypatch):
+    records = {f"p{i:03d}-1.0-{i}{'.conda' if i % 2 else '.tar.bz2'}": i for i in range(40)}
+    channel = _channel(
+        {f: {"name": f.split("-")[0], "version": "1.0", "n": n} for f, n in records.items()}
+    )
+    _channel({"q-1-0.conda": {"name": "q", "version": "1"}}, unit="noarch").delete()
+    Package.objects.create(
+        channel=channel,
+        unit="noarch",
+        filename="q-1-0.conda",
+        name="q",
+        version="1",
+        record=orjson.dumps({"name": "q", "version": "1"}).decode(),
+        on_demand=True,
+    )
+    Channel.objects.filter(pk=channel.pk).update(
+        index_extras={"1": {"linux-64": {"removed": ["gone-1-0.conda"]}}}
+    )
+    channel.refresh_from_db()
+    assert publishing.channel_publish(channel=channel)
+    spliced = []
+    real = conda_render._spliced
+    monkeypatch.setattr(conda_render, "_spliced", lambda *a: spliced.append(1) or real(*a))
+    now = timezone.now()
+    rows = Package.objects.filter(channel=channel)
+    rows.filter(filename="p003-1.0-3.conda").update(removed=True, updated_at=now)
+    rows.filter(filename="p004-1.0-4.tar.bz2").update(excluded_reason="blocked", updated_at=now)
+    rows.filter(filename="p000-1.0-0.tar.bz2").update(
+        record=orjson.dumps({"name": "p000", "version": "1.0", "n": "changed"}).decode(),
+        updated_at=now,
+    )
+    rows.filter(filename="p039-1.0-39.conda").update(updated_at=now)  # touched, the same
+    for filename in ("a-1-0.conda", "p010-2.0-0.tar.bz2", "zz-1-0.tar.bz2", "zz-2-0.conda"):
+        Package.objects.create(
+            channel=channel,
+            unit="linux-64",
+            filename=filename,
+            name=filename.split("-")[0],
+            version="1",
+            record=orjson.dumps({"name": filename, "x": "é\\"}).decode(),
+            on_demand=True,
+        )
+    Package.objects.create(
+        channel=channel,
+        unit="noarch",
+        filename="r-1-0.conda",
+        name="r",
+        version="1",
+        record="{}",
+        on_demand=True,
+    )
+    _changed(channel)
+    assert publishing.channel_publish(channel=channel)
+    assert len(spliced) == 4  # both sections of both subdirs
+    after_splice = _published(channel)
+    assert publishing.channel_publish(channel=channel, force=True)  # every row rendered
+    assert len(spliced) == 4
+    assert _published(channel) == after_splice
+    document = orjson.loads(after_splice["linux-64/repodata.json"])
+    assert "p003-1.0-3.conda" not in document["packages.conda"]
+    assert "p004-1.0-4.tar.bz2" not in document["packages"]
+    assert document["packages"]["p000-1.0-0.tar.bz2"]["n"] == "changed"
+    assert list(document["packages"])[-1] == "zz-1-0.tar.bz2"
+    assert list(document["packages.conda"])[0] == "a-1-0.conda"
+    assert document["removed"] == ["gone-1-0.conda"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="splices on PostgreSQL")
+def test_a_withdrawn_or_unordered_index_is_rendered_from_every_row(monkeypatch):
+    channel = _channel(RECORDS)
+    assert publishing.channel_publish(channel=channel)
+    spliced = []
+    real = conda_render._spliced
+    monkeypatch.setattr(
+        conda_render,
+        "_spliced",
+        lambda previous, *a: spliced.append(previous) or real(previous, *a),
+    )
+    publishing.channel_withdraw(channel=channel, paths=[("linux-64", "alpha-1.1-0.conda")])
+    _changed(channel)
+    assert publishing.channel_publish(channel=channel)  # the withdrawn file is back
+    assert (
+        "alpha-1.1-0.conda"
+        in orjson.loads(_published(channel)["linux-64/repodata.json"])["packages.conda"]
+    )
+    # A collation that does not order names by code point: no splice either.
+    monkeypatch.setattr(publishing, "CODE_POINT_COLLATIONS", frozenset())
+    _changed(channel)
+    assert publishing.channel_publish(channel=channel)
