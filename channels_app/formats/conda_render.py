@@ -4,6 +4,10 @@
 repodata, so clients always come back to PSM. The `.bz2` copies older clients ask for are made
 after the publish (`FormatCapabilities.bz2_copies`). A withdrawal rewrites published files
 (`withdraw_channel`) without rendering them from the channel's packages.
+
+A subdir's sections come from the database in blocks (`PackageIndexSource.json_members`), or,
+after a few changes, from the repodata.json the last publish wrote with the changed files
+spliced in (`_spliced`): the same bytes, without reading every record again.
 """
 
 from __future__ import annotations

@@ -237,3 +237,16 @@ def test_a_withdrawn_or_unordered_index_is_rendered_from_every_row(monkeypatch):
     monkeypatch.setattr(publishing, "CODE_POINT_COLLATIONS", frozenset())
     _changed(channel)
     assert publishing.channel_publish(channel=channel)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="splices on PostgreSQL")
+def test_a_last_index_not_in_file_name_order_is_not_spliced(monkeypatch, tmp_path):
+    channel = _channel(RECORDS)
+    assert publishing.channel_publish(channel=channel)
+    unordered = tmp_path / "repodata.json"
+    unordered.write_bytes(b'{"packages": {"b-1-0.tar.bz2": {}, "a-1-0.tar.bz2": {}}}')
+    monkeypatch.setattr(PackageIndexSource, "previous", lambda self, path: open(unordered, "rb"))
+    _changed(channel)
+    assert publishing.channel_publish(channel=channel)
+    document = orjson.loads(_published(channel)["linux-64/repodata.json"])
+    assert list(document["packages"]) == ["alpha-1.0-0.tar.bz2", "beta-2.0-py_0.tar.bz2"]
