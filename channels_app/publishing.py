@@ -98,20 +98,23 @@ class PackageIndexSource:
         )
         return storage.open_artifact(published.artifact) if published else None
 
-    def changed_members(self, unit: str, suffix: str = "") -> dict[str, bytes | None]:
+    def changed_members(
+        self, unit: str, suffix: str = "", at_most: int | None = None
+    ) -> dict[str, bytes | None] | None:
         """filename -> `"filename":document` (as `json_members` gives it) of the unit's files
-        changed since `since` (None: no longer servable)."""
+        changed since `since` (None: no longer servable); None if more than `at_most`."""
         rows = Package.objects.filter(
             channel=self.channel, unit=unit, filename__endswith=suffix, updated_at__gte=self.since
         )
         rows = rows.annotate(served=Case(When(SERVED, then=Value(True)), default=Value(False)))
+        rows = rows.order_by().values_list("filename", "served", "record")
+        if at_most is not None:
+            rows = rows[: at_most + 1]
         changed: dict[str, bytes | None] = {}
-        for filename, served, record in stream_rows(
-            rows.order_by().values_list("filename", "served", "record")
-        ):
+        for filename, served, record in stream_rows(rows):
             raw = record if isinstance(record, bytes) else record.encode()
             changed[filename] = orjson.dumps(filename) + b":" + raw if served else None
-        return changed
+        return None if at_most is not None and len(changed) > at_most else changed
 
     def in_code_point_order(self) -> bool:
         """Whether the database orders file names as Python orders strings (by code point):

@@ -24,6 +24,9 @@ from .conda_document import KNOWN_KEYS, Document, holds_packages
 from .conda_records import SECTIONS, SUFFIXES
 
 ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
+#: A section with more files changed since the last publish is rendered from every row (the
+#: changed records are held in memory while they are spliced in).
+SPLICED_AT_MOST = 100_000
 
 
 CHANNELDATA = "channeldata.json"
@@ -92,14 +95,17 @@ def _write_repodata(
     out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
     for section, suffix in SECTIONS:
         out.write(b',"' + section.encode() + b'":{')
-        if previous is None:
+        changed = None
+        if previous is not None:
+            changed = source.changed_members(subdir, suffix, SPLICED_AT_MOST)
+        if changed is None:
             blocks = _members(source, subdir, suffix, names)
         else:
-            blocks = _spliced(previous[section], source.changed_members(subdir, suffix))
+            blocks = _spliced(previous[section], changed)
         for block in blocks:
             out.write(block)
         out.write(b"}")
-    del previous
+    del previous, changed
     if hasattr(source, "names"):
         for name in source.names(subdir, SUFFIXES):
             names.setdefault(name, set()).add(subdir)

@@ -250,3 +250,31 @@ def test_a_last_index_not_in_file_name_order_is_not_spliced(monkeypatch, tmp_pat
     assert publishing.channel_publish(channel=channel)
     document = orjson.loads(_published(channel)["linux-64/repodata.json"])
     assert list(document["packages"]) == ["alpha-1.0-0.tar.bz2", "beta-2.0-py_0.tar.bz2"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="splices on PostgreSQL")
+def test_a_section_with_many_changes_is_rendered_from_every_row(monkeypatch):
+    channel = _channel(RECORDS)
+    assert publishing.channel_publish(channel=channel)
+    monkeypatch.setattr(conda_render, "SPLICED_AT_MOST", 1)
+    spliced = []
+    real = conda_render._spliced
+    monkeypatch.setattr(
+        conda_render, "_spliced", lambda previous, *a: spliced.append(1) or real(previous, *a)
+    )
+    Package.objects.filter(channel=channel, filename__endswith=".conda").update(
+        updated_at=timezone.now()
+    )
+    Package.objects.filter(channel=channel, filename="alpha-1.1-0.conda").update(removed=True)
+    Package.objects.filter(channel=channel, filename="beta-2.0-py_0.tar.bz2").update(
+        updated_at=timezone.now(), removed=True
+    )
+    _changed(channel)
+    assert publishing.channel_publish(channel=channel)
+    assert len(spliced) == 3  # `packages` of linux-64 (one change) and noarch's, not the other
+    after = _published(channel)
+    assert publishing.channel_publish(channel=channel, force=True)
+    assert _published(channel) == after
+    document = orjson.loads(after["linux-64/repodata.json"])
+    assert list(document["packages"]) == ["alpha-1.0-0.tar.bz2"]
+    assert list(document["packages.conda"]) == ["beta_x-2.0-0.conda", "z+name-1!2.0-0.conda"]
