@@ -31,7 +31,7 @@ from .conda_document import Document, Raw
 from .conda_records import SECTIONS, base_url, entry_record
 from .isolation import Child, ChildFailed, Receive
 
-#: A document this large has its second section digested by a child process on a re-sync...
+#: A document this large has its second section digested by a child process on a re-sync
 PARALLEL_BYTES = 16 * 1024 * 1024
 #: ... of a subdir with this many stored records.
 PARALLEL_FROM = 50_000
@@ -123,17 +123,19 @@ def _read_in_two(
     digests while this one digests the first; without a child (a subdir with few stored
     records, or a child that fails), all of it is done here."""
     (first, first_suffix), (second, second_suffix) = SECTIONS
-    digests = stored.current_digests()
-    child = None
-    if len(digests) >= PARALLEL_FROM:
-        known = {f: d for f, d in digests.items() if f.endswith(second_suffix)}
-        # It parses the document while this process does too, then is given the digests.
-        child = _started(_digest_in_child, path, url, second)
-    del digests
+    # Started first: it starts up while this process reads the stored digests; a child with
+    # nothing to do (few stored) is sent None and ends.
+    child = _started(_digest_in_child, path, url, second)
+    split = False
     try:
-        document, base = _opened(fileobj, url)
+        digests = stored.current_digests()
+        split = len(digests) >= PARALLEL_FROM
         if child is not None:
-            child = _sent(child, known)
+            known = {f: d for f, d in digests.items() if f.endswith(second_suffix)}
+            child = _sent(child, known if split else None)
+            del known
+        del digests
+        document, base = _opened(fileobj, url)
     except BaseException:
         if child is not None:
             child.close()
@@ -142,7 +144,7 @@ def _read_in_two(
     try:
         yield from _document_items(*document.check())
         yield from _scan(document.entries(first), unit, base, first, first_suffix, stored)
-        if child is not None:
+        if child is not None and split:
             try:
                 result = child.result()
             except ChildFailed:
@@ -187,15 +189,17 @@ def _sent(child: Child, value: Any) -> Child | None:
 
 
 def _digest_in_child(receive: Receive, path: str, url: str, section: str) -> Any:
-    """In the child: parse `section` (while the parent reads the stored digests), then, given
-    the stored digests of `section` by the parent, digest it and return
-    what is unchanged ((filename, digest)) and what is not ((filename, compact JSON or None
-    if PSM cannot hold it, digest)); a FormatError is returned, raised there."""
+    """In the child: given the stored digests of `section` by the parent (None: nothing to
+    do), digest it and return what is unchanged ((filename, digest)) and what is not
+    ((filename, compact JSON or None if PSM cannot hold it, digest)); a FormatError is
+    returned, raised there."""
+    known = receive()
+    if known is None:
+        return None
     try:
         with open(path, "rb") as fileobj:
             document, base = _opened(fileobj, url)
             entries = document.entries(section)
-            known = receive()
             location = base.encode()
             unchanged, changed = [], []
             for filename, raw in entries.items():
