@@ -49,6 +49,7 @@ def read_repodata(
     fileobj: BinaryIO, url: str, unit: str, stored: StoredEntries | None = None
 ) -> Iterator[Item]:
     """The items of a subdir's repodata.json (see the module's docstring)."""
+    fileobj.seek(0)  # flushes what was written: the document is mapped, or read by name
     path = getattr(fileobj, "name", None)
     if (
         stored is not None
