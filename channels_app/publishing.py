@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import orjson
 from django.db import connection, transaction
-from django.db.models import Case, Max, Q, Value, When
+from django.db.models import Max, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg.adapt import Loader
@@ -34,15 +34,10 @@ logger = logging.getLogger(__name__)
 
 
 class PackageIndexSource:
-    """A channel's servable packages, read from the database for a format to render.
+    """A channel's servable packages, read from the database for a format to render."""
 
-    `since`: when the last publish began; a format may then rewrite the files that publish
-    wrote (`previous`) with what changed since (`changed_members`) instead of rendering them
-    from every row. A row's `updated_at` moves whenever it changes (as for `_changed_units`).
-    """
-
-    def __init__(self, channel: Channel, since: datetime | None = None) -> None:
-        self.channel, self.since = channel, since
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
         self.packages = Package.objects.filter(SERVED, channel=channel)
 
     def units(self) -> list[str]:
@@ -85,52 +80,6 @@ class PackageIndexSource:
             raw = document if isinstance(document, bytes) else document.encode()
             yield (b"" if first else b",") + orjson.dumps(filename) + b":" + raw
             first = False
-
-    def previous(self, path: str) -> BinaryIO | None:
-        """The file the last publish wrote at `path`, open; None without `since`, if there is
-        none, or if a withdrawal has rewritten it since."""
-        if self.since is None:
-            return None
-        published = (
-            PublishedFile.objects.filter(channel=self.channel, path=path, published_at=self.since)
-            .select_related("artifact")
-            .first()
-        )
-        return storage.open_artifact(published.artifact) if published else None
-
-    def changed_members(
-        self, unit: str, suffix: str = "", at_most: int | None = None
-    ) -> dict[str, bytes | None] | None:
-        """filename -> `"filename":document` (as `json_members` gives it) of the unit's files
-        changed since `since` (None: no longer servable); None if more than `at_most`."""
-        rows = Package.objects.filter(
-            channel=self.channel, unit=unit, filename__endswith=suffix, updated_at__gte=self.since
-        )
-        rows = rows.annotate(served=Case(When(SERVED, then=Value(True)), default=Value(False)))
-        rows = rows.order_by().values_list("filename", "served", "record")
-        if at_most is not None:
-            rows = rows[: at_most + 1]
-        changed: dict[str, bytes | None] = {}
-        for filename, served, record in stream_rows(rows):
-            raw = record if isinstance(record, bytes) else record.encode()
-            changed[filename] = orjson.dumps(filename) + b":" + raw if served else None
-        return None if at_most is not None and len(changed) > at_most else changed
-
-    def in_code_point_order(self) -> bool:
-        """Whether the database orders file names as Python orders strings (by code point):
-        a C collation (PostgreSQL)."""
-        if connection.vendor != "postgresql":
-            return False
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT datcollate FROM pg_database WHERE datname = current_database() "
-                "UNION ALL SELECT collation_name FROM information_schema.columns "
-                "WHERE table_name = %s AND column_name = 'filename' "
-                "AND collation_name IS NOT NULL",
-                [Package._meta.db_table],
-            )
-            collations = {name for (name,) in cursor.fetchall()}
-        return bool(collations) and collations <= CODE_POINT_COLLATIONS
 
     def names(self, unit: str, suffixes: tuple[str, ...] = ()) -> set[str]:
         """The package names of the unit's servable files (ending in one of `suffixes`)."""
@@ -182,8 +131,6 @@ def _chunked(units: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
         yield ordered[start : start + size]
 
 
-#: PostgreSQL collations that order text by code point (glibc's C.UTF-8 from 2.35 on).
-CODE_POINT_COLLATIONS = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8", "ucs_basic"})
 #: A column of the package table in raw SQL.
 _COLUMN = f'"{Package._meta.db_table}"."%s"'
 
@@ -368,9 +315,8 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
     rendered = Rendered()
     alone = fmt.capabilities.renders_units_alone
     units = _changed_units(channel) if alone and not force else None
-    since = None if force else _last_publish(channel)
     try:
-        fmt.render_index(PackageIndexSource(channel, since), rendered.emit, units)
+        fmt.render_index(PackageIndexSource(channel), rendered.emit, units)
     finally:
         rendered.settle()
     with transaction.atomic():
@@ -547,20 +493,15 @@ def channel_compress(*, channel: Channel) -> int:
     return added
 
 
-def _last_publish(channel: Channel) -> datetime | None:
-    """When the last publish began (None: never published)."""
+def _changed_units(channel: Channel) -> set[str] | None:
+    """Units whose packages changed since the last publish began (None: never published)."""
     if channel.published_at is None:
         return None
     # A withdrawal's files are newer than the channel's `published_at`: not a publish.
     published = PublishedFile.objects.filter(
         channel=channel, published_at__lte=channel.published_at
     )
-    return published.aggregate(at=Max("published_at"))["at"]
-
-
-def _changed_units(channel: Channel) -> set[str] | None:
-    """Units whose packages changed since the last publish began (None: never published)."""
-    last = _last_publish(channel)
+    last = published.aggregate(at=Max("published_at"))["at"]
     if last is None:
         return None
     changed = Package.objects.filter(channel=channel, updated_at__gte=last)

@@ -5,9 +5,8 @@ repodata, so clients always come back to PSM. The `.bz2` copies older clients as
 after the publish (`FormatCapabilities.bz2_copies`). A withdrawal rewrites published files
 (`withdraw_channel`) without rendering them from the channel's packages.
 
-A subdir's sections come from the database in blocks (`PackageIndexSource.json_members`), or,
-after a few changes, from the repodata.json the last publish wrote with the changed files
-spliced in (`_spliced`): the same bytes, without reading every record again.
+A subdir's sections come from the database in blocks (`PackageIndexSource.json_members`, a
+COPY of the rows), not row by row.
 """
 
 from __future__ import annotations
@@ -20,13 +19,10 @@ import orjson
 import zstandard
 
 from .base import Emit, FormatError, IndexSource, PublishedIndex
-from .conda_document import KNOWN_KEYS, Document, holds_packages
+from .conda_document import KNOWN_KEYS, holds_packages
 from .conda_records import SECTIONS, SUFFIXES
 
 ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
-#: A section with more files changed since the last publish is rendered from every row (the
-#: changed records are held in memory while they are spliced in).
-SPLICED_AT_MOST = 100_000
 
 
 CHANNELDATA = "channeldata.json"
@@ -91,21 +87,12 @@ class _Buffered:
 def _write_repodata(
     out: _Buffered, subdir: str, source: IndexSource, names: dict[str, set[str]]
 ) -> None:
-    previous = _previous_sections(source, subdir)
     out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
     for section, suffix in SECTIONS:
         out.write(b',"' + section.encode() + b'":{')
-        changed = None
-        if previous is not None:
-            changed = source.changed_members(subdir, suffix, SPLICED_AT_MOST)
-        if changed is None:
-            blocks = _members(source, subdir, suffix, names)
-        else:
-            blocks = _spliced(previous[section], changed)
-        for block in blocks:
+        for block in _members(source, subdir, suffix, names):
             out.write(block)
         out.write(b"}")
-    del previous, changed
     if hasattr(source, "names"):
         for name in source.names(subdir, SUFFIXES):
             names.setdefault(name, set()).add(subdir)
@@ -117,51 +104,6 @@ def _write_repodata(
         if key not in KNOWN_KEYS and not holds_packages(key):
             out.write(b"," + orjson.dumps(key) + b":" + text.encode())
     out.write(b',"repodata_version":1}')
-
-
-def _previous_sections(source: IndexSource, subdir: str) -> dict[str, dict] | None:
-    """The sections of the subdir's repodata.json as the last publish wrote it (filename ->
-    raw record, in file name order), when the source offers it, orders file names as Python
-    does, and the file is local (mapped, not read into memory); else None."""
-    if not hasattr(source, "previous") or not source.in_code_point_order():
-        return None
-    path = f"{subdir}/repodata.json"
-    published = source.previous(path)
-    if published is None:
-        return None
-    with published:
-        try:
-            published.fileno()
-            document = Document(published, path)
-            sections = {section: document.entries(section) for section, _ in SECTIONS}
-        except (OSError, AttributeError, ValueError, FormatError):
-            return None  # not a local file, or not what PSM writes: rendered from the rows
-    for entries in sections.values():
-        filenames = list(entries)
-        if any(a >= b for a, b in zip(filenames, filenames[1:], strict=False)):
-            return None
-    return sections
-
-
-def _spliced(previous: dict, changed: dict[str, bytes | None]) -> Iterator[bytes]:
-    """A section's members (as `_members` gives them): those published last time, less the
-    changed files, with the changed files still servable in their place, in file name order.
-    The same bytes as rendering every row: a record unchanged is what was published."""
-    inserted = sorted(filename for filename, member in changed.items() if member is not None)
-    parts: list[bytes] = []
-    lead, at, dumps = b"", 0, orjson.dumps
-    for filename, raw in previous.items():
-        while at < len(inserted) and inserted[at] <= filename:
-            parts.append(changed[inserted[at]])
-            at += 1
-        if filename not in changed:
-            parts.append(dumps(filename) + b":" + bytes(raw))
-        if len(parts) >= 10_000:
-            yield lead + b",".join(parts)
-            parts, lead = [], b","
-    parts += [changed[filename] for filename in inserted[at:]]
-    if parts:
-        yield lead + b",".join(parts)
 
 
 def _members(
