@@ -1,18 +1,25 @@
 """The check of a whole conda repodata document, and its top-level keys PSM does not know.
 
-The check reads the whole document once (a truncated or malformed one fails before any record
-is taken in), holding no more than one record in memory, and finds `removed` and the unknown
-top-level keys: those kept are served back verbatim (`signatures`, a key a future conda adds),
-the others are left out and reported on the run.
+msgspec's C parser reads the whole document once: that is the check (a truncated or malformed
+document fails before any record is taken in). It keeps every top-level value, and then every
+entry of a package section, as raw bytes (`msgspec.Raw`, views into the document, which is
+mapped from its file rather than read into memory), so a record becomes Python objects only
+when it is looked at, one at a time. A key given twice counts once, with its last value, as
+for conda's own JSON reader.
+
+The check also finds `removed` and the unknown top-level keys: those kept are served back
+verbatim (`signatures`, a key a future conda adds), the others are left out and reported on the
+run.
 """
 
 from __future__ import annotations
 
+import mmap
 import re
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
-import ijson
+import msgspec
 import orjson
 
 from .base import FormatError
@@ -25,53 +32,76 @@ KNOWN_KEYS = frozenset(
 #: Other top-level keys (`signatures`, a key a future conda adds) are served back verbatim, up
 #: to this much compact JSON per subdir; what is past it, or nested deeper than
 #: EXTRA_KEYS_DEPTH, is left out and reported on the run (a hostile upstream's huge key is
-#: never held in memory or in the channel's row).
+#: never parsed, nor held in the channel's row).
 EXTRA_KEYS_BYTES = 1024 * 1024
 EXTRA_KEYS_DEPTH = 32
 #: Fields that, beside `name` and `version`, make an object a package record.
 RECORD_FIELDS = frozenset({"build", "depends", "fn", "md5", "sha256", "subdir", "url"})
 SECTION_LEFT_OUT = "package section not mirrored (its records are not checked or filtered)"
-#: ijson's read size for a repodata document.
-PARSE_BUFFER = 1 << 20
+
+Raw = msgspec.Raw
+_TOP = msgspec.json.Decoder(dict[str, Raw])
+_EMPTY_OBJECT = re.compile(rb"\{\s*\}")
 
 
-class _Counted:
-    """A JSON object counted, not kept: the check reads a whole repodata for its top-level keys
-    holding no more than one record in memory."""
+class Document:
+    """A repodata document, checked whole as it is opened (FormatError if it is not JSON or
+    not an object); `entries(section)` are its package entries as raw bytes."""
 
-    __slots__ = ("entries",)
+    def __init__(self, fileobj: BinaryIO, url: str) -> None:
+        self.url = url
+        buffer = _mapped(fileobj)
+        if not bytes(buffer[:4096]).lstrip().startswith(b"{"):
+            raise FormatError(url, "repodata must be a JSON object")
+        try:
+            self.top: dict[str, Raw] = _TOP.decode(buffer)
+        except msgspec.DecodeError as exc:
+            raise FormatError(url, f"not valid JSON: {exc}") from None
 
-    def __init__(self) -> None:
-        self.entries = 0
+    def value(self, key: str, missing: Any = None) -> Any:
+        """A (small) top-level value, parsed; `missing` if absent."""
+        raw = self.top.get(key)
+        return missing if raw is None else _parse(raw)
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.entries += 1
+    def entries(self, section: str) -> dict[str, Raw]:
+        """filename -> raw entry of a package section ({} if absent), in document order."""
+        raw = self.top.get(section)
+        if raw is None:
+            return {}
+        try:
+            return _TOP.decode(raw)
+        except msgspec.DecodeError:  # checked whole already: the wrong shape
+            raise FormatError(
+                f"{self.url} [{section}]", "must be an object of file name to record"
+            ) from None
+
+    def check(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """The extras to keep (`removed`, and `top_level`: unknown keys as compact JSON) and
+        the (key, reason) of keys left out; FormatError if a package section is not an
+        object (before any of its records is taken in)."""
+        for section, _ in SECTIONS:
+            raw = self.top.get(section)
+            if raw is not None and bytes(memoryview(raw)[:1]) != b"{":
+                raise FormatError(
+                    f"{self.url} [{section}]", "must be an object of file name to record"
+                )
+        extras: dict[str, Any] = {}
+        if "removed" in self.top:
+            removed = self.value("removed", missing=None)
+            if not isinstance(removed, list) or not all(safe_filename(f) for f in removed):
+                raise FormatError(f"{self.url} [removed]", "must be a list of package file names")
+            extras["removed"] = removed
+        unknown = {key: raw for key, raw in self.top.items() if key not in KNOWN_KEYS}
+        kept, left_out = _extra_keys(unknown)
+        if kept:
+            extras["top_level"] = kept
+        return extras, left_out
 
 
 def check_document(fileobj: BinaryIO, url: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Read the whole document (that is the check); return the extras to keep, `removed` and
     `top_level` (unknown keys as compact JSON), and the (key, reason) of keys left out."""
-    fileobj.seek(0)
-    removed, unknown = None, {}
-    try:
-        # Read to the end even after `removed` is found: that is the check.
-        items = ijson.kvitems(fileobj, "", map_type=_Counted, use_float=True, buf_size=PARSE_BUFFER)
-        for key, value in items:
-            if key == "removed":
-                removed = value if removed is None else removed
-            elif key not in KNOWN_KEYS:
-                unknown.setdefault(key, value)  # the first of duplicates, as for the others
-    except ijson.JSONError as exc:
-        raise FormatError(url, f"not valid JSON: {exc}") from None
-    extras: dict[str, Any] = {}
-    if removed is not None:
-        if not isinstance(removed, list) or not all(safe_filename(f) for f in removed):
-            raise FormatError(f"{url} [removed]", "must be a list of package file names")
-        extras["removed"] = removed
-    kept, left_out = _extra_keys(fileobj, unknown)
-    if kept:
-        extras["top_level"] = kept
-    return extras, left_out
+    return Document(fileobj, url).check()
 
 
 def holds_packages(key: str) -> bool:
@@ -89,43 +119,55 @@ def holds_packages(key: str) -> bool:
     return key.startswith("packages.") or re.fullmatch(r"v[0-9]+", key) is not None
 
 
-def _extra_keys(
-    fileobj: BinaryIO, unknown: Mapping[str, Any]
-) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    """Of the unknown top-level keys (values from the check: objects only counted), those kept
-    as compact JSON, in document order within EXTRA_KEYS_BYTES, and those left out, with why."""
+def _mapped(fileobj: BinaryIO) -> Any:
+    """The document's bytes without a copy: its file mapped (the page cache holds it), or
+    the bytes of an in-memory file."""
+    fileobj.seek(0)
+    try:
+        return mmap.mmap(fileobj.fileno(), 0, access=mmap.ACCESS_READ)
+    except (AttributeError, OSError, ValueError):  # no file (BytesIO), or an empty one
+        return fileobj.read()
+
+
+def _parse(raw: Raw) -> Any:
+    """A raw value as Python objects (orjson; msgspec reads integers past 64 bits)."""
+    try:
+        return orjson.loads(memoryview(raw))
+    except orjson.JSONDecodeError:
+        return msgspec.json.decode(raw)
+
+
+def _extra_keys(unknown: Mapping[str, Raw]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Of the unknown top-level keys, those kept as compact JSON, in document order within
+    EXTRA_KEYS_BYTES, and those left out, with why."""
     left_out: list[tuple[str, str]] = []
-    candidates: dict[str, Any] = {}
-    for key, value in unknown.items():
-        if not is_text(key, 255):
-            left_out.append((repr(key)[:255], "top-level key without a plain-text name"))
-        elif holds_packages(key):
-            if not isinstance(value, _Counted) or value.entries:  # `{}`: nothing is lost
-                left_out.append((key, SECTION_LEFT_OUT))
-        else:
-            candidates[key] = value
-    # Objects and arrays are read again, these keys only, built within the budget (a rare
-    # pass, in Python: conda-forge's repodata has no such key but an empty `v3`).
-    for key, value in candidates.items():
-        if isinstance(value, _Counted) and not value.entries:
-            candidates[key] = {}
-    structured = {k for k, v in candidates.items() if isinstance(v, _Counted | list)}
-    values, problems = _read_values(fileobj, structured) if structured else ({}, {})
     kept: dict[str, str] = {}
     used = 0
-    for key, value in candidates.items():
-        if key in problems:
-            left_out.append((key, problems[key]))
+    for key, raw in unknown.items():
+        if not is_text(key, 255):
+            left_out.append((repr(key)[:255], "top-level key without a plain-text name"))
             continue
-        value = values[key] if key in structured else value
+        if holds_packages(key):
+            if not (len(raw) < 64 and _EMPTY_OBJECT.fullmatch(bytes(raw))):
+                left_out.append((key, SECTION_LEFT_OUT))  # `{}`: nothing is lost
+            continue
+        # Compact JSON is the raw value less its whitespace: one far past the budget is
+        # refused unparsed (memory stays bounded whatever upstream sends).
+        if len(raw) > 8 * EXTRA_KEYS_BYTES:
+            left_out.append((key, _over_budget()))
+            continue
+        try:
+            value = orjson.loads(memoryview(raw))
+        except orjson.JSONDecodeError:  # an integer past 64 bits, nesting past orjson's limit
+            left_out.append((key, "unknown top-level key PSM cannot represent"))
+            continue
+        if _depth(value) > EXTRA_KEYS_DEPTH:
+            left_out.append((key, "unknown top-level key nested too deeply"))
+            continue
         if _has_records(value):
             left_out.append((key, "unknown top-level key holding package records"))
             continue
-        try:
-            text = orjson.dumps(value).decode()
-        except orjson.JSONEncodeError:  # e.g. an integer past 64 bits
-            left_out.append((key, "unknown top-level key PSM cannot represent"))
-            continue
+        text = orjson.dumps(value).decode()
         if used + len(text) > EXTRA_KEYS_BYTES:
             left_out.append((key, _over_budget()))
             continue
@@ -137,36 +179,19 @@ def _over_budget() -> str:
     return f"unknown top-level keys past {EXTRA_KEYS_BYTES // 1024} KiB"
 
 
-def _read_values(fileobj: BinaryIO, keys: set[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The values of the top-level `keys`, built event by event while they stay within
-    EXTRA_KEYS_BYTES together and EXTRA_KEYS_DEPTH levels deep; (values, key -> why not)."""
-    fileobj.seek(0)
-    values: dict[str, Any] = {}
-    problems: dict[str, str] = {}
-    depth = used = size = 0
-    key, builder = "", None
-    for event, value in ijson.basic_parse(fileobj, use_float=True, buf_size=PARSE_BUFFER):
-        if depth == 1 and event == "map_key":
-            key, size = value, 0
-            wanted = key in keys and key not in values and key not in problems
-            builder = ijson.ObjectBuilder() if wanted else None
-            continue
-        if event in ("start_map", "start_array"):
-            depth += 1
-        elif event in ("end_map", "end_array"):
-            depth -= 1
-        if builder is None:
-            continue
-        size += len(value) + 3 if isinstance(value, str) else 8
-        if used + size > EXTRA_KEYS_BYTES:
-            problems[key], builder = _over_budget(), None
-        elif depth > EXTRA_KEYS_DEPTH:
-            problems[key], builder = "unknown top-level key nested too deeply", None
-        else:
-            builder.event(event, value)
-            if depth == 1:  # the value is complete
-                values[key], builder, used = builder.value, None, used + size
-    return values, problems
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in `value` (a scalar: 0)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in _children(item))
+    return deepest
+
+
+def _children(item: dict | list) -> Any:
+    return item.values() if isinstance(item, dict) else item
 
 
 def _has_records(value: Any) -> bool:

@@ -4,12 +4,15 @@
 repodata, so clients always come back to PSM. The `.bz2` copies older clients ask for are made
 after the publish (`FormatCapabilities.bz2_copies`). A withdrawal rewrites published files
 (`withdraw_channel`) without rendering them from the channel's packages.
+
+A subdir's sections come from the database in blocks (`PackageIndexSource.json_members`, a
+COPY of the rows), not row by row.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -17,7 +20,7 @@ import zstandard
 
 from .base import Emit, FormatError, IndexSource, PublishedIndex
 from .conda_document import KNOWN_KEYS, holds_packages
-from .conda_records import SECTIONS
+from .conda_records import SECTIONS, SUFFIXES
 
 ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
 
@@ -87,13 +90,12 @@ def _write_repodata(
     out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
     for section, suffix in SECTIONS:
         out.write(b',"' + section.encode() + b'":{')
-        first = True
-        for filename, document in source.documents(subdir, suffix):
-            raw = document if isinstance(document, bytes) else document.encode()
-            out.write((b"" if first else b",") + orjson.dumps(filename) + b":" + raw)
-            first = False
-            names.setdefault(filename.rsplit("-", 2)[0], set()).add(subdir)
+        for block in _members(source, subdir, suffix, names):
+            out.write(block)
         out.write(b"}")
+    if hasattr(source, "names"):
+        for name in source.names(subdir, SUFFIXES):
+            names.setdefault(name, set()).add(subdir)
     extras = source.unit_extras(subdir)
     removed = sorted(set(extras.get("removed", ())))
     out.write(b',"removed":' + orjson.dumps(removed))
@@ -102,6 +104,23 @@ def _write_repodata(
         if key not in KNOWN_KEYS and not holds_packages(key):
             out.write(b"," + orjson.dumps(key) + b":" + text.encode())
     out.write(b',"repodata_version":1}')
+
+
+def _members(
+    source: IndexSource, subdir: str, suffix: str, names: dict[str, set[str]]
+) -> Iterator[bytes]:
+    """A section's `"filename":record` members, comma separated, in filename order; the
+    package names it lists are added to `names`. A source that hands them over ready-made
+    (publishing's, straight from the database) is asked for them, and for the names."""
+    if hasattr(source, "json_members"):
+        yield from source.json_members(subdir, suffix)
+        return
+    first = True
+    for filename, document in source.documents(subdir, suffix):
+        raw = document if isinstance(document, bytes) else document.encode()
+        yield (b"" if first else b",") + orjson.dumps(filename) + b":" + raw
+        first = False
+        names.setdefault(_package_name(filename), set()).add(subdir)
 
 
 # --- Withdrawing files from a published channel -----------------------------------------------

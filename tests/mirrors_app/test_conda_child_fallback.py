@@ -1,5 +1,5 @@
-"""A conda sync whose child process (`channels_app/formats/isolation.py`) answers garbage:
-the run checks the index itself and ends as it would have with a healthy child."""
+"""A conda re-sync whose child process (`channels_app/formats/isolation.py`) answers garbage:
+the run digests the section itself and ends as it would have with a healthy child."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _served(client, mirror: Mirror, path: str) -> dict:
 def test_a_child_whose_pipe_carries_garbage_leaves_the_check_to_the_run(
     source, run_mirror, client, monkeypatch, tmp_path
 ):
-    # Every index read goes through the child, re-syncs split across both processes.
+    # Every re-sync is split across both processes.
     monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
     monkeypatch.setattr(conda_repodata, "PARALLEL_FROM", 1)
     site = print_banner_in_children(tmp_path, monkeypatch)
@@ -58,8 +58,8 @@ def test_a_child_whose_pipe_carries_garbage_leaves_the_check_to_the_run(
     served = _served(client, mirror, "linux-64/repodata.json")
     assert served["packages"] == upstream["packages"]
     assert served["packages.conda"] == upstream["packages.conda"]
-    first_children = len((site / "started").read_text().split())
-    assert first_children >= 1  # the child did start (and printed into its pipe)
+    started = site / "started"
+    first_children = len(started.read_text().split()) if started.exists() else 0
 
     upstream["packages.conda"][PACKAGES[1].filename]["depends"] = ["alpha >=1,<2"]
     del upstream["packages"][PACKAGES[2].filename]
@@ -70,4 +70,5 @@ def test_a_child_whose_pipe_carries_garbage_leaves_the_check_to_the_run(
     served = _served(client, mirror, "linux-64/repodata.json")
     assert served["packages.conda"] == upstream["packages.conda"]
     assert served["packages"] == upstream["packages"]
-    assert len((site / "started").read_text().split()) > first_children
+    # The child did start (and printed into its pipe).
+    assert len(started.read_text().split()) > first_children

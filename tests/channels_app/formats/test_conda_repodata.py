@@ -1,0 +1,225 @@
+"""Reading a conda repodata document (`conda_document`, `conda_repodata`): one msgspec pass
+checks it whole, entries are digested from their raw bytes. What it yields must be what the
+straightforward reading (the whole document parsed, each entry made compact JSON) gives."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import orjson
+import pytest
+
+from channels_app.formats import (
+    FormatError,
+    PackageRecord,
+    Rejected,
+    UnitExtras,
+    conda_document,
+    conda_repodata,
+)
+from channels_app.formats.base import entry_digest
+from channels_app.formats.conda import CondaFormat
+
+URL = "https://conda.example/forge/linux-64/repodata.json"
+BASE = "https://conda.example/forge/linux-64/"
+
+
+def _record(name: str, version: str, **extra) -> dict:
+    return {
+        "build": "0",
+        "build_number": 0,
+        "depends": ["python >=3.10"],
+        "md5": "0" * 32,
+        "name": name,
+        "sha256": "a" * 64,
+        "size": 10,
+        "subdir": "linux-64",
+        "version": version,
+        **extra,
+    }
+
+
+DOCUMENT = {
+    "info": {"subdir": "linux-64"},
+    "packages": {
+        "alpha-1.0-0.tar.bz2": _record("alpha", "1.0", license="MIT"),
+        "beta-2.0-0.tar.bz2": _record("beta", "2.0", license='Ünïcode ☃ "quoted" \\ /'),
+    },
+    "packages.conda": {
+        "gamma-0.1-0.conda": _record("gamma", "0.1", timestamp=1_700_000_000_000, ratio=0.5),
+    },
+    "removed": ["old-1.0-0.tar.bz2"],
+    "repodata_version": 1,
+}
+
+
+class Stored:
+    """`StoredEntries` over a dict of filename -> digest."""
+
+    def __init__(self, digests: dict[str, int]) -> None:
+        self.digests = dict(digests)
+        self.seen: set[str] = set()
+
+    def current_digests(self) -> dict[str, int]:
+        return dict(self.digests)
+
+    def is_current(self, filename: str, digest: int) -> bool:
+        if self.digests.get(filename) == digest and filename not in self.seen:
+            self.seen.add(filename)
+            return True
+        return False
+
+
+def _items(body: bytes, stored=None, file=None) -> list:
+    source = io.BytesIO(body) if file is None else file
+    return list(CondaFormat().parse_unit(source, URL, "linux-64", stored))
+
+
+def _indented(document: dict) -> bytes:
+    return json.dumps(document, indent=2, sort_keys=True).encode()
+
+
+@pytest.mark.parametrize("dump", [_indented, orjson.dumps], ids=["indented", "compact"])
+def test_records_and_digests_are_those_of_the_whole_document_parsed(dump):
+    body = dump(DOCUMENT)
+    items = _items(body)
+    assert items[0] == UnitExtras({"removed": ["old-1.0-0.tar.bz2"]})
+    records = {item.filename: item for item in items if isinstance(item, PackageRecord)}
+    whole = json.loads(body)  # the straightforward reading
+    expected = {**whole["packages"], **whole["packages.conda"]}
+    assert list(records) == list(expected)
+    for filename, record in expected.items():
+        compact = orjson.dumps(record)
+        # The digest stored before (ijson's dict made compact) is still the digest: a
+        # re-sync after an upgrade finds every unchanged entry unchanged.
+        assert records[filename].entry_digest == entry_digest(compact, BASE)
+        assert records[filename].document == compact.decode()
+        assert records[filename].extra == record
+
+
+def test_a_resync_yields_unchanged_entries_and_only_changed_ones_as_records():
+    first = [i for i in _items(_indented(DOCUMENT)) if isinstance(i, PackageRecord)]
+    stored = Stored({r.filename: r.entry_digest for r in first})
+    changed = json.loads(json.dumps(DOCUMENT))
+    changed["packages"]["beta-2.0-0.tar.bz2"]["depends"] = ["python >=3.11"]
+    items = _items(_indented(changed), stored)
+    assert [type(i).__name__ for i in items[1:]] == ["Unchanged", "PackageRecord", "Unchanged"]
+    assert items[2].filename == "beta-2.0-0.tar.bz2"
+
+
+def test_a_split_resync_yields_what_one_process_yields(tmp_path, monkeypatch):
+    first = [i for i in _items(_indented(DOCUMENT)) if isinstance(i, PackageRecord)]
+    digests = {r.filename: r.entry_digest for r in first}
+    changed = json.loads(json.dumps(DOCUMENT))
+    changed["packages.conda"]["gamma-0.1-0.conda"]["depends"] = []
+    changed["packages.conda"]["delta-1-0.conda"] = _record("delta", "1", url="https://x.example/d")
+    changed["packages.conda"]["huge-1-0.conda"] = _record("huge", "1", big=2**70)
+    path = tmp_path / "repodata.json"
+    path.write_bytes(_indented(changed))
+    alone = _items(path.read_bytes(), Stored(digests))
+    monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(conda_repodata, "PARALLEL_FROM", 1)
+    with open(path, "rb") as file:
+        split = _items(b"", Stored(digests), file)
+    assert split == alone
+    assert Rejected("huge-1-0.conda", conda_repodata.UNREPRESENTABLE) in split
+
+
+def test_duplicate_keys_count_once_with_their_last_value():
+    body = (
+        b'{"info": {"subdir": "linux-64"}, "packages": {"alpha-1.0-0.tar.bz2": '
+        + orjson.dumps(_record("alpha", "1.0"))
+        + b', "alpha-1.0-0.tar.bz2": '
+        + orjson.dumps(_record("alpha", "1.0", license="BSD"))
+        + b'}, "removed": ["a-1-0.conda"], "removed": ["b-1-0.conda"]}'
+    )
+    items = _items(body)
+    assert items[0] == UnitExtras({"removed": ["b-1-0.conda"]})
+    (record,) = items[1:]
+    assert record.license == "BSD"
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "reason"),
+    [
+        (b'{"packages": {"a-1-0.tar.bz2": {"name": "a"', URL, "not valid JSON"),
+        (b'{"packages": {"a-1-0.tar.bz2": {"name": "a",}}}', URL, "not valid JSON"),
+        (b'{"packages": {}} trailing', URL, "not valid JSON"),
+        (b'{"packages": {}, "x": [1,,2]}', URL, "not valid JSON"),
+        (b"", URL, "repodata must be a JSON object"),
+        (b'"packages"', URL, "repodata must be a JSON object"),
+        (b'{"packages": []}', f"{URL} [packages]", "must be an object of file name"),
+        (b'{"packages.conda": "x"}', f"{URL} [packages.conda]", "must be an object of file"),
+        (b'{"info": [1]}', f"{URL} [info]", "must be an object"),
+        (b'{"removed": {"a": 1}}', f"{URL} [removed]", "must be a list of package file"),
+        (b'{"removed": ["../x.conda"]}', f"{URL} [removed]", "must be a list of package file"),
+    ],
+)
+def test_malformed_documents_fail_whole_before_any_record(body, where, reason):
+    good = b'{"packages": {"a-1-0.tar.bz2": ' + orjson.dumps(_record("a", "1")) + b"}, "
+    body = body if not body.startswith(b"{") else good + body[1:]
+    items = CondaFormat().parse_unit(io.BytesIO(body), URL, "linux-64")
+    with pytest.raises(FormatError) as caught:
+        next(item for item in items if isinstance(item, PackageRecord))
+    assert caught.value.where == where
+    assert reason in caught.value.reason
+
+
+def test_entries_of_the_wrong_type_are_rejected_one_by_one():
+    body = orjson.dumps(
+        {
+            "packages": {
+                "a-1-0.tar.bz2": [1],
+                "b-1-0.tar.bz2": _record("b", "1", depends="python"),
+                "c-1-0.tar.bz2": _record("c", "1", size="10"),
+                "d-1-0.tar.bz2": _record("d", "1"),
+            }
+        }
+    )
+    reasons = {i.filename: i.reason for i in _items(body) if isinstance(i, Rejected)}
+    assert reasons == {
+        "a-1-0.tar.bz2": "record is not an object",
+        "b-1-0.tar.bz2": "malformed depends",
+        "c-1-0.tar.bz2": "malformed size",
+    }
+
+
+def test_an_integer_past_64_bits_rejects_its_entry_alone():
+    body = (
+        b'{"packages": {"a-1-0.tar.bz2": {"name": "a", "version": "1", "size": '
+        + str(2**64).encode()
+        + b"}, "
+        + b'"b-1-0.tar.bz2": '
+        + orjson.dumps(_record("b", "1"))
+        + b"}}"
+    )
+    items = _items(body)
+    assert Rejected("a-1-0.tar.bz2", conda_repodata.UNREPRESENTABLE) in items
+    assert [i.filename for i in items if isinstance(i, PackageRecord)] == ["b-1-0.tar.bz2"]
+
+
+def test_a_huge_entry_is_read_like_any_other():
+    depends = [f"dep-{i} >=1" for i in range(200_000)]  # ~3 MB of one record
+    body = orjson.dumps({"packages": {"a-1-0.tar.bz2": _record("a", "1", depends=depends)}})
+    (record,) = [i for i in _items(body) if isinstance(i, PackageRecord)]
+    assert record.depends == tuple(depends)
+
+
+def test_a_huge_unknown_key_is_left_out_unparsed(monkeypatch):
+    def parse(raw):  # the budget must be enforced before anything is parsed
+        raise AssertionError("parsed")
+
+    huge = b'{"packages": {}, "x_huge": [' + b"1," * (4 * conda_document.EXTRA_KEYS_BYTES) + b"1]}"
+    monkeypatch.setattr(conda_document.orjson, "loads", parse)
+    items = _items(huge)
+    assert items[1] == Rejected("x_huge", "unknown top-level keys past 1024 KiB")
+
+
+def test_a_document_is_read_from_its_file_without_a_copy(tmp_path):
+    path = tmp_path / "repodata.json"
+    path.write_bytes(_indented(DOCUMENT))
+    with open(path, "rb") as file:
+        document = conda_document.Document(file, URL)
+        assert set(document.entries("packages")) == set(DOCUMENT["packages"])
+        assert not isinstance(conda_document._mapped(file), bytes)
