@@ -8,7 +8,10 @@ packages removed since the last publish stay servable until the publish that dro
 from __future__ import annotations
 
 import bz2
+import contextlib
 import logging
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -119,9 +122,49 @@ def stream_rows(rows) -> Iterator[tuple]:
         # A server-side cursor (inside the transaction) keeps memory flat.
         with cursor.cursor.connection.cursor(name="psm_render") as named:
             named.adapters.register_loader("text", _RawText)
-            named.itersize = 10_000
             named.execute(sql, params)
-            yield from named  # filename and unit are varchar, still str
+            for batch in _read_ahead(named):
+                yield from batch  # filename and unit are varchar, still str
+
+
+#: Rows a read-ahead fetches at a time, and batches it holds at most (bounded memory).
+READ_AHEAD_ROWS, READ_AHEAD_BATCHES = 10_000, 2
+
+
+def _read_ahead(named) -> Iterator[list[tuple]]:
+    """The cursor's rows a batch at a time, the next batch fetched by a thread while the
+    caller works on this one (PostgreSQL reads and sends rows while the caller renders: a
+    PyPI-sized publish reads 2,000,000). Nothing else uses the connection meanwhile; psycopg's
+    connection lock would make it wait if it did."""
+    batches: queue.Queue = queue.Queue(READ_AHEAD_BATCHES)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            while not stop.is_set():
+                batch = named.fetchmany(READ_AHEAD_ROWS)
+                batches.put(batch)
+                if not batch:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            batches.put(exc)
+
+    reader = threading.Thread(target=fetch, name="psm-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            batch = batches.get()
+            if isinstance(batch, BaseException):
+                raise batch
+            if not batch:
+                return
+            yield batch
+    finally:
+        stop.set()
+        while reader.is_alive():  # let a fetch waiting on a full queue finish
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.05)
+        reader.join()
 
 
 class Rendered(dict[str, tuple[str, int, str]]):
