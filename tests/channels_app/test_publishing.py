@@ -151,3 +151,17 @@ def test_a_failing_read_ahead_raises_in_the_reader():
     with pytest.raises(RuntimeError, match="connection lost"):
         list(publishing._read_ahead(Broken()))
     assert _read_ahead_threads() == 0
+
+
+def test_a_published_file_row_enters_three_indexes():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = %s",
+            [PublishedFile._meta.db_table],
+        )
+        names = sorted(name for (name,) in cursor.fetchall())
+    # The key, the path's uniqueness in its channel (which finds a channel's files), and the
+    # artifact (garbage collection asks which artifacts are published).
+    assert len(names) == 3
+    assert "published_file_unique" in names
+    assert any("artifact_id" in name for name in names)
