@@ -16,8 +16,10 @@ import requests
 import urllib3
 import urllib3.exceptions
 from django.conf import settings
+from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_netrc_auth, select_proxy
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.util.retry import Retry
 
 from .errors import UpstreamError, UpstreamRefused, status_error, upstream_error
@@ -37,6 +39,7 @@ class _Session(requests.Session):
         super().__init__()
         self._environment: dict[tuple, dict] = {}
         self._netrc: dict[tuple, bool] = {}
+        self._pool_keys: dict[tuple, tuple[dict, dict]] = {}
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):
         if proxies or not isinstance(verify, bool | None) or not isinstance(cert, str | None):
@@ -47,6 +50,19 @@ class _Session(requests.Session):
             merged = super().merge_environment_settings(url, {}, stream, verify, cert)
             self._environment[key] = merged
         return {**merged, "proxies": dict(merged["proxies"])}
+
+    def pool_for(self, adapter: HTTPAdapter, url: str, verify, cert) -> HTTPConnectionPool:
+        """The adapter's pool for a direct request to `url`, as
+        `get_connection_with_tls_context` chooses it without a proxy (its key, which looks
+        at the file system for the CA bundle, worked out once per scheme, host and TLS
+        settings)."""
+        key = (*urlsplit(url)[:2], verify, cert)
+        found = self._pool_keys.get(key)
+        if found is None:
+            found = adapter.build_connection_pool_key_attributes(_Target(url), verify, cert)
+            self._pool_keys[key] = found
+        host_params, pool_kwargs = found
+        return adapter.poolmanager.connection_from_host(**host_params, pool_kwargs=pool_kwargs)
 
     def netrc_applies(self, url: str) -> bool:
         """Whether requests would send `.netrc` credentials to this URL's host (read once
@@ -184,7 +200,7 @@ def _lean_get(
     verify, cert = settings_for["verify"], settings_for["cert"]
     try:
         try:
-            pool = adapter.get_connection_with_tls_context(_Target(url), verify, {}, cert)
+            pool = session.pool_for(adapter, url, verify, cert)
             adapter.cert_verify(pool, url, verify, cert)
             response = pool.urlopen(
                 "GET",
@@ -237,8 +253,8 @@ def _lean_get(
 
 
 class _Target:
-    """The URL a pool is chosen by (`HTTPAdapter.get_connection_with_tls_context` reads
-    only the request's URL)."""
+    """The URL a pool is chosen by (`HTTPAdapter.build_connection_pool_key_attributes`
+    reads only the request's URL)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
