@@ -8,7 +8,10 @@ packages removed since the last publish stay servable until the publish that dro
 from __future__ import annotations
 
 import bz2
+import contextlib
 import logging
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -186,26 +189,70 @@ def stream_rows(rows) -> Iterator[tuple]:
         # A server-side cursor (inside the transaction) keeps memory flat.
         with cursor.cursor.connection.cursor(name="psm_render") as named:
             named.adapters.register_loader("text", _RawText)
-            named.itersize = 10_000
             named.execute(sql, params)
-            yield from named  # filename and unit are varchar, still str
+            for batch in _read_ahead(named):
+                yield from batch  # filename and unit are varchar, still str
+
+
+#: Rows a read-ahead fetches at a time, and batches it holds at most (bounded memory).
+READ_AHEAD_ROWS, READ_AHEAD_BATCHES = 10_000, 2
+
+
+def _read_ahead(named) -> Iterator[list[tuple]]:
+    """The cursor's rows a batch at a time, the next batch fetched by a thread while the
+    caller works on this one (PostgreSQL reads and sends rows while the caller renders: a
+    PyPI-sized publish reads 2,000,000). Nothing else uses the connection meanwhile; psycopg's
+    connection lock would make it wait if it did."""
+    batches: queue.Queue = queue.Queue(READ_AHEAD_BATCHES)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            while not stop.is_set():
+                batch = named.fetchmany(READ_AHEAD_ROWS)
+                batches.put(batch)
+                if not batch:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            batches.put(exc)
+
+    reader = threading.Thread(target=fetch, name="psm-read-ahead", daemon=True)
+    reader.start()
+    try:
+        while True:
+            batch = batches.get()
+            if isinstance(batch, BaseException):
+                raise batch
+            if not batch:
+                return
+            yield batch
+    finally:
+        stop.set()
+        while reader.is_alive():  # let a fetch waiting on a full queue finish
+            with contextlib.suppress(queue.Empty):
+                batches.get(timeout=0.05)
+        reader.join()
 
 
 class Rendered(dict[str, tuple[str, int, str]]):
     """Index files written for a publish: path -> (sha256, size, content type).
 
     Small files (such as the 400,000 pages of a PyPI-sized channel) are stored by a few
-    threads while the next ones are rendered (hashing and file system calls leave the
-    interpreter free); `settle` waits for them before the paths are read.
+    threads, a batch at a time, while the next ones are rendered (hashing and file system
+    calls leave the interpreter free); `settle` waits for them before the paths are read.
     """
 
     #: Small files handed to the threads and not yet stored, at most (bounds memory).
     PENDING = 512
+    #: Small files stored by one task of a thread (a task per page cost more than its page).
+    BATCH = 64
 
     def __init__(self) -> None:
         super().__init__()
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque[tuple[str, Future, str]] = deque()
+        self._batch: list[tuple[str, bytes, str]] = []
+        self._pending: deque[tuple[list[tuple[str, bytes, str]], Future]] = deque()
+        self._waiting = 0  # files in `_pending`
 
     @contextmanager
     def emit(self, path: str, content_type: str) -> Iterator[BinaryIO]:
@@ -218,15 +265,25 @@ class Rendered(dict[str, tuple[str, int, str]]):
                 sha256, size = writer.commit()
                 self[path] = (sha256, size, content_type)
                 return
+        self._batch.append((path, small, content_type))
+        if len(self._batch) >= self.BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self._batch = self._batch, []
         if self._pool is None:
             self._pool = ThreadPoolExecutor(2, thread_name_prefix="publish")
-        self._pending.append((path, self._pool.submit(storage.put_bytes, small), content_type))
-        if len(self._pending) > self.PENDING:
+        future = self._pool.submit(storage.put_many, [data for _, data, _ in batch])
+        self._pending.append((batch, future))
+        self._waiting += len(batch)
+        while self._waiting > self.PENDING:
             self._settle_one()
 
     def settle(self) -> None:
         """Wait until every emitted file is stored (raising what storing one raised)."""
         try:
+            if self._batch:
+                self._submit()
             while self._pending:
                 self._settle_one()
         finally:
@@ -234,21 +291,24 @@ class Rendered(dict[str, tuple[str, int, str]]):
                 self._pool.shutdown(cancel_futures=True)
                 self._pool = None
             self._pending.clear()
+            self._batch = []
+            self._waiting = 0
 
     def _settle_one(self) -> None:
-        path, future, content_type = self._pending.popleft()
-        sha256, size = future.result()
-        self[path] = (sha256, size, content_type)
+        batch, future = self._pending.popleft()
+        self._waiting -= len(batch)
+        for (path, _, kind), (sha256, size) in zip(batch, future.result(), strict=True):
+            self[path] = (sha256, size, kind)
 
     def store(self, channel: Channel, *, published_at) -> None:
         """Make them the channel's published files (inside the caller's transaction, after it
-        deleted the rows they replace), in chunks: 400,000 pages at PyPI scale."""
+        deleted the rows they replace): 400,000 pages at PyPI scale."""
+        if connection.vendor == "postgresql":
+            _store_published(channel, self, published_at)
+            return
         paths = sorted(self)
         for start in range(0, len(paths), 5000):
             chunk = [(path, *self[path]) for path in paths[start : start + 5000]]
-            if connection.vendor == "postgresql":
-                _store_published(channel, chunk, published_at)
-                continue
             artifacts = storage.artifacts_for({sha256: size for _, sha256, size, _ in chunk})
             PublishedFile.objects.bulk_create(
                 PublishedFile(
@@ -263,36 +323,38 @@ class Rendered(dict[str, tuple[str, int, str]]):
 
 
 def _store_published(
-    channel: Channel, chunk: list[tuple[str, str, int, str]], published_at: datetime
+    channel: Channel, files: dict[str, tuple[str, int, str]], published_at: datetime
 ) -> None:
-    """`Rendered.store` of (path, sha256, size, content type) rows on PostgreSQL: the
-    artifacts and published files of a chunk in two statements, no model instances (a
-    PyPI-sized publish stores 400,000)."""
+    """`Rendered.store` on PostgreSQL: every file COPYed into a staging table, then the
+    artifacts and the published files in one statement each (no model instances, no
+    parameters quoted by the client: a PyPI-sized publish stores 400,000)."""
     artifacts, published = Artifact._meta.db_table, PublishedFile._meta.db_table
-    sizes = dict((sha256, size) for _, sha256, size, _ in chunk)
     now = timezone.now()
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        # Dropped first as well: inside an outer transaction (tests) ON COMMIT comes late.
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.psm_publish_stage")
+        cursor.execute(
+            "CREATE TEMP TABLE psm_publish_stage (path text, sha256 text, size bigint, "
+            "content_type text) ON COMMIT DROP"
+        )
+        with cursor.copy("COPY psm_publish_stage FROM STDIN") as copy:
+            for path, (sha256, size, content_type) in files.items():
+                copy.write_row((path, sha256, size, content_type))
         cursor.execute(
             f"INSERT INTO {artifacts} (sha256, size, created_at, verified_at) "
-            "SELECT sha256, size, %s, %s FROM unnest(%s::varchar[], %s::bigint[]) "
-            "AS new (sha256, size) ORDER BY sha256 ON CONFLICT (sha256) DO NOTHING",
-            [now, now, list(sizes), list(sizes.values())],
+            "SELECT DISTINCT ON (sha256) sha256, size, %s, %s FROM psm_publish_stage "
+            "ORDER BY sha256 ON CONFLICT (sha256) DO NOTHING",
+            [now, now],
         )
         cursor.execute(
             f"INSERT INTO {published} (channel_id, path, artifact_id, content_type, published_at) "
-            f"SELECT %s, new.path, a.id, new.content_type, %s "
-            f"FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) "
-            f"AS new (path, sha256, content_type) JOIN {artifacts} a ON a.sha256 = new.sha256",
-            [
-                channel.pk,
-                published_at,
-                [path for path, _, _, _ in chunk],
-                [sha256 for _, sha256, _, _ in chunk],
-                [content_type for _, _, _, content_type in chunk],
-            ],
+            f"SELECT %s, new.path, a.id, new.content_type, %s FROM psm_publish_stage new "
+            f"JOIN {artifacts} a ON a.sha256 = new.sha256 ORDER BY new.path",
+            [channel.pk, published_at],
         )
-        if cursor.rowcount != len(chunk):  # a blob garbage-collected meanwhile (a race)
-            raise RuntimeError(f"published {cursor.rowcount} of {len(chunk)} files")
+        if cursor.rowcount != len(files):  # a blob garbage-collected meanwhile (a race)
+            raise RuntimeError(f"published {cursor.rowcount} of {len(files)} files")
+        cursor.execute("DROP TABLE pg_temp.psm_publish_stage")
 
 
 def channel_needs_publish(channel: Channel) -> bool:

@@ -179,26 +179,39 @@ def put_bytes(data: bytes) -> tuple[str, int]:
     renamed into place (readers never see a partial file), without Django's per-file name
     checks (a blob's name is its content, so replacing one with itself is harmless).
     """
-    digest = hashlib.sha256(data).hexdigest()
-    path = blob_path(digest)
+    return put_many([data])[0]
+
+
+def put_many(items: Iterable[bytes]) -> list[tuple[str, int]]:
+    """`put_bytes` of several files (the folders looked up once for all of them)."""
     root = _local_root()
     if root is None:
-        if not default_storage.exists(path):
-            default_storage.save(path, ContentFile(data))
-        return digest, len(data)
-    target = os.path.join(root, path)
+        return [_put_through_django(data) for data in items]
+    folder = _tmp_dir() or tempfile.gettempdir()
+    mode = default_storage.file_permissions_mode or _FILE_MODE
+    return [_put_local(data, root, folder, mode) for data in items]
+
+
+def _put_through_django(data: bytes) -> tuple[str, int]:
+    digest = hashlib.sha256(data).hexdigest()
+    path = blob_path(digest)
+    if not default_storage.exists(path):
+        default_storage.save(path, ContentFile(data))
+    return digest, len(data)
+
+
+def _put_local(data: bytes, root: str, folder: str, mode: int) -> tuple[str, int]:
+    digest = hashlib.sha256(data).hexdigest()
+    target = os.path.join(root, blob_path(digest))
     if os.path.exists(target):
         return digest, len(data)
     # Named after this process and thread: no other live writer uses the name.
-    temporary = os.path.join(
-        _tmp_dir() or tempfile.gettempdir(),
-        f"put-{os.getpid()}-{threading.get_ident()}-{next(_PUT_NUMBERS)}",
-    )
+    temporary = f"{folder}/put-{os.getpid()}-{threading.get_ident()}-{next(_PUT_NUMBERS)}"
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
-            os.fchmod(fd, default_storage.file_permissions_mode or _FILE_MODE)
+            os.fchmod(fd, mode)
         try:
             os.replace(temporary, target)
         except FileNotFoundError:  # the blob's folder is new

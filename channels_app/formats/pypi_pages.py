@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from html.parser import HTMLParser
+from operator import itemgetter
 from typing import Any
 from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
@@ -340,16 +341,25 @@ def _name_and_version(filename: str) -> tuple[str, str] | str:
 
     The usual names (no build tag, a version already in its normal form) are read by one
     regex; anything else by `packaging`, which gives the same answer for the usual ones."""
+    plain = _plain_name_and_version(filename)
+    if plain is not None:
+        return canonicalize_name(plain[0]), plain[1]
+    return _parsed_name_and_version(filename)
+
+
+def _plain_name_and_version(filename: str) -> tuple[str, str] | None:
+    """(name as written, version) of a usual wheel or sdist name (see `_name_and_version`),
+    else None."""
     if filename.endswith(".whl"):
         wheel = _PLAIN_WHEEL.fullmatch(filename)
         if wheel is not None:
-            return canonicalize_name(wheel[1]), wheel[2]
+            return wheel[1], wheel[2]
     elif filename.endswith((".tar.gz", ".zip")):
         stem = filename[: -7 if filename.endswith(".tar.gz") else -4]
         name, _, version = stem.rpartition("-")
         if name and _NORMAL_VERSION.fullmatch(version):
-            return canonicalize_name(name), version
-    return _parsed_name_and_version(filename)
+            return name, version
+    return None
 
 
 def _parsed_name_and_version(filename: str) -> tuple[str, str] | str:
@@ -466,17 +476,24 @@ def render_project(
 
     JSON is API version 1.1 (PEP 700) when every file has a size, else 1.0 (1.1 requires it).
     """
-    files = sorted(((name, orjson.loads(doc)) for name, doc in documents), key=lambda item: item[0])
+    files = sorted(((name, orjson.loads(doc)) for name, doc in documents), key=itemgetter(0))
     entries, anchors, versions = [], [], set()
+    sized = True
     for filename, document in files:
         quoted = filename if _UNQUOTED.fullmatch(filename) else quote(filename)
-        url = f"../../{file_path(project, quoted)}"
-        entries.append({"filename": filename, "url": url, **_without(document, "filename")})
+        url = f"../../files/{project}/{quoted}"  # file_path
+        # {"filename", "url", the document's other keys}: the document's "filename" would
+        # take the file name's place in the same position, so it is put back.
+        entry = {"filename": filename, "url": url}
+        entry.update(document)
+        entry["filename"] = filename
+        entries.append(entry)
         anchors.append(_anchor(filename, url, document))
         version = _version_of(filename)
         if version is not None:
             versions.add(version)
-    sized = all("size" in document for _, document in files)
+        if sized and "size" not in document:
+            sized = False
     page = {
         "meta": {"api-version": "1.1" if sized else "1.0"},
         "name": project,
@@ -501,11 +518,12 @@ _RELEASE = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*")
 
 
 def _version_of(filename: str) -> str | None:
-    """The normalized version of a wheel or sdist file name, or None (`_name_and_version`)."""
-    wheel = _PLAIN_WHEEL.fullmatch(filename)
-    if wheel is not None:
-        return wheel[2]
-    parsed = _name_and_version(filename)
+    """The normalized version of a wheel or sdist file name, or None (`_name_and_version`
+    without normalizing the name, which only its callers need)."""
+    plain = _plain_name_and_version(filename)
+    if plain is not None:
+        return plain[1]
+    parsed = _parsed_name_and_version(filename)
     return None if isinstance(parsed, str) else parsed[1]
 
 
@@ -579,19 +597,34 @@ def _anchor(filename: str, url: str, document: Mapping[str, Any]) -> str:
     hashes = document.get("hashes") or {}
     chosen = _preferred_hash(hashes)
     href = f"{url}#{chosen}={hashes[chosen]}" if chosen else url
-    attrs = [("href", href)]
-    if document.get("requires-python"):
-        attrs.append(("data-requires-python", document["requires-python"]))
+    parts = ['    <a href="', _escape(href), '"']
+    requires = document.get("requires-python")
+    if requires:
+        parts += [' data-requires-python="', _escape_repeated(requires), '"']
     yanked = document.get("yanked")
     if yanked:
-        attrs.append(("data-yanked", "" if yanked is True else str(yanked)))
+        parts += [' data-yanked="', _escape("" if yanked is True else str(yanked)), '"']
     metadata = document.get("core-metadata")
     if metadata is True:
-        attrs.append(("data-core-metadata", "true"))
+        parts.append(' data-core-metadata="true"')
     elif isinstance(metadata, dict) and (name := _preferred_hash(metadata)):
-        attrs.append(("data-core-metadata", f"{name}={metadata[name]}"))
-    rendered = " ".join(f'{key}="{_escape(value)}"' for key, value in attrs)
-    return f"    <a {rendered}>{_escape(filename)}</a><br />\n"
+        parts += [' data-core-metadata="', _escape(f"{name}={metadata[name]}"), '"']
+    parts += [">", _escape(filename), "</a><br />\n"]
+    return "".join(parts)
+
+
+def _escape_repeated(text: str) -> str:
+    """`_escape` of a value many files share (requires-python: `>=3.8` on most of PyPI's
+    pages), remembered."""
+    escaped = _ESCAPED_VALUES.get(text)
+    if escaped is None:
+        escaped = _escape(text)
+        if len(_ESCAPED_VALUES) < 4096 and isinstance(text, str):
+            _ESCAPED_VALUES[text] = escaped
+    return escaped
+
+
+_ESCAPED_VALUES: dict[str, str] = {}
 
 
 def _preferred_hash(hashes: Mapping[str, str]) -> str | None:

@@ -255,11 +255,13 @@ def test_a_buffered_writer_left_without_commit_stores_nothing():
 
 
 def test_rendered_files_are_stored_by_threads_and_settled_before_they_are_read(monkeypatch):
-    """Small files go to the storing threads (at most `PENDING` waiting), a large one is
-    written as it is emitted; after `settle` every path has its blob, as a plain write gives."""
+    """Small files go to the storing threads in batches (at most `PENDING` waiting), a large
+    one is written as it is emitted; after `settle` every path has its blob, as a plain write
+    gives."""
     from channels_app.publishing import Rendered
 
     monkeypatch.setattr(Rendered, "PENDING", 3)
+    monkeypatch.setattr(Rendered, "BATCH", 2)
     monkeypatch.setattr(storage, "SMALL_BLOB", 1000)
     rendered = Rendered()
     pages = {f"simple/p{i}/index.html": f"page {i}".encode() * (i + 1) for i in range(20)}
@@ -268,7 +270,7 @@ def test_rendered_files_are_stored_by_threads_and_settled_before_they_are_read(m
         with rendered.emit(path, "text/html") as out:
             out.write(data[:10])
             out.write(data[10:])
-    assert len(rendered) >= len(pages) - 4  # the others still being stored
+    assert len(rendered) >= len(pages) - 5  # the others still being stored or batched
     rendered.settle()
     assert rendered == {path: (_sha(data), len(data), "text/html") for path, data in pages.items()}
     for path, data in pages.items():
@@ -279,10 +281,10 @@ def test_rendered_files_are_stored_by_threads_and_settled_before_they_are_read(m
 def test_a_file_that_cannot_be_stored_fails_the_settle(monkeypatch):
     from channels_app.publishing import Rendered
 
-    def full(data: bytes):
+    def full(items):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(storage, "put_bytes", full)
+    monkeypatch.setattr(storage, "put_many", full)
     rendered = Rendered()
     with rendered.emit("simple/index.html", "text/html") as out:
         out.write(b"<html>")

@@ -980,3 +980,96 @@ def test_versions_of_release_numbers_sort_as_packaging_sorts_them():
         assert _sorted_versions(versions) == sorted(versions, key=Version), versions
         versions.append(chosen.choice(["1.0rc1", "2.0.post1", "1!0.1", "1.0+local", "0.0.dev0"]))
         assert _sorted_versions(versions) == sorted(versions, key=Version), versions
+
+
+def _straightforward_render(project: str, documents) -> tuple[bytes, bytes]:
+    """`render_project` written plainly (every value escaped, every name quoted, versions
+    read and ordered by `packaging`): what the page must be, byte for byte."""
+    import html
+    from urllib.parse import quote
+
+    from packaging.version import Version
+
+    from channels_app.formats.pypi_pages import _parsed_name_and_version
+
+    files = sorted(((name, orjson.loads(doc)) for name, doc in documents), key=lambda f: f[0])
+    entries, anchors, versions = [], [], set()
+    for filename, document in files:
+        url = f"../../{file_path(project, quote(filename))}"
+        others = {key: value for key, value in document.items() if key != "filename"}
+        entries.append({"filename": filename, "url": url, **others})
+        hashes = document.get("hashes") or {}
+        chosen = "sha256" if "sha256" in hashes else min(hashes) if hashes else None
+        attrs = [("href", f"{url}#{chosen}={hashes[chosen]}" if chosen else url)]
+        if document.get("requires-python"):
+            attrs.append(("data-requires-python", document["requires-python"]))
+        if document.get("yanked"):
+            yanked = document["yanked"]
+            attrs.append(("data-yanked", "" if yanked is True else str(yanked)))
+        metadata = document.get("core-metadata")
+        if metadata is True:
+            attrs.append(("data-core-metadata", "true"))
+        elif isinstance(metadata, dict) and metadata:
+            name = "sha256" if "sha256" in metadata else min(metadata)
+            attrs.append(("data-core-metadata", f"{name}={metadata[name]}"))
+        shown = " ".join(f'{key}="{html.escape(value, quote=True)}"' for key, value in attrs)
+        anchors.append(f"    <a {shown}>{html.escape(filename, quote=True)}</a><br />\n")
+        parsed = _parsed_name_and_version(filename)
+        if not isinstance(parsed, str):
+            versions.add(parsed[1])
+    page = {
+        "meta": {"api-version": "1.1" if all("size" in d for _, d in files) else "1.0"},
+        "name": project,
+        "versions": sorted(versions, key=Version),
+        "files": entries,
+    }
+    title = html.escape(f"Links for {project}")
+    body = (
+        "<!DOCTYPE html>\n<html>\n  <head>\n"
+        '    <meta name="pypi:repository-version" content="1.1">\n'
+        f"    <title>{title}</title>\n  </head>\n  <body>\n    <h1>{title}</h1>\n"
+        + "".join(anchors)
+        + "  </body>\n</html>\n"
+    )
+    return body.encode(), orjson.dumps(page)
+
+
+def test_project_pages_are_rendered_byte_for_byte_as_the_straightforward_way_renders_them():
+    """The shortcuts of `render_project` (names quoted and values escaped only when needed,
+    versions read by regex, repeated values escaped once) change no byte, on real projects'
+    file names (odd and mangled ones included) with every kind of document field."""
+    import random
+
+    chosen = random.Random(691)
+    names = _real_world_file_names()
+    requires = [">=3.8", ">=3.8,<4", "!=3.0.*", "<'4'", '>="3"&x', "", "~=3.10"]
+    yanked = [True, False, "", "broken", '"><script>x</script>', "a & b's"]
+    for page in range(1500):
+        documents = []
+        for filename in chosen.sample(names, chosen.randint(0, 12)):
+            hashes = chosen.choice(
+                [
+                    {"sha256": sha(filename)},
+                    {"md5": "a" * 32},
+                    {},
+                    {"md5": "b" * 32, "sha256": "c" * 64},
+                ]
+            )
+            document: dict = {"filename": filename, "hashes": hashes}
+            if chosen.random() < 0.8:
+                document["requires-python"] = chosen.choice(requires)
+            if chosen.random() < 0.3:
+                document["yanked"] = chosen.choice(yanked)
+            if chosen.random() < 0.9:
+                document["size"] = chosen.randint(0, 10**9)
+            if chosen.random() < 0.5:
+                document["upload-time"] = "2024-01-02T03:04:05.123456Z"
+            if chosen.random() < 0.5:
+                document["core-metadata"] = chosen.choice([True, {"sha256": "d" * 64}, {}])
+            if chosen.random() < 0.05:  # keys a stored document should not have
+                document["url"] = "https://elsewhere.example/x"
+                document["filename"] = "another-name-1.0.tar.gz"
+            documents.append((filename, orjson.dumps(document)))
+        project = f"proj-{page}" if page % 3 else "a.b_c"
+        expected = _straightforward_render(project, documents)
+        assert render_project(project, documents) == expected, documents
