@@ -8,6 +8,7 @@ again. Only rows whose decision changed are written, grouped by reason.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -90,15 +91,10 @@ def packages_decide(
     (a preview). `count_allowed=False` (a sync, which reports only what is kept out) leaves
     `allowed` at 0 when nothing is judged, saving a count of every row."""
     decider = decider_for(mirror)
-    ecosystem = decider.ecosystem
     rows = Package.objects.filter(mirror=mirror, removed=False)
     if not decider.judges_anything:
         return _allow_all(mirror, rows, dry_run, count_allowed)
-    current: dict[str, tuple[int, str, str]] = {}
-    candidates: list[Candidate] = []
-    # When PSM first saw a file matters only to a cooldown (files without a publication time):
-    # reading and parsing it for 600,000 rows costs seconds otherwise.
-    seen = "added_at" if decider.policy.newest else "pk"
+    # In the table's ordering (unit, name, version, filename), as `decide_rows` needs an order.
     columns = rows.values_list(
         "pk",
         "unit",
@@ -107,12 +103,45 @@ def packages_decide(
         "record",
         "excluded_reason",
         "would_exclude_reason",
-        seen,
+        first_seen_column(decider) or "pk",  # the stand-in: read, ignored
     )
+    change, updates = decide_rows(decider, stream_rows(columns))
+    if not dry_run and updates:
+        now = timezone.now()
+        for (reason, would_now), pks in updates.items():
+            for start in range(0, len(pks), BATCH):
+                with transaction.atomic():
+                    Package.objects.filter(pk__in=pks[start : start + BATCH]).update(
+                        excluded_reason=reason, would_exclude_reason=would_now, updated_at=now
+                    )
+                    Channel.objects.filter(pk=mirror.channel_id).update(
+                        content_version=F("content_version") + 1
+                    )
+    return change
+
+
+def first_seen_column(decider: Decider) -> str | None:
+    """The column `decide_rows` reads as a file's first sighting: `added_at` for a cooldown
+    (files without a publication time); None: any column will do, it is ignored (reading and
+    parsing the time of 600,000 rows costs seconds)."""
+    return "added_at" if decider.policy.newest else None
+
+
+def decide_rows(
+    decider: Decider, rows: Iterable[tuple]
+) -> tuple[PolicyChange, dict[tuple[str, str], list[int]]]:
+    """Decide rows of (id, unit, filename, version, record, excluded_reason,
+    would_exclude_reason, first seen: `first_seen_column`) in the order given (a dependency's
+    "dependency of" names the first package that pulled it in); return what changes and the
+    ids to write, by (excluded_reason, would_exclude_reason)."""
+    ecosystem = decider.ecosystem
+    seen = decider.policy.newest
+    current: dict[str, tuple[int, str, str]] = {}
+    candidates: list[Candidate] = []
     shared: dict = {}  # values many records repeat, held once (see `Ecosystem.compact`)
-    for pk, unit, filename, version, record, excluded, would, added in stream_rows(columns):
+    for pk, unit, filename, version, record, excluded, would, added in rows:
         document = ecosystem.compact(orjson.loads(record), shared) if record else {}
-        first_seen = added.date() if seen == "added_at" and added else None
+        first_seen = added.date() if seen and added else None
         candidate = ecosystem.candidate(unit, filename, version, document, first_seen=first_seen)
         current[candidate.key] = (pk, excluded, would)
         candidates.append(candidate)
@@ -143,18 +172,7 @@ def packages_decide(
                 change.newly_excluded[reason] += 1
         if would_now and would_now != would:
             change.would_leave.append((key, would_now))
-    if not dry_run and updates:
-        now = timezone.now()
-        for (reason, would_now), pks in updates.items():
-            for start in range(0, len(pks), BATCH):
-                with transaction.atomic():
-                    Package.objects.filter(pk__in=pks[start : start + BATCH]).update(
-                        excluded_reason=reason, would_exclude_reason=would_now, updated_at=now
-                    )
-                    Channel.objects.filter(pk=mirror.channel_id).update(
-                        content_version=F("content_version") + 1
-                    )
-    return change
+    return change, updates
 
 
 _ALLOWED = Decision(True)
