@@ -26,7 +26,7 @@ from channels_app.models import Channel, Package
 
 from ..models import Mirror, SyncRun
 from .ingest import COLUMNS, _updates
-from .policy import PolicyChange, decide_rows, decider_for, first_seen_column
+from .policy import PolicyChange, decide_rows, decider_for
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,11 @@ class FirstLoad:
         decider = decider_for(self.mirror)
         if not decider.judges_anything:
             return PolicyChange(), {}
+        # The first day as `packages_decide` reads it (UTC), for a cooldown only.
+        seen = "(added_at AT TIME ZONE 'UTC')::date" if decider.policy.newest else ORDINAL
         columns = (
             f"{ORDINAL}, unit, filename, version, record, excluded_reason, "
-            f"would_exclude_reason, {first_seen_column(decider) or ORDINAL}"
+            f"would_exclude_reason, {seen}"
         )
         rows = _stream(
             f"SELECT {columns} FROM {self.table} WHERE NOT removed "
@@ -144,6 +146,14 @@ class FirstLoad:
                 ) as copy:
                     for number, (reason, would) in decisions.items():
                         copy.write_row((number, reason, would))
+            # Neither table was ever analyzed: without row counts the planner sorts both
+            # for a merge join (and compiles it with JIT); a hash join on the ordinal is a
+            # fraction of a second. A small sample of the stage's ordinals is enough.
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute("SET LOCAL default_statistics_target = 10")
+            cursor.execute("SET LOCAL work_mem = '64MB'")
+            cursor.execute(f"ANALYZE {self.table} ({ORDINAL})")
+            cursor.execute("ANALYZE pg_temp.psm_first_load_decision")
             params = {"now": now}
             try:
                 with transaction.atomic():
