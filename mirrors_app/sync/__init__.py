@@ -268,14 +268,18 @@ def _sync_units(
                 writer.close()
             written = True
         finally:
-            if writer.stage is not None:  # kept (decided, or pending) and dropped on any exit
-                # Decided as `_apply_policy` would: once every unit was read (or unreadable).
-                decide = finished and written and unread != set(units)
-                landing = [u for u in landing if u.name not in writer.failed]
-                decided = _land_first_load(writer.stage, mirror, progress, landing, decide=decide)
-        # The listing's validators vouch for the units kept: only once every unit was read.
-        whole = finished and not forgotten and not problems
-        keep_documents(mirror, documents if whole else {}, stale, len(units))
+            try:
+                if writer.stage is not None:  # kept (decided or pending), dropped, on any exit
+                    # Decided as `_apply_policy` would: once every unit was read (or unreadable).
+                    decide = finished and written and unread != set(units)
+                    landing = [u for u in landing if u.name not in writer.failed]
+                    decided = _land_first_load(
+                        writer.stage, mirror, progress, landing, decide=decide
+                    )
+            finally:
+                # The listing's validators vouch for the units kept: only once all were read.
+                whole = finished and not forgotten and not problems
+                keep_documents(mirror, documents if whole else {}, stale, len(units))
     if unread == set(units):
         reasons = "; ".join(problems + units_not_found(absent))
         raise FormatError(redact(mirror.source_url), f"nothing could be read: {reasons}")

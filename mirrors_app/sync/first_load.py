@@ -13,7 +13,6 @@ written it without a stage, so nothing it read is lost and the next run decides 
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 
@@ -25,13 +24,11 @@ from psycopg.adapt import Loader
 from channels_app.models import Channel, Package
 
 from ..models import Mirror, SyncRun
-from .ingest import COLUMNS, _updates
+from .ingest import COLUMNS, upsert_updates
 from .policy import PolicyChange, decide_rows, decider_for
 
-logger = logging.getLogger(__name__)
-
 PREFIX = "psm_first_load_"
-#: The run's order of staged rows: the package table's ids follow it.
+#: The column numbering the staged rows in order: each row's decision is joined on it.
 ORDINAL = "n"
 
 
@@ -168,7 +165,8 @@ class FirstLoad:
                     f"INSERT INTO {table} ({columns}) "
                     f"SELECT DISTINCT ON (s.unit, s.filename) {picked} {source} "
                     f"ORDER BY s.unit, s.filename, s.{ORDINAL} DESC "
-                    f"ON CONFLICT (channel_id, unit, filename) DO UPDATE SET {_updates(table)} "
+                    "ON CONFLICT (channel_id, unit, filename) "
+                    f"DO UPDATE SET {upsert_updates(table)} "
                     f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id",
                     params,
                 )

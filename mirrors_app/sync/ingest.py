@@ -491,7 +491,7 @@ def _known_rows(mirror_id: int, units: list[str]):
                 yield unit, filename, Known(pk, digest, bool(removed))
 
 
-def _updates(table: str) -> str:
+def upsert_updates(table: str) -> str:
     """The SET list of an upsert. A row whose record now describes other bytes (another
     sha256, or another md5 where upstream gives only that, as CRAN does) loses its stored
     file and sidecar, so the next download fetches the file the record describes."""
@@ -535,7 +535,7 @@ def _insert_copy(rows: list[tuple], now) -> bool:
 def _upsert_copy(rows: list[tuple], now) -> None:
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
-    updates = _updates(table)
+    updates = upsert_updates(table)
     stamp = (now, now)
     with connection.cursor() as cursor, connection.wrap_database_errors:
         # Dropped first as well: inside an outer transaction (tests) ON COMMIT comes late.
@@ -560,7 +560,7 @@ def _upsert_values(rows: list[tuple], now) -> None:
     """A small batch as one INSERT ... ON CONFLICT (no staging table)."""
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
-    updates = _updates(table)
+    updates = upsert_updates(table)
     row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
     with connection.cursor() as cursor:
         cursor.execute(

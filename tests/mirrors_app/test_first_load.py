@@ -279,3 +279,35 @@ def test_stages_no_run_uses_are_dropped_when_a_first_load_starts(upstream, run_m
     assert _stages() == [f"{PREFIX}{busy.pk}_running"]
     assert Package.objects.filter(mirror=mirror).count() == 3
     assert Mirror.objects.get(pk=mirror.pk).policy_fingerprint
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_another_mirror_took_meanwhile_stays_that_mirrors(upstream, run_mirror, monkeypatch):
+    _upstream_with_two_units(upstream)
+    channel = ChannelFactory(policy=PolicyFactory(block_specs=["gamma"]))
+    mirror = MirrorFactory(channel=channel, source_url=upstream.url)
+    other = MirrorFactory(channel=channel, source_url=upstream.url, name="other")
+
+    def take() -> None:  # linux-64 is staged by then
+        Package.objects.create(
+            channel=channel,
+            mirror=other,
+            unit="linux-64",
+            filename="beta-2.0-0.conda",
+            name="beta",
+            version="2.0",
+            record="{}",
+        )
+
+    _when_reading("noarch", take, monkeypatch)
+    run = run_mirror(mirror)
+    assert run.state == State.COMPLETED, run.error
+    assert _stages() == []
+    rows = Package.objects.filter(channel=channel).values_list(
+        "mirror__name", "filename", "excluded_reason"
+    )
+    assert sorted(rows) == [
+        (mirror.name, "alpha-1.0-0.tar.bz2", ""),
+        (mirror.name, "gamma-1.0-0.conda", "blocked by package rule 'gamma'"),
+        ("other", "beta-2.0-0.conda", ""),
+    ]
