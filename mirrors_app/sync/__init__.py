@@ -188,7 +188,9 @@ def _sync_units(
     known = KnownRows(mirror.pk, [unit for unit, _, _ in todo])
     if writer.initial_exclusion and known.empty and connection.vendor == "postgresql":
         writer.stage = FirstLoad.begin(mirror)  # decided before written (see first_load)
-    landing: list[MirrorUnit] = []  # a first load's units read to the end, kept once landed
+    # A first load's units read to the end, kept once their rows land (plain values: a
+    # Python index has hundreds of thousands).
+    landing: list[tuple[str, dict, int | None]] = []
     decided = False
 
     def save_done(*, wait: bool = False) -> None:
@@ -201,7 +203,7 @@ def _sync_units(
         units = done[:]
         done.clear()
         if writer.stage is not None:
-            landing.extend(units)  # their rows are staged: kept once the stage lands
+            landing.extend((u.name, u.validators, u.serial) for u in units)
         else:
             # `writer.failed` only grows in the writing thread until the run's end.
             writer.then(lambda: save_units([u for u in units if u.name not in writer.failed]))
@@ -272,7 +274,7 @@ def _sync_units(
                 if writer.stage is not None:  # kept (decided or pending), dropped, on any exit
                     # Decided as `_apply_policy` would: once every unit was read (or unreadable).
                     decide = finished and written and unread != set(units)
-                    landing = [u for u in landing if u.name not in writer.failed]
+                    landing = [u for u in landing if u[0] not in writer.failed]
                     decided = _land_first_load(
                         writer.stage, mirror, progress, landing, decide=decide
                     )
@@ -296,7 +298,12 @@ def _sync_units(
 
 
 def _land_first_load(
-    stage: FirstLoad, mirror: Mirror, progress: Progress, units: list[MirrorUnit], *, decide: bool
+    stage: FirstLoad,
+    mirror: Mirror,
+    progress: Progress,
+    units: list[tuple[str, dict, int | None]],
+    *,
+    decide: bool,
 ) -> bool:
     """Move a first load's staged rows into the package table, decided (`decide`: the work of
     `_apply_policy`) or pending (a run that stops or fails: the next run decides them), then
@@ -304,23 +311,33 @@ def _land_first_load(
     fail, nothing is kept (the units neither): the next run loads them again."""
     if not decide:
         stage.land(decide=False)
-        save_units(units)
+        _save_landed(mirror, units)
         return False
     fingerprint = policy_fingerprint(mirror)
     try:
         progress.step("applying the policy")
     except (StopRequested, RunAbandoned):
         stage.land(decide=False)
-        save_units(units)
+        _save_landed(mirror, units)
         raise
     change = stage.land(decide=True)
-    save_units(units)
+    _save_landed(mirror, units)
     Mirror.objects.filter(pk=mirror.pk).update(policy_fingerprint=fingerprint)
     mirror.policy_fingerprint = fingerprint
     for reason, count in change.newly_excluded.items():
         progress.filtered += count
         progress.reasons[reason] += count
     return True
+
+
+def _save_landed(mirror: Mirror, units: list[tuple[str, dict, int | None]]) -> None:
+    for start in range(0, len(units), 1000):
+        save_units(
+            [
+                MirrorUnit(mirror=mirror, name=name, validators=validators, serial=serial)
+                for name, validators, serial in units[start : start + 1000]
+            ]
+        )
 
 
 def _drop_unlisted(mirror: Mirror, listed: set[str], rejections: Rejections) -> int:
