@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
         [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
         [--mutate 0.01] [--touch] [--serve-seconds 15] [--no-serve] [--no-vacuum]
-        [--profile] [--policy] [--json FILE]
+        [--profile] [--policy] [--only-full] [--json FILE]
 
 What it does, in order:
 
@@ -524,6 +524,9 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile each sync")
     parser.add_argument(
+        "--only-full", action="store_true", help="the limit and the full sync only (no re-syncs)"
+    )
+    parser.add_argument(
         "--policy",
         action="store_true",
         help="give the channel a policy (licenses, cooldown, block specs): each sync that "
@@ -594,6 +597,8 @@ def main() -> None:
     if args.touch:
         plan.append(("same records, new ETag", "touch"))
     plan.append((f"{args.mutate:.0%} changed", "mutate"))
+    if args.only_full:
+        plan = plan[:1]
     results["syncs"] = []
     for index, (label, before) in enumerate(plan, 1):
         if before == "touch":

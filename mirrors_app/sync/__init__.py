@@ -31,6 +31,7 @@ from psm.redaction import redact, scrub
 from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_pending
 from .fetch_state import keep_documents, kept_documents, save_units, unit_states
+from .first_load import FirstLoad
 from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
 from .not_found import names_not_found, units_not_found
 from .policy import packages_decide, policy_fingerprint
@@ -185,6 +186,12 @@ def _sync_units(
     # once the writer has written it.
     writer = BatchWriter(mirror, progress)
     known = KnownRows(mirror.pk, [unit for unit, _, _ in todo])
+    if writer.initial_exclusion and known.empty and connection.vendor == "postgresql":
+        writer.stage = FirstLoad.begin(mirror)  # decided before written (see first_load)
+    # A first load's units read to the end, kept once their rows land (plain values: a
+    # Python index has hundreds of thousands).
+    landing: list[tuple[str, dict, int | None]] = []
+    decided = False
 
     def save_done(*, wait: bool = False) -> None:
         """Keep the units done once their rows are written: in the writing thread, while
@@ -195,8 +202,11 @@ def _sync_units(
             return
         units = done[:]
         done.clear()
-        # `writer.failed` only grows in the writing thread until the run's end.
-        writer.then(lambda: save_units([u for u in units if u.name not in writer.failed]))
+        if writer.stage is not None:
+            landing.extend((u.name, u.validators, u.serial) for u in units)
+        else:
+            # `writer.failed` only grows in the writing thread until the run's end.
+            writer.then(lambda: save_units([u for u in units if u.name not in writer.failed]))
         if wait:
             writer.flush()
         for unit, reason in dict(writer.failed).items():
@@ -252,25 +262,82 @@ def _sync_units(
                 forgotten = True  # missing upstream: no longer one of the units kept
         finished = True
     finally:
+        written = False
         try:
-            save_done(wait=True)  # a stopped run resumes after what it finished
+            try:
+                save_done(wait=True)  # a stopped run resumes after what it finished
+            finally:
+                writer.close()
+            written = True
         finally:
-            writer.close()
-        # The listing's validators vouch for the units kept: only once every unit was read.
-        whole = finished and not forgotten and not problems
-        keep_documents(mirror, documents if whole else {}, stale, len(units))
+            try:
+                if writer.stage is not None:  # kept (decided or pending), dropped, on any exit
+                    # Decided as `_apply_policy` would: once every unit was read (or unreadable).
+                    decide = finished and written and unread != set(units)
+                    landing = [u for u in landing if u[0] not in writer.failed]
+                    decided = _land_first_load(
+                        writer.stage, mirror, progress, landing, decide=decide
+                    )
+            finally:
+                # The listing's validators vouch for the units kept: only once all were read.
+                whole = finished and not forgotten and not problems
+                keep_documents(mirror, documents if whole else {}, stale, len(units))
     if unread == set(units):
         reasons = "; ".join(problems + units_not_found(absent))
         raise FormatError(redact(mirror.source_url), f"nothing could be read: {reasons}")
     problems += units_not_found([(unit, url) for unit, url in absent if unit not in guessed])
     if not problems:  # with a unit unread, its names may be there: not worth a warning
         problems += names_not_found(mirror)
-    _apply_policy(mirror, progress, changed=changed, restart=restart)
+    if not decided:
+        _apply_policy(mirror, progress, changed=changed, restart=restart)
     if mirror.mode == Mirror.Mode.ACTIVE:
         # One pass over every file still to store, those of unchanged units included: a
         # download that failed (or a run that stopped) is retried by the next run.
         download_pending(mirror, client, progress)
     return problems
+
+
+def _land_first_load(
+    stage: FirstLoad,
+    mirror: Mirror,
+    progress: Progress,
+    units: list[tuple[str, dict, int | None]],
+    *,
+    decide: bool,
+) -> bool:
+    """Move a first load's staged rows into the package table, decided (`decide`: the work of
+    `_apply_policy`) or pending (a run that stops or fails: the next run decides them), then
+    keep the units read to the end; return whether the rows were decided. Should the move
+    fail, nothing is kept (the units neither): the next run loads them again."""
+    if not decide:
+        stage.land(decide=False)
+        _save_landed(mirror, units)
+        return False
+    fingerprint = policy_fingerprint(mirror)
+    try:
+        progress.step("applying the policy")
+    except (StopRequested, RunAbandoned):
+        stage.land(decide=False)
+        _save_landed(mirror, units)
+        raise
+    change = stage.land(decide=True)
+    _save_landed(mirror, units)
+    Mirror.objects.filter(pk=mirror.pk).update(policy_fingerprint=fingerprint)
+    mirror.policy_fingerprint = fingerprint
+    for reason, count in change.newly_excluded.items():
+        progress.filtered += count
+        progress.reasons[reason] += count
+    return True
+
+
+def _save_landed(mirror: Mirror, units: list[tuple[str, dict, int | None]]) -> None:
+    for start in range(0, len(units), 1000):
+        save_units(
+            [
+                MirrorUnit(mirror=mirror, name=name, validators=validators, serial=serial)
+                for name, validators, serial in units[start : start + 1000]
+            ]
+        )
 
 
 def _drop_unlisted(mirror: Mirror, listed: set[str], rejections: Rejections) -> int:

@@ -19,7 +19,7 @@ import queue
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import (
     DatabaseError,
@@ -39,6 +39,9 @@ from psm.input import storable_text
 from ..models import Mirror, MirrorRejection
 from .policy import decides_anything
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .first_load import FirstLoad
 
 BATCH_SIZE = 5000
 COPY_FROM = 500  # smaller batches (a Python project's files) are one plain INSERT
@@ -88,8 +91,10 @@ class BatchWriter:
     returns once everything queued is written; call `close` when the run ends.
     """
 
-    def __init__(self, mirror: Mirror, progress: Progress) -> None:
+    def __init__(self, mirror: Mirror, progress: Progress, stage: FirstLoad | None = None) -> None:
         self.mirror, self.progress = mirror, progress
+        # A first load's rows go to its stage, to enter the package table once decided.
+        self.stage = stage
         # With filters, a policy or malicious-package advisories to apply, new and changed
         # records wait for the run's decision before anyone sees them (decided once per run).
         self.initial_exclusion = PENDING if decides_anything(mirror) else ""
@@ -233,6 +238,11 @@ class BatchWriter:
 
     def _write(self, rows: dict, new: set, gone: dict[str, list[int]]) -> None:
         now = timezone.now()
+        if rows and self.stage is not None:
+            self.stage.write(list(rows.values()), now)
+            if not any(gone.values()):
+                return  # the package table is untouched until the stage lands
+            rows = {}
         if rows and connection.vendor == "postgresql":
             fresh = [row for key, row in rows.items() if key in new]
             others = [row for key, row in rows.items() if key not in new]
@@ -481,7 +491,7 @@ def _known_rows(mirror_id: int, units: list[str]):
                 yield unit, filename, Known(pk, digest, bool(removed))
 
 
-def _updates(table: str) -> str:
+def upsert_updates(table: str) -> str:
     """The SET list of an upsert. A row whose record now describes other bytes (another
     sha256, or another md5 where upstream gives only that, as CRAN does) loses its stored
     file and sidecar, so the next download fetches the file the record describes."""
@@ -525,7 +535,7 @@ def _insert_copy(rows: list[tuple], now) -> bool:
 def _upsert_copy(rows: list[tuple], now) -> None:
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
-    updates = _updates(table)
+    updates = upsert_updates(table)
     stamp = (now, now)
     with connection.cursor() as cursor, connection.wrap_database_errors:
         # Dropped first as well: inside an outer transaction (tests) ON COMMIT comes late.
@@ -550,7 +560,7 @@ def _upsert_values(rows: list[tuple], now) -> None:
     """A small batch as one INSERT ... ON CONFLICT (no staging table)."""
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
-    updates = _updates(table)
+    updates = upsert_updates(table)
     row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
     with connection.cursor() as cursor:
         cursor.execute(
