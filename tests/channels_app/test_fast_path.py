@@ -315,7 +315,9 @@ def test_nothing_is_served_from_the_cache_while_the_listener_is_disconnected(cac
     with connection.cursor() as cursor:  # what an idle-session timeout or a restart would do
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()"
+            # This test database's listener only: not another test process's, on its own.
+            "WHERE query LIKE 'LISTEN %%' AND datname = current_database() "
+            "AND pid <> pg_backend_pid()"
         )
     _until(lambda: not cached._listening or not cached._entries, "the listener to notice")
     assert not cached._entries
