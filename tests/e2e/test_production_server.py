@@ -1,4 +1,4 @@
-"""PSM under its documented production server (`python -m psm.server`: granian, 2 worker
+"""PSM under its documented production server (`python -m psm.server`: uWSGI, 2 worker
 processes) answers real clients: pip installs through it, a passive file is streamed, verified
 and then served from storage, conditional and range requests work, an API call with a token
 writes, and a committed change (a channel made private) reaches every worker's cache at once.
