@@ -22,7 +22,6 @@ from itertools import groupby
 from operator import itemgetter, or_
 from typing import Any, BinaryIO
 
-import orjson
 from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.db.models.expressions import RawSQL
@@ -64,25 +63,20 @@ class PackageIndexSource:
         rows = rows.order_by("filename").values_list("filename", "record")
         return stream_rows(rows)
 
-    def json_members(self, unit: str, suffix: str = "") -> Iterator[bytes]:
+    def json_members(self, unit: str, suffix: str = "") -> Iterator[bytes] | None:
         """`documents(unit, suffix)` as the members of a JSON object, `"filename":document`
-        comma separated, in blocks of bytes: on PostgreSQL straight from a COPY (no Python
-        per row; a conda-forge-sized subdir is 600,000 rows)."""
+        comma separated, in blocks of bytes, straight from a COPY (no Python per row; a
+        conda-forge-sized subdir is 600,000 rows). None where the database has no COPY (not
+        PostgreSQL): the format renders the documents itself."""
+        if connection.vendor != "postgresql":
+            return None
         rows = self.packages.filter(unit=unit)
         if suffix:
             rows = rows.filter(filename__endswith=suffix)
-        if connection.vendor == "postgresql":
-            member = RawSQL(
-                f"to_json({_COLUMN % 'filename'})::text || ':' || {_COLUMN % 'record'}", []
-            )
-            rows = rows.annotate(member=member).order_by("filename").values_list("member")
-            yield from _copied_lines(rows, b",")
-            return
-        first = True
-        for filename, document in self.documents(unit, suffix):
-            raw = document if isinstance(document, bytes) else document.encode()
-            yield (b"" if first else b",") + orjson.dumps(filename) + b":" + raw
-            first = False
+        member = RawSQL(f"to_json({_COLUMN % 'filename'})::text || ':' || {_COLUMN % 'record'}", [])
+        return _copied_lines(
+            rows.annotate(member=member).order_by("filename").values_list("member"), b","
+        )
 
     def names(self, unit: str, suffixes: tuple[str, ...] = ()) -> set[str]:
         """The package names of the unit's servable files (ending in one of `suffixes`)."""

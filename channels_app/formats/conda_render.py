@@ -111,9 +111,10 @@ def _members(
 ) -> Iterator[bytes]:
     """A section's `"filename":record` members, comma separated, in filename order; the
     package names it lists are added to `names`. A source that hands them over ready-made
-    (publishing's, straight from the database) is asked for them, and for the names."""
-    if hasattr(source, "json_members"):
-        yield from source.json_members(subdir, suffix)
+    (publishing's, straight from PostgreSQL) is asked for them, and for the names."""
+    ready = source.json_members(subdir, suffix) if hasattr(source, "json_members") else None
+    if ready is not None:
+        yield from ready
         return
     first = True
     for filename, document in source.documents(subdir, suffix):
