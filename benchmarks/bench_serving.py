@@ -18,7 +18,7 @@ What it does, in order:
 4. proxpi (pip-installed into a throwaway venv under the workdir) proxies the same simple
    index under gunicorn with 2 workers (its documented way to run); its cache is warmed first.
 5. Each PSM server in `--servers` in turn (2 workers each; `psm-server` is the documented
-   production server, `psm.server.command`), then nginx and proxpi, answer
+   production server, `python -m psm.server`), then nginx and proxpi, answer
    the cases below under wrk (else a threaded Python client) on the same 2 cores:
    304 of repodata.json (If-None-Match), 304 of the project page, the project page (200,
    warm), repodata.json (200), the project list (200) and the 2 MB wheel.
@@ -49,7 +49,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_conda import free_port, git_describe, load_python, load_wrk  # noqa: E402
-from psm import server  # noqa: E402
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel  # noqa: E402
 from tests.fixtures.pypi_index import FakeDist, IndexServer, build_index  # noqa: E402
 
@@ -77,8 +76,9 @@ def server_command(name: str, port: int) -> list[str]:
     command = list(SERVERS.get(name, ()))
     if name.startswith("gunicorn"):
         return command + ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
-    if name == "psm-server":  # the documented production server, as `python -m psm.server`
-        return server.command(f"127.0.0.1:{port}", workers=2, threads=server.DEFAULT_THREADS)
+    if name == "psm-server":  # the production server, started as the README starts it
+        bind = f"PSM_BIND=127.0.0.1:{port}"
+        return ["env", bind, "PSM_WEB_WORKERS=2", PYTHON, "-m", "psm.server"]
     if name == "uwsgi":
         return command + ["--http-socket", f"127.0.0.1:{port}"]
     return command + ["--host", "127.0.0.1", "--port", str(port)]

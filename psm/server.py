@@ -17,18 +17,6 @@ from __future__ import annotations
 import os
 import sys
 
-#: Requests a worker process handles at once (its Python threads).
-DEFAULT_THREADS = 8
-
-
-def _positive(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise SystemExit(f"{name} must be a whole number of at least 1, not {value!r}")
-    return int(value)
-
 
 def _address(bind: str) -> tuple[str, str]:
     host, sep, port = bind.rpartition(":")
@@ -59,8 +47,7 @@ def main() -> None:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "psm.settings")
     bind = os.environ.get("PSM_BIND", "127.0.0.1:8000")
-    workers = _positive("PSM_WEB_WORKERS", os.cpu_count() or 1)
-    threads = _positive("PSM_WEB_THREADS", DEFAULT_THREADS)
+    workers, threads = settings.PSM_WEB_WORKERS, settings.PSM_WEB_THREADS
     static_root = str(settings.STATIC_ROOT) if os.path.isdir(settings.STATIC_ROOT) else None
     args = command(bind, workers=workers, threads=threads, static_root=static_root)
     os.execvp(args[0], args)

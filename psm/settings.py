@@ -217,6 +217,9 @@ AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "token", "access_token", 
 # Proxies in front of PSM that append the client address to X-Forwarded-For (0: none, the
 # connecting address is the client's).
 PSM_TRUSTED_PROXY_COUNT = envint("PSM_TRUSTED_PROXY_COUNT", 0)
+# The production server's processes and threads per process (`python -m psm.server`).
+PSM_WEB_WORKERS = envint("PSM_WEB_WORKERS", os.cpu_count() or 1, minimum=1)
+PSM_WEB_THREADS = envint("PSM_WEB_THREADS", 8, minimum=1)
 # Client addresses never locked out (e.g. a build farm's NAT), exact addresses.
 AXES_IP_WHITELIST = envlist("PSM_LOGIN_NEVER_LOCK_IPS", [])
 AXES_NEVER_LOCKOUT_WHITELIST = bool(AXES_IP_WHITELIST)

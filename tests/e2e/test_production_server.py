@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -39,12 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BIG = FakePackage("big", "1.0", fmt=".conda", files={"data.bin": os.urandom(3 * 1024 * 1024)})
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _database_url() -> str:
     db = connection.settings_dict
     user = db.get("USER") or "postgres"
@@ -54,9 +48,9 @@ def _database_url() -> str:
 
 
 @pytest.fixture
-def production(tmp_path):
+def production(tmp_path, refused_url):
     """The base URL of PSM served by `python -m psm.server` on this test's data."""
-    port = _free_port()
+    port = urlsplit(refused_url).port  # a free port
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "psm.settings",
