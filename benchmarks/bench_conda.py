@@ -213,10 +213,17 @@ class StepWatcher:
                 self._stop.wait(self.period)
 
 
-def run_sync(env: dict, dsn: str, workdir: Path, label: str, index: int, profile: bool) -> dict:
+def run_sync(
+    env: dict, dsn: str, workdir: Path, label: str, index: int, profile: bool, spy: bool = False
+) -> dict:
     stats_file = workdir / f"run-{index}.rusage.json"
     command = [PYTHON]
-    if profile:
+    if spy:  # sampled, every thread, as collapsed stacks (flame graph tools read them)
+        out = workdir / f"run-{index}.spy.txt"
+        spy_bin = Path(PYTHON).parent / "py-spy"
+        command = [str(spy_bin), "record", "-r", "200", "--idle", "--threads", "-f", "raw"]
+        command += ["-o", str(out), "--", PYTHON]
+    elif profile:
         command += ["-m", "cProfile", "-o", str(workdir / f"run-{index}.prof")]
     command += [str(ROOT / "manage.py"), "mirror_run", "bench"]
     log = workdir / f"run-{index}.log"
@@ -524,6 +531,9 @@ def main() -> None:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile each sync")
     parser.add_argument(
+        "--spy", action="store_true", help="py-spy each sync (<workdir>/run-N.spy.txt)"
+    )
+    parser.add_argument(
         "--only-full", action="store_true", help="the limit and the full sync only (no re-syncs)"
     )
     parser.add_argument(
@@ -608,7 +618,7 @@ def main() -> None:
             print(f"mutating {args.mutate:.0%} of the records", flush=True)
             results["mutate_s"] = round(generate(chan, args.records, args.mutate), 1)
         print(f"sync {index}: {label}", flush=True)
-        run = run_sync(env, dsn, workdir, label, index, args.profile)
+        run = run_sync(env, dsn, workdir, label, index, args.profile, args.spy)
         print(
             f"  {run['state']} in {run['wall_s']} s, peak RSS {run['peak_rss_mb']} MB", flush=True
         )

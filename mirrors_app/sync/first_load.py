@@ -24,7 +24,7 @@ from psycopg.adapt import Loader
 from channels_app.models import Channel, Package
 
 from ..models import Mirror, SyncRun
-from .ingest import COLUMNS, upsert_updates
+from .ingest import COLUMNS, upsert_updates, write_copy
 from .policy import PolicyChange, decide_rows, decider_for
 
 PREFIX = "psm_first_load_"
@@ -38,7 +38,7 @@ class FirstLoad:
     def __init__(self, mirror: Mirror) -> None:
         self.mirror = mirror
         self.table = f"{PREFIX}{mirror.pk}_{uuid.uuid4().hex[:16]}"
-        self.staged = 0  # rows staged so far (their ordinals)
+        self.staged = 0  # rows staged so far
 
     @classmethod
     def begin(cls, mirror: Mirror) -> FirstLoad:
@@ -51,21 +51,20 @@ class FirstLoad:
                 f"CREATE UNLOGGED TABLE {stage.table} AS "
                 f"SELECT {', '.join(COLUMNS)} FROM {table} WITH NO DATA"
             )
-            cursor.execute(f"ALTER TABLE {stage.table} ADD COLUMN {ORDINAL} bigint")
+            # Numbered as COPY reads them (one writer at a time): the order they came in.
+            cursor.execute(
+                f"ALTER TABLE {stage.table} ADD COLUMN {ORDINAL} bigint "
+                "GENERATED ALWAYS AS IDENTITY"
+            )
         return stage
 
-    def write(self, rows: list[tuple], now) -> None:
-        """COPY rows (COLUMNS but the two timestamps) into the stage, numbered in order."""
-        stamp = (now, now)
-        number = self.staged
+    def write(self, rows: list[tuple], now, lines: list[str] | None = None) -> None:
+        """COPY rows (COLUMNS but the two timestamps; `lines`: as `copy_lines` formatted
+        them) into the stage, numbered in order."""
         with connection.cursor() as cursor, connection.wrap_database_errors:
-            with cursor.copy(
-                f"COPY {self.table} ({', '.join(COLUMNS)}, {ORDINAL}) FROM STDIN"
-            ) as copy:
-                for row in rows:
-                    number += 1
-                    copy.write_row((*row, *stamp, number))
-        self.staged = number  # only once written: a refused batch is retried unit by unit
+            with cursor.copy(f"COPY {self.table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                write_copy(copy, rows, now, lines)
+        self.staged += len(rows)  # only once written: a refused batch is retried unit by unit
 
     def land(self, *, decide: bool) -> PolicyChange:
         """Move the staged rows into the package table, decided (`decide`) or pending, and

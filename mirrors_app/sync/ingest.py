@@ -155,16 +155,20 @@ class BatchWriter:
         if not rows and not gone and then is None:
             return
         self.rows, self.new, self.gone, self.gone_count = {}, set(), defaultdict(list), 0
-        if self._thread is None and connection.vendor == "postgresql":
-            if not connection.in_atomic_block:  # else the thread would not see what it sees
+        lines = None
+        if connection.vendor == "postgresql":
+            if self._thread is None and not connection.in_atomic_block:
+                # (inside a transaction the thread would not see what it sees)
                 self._thread = threading.Thread(
                     target=self._run, name=f"writer-{self.mirror.pk}", daemon=True
                 )
                 self._thread.start()
+            # Formatted here, so the writing thread holds the GIL for little but its COPY.
+            lines = copy_lines(self._copied(rows, new))
         if self._thread is None:
-            self._write_batch(rows, new, gone, then)
+            self._write_batch(rows, new, gone, then, lines)
         else:
-            self._queue.put((rows, new, gone, then))
+            self._queue.put((rows, new, gone, then, lines))
 
     def _run(self) -> None:
         """The writing thread: batches in order, on this thread's own connection."""
@@ -200,16 +204,30 @@ class BatchWriter:
         new: set,
         gone: dict[str, list[int]],
         then: Callable[[], None] | None = None,
+        lines: list[str] | None = None,
     ) -> None:
         if rows or gone:
-            self._write_rows(rows, new, gone)
+            self._write_rows(rows, new, gone, lines)
         if then is not None:
             then()
 
-    def _write_rows(self, rows: dict, new: set, gone: dict[str, list[int]]) -> None:
+    def _copied(self, rows: dict, new: set) -> list[tuple]:
+        """The rows of a batch that go in by COPY (to the stage, or files nobody stored)."""
+        if self.stage is not None:
+            return list(rows.values()) if rows else []
+        fresh = [row for key, row in rows.items() if key in new] if new else []
+        return fresh if len(fresh) >= COPY_FROM else []
+
+    def _write_rows(
+        self, rows: dict, new: set, gone: dict[str, list[int]], lines: list[str] | None = None
+    ) -> None:
         try:
-            with transaction.atomic():
-                self._write(rows, new, gone)
+            try:
+                with transaction.atomic():
+                    self._write(rows, new, gone, lines)
+            except _Taken:  # another writer took one of the new files: upsert them all
+                with transaction.atomic():
+                    self._write(rows, set(), gone)
         except (OperationalError, InterfaceError):
             raise  # the connection is lost: no unit can be written, the run ends
         except DatabaseError as exc:
@@ -236,20 +254,23 @@ class BatchWriter:
             else:
                 self._written(len(by_unit[unit]))
 
-    def _write(self, rows: dict, new: set, gone: dict[str, list[int]]) -> None:
+    def _write(
+        self, rows: dict, new: set, gone: dict[str, list[int]], lines: list[str] | None = None
+    ) -> None:
+        """Write a batch; `lines`: the COPY lines of its `_copied` rows, if formatted already."""
         now = timezone.now()
+        copied = self._copied(rows, new) if connection.vendor == "postgresql" else []
+        if lines is None and copied:
+            lines = copy_lines(copied)
         if rows and self.stage is not None:
-            self.stage.write(list(rows.values()), now)
+            self.stage.write(copied, now, lines)
             if not any(gone.values()):
                 return  # the package table is untouched until the stage lands
             rows = {}
         if rows and connection.vendor == "postgresql":
-            fresh = [row for key, row in rows.items() if key in new]
-            others = [row for key, row in rows.items() if key not in new]
-            if len(fresh) >= COPY_FROM and not _insert_copy(fresh, now):
-                others += fresh  # another writer took one of them: upsert them all
-            elif len(fresh) < COPY_FROM:
-                others += fresh
+            if copied:  # first, so that a file taken meanwhile undoes nothing else (_Taken)
+                _insert_copy(copied, now, lines)
+            others = [row for key, row in rows.items() if not (copied and key in new)]
             if others:
                 (_upsert_copy if len(others) >= COPY_FROM else _upsert_values)(others, now)
         elif rows:
@@ -516,20 +537,92 @@ def _unlink_changed_files(mirror: Mirror, units: set[str]) -> None:
     ).exclude(artifact__sha256=F("sha256")).update(artifact=None, updated_at=timezone.now())
 
 
-def _insert_copy(rows: list[tuple], now) -> bool:
-    """COPY rows of files nobody stored straight into the table; False (nothing written) if
-    one of them is there after all (another mirror took the file meanwhile)."""
+class _Taken(Exception):
+    """A file COPied in as new was stored meanwhile (by another mirror of the channel)."""
+
+
+def _insert_copy(rows: list[tuple], now, lines: list[str] | None) -> None:
+    """COPY rows of files nobody stored straight into the table (`lines`: as `copy_lines`
+    formatted them); _Taken if one of them is there after all. No savepoint: the caller
+    undoes its transaction and upserts instead."""
     table = Package._meta.db_table
-    stamp = (now, now)
     try:
         # psycopg's own cursor (COPY): its errors made Django's, as the ORM's are.
-        with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+        with connection.cursor() as cursor, connection.wrap_database_errors:
             with cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row + stamp)
-    except IntegrityError:
-        return False
-    return True
+                write_copy(copy, rows, now, lines)
+    except IntegrityError as exc:
+        raise _Taken from exc
+
+
+#: A line of `copy_lines` has this many tabs unless a value holds one (then it is escaped).
+_TABS = len(COLUMNS) - 3
+_NULL = "\\N"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_lines(rows: Sequence[tuple]) -> list[str] | None:
+    """The lines of COPY's text format of rows (COLUMNS but the two timestamps, which
+    `write_copy` appends), as psycopg's `write_row` writes them; None if a value holds a NUL
+    (PostgreSQL refuses it: `write_row` says so, on the batch's unit).
+
+    One f-string a row: a batch's lines are joined with the timestamps in one call, so the
+    writing thread does no Python per row (psycopg's `write_row` costs ~5 us a row, its two
+    timestamps most of it)."""
+    lines = [
+        f"{channel}\t{_NULL if mirror is None else mirror}\t{unit}\t{filename}\t{name}\t"
+        f"{version}\t{sha256}\t{md5}\t{_NULL if size is None else size}\t{url}\t{record}\t"
+        f"{digest}\t{'t' if on_demand else 'f'}\t{'t' if removed else 'f'}\t{error}\t"
+        f"{excluded}\t{would}"
+        for (
+            channel,
+            mirror,
+            unit,
+            filename,
+            name,
+            version,
+            sha256,
+            md5,
+            size,
+            url,
+            record,
+            digest,
+            on_demand,
+            removed,
+            error,
+            excluded,
+            would,
+        ) in rows
+    ]
+    for i, line in enumerate(lines):
+        # Rare (a backslash in a record's JSON): each value escaped on its own.
+        if "\\" in line or "\n" in line or "\r" in line or line.count("\t") != _TABS:
+            lines[i] = line = "\t".join(map(_copy_value, rows[i]))
+        if "\x00" in line:
+            return None
+    return lines
+
+
+def _copy_value(value: object) -> str:
+    if value is None:
+        return _NULL
+    if value is True or value is False:
+        return "t" if value else "f"
+    return str(value).translate(_ESCAPES)
+
+
+def write_copy(copy, rows: Sequence[tuple], now, lines: list[str] | None) -> None:
+    """Send rows to a COPY of COLUMNS: `lines` (from `copy_lines`) joined with the two
+    timestamps in one piece, else (None: a value PostgreSQL refuses) row by row, so that
+    psycopg says what is wrong."""
+    if lines is None:
+        stamp = (now, now)
+        for row in rows:
+            copy.write_row(row + stamp)
+        return
+    if lines:
+        end = f"\t{now.isoformat()}\t{now.isoformat()}\n"
+        copy.write((end.join(lines) + end).encode())
 
 
 def _upsert_copy(rows: list[tuple], now) -> None:
