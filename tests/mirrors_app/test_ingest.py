@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from channels_app.formats import PackageRecord
 from channels_app.models import Package
@@ -84,6 +86,19 @@ def _add_many(mirror, progress, writer, unit: str, count: int, *, shared: bool =
 def test_new_files_are_copied_in_and_one_taken_meanwhile_falls_back_to_the_upsert(
     mirror, progress, monkeypatch
 ):
+    _copied_in_or_upserted(mirror, progress, monkeypatch)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_taken_file_undoes_the_writing_threads_batch_and_upserts_it(monkeypatch):
+    """Outside a transaction, the writing thread's batch (no savepoint) is undone whole and
+    written again by the upsert."""
+    mirror = MirrorFactory(channel=ChannelFactory(kind="pypi"), kind="pypi")
+    progress = Progress(SyncRun.objects.create(mirror=mirror, state=SyncRun.State.RUNNING))
+    _copied_in_or_upserted(mirror, progress, monkeypatch)
+
+
+def _copied_in_or_upserted(mirror, progress, monkeypatch) -> None:
     monkeypatch.setattr("mirrors_app.sync.ingest.COPY_FROM", 2)
     other = MirrorFactory(channel=mirror.channel, kind="pypi", name="other")
     Package.objects.create(
@@ -184,3 +199,72 @@ def test_units_are_kept_as_done_once_written_without_waiting_and_never_if_refuse
     writer.close()
     ((thread, units, failed),) = seen
     assert thread == f"writer-{mirror.pk}" and units == ["alpha"] and list(failed) == ["beta"]
+
+
+def _row(filename: str, record: str, **changes) -> tuple:
+    """A row of COLUMNS but the two timestamps."""
+    from mirrors_app.sync.ingest import COLUMNS
+
+    values = dict(
+        channel_id=1,
+        mirror_id=2,
+        unit="linux-64",
+        filename=filename,
+        name="alpha",
+        version="1.0",
+        sha256="ab" * 32,
+        md5="",
+        size=123,
+        upstream_url=f"https://example.org/linux-64/{filename}",
+        record=record,
+        entry_digest=-(2**63),
+        on_demand=True,
+        removed=False,
+        error="",
+        excluded_reason="",
+        would_exclude_reason="",
+    )
+    values.update(changes)
+    return tuple(values[column] for column in COLUMNS[:-2])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_copy_lines_store_what_psycopgs_write_row_stores():
+    """The COPY lines made in one f-string a row hold every value as psycopg writes it:
+    escapes, NULLs, booleans, non-ASCII text, 64-bit integers."""
+
+    from mirrors_app.sync.ingest import COLUMNS, copy_lines, write_copy
+
+    rows = [
+        _row("alpha-1.0-0.conda", '{"name":"alpha","depends":["b >=1"]}'),
+        _row("alpha-1.1-0.conda", '{"license":"a\\\\b \\"q\\" \\\\n"}', name="back\\slash"),
+        _row("alpha-1.2-0.conda", "tab\there\nnew\rline", version="1.2\t", error="x\ny"),
+        _row("alpha-1.3-0.conda", '{"s":"ünïcødé ☃ 𝄞"}', size=None, mirror_id=None),
+        _row("alpha-1.4-0.conda", "{}", on_demand=False, removed=True, entry_digest=2**63 - 1),
+        _row("alpha-1.5-0.conda", "\\N", excluded_reason="\\.", would_exclude_reason="\\"),
+    ]
+    lines = copy_lines(rows)
+    assert lines is not None and len(lines) == len(rows)
+    now = timezone.now()
+    columns = ", ".join(COLUMNS)
+    stored = {}
+    with connection.cursor() as cursor:
+        for table, given in (("psm_lines", lines), ("psm_rows", None)):
+            cursor.execute(
+                f"CREATE TEMP TABLE {table} AS SELECT {columns} FROM channels_app_package "
+                "WITH NO DATA"
+            )
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                write_copy(copy, rows, now, given)
+            cursor.execute(f"SELECT {columns} FROM {table} ORDER BY filename")
+            stored[table] = cursor.fetchall()
+    assert stored["psm_lines"] == stored["psm_rows"]
+    assert [row[:-2] for row in stored["psm_lines"]] == rows
+    assert all(row[-2:] == (now, now) for row in stored["psm_lines"])
+
+
+def test_copy_lines_leave_a_nul_to_psycopg_which_names_it():
+    from mirrors_app.sync.ingest import copy_lines
+
+    assert copy_lines([_row("a-1-0.conda", "{}"), _row("a-2-0.conda", "bad \x00 byte")]) is None
+    assert copy_lines([]) == []
