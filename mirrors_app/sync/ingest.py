@@ -173,6 +173,10 @@ class BatchWriter:
     def _run(self) -> None:
         """The writing thread: batches in order, on this thread's own connection."""
         try:
+            with connection.cursor() as cursor:
+                # A batch's rows as the package table's insert trigger reads them back (its
+                # transition table), held in memory rather than spilled to a file.
+                cursor.execute("SET work_mem = '32MB'")
             while (batch := self._queue.get()) is not None:
                 try:
                     if self._error is None:
@@ -552,6 +556,8 @@ def _insert_copy(rows: list[tuple], now, lines: list[str] | None) -> None:
             with cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
                 write_copy(copy, rows, now, lines)
     except IntegrityError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != "23505":  # not a unique violation
+            raise
         raise _Taken from exc
 
 
