@@ -561,6 +561,8 @@ def _insert_copy(rows: list[tuple], now, lines: list[str] | None) -> None:
         raise _Taken from exc
 
 
+#: Lines joined into one piece of COPY data (~700 KB of conda records).
+COPY_PIECE = 1000
 #: A line of `copy_lines` has this many tabs unless a value holds one (then it is escaped).
 _TABS = len(COLUMNS) - 3
 _NULL = "\\N"
@@ -626,9 +628,9 @@ def write_copy(copy, rows: Sequence[tuple], now, lines: list[str] | None) -> Non
         for row in rows:
             copy.write_row(row + stamp)
         return
-    if lines:
-        end = f"\t{now.isoformat()}\t{now.isoformat()}\n"
-        copy.write((end.join(lines) + end).encode())
+    end = f"\t{now.isoformat()}\t{now.isoformat()}\n"
+    for start in range(0, len(lines), COPY_PIECE):  # pieces: a batch is not held twice
+        copy.write((end.join(lines[start : start + COPY_PIECE]) + end).encode())
 
 
 def _upsert_copy(rows: list[tuple], now) -> None:
