@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
         [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
         [--mutate 0.01] [--touch] [--serve-seconds 15] [--no-serve] [--no-vacuum]
-        [--profile] [--policy] [--only-full] [--json FILE]
+        [--profile] [--spy] [--policy] [--only-full] [--json FILE]
 
 What it does, in order:
 
@@ -26,8 +26,9 @@ What it does, in order:
 
 Prints a table and writes JSON (`<workdir>/results.json` unless `--json`). Nothing is
 asserted: the figures are for the reader (see benchmarks/README.md for targets and results).
-`--profile` also runs each sync under cProfile (`<workdir>/run-N.prof`); timings then include
-the profiler's overhead, so compare them with a run without it.
+`--profile` also runs each sync under cProfile (`<workdir>/run-N.prof`), `--spy` under py-spy
+(every thread, `<workdir>/run-N.spy.txt`); timings then include the profiler's overhead, so
+compare them with a run without it.
 """
 
 from __future__ import annotations
