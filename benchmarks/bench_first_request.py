@@ -153,8 +153,10 @@ def make_upstream(root: Path) -> ThreadingHTTPServer:
     return server
 
 
-def curl(url: str, out: Path) -> dict:
-    """GET `url` into `out` with curl; its timings in seconds."""
+def curl(url: str, out: Path, server: int | None = None) -> dict:
+    """GET `url` into `out` with curl; its timings in seconds, and the CPU seconds used by
+    curl, by this process (the upstream's threads) and by the process tree of `server`."""
+    before = _cpu(server)
     written = subprocess.run(
         ["curl", "-sS", "--fail", "-o", str(out), "-w", "%{time_total} %{time_starttransfer}"]
         + ["--max-time", "600", url],
@@ -162,7 +164,44 @@ def curl(url: str, out: Path) -> dict:
         text=True,
         check=True,
     ).stdout.split()
-    return {"total": float(written[0]), "first_byte": float(written[1])}
+    used = {key: round(value - before[key], 4) for key, value in _cpu(server).items()}
+    return {"total": float(written[0]), "first_byte": float(written[1]), **used}
+
+
+def _cpu(server: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) so far: finished children (curl), this process, and the
+    process tree under `server` (read from /proc; 0 where there is none)."""
+    children = os.times()
+    tree = 0.0
+    if server is not None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for pid in _tree(server):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            tree += (int(fields[11]) + int(fields[12])) / ticks
+    return {
+        "cpu_curl": children.children_user + children.children_system,
+        "cpu_bench": children.user + children.system,
+        "cpu_server": tree,
+    }
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and its descendants."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        try:
+            tasks = Path(f"/proc/{pid}/task").iterdir()
+            for task in tasks:
+                kids = (task / "children").read_text().split()
+                todo.extend(int(kid) for kid in kids)
+        except OSError:
+            continue
+    return found
 
 
 def check_body(out: Path, entry: dict, what: str) -> None:
@@ -298,8 +337,17 @@ def main() -> None:
     proxpi = None
     out = workdir / "body"
     times: dict[str, dict[str, list]] = {
-        name: {"direct": [], "first": [], "first_byte": [], "cached": []} for name in files
-    }
+        name: {
+            key: []
+            for key in (
+                "direct", "first", "first_byte", "cached",
+                "direct_cpu_curl", "direct_cpu_bench",
+                "first_cpu_curl", "first_cpu_bench", "first_cpu_server",
+                "cached_cpu_curl", "cached_cpu_bench", "cached_cpu_server",
+            )
+        }
+        for name in files
+    }  # fmt: skip
     if args.proxpi:
         for name in files:
             times[name] |= {"proxpi_first": [], "proxpi_cached": []}
@@ -310,15 +358,20 @@ def main() -> None:
                 direct = curl(f"{upstream_url}/noarch/{name}", out)
                 check_body(out, entry, "direct")
                 psm_url = f"http://127.0.0.1:{port}/api/repo/bench/noarch/{name}"
-                first = curl(psm_url, out)
+                first = curl(psm_url, out, server.pid)
                 check_body(out, entry, "PSM first request")
-                cached = curl(psm_url, out)
+                cached = curl(psm_url, out, server.pid)
                 check_body(out, entry, "PSM cached request")
                 row = times[name]
                 row["direct"].append(direct["total"])
                 row["first"].append(first["total"])
                 row["first_byte"].append(first["first_byte"])
                 row["cached"].append(cached["total"])
+                for key in ("cpu_curl", "cpu_bench"):
+                    row[f"direct_{key}"].append(direct[key])
+                for key in ("cpu_curl", "cpu_bench", "cpu_server"):
+                    row[f"first_{key}"].append(first[key])
+                    row[f"cached_{key}"].append(cached[key])
                 line = (
                     f"  {entry['mb']} MB #{repetition + 1}: direct {direct['total']:.3f} s, "
                     f"first {first['total']:.3f} s ({first['total'] / direct['total']:.2f}x), "
@@ -366,6 +419,11 @@ def main() -> None:
         row = {key: median(values) for key, values in times[name].items() if values}
         direct = row["direct"]
         row["first_ratio"] = round(row["first"] / direct, 2)
+        # Each repetition's ratio (direct and first measured back to back), their median and
+        # best: on a shared machine the best is the least disturbed pair.
+        ratios = [f / d for f, d in zip(times[name]["first"], times[name]["direct"], strict=True)]
+        row["first_ratio_median_of_pairs"] = round(statistics.median(ratios), 2)
+        row["first_ratio_best_pair"] = round(min(ratios), 2)
         row["cached_ratio"] = round(row["cached"] / direct, 2)
         if "proxpi_first" in row:
             row["proxpi_first_ratio"] = round(row["proxpi_first"] / direct, 2)
@@ -380,7 +438,12 @@ def main() -> None:
         line = (
             f"{mb:>5} MB  direct {row['direct']:.3f}  first {row['first']:.3f} "
             f"({row['first_ratio']:.2f}x, first byte {row['first_byte']:.3f})  "
-            f"cached {row['cached']:.3f} ({row['cached_ratio']:.2f}x)"
+            f"cached {row['cached']:.3f} ({row['cached_ratio']:.2f}x)  pairs: median "
+            f"{row['first_ratio_median_of_pairs']:.2f}x, best {row['first_ratio_best_pair']:.2f}x"
+            f"\n{'':>9}CPU s: direct curl {row['direct_cpu_curl']:.3f} + upstream "
+            f"{row['direct_cpu_bench']:.3f}; first PSM {row['first_cpu_server']:.3f} + curl "
+            f"{row['first_cpu_curl']:.3f} + upstream {row['first_cpu_bench']:.3f}; cached PSM "
+            f"{row['cached_cpu_server']:.3f}"
         )
         if "proxpi_first" in row:
             line += (

@@ -34,7 +34,7 @@ from . import lookup
 from .formats import get_format
 from .index_cache import cache
 from .models import Channel
-from .serving import published_response, stored_file_response
+from .serving import first_request_response, published_response, stored_file_response
 
 PREFIX = "/api/repo/"
 TOKEN_PREFIX = "/api/repo/t/"
@@ -62,7 +62,7 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
     key = (path, accept)
     hit = cache.get(key)
     if isinstance(hit, _PackagePath):
-        return _stored_package(request, hit)
+        return _package_file(request, hit)
     if hit is not None:
         return published_response(request, *hit)
     epoch = cache.epoch()
@@ -86,26 +86,34 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
         return _Declined()
     # Where the package is depends on channels and published files only, as an index file's
     # answer does; whether it is stored and allowed is asked each time.
-    package_path = _PackagePath(channel.pk, *located)
+    package_path = _PackagePath(channel.pk, channel.kind, *located)
     cache.store(key, package_path, epoch)
-    return _stored_package(request, package_path)
+    return _package_file(request, package_path)
 
 
 class _PackagePath(NamedTuple):
     """A public channel's package file path, as resolved (and cached)."""
 
     channel_id: int
+    kind: str
     unit: str
     filename: str
 
 
-def _stored_package(request: HttpRequest, where: _PackagePath) -> HttpResponseBase:
-    """A package file whose bytes are stored and that the channel lets out; anything else
-    (blocked, awaiting a decision, passive, beside a package, unknown) is Django's."""
-    stored = lookup.stored_package(where.channel_id, where.unit, where.filename)
-    if stored is None or stored.excluded_reason:
+def _package_file(request: HttpRequest, where: _PackagePath) -> HttpResponseBase:
+    """A package file whose bytes are stored and that the channel lets out, or a passive
+    file's first request streamed from upstream (GET without Range); anything else (blocked,
+    awaiting a decision, being fetched by another request, beside a package, unknown) is
+    Django's."""
+    found = lookup.package_file(where.channel_id, where.unit, where.filename)
+    if found is None or found.excluded_reason:
         return _Declined()
-    return stored_file_response(request, stored.artifact, where.filename, stored.added_at)
+    if found.artifact is not None:
+        return stored_file_response(request, found.artifact, where.filename, found.added_at)
+    if not found.package.on_demand or request.method != "GET" or "HTTP_RANGE" in request.META:
+        return _Declined()
+    streamed = first_request_response(found.package, get_format(where.kind), where.filename)
+    return _Declined() if streamed is None else streamed
 
 
 def _chain() -> Callable[[HttpRequest], HttpResponseBase]:

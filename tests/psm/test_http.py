@@ -31,6 +31,8 @@ from psm.http import (
     address_problem,
     fetch_bytes,
     new_session,
+    open_stream,
+    shared_client,
     upstream_error,
     upstream_url_problem,
 )
@@ -350,6 +352,26 @@ def test_client_applies_the_index_size_limit(settings, upstream):
             client.fetch(url)
     finally:
         client.close()
+
+
+def test_the_shared_client_reuses_its_connections_until_the_gate_changes(settings, upstream):
+    """Requests a package client waits on share one client per process: the second GET goes
+    over the first one's connection; with another allowlist (its connections were checked
+    against the old one) or proxy, a new client opens new connections."""
+    url = upstream.write("pkg.conda", b"x" * 1000)
+    client = shared_client()
+    assert shared_client() is client and client.waiting
+    for _ in range(2):
+        with open_stream(client.session, url) as response:
+            assert response.content == b"x" * 1000
+    pools = client.session.get_adapter(url).poolmanager.pools
+    port = int(url.split(":")[2].split("/")[0])
+    assert [pools[key].num_connections for key in pools.keys() if key.key_port == port] == [1]
+    settings.PSM_UPSTREAM_ALLOWLIST = [*settings.PSM_UPSTREAM_ALLOWLIST, "example.org"]
+    other_gate = shared_client()
+    assert other_gate is not client
+    settings.PSM_HTTP_PROXY = "http://127.0.0.1:9"
+    assert shared_client() is not other_gate
 
 
 def test_session_sends_the_psm_user_agent(session):
