@@ -6,12 +6,15 @@ Most requests a mirror gets are anonymous GETs and conditional GETs of index fil
 stack each paid for sessions, CSRF, authentication, messages, lockout checks and URL resolving
 it does not use, more than the database statement that answers it. `RepoFastPath` wraps the
 WSGI application: a request that carries no credential is resolved (`lookup.resolve`, one
-prepared statement) and, when it names a published file or a stored, allowed package file of a
-public channel, answered through the same middleware that shapes every response's headers
-(security headers, host validation, NUL rejection: see `FAST_MIDDLEWARE`) and the same response
-code as the view (`serving.published_response`, `serving.stored_file_response`). Anything else
-(a token, a restricted channel, a blocked, passive or unknown file, a redirect, an error) goes
-to Django unchanged, with what was resolved left in the environ so it is not resolved twice.
+prepared statement) and, when it names a published file or an allowed package file of a
+public channel (stored, or a passive file's first request: streamed from upstream while it is
+stored), answered through the same middleware that shapes every response's headers (security
+headers, host validation, NUL rejection: see `FAST_MIDDLEWARE`) and the same response code as
+the view (`serving.published_response`, `serving.stored_file_response`,
+`serving.first_request_response`). Anything else (a token, a restricted channel, a blocked or
+unknown file, a passive file another request is fetching or asked for with Range or HEAD, a
+redirect, an error) goes to Django unchanged, with what was resolved left in the environ so it
+is not resolved twice.
 
 What was resolved for an index file is kept per process until PostgreSQL notifies a committed
 change to channels or published files (`index_cache`); a package file is looked up each time.

@@ -28,7 +28,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.http import quote_etag
 
-from psm.http import CHUNK_SIZE, UpstreamClient, UpstreamError, shared_client
+from psm.http import CHUNK_SIZE, UpstreamError, shared_client
 from psm.redaction import scrub
 
 from . import lookup, storage
@@ -48,10 +48,9 @@ def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
             return  # another request fetched it while we waited
         stored = Artifact.objects.filter(sha256=package.sha256).first() if package.sha256 else None
         if stored is None:
-            client = UpstreamClient(waiting=True)
             try:
                 sha256, size = storage.download(
-                    client,
+                    shared_client(),
                     package.upstream_url,
                     sha256=package.sha256 or None,
                     md5=package.md5 or None,
@@ -61,8 +60,6 @@ def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
             except FETCH_ERRORS as exc:
                 record_fetch_failure(package, fetch_failure_reason(package, exc))
                 raise
-            finally:
-                client.close()
             stored = storage.artifact_for(sha256, size)
         _record_fetched(package, stored)
 
@@ -73,11 +70,7 @@ def fetch_sidecar(url: str, sha256: str) -> Artifact:
     with file_lock(f"sidecar-{sha256}"):
         artifact = Artifact.objects.filter(sha256=sha256).first()
         if artifact is None:
-            client = UpstreamClient(waiting=True)
-            try:
-                digest, size = storage.download(client, url, sha256=sha256)
-            finally:
-                client.close()
+            digest, size = storage.download(shared_client(), url, sha256=sha256)
             artifact = storage.artifact_for(digest, size)
         return artifact
 
