@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import BinaryIO, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -488,5 +489,9 @@ def shared_client() -> UpstreamClient:
     with _shared_lock:
         if _shared is None or _shared[0] != key:
             # The one it replaces is left to its users and the garbage collector.
-            _shared = (key, UpstreamClient(waiting=True))
+            client = UpstreamClient(waiting=True)
+            # Requests made for different packages and mirrors must not carry each other's
+            # state: no cookie an upstream sets is kept (as with a client per request).
+            client.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+            _shared = (key, client)
         return _shared[1]

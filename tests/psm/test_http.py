@@ -37,7 +37,7 @@ from psm.http import (
     upstream_url_problem,
 )
 from psm.redaction import redact
-from tests.fixtures.loopback import LoopbackServer
+from tests.fixtures.loopback import FileHandler, LoopbackServer
 
 
 @pytest.fixture
@@ -372,6 +372,25 @@ def test_the_shared_client_reuses_its_connections_until_the_gate_changes(setting
     assert other_gate is not client
     settings.PSM_HTTP_PROXY = "http://127.0.0.1:9"
     assert shared_client() is not other_gate
+
+
+class _CookieHandler(FileHandler):
+    def _send_headers(self, status: int, headers: dict[str, str]) -> None:
+        super()._send_headers(status, {**headers, "Set-Cookie": "track=1; Path=/"})
+
+
+class _CookieServer(LoopbackServer):
+    handler = _CookieHandler
+
+
+def test_the_shared_client_keeps_no_cookie_an_upstream_sets(tmp_path):
+    (tmp_path / "cookies").mkdir()
+    with _CookieServer(tmp_path / "cookies") as server:
+        url = server.write("pkg.conda", b"x")
+        client = shared_client()
+        with open_stream(client.session, url) as response:
+            assert "track=1" in response.headers["Set-Cookie"]
+        assert not client.session.cookies
 
 
 def test_session_sends_the_psm_user_agent(session):
