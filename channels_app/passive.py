@@ -246,13 +246,11 @@ class _StreamedBody:
     def _record(self) -> None:
         if self.recorded:
             return
-        # Two statements in one transaction, no read back: the client's last chunk waits on
-        # them. Its commit does not wait for the disk (a record lost in a crash only means the
+        # The client's last chunk waits on this: on PostgreSQL one statement (one round trip)
+        # whose commit does not wait for the disk (a record lost in a crash only means the
         # next request fetches the file again), which under write load is most of the wait.
         sha256, size = self.download.result
         if connection.vendor == "postgresql":
-            # One round trip: the artifact row if new, the package's link to it, and the
-            # setting for this statement's own transaction.
             now = timezone.now()
             lookup.fetch_prepared(
                 _record_statement(), [sha256, size, now, now, sha256, now, self.package.pk]
