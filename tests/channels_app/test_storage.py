@@ -371,3 +371,28 @@ def _until(condition) -> None:
 
 def _threads_alive(name: str) -> bool:
     return any(thread.name == name for thread in threading.enumerate())
+
+
+@pytest.mark.django_db
+def test_a_streamed_file_of_unknown_length_stops_at_the_limit_before_its_bytes_go_out(
+    settings, tmp_path
+):
+    """The receiving thread counts each chunk before the client may have it: past
+    PSM_MAX_FILE_BYTES the stream fails, having handed out no byte beyond the limit."""
+    settings.PSM_MAX_FILE_BYTES = 2 * MIB
+    data = os.urandom(3 * MIB)
+    (tmp_path / "unsized").mkdir()
+    received = bytearray()
+    with _UnsizedServer(tmp_path / "unsized") as server:
+        server.write("pkg.conda", data)
+        client = UpstreamClient(waiting=True)
+        download = storage.StreamedDownload(client, f"{server.url}/pkg.conda")
+        try:
+            with pytest.raises(storage.IntegrityError, match="more than"):
+                for chunk in download:
+                    received += chunk
+        finally:
+            download.close()
+            client.close()
+    assert len(received) <= 2 * MIB and bytes(received) == data[: len(received)]
+    assert download.result is None and not _threads_alive("psm-receiver")
