@@ -111,6 +111,11 @@ class KeptDocument(NamedTuple):
     path: str
     rows: int
     digests: int
+    folder: str  # `_url_key` of where it was read
+
+    def read_from(self, url: str) -> bool:
+        """Whether a document at `url` lists files where this one did (its rows' locations)."""
+        return self.folder == _url_key(url)
 
 
 #: A unit name that can be a file name as it is (conda subdirs are).
@@ -121,10 +126,10 @@ def _folder(mirror_id: int) -> Path:
     return Path(settings.DATA_DIR) / "mirror-state" / str(mirror_id)
 
 
-def document_kept(mirror_id: int, unit: str, url: str) -> KeptDocument | None:
-    """The unit's kept document, if it was read from `url` and the mirror's live rows of the
-    unit are still exactly those it gave (their number and digests: one scan of the unit's
-    rows, no row read into Python); None otherwise."""
+def document_kept(mirror_id: int, unit: str) -> KeptDocument | None:
+    """The unit's kept document, if the mirror's live rows of the unit are still exactly
+    those it gave (their number and digests: one scan of the unit's rows, no row read into
+    Python); None otherwise. Compare only a document `read_from` the same place."""
     if not _FILE_NAME.fullmatch(unit):
         return None
     folder = _folder(mirror_id)
@@ -133,10 +138,10 @@ def document_kept(mirror_id: int, unit: str, url: str) -> KeptDocument | None:
     except (OSError, orjson.JSONDecodeError):
         return None
     path = folder / f"{unit}.json"
-    if not isinstance(stamp, dict) or stamp.get("url") != _url_key(url) or not path.is_file():
+    if not isinstance(stamp, dict) or not path.is_file():
         return None
     try:
-        kept = KeptDocument(str(path), int(stamp["rows"]), int(stamp["digests"]))
+        kept = KeptDocument(str(path), int(stamp["rows"]), int(stamp["digests"]), str(stamp["url"]))
     except (KeyError, TypeError, ValueError):
         return None
     return kept if _live_rows(mirror_id, unit) == (kept.rows, kept.digests) else None

@@ -114,7 +114,7 @@ def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
 ):
     mirror = _mirror(upstream)
     assert run_mirror(mirror).state == SyncRun.State.COMPLETED
-    assert fetch_state.document_kept(mirror.pk, "linux-64", _url(upstream)) is not None
+    assert fetch_state.document_kept(mirror.pk, "linux-64") is not None
     document = _changed(_document())
     _write(upstream, document)
     run = run_mirror(mirror)
@@ -189,7 +189,7 @@ def test_a_subdir_with_a_rejected_entry_is_not_kept(upstream, run_mirror, compar
     write_repodata(upstream.root, "linux-64", document)
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
-    assert fetch_state.document_kept(mirror.pk, "linux-64", _url(upstream)) is None
+    assert fetch_state.document_kept(mirror.pk, "linux-64") is None
     write_repodata(upstream.root, "linux-64", _document())
     assert run_mirror(mirror).state == SyncRun.State.COMPLETED
     assert compared == []
@@ -199,7 +199,7 @@ def test_a_subdir_with_a_rejected_entry_is_not_kept(upstream, run_mirror, compar
 def test_a_kept_document_that_cannot_be_read_is_not_compared_with(upstream, run_mirror, compared):
     mirror = _mirror(upstream)
     run_mirror(mirror)
-    kept = fetch_state.document_kept(mirror.pk, "linux-64", _url(upstream))
+    kept = fetch_state.document_kept(mirror.pk, "linux-64")
     with open(kept.path, "r+b") as handle:
         handle.truncate(100)  # stamp and rows still match: only the document is damaged
     write_repodata(upstream.root, "linux-64", _changed(_document()))
@@ -211,5 +211,10 @@ def test_a_kept_document_that_cannot_be_read_is_not_compared_with(upstream, run_
     assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
 
 
-def _url(server) -> str:
-    return f"{server.url}/linux-64/repodata.json.zst"
+def test_a_document_kept_is_compared_only_with_one_from_the_same_place(upstream, run_mirror):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    kept = fetch_state.document_kept(mirror.pk, "linux-64")
+    assert kept.read_from(f"{upstream.url}/linux-64/repodata.json")
+    assert kept.read_from(f"{upstream.url}/linux-64/repodata.json.zst")
+    assert not kept.read_from(f"{upstream.url}/other/linux-64/repodata.json")
