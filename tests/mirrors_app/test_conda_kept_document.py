@@ -218,3 +218,15 @@ def test_a_document_kept_is_compared_only_with_one_from_the_same_place(upstream,
     assert kept.read_from(f"{upstream.url}/linux-64/repodata.json")
     assert kept.read_from(f"{upstream.url}/linux-64/repodata.json.zst")
     assert not kept.read_from(f"{upstream.url}/other/linux-64/repodata.json")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_mirror_drops_its_kept_documents(upstream, run_mirror):
+    from mirrors_app.services import mirror_delete
+
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    folder = fetch_state._folder(mirror.pk)
+    assert (folder / "linux-64.json").is_file()
+    mirror_delete(mirror=mirror)
+    assert not folder.exists()
