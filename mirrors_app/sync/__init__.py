@@ -31,7 +31,6 @@ from psm.redaction import redact, scrub
 from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_pending
 from .fetch_state import (
-    KeptDocument,
     document_kept,
     forget_document,
     hold_document,
@@ -205,7 +204,6 @@ def _sync_units(
     # Units read to the end whose document is held to be kept once their rows are written:
     # unit -> (URL, live rows, sum of their digests).
     held: dict[str, tuple[str, int, int]] = {}
-    compare_kept = fmt.capabilities.keeps_last_document and not shared and not restart
 
     def save_done(*, wait: bool = False) -> None:
         """Keep the units done once their rows are written: in the writing thread, while
@@ -232,8 +230,6 @@ def _sync_units(
     try:
         for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
             try:
-                # Checked while the document downloads (in a thread of `fetch_ahead`).
-                kept = document_kept(mirror.pk, unit) if compare_kept else None
                 fetched, index = fetching()
                 with index:
                     rows, validators = _ingest_unit(
@@ -247,7 +243,7 @@ def _sync_units(
                         writer,
                         known,
                         held,
-                        kept,
+                        compare=not restart,
                     )
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units;
@@ -420,14 +416,15 @@ def _ingest_unit(
     writer: BatchWriter,
     known: KnownRows,
     held: dict[str, tuple[str, int, int]],
-    kept: KeptDocument | None,
+    *,
+    compare: bool,
 ) -> tuple[int, dict | None]:
     """Bring one fetched unit in line with upstream; return how many rows changed and the
     validators to send next time (None: the unit is not in the source, forget it).
 
     Where the format keeps a unit's last document (and no other mirror's rows share the
-    channel), the one `kept` (None: none the rows still match, or a restart) is compared
-    with, and the one read is held in `held`, to be kept once written."""
+    channel), the one kept is compared with if the rows still match it (`compare`: not on a
+    restart), and the one read is held in `held`, to be kept once written."""
     fmt = mirror.format
     if fetched.status == "missing":
         progress.step(f"{unit}: not in the source", now=False)
@@ -437,7 +434,8 @@ def _ingest_unit(
     if fetched.status == "unchanged":
         return 0, fetched.validators
     keeps = fmt.capabilities.keeps_last_document and not shared
-    if not keeps or (kept is not None and not kept.read_from(fetched.url)):
+    kept = document_kept(mirror.pk, unit) if keeps and compare else None
+    if kept is not None and not kept.read_from(fetched.url):
         kept = None
     if keeps:
         forget_document(mirror.pk, unit)  # the rows change from here on
