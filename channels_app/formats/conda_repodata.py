@@ -51,11 +51,12 @@ def read_repodata(
     """The items of a subdir's repodata.json (see the module's docstring)."""
     fileobj.seek(0)  # flushes what was written: the document is mapped, or read by name
     kept = stored.kept_document() if stored is not None else None
-    if kept is not None:
+    before = _kept_entries(kept, url) if kept is not None else None
+    if before is not None:
+        kept_base, entries = before
         document, base = _opened(fileobj, url)
-        before = _kept_entries(kept, url, base)
-        if before is not None:
-            yield from _read_changes(document, base, unit, before, stored)
+        if kept_base == base:  # else every entry's location changed: compared by digest
+            yield from _read_changes(document, base, unit, entries, stored)
             return
         del document
     path = getattr(fileobj, "name", None)
@@ -93,26 +94,32 @@ class _Sections(msgspec.Struct):
 _SECTIONS = msgspec.json.Decoder(_Sections)
 
 
-def _kept_entries(path: str, url: str, base: str) -> dict[str, dict[str, Raw]] | None:
-    """section -> filename -> raw entry of the kept document at `path` (read whole before,
-    and mapped now: one pass, no record parsed); None if it cannot be read, or its files
-    lived elsewhere (every entry's location changed: compared by digest instead)."""
+def _kept_entries(path: str, url: str) -> tuple[str, dict[str, dict[str, int]]] | None:
+    """The kept document at `path`: where its files lived, and section -> filename -> hash of
+    the raw entry (one pass, no record parsed); None if it cannot be read. Hashes, not views
+    of the mapped file: it is released before the new document is mapped, so the two never
+    count in memory together. (`hash` of bytes is salted per process: both documents are
+    hashed in this one.)"""
     try:
         with open(path, "rb") as fileobj:
             sections = _SECTIONS.decode(mapped(fileobj))
     except (OSError, msgspec.DecodeError):
         return None
     info = {} if sections.info is None else sections.info
-    if not isinstance(info, dict) or base_url(url, info.get("base_url")) != base:
+    if not isinstance(info, dict):
         return None
-    return {"packages": sections.packages, "packages.conda": sections.conda}
+    entries = {
+        "packages": {filename: hash(bytes(raw)) for filename, raw in sections.packages.items()},
+        "packages.conda": {filename: hash(bytes(raw)) for filename, raw in sections.conda.items()},
+    }
+    return base_url(url, info.get("base_url")), entries
 
 
 def _read_changes(
     document: Document,
     base: str,
     unit: str,
-    before: dict[str, dict[str, Raw]],
+    before: dict[str, dict[str, int]],
     stored: StoredEntries,
 ) -> Iterator[Item]:
     """`read_repodata` against the kept document the stored rows match: an entry whose raw
@@ -122,7 +129,11 @@ def _read_changes(
     changed, unchanged, listed = [], 0, set()
     for section, suffix in SECTIONS:
         entries, old = document.entries(section), before[section]
-        found = [(filename, raw) for filename, raw in entries.items() if old.get(filename) != raw]
+        found = [
+            (filename, raw)
+            for filename, raw in entries.items()
+            if old.get(filename) != hash(bytes(raw))
+        ]
         changed.append((section, suffix, found))
         unchanged += len(entries) - len(found)
         listed.update(entries)
