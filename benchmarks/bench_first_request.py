@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python benchmarks/bench_first_request.py [--sizes 20,200]
         [--repeat 5] [--workdir /tmp/psm-bench-first] [--pg postgres://postgres@127.0.0.1:5432]
         [--db psm_bench_first] [--worker-class psm-server] [--workers 2] [--threads 4]
-        [--proxpi PATH] [--json FILE]
+        [--proxpi PATH] [--baseline CHECKOUT] [--json FILE]
 
 What it does, in order:
 
@@ -21,10 +21,18 @@ What it does, in order:
    cache), and the PSM second request (served from storage); with `--proxpi`, proxpi's first
    request (its cache emptied) and second request through its simple index.
 
+With `--baseline`, a second PSM runs the code of another checkout (its own database
+`<db>_baseline` and data folder) beside this one, and each repetition measures both right after
+the same direct download, taking turns at going first: a before/after pair on a machine whose
+load changes from minute to minute.
+
 The client is curl (`-o` a file; its `time_total`, and `time_starttransfer` for the first byte);
 every body is checked against the file's sha256, untimed. The figures are medians over
-`--repeat`; the ratios are to the direct download of the same repetitions. Prints a table and
-writes JSON (`<workdir>/results.json` unless `--json`). Nothing is asserted.
+`--repeat`; the ratios are to the direct download of the same repetitions (of the medians, and
+the median and best of each repetition's own ratio). CPU seconds per request (user + system,
+in clock ticks, so means) are read for curl, for this process (the upstream's threads) and for
+PSM's server processes. Prints a table and writes JSON (`<workdir>/results.json` unless
+`--json`). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -51,7 +59,6 @@ from benchmarks.bench_conda import (  # noqa: E402
     free_port,
     fresh_database,
     git_describe,
-    manage,
     psm_env,
     wait_http,
 )
@@ -153,8 +160,10 @@ def make_upstream(root: Path) -> ThreadingHTTPServer:
     return server
 
 
-def curl(url: str, out: Path) -> dict:
-    """GET `url` into `out` with curl; its timings in seconds."""
+def curl(url: str, out: Path, server: int | None = None) -> dict:
+    """GET `url` into `out` with curl; its timings in seconds, and the CPU seconds used by
+    curl, by this process (the upstream's threads) and by the process tree of `server`."""
+    before = _cpu(server)
     written = subprocess.run(
         ["curl", "-sS", "--fail", "-o", str(out), "-w", "%{time_total} %{time_starttransfer}"]
         + ["--max-time", "600", url],
@@ -162,7 +171,44 @@ def curl(url: str, out: Path) -> dict:
         text=True,
         check=True,
     ).stdout.split()
-    return {"total": float(written[0]), "first_byte": float(written[1])}
+    used = {key: round(value - before[key], 4) for key, value in _cpu(server).items()}
+    return {"total": float(written[0]), "first_byte": float(written[1]), **used}
+
+
+def _cpu(server: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) so far: finished children (curl), this process, and the
+    process tree under `server` (read from /proc; 0 where there is none)."""
+    children = os.times()
+    tree = 0.0
+    if server is not None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for pid in _tree(server):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            tree += (int(fields[11]) + int(fields[12])) / ticks
+    return {
+        "cpu_curl": children.children_user + children.children_system,
+        "cpu_bench": children.user + children.system,
+        "cpu_server": tree,
+    }
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and its descendants."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        try:
+            tasks = Path(f"/proc/{pid}/task").iterdir()
+            for task in tasks:
+                kids = (task / "children").read_text().split()
+                todo.extend(int(kid) for kid in kids)
+        except OSError:
+            continue
+    return found
 
 
 def check_body(out: Path, entry: dict, what: str) -> None:
@@ -192,10 +238,30 @@ def forget_files(dsn: str, data: Path, files: dict[str, dict]) -> None:
     subprocess.run(["sync"], check=False)  # the next request does not pay for our writeback
 
 
-def start_psm(env: dict, workdir: Path, args: argparse.Namespace) -> tuple:
-    """PSM under the production server (`psm.server`), or gunicorn with `--worker-class`."""
+def setup_psm(root: Path, env: dict, upstream_url: str) -> None:
+    """Migrate the database and sync the passive mirror with the code under `root`."""
+    for args in (
+        ("migrate", "--noinput"),
+        ("shell", "-c", SETUP.format(url=upstream_url)),
+        ("mirror_run", "bench"),
+    ):
+        subprocess.run(
+            [PYTHON, str(root / "manage.py"), *args],
+            env={**env, "PYTHONPATH": str(root)},
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
+
+
+def start_psm(
+    env: dict, workdir: Path, args: argparse.Namespace, root: Path = ROOT, log_name: str = "server"
+) -> tuple:
+    """PSM under the production server (`psm.server`), or gunicorn with `--worker-class`,
+    running the code under `root`."""
     port = free_port()
-    log = open(workdir / "server.log", "w")  # noqa: SIM115 - closed with the server
+    env = {**env, "PYTHONPATH": str(root)}
+    log = open(workdir / f"{log_name}.log", "w")  # noqa: SIM115 - closed with the server
     if args.worker_class == "psm-server":
         command = server_command(f"127.0.0.1:{port}", workers=args.workers, threads=args.threads)
     else:
@@ -204,7 +270,7 @@ def start_psm(env: dict, workdir: Path, args: argparse.Namespace) -> tuple:
         if args.worker_class == "gthread":
             command += ["--threads", str(args.threads)]
         command += ["--timeout", "600", "--log-level", "warning"]
-    server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(command, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     wait_http("127.0.0.1", port, "/api/repo/bench/noarch/repodata.json")
     return server, log, port
 
@@ -258,6 +324,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--proxpi", type=Path, help="a venv with proxpi and gunicorn installed")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of PSM (e.g. `git worktree add /tmp/base main`) served beside "
+        "this one (database <db>_baseline): each repetition measures both, in turn first",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
 
@@ -290,40 +362,66 @@ def main() -> None:
     env = psm_env(dsn, data)
     print(f"fresh database {args.db}; migrating and syncing the passive mirror", flush=True)
     fresh_database(args.pg, args.db)
-    manage(env, "migrate", "--noinput")
-    manage(env, "shell", "-c", SETUP.format(url=upstream_url))
-    manage(env, "mirror_run", "bench")
-
-    server, log, port = start_psm(env, workdir, args)
+    setup_psm(ROOT, env, upstream_url)
+    sides = [("", dsn, data, start_psm(env, workdir, args))]
+    if args.baseline:
+        base_dsn, base_data = f"{dsn}_baseline", workdir / "data-baseline"
+        shutil.rmtree(base_data, ignore_errors=True)
+        fresh_database(args.pg, f"{args.db}_baseline")
+        base_env = psm_env(base_dsn, base_data)
+        setup_psm(args.baseline.resolve(), base_env, upstream_url)
+        started = start_psm(base_env, workdir, args, args.baseline.resolve(), "baseline")
+        sides.append(("baseline_", base_dsn, base_data, started))
+        results["baseline"] = str(args.baseline.resolve())
     proxpi = None
     out = workdir / "body"
+    measured = ("first", "first_byte", "cached") + tuple(
+        f"{when}_cpu_{who}" for when in ("first", "cached") for who in ("curl", "bench", "server")
+    )
     times: dict[str, dict[str, list]] = {
-        name: {"direct": [], "first": [], "first_byte": [], "cached": []} for name in files
-    }
+        name: {
+            key: []
+            for key in (
+                "direct", "direct_cpu_curl", "direct_cpu_bench",
+                *(f"{prefix}{key}" for prefix, *_ in sides for key in measured),
+            )
+        }
+        for name in files
+    }  # fmt: skip
     if args.proxpi:
         for name in files:
             times[name] |= {"proxpi_first": [], "proxpi_cached": []}
     try:
         for repetition in range(args.repeat):
             for name, entry in files.items():
-                forget_files(dsn, data, files)
+                for _prefix, side_dsn, side_data, _started in sides:
+                    forget_files(side_dsn, side_data, files)
                 direct = curl(f"{upstream_url}/noarch/{name}", out)
                 check_body(out, entry, "direct")
-                psm_url = f"http://127.0.0.1:{port}/api/repo/bench/noarch/{name}"
-                first = curl(psm_url, out)
-                check_body(out, entry, "PSM first request")
-                cached = curl(psm_url, out)
-                check_body(out, entry, "PSM cached request")
                 row = times[name]
                 row["direct"].append(direct["total"])
-                row["first"].append(first["total"])
-                row["first_byte"].append(first["first_byte"])
-                row["cached"].append(cached["total"])
-                line = (
-                    f"  {entry['mb']} MB #{repetition + 1}: direct {direct['total']:.3f} s, "
-                    f"first {first['total']:.3f} s ({first['total'] / direct['total']:.2f}x), "
-                    f"cached {cached['total']:.3f} s"
-                )
+                for key in ("cpu_curl", "cpu_bench"):
+                    row[f"direct_{key}"].append(direct[key])
+                line = f"  {entry['mb']} MB #{repetition + 1}: direct {direct['total']:.3f} s"
+                # With a baseline, each goes first in every other repetition.
+                turn = sides if repetition % 2 == 0 else sides[::-1]
+                for prefix, _dsn, _data, (server, _log, port) in turn:
+                    psm_url = f"http://127.0.0.1:{port}/api/repo/bench/noarch/{name}"
+                    first = curl(psm_url, out, server.pid)
+                    check_body(out, entry, f"PSM {prefix}first request")
+                    cached = curl(psm_url, out, server.pid)
+                    check_body(out, entry, f"PSM {prefix}cached request")
+                    row[f"{prefix}first"].append(first["total"])
+                    row[f"{prefix}first_byte"].append(first["first_byte"])
+                    row[f"{prefix}cached"].append(cached["total"])
+                    for key in ("cpu_curl", "cpu_bench", "cpu_server"):
+                        row[f"{prefix}first_{key}"].append(first[key])
+                        row[f"{prefix}cached_{key}"].append(cached[key])
+                    line += (
+                        f", {prefix}first {first['total']:.3f} s "
+                        f"({first['total'] / direct['total']:.2f}x), "
+                        f"{prefix}cached {cached['total']:.3f} s"
+                    )
                 if args.proxpi:
                     # A fresh proxpi (its cache index lives in memory) on an empty cache.
                     shutil.rmtree(workdir / "proxpi-cache", ignore_errors=True)
@@ -354,7 +452,8 @@ def main() -> None:
                     )
                 print(line, flush=True)
     finally:
-        stop(server, log)
+        for *_side, (server, log, _port) in sides:
+            stop(server, log)
         if proxpi:
             stop(proxpi[0], proxpi[1])
         upstream.shutdown()
@@ -363,10 +462,26 @@ def main() -> None:
     results["load_at_end"] = os.getloadavg()
     results["files"] = {}
     for name, entry in files.items():
-        row = {key: median(values) for key, values in times[name].items() if values}
+        # CPU seconds are read in clock ticks (10 ms): their mean says more than a median.
+        row = {
+            key: round(statistics.fmean(values), 4) if "_cpu_" in key else median(values)
+            for key, values in times[name].items()
+            if values
+        }
         direct = row["direct"]
-        row["first_ratio"] = round(row["first"] / direct, 2)
-        row["cached_ratio"] = round(row["cached"] / direct, 2)
+        for prefix, *_side in sides:
+            row[f"{prefix}first_ratio"] = round(row[f"{prefix}first"] / direct, 2)
+            row[f"{prefix}cached_ratio"] = round(row[f"{prefix}cached"] / direct, 2)
+            # Each repetition's ratio (direct and first measured back to back), their median
+            # and best: on a shared machine the best is the least disturbed pair.
+            ratios = [
+                first / direct
+                for first, direct in zip(
+                    times[name][f"{prefix}first"], times[name]["direct"], strict=True
+                )
+            ]
+            row[f"{prefix}first_ratio_median_of_pairs"] = round(statistics.median(ratios), 2)
+            row[f"{prefix}first_ratio_best_pair"] = round(min(ratios), 2)
         if "proxpi_first" in row:
             row["proxpi_first_ratio"] = round(row["proxpi_first"] / direct, 2)
             row["proxpi_cached_ratio"] = round(row["proxpi_cached"] / direct, 2)
@@ -375,12 +490,25 @@ def main() -> None:
     target = args.json or workdir / "results.json"
     target.write_text(json.dumps(results, indent=2))
 
-    print(f"\nmedians of {args.repeat} (s; ratio to the direct download)")
+    print(f"\nmedians of {args.repeat} (s; ratio to the direct download; CPU s: means)")
     for mb, row in results["files"].items():
-        line = (
-            f"{mb:>5} MB  direct {row['direct']:.3f}  first {row['first']:.3f} "
-            f"({row['first_ratio']:.2f}x, first byte {row['first_byte']:.3f})  "
-            f"cached {row['cached']:.3f} ({row['cached_ratio']:.2f}x)"
+        line = f"{mb:>5} MB  direct {row['direct']:.3f}"
+        for prefix, *_side in sides:
+            line += (
+                f"\n{'':>9}{prefix}first {row[f'{prefix}first']:.3f} "
+                f"({row[f'{prefix}first_ratio']:.2f}x, first byte "
+                f"{row[f'{prefix}first_byte']:.3f})  cached {row[f'{prefix}cached']:.3f} "
+                f"({row[f'{prefix}cached_ratio']:.2f}x)  pairs: median "
+                f"{row[f'{prefix}first_ratio_median_of_pairs']:.2f}x, best "
+                f"{row[f'{prefix}first_ratio_best_pair']:.2f}x; CPU s: PSM "
+                f"{row[f'{prefix}first_cpu_server']:.3f} + curl "
+                f"{row[f'{prefix}first_cpu_curl']:.3f} + upstream "
+                f"{row[f'{prefix}first_cpu_bench']:.3f} (cached: PSM "
+                f"{row[f'{prefix}cached_cpu_server']:.3f})"
+            )
+        line += (
+            f"\n{'':>9}direct CPU s: curl {row['direct_cpu_curl']:.3f} + upstream "
+            f"{row['direct_cpu_bench']:.3f}"
         )
         if "proxpi_first" in row:
             line += (

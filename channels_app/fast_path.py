@@ -6,12 +6,15 @@ Most requests a mirror gets are anonymous GETs and conditional GETs of index fil
 stack each paid for sessions, CSRF, authentication, messages, lockout checks and URL resolving
 it does not use, more than the database statement that answers it. `RepoFastPath` wraps the
 WSGI application: a request that carries no credential is resolved (`lookup.resolve`, one
-prepared statement) and, when it names a published file or a stored, allowed package file of a
-public channel, answered through the same middleware that shapes every response's headers
-(security headers, host validation, NUL rejection: see `FAST_MIDDLEWARE`) and the same response
-code as the view (`serving.published_response`, `serving.stored_file_response`). Anything else
-(a token, a restricted channel, a blocked, passive or unknown file, a redirect, an error) goes
-to Django unchanged, with what was resolved left in the environ so it is not resolved twice.
+prepared statement) and, when it names a published file or an allowed package file of a
+public channel (stored, or a passive file's first request: streamed from upstream while it is
+stored), answered through the same middleware that shapes every response's headers (security
+headers, host validation, NUL rejection: see `FAST_MIDDLEWARE`) and the same response code as
+the view (`serving.published_response`, `serving.stored_file_response`,
+`serving.first_request_response`). Anything else (a token, a restricted channel, a blocked or
+unknown file, a passive file another request is fetching or asked for with Range or HEAD, a
+redirect, an error) goes to Django unchanged, with what was resolved left in the environ so it
+is not resolved twice.
 
 What was resolved for an index file is kept per process until PostgreSQL notifies a committed
 change to channels or published files (`index_cache`); a package file is looked up each time.
@@ -34,7 +37,7 @@ from . import lookup
 from .formats import get_format
 from .index_cache import cache
 from .models import Channel
-from .serving import published_response, stored_file_response
+from .serving import first_request_response, published_response, stored_file_response
 
 PREFIX = "/api/repo/"
 TOKEN_PREFIX = "/api/repo/t/"
@@ -62,7 +65,7 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
     key = (path, accept)
     hit = cache.get(key)
     if isinstance(hit, _PackagePath):
-        return _stored_package(request, hit)
+        return _package_file(request, hit)
     if hit is not None:
         return published_response(request, *hit)
     epoch = cache.epoch()
@@ -86,26 +89,34 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
         return _Declined()
     # Where the package is depends on channels and published files only, as an index file's
     # answer does; whether it is stored and allowed is asked each time.
-    package_path = _PackagePath(channel.pk, *located)
+    package_path = _PackagePath(channel.pk, channel.kind, *located)
     cache.store(key, package_path, epoch)
-    return _stored_package(request, package_path)
+    return _package_file(request, package_path)
 
 
 class _PackagePath(NamedTuple):
     """A public channel's package file path, as resolved (and cached)."""
 
     channel_id: int
+    kind: str
     unit: str
     filename: str
 
 
-def _stored_package(request: HttpRequest, where: _PackagePath) -> HttpResponseBase:
-    """A package file whose bytes are stored and that the channel lets out; anything else
-    (blocked, awaiting a decision, passive, beside a package, unknown) is Django's."""
-    stored = lookup.stored_package(where.channel_id, where.unit, where.filename)
-    if stored is None or stored.excluded_reason:
+def _package_file(request: HttpRequest, where: _PackagePath) -> HttpResponseBase:
+    """A package file whose bytes are stored and that the channel lets out, or a passive
+    file's first request streamed from upstream (GET without Range); anything else (blocked,
+    awaiting a decision, being fetched by another request, beside a package, unknown) is
+    Django's."""
+    found = lookup.package_file(where.channel_id, where.unit, where.filename)
+    if found is None or found.excluded_reason:
         return _Declined()
-    return stored_file_response(request, stored.artifact, where.filename, stored.added_at)
+    if found.artifact is not None:
+        return stored_file_response(request, found.artifact, where.filename, found.added_at)
+    if not found.package.on_demand or request.method != "GET" or "HTTP_RANGE" in request.META:
+        return _Declined()
+    streamed = first_request_response(found.package, get_format(where.kind), where.filename)
+    return _Declined() if streamed is None else streamed
 
 
 def _chain() -> Callable[[HttpRequest], HttpResponseBase]:

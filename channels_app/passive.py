@@ -19,18 +19,19 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, Subquery, Value
+from django.db.models import Subquery
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.http import quote_etag
 
-from psm.http import CHUNK_SIZE, UpstreamClient, UpstreamError
+from psm.http import CHUNK_SIZE, UpstreamError, shared_client
 from psm.redaction import scrub
 
-from . import storage
+from . import lookup, storage
 from .formats import RepositoryFormat, content_type
 from .http_files import IMMUTABLE
 from .models import Artifact, Package
@@ -47,10 +48,9 @@ def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
             return  # another request fetched it while we waited
         stored = Artifact.objects.filter(sha256=package.sha256).first() if package.sha256 else None
         if stored is None:
-            client = UpstreamClient(waiting=True)
             try:
                 sha256, size = storage.download(
-                    client,
+                    shared_client(),
                     package.upstream_url,
                     sha256=package.sha256 or None,
                     md5=package.md5 or None,
@@ -60,8 +60,6 @@ def fetch_on_demand(package: Package, *, every_digest: bool = False) -> None:
             except FETCH_ERRORS as exc:
                 record_fetch_failure(package, fetch_failure_reason(package, exc))
                 raise
-            finally:
-                client.close()
             stored = storage.artifact_for(sha256, size)
         _record_fetched(package, stored)
 
@@ -72,11 +70,7 @@ def fetch_sidecar(url: str, sha256: str) -> Artifact:
     with file_lock(f"sidecar-{sha256}"):
         artifact = Artifact.objects.filter(sha256=sha256).first()
         if artifact is None:
-            client = UpstreamClient(waiting=True)
-            try:
-                digest, size = storage.download(client, url, sha256=sha256)
-            finally:
-                client.close()
+            digest, size = storage.download(shared_client(), url, sha256=sha256)
             artifact = storage.artifact_for(digest, size)
         return artifact
 
@@ -166,7 +160,7 @@ def stream_on_demand(
     if not lock.acquire(blocking=False):
         return _follow(package, filename)
     try:
-        if _is_stored(package):
+        if lookup.is_stored(package):
             lock.release()
             return None
         streamed = _StreamedBody(package, fmt, lock)
@@ -175,19 +169,6 @@ def stream_on_demand(
         lock.release()  # a no-op if the body released it already
         raise
     return _streamed_response(body, package, filename, streamed.download.length)
-
-
-def _is_stored(package: Package) -> bool:
-    """Whether the package's file is stored now (another request may have fetched it, or the
-    same file under another name), asked in one query: the first request's path is short."""
-    stored = Artifact.objects.filter(sha256=package.sha256) if package.sha256 else None
-    row = (
-        Package.objects.filter(pk=package.pk)
-        .annotate(stored=Exists(stored) if stored is not None else Value(False))
-        .values_list("artifact_id", "stored")
-        .first()
-    )
-    return row is not None and (row[0] is not None or row[1])
 
 
 def _streamed_response(body, package: Package, filename: str, length: int | None):
@@ -236,7 +217,7 @@ class _StreamedBody:
 
     def __init__(self, package: Package, fmt: RepositoryFormat, lock: FileLock) -> None:
         self.package, self.fmt, self.lock = package, fmt, lock
-        self.client = UpstreamClient(waiting=True)
+        self.client = shared_client()  # its connections outlive this request
         self.download: storage.StreamedDownload | None = None
         self.recorded = False
 
@@ -265,37 +246,49 @@ class _StreamedBody:
     def _record(self) -> None:
         if self.recorded:
             return
-        # Two statements in one transaction, no read back: the client's last chunk waits on
-        # them. Its commit does not wait for the disk (a record lost in a crash only means the
+        # The client's last chunk waits on this: on PostgreSQL one statement (one round trip)
+        # whose commit does not wait for the disk (a record lost in a crash only means the
         # next request fetches the file again), which under write load is most of the wait.
         sha256, size = self.download.result
-        with transaction.atomic():
-            commit_without_waiting_for_disk()
-            Artifact.objects.bulk_create(
-                [Artifact(sha256=sha256, size=size)], ignore_conflicts=True
+        if connection.vendor == "postgresql":
+            now = timezone.now()
+            lookup.fetch_prepared(
+                _record_statement(), [sha256, size, now, now, sha256, now, self.package.pk]
             )
-            Package.objects.filter(pk=self.package.pk).update(
-                artifact=Subquery(Artifact.objects.filter(sha256=sha256).values("pk")[:1]),
-                error="",
-                updated_at=timezone.now(),
-            )
+        else:
+            with transaction.atomic():
+                Artifact.objects.bulk_create(
+                    [Artifact(sha256=sha256, size=size)], ignore_conflicts=True
+                )
+                Package.objects.filter(pk=self.package.pk).update(
+                    artifact=Subquery(Artifact.objects.filter(sha256=sha256).values("pk")[:1]),
+                    error="",
+                    updated_at=timezone.now(),
+                )
         self.recorded = True
 
     def close(self) -> None:
         try:
             if self.download is not None:
                 self.download.close()
-            self.client.close()
         finally:
             self.lock.release()
 
 
-def commit_without_waiting_for_disk() -> None:
-    """In a transaction on PostgreSQL: its commit returns before its WAL reaches the disk
-    (`synchronous_commit`), for records that may be lost in a crash and made again."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+@cache
+def _record_statement() -> str:
+    """A stored file's artifact row (unless there is one) and the package's link to it, in a
+    transaction whose commit does not wait for the disk (`synchronous_commit`, set for this
+    transaction only: it is read when the statement commits)."""
+    artifact, package = Artifact._meta.db_table, Package._meta.db_table
+    return (
+        f"WITH new AS (INSERT INTO {artifact} (sha256, size, created_at, verified_at) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING RETURNING id) "
+        f"UPDATE {package} SET artifact_id = COALESCE((SELECT id FROM new), "
+        f"(SELECT id FROM {artifact} WHERE sha256 = %s)), error = '', updated_at = %s "
+        "WHERE id = %s AND set_config('synchronous_commit', 'off', true) IS NOT NULL "
+        "RETURNING id"
+    )
 
 
 FOLLOW_POLL = 0.1  # seconds between looks at a growing file: prompt, and no busy loop

@@ -27,7 +27,7 @@ from django.views.decorators.http import require_safe
 from psm.http import UpstreamError
 
 from . import access, lookup, storage
-from .formats import content_type, get_format
+from .formats import RepositoryFormat, content_type, get_format
 from .formats.base import IndexRequest
 from .http_files import IMMUTABLE, file_response
 from .models import PENDING_DECISION, Artifact, Channel, Package, PublishedFile
@@ -148,15 +148,27 @@ def _package_file(request: HttpRequest, channel: Channel, inner: str) -> HttpRes
             if package.size is not None:
                 response["Content-Length"] = str(package.size)
             return response
+        if "Range" not in request.headers:
+            streamed = first_request_response(package, fmt, filename)
+            if streamed is not None:
+                return streamed
         try:
-            if "Range" not in request.headers:
-                streamed = stream_on_demand(package, fmt, filename)
-                if streamed is not None:
-                    return streamed
             fetch_on_demand(package, every_digest=fmt.capabilities.checks_every_digest)
         except FETCH_ERRORS as exc:
             return _fetch_failure(package, exc)
     return stored_file_response(request, package.artifact, filename, package.added_at)
+
+
+def first_request_response(
+    package: Package, fmt: RepositoryFormat, filename: str
+) -> HttpResponseBase | None:
+    """A passive package file streamed from upstream while it is stored (`stream_on_demand`),
+    or the 502/504 saying why fetching it failed before its first byte; None when it is
+    stored already, or another request is fetching it and none of it is on disk yet."""
+    try:
+        return stream_on_demand(package, fmt, filename)
+    except FETCH_ERRORS as exc:
+        return _fetch_failure(package, exc)
 
 
 def stored_file_response(

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import os
 import queue
+import socket
 import tempfile
 import threading
 import time
@@ -484,18 +485,21 @@ class StreamedDownload:
         self.length = size if size is not None else announced
 
     def __iter__(self) -> Iterator[bytes]:
-        # Each chunk goes to the client as it arrives while the storer hashes and writes it;
-        # the last one waits for both and the verdict. With the length known, the last chunk
-        # is the one that reaches it; else each chunk is held until the next one arrives.
+        # A receiving thread reads the upstream ahead of the client, counts each chunk (too
+        # many bytes: refused before any goes out) and hands it to the storer, which hashes
+        # and writes it; this thread only passes the chunks on. So receiving, sending and
+        # hashing overlap (each releases the GIL) instead of taking turns. The last chunk
+        # waits for the storer and the verdict. With the length known, the last chunk is the
+        # one that reaches it; else each chunk is held until the next one arrives.
         self._storer = _Storer(self._writer)
-        held = b""
-        for chunk in _chunks(self.response, self.url):
-            self._writer.count(len(chunk))  # too many bytes: refused before any goes out
-            self._storer.put(chunk)
+        self._receiver = _Receiver(_chunks(self.response, self.url), self._accept)
+        held, received = b"", 0
+        for chunk in self._receiver:
+            received += len(chunk)
             if held:
                 yield held
                 held = b""
-            if self.length is None or self._writer.size >= self.length:
+            if self.length is None or received >= self.length:
                 held = chunk
             else:
                 yield chunk
@@ -504,12 +508,83 @@ class StreamedDownload:
         if held:
             yield held
 
+    def _accept(self, chunk: bytes) -> None:
+        """The receiving thread's step for each chunk, before the client may have it."""
+        self._writer.count(len(chunk))
+        self._storer.put(chunk)
+
     def close(self) -> None:
+        if getattr(self, "_receiver", None) is not None:
+            self._receiver.stop(self.response)  # before the storer it feeds
         if getattr(self, "_storer", None) is not None:
             self._storer.stop()  # before the writer's file is closed under it
         if hasattr(self, "_writer"):
             self._writer.discard()
         self._stream.__exit__(None, None, None)
+
+
+class _Receiver:
+    """Reads `chunks` in a thread of its own, at most `depth` chunks ahead of the iterating
+    thread (bounded memory: a slow client slows the download down), calling `accept` on
+    each first. Iterating yields them in order, then raises what reading or `accept` failed
+    with. `stop` abandons the rest and returns once the thread has ended."""
+
+    _END = object()
+
+    def __init__(
+        self, chunks: Iterator[bytes], accept: Callable[[bytes], None], depth: int = 8
+    ) -> None:
+        self._chunks, self._accept = chunks, accept
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="psm-receiver", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for chunk in self._chunks:
+                self._accept(chunk)
+                if not self._offer(chunk):
+                    return
+            self._offer(self._END)
+        except BaseException as exc:  # noqa: BLE001 - raised in the iterating thread
+            self._offer(_Failure(exc))
+
+    def _offer(self, item: object) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (item := self._queue.get()) is not self._END:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    def stop(self, response: requests.Response) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            # Waiting on upstream (a stalled one): shutting the socket down wakes it up.
+            connection = getattr(response.raw, "_connection", None)
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        self._thread.join()
+
+
+class _Failure:
+    """What the receiving thread failed with, handed to the iterating thread."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 def _limit(size: int | None) -> int:

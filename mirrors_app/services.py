@@ -25,6 +25,7 @@ from psm.redaction import scrub
 
 from . import schedules
 from .models import Mirror, SyncRun
+from .sync.fetch_state import forget_mirror_documents
 
 logger = logging.getLogger(__name__)
 State = SyncRun.State
@@ -130,7 +131,9 @@ def mirror_delete(*, mirror: Mirror, with_packages: bool = False, user=None) -> 
                 index_extras=channel.index_extras, content_version=F("content_version") + 1
             )
             transaction.on_commit(lambda: publish_channel.delay(channel.pk))
+        pk = mirror.pk
         mirror.delete()  # the post_delete signal removes the PeriodicTask
+    forget_mirror_documents(pk)  # at worst (rolled back after all) re-syncs compare digests
 
 
 def sync_run_create(*, mirror: Mirror, trigger: str = SyncRun.Trigger.MANUAL, user=None) -> SyncRun:

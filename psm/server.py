@@ -7,6 +7,9 @@ Chosen by measurement (`benchmarks/bench_serving.py`, figures in benchmarks/READ
 quiet machine it answers the small responses that make most of a mirror's traffic (304s, index
 files, project pages) about twice as fast as gunicorn's threaded workers, and package files
 faster; granian, as fast on small responses, sends package files at 0.6 times gunicorn's rate.
+Each connection is closed after its response: uWSGI's keep-alive (`--http11-socket`) holds a
+thread per idle connection, so a few clients' idle pools would stall everyone else's requests
+for seconds (measured in benchmarks/README.md).
 
 Settings (environment): PSM_BIND (`127.0.0.1:8000`), PSM_WEB_WORKERS (the number of cores),
 PSM_WEB_THREADS (8 per worker); the rest of PSM's settings as for any other command.

@@ -150,9 +150,11 @@ class PackageRecord:
 
 @dataclass(frozen=True, slots=True)
 class Unchanged:
-    """An index entry identical to what is stored (same digest): seen, nothing to do."""
+    """An index entry identical to what is stored (same digest): seen, nothing to do.
+    `count` > 1: that many entries found unchanged at once (`filename` is then empty)."""
 
     filename: str
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,17 @@ class StoredEntries(Protocol):
         """filename -> digest of every entry `is_current` could accept, in one read: for a
         format that compares entries in another process, which cannot call back. The format
         still calls `is_current` for each entry found current, which marks it seen."""
+        ...
+
+    def kept_document(self) -> str | None:
+        """The path of the unit's index document the stored entries were read from, kept by
+        the last run that read it to the end, if the stored entries still match it exactly
+        (None: compare digests). A format that diffs against it calls `only` first."""
+        ...
+
+    def only(self, filenames: Iterable[str]) -> None:
+        """The entries of the kept document not named here are stored as they are: only
+        these (changed, new or gone since) are compared and written."""
         ...
 
 
@@ -323,6 +336,10 @@ class FormatCapabilities:
     sidecar_suffix: str = ""
     #: Whether a mirror's options filter its files (`filter_files`), before any policy.
     filters_files: bool = False
+    #: Whether a unit's index document, once read to the end, is kept beside the mirror's
+    #: state so the next read compares entries with it (`StoredEntries.kept_document`):
+    #: large documents of which a re-sync finds few entries changed (conda subdirs).
+    keeps_last_document: bool = False
 
 
 class RepositoryFormat:

@@ -81,6 +81,7 @@ class CondaFormat(RepositoryFormat):
         lists_empty_units=True,
         reserved_subchannel_names=KNOWN_SUBDIRS,
         bz2_copies=("/repodata.json",),
+        keeps_last_document=True,
     )
     options_help = '{"subdirs": ["linux-64", "osx-arm64"]}'
 

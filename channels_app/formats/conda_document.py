@@ -50,7 +50,7 @@ class Document:
 
     def __init__(self, fileobj: BinaryIO, url: str) -> None:
         self.url = url
-        buffer = _mapped(fileobj)
+        buffer = mapped(fileobj)
         if not bytes(buffer[:4096]).lstrip().startswith(b"{"):
             raise FormatError(url, "repodata must be a JSON object")
         try:
@@ -119,7 +119,7 @@ def holds_packages(key: str) -> bool:
     return key.startswith("packages.") or re.fullmatch(r"v[0-9]+", key) is not None
 
 
-def _mapped(fileobj: BinaryIO) -> Any:
+def mapped(fileobj: BinaryIO) -> Any:
     """The document's bytes without a copy: its file mapped (the page cache holds it), or
     the bytes of an in-memory file."""
     fileobj.seek(0)

@@ -27,7 +27,7 @@ from .base import (
     Unchanged,
     UnitExtras,
 )
-from .conda_document import Document, Raw
+from .conda_document import Document, Raw, mapped
 from .conda_records import SECTIONS, base_url, entry_record
 from .isolation import Child, ChildFailed, Receive
 
@@ -50,6 +50,15 @@ def read_repodata(
 ) -> Iterator[Item]:
     """The items of a subdir's repodata.json (see the module's docstring)."""
     fileobj.seek(0)  # flushes what was written: the document is mapped, or read by name
+    kept = stored.kept_document() if stored is not None else None
+    before = _kept_entries(kept, url) if kept is not None else None
+    if before is not None:
+        kept_base, entries = before
+        document, base = _opened(fileobj, url)
+        if kept_base == base:  # else every entry's location changed: compared by digest
+            yield from _read_changes(document, base, unit, entries, stored)
+            return
+        del document
     path = getattr(fileobj, "name", None)
     if (
         stored is not None
@@ -72,6 +81,79 @@ def _opened(fileobj: BinaryIO, url: str) -> tuple[Document, str]:
     if info is not None and not isinstance(info, dict):
         raise FormatError(f"{url} [info]", "must be an object")
     return document, base_url(url, (info or {}).get("base_url"))
+
+
+class _Sections(msgspec.Struct):
+    """What a kept document is read for: its sections' raw entries, and where files live."""
+
+    info: Any = None
+    packages: dict[str, Raw] = {}
+    conda: dict[str, Raw] = msgspec.field(default_factory=dict, name="packages.conda")
+
+
+_SECTIONS = msgspec.json.Decoder(_Sections)
+
+
+def _kept_entries(path: str, url: str) -> tuple[str, dict[str, dict[str, int]]] | None:
+    """The kept document at `path`: where its files lived, and section -> filename -> hash of
+    the raw entry (one pass, no record parsed); None if it cannot be read. Hashes, not views
+    of the mapped file: it is released before the new document is mapped, so the two never
+    count in memory together. (`hash` of bytes is salted per process: both documents are
+    hashed in this one.)"""
+    try:
+        with open(path, "rb") as fileobj:
+            sections = _SECTIONS.decode(mapped(fileobj))
+    except (OSError, msgspec.DecodeError):
+        return None
+    info = {} if sections.info is None else sections.info
+    if not isinstance(info, dict):
+        return None
+    entries = {
+        "packages": {filename: hash(bytes(raw)) for filename, raw in sections.packages.items()},
+        "packages.conda": {filename: hash(bytes(raw)) for filename, raw in sections.conda.items()},
+    }
+    return base_url(url, info.get("base_url")), entries
+
+
+def _read_changes(
+    document: Document,
+    base: str,
+    unit: str,
+    before: dict[str, dict[str, int]],
+    stored: StoredEntries,
+) -> Iterator[Item]:
+    """`read_repodata` against the kept document the stored rows match: an entry whose raw
+    bytes are the same is stored as it is (counted, not parsed); the others are digested as
+    usual, and entries no longer listed are left to be removed."""
+    yield from _document_items(*document.check())
+    changed, unchanged, listed = [], 0, set()
+    for section, suffix in SECTIONS:
+        entries, old = document.entries(section), before[section]
+        found = [
+            (filename, raw)
+            for filename, raw in entries.items()
+            if old.get(filename) != hash(bytes(raw))
+        ]
+        changed.append((section, suffix, found))
+        unchanged += len(entries) - len(found)
+        listed.update(entries)
+    gone = {filename for old in before.values() for filename in old if filename not in listed}
+    del before, listed
+    stored.only([filename for *_, found in changed for filename, _ in found] + list(gone))
+    if unchanged:
+        yield Unchanged("", unchanged)
+    location = base.encode()
+    for section, suffix, found in changed:
+        for filename, raw in found:
+            parsed = _digest(raw, location)
+            if parsed is None:
+                yield Rejected(filename[:255], UNREPRESENTABLE)
+                continue
+            record, compact, digest = parsed
+            if stored.is_current(filename, digest):  # the same record, written otherwise
+                yield Unchanged(filename)
+            else:
+                yield entry_record(section, suffix, filename, record, unit, base, compact, digest)
 
 
 def _document_items(

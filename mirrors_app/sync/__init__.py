@@ -30,7 +30,16 @@ from psm.redaction import redact, scrub
 
 from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_pending
-from .fetch_state import keep_documents, kept_documents, save_units, unit_states
+from .fetch_state import (
+    document_kept,
+    forget_document,
+    hold_document,
+    keep_document,
+    keep_documents,
+    kept_documents,
+    save_units,
+    unit_states,
+)
 from .first_load import FirstLoad
 from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
 from .not_found import names_not_found, units_not_found
@@ -192,6 +201,9 @@ def _sync_units(
     # Python index has hundreds of thousands).
     landing: list[tuple[str, dict, int | None]] = []
     decided = False
+    # Units read to the end whose document is held to be kept once their rows are written:
+    # unit -> (URL, live rows, sum of their digests).
+    held: dict[str, tuple[str, int, int]] = {}
 
     def save_done(*, wait: bool = False) -> None:
         """Keep the units done once their rows are written: in the writing thread, while
@@ -230,6 +242,8 @@ def _sync_units(
                         shared,
                         writer,
                         known,
+                        held,
+                        compare=not restart,
                     )
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units;
@@ -282,6 +296,12 @@ def _sync_units(
                 # The listing's validators vouch for the units kept: only once all were read.
                 whole = finished and not forgotten and not problems
                 keep_documents(mirror, documents if whole else {}, stale, len(units))
+    # Every row written (and landed): the documents held are what the units' rows now are.
+    for unit, (url, rows, digests) in held.items():
+        if unit in writer.failed:
+            forget_document(mirror.pk, unit)
+        else:
+            keep_document(mirror.pk, unit, url, rows, digests)
     if unread == set(units):
         reasons = "; ".join(problems + units_not_found(absent))
         raise FormatError(redact(mirror.source_url), f"nothing could be read: {reasons}")
@@ -395,9 +415,16 @@ def _ingest_unit(
     shared: bool,
     writer: BatchWriter,
     known: KnownRows,
+    held: dict[str, tuple[str, int, int]],
+    *,
+    compare: bool,
 ) -> tuple[int, dict | None]:
     """Bring one fetched unit in line with upstream; return how many rows changed and the
-    validators to send next time (None: the unit is not in the source, forget it)."""
+    validators to send next time (None: the unit is not in the source, forget it).
+
+    Where the format keeps a unit's last document (and no other mirror's rows share the
+    channel), the one kept is compared with if the rows still match it (`compare`: not on a
+    restart), and the one read is held in `held`, to be kept once written."""
     fmt = mirror.format
     if fetched.status == "missing":
         progress.step(f"{unit}: not in the source", now=False)
@@ -406,14 +433,22 @@ def _ingest_unit(
         return 0, fetched.validators if fetched.serial_kept else None
     if fetched.status == "unchanged":
         return 0, fetched.validators
-    ingest = UnitIngest(mirror, unit, progress, shared=shared, writer=writer, known=known)
+    keeps = fmt.capabilities.keeps_last_document and not shared
+    kept = document_kept(mirror.pk, unit) if keeps and compare else None
+    if kept is not None and not kept.read_from(fetched.url):
+        kept = None
+    if keeps:
+        forget_document(mirror.pk, unit)  # the rows change from here on
+    ingest = UnitIngest(
+        mirror, unit, progress, shared=shared, writer=writer, known=known, kept=kept
+    )
     extras: dict = {}
     rejected: list[tuple[str, str]] = []
     items = fmt.parse_unit(index, fetched.url, unit, ingest)
     seen = 0  # counted on the run (a clock read, maybe a flush) every TICK entries
     for item in items:
         if isinstance(item, Unchanged):
-            pass
+            seen += item.count - 1
         elif isinstance(item, Rejected):
             rejected.append((item.filename, item.reason))
         elif isinstance(item, UnitExtras):
@@ -422,7 +457,7 @@ def _ingest_unit(
         elif not ingest.add(item):
             rejected.append((item.filename, "provided by another mirror of the channel"))
         seen += 1
-        if seen == TICK:
+        if seen >= TICK:
             progress.seen += seen
             progress.tick(seen)
             seen = 0
@@ -433,6 +468,8 @@ def _ingest_unit(
         progress.exclude(reason)
     rejections.replace(unit, rejected)
     _keep_extras(mirror, unit, extras)
+    if keeps and not rejected and hold_document(mirror.pk, unit, index):
+        held[unit] = (fetched.url, ingest.live_rows, ingest.live_digests)
     return ingest.changed, fetched.validators
 
 

@@ -3,15 +3,29 @@
 Each unit read to the end keeps its validators (ETag, Last-Modified) and the serial the
 listing gave it (`MirrorUnit`); the listing documents keep theirs in
 `Mirror.listing_validators`, valid only while the units kept are that listing's.
+
+A format whose units are large documents of which few entries change between reads (conda's
+subdirs) also keeps each unit's last document, read to the end, in the data folder
+(`mirror-state/<mirror>/<unit>.json`, a hard link to the fetched file), with a stamp of the
+mirror's live rows of the unit once written: the next read compares its entries' raw bytes
+with it (no digest of each entry, no stored digests read) while the rows still match it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from typing import NamedTuple
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import orjson
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from channels_app.models import Package
 
 from ..models import Mirror, MirrorUnit
 
@@ -85,3 +99,123 @@ def save_units(done: list[MirrorUnit]) -> None:
     except IntegrityError:
         pass  # the mirror was deleted meanwhile: nothing to resume
     done.clear()
+
+
+# --- The last index document of a unit, kept to compare the next one with ---------------------
+
+
+class KeptDocument(NamedTuple):
+    """A unit's index document kept by the last run that read it to the end, and what the
+    mirror's live rows of the unit were then: how many, and the sum of their digests."""
+
+    path: str
+    rows: int
+    digests: int
+    folder: str  # `_url_key` of where it was read
+
+    def read_from(self, url: str) -> bool:
+        """Whether a document at `url` lists files where this one did (its rows' locations)."""
+        return self.folder == _url_key(url)
+
+
+#: A unit name that can be a file name as it is (conda subdirs are).
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _folder(mirror_id: int) -> Path:
+    return Path(settings.DATA_DIR) / "mirror-state" / str(mirror_id)
+
+
+def document_kept(mirror_id: int, unit: str) -> KeptDocument | None:
+    """The unit's kept document, if the mirror's live rows of the unit are still exactly
+    those it gave (their number and digests: one scan of the unit's rows, no row read into
+    Python); None otherwise. Compare only a document `read_from` the same place."""
+    if not _FILE_NAME.fullmatch(unit):
+        return None
+    folder = _folder(mirror_id)
+    try:
+        stamp = orjson.loads((folder / f"{unit}.stamp").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    path = folder / f"{unit}.json"
+    if not isinstance(stamp, dict) or not path.is_file():
+        return None
+    try:
+        kept = KeptDocument(str(path), int(stamp["rows"]), int(stamp["digests"]), str(stamp["url"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return kept if _live_rows(mirror_id, unit) == (kept.rows, kept.digests) else None
+
+
+def _url_key(url: str) -> str:
+    """What a stamp keeps of the document's URL: the digest (the URL may hold a token) of its
+    folder, where the files its entries name live (`.zst` or plain, the same document)."""
+    folder = url.split("?", 1)[0].rsplit("/", 1)[0]
+    return hashlib.blake2b(folder.encode(), digest_size=16).hexdigest()
+
+
+def _live_rows(mirror_id: int, unit: str) -> tuple[int, int]:
+    table = Package._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*), coalesce(sum(entry_digest), 0) FROM {table} "
+            "WHERE mirror_id = %s AND unit = %s AND NOT removed",
+            [mirror_id, unit],
+        )
+        rows, digests = cursor.fetchone()
+    return int(rows), int(digests)
+
+
+def forget_document(mirror_id: int, unit: str) -> None:
+    """No kept document for the unit any more (its rows are about to change): its stamp goes,
+    and a held one (`hold_document`); the document itself stays for a read under way to
+    compare with, until the next one kept replaces it."""
+    if not _FILE_NAME.fullmatch(unit):
+        return
+    folder = _folder(mirror_id)
+    for name in (f"{unit}.stamp", f"{unit}.pending"):
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+
+
+def hold_document(mirror_id: int, unit: str, fileobj: BinaryIO) -> bool:
+    """Link (or copy) the unit's document just read, as it is, to be kept once its rows are
+    written (`keep_document`); False if it cannot be."""
+    name = getattr(fileobj, "name", None)
+    if not _FILE_NAME.fullmatch(unit) or not isinstance(name, str):
+        return False
+    folder = _folder(mirror_id)
+    pending = folder / f"{unit}.pending"
+    try:
+        fileobj.flush()
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            pending.unlink()
+        try:
+            os.link(name, pending)  # the fetched temporary file, no copy
+        except OSError:  # another file system
+            shutil.copyfile(name, pending)
+    except OSError:
+        return False
+    return True
+
+
+def keep_document(mirror_id: int, unit: str, url: str, rows: int, digests: int) -> None:
+    """Keep the held document as the unit's, with what its rows are now (`document_kept`);
+    the stamp goes last, so a document without it is never used."""
+    folder = _folder(mirror_id)
+    try:
+        os.replace(folder / f"{unit}.pending", folder / f"{unit}.json")
+        stamp = folder / f"{unit}.stamp.tmp"
+        # The digests' sum is past 64 bits: kept as text.
+        stamp.write_bytes(
+            orjson.dumps({"url": _url_key(url), "rows": rows, "digests": str(digests)})
+        )
+        os.replace(stamp, folder / f"{unit}.stamp")
+    except OSError:
+        forget_document(mirror_id, unit)
+
+
+def forget_mirror_documents(mirror_id: int) -> None:
+    """Drop every document kept for the mirror (it is deleted)."""
+    shutil.rmtree(_folder(mirror_id), ignore_errors=True)

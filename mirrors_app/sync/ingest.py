@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import (
@@ -37,6 +37,7 @@ from channels_app.models import PENDING_DECISION, Channel, Package
 from psm.input import storable_text
 
 from ..models import Mirror, MirrorRejection
+from .fetch_state import KeptDocument
 from .policy import decides_anything
 from .progress import Progress
 
@@ -402,8 +403,14 @@ class UnitIngest:
         writer: BatchWriter,
         known: KnownRows,
         shared: bool = True,
+        kept: KeptDocument | None = None,
     ) -> None:
         self.mirror, self.unit, self.progress = mirror, unit, progress
+        # The unit's last document, which the stored rows match (not with rows of others).
+        self.kept = kept if not shared else None
+        # What the unit's live rows are once the queued writes land: how many, and the sum
+        # of their digests (kept with the document, to know next time that they still match).
+        self.live_rows = self.live_digests = 0
         self._known: dict[str, Known] | None = None  # read on first use (see `known`)
         self._known_rows = known
         self.writer = writer
@@ -445,7 +452,23 @@ class UnitIngest:
         if old is None or old.entry_digest != digest or old.removed or filename in self.taken:
             return False
         del self.known[filename]
+        self.live_rows += 1
+        self.live_digests += digest
         return True
+
+    def kept_document(self) -> str | None:
+        return None if self.kept is None else self.kept.path
+
+    def only(self, filenames: Iterable[str]) -> None:
+        """Compare and write only these entries (the others are the kept document's, stored as
+        they are): their stored rows are read, no other."""
+        assert self.kept is not None
+        self._known = dict(_known_of_files(self.mirror, self.unit, list(filenames)))
+        self.live_rows, self.live_digests = self.kept.rows, self.kept.digests
+        for known in self._known.values():
+            if not known.removed:  # to be rewritten or removed: no longer counted as is
+                self.live_rows -= 1
+                self.live_digests -= known.entry_digest
 
     def add(self, record: PackageRecord) -> bool:
         """Queue a new or changed record; False if another mirror provides it."""
@@ -453,6 +476,8 @@ class UnitIngest:
             return False
         stored = self.known.pop(record.filename, None)
         self.changed += 1
+        self.live_rows += 1
+        self.live_digests += record.entry_digest
         self.writer.add(
             self.unit,
             record.filename,
@@ -514,6 +539,21 @@ def _known_rows(mirror_id: int, units: list[str]):
         while rows := cursor.fetchmany(20_000):
             for unit, filename, pk, digest, removed in rows:
                 yield unit, filename, Known(pk, digest, bool(removed))
+
+
+def _known_of_files(mirror: Mirror, unit: str, filenames: list[str]):
+    """(filename, Known) of the mirror's rows of these files in the unit (a few thousand of a
+    unit's hundreds of thousands: a probe each of the channel's unique file index)."""
+    table = Package._meta.db_table
+    with connection.cursor() as cursor:
+        for start in range(0, len(filenames), 10_000):
+            cursor.execute(
+                f"SELECT filename, id, entry_digest, removed FROM {table} "
+                "WHERE channel_id = %s AND unit = %s AND filename = ANY(%s) AND mirror_id = %s",
+                [mirror.channel_id, unit, filenames[start : start + 10_000], mirror.pk],
+            )
+            for filename, pk, digest, removed in cursor.fetchall():
+                yield filename, Known(pk, digest, bool(removed))
 
 
 def upsert_updates(table: str) -> str:

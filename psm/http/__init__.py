@@ -22,6 +22,7 @@ from .client import (
     fetch_bytes,
     new_session,
     open_stream,
+    shared_client,
 )
 from .errors import UpstreamError, UpstreamRefused, status_error, upstream_error
 from .gate import address_problem, upstream_url_problem
@@ -38,6 +39,7 @@ __all__ = [
     "fetch_bytes",
     "new_session",
     "open_stream",
+    "shared_client",
     "status_error",
     "upstream_error",
     "upstream_url_problem",

@@ -5,10 +5,13 @@ documents (`UpstreamClient.fetch_index`), on the validators kept from last time.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
 from typing import BinaryIO, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -460,3 +463,35 @@ class UpstreamClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+_shared: tuple[tuple, UpstreamClient] | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_client() -> UpstreamClient:
+    """The process's client for requests a package client waits on (`waiting`): its pooled
+    connections are reused from one passive first request to the next, so none of them pays
+    for a new connection (TCP and TLS handshakes) to an upstream that was asked before.
+    Never closed by its users. A process started by fork, or a changed proxy, retry count or
+    allowlist (every connection's address was checked against the allowlist of its time),
+    gets a new one."""
+    global _shared
+    key = (
+        os.getpid(),
+        settings.PSM_HTTP_PROXY,
+        settings.PSM_HTTP_RETRIES,
+        tuple(settings.PSM_UPSTREAM_ALLOWLIST),
+    )
+    found = _shared
+    if found is not None and found[0] == key:
+        return found[1]
+    with _shared_lock:
+        if _shared is None or _shared[0] != key:
+            # The one it replaces is left to its users and the garbage collector.
+            client = UpstreamClient(waiting=True)
+            # Requests made for different packages and mirrors must not carry each other's
+            # state: no cookie an upstream sets is kept (as with a client per request).
+            client.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+            _shared = (key, client)
+        return _shared[1]

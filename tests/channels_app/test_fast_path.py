@@ -8,6 +8,8 @@ be used while it cannot hear notifications.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 import time
 
@@ -20,7 +22,7 @@ from django.test import RequestFactory
 
 from channels_app import index_cache, publishing, services, storage
 from channels_app.fast_path import RepoFastPath
-from channels_app.models import PENDING_DECISION, Channel, Package
+from channels_app.models import PENDING_DECISION, Artifact, Channel, Package
 from psm.tokens import token_create
 from tests.factories import ChannelFactory, grant
 
@@ -118,10 +120,10 @@ def _package(channel: Channel, filename: str, *, stored: bool = True, **fields) 
     artifact = None
     if stored:
         artifact = storage.store([f"bytes of {filename}".encode() * 100])
+    fields.setdefault("upstream_url", f"http://127.0.0.1:9/{filename}")
     return Package.objects.create(
         channel=channel, unit="noarch", filename=filename, name=filename.split("-")[0],
-        version="1", record="{}", artifact=artifact, on_demand=not stored,
-        upstream_url=f"http://127.0.0.1:9/{filename}", **fields,
+        version="1", record="{}", artifact=artifact, on_demand=not stored, **fields,
     )  # fmt: skip
 
 
@@ -151,14 +153,54 @@ def test_stored_package_files_are_answered_as_django_answers_them(app):
     # Gone upstream but still in the published index: served until a publish drops it.
     fast_answer, django_answer = both(app, "/api/repo/c/noarch/gone-1-0.tar.bz2")
     assert fast_answer == django_answer and fast_answer[0].startswith("200")
-    for name, status in [
-        ("blocked", "403"), ("pending", "404"), ("passive", "502"), ("missing", "404"),
-    ]:  # fmt: skip
+    for name, status in [("blocked", "403"), ("pending", "404"), ("missing", "404")]:
         request_path = f"/api/repo/c/noarch/{name}-1-0.tar.bz2"
         before = django.calls
         fast_answer, django_answer = both(app, request_path)
         assert fast_answer == django_answer and fast_answer[0].startswith(status), name
         assert django.calls == before + 2, f"the fast path answered {name} itself"
+    # A passive file's first request is the fast path's too: here its upstream refuses.
+    request_path = "/api/repo/c/noarch/passive-1-0.tar.bz2"
+    before = django.calls
+    fast_answer, django_answer = both(app, request_path)
+    assert fast_answer == django_answer and fast_answer[0].startswith("502")
+    assert django.calls == before + 1, "Django answered the passive file's first request"
+    # A Range or HEAD request of a passive file is Django's (it stores the file first).
+    for method, headers in [("GET", {"Range": "bytes=0-3"}), ("HEAD", {})]:
+        before = django.calls
+        fast_answer, django_answer = both(app, request_path, method, **headers)
+        assert fast_answer == django_answer, (method, headers)
+        assert django.calls == before + 2, (method, headers)
+
+
+@pytest.mark.django_db
+def test_a_passive_files_first_request_is_streamed_as_django_streams_it(app, upstream):
+    """Answered by the fast path (headers, body), fetched once, verified and stored; Django
+    answers the same first request the same way."""
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    url = upstream.write("passive-1-0.conda", data)
+    channel = _published("c")
+    package = _package(
+        channel, "passive-1-0.conda", stored=False, upstream_url=url,
+        sha256=hashlib.sha256(data).hexdigest(), size=len(data),
+    )  # fmt: skip
+    fast, django = app
+    path = "/api/repo/c/noarch/passive-1-0.conda"
+    answers = []
+    for handler in (fast, django):
+        Package.objects.filter(pk=package.pk).update(artifact=None)  # not fetched yet
+        Artifact.objects.filter(sha256=hashlib.sha256(data).hexdigest()).delete()
+        storage.delete_blob(hashlib.sha256(data).hexdigest())
+        before = django.calls
+        answers.append(call(handler, path))
+        assert django.calls == before + (handler is django)
+        package.refresh_from_db()
+        assert package.artifact.sha256 == hashlib.sha256(data).hexdigest()
+    assert answers[0] == answers[1]
+    status, headers, body = answers[0]
+    assert status.startswith("200") and body == data
+    assert headers["Content-Length"] == str(len(data))
+    assert [p for p in upstream.gets() if p.endswith(".conda")] == ["/passive-1-0.conda"] * 2
 
 
 @pytest.mark.django_db

@@ -291,3 +291,108 @@ def test_a_file_that_cannot_be_stored_fails_the_settle(monkeypatch):
     with pytest.raises(OSError, match="No space"):
         rendered.settle()
     assert rendered == {} and rendered._pool is None
+
+
+class _StallingHandler(FileHandler):
+    """Sends the first 2 MiB of a file, then waits for the server's `resume` (at most 30 s)."""
+
+    upstream: _StallingServer
+
+    def write_body(self, body: bytes) -> None:
+        self.wfile.write(body[: 2 * MIB])
+        self.wfile.flush()
+        self.upstream.resume.wait(timeout=30)
+        self.upstream.resumed.set()
+        self.wfile.write(body[2 * MIB :])
+
+
+class _StallingServer(LoopbackServer):
+    handler = _StallingHandler
+
+    def __init__(self, root) -> None:
+        self.resume, self.resumed = threading.Event(), threading.Event()
+        super().__init__(root)
+
+
+@pytest.mark.django_db
+def test_a_stream_abandoned_while_upstream_stalls_is_released_without_waiting_for_it(tmp_path):
+    """The thread receiving ahead of the client is waiting on upstream: closing wakes it."""
+    data = os.urandom(4 * MIB)
+    (tmp_path / "stalling").mkdir()
+    with _StallingServer(tmp_path / "stalling") as server:
+        server.write("pkg.conda", data)
+        partial = tmp_path / "pkg.part"
+        client = UpstreamClient(waiting=True)
+        download = storage.StreamedDownload(
+            client, f"{server.url}/pkg.conda", sha256=_sha(data), size=len(data), partial=partial
+        )
+        first = next(iter(download))
+        download.close()
+        client.close()
+        released_before_upstream_went_on = not server.resumed.is_set()
+        server.resume.set()
+
+    assert first == data[: len(first)]
+    assert released_before_upstream_went_on
+    assert not _threads_alive("psm-receiver") and not _storers_alive()
+    assert not partial.exists()
+    assert not default_storage.exists(storage.blob_path(_sha(data)))
+
+
+@pytest.mark.django_db
+def test_a_streamed_file_is_received_ahead_of_a_slow_client_but_boundedly(upstream):
+    """While the client does not take the next chunk, upstream's bytes are read ahead (and
+    stored) up to the bound, not to the end; then the whole file goes out, verified."""
+    data = os.urandom(20 * MIB)
+    upstream.write("pkg.conda", data)
+    client = UpstreamClient(waiting=True)
+    download = storage.StreamedDownload(
+        client, f"{upstream.url}/pkg.conda", sha256=_sha(data), size=len(data)
+    )
+    try:
+        chunks = iter(download)
+        received = bytearray(next(chunks))
+        _until(lambda: download._writer.size >= 4 * MIB)  # read ahead of the client
+        ahead = download._writer.size
+        received += b"".join(chunks)
+    finally:
+        download.close()
+        client.close()
+    assert ahead < len(data)  # bounded: the receiver waits for the client
+    assert bytes(received) == data and download.result == (_sha(data), len(data))
+
+
+def _until(condition) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.01)
+
+
+def _threads_alive(name: str) -> bool:
+    return any(thread.name == name for thread in threading.enumerate())
+
+
+@pytest.mark.django_db
+def test_a_streamed_file_of_unknown_length_stops_at_the_limit_before_its_bytes_go_out(
+    settings, tmp_path
+):
+    """The receiving thread counts each chunk before the client may have it: past
+    PSM_MAX_FILE_BYTES the stream fails, having handed out no byte beyond the limit."""
+    settings.PSM_MAX_FILE_BYTES = 2 * MIB
+    data = os.urandom(3 * MIB)
+    (tmp_path / "unsized").mkdir()
+    received = bytearray()
+    with _UnsizedServer(tmp_path / "unsized") as server:
+        server.write("pkg.conda", data)
+        client = UpstreamClient(waiting=True)
+        download = storage.StreamedDownload(client, f"{server.url}/pkg.conda")
+        try:
+            with pytest.raises(storage.IntegrityError, match="more than"):
+                for chunk in download:
+                    received += chunk
+        finally:
+            download.close()
+            client.close()
+    assert len(received) <= 2 * MIB and bytes(received) == data[: len(received)]
+    assert download.result is None and not _threads_alive("psm-receiver")

@@ -1,6 +1,6 @@
 """A passive mirror's first request streams the upstream bytes on while storing them.
 
-Over real HTTP (live_server and a loopback upstream that pauses in the middle of a file): the
+Over real HTTP (a live server, with and without the fast path, and a loopback upstream that pauses in the middle of a file): the
 client holds the first megabytes before upstream has sent the rest, and a file that turns out
 not to match its index entry is cut short, so the client cannot take it for a whole one. A
 second client asking meanwhile follows that one download, with the same guarantees. A fetch
@@ -16,11 +16,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
+from django.test.testcases import LiveServerThread, _StaticFilesHandler
 from django.utils import timezone
 
+from channels_app.fast_path import RepoFastPath
 from channels_app.models import Package
 from channels_app.passive import partial_path
 from mirrors_app.models import Mirror, SyncRun
@@ -69,6 +72,29 @@ class PausingUpstream(LoopbackServer):
         return sum(1 for path in self.gets() if _is_package(path))
 
 
+@pytest.fixture(params=["fast path", "django"])
+def psm_server(request, settings):
+    """PSM over real HTTP: as production serves it (`psm.wsgi`: the fast path answers a public
+    channel's first request), and through Django's whole stack (as for a restricted channel)."""
+    settings.PSM_SERVING_CACHE = False  # no listening thread left behind by the test
+    handler = _StaticFilesHandler
+    if request.param == "fast path":
+
+        def handler(application):
+            return RepoFastPath(_StaticFilesHandler(application))
+
+    server = LiveServerThread("127.0.0.1", handler, port=0)
+    server.daemon = True
+    server.start()
+    server.is_ready.wait()
+    if server.error:
+        raise server.error
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{server.port}")
+    finally:
+        server.terminate()
+
+
 @pytest.fixture
 def upstream(tmp_path):
     with PausingUpstream(build_channel(tmp_path / "channel", [BIG, SMALL])) as server:
@@ -89,11 +115,11 @@ def _passive(run_mirror, upstream) -> Mirror:
 
 
 def test_the_client_gets_bytes_before_upstream_has_sent_the_whole_file(
-    run_mirror, upstream, live_server
+    run_mirror, upstream, psm_server
 ):
     mirror = _passive(run_mirror, upstream)
     expected = (upstream.root / "noarch" / BIG.filename).read_bytes()
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
     with requests.get(url, stream=True, timeout=30) as response:
         assert response.status_code == 200
         assert response.headers["Content-Length"] == str(len(expected))
@@ -106,13 +132,13 @@ def test_the_client_gets_bytes_before_upstream_has_sent_the_whole_file(
     assert package.artifact.sha256 == hashlib.sha256(expected).hexdigest()
 
 
-def test_a_file_that_does_not_match_is_cut_short_and_not_stored(run_mirror, upstream, live_server):
+def test_a_file_that_does_not_match_is_cut_short_and_not_stored(run_mirror, upstream, psm_server):
     mirror = _passive(run_mirror, upstream)
     path = upstream.root / "noarch" / BIG.filename
     good = path.read_bytes()
     path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, another sha256
     upstream.resume.set()
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
     received = bytearray()
     with requests.get(url, stream=True, timeout=5) as response:
         assert response.headers["Content-Length"] == str(len(good))
@@ -141,10 +167,10 @@ def _cut_short(response: requests.Response) -> bytes:
     return bytes(received)
 
 
-def test_a_second_client_follows_the_download_in_progress(run_mirror, upstream, live_server):
+def test_a_second_client_follows_the_download_in_progress(run_mirror, upstream, psm_server):
     mirror = _passive(run_mirror, upstream)
     expected = (upstream.root / "noarch" / BIG.filename).read_bytes()
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
     with (
         requests.get(url, stream=True, timeout=30) as first,
         requests.get(url, stream=True, timeout=30) as second,
@@ -161,12 +187,12 @@ def test_a_second_client_follows_the_download_in_progress(run_mirror, upstream, 
     assert package.artifact.sha256 == hashlib.sha256(expected).hexdigest()
 
 
-def test_a_file_that_does_not_match_cuts_its_followers_short_too(run_mirror, upstream, live_server):
+def test_a_file_that_does_not_match_cuts_its_followers_short_too(run_mirror, upstream, psm_server):
     mirror = _passive(run_mirror, upstream)
     path = upstream.root / "noarch" / BIG.filename
     good = path.read_bytes()
     path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # same size, another sha256
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
     with (
         requests.get(url, stream=True, timeout=5) as first,
         requests.get(url, stream=True, timeout=5) as second,
@@ -180,11 +206,11 @@ def test_a_file_that_does_not_match_cuts_its_followers_short_too(run_mirror, ups
 
 
 def test_a_follower_of_an_abandoned_download_is_cut_not_left_waiting(
-    run_mirror, upstream, live_server
+    run_mirror, upstream, psm_server
 ):
     mirror = _passive(run_mirror, upstream)
     good = (upstream.root / "noarch" / BIG.filename).read_bytes()
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}/noarch/{BIG.filename}"
     first = requests.get(url, stream=True, timeout=5)
     with requests.get(url, stream=True, timeout=5) as second:
         assert second.raw.read(MIB) == good[:MIB]
@@ -214,7 +240,7 @@ def source(tmp_path):
     ids=lambda value: getattr(value, "name", value),
 )
 def test_a_failed_first_fetch_answers_502_or_is_cut_short_and_is_noted_on_the_package(
-    run_mirror, source, live_server, package, fault, sent
+    run_mirror, source, psm_server, package, fault, sent
 ):
     mirror = _passive(run_mirror, source)
     path = f"/noarch/{package.filename}"
@@ -223,7 +249,7 @@ def test_a_failed_first_fetch_answers_502_or_is_cut_short_and_is_noted_on_the_pa
         (source.root / path.lstrip("/")).write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
     else:
         source.cut[path] = 64 * 1024 if fault == "cut" else 2 * MIB + MIB // 2
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}{path}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}{path}"
     before = timezone.now()
     with requests.get(url, stream=True, timeout=3) as response:
         if sent:
@@ -248,13 +274,13 @@ def test_a_failed_first_fetch_answers_502_or_is_cut_short_and_is_noted_on_the_pa
 
 
 def test_a_range_request_for_a_file_that_does_not_match_answers_502_and_is_noted(
-    run_mirror, source, live_server
+    run_mirror, source, psm_server
 ):
     mirror = _passive(run_mirror, source)
     target = source.root / "noarch" / SMALL.filename
     good = target.read_bytes()
     target.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{SMALL.filename}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}/noarch/{SMALL.filename}"
     response = requests.get(url, headers={"Range": "bytes=0-99"}, timeout=30)
     assert response.status_code == 502
     error = Package.objects.get(filename=SMALL.filename).error
@@ -280,14 +306,14 @@ def _until(condition) -> None:
 
 
 def test_a_follower_of_a_one_chunk_file_that_does_not_match_answers_502_with_the_reason(
-    run_mirror, upstream, live_server
+    run_mirror, upstream, psm_server
 ):
     mirror = _passive(run_mirror, upstream)
     upstream.pause_at = 64 * 1024
     target = upstream.root / "noarch" / SMALL.filename
     good = target.read_bytes()
     target.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}/noarch/{SMALL.filename}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}/noarch/{SMALL.filename}"
     package = Package.objects.get(filename=SMALL.filename)
     partial = partial_path(package)
     with ThreadPoolExecutor(2) as pool:
@@ -306,7 +332,7 @@ def test_a_follower_of_a_one_chunk_file_that_does_not_match_answers_502_with_the
 
 @pytest.mark.parametrize("ranged", [False, True], ids=["streamed", "range"])
 def test_a_hanging_upstream_answers_504_after_one_timeout_not_one_per_retry(
-    run_mirror, source, live_server, settings, ranged
+    run_mirror, source, psm_server, settings, ranged
 ):
     """A client waits on a passive first request: a read timeout is not retried (that is for
     runs), so the client hears 504 within one timeout, before its own timeout gives up."""
@@ -314,7 +340,7 @@ def test_a_hanging_upstream_answers_504_after_one_timeout_not_one_per_retry(
     settings.PSM_HTTP_TIMEOUT, settings.PSM_HTTP_RETRIES = 1, 3
     path = f"/noarch/{SMALL.filename}"
     source.delay[path] = 4  # longer than the timeout, shorter than the test's patience
-    url = f"{live_server.url}/api/repo/{mirror.channel.path}{path}"
+    url = f"{psm_server.url}/api/repo/{mirror.channel.path}{path}"
     headers = {"Range": "bytes=0-9"} if ranged else {}
     response = requests.get(url, headers=headers, timeout=30)
     assert response.status_code == 504, response.text

@@ -74,7 +74,7 @@ def production(tmp_path, refused_url):
             try:
                 requests.get(f"{url}/api/repo/", timeout=2)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening, or loading
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"the production server did not start:\n{log.read_text()}")
                 time.sleep(0.2)

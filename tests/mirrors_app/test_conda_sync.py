@@ -135,11 +135,14 @@ def test_details_list_failed_downloads_with_their_reason(source, run_mirror):
 
 @pytest.fixture
 def split_resyncs(monkeypatch):
-    """Re-syncs of any size use the child process, as conda-forge-sized ones do."""
+    """Re-syncs of any size use the child process, as conda-forge-sized ones do whose last
+    document is not kept (else they compare with it, see test_conda_kept_document)."""
     from channels_app.formats import conda_repodata
+    from mirrors_app import sync
 
     monkeypatch.setattr(conda_repodata, "PARALLEL_FROM", 1)
     monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
+    monkeypatch.setattr(sync, "document_kept", lambda mirror_id, unit: None)
 
 
 def test_resync_split_across_two_processes_matches_upstream(

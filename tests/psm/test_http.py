@@ -31,11 +31,13 @@ from psm.http import (
     address_problem,
     fetch_bytes,
     new_session,
+    open_stream,
+    shared_client,
     upstream_error,
     upstream_url_problem,
 )
 from psm.redaction import redact
-from tests.fixtures.loopback import LoopbackServer
+from tests.fixtures.loopback import FileHandler, LoopbackServer
 
 
 @pytest.fixture
@@ -350,6 +352,45 @@ def test_client_applies_the_index_size_limit(settings, upstream):
             client.fetch(url)
     finally:
         client.close()
+
+
+def test_the_shared_client_reuses_its_connections_until_the_gate_changes(settings, upstream):
+    """Requests a package client waits on share one client per process: the second GET goes
+    over the first one's connection; with another allowlist (its connections were checked
+    against the old one) or proxy, a new client opens new connections."""
+    url = upstream.write("pkg.conda", b"x" * 1000)
+    client = shared_client()
+    assert shared_client() is client and client.waiting
+    for _ in range(2):
+        with open_stream(client.session, url) as response:
+            assert response.content == b"x" * 1000
+    pools = client.session.get_adapter(url).poolmanager.pools
+    port = int(url.split(":")[2].split("/")[0])
+    assert [pools[key].num_connections for key in pools.keys() if key.key_port == port] == [1]
+    settings.PSM_UPSTREAM_ALLOWLIST = [*settings.PSM_UPSTREAM_ALLOWLIST, "example.org"]
+    other_gate = shared_client()
+    assert other_gate is not client
+    settings.PSM_HTTP_PROXY = "http://127.0.0.1:9"
+    assert shared_client() is not other_gate
+
+
+class _CookieHandler(FileHandler):
+    def _send_headers(self, status: int, headers: dict[str, str]) -> None:
+        super()._send_headers(status, {**headers, "Set-Cookie": "track=1; Path=/"})
+
+
+class _CookieServer(LoopbackServer):
+    handler = _CookieHandler
+
+
+def test_the_shared_client_keeps_no_cookie_an_upstream_sets(tmp_path):
+    (tmp_path / "cookies").mkdir()
+    with _CookieServer(tmp_path / "cookies") as server:
+        url = server.write("pkg.conda", b"x")
+        client = shared_client()
+        with open_stream(client.session, url) as response:
+            assert "track=1" in response.headers["Set-Cookie"]
+        assert not client.session.cookies
 
 
 def test_session_sends_the_psm_user_agent(session):

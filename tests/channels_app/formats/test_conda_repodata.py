@@ -57,9 +57,16 @@ DOCUMENT = {
 class Stored:
     """`StoredEntries` over a dict of filename -> digest."""
 
-    def __init__(self, digests: dict[str, int]) -> None:
+    def __init__(self, digests: dict[str, int], kept: str | None = None) -> None:
         self.digests = dict(digests)
         self.seen: set[str] = set()
+        self.kept, self.compared = kept, None
+
+    def kept_document(self) -> str | None:
+        return self.kept
+
+    def only(self, filenames) -> None:
+        self.compared = sorted(filenames)
 
     def current_digests(self) -> dict[str, int]:
         return dict(self.digests)
@@ -124,6 +131,45 @@ def test_a_split_resync_yields_what_one_process_yields(tmp_path, monkeypatch):
         split = _items(b"", Stored(digests), file)
     assert split == alone
     assert Rejected("huge-1-0.conda", conda_repodata.UNREPRESENTABLE) in split
+
+
+def test_a_resync_against_the_kept_document_yields_the_changed_entries_as_digests_do(tmp_path):
+    kept = tmp_path / "kept.json"
+    kept.write_bytes(_indented(DOCUMENT))
+    first = [i for i in _items(kept.read_bytes()) if isinstance(i, PackageRecord)]
+    digests = {r.filename: r.entry_digest for r in first}
+    changed = json.loads(json.dumps(DOCUMENT))
+    changed["packages.conda"]["gamma-0.1-0.conda"]["depends"] = []
+    changed["packages.conda"]["delta-1-0.conda"] = _record("delta", "1", url="https://x.example/d")
+    changed["packages.conda"]["huge-1-0.conda"] = _record("huge", "1", big=2**70)
+    del changed["packages"]["alpha-1.0-0.tar.bz2"]
+    body = _indented(changed)
+    by_digest = _items(body, Stored(digests))
+    stored = Stored(digests, kept=str(kept))
+    compared = _items(body, stored)
+    assert stored.compared == sorted(
+        ["alpha-1.0-0.tar.bz2", "delta-1-0.conda", "gamma-0.1-0.conda", "huge-1-0.conda"]
+    )
+    records = [i for i in by_digest if isinstance(i, PackageRecord | Rejected)]
+    assert [i for i in compared if isinstance(i, PackageRecord | Rejected)] == records
+    assert [i for i in compared if type(i).__name__ == "Unchanged"] == [
+        conda_repodata.Unchanged("", 1)  # beta, not parsed
+    ]
+    assert compared[0] == by_digest[0]  # the extras
+
+
+@pytest.mark.parametrize(
+    "kept_text",
+    [b'{"info": {"subdir": "linux-64"', b'{"info": {"base_url": "https://elsewhere.example/"}}'],
+    ids=["unreadable", "files-elsewhere"],
+)
+def test_a_kept_document_not_to_compare_with_leaves_the_digests_to_compare(tmp_path, kept_text):
+    kept = tmp_path / "kept.json"
+    kept.write_bytes(kept_text)
+    digests = {"alpha-1.0-0.tar.bz2": 1}
+    stored = Stored(digests, kept=str(kept))
+    assert _items(_indented(DOCUMENT), stored) == _items(_indented(DOCUMENT), Stored(digests))
+    assert stored.compared is None
 
 
 def test_duplicate_keys_count_once_with_their_last_value():
@@ -222,4 +268,4 @@ def test_a_document_is_read_from_its_file_without_a_copy(tmp_path):
     with open(path, "rb") as file:
         document = conda_document.Document(file, URL)
         assert set(document.entries("packages")) == set(DOCUMENT["packages"])
-        assert not isinstance(conda_document._mapped(file), bytes)
+        assert not isinstance(conda_document.mapped(file), bytes)

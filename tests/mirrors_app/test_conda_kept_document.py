@@ -1,0 +1,232 @@
+"""A conda re-sync compares the subdir's document with the one the last run read to the end
+(kept in the data folder) while the mirror's rows still match it: the same rows, and the same
+published bytes, as a mirror that digests every entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from channels_app.formats import conda_repodata
+from channels_app.models import Package, PublishedFile
+from channels_app.storage import open_artifact
+from mirrors_app.models import Mirror, SyncRun
+from mirrors_app.sync import fetch_state
+from tests.factories import MirrorFactory
+from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel, write_repodata
+
+pytestmark = pytest.mark.django_db
+
+ROWS = ("filename", "name", "version", "sha256", "record", "entry_digest", "removed")
+
+
+def _record(name: str, version: str, **extra) -> dict:
+    return {
+        "build": "0",
+        "build_number": 0,
+        "depends": [],
+        "md5": hashlib.md5(f"{name}{version}".encode()).hexdigest(),
+        "name": name,
+        "sha256": hashlib.sha256(f"{name}{version}".encode()).hexdigest(),
+        "size": 1234,
+        "subdir": "linux-64",
+        "version": version,
+        **extra,
+    }
+
+
+def _document(count: int = 12) -> dict:
+    packages = {f"p{i:02d}-1.0-0.tar.bz2": _record(f"p{i:02d}", "1.0") for i in range(count)}
+    conda = {f"q{i:02d}-1.0-0.conda": _record(f"q{i:02d}", "1.0") for i in range(count)}
+    return {"info": {"subdir": "linux-64"}, "packages": packages, "packages.conda": conda}
+
+
+@pytest.fixture
+def upstream(tmp_path, settings):
+    settings.DATA_DIR = tmp_path / "data"  # this test's own kept documents
+    root = build_channel(tmp_path / "upstream", [FakePackage("alpha", "1.0")])
+    write_repodata(root, "linux-64", _document())
+    with ChannelServer(root) as server:
+        yield server
+
+
+@pytest.fixture
+def compared(monkeypatch):
+    """The re-syncs that compared with a kept document (unit names)."""
+    units: list[str] = []
+    real = conda_repodata._read_changes
+
+    def spy(document, base, unit, before, stored):
+        units.append(unit)
+        return real(document, base, unit, before, stored)
+
+    monkeypatch.setattr(conda_repodata, "_read_changes", spy)
+    return units
+
+
+def _mirror(server) -> Mirror:
+    return MirrorFactory(
+        source_url=server.url, mode=Mirror.Mode.PASSIVE, options={"subdirs": ["linux-64"]}
+    )
+
+
+def _rows(mirror: Mirror) -> list[tuple]:
+    return list(
+        Package.objects.filter(mirror=mirror, unit="linux-64", removed=False)
+        .order_by("filename")
+        .values_list(*ROWS)
+    )
+
+
+def _published(mirror: Mirror, path: str = "linux-64/repodata.json") -> bytes:
+    published = PublishedFile.objects.get(channel=mirror.channel, path=path)
+    with open_artifact(published.artifact) as handle:
+        return handle.read()
+
+
+def _changed(document: dict) -> dict:
+    """Entries replaced at the first and last place of each section, one removed, one added
+    at the front."""
+    document = json.loads(json.dumps(document))
+    packages, conda = document["packages"], document["packages.conda"]
+    packages["p00-1.0-0.tar.bz2"]["depends"] = ["python >=3.10"]
+    packages["p11-1.0-0.tar.bz2"]["size"] = 99
+    conda["q00-1.0-0.conda"]["license"] = "MIT"
+    conda["q11-1.0-0.conda"]["build_number"] = 7
+    del packages["p05-1.0-0.tar.bz2"]
+    document["packages"] = {"a-first-1.0-0.tar.bz2": _record("a-first", "1.0"), **packages}
+    return document
+
+
+def _write(server, document: dict) -> None:
+    """`write_repodata`, with one entry written with other whitespace (the same record)."""
+    write_repodata(server.root, "linux-64", document)
+    folder = server.root / "linux-64"
+    raw = (folder / "repodata.json").read_bytes()
+    (folder / "repodata.json").write_bytes(raw.replace(b'"name": "p02"', b'"name" :  "p02"'))
+    (folder / "repodata.json.zst").unlink()
+
+
+def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
+    upstream, run_mirror, compared
+):
+    mirror = _mirror(upstream)
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED
+    assert fetch_state.document_kept(mirror.pk, "linux-64") is not None
+    document = _changed(_document())
+    _write(upstream, document)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == ["linux-64"]
+    assert run.seen == 24  # every entry of the subdir (noarch: unchanged, a 304)
+    assert run.ingested == 5  # 4 replaced, 1 added (p02: other bytes, the same record)
+
+    fresh = _mirror(upstream)  # the same document read by digests, from nothing
+    assert run_mirror(fresh).state == SyncRun.State.COMPLETED
+    assert compared == ["linux-64"]
+    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    assert [row[0] for row in _rows(mirror)] == sorted(
+        [*document["packages"], *document["packages.conda"]]
+    )
+    for path in ("linux-64/repodata.json", "linux-64/repodata.json.zst", "channeldata.json"):
+        assert _published(mirror, path) == _published(fresh, path)
+
+
+def test_entries_written_otherwise_but_the_same_are_not_rewritten(upstream, run_mirror, compared):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    before = _rows(mirror)
+    folder = upstream.root / "linux-64"
+    raw = json.dumps(_document(), indent=4).encode()  # other whitespace, same records
+    (folder / "repodata.json").write_bytes(raw)
+    (folder / "repodata.json.zst").unlink()
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == ["linux-64"]
+    assert (run.seen, run.ingested) == (24, 0)
+    assert _rows(mirror) == before
+
+
+def test_rows_changed_since_make_the_resync_read_every_entry(upstream, run_mirror, compared):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    Package.objects.filter(mirror=mirror, filename="p03-1.0-0.tar.bz2").delete()
+    Package.objects.filter(mirror=mirror, filename="q04-1.0-0.conda").update(entry_digest=1)
+    document = _changed(_document())
+    _write(upstream, document)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == []  # the rows no longer match the kept document: digests compared
+    fresh = _mirror(upstream)
+    run_mirror(fresh)
+    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    # Kept again: the next re-sync compares with it.
+    write_repodata(upstream.root, "linux-64", _document())
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED
+    assert compared == ["linux-64"]
+    assert [row[0] for row in _rows(mirror)] == sorted(
+        [*_document()["packages"], *_document()["packages.conda"]]
+    )
+
+
+def test_a_restart_reads_every_entry(upstream, run_mirror, compared):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    write_repodata(upstream.root, "linux-64", _changed(_document()))
+    assert run_mirror(mirror, restart=True).state == SyncRun.State.COMPLETED
+    assert compared == []  # but kept, for the next re-sync
+    write_repodata(upstream.root, "linux-64", _document())
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED
+    assert compared == ["linux-64"]
+
+
+def test_a_subdir_with_a_rejected_entry_is_not_kept(upstream, run_mirror, compared):
+    mirror = _mirror(upstream)
+    document = _document()
+    document["packages"]["p01-1.0-0.tar.bz2"]["size"] = 2**70  # PSM cannot hold it
+    write_repodata(upstream.root, "linux-64", document)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert fetch_state.document_kept(mirror.pk, "linux-64") is None
+    write_repodata(upstream.root, "linux-64", _document())
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED
+    assert compared == []
+    assert len(_rows(mirror)) == 24
+
+
+def test_a_kept_document_that_cannot_be_read_is_not_compared_with(upstream, run_mirror, compared):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    kept = fetch_state.document_kept(mirror.pk, "linux-64")
+    with open(kept.path, "r+b") as handle:
+        handle.truncate(100)  # stamp and rows still match: only the document is damaged
+    write_repodata(upstream.root, "linux-64", _changed(_document()))
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == []
+    fresh = _mirror(upstream)
+    run_mirror(fresh)
+    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+
+
+def test_a_document_kept_is_compared_only_with_one_from_the_same_place(upstream, run_mirror):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    kept = fetch_state.document_kept(mirror.pk, "linux-64")
+    assert kept.read_from(f"{upstream.url}/linux-64/repodata.json")
+    assert kept.read_from(f"{upstream.url}/linux-64/repodata.json.zst")
+    assert not kept.read_from(f"{upstream.url}/other/linux-64/repodata.json")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_mirror_drops_its_kept_documents(upstream, run_mirror):
+    from mirrors_app.services import mirror_delete
+
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    folder = fetch_state._folder(mirror.pk)
+    assert (folder / "linux-64.json").is_file()
+    mirror_delete(mirror=mirror)
+    assert not folder.exists()
