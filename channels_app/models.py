@@ -373,6 +373,9 @@ class Package(models.Model):
             models.Index(
                 fields=["sidecar"], condition=Q(sidecar__isnull=False), name="package_sidecar"
             ),
+            # Rows gone upstream, which the next publish deletes: a probe, not a scan of the
+            # channel's rows (a conda-forge subdir's 1% re-sync removes 6,000 of 600,000).
+            models.Index(fields=["channel"], condition=Q(removed=True), name="package_removed"),
             # Rows a decision marks: kept out, or what a dry-run policy would keep out.
             models.Index(
                 fields=["excluded_reason"],

@@ -27,6 +27,7 @@ def test_a_passive_allowed_row_enters_five_indexes():
         "package_artifact",
         "package_sidecar",
         "package_marked",
+        "package_removed",
     }
     # The rest: the key, the file's uniqueness, the channel's names, the mirror's units.
     assert sorted(indexes.keys() - partial) == [
@@ -37,3 +38,5 @@ def test_a_passive_allowed_row_enters_five_indexes():
     ]
     assert "IS NOT NULL" in indexes["package_artifact"]
     assert "would_exclude_reason" in indexes["package_marked"]
+    # Only rows gone upstream, until the next publish deletes them.
+    assert indexes["package_removed"].endswith("WHERE removed")
