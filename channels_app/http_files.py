@@ -128,9 +128,10 @@ def file_response(
     # Django applies RFC 9110 §13.2.2 precedence (If-Match/If-Unmodified-Since -> 412,
     # If-None-Match over If-Modified-Since -> 304 for GET/HEAD) and copies ETag,
     # Cache-Control and Last-Modified onto the 304. It only reads headers, so a bodiless
-    # stand-in is enough and the file stays closed.
-    probe = HttpResponse(content_type=content_type, headers=headers)
+    # stand-in is enough and the file stays closed. Made only when needed: an unconditional
+    # GET (most of a mirror's 200s) pays for one response object, not two.
     if any(header in request.META for header in CONDITIONAL_HEADERS):
+        probe = HttpResponse(content_type=content_type, headers=headers)
         conditional = get_conditional_response(
             request, etag=quoted, last_modified=mtime, response=probe
         )
@@ -139,8 +140,9 @@ def file_response(
 
     if request.method == "HEAD":
         # Range handling is defined for GET only (RFC 9110 §14.2): HEAD describes the whole.
-        probe["Content-Length"] = str(size)
-        return probe
+        return HttpResponse(
+            content_type=content_type, headers={**headers, "Content-Length": str(size)}
+        )
 
     span, status = range(size), 200
     # META, not `request.headers`: building that mapping of every header costs more than
