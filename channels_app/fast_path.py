@@ -109,13 +109,14 @@ def _package_file(request: HttpRequest, where: _PackagePath) -> HttpResponseBase
     awaiting a decision, being fetched by another request, beside a package, unknown) is
     Django's."""
     found = lookup.package_file(where.channel_id, where.unit, where.filename)
-    if found is None or found.excluded_reason:
+    if found is None or found.package.excluded_reason:
         return _Declined()
+    package = found.package
     if found.artifact is not None:
-        return stored_file_response(request, found.artifact, where.filename, found.added_at)
-    if not found.package.on_demand or request.method != "GET" or "HTTP_RANGE" in request.META:
+        return stored_file_response(request, found.artifact, where.filename, package.added_at)
+    if not package.on_demand or request.method != "GET" or "HTTP_RANGE" in request.META:
         return _Declined()
-    streamed = first_request_response(found.package, get_format(where.kind), where.filename)
+    streamed = first_request_response(package, get_format(where.kind), where.filename)
     return _Declined() if streamed is None else streamed
 
 

@@ -40,12 +40,10 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class PackageFile:
-    """A package file of a channel, as serving needs it: its stored bytes (`artifact`), or
-    for a passive file not fetched yet, `artifact` None and what fetching it needs (`package`,
-    a Package with the columns read here only)."""
+    """A package file of a channel, as serving needs it: its row (`package`, with the columns
+    read here only) and its stored bytes (`artifact`), None for a passive file not fetched
+    yet."""
 
-    excluded_reason: str
-    added_at: datetime
     artifact: Artifact | None
     package: Package
 
@@ -226,7 +224,7 @@ def package_file(channel_id: int, unit: str, filename: str) -> PackageFile | Non
     if package.artifact_id is not None:
         artifact = Artifact(id=package.artifact_id, sha256=values[-2], size=values[-1])
         artifact._state.adding, artifact._state.db = False, connection.alias
-    return PackageFile(package.excluded_reason, package.added_at, artifact, package)
+    return PackageFile(artifact, package)
 
 
 @cache

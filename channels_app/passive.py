@@ -22,8 +22,7 @@ from contextlib import contextmanager
 from functools import cache
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Subquery
+from django.db import connection
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.http import quote_etag
@@ -256,15 +255,7 @@ class _StreamedBody:
                 _record_statement(), [sha256, size, now, now, sha256, now, self.package.pk]
             )
         else:
-            with transaction.atomic():
-                Artifact.objects.bulk_create(
-                    [Artifact(sha256=sha256, size=size)], ignore_conflicts=True
-                )
-                Package.objects.filter(pk=self.package.pk).update(
-                    artifact=Subquery(Artifact.objects.filter(sha256=sha256).values("pk")[:1]),
-                    error="",
-                    updated_at=timezone.now(),
-                )
+            _record_fetched(self.package, storage.artifact_for(sha256, size))
         self.recorded = True
 
     def close(self) -> None:
