@@ -231,7 +231,7 @@ def package_file(channel_id: int, unit: str, filename: str) -> PackageFile | Non
 def _stored_statement() -> str:
     package, artifact = Package._meta.db_table, Artifact._meta.db_table
     return (
-        f"SELECT p.artifact_id IS NOT NULL OR EXISTS (SELECT FROM {artifact} a "
+        f"SELECT p.artifact_id IS NOT NULL OR EXISTS (SELECT 1 FROM {artifact} a "
         f"WHERE a.sha256 = %s AND a.sha256 <> '') FROM {package} p WHERE p.id = %s"
     )
 

@@ -15,8 +15,9 @@ work in a first sync). They are replaced by triggers that keep the same promise:
 Both sides lock as the foreign keys did, so a delete racing an insert waits for it and then
 fails (READ COMMITTED, Django's isolation level: each check sees what committed before it).
 The checks are immediate, not deferred to commit: Django writes a package after its channel
-and mirror, and empties them before deleting either. SQLite gets row triggers of the same
-meaning.
+and mirror, and empties them before deleting either. SQLite gets row triggers that refuse
+the same inserts and updates; there, deleting a channel or a mirror does to its packages what
+the model's `on_delete` says.
 """
 
 from django.db import migrations, models
@@ -142,12 +143,13 @@ SQLITE = [
     f"CREATE TRIGGER psm_package_references_moved BEFORE UPDATE OF channel_id, mirror_id "
     f"ON {PACKAGE} WHEN {_MISSING} "
     "BEGIN SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed'); END",
+    # A deleted channel or mirror does to its packages what the model's `on_delete` says
+    # (Django's own deletes have done it already): SQLite's triggers cannot wait for the end
+    # of a transaction, and a flush deletes the channels before their packages.
     f"CREATE TRIGGER psm_package_referenced_channel_deleted AFTER DELETE ON {CHANNEL} "
-    f"WHEN EXISTS (SELECT 1 FROM {PACKAGE} WHERE channel_id = OLD.id) "
-    "BEGIN SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed'); END",
+    f"BEGIN DELETE FROM {PACKAGE} WHERE channel_id = OLD.id; END",
     f"CREATE TRIGGER psm_package_referenced_mirror_deleted AFTER DELETE ON {MIRROR} "
-    f"WHEN EXISTS (SELECT 1 FROM {PACKAGE} WHERE mirror_id = OLD.id) "
-    "BEGIN SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed'); END",
+    f"BEGIN UPDATE {PACKAGE} SET mirror_id = NULL WHERE mirror_id = OLD.id; END",
 ]
 SQLITE_DROP = [
     f"DROP TRIGGER IF EXISTS {name}"
