@@ -158,12 +158,19 @@ def _live_rows(mirror_id: int, unit: str) -> tuple[int, int]:
     table = Package._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT count(*), coalesce(sum(entry_digest), 0) FROM {table} "
+            # The digests summed in two halves: a sum of 64-bit values overflows SQLite's
+            # integers (PostgreSQL's is exact either way). x == x / 2**32 * 2**32 + x % 2**32
+            # for the truncating division and remainder of both (`%%`: `%` escaped).
+            f"SELECT count(*), coalesce(sum(entry_digest / {_HALF}), 0), "
+            f"coalesce(sum(entry_digest %% {_HALF}), 0) FROM {table} "
             "WHERE mirror_id = %s AND unit = %s AND NOT removed",
             [mirror_id, unit],
         )
-        rows, digests = cursor.fetchone()
-    return int(rows), int(digests)
+        rows, high, low = cursor.fetchone()
+    return int(rows), int(high) * _HALF + int(low)
+
+
+_HALF = 2**32
 
 
 def forget_document(mirror_id: int, unit: str) -> None:
