@@ -18,6 +18,10 @@ is not resolved twice.
 
 What was resolved for an index file is kept per process until PostgreSQL notifies a committed
 change to channels or published files (`index_cache`); a package file is looked up each time.
+So is the whole answer to a request for a small index file: until that notification, a request
+with the same values of everything the answer can depend on (`ANSWER_KEY`) gets the same
+status, headers and body without any of the above (most of a mirror's requests are the same few
+index files and their 304s, asked again and again).
 """
 
 from __future__ import annotations
@@ -53,6 +57,21 @@ FAST_MIDDLEWARE = (
 )
 #: Headers that carry a credential: such requests take Django's path (access.repo_requester).
 CREDENTIAL_HEADERS = ("HTTP_AUTHORIZATION", "HTTP_X_AUTH")
+#: The request values an index file's answer can depend on: the view's (path, Accept, method,
+#: If-None-Match) and those FAST_MIDDLEWARE and Django's request read (the host it validates, the
+#: scheme, the query string it checks for NUL). Equal values give an equal answer until the next
+#: notification, so a kept answer is replayed (`index_cache.IndexCache.answer`).
+ANSWER_KEY = (
+    "REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "HTTP_ACCEPT",
+    "HTTP_IF_NONE_MATCH", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "wsgi.url_scheme",
+    "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT",
+)  # fmt: skip
+#: Requests carrying any of these are answered afresh: a part of the file, conditions on dates,
+#: a cookie or a body checked for NUL, or a script name Django takes from elsewhere.
+NOT_REPLAYED = (
+    "HTTP_RANGE", "HTTP_IF_RANGE", "HTTP_IF_MATCH", "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_UNMODIFIED_SINCE", "HTTP_COOKIE", "SCRIPT_URL", "REDIRECT_URL",
+)  # fmt: skip
 
 
 class _Declined(HttpResponse):
@@ -67,7 +86,7 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
     if isinstance(hit, _PackagePath):
         return _package_file(request, hit)
     if hit is not None:
-        return published_response(request, *hit)
+        return _replayable(published_response(request, *hit))
     epoch = cache.epoch()
     try:
         resolved = lookup.resolve(path, accept)
@@ -81,7 +100,7 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
         if negotiated is not None and (negotiated.redirect or not negotiated.path):
             return _Declined()
         cache.store(key, (resolved.published, negotiated), epoch)
-        return published_response(request, resolved.published, negotiated)
+        return _replayable(published_response(request, resolved.published, negotiated))
     if negotiated is not None or channel.published_at is None:
         return _Declined()
     located = get_format(channel.kind).locate(resolved.inner)
@@ -92,6 +111,13 @@ def _fast_view(request: HttpRequest) -> HttpResponseBase:
     package_path = _PackagePath(channel.pk, channel.kind, *located)
     cache.store(key, package_path, epoch)
     return _package_file(request, package_path)
+
+
+def _replayable(response: HttpResponseBase) -> HttpResponseBase:
+    """Mark an index file's answer: it depends on nothing but the request's ANSWER_KEY values
+    and what a notification announces. A package file's does not (its row changes silently)."""
+    response.psm_replayable = True
+    return response
 
 
 class _PackagePath(NamedTuple):
@@ -128,6 +154,16 @@ def _chain() -> Callable[[HttpRequest], HttpResponseBase]:
     return handler
 
 
+def _answer_key(environ: dict, names: tuple[str, ...]) -> tuple | None:
+    """What a kept answer to this request is found by; None: not to be replayed."""
+    # An empty header is as good as none (Django reads "" as absent for each of these).
+    if any(environ.get(name) for name in NOT_REPLAYED) or environ.get("CONTENT_LENGTH") not in (
+        None, "", "0",
+    ):  # fmt: skip
+        return None
+    return tuple([environ.get(name) for name in names])
+
+
 def _eligible(environ: dict) -> bool:
     path = environ.get("PATH_INFO", "")
     return (
@@ -145,10 +181,21 @@ class RepoFastPath:
         self.application = application
         self.enabled = settings.PSM_SERVING_FAST_PATH
         self._handler = _chain()
+        # A refused user agent's answer depends on the User-Agent header too.
+        extra = ("HTTP_USER_AGENT",) if settings.DISALLOWED_USER_AGENTS else ()
+        self._answer_names = (*ANSWER_KEY, *extra)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if not (self.enabled and _eligible(environ)):
             return self.application(environ, start_response)
+        answer_key = _answer_key(environ, self._answer_names)
+        if answer_key is not None:
+            replayed = cache.answer(answer_key)
+            if replayed is not None:
+                status, headers, body = replayed
+                start_response(status, list(headers))
+                return [body] if body else []
+        epoch = cache.epoch()
         # What Django's WSGIHandler does around its middleware, in the same order.
         set_script_prefix(get_script_name(environ))
         signals.request_started.send(sender=self.__class__, environ=environ)
@@ -163,7 +210,9 @@ class RepoFastPath:
             *response.items(),
             *(("Set-Cookie", c.output(header="")) for c in response.cookies.values()),
         ]
-        start_response(f"{response.status_code} {response.reason_phrase}", headers)
+        status = f"{response.status_code} {response.reason_phrase}"
+        kept = (status, tuple(headers))  # before a server can add to the list
+        start_response(status, headers)
         if getattr(response, "file_to_stream", None) is not None and environ.get(
             "wsgi.file_wrapper"
         ):
@@ -176,4 +225,7 @@ class RepoFastPath:
         # some), and nothing is left for the response to do (close() sends request_finished).
         body = response.content
         response.close()
+        if answer_key is not None and getattr(response, "psm_replayable", False):
+            if not response.cookies:
+                cache.store_answer(answer_key, (*kept, body), epoch)
         return [body] if body else []

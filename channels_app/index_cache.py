@@ -9,6 +9,11 @@ a freeze or a channel made private reaches every process, on every node sharing 
 as soon as the notification arrives, which is when the writer's own commit returns (about a
 millisecond on loopback). Index files are served with `max-age` (PSM_INDEX_MAX_AGE) anyway.
 
+Besides what was resolved, it keeps whole answers (status line, headers, body) to requests for
+small index files, by the request values they depend on (`fast_path.ANSWER_KEY`), within a byte
+budget: a replayed answer costs a dictionary lookup, where answering again costs Django's
+request machinery. A notification drops them with everything else.
+
 The cache is used only while the listener is connected: from the moment it stops, nothing is
 read from the cache or stored into it until it listens again, from empty. Only PostgreSQL
 without a transaction pooler (where LISTEN would not reach this process) has the cache.
@@ -20,6 +25,7 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Hashable
 from typing import Any
 
 from django.conf import settings
@@ -30,6 +36,12 @@ logger = logging.getLogger(__name__)
 CHANNEL = "psm_serving"
 #: Entries a process keeps; past this the oldest go first (dicts keep insertion order).
 MAX_ENTRIES = 20_000
+#: A whole answer: its status line, its headers and its body.
+Answer = tuple[str, tuple[tuple[str, str], ...], bytes]
+#: Bytes of whole answers a process keeps (`answer`); past this the oldest go first.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+#: What a kept answer is counted as besides its body (its status line and headers).
+ANSWER_OVERHEAD = 1024
 #: Seconds between attempts to listen again after the listener lost its connection.
 RETRY_SECONDS = 1.0
 
@@ -43,6 +55,9 @@ class IndexCache:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str | None], Any] = {}
+        #: Whole answers (status line, headers, body) by the request values they depend on.
+        self._answers: dict[Hashable, Answer] = {}
+        self._answer_bytes = 0
         self._epoch = 0
         self._listening = False
         self._lock = threading.Lock()
@@ -68,11 +83,31 @@ class IndexCache:
                 del self._entries[next(iter(self._entries))]
             self._entries[key] = value
 
+    def answer(self, key: Hashable) -> Answer | None:
+        """A whole answer kept by `store_answer`, while listening."""
+        self._ensure_listener()
+        return self._answers.get(key) if self._listening else None
+
+    def store_answer(self, key: Hashable, answer: Answer, epoch: int) -> None:
+        size = len(answer[2]) + ANSWER_OVERHEAD
+        with self._lock:
+            if not self._listening or epoch != self._epoch or size > MAX_ANSWER_BYTES:
+                return
+            if key in self._answers:
+                return  # another thread answered the same request meanwhile
+            while self._answer_bytes + size > MAX_ANSWER_BYTES:
+                oldest = self._answers.pop(next(iter(self._answers)))
+                self._answer_bytes -= len(oldest[2]) + ANSWER_OVERHEAD
+            self._answers[key] = answer
+            self._answer_bytes += size
+
     def clear(self) -> None:
         """Forget everything (a change was committed, or the listener stopped or started)."""
         with self._lock:
             self._epoch += 1
             self._entries.clear()
+            self._answers.clear()
+            self._answer_bytes = 0
 
     # --- the listener ---
 
@@ -85,6 +120,8 @@ class IndexCache:
                 return
             self._pid, self._listening = os.getpid(), False
             self._entries.clear()
+            self._answers.clear()
+            self._answer_bytes = 0
             if enabled():
                 threading.Thread(
                     target=self._listen_forever, name="psm-index-cache", daemon=True

@@ -418,3 +418,126 @@ def test_a_cached_package_path_still_asks_whether_the_file_is_let_out(cached, ap
     calls = django.calls
     status, _headers, body = call(fast, path)
     assert status.startswith("403") and b"MAL-2026-1" in body and django.calls == calls + 1
+
+
+# --- whole answers replayed ----------------------------------------------------------------------
+
+
+class CountingHandler:
+    """The fast path's own chain (middleware and view), counting the requests it answered."""
+
+    def __init__(self, fast: RepoFastPath) -> None:
+        self.handler, self.calls = fast._handler, 0
+        fast._handler = self
+
+    def __call__(self, request):
+        self.calls += 1
+        return self.handler(request)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_index_files_answer_is_replayed_exactly_as_django_answers(cached, app):
+    """A request asked again gets the answer kept from the first time, without the view or
+    the middleware, and that answer is the one Django gives to the same request."""
+    _committed(cached, lambda: _published("c"))
+    pypi = _committed(cached, lambda: _published("py", kind="pypi"))
+    _committed(cached, lambda: publishing.channel_publish(
+        channel=ChannelFactory(name="s", parent=pypi, kind="conda")
+    ))  # fmt: skip
+    fast, django = app
+    handler = CountingHandler(fast)
+    etag = call(django, f"/api/repo/c/{CONDA}")[1]["ETag"]
+    requests = [
+        ("GET", f"/api/repo/c/{CONDA}", {}),
+        ("HEAD", f"/api/repo/c/{CONDA}", {}),
+        ("GET", f"/api/repo/c/{CONDA}", {"If-None-Match": etag}),
+        ("HEAD", f"/api/repo/c/{CONDA}", {"If-None-Match": etag}),
+        ("GET", f"/api/repo/c/{CONDA}", {"If-None-Match": '"other"'}),
+        ("GET", f"/api/repo/c/{CONDA}.zst", {}),
+        ("GET", f"/api/repo/c/{CONDA}?x=1", {}),
+        ("GET", "/api/repo/py/simple/", {"Accept": "text/html"}),
+        ("GET", "/api/repo/py/simple/", {"Accept": "application/vnd.pypi.simple.v1+json"}),
+        ("GET", "/api/repo/py/simple/", {}),
+        ("GET", f"/api/repo/py/s/{CONDA}", {}),
+        ("GET", f"/api/repo/c/{CONDA}", {"Host": "localhost"}),
+    ]
+    for method, path, headers in requests:
+        first = call(fast, path, method, **headers)
+        answered = handler.calls
+        again = call(fast, path, method, **headers)
+        assert handler.calls == answered, f"{method} {path} {headers} was not replayed"
+        assert again == first == call(django, path, method, **headers), (method, path, headers)
+    assert len(cached._answers) == len(requests)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_an_answer_may_differ_for_are_answered_afresh(cached, app):
+    """A request with anything the kept answers are not keyed by (a Range, a condition on a
+    date, a cookie, a body), a disallowed host, a NUL, or for a package file, goes through the
+    view every time, and is answered as Django answers it."""
+    channel = _committed(cached, lambda: _published("c"))
+    _package(channel, "ok-1-0.tar.bz2")
+    fast, django = app
+    handler = CountingHandler(fast)
+    path = f"/api/repo/c/{CONDA}"
+    etag, modified = (call(django, path)[1][h] for h in ("ETag", "Last-Modified"))
+    call(fast, path)  # an answer kept for the plain request
+    cases = [
+        ("GET", path, {"Range": "bytes=2-9"}),
+        ("GET", path, {"Range": "bytes=2-9", "If-Range": etag}),
+        ("GET", path, {"If-Match": '"other"'}),
+        ("GET", path, {"If-Modified-Since": modified}),
+        ("GET", path, {"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}),
+        ("GET", path, {"Cookie": "a=b"}),
+        ("GET", path, {"Host": "evil.example"}),
+        ("GET", f"{path}?q=%00", {}),
+        ("GET", "/api/repo/c/noarch/ok-1-0.tar.bz2", {}),
+    ]
+    for method, request_path, headers in cases:
+        for _ in range(2):
+            answered = handler.calls
+            assert call(fast, request_path, method, **headers) == call(
+                django, request_path, method, **headers
+            ), (request_path, headers)
+            assert handler.calls == answered + 1, (request_path, headers)
+    statuses = [call(fast, p, m, **h)[0][:3] for m, p, h in cases]
+    assert statuses == ["206", "206", "412", "304", "412", "200", "400", "400", "200"]
+    assert list(cached._answers) == [fast_path_key(path)]
+
+
+def fast_path_key(path: str) -> tuple:
+    from channels_app.fast_path import ANSWER_KEY, _answer_key
+
+    return _answer_key(RequestFactory().get(path).environ, ANSWER_KEY)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replayed_answer_is_dropped_by_the_next_notice(cached, app, admin_user):
+    channel = _committed(cached, lambda: _published("c"))
+    fast, _django = app
+    path = f"/api/repo/c/{CONDA}"
+    first = call(fast, path)
+    assert call(fast, path) == first and cached._answers
+    private = Channel.Visibility.PRIVATE
+    _committed(cached, lambda: Channel.objects.filter(pk=channel.pk).update(visibility=private))
+    assert not cached._answers
+    assert call(fast, path)[0].startswith("404") and not cached._answers
+
+
+def test_an_answer_read_before_a_notice_is_not_kept_and_answers_are_bounded(monkeypatch):
+    cache = index_cache.IndexCache()
+    cache._listening, cache._pid = True, os.getpid()
+    epoch = cache.epoch()
+    cache.clear()  # a notification arrives while the request was answered
+    cache.store_answer("k", ("200 OK", (), b"stale"), epoch)
+    assert cache.answer("k") is None
+    monkeypatch.setattr(index_cache, "MAX_ANSWER_BYTES", 10 * index_cache.ANSWER_OVERHEAD)
+    body = b"x" * index_cache.ANSWER_OVERHEAD
+    for n in range(10):
+        cache.store_answer(n, ("200 OK", (), body), cache.epoch())
+    assert list(cache._answers) == [5, 6, 7, 8, 9]  # each counts twice the overhead
+    assert cache._answer_bytes == 5 * 2 * index_cache.ANSWER_OVERHEAD
+    cache.store_answer("huge", ("200 OK", (), body * 11), cache.epoch())
+    assert "huge" not in cache._answers
+    cache.clear()
+    assert cache._answers == {} and cache._answer_bytes == 0
