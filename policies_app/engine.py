@@ -90,6 +90,9 @@ class Violation:
     ids: frozenset[str] = frozenset()
 
 
+LEGACY = Violation("legacy", "legacy .tar.bz2 (the .conda is mirrored)")
+
+
 @dataclass(frozen=True)
 class Advisory:
     """An advisory as the engine uses it (from the Vulnerability model)."""
@@ -439,46 +442,71 @@ class CompiledPolicy:
         decisions: dict[str, Decision] = {}
         passing: list[Candidate] = []
         shared: dict[Violation, Decision] = {}  # one Decision per violation, when not waived
-        exclusions, check = self.exclusions, self.check
+        judge = self._judge
         for candidate in candidates:
-            spec = exclusions.match(candidate) if exclusions else None
-            if spec:
-                violation, notes = self._malicious_only(candidate)
-                if violation is None:
-                    decisions[candidate.key] = Decision(
-                        True, f"kept by exclusion {spec!r}", waived="; ".join(notes)
-                    )
-                    continue
-            else:
-                violation, notes = check(candidate)
-            if violation is not None:
-                if notes:
-                    decisions[candidate.key] = _blocked(violation, "; ".join(notes))
-                else:
-                    decision = shared.get(violation)
-                    if decision is None:
-                        decision = shared[violation] = _blocked(violation)
-                    decisions[candidate.key] = decision
-            else:
+            decision, passes = judge(candidate, shared)
+            if decision is not None:
+                decisions[candidate.key] = decision
+            if passes:
                 passing.append(candidate)
-                if notes:
-                    decisions[candidate.key] = Decision(True, waived="; ".join(notes))
         self._allow_list(candidates, passing, decisions)
-        if self.platforms_in and "noarch" not in self.platforms_in:
+        if self._admits_noarch:
             self._admit_noarch_dependencies(candidates, decisions)
         if not self.legacy:
             self._drop_legacy(candidates, decisions)
         if self.dry_run:
             for key, decision in decisions.items():
-                if not decision.allowed and decision.rule != "malicious":
-                    decisions[key] = Decision(
-                        True,
-                        rule=decision.rule,
-                        advisory=decision.advisory,
-                        waived=decision.waived,
-                        would_block=decision.reason,
-                    )
+                decisions[key] = self.as_run(decision)
         return decisions
+
+    @property
+    def _admits_noarch(self) -> bool:
+        return bool(self.platforms_in) and "noarch" not in self.platforms_in
+
+    @property
+    def decides_alone(self) -> bool:
+        """Whether a file's decision depends on that file alone (`OneByOne`), but for the
+        legacy rule (its `.conda` twin): no dependency closure, no noarch dependencies a
+        platform rule admits, no license completed from the package's other files."""
+        return not (
+            (self.allow and self.include_dependencies)
+            or self._admits_noarch
+            or ((self.licenses_in or self.licenses_out) and self.ecosystem.completes)
+        )
+
+    def _judge(
+        self, candidate: Candidate, shared: dict[Violation, Decision]
+    ) -> tuple[Decision | None, bool]:
+        """Steps 1 to 3 and the exclusions: the decision so far (None: none yet) and whether
+        the file goes on to the allow list (`shared`: one Decision per unwaived violation)."""
+        spec = self.exclusions.match(candidate) if self.exclusions else None
+        if spec:
+            violation, notes = self._malicious_only(candidate)
+            if violation is None:
+                return Decision(True, f"kept by exclusion {spec!r}", waived="; ".join(notes)), False
+        else:
+            violation, notes = self.check(candidate)
+        if violation is not None:
+            if notes:
+                return _blocked(violation, "; ".join(notes)), False
+            decision = shared.get(violation)
+            if decision is None:
+                decision = shared[violation] = _blocked(violation)
+            return decision, False
+        return (Decision(True, waived="; ".join(notes)) if notes else None), True
+
+    def as_run(self, decision: Decision) -> Decision:
+        """The decision as the policy's mode applies it: a dry run lets everything in but a
+        malicious package, saying what it would block."""
+        if not self.dry_run or decision.allowed or decision.rule == "malicious":
+            return decision
+        return Decision(
+            True,
+            rule=decision.rule,
+            advisory=decision.advisory,
+            waived=decision.waived,
+            would_block=decision.reason,
+        )
 
     def _malicious_only(self, candidate: Candidate) -> tuple[Violation | None, list[str]]:
         """An exclusion keeps a file past every rule but a malicious-package advisory."""
@@ -509,9 +537,18 @@ class CompiledPolicy:
             elif key in via:
                 decisions[key] = Decision(True, f"dependency of {via[key]}")
             else:
-                violation = Violation("allow-list", NOT_LISTED.reason)
-                note = self._waived(candidate, violation)
-                decisions[key] = NOT_LISTED if note is None else Decision(True, waived=note)
+                decisions[key] = self._not_listed(candidate)
+
+    def _listed_alone(self, candidate: Candidate, decision: Decision | None) -> Decision:
+        """`_allow_list` for one passing file (no dependency closure)."""
+        if not self.allow or self.allow.match(candidate):
+            return decision or ALLOWED
+        return self._not_listed(candidate)
+
+    def _not_listed(self, candidate: Candidate) -> Decision:
+        violation = Violation("allow-list", NOT_LISTED.reason)
+        note = self._waived(candidate, violation)
+        return NOT_LISTED if note is None else Decision(True, waived=note)
 
     def _admit_noarch_dependencies(
         self, candidates: list[Candidate], decisions: dict[str, Decision]
@@ -568,14 +605,16 @@ class CompiledPolicy:
             for c in candidates
             if c.filename.endswith(".conda") and decisions[c.key].allowed
         }
-        legacy = Violation("legacy", "legacy .tar.bz2 (the .conda is mirrored)")
         for candidate in candidates:
             if candidate.filename.endswith(".tar.bz2"):
                 key = candidate.key
                 if key[: -len(".tar.bz2")] in conda_builds and decisions[key].allowed:
-                    note = self._waived(candidate, legacy)
-                    if note is None:
-                        decisions[key] = _blocked(legacy)
+                    decisions[key] = self._legacy(candidate, decisions[key])
+
+    def _legacy(self, candidate: Candidate, decision: Decision) -> Decision:
+        """An allowed `.tar.bz2` whose `.conda` is mirrored: kept out, unless waived."""
+        note = self._waived(candidate, LEGACY)
+        return _blocked(LEGACY) if note is None else decision
 
     # --- Explanations ------------------------------------------------------------------------
 
@@ -671,6 +710,56 @@ def _via(how: str) -> str:
 
 def _blocked(violation: Violation, waived: str = "") -> Decision:
     return Decision(False, violation.reason, violation.rule, violation.advisory, waived)
+
+
+# --- One file at a time ----------------------------------------------------------------------
+
+
+class OneByOne:
+    """`CompiledPolicy.decide_all`'s decisions made a file at a time, as files are read, for a
+    policy that `decides_alone`. Only the legacy rule looks at another file, the `.conda` twin
+    of an allowed `.tar.bz2` in the same unit: such a file waits until the unit's files were
+    all decided, then `settle` decides it. Call `unit_read` between units."""
+
+    def __init__(self, policy: CompiledPolicy) -> None:
+        if not policy.decides_alone:
+            raise ValueError("this policy decides some files with others: use decide_all")
+        self.policy = policy
+        self._shared: dict[Violation, Decision] = {}
+        # `unit/stem` of the allowed `.conda` files of the unit decided so far.
+        self._conda: set[str] = set()
+
+    def decide(self, candidate: Candidate) -> tuple[Decision, bool]:
+        """The file's decision and whether it waits for its unit's `.conda` files: then the
+        decision is not final, `settle` makes it so."""
+        policy = self.policy
+        decision, passes = policy._judge(candidate, self._shared)
+        if passes:
+            decision = policy._listed_alone(candidate, decision)
+        assert decision is not None
+        if not policy.legacy and decision.allowed:
+            filename = candidate.filename
+            if filename.endswith(".conda"):
+                self._conda.add(candidate.key[: -len(".conda")])
+            elif filename.endswith(".tar.bz2"):
+                return decision, True
+        return policy.as_run(decision), False
+
+    def settle(self, key: str, decision: Decision, candidate: Callable[[], Candidate]) -> Decision:
+        """The final decision on a file (`unit/filename`) that waited, from what `decide`
+        found, once its unit's files were all decided; `candidate()` makes the file again,
+        only if a waiver could let it past the legacy rule."""
+        policy = self.policy
+        if key[: -len(".tar.bz2")] in self._conda:
+            if policy.waivers:
+                decision = policy._legacy(candidate(), decision)
+            else:
+                decision = _blocked(LEGACY)
+        return policy.as_run(decision)
+
+    def unit_read(self) -> None:
+        """The unit's files were all decided (and settled): forget its `.conda` files."""
+        self._conda.clear()
 
 
 # --- Filters and policy together -------------------------------------------------------------

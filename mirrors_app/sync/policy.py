@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -24,7 +24,7 @@ from channels_app.models import Channel, Package
 from channels_app.publishing import stream_rows
 from policies_app.compiling import compile_policy, data_version, malicious_advisories_exist
 from policies_app.ecosystems import Candidate, ecosystem_for
-from policies_app.engine import Decider, Decision
+from policies_app.engine import Decider, Decision, OneByOne
 
 from ..models import Mirror
 
@@ -226,6 +226,95 @@ def _allow_all(mirror: Mirror, rows, dry_run: bool, count_allowed: bool) -> Poli
                 content_version=F("content_version") + 1
             )
     return change
+
+
+class RowDecisions:
+    """A first load's rows decided as they are read, when the mirror's decision on a file
+    depends on that file alone (`CompiledPolicy.decides_alone`; else the run stages its rows,
+    see `first_load`): each row enters the package table once, with its decision, as rows
+    without anything to decide do. The decisions are `packages_decide`'s.
+
+    A row is (COLUMNS but the two timestamps) as `BatchWriter` queues it; `first_seen` is the
+    UTC day of the time it will be written with (its `added_at`, which a cooldown reads)."""
+
+    def __init__(self, decider: Decider, fingerprint: str) -> None:
+        self.ecosystem = decider.ecosystem
+        self.one = OneByOne(decider.policy)
+        #: The mirror's `policy_fingerprint` as of the decider's compiling.
+        self.fingerprint = fingerprint
+        self._cooldown = decider.policy.newest is not None
+        #: Rows waiting for the end of their unit (the legacy rule): (row, new, the decision
+        #: found so far, its `first_seen`).
+        self.waiting: list[tuple[tuple, bool, Decision, dt.date | None]] = []
+        #: False once a row was written undecided (its unit was not read to the end).
+        self.complete = True
+
+    @classmethod
+    def for_mirror(cls, mirror: Mirror) -> RowDecisions | None:
+        """The mirror's row decisions; None if a file's decision depends on other files."""
+        fingerprint = policy_fingerprint(mirror)  # first: data changing meanwhile is seen
+        decider = decider_for(mirror)
+        if decider.filters is not None or not decider.policy.decides_alone:
+            return None
+        return cls(decider, fingerprint)
+
+    def decide(self, row: tuple, new: bool, first_seen: dt.date) -> tuple | None:
+        """The row with its decision; None: it waits for its unit's end (`unit_read`)."""
+        candidate = self._candidate(row, first_seen)
+        decision, waits = self.one.decide(candidate)
+        if waits:
+            self.waiting.append((row, new, decision, first_seen))
+            return None
+        return _with(row, decision)
+
+    def unit_read(self, first_seen: dt.date) -> list[tuple[tuple, bool]]:
+        """(row, new) of the rows that waited for the unit's end, decided (`first_seen`: of
+        the time they will be written with)."""
+        one = self.one
+        settled = []
+        for row, new, decision, seen in self.waiting:
+            if seen != first_seen and self._cooldown:  # written on another day: decided again
+                decision, waits = one.decide(self._candidate(row, first_seen))
+                if not waits:
+                    settled.append((_with(row, decision), new))
+                    continue
+            key = f"{row[2]}/{row[3]}"
+            decision = one.settle(key, decision, lambda row=row: self._candidate(row, first_seen))
+            settled.append((_with(row, decision), new))
+        self.waiting = []
+        one.unit_read()
+        return settled
+
+    def unsettled(self) -> list[tuple[tuple, bool]]:
+        """(row, new) of the rows that waited for a unit not read to the end, undecided
+        (pending, as a run without decisions writes them): the run decides them later."""
+        rows = [(row, new) for row, new, _, _ in self.waiting]
+        if rows:
+            self.complete = False
+        self.waiting = []
+        self.one.unit_read()
+        return rows
+
+    def _candidate(self, row: tuple, first_seen: dt.date):
+        # As `_decide_rows` reads a stored row: (unit, filename, version, record).
+        record = row[10]
+        ecosystem = self.ecosystem
+        document = ecosystem.compact(orjson.loads(record), {}) if record else {}
+        return ecosystem.candidate(
+            row[2], row[3], row[5], document, first_seen=first_seen if self._cooldown else None
+        )
+
+
+def _with(row: tuple, decision: Decision) -> tuple:
+    """The row with its `excluded_reason` and `would_exclude_reason` (as `_decide_rows`
+    writes them)."""
+    reason = "" if decision.allowed else decision.reason[:300]
+    return (*row[:15], reason, decision.would_block[:300])
+
+
+def excluded_reasons(rows: Sequence[tuple]) -> Counter[str]:
+    """The `excluded_reason`s of rows (as `RowDecisions` gives them), counted."""
+    return Counter(row[15] for row in rows if row[15])
 
 
 def decides_anything(mirror: Mirror) -> bool:
