@@ -717,49 +717,45 @@ def _blocked(violation: Violation, waived: str = "") -> Decision:
 
 class OneByOne:
     """`CompiledPolicy.decide_all`'s decisions made a file at a time, as files are read, for a
-    policy that `decides_alone`. Only the legacy rule looks at another file, the `.conda` twin
-    of an allowed `.tar.bz2` in the same unit: such a file waits until the unit's files were
-    all decided, then `settle` decides it. Call `unit_read` between units."""
+    policy that `decides_alone`. Only the legacy rule looks at another file: an allowed
+    `.tar.bz2` is kept out when its `.conda` twin (same unit) is allowed, so a unit's `.conda`
+    files must come before its `.tar.bz2` ones (conda's reader yields them so). Should one come
+    after, `in_order` turns False: the decisions may be wrong, decide the files together
+    (`decide_all`). Call `unit_read` between units."""
 
     def __init__(self, policy: CompiledPolicy) -> None:
         if not policy.decides_alone:
             raise ValueError("this policy decides some files with others: use decide_all")
         self.policy = policy
+        self.in_order = True
         self._shared: dict[Violation, Decision] = {}
-        # `unit/stem` of the allowed `.conda` files of the unit decided so far.
+        # `unit/stem` of the unit's allowed `.conda` files; whether a `.tar.bz2` came yet.
         self._conda: set[str] = set()
+        self._legacy_seen = False
 
-    def decide(self, candidate: Candidate) -> tuple[Decision, bool]:
-        """The file's decision and whether it waits for its unit's `.conda` files: then the
-        decision is not final, `settle` makes it so."""
+    def decide(self, candidate: Candidate) -> Decision:
         policy = self.policy
         decision, passes = policy._judge(candidate, self._shared)
         if passes:
             decision = policy._listed_alone(candidate, decision)
         assert decision is not None
-        if not policy.legacy and decision.allowed:
+        if not policy.legacy:
             filename = candidate.filename
             if filename.endswith(".conda"):
-                self._conda.add(candidate.key[: -len(".conda")])
+                if self._legacy_seen:
+                    self.in_order = False
+                if decision.allowed:
+                    self._conda.add(candidate.key[: -len(".conda")])
             elif filename.endswith(".tar.bz2"):
-                return decision, True
-        return policy.as_run(decision), False
-
-    def settle(self, key: str, decision: Decision, candidate: Callable[[], Candidate]) -> Decision:
-        """The final decision on a file (`unit/filename`) that waited, from what `decide`
-        found, once its unit's files were all decided; `candidate()` makes the file again,
-        only if a waiver could let it past the legacy rule."""
-        policy = self.policy
-        if key[: -len(".tar.bz2")] in self._conda:
-            if policy.waivers:
-                decision = policy._legacy(candidate(), decision)
-            else:
-                decision = _blocked(LEGACY)
+                self._legacy_seen = True
+                if decision.allowed and candidate.key[: -len(".tar.bz2")] in self._conda:
+                    decision = policy._legacy(candidate, decision)
         return policy.as_run(decision)
 
     def unit_read(self) -> None:
-        """The unit's files were all decided (and settled): forget its `.conda` files."""
+        """The unit's files were all decided: forget its `.conda` files."""
         self._conda.clear()
+        self._legacy_seen = False
 
 
 # --- Filters and policy together -------------------------------------------------------------

@@ -120,23 +120,18 @@ class BatchWriter:
         """Queue a row (COLUMNS but the two timestamps); `new`: the mirror has no row of this
         file (nor, as far as the caller knows, does anyone else in the channel). With
         `decisions`, a unit's rows come together and `unit_read` follows them."""
+
         if self.decisions is not None:
-            if unit != self._unit:
-                self._queue_unsettled()
+            if unit != self._unit:  # (a unit not read to the end has no `unit_read`)
+                self.decisions.unit_read()
                 self._unit = unit
-            decided = self.decisions.decide(row, new, self._first_seen())
-            if decided is None:
-                return  # waits for the unit's end
-            row = decided
+            row = self.decisions.decide(row, self._first_seen())
         self._put(unit, filename, row, new)
 
     def unit_read(self) -> None:
-        """The current unit's rows were all added: those that waited are decided and queued."""
+        """The current unit's rows were all added."""
         if self.decisions is not None:
-            if self.decisions.waiting:
-                for row, new in self.decisions.unit_read(self._first_seen()):
-                    self._put(row[2], row[3], row, new)
-            self.decisions.one.unit_read()
+            self.decisions.unit_read()
             self._unit = ""
 
     def _first_seen(self) -> dt.date:
@@ -144,12 +139,6 @@ class BatchWriter:
         if self._stamp is None:
             self._stamp = timezone.now()
         return self._stamp.astimezone(dt.UTC).date()
-
-    def _queue_unsettled(self) -> None:
-        """Rows waiting for a unit that was not read to the end go in undecided."""
-        if self.decisions is not None and self.decisions.waiting:
-            for row, new in self.decisions.unsettled():
-                self._put(row[2], row[3], (*row[:15], PENDING, ""), new)
 
     def _put(self, unit: str, filename: str, row: tuple, new: bool) -> None:
         key = (unit, filename)
@@ -171,13 +160,10 @@ class BatchWriter:
         """Drop what is queued (its mirror is gone)."""
         self._wait(raise_error=False)
         self.rows, self.new, self.gone, self.gone_count = {}, set(), defaultdict(list), 0
-        if self.decisions is not None:
-            self.decisions.unsettled()
         self.failed.clear()
 
     def flush(self) -> None:
         """Write everything queued; return once it is written."""
-        self._queue_unsettled()
         self._hand_over()
         self._wait()
 
@@ -353,7 +339,7 @@ class BatchWriter:
         if self.mirror.mode == Mirror.Mode.PASSIVE:
             self.progress.passive += count
         if self.decisions is not None:
-            self.excluded.update(row[15] for row in rows.values() if row[15] not in ("", PENDING))
+            self.excluded.update(row[15] for row in rows.values() if row[15])
 
 
 class Rejections:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -243,11 +243,6 @@ class RowDecisions:
         #: The mirror's `policy_fingerprint` as of the decider's compiling.
         self.fingerprint = fingerprint
         self._cooldown = decider.policy.newest is not None
-        #: Rows waiting for the end of their unit (the legacy rule): (row, new, the decision
-        #: found so far, its `first_seen`).
-        self.waiting: list[tuple[tuple, bool, Decision, dt.date | None]] = []
-        #: False once a row was written undecided (its unit was not read to the end).
-        self.complete = True
 
     @classmethod
     def for_mirror(cls, mirror: Mirror) -> RowDecisions | None:
@@ -258,63 +253,28 @@ class RowDecisions:
             return None
         return cls(decider, fingerprint)
 
-    def decide(self, row: tuple, new: bool, first_seen: dt.date) -> tuple | None:
-        """The row with its decision; None: it waits for its unit's end (`unit_read`)."""
-        candidate = self._candidate(row, first_seen)
-        decision, waits = self.one.decide(candidate)
-        if waits:
-            self.waiting.append((row, new, decision, first_seen))
-            return None
-        return _with(row, decision)
+    @property
+    def complete(self) -> bool:
+        """Whether every decision holds (False: a unit's files came out of order, see
+        `OneByOne`; `packages_decide` must decide them again)."""
+        return self.one.in_order
 
-    def unit_read(self, first_seen: dt.date) -> list[tuple[tuple, bool]]:
-        """(row, new) of the rows that waited for the unit's end, decided (`first_seen`: of
-        the time they will be written with)."""
-        one = self.one
-        settled = []
-        for row, new, decision, seen in self.waiting:
-            if seen != first_seen and self._cooldown:  # written on another day: decided again
-                decision, waits = one.decide(self._candidate(row, first_seen))
-                if not waits:
-                    settled.append((_with(row, decision), new))
-                    continue
-            key = f"{row[2]}/{row[3]}"
-            decision = one.settle(key, decision, lambda row=row: self._candidate(row, first_seen))
-            settled.append((_with(row, decision), new))
-        self.waiting = []
-        one.unit_read()
-        return settled
-
-    def unsettled(self) -> list[tuple[tuple, bool]]:
-        """(row, new) of the rows that waited for a unit not read to the end, undecided
-        (pending, as a run without decisions writes them): the run decides them later."""
-        rows = [(row, new) for row, new, _, _ in self.waiting]
-        if rows:
-            self.complete = False
-        self.waiting = []
-        self.one.unit_read()
-        return rows
-
-    def _candidate(self, row: tuple, first_seen: dt.date):
-        # As `_decide_rows` reads a stored row: (unit, filename, version, record).
+    def decide(self, row: tuple, first_seen: dt.date) -> tuple:
+        """The row with its decision (`excluded_reason`, `would_exclude_reason`), as
+        `_decide_rows` writes them."""
         record = row[10]
         ecosystem = self.ecosystem
+        # As `_decide_rows` reads a stored row: (unit, filename, version, record).
         document = ecosystem.compact(orjson.loads(record), {}) if record else {}
-        return ecosystem.candidate(
+        candidate = ecosystem.candidate(
             row[2], row[3], row[5], document, first_seen=first_seen if self._cooldown else None
         )
+        decision = self.one.decide(candidate)
+        reason = "" if decision.allowed else decision.reason[:300]
+        return (*row[:15], reason, decision.would_block[:300])
 
-
-def _with(row: tuple, decision: Decision) -> tuple:
-    """The row with its `excluded_reason` and `would_exclude_reason` (as `_decide_rows`
-    writes them)."""
-    reason = "" if decision.allowed else decision.reason[:300]
-    return (*row[:15], reason, decision.would_block[:300])
-
-
-def excluded_reasons(rows: Sequence[tuple]) -> Counter[str]:
-    """The `excluded_reason`s of rows (as `RowDecisions` gives them), counted."""
-    return Counter(row[15] for row in rows if row[15])
+    def unit_read(self) -> None:
+        self.one.unit_read()
 
 
 def decides_anything(mirror: Mirror) -> bool:
