@@ -285,7 +285,16 @@ class CompiledPolicy:
         self.advisories = index
         if policy is None:
             self._no_rules()
-            return
+        else:
+            self._rules(policy, eco, today)
+        # Asked of every file: answered once (the rules do not change once compiled).
+        self._any_advisories = bool(index)
+        self._any_exclusions = bool(self.exclusions)
+        self._any_block = bool(self.block)
+        self._any_licenses = bool(self.licenses_in or self.licenses_out)
+        self._any_dates = bool(self.after or self.before or self.newest)
+
+    def _rules(self, policy, eco: Ecosystem, today: dt.date) -> None:
         self.platforms_in = frozenset(policy.platforms_include or ())
         self.platforms_out = frozenset(policy.platforms_exclude or ())
         self.licenses_in = frozenset(normalize_license(v) for v in policy.licenses_include or ())
@@ -321,7 +330,7 @@ class CompiledPolicy:
     ) -> Iterator[Violation]:
         """Every rule of steps 1 and 3 the file breaks, in order (lazily: the first that is not
         waived decides)."""
-        hits = self.advisories.hits(candidate) if self.advisories else []
+        hits = self.advisories.hits(candidate) if self._any_advisories else []
         if hits and self.block_malicious:
             yield from self._advisory_violations(hits, malicious=True)
         eco = self.ecosystem
@@ -331,15 +340,15 @@ class CompiledPolicy:
                 yield Violation("platform", f"platform {platform} is not included")
             if platform in self.platforms_out:
                 yield Violation("platform", f"platform {platform} is excluded")
-        if self.licenses_in or self.licenses_out:
+        if self._any_licenses:
             violation = self._license(candidate)
             if violation:
                 yield violation
         if hits and (self.score is not None or self.statuses_out):
             yield from self._advisory_violations(hits, malicious=False)
-        if self.after or self.before or self.newest:
+        if self._any_dates:
             yield from self._dates(candidate)
-        if self.block:
+        if self._any_block:
             spec = self.block.match(candidate)
             if spec:
                 yield Violation("block", f"blocked by package rule {spec!r}")
@@ -479,7 +488,7 @@ class CompiledPolicy:
     ) -> tuple[Decision | None, bool]:
         """Steps 1 to 3 and the exclusions: the decision so far (None: none yet) and whether
         the file goes on to the allow list (`shared`: one Decision per unwaived violation)."""
-        spec = self.exclusions.match(candidate) if self.exclusions else None
+        spec = self.exclusions.match(candidate) if self._any_exclusions else None
         if spec:
             violation, notes = self._malicious_only(candidate)
             if violation is None:

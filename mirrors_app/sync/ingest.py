@@ -19,7 +19,7 @@ import datetime as dt
 import queue
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import (
@@ -104,6 +104,7 @@ class BatchWriter:
         self.excluded: Counter[str] = Counter()
         self._unit = ""  # the unit whose rows are being decided
         self._stamp: dt.datetime | None = None  # the time the queued rows are written with
+        self._day: dt.date | None = None  # its UTC day
         # With filters, a policy or malicious-package advisories to apply, new and changed
         # records wait for the run's decision before anyone sees them (decided once per run).
         self.initial_exclusion = PENDING if decides_anything(mirror) else ""
@@ -116,16 +117,25 @@ class BatchWriter:
         self._queue: queue.Queue = queue.Queue(QUEUED)
         self._error: BaseException | None = None
 
-    def add(self, unit: str, filename: str, row: tuple, *, new: bool = False) -> None:
+    def add(
+        self,
+        unit: str,
+        filename: str,
+        row: tuple,
+        *,
+        new: bool = False,
+        parsed: Mapping | None = None,
+    ) -> None:
         """Queue a row (COLUMNS but the two timestamps); `new`: the mirror has no row of this
         file (nor, as far as the caller knows, does anyone else in the channel). With
-        `decisions`, a unit's rows come together and `unit_read` follows them."""
+        `decisions`, a unit's rows come together and `unit_read` follows them; `parsed`: the
+        row's record as a dict, if at hand."""
 
         if self.decisions is not None:
             if unit != self._unit:  # (a unit not read to the end has no `unit_read`)
                 self.decisions.unit_read()
                 self._unit = unit
-            row = self.decisions.decide(row, self._first_seen())
+            row = self.decisions.decide(row, self._first_seen(), parsed)
         self._put(unit, filename, row, new)
 
     def unit_read(self) -> None:
@@ -138,7 +148,9 @@ class BatchWriter:
         """The UTC day of the time the queued rows will be written with (their `added_at`)."""
         if self._stamp is None:
             self._stamp = timezone.now()
-        return self._stamp.astimezone(dt.UTC).date()
+            self._day = self._stamp.astimezone(dt.UTC).date()
+        assert self._day is not None
+        return self._day
 
     def _put(self, unit: str, filename: str, row: tuple, new: bool) -> None:
         key = (unit, filename)
@@ -547,6 +559,7 @@ class UnitIngest:
                 "",  # a dry-run policy's verdict, given with the decision
             ),
             new=stored is None and not self.shared,
+            parsed=record.extra,
         )
         return True
 

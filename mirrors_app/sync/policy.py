@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -259,14 +259,20 @@ class RowDecisions:
         `OneByOne`; `packages_decide` must decide them again)."""
         return self.one.in_order
 
-    def decide(self, row: tuple, first_seen: dt.date) -> tuple:
+    def decide(self, row: tuple, first_seen: dt.date, parsed: Mapping | None = None) -> tuple:
         """The row with its decision (`excluded_reason`, `would_exclude_reason`), as
-        `_decide_rows` writes them."""
+        `_decide_rows` writes them; `parsed`: its record as read (the dict whose JSON the row
+        holds, as every format's `PackageRecord.extra` is), else parsed here."""
         record = row[10]
-        ecosystem = self.ecosystem
-        # As `_decide_rows` reads a stored row: (unit, filename, version, record).
-        document = ecosystem.compact(orjson.loads(record), {}) if record else {}
-        candidate = ecosystem.candidate(
+        if not record:
+            document: Mapping = {}
+        elif parsed is not None:
+            document = parsed
+        else:
+            document = orjson.loads(record)
+        # Not `Ecosystem.compact`: that only saves memory where many are held, and the engine
+        # reads the same keys either way.
+        candidate = self.ecosystem.candidate(
             row[2], row[3], row[5], document, first_seen=first_seen if self._cooldown else None
         )
         decision = self.one.decide(candidate)
