@@ -20,6 +20,9 @@ A waiver whose package rule matches and which names the advisory (or an alias) o
 lets the file past that one violation; the next one still applies. A dry-run policy decides
 the same way but lets everything in, with what it would block in `Decision.would_block`
 (malicious packages stay blocked while `block_malicious` is on).
+
+Most policies decide a file from that file alone (`CompiledPolicy.decides_alone`): a first
+load then decides each file as it reads it (`OneByOne`), with the same decisions.
 """
 
 from __future__ import annotations
@@ -743,6 +746,7 @@ class OneByOne:
         self._legacy_seen = False
 
     def decide(self, candidate: Candidate) -> Decision:
+        """The file's decision, as `decide_all` would make it among its unit's files."""
         policy = self.policy
         decision, passes = policy._judge(candidate, self._shared)
         if passes:

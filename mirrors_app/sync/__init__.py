@@ -363,9 +363,9 @@ def _land_first_load(
 def _decided_as_read(
     writer: BatchWriter, mirror: Mirror, progress: Progress, *, decide: bool
 ) -> bool:
-    """Count what a first load's rows decided as they were read keep out; return whether
-    every row was decided (`decide`: the run read what it could), as `_apply_policy` would
-    have: then the mirror's fingerprint is that of the decisions."""
+    """Count on the run the files a first load kept out as it read them; return whether
+    every row holds its decision (`decide`: the run read what it could), as `_apply_policy`
+    would leave them: then the mirror's fingerprint is that of the decisions."""
     for reason, count in writer.excluded.items():
         progress.filtered += count
         progress.reasons[reason] += count

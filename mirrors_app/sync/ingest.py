@@ -10,7 +10,9 @@ A run's units share one `BatchWriter` and one `KnownRows`, so a batch holds many
 On PostgreSQL, outside a transaction, the batches are written by a thread on its own
 connection while the run reads on (the database works on one core while Python parses on the
 other), and rows of files the mirror never stored are COPied straight into the table (no
-staging table, no ON CONFLICT) unless another writer took one of them meanwhile.
+staging table, no ON CONFLICT) unless another writer took one of them meanwhile. A first load
+whose files wait for a decision has them decided as they are queued (`decisions`) or staged
+(`stage`, see `first_load`).
 """
 
 from __future__ import annotations
@@ -130,7 +132,6 @@ class BatchWriter:
         file (nor, as far as the caller knows, does anyone else in the channel). With
         `decisions`, a unit's rows come together and `unit_read` follows them; `parsed`: the
         row's record as a dict, if at hand."""
-
         if self.decisions is not None:
             if unit != self._unit:  # (a unit not read to the end has no `unit_read`)
                 self.decisions.unit_read()
