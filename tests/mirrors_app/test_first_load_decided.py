@@ -15,8 +15,8 @@ from channels_app.formats.conda_records import SECTIONS
 from channels_app.models import PENDING_DECISION, Package
 from mirrors_app.models import Mirror, SyncRun
 from mirrors_app.sync import first_load
-from mirrors_app.sync.policy import packages_decide
-from tests.factories import ChannelFactory, MirrorFactory
+from mirrors_app.sync.policy import RowDecisions, packages_decide
+from tests.factories import ChannelFactory, MirrorFactory, PolicyFactory
 from tests.mirrors_app.test_first_load import COMPARED, SUBDIRS, _store_rules
 
 State = SyncRun.State
@@ -123,3 +123,26 @@ def test_files_read_out_of_order_are_decided_again_together(upstream, run_mirror
     assert _rows(mirror) == expected
     assert any("legacy" in row[-2] for row in expected.values())
     assert mirror.policy_fingerprint
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "kind, options, rules, alone",
+    [
+        ("conda", {}, {"block_specs": ["gamma"], "min_age_days": 3}, True),
+        ("conda", {}, {"allow_specs": ["gamma"], "include_dependencies": True}, False),
+        ("conda", {}, {"platforms_include": ["linux-64"]}, False),
+        ("conda", {}, {"platforms_include": ["linux-64", "noarch"]}, True),
+        ("pypi", {}, {"block_specs": ["gamma"]}, True),
+        ("pypi", {"package_types": ["wheel"]}, {"block_specs": ["gamma"]}, False),  # filters
+        ("cran", {}, {"block_specs": ["gamma"]}, True),
+        ("cran", {}, {"licenses_exclude": ["GPL"]}, False),
+    ],
+)
+def test_a_first_load_decides_as_read_only_where_each_file_is_decided_alone(
+    kind, options, rules, alone
+):
+    policy = PolicyFactory(package_type=kind, **rules)
+    channel = ChannelFactory(kind=kind, policy=policy)
+    mirror = MirrorFactory(channel=channel, options=options)
+    assert (RowDecisions.for_mirror(mirror) is not None) is alone
