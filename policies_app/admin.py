@@ -361,9 +361,7 @@ class VulnerabilityAdmin(admin.ModelAdmin):
         found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip()
         if term:  # an affected package, by exact name (names are compared in lower case)
-            names = {term, term.lower()}
-            for name in names:
-                found |= queryset.filter(affected__contains=[{"name": name}])
+            found |= queryset.affecting(term)
         return found, may_have_duplicates
 
     def has_add_permission(self, request) -> bool:

@@ -7,7 +7,8 @@ import re
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import connection, models
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from channels_app.formats.conda import KNOWN_SUBDIRS, parse_match_spec
@@ -407,6 +408,27 @@ class NameMapping(models.Model):
         return f"{self.conda_name} → {self.ecosystem}:{self.name}"
 
 
+class VulnerabilityQuerySet(models.QuerySet):
+    def affecting(self, name: str) -> VulnerabilityQuerySet:
+        """Advisories with an `affected` entry for the package `name` (as given, or in lower
+        case, as names are compared)."""
+        names = sorted({name, name.lower()})
+        if connection.vendor == "postgresql":  # JSON containment (SQLite has none)
+            query = models.Q()
+            for each in names:
+                query |= models.Q(affected__contains=[{"name": each}])
+            return self.filter(query)
+        marks = ", ".join(["%s"] * len(names))
+        table = self.model._meta.db_table
+        entry_named = RawSQL(
+            f"EXISTS (SELECT 1 FROM json_each({table}.affected) "
+            f"WHERE json_extract(json_each.value, '$.name') IN ({marks}))",
+            names,
+            output_field=models.BooleanField(),
+        )
+        return self.filter(entry_named)
+
+
 class Vulnerability(models.Model):
     """One advisory (OSV format): its score, status and the package versions it affects."""
 
@@ -428,6 +450,8 @@ class Vulnerability(models.Model):
     published_at = models.DateTimeField(null=True, blank=True)
     modified_at = models.DateTimeField(null=True, blank=True)
     loaded_at = models.DateTimeField(auto_now=True)
+
+    objects = VulnerabilityQuerySet.as_manager()
 
     class Meta:
         ordering = ["osv_id"]

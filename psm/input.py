@@ -5,13 +5,17 @@ reaches a view, a query or an error message, so it is never a 500 wherever a vie
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 from django import forms
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, QueryDict
 
+logger = logging.getLogger(__name__)
+
 BAD_INPUT = "The request holds a NUL character.\n"
+OUT_OF_RANGE = "A number in the request is out of range.\n"
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -57,6 +61,24 @@ class RejectNulMiddleware:
         if _has_nul(request):
             return HttpResponseBadRequest(BAD_INPUT, content_type="text/plain")
         return self.get_response(request)
+
+
+class RejectOutOfRangeMiddleware:
+    """A 400 for a number past what any column holds (64 bits), wherever a view let it through
+    to a query: SQLite cannot even bind one (OverflowError), where PostgreSQL matches nothing.
+    Nothing was written: the statement never ran."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OverflowError):
+            return None
+        logger.warning("%s %s: %s", request.method, request.path, exception)
+        return HttpResponseBadRequest(OUT_OF_RANGE, content_type="text/plain")
 
 
 class StorableJSONField(forms.JSONField):

@@ -27,7 +27,7 @@ from psycopg.adapt import Loader
 from channels_app.models import Channel, Package
 
 from ..models import Mirror, SyncRun
-from .ingest import COLUMNS, upsert_updates, write_copy
+from .ingest import COLUMNS, upsert_mine, upsert_updates, write_copy
 from .policy import PolicyChange, decide_rows, decider_for
 
 PREFIX = "psm_first_load_"
@@ -168,8 +168,7 @@ class FirstLoad:
                     f"SELECT DISTINCT ON (s.unit, s.filename) {picked} {source} "
                     f"ORDER BY s.unit, s.filename, s.{ORDINAL} DESC "
                     "ON CONFLICT (channel_id, unit, filename) "
-                    f"DO UPDATE SET {upsert_updates(table)} "
-                    f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id",
+                    f"DO UPDATE SET {upsert_updates(table)} {upsert_mine(table)}",
                     params,
                 )
             Channel.objects.filter(pk=self.mirror.channel_id).update(

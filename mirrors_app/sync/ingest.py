@@ -336,12 +336,10 @@ class BatchWriter:
             if others:
                 (_upsert_copy if len(others) >= COPY_FROM else _upsert_values)(others, now)
         elif rows:
-            _upsert_orm(list(rows.values()), now)
+            _upsert_values(list(rows.values()), now)
         removed = [pk for ids in gone.values() for pk in ids]
         if removed:
             Package.objects.filter(pk__in=removed).update(removed=True, updated_at=now)
-        if rows and connection.vendor != "postgresql":
-            _unlink_changed_files(self.mirror, {key[0] for key in rows})
         Channel.objects.filter(pk=self.mirror.channel_id).update(
             content_version=F("content_version") + 1
         )
@@ -621,8 +619,8 @@ def upsert_updates(table: str) -> str:
     sha256, or another md5 where upstream gives only that, as CRAN does) loses its stored
     file and sidecar, so the next download fetches the file the record describes."""
     other_file = (
-        f"{table}.sha256 IS DISTINCT FROM EXCLUDED.sha256 "
-        f"OR {table}.md5 IS DISTINCT FROM EXCLUDED.md5"
+        f"{_differs(f'{table}.sha256', 'EXCLUDED.sha256')} "
+        f"OR {_differs(f'{table}.md5', 'EXCLUDED.md5')}"
     )
     return ", ".join(
         [f"{c} = EXCLUDED.{c}" for c in UPDATED]
@@ -633,12 +631,17 @@ def upsert_updates(table: str) -> str:
     )
 
 
-def _unlink_changed_files(mirror: Mirror, units: set[str]) -> None:
-    """Without PostgreSQL's upsert: a record whose file changed (new sha256) no longer
-    matches what we stored."""
-    Package.objects.filter(mirror=mirror, unit__in=units, artifact__isnull=False).exclude(
-        sha256=""
-    ).exclude(artifact__sha256=F("sha256")).update(artifact=None, updated_at=timezone.now())
+def upsert_mine(table: str) -> str:
+    """An upsert's condition: a row is updated only by its own mirror's sync (another
+    mirror's file of the same name in the channel stays as it is)."""
+    return f"WHERE {_differs(f'{table}.mirror_id', 'EXCLUDED.mirror_id', negated=True)}"
+
+
+def _differs(left: str, right: str, *, negated: bool = False) -> str:
+    """NULL-safe comparison: PostgreSQL's IS [NOT] DISTINCT FROM, SQLite's IS [NOT]."""
+    if connection.vendor == "postgresql":
+        return f"{left} IS {'NOT ' if negated else ''}DISTINCT FROM {right}"
+    return f"{left} IS {'' if negated else 'NOT '}{right}"
 
 
 class _Taken(Exception):
@@ -753,29 +756,24 @@ def _upsert_copy(rows: list[tuple], now) -> None:
             f"INSERT INTO {table} ({columns}, artifact_id) "
             f"SELECT {columns}, NULL FROM psm_package_stage "
             f"ON CONFLICT (channel_id, unit, filename) DO UPDATE SET {updates} "
-            f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id"
+            f"{upsert_mine(table)}"
         )
 
 
 def _upsert_values(rows: list[tuple], now) -> None:
-    """A small batch as one INSERT ... ON CONFLICT (no staging table)."""
+    """A small batch as INSERT ... ON CONFLICT (no staging table): one statement, or on
+    SQLite one per as many rows as its parameter limit lets in."""
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
     updates = upsert_updates(table)
     row = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+    size = connection.ops.bulk_batch_size(COLUMNS, rows) or 1
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(rows))} "
-            f"ON CONFLICT (channel_id, unit, filename) DO UPDATE SET {updates} "
-            f"WHERE {table}.mirror_id IS NOT DISTINCT FROM EXCLUDED.mirror_id",
-            [value for values in rows for value in (*values, now, now)],
-        )
-
-
-def _upsert_orm(rows: list[tuple], now) -> None:
-    Package.objects.bulk_create(
-        [Package(**dict(zip(COLUMNS, (*row, now, now), strict=True))) for row in rows],
-        update_conflicts=True,
-        unique_fields=["channel", "unit", "filename"],
-        update_fields=[c.removesuffix("_id") for c in UPDATED],
-    )
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))} "
+                f"ON CONFLICT (channel_id, unit, filename) DO UPDATE SET {updates} "
+                f"{upsert_mine(table)}",
+                [value for values in chunk for value in (*values, now, now)],
+            )

@@ -64,10 +64,7 @@ class VulnerabilityViewSet(viewsets.ReadOnlyModelViewSet):
             found = found.filter(status=status_)
         package = params.get("package", "").strip()
         if package:
-            found = found.filter(
-                Q(affected__contains=[{"name": package}])
-                | Q(affected__contains=[{"name": package.lower()}])
-            )
+            found = found.affecting(package)
         search = params.get("search", "").strip()
         if search:
             found = found.filter(Q(osv_id__icontains=search) | Q(aliases__icontains=search))

@@ -7,7 +7,10 @@ from django.db import connection
 
 from channels_app.models import Package
 
-pytestmark = pytest.mark.django_db
+pytestmark = [
+    pytest.mark.django_db,
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's pg_indexes"),
+]
 
 
 def _indexes() -> dict[str, str]:

@@ -126,7 +126,9 @@ def test_streamed_rows_come_in_order_across_read_ahead_batches(monkeypatch):
     rows = Package.objects.filter(channel=channel).order_by("unit", "filename")
     columns = rows.values_list("unit", "filename", "record")
     streamed = list(stream_rows(columns))
-    assert [(u, f, r.decode()) for u, f, r in streamed] == list(columns)
+    # PostgreSQL's rows hold their record as bytes (no decoding), SQLite's as text.
+    as_text = [(u, f, r if isinstance(r, str) else r.decode()) for u, f, r in streamed]
+    assert as_text == list(columns)
     assert _read_ahead_threads() == 0
 
 
@@ -153,6 +155,7 @@ def test_a_failing_read_ahead_raises_in_the_reader():
     assert _read_ahead_threads() == 0
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's pg_indexes")
 def test_a_published_file_row_enters_three_indexes():
     with connection.cursor() as cursor:
         cursor.execute(
