@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import logging
+import mmap
 import queue
 import threading
 from collections import deque
@@ -30,6 +31,7 @@ from psycopg.adapt import Loader
 
 from . import storage
 from .formats import content_type, get_format
+from .formats.base import Gap, Previous, SectionChanges
 from .models import FILE_BYTES, SERVED, Artifact, Channel, Package, PublishedFile
 
 logger = logging.getLogger(__name__)
@@ -38,9 +40,61 @@ logger = logging.getLogger(__name__)
 class PackageIndexSource:
     """A channel's servable packages, read from the database for a format to render."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, *, splice: bool = False) -> None:
         self.channel = channel
         self.packages = Package.objects.filter(SERVED, channel=channel)
+        # A published index may be spliced (PostgreSQL): the marks of what this render reads.
+        self.splice = splice and connection.vendor == "postgresql"
+        self.marks: dict[str, dict[str, Any]] = {}
+        self.spliced: set[str] = set()  # the files rendered by splicing the published ones
+
+    def render_began(self, path: str) -> None:
+        """Note, before any row of the file at `path` is read, what the rows it renders are
+        at least as new as (`_render_mark`); the publish keeps it with the file."""
+        if connection.vendor == "postgresql":
+            self.marks[path] = _render_mark()
+
+    def render_ended(self, path: str, sections: list[tuple[int, int]], *, spliced: bool) -> None:
+        """Note where the members of each section of the file at `path` lie (byte offsets),
+        for the next publish to splice into, and whether this one was spliced."""
+        if spliced:
+            self.spliced.add(path)
+        if path in self.marks:
+            self.marks[path]["sections"] = [list(section) for section in sections]
+
+    def previous(self, path: str, unit: str, suffixes: tuple[str, ...]) -> Previous | None:
+        """The published file at `path` with the unit's rows changed since it was rendered,
+        by section (`suffixes`), if this render may splice them into it; None if in any doubt
+        (never marked, rendered on another server or long ago, replaced since, missing, too
+        many changes)."""
+        mark, now = self.channel.render_marks.get(path), self.marks.get(path)
+        if not self.splice or not isinstance(mark, dict) or now is None:
+            return None
+        xmin, sections = mark.get("xmin"), mark.get("sections")
+        if mark.get("server") != now["server"] or not isinstance(xmin, int):
+            return None
+        if not 0 < xmin <= now["xmin"] or now["xmin"] - xmin >= MARK_SPAN:
+            return None
+        if not isinstance(sections, list) or len(sections) != len(suffixes):
+            return None
+        published = (
+            PublishedFile.objects.filter(
+                channel=self.channel, path=path, artifact__sha256=mark.get("sha256")
+            )
+            .select_related("artifact")
+            .first()
+        )
+        if published is None:
+            return None
+        changes = _changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT)
+        if changes is None:
+            return None
+        try:
+            with storage.open_artifact(published.artifact) as fileobj:
+                data = mmap.mmap(fileobj.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError, AttributeError):  # gone, empty, not a local file
+            return None
+        return Previous(data, [tuple(section) for section in sections], changes)
 
     def units(self) -> list[str]:
         listed = set()
@@ -119,6 +173,125 @@ class PackageIndexSource:
                 else:
                     merged.setdefault(key, []).extend(value)
         return merged
+
+
+#: A mark whose snapshot is this many transactions old is not trusted (transaction ids are 32
+#: bits on disk; within this span the full id of every row changed since is exact).
+MARK_SPAN = 1 << 31
+
+#: What a render reads in PostgreSQL terms: below `xmin` every transaction had ended when it
+#: began (subtransactions included: a subtransaction's id is above its parent's); `server`
+#: tells this database on this server run apart from a restored copy, whose ids start anew.
+_MARK_SQL = (
+    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::text || '@' || "
+    "pg_postmaster_start_time()::text"
+)
+
+
+def _render_mark() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_SQL)
+        xmin, server = cursor.fetchone()
+    return {"xmin": xmin, "server": server}
+
+
+#: The full (64-bit) id of a row version's `xmin`, against the statement's own snapshot.
+_FULL_XMIN = (
+    "((({top} >> 32) << 32) + {row}.xmin::text::bigint - CASE WHEN {row}.xmin::text::bigint "
+    "> ({top} & 4294967295) THEN 4294967296 ELSE 0 END)"
+)
+#: `models.SERVED` in SQL, for a row alias.
+_SERVED = (
+    "(NOT {row}.removed AND {row}.excluded_reason = '' "
+    "AND ({row}.artifact_id IS NOT NULL OR {row}.on_demand))"
+)
+#: A row's member of its section's JSON object, as `PackageIndexSource.json_members` has it.
+_MEMBER = "to_json({row}.filename)::text || ':' || {row}.record"
+
+#: Changed rows beyond which a unit's file is rendered whole (bounds the memory they take).
+SPLICE_LIMIT = 100_000
+
+
+def _changes_since(
+    channel: int, unit: str, xmin: int, suffixes: tuple[str, ...], limit: int
+) -> list[SectionChanges] | None:
+    """The unit's rows changed since the snapshot whose `xmin` is given, by section (one per
+    suffix), read in one statement (one snapshot); None if more than `limit` changed.
+
+    Every changed row, whatever its state now, lies in a gap between two neighbours of its
+    section that are served and unchanged (so the old file lists them, in the same order);
+    each gap comes with its neighbours' members and the members of its rows served now, in
+    the database's order of file names (its collation, as the full render's ORDER BY)."""
+    table = Package._meta.db_table
+    section = (
+        "CASE "
+        + " ".join(f"WHEN {{row}}.filename LIKE %(s{i})s THEN {i}" for i in range(len(suffixes)))
+        + " END"
+    )
+    parts = {
+        "full": _FULL_XMIN,
+        "served": _SERVED,
+        "section": section,
+        "member": _MEMBER,
+    }
+    top = "(SELECT top FROM snap)"
+    p = {name: text.format(row="p", top=top) for name, text in parts.items()}
+    q = {name: text.format(row="q", top=top) for name, text in parts.items()}
+    unchanged = (
+        f"FROM {table} q WHERE q.channel_id = %(channel)s AND q.unit = %(unit)s "
+        f"AND {q['section']} = c.section AND {q['served']} AND {q['full']} < %(xmin)s"
+    )
+    sql = (
+        "WITH snap AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS top), "
+        f"changed AS MATERIALIZED (SELECT p.filename, {p['section']} AS section, "
+        f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
+        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s "
+        f"AND {p['section']} IS NOT NULL AND {p['full']} >= %(xmin)s "
+        "ORDER BY p.filename LIMIT %(limit)s) "
+        "SELECT 0, c.section, c.filename, c.member, a.filename, a.member, b.filename, b.member, "
+        "NULL::bigint, NULL::bigint FROM changed c "
+        f"LEFT JOIN LATERAL (SELECT q.filename, {q['member']} AS member {unchanged} "
+        "AND q.filename < c.filename ORDER BY q.filename DESC LIMIT 1) a ON true "
+        f"LEFT JOIN LATERAL (SELECT q.filename, {q['member']} AS member {unchanged} "
+        "AND q.filename > c.filename ORDER BY q.filename LIMIT 1) b ON true "
+        f"UNION ALL SELECT 1, {p['section']}, NULL, NULL, NULL, NULL, NULL, NULL, count(*), "
+        "sum(octet_length(to_json(p.filename)::text) + 1 + octet_length(p.record)) "
+        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s "
+        f"AND {p['served']} AND {p['section']} IS NOT NULL GROUP BY 2 "
+        "ORDER BY 1, 3"
+    )
+    params: dict[str, Any] = {"channel": channel, "unit": unit, "xmin": xmin, "limit": limit + 1}
+    params.update({f"s{i}": "%" + _like_escaped(suffix) for i, suffix in enumerate(suffixes)})
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if sum(1 for row in rows if row[0] == 0) > limit:
+        return None
+    sections = [SectionChanges([], 0) for _ in suffixes]
+    for kind, index, _, member, before, before_member, after, after_member, count, size in rows:
+        changes = sections[index]
+        if kind == 1:  # the section's members now: their bytes and the commas between them
+            sections[index] = changes._replace(length=int(size) + count - 1)
+            continue
+        gaps = changes.gaps
+        if not gaps or (gaps[-1].before_name, gaps[-1].after_name) != (before, after):
+            gaps.append(
+                Gap(
+                    before,
+                    after,
+                    None if before is None else before_member.encode(),
+                    None if after is None else after_member.encode(),
+                    [],
+                )
+            )
+        if member is not None:
+            gaps[-1].members.append(member.encode())
+    return sections
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _chunked(units: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
@@ -371,8 +544,9 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
     rendered = Rendered()
     alone = fmt.capabilities.renders_units_alone
     units = _changed_units(channel) if alone and not force else None
+    source = PackageIndexSource(channel, splice=not force)
     try:
-        fmt.render_index(PackageIndexSource(channel), rendered.emit, units)
+        fmt.render_index(source, rendered.emit, units)
     finally:
         rendered.settle()
     with transaction.atomic():
@@ -393,10 +567,24 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
         dropped, _ = Package.objects.filter(
             channel=current, removed=True, updated_at__lt=started
         ).delete()
+        # What each file was rendered from, for the next publish to splice into.
+        marks = {
+            path: {**mark, "sha256": rendered[path][0]}
+            for path, mark in source.marks.items()
+            if path in rendered and "sections" in mark
+        }
+        if units is not None:  # the other units' files stay as they were
+            marks = {**current.render_marks, **marks}
         Channel.objects.filter(pk=current.pk).update(
-            published_version=version, published_at=timezone.now()
+            published_version=version, published_at=timezone.now(), render_marks=marks
         )
-    logger.info("published %s: %d files, %d packages dropped", channel, len(rendered), dropped)
+    logger.info(
+        "published %s: %d files (%d spliced), %d packages dropped",
+        channel,
+        len(rendered),
+        len(source.spliced),
+        dropped,
+    )
     _compress_after(channel, rendered)
     return True
 
