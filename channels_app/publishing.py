@@ -229,18 +229,27 @@ def _changes_since(
         + " ".join(f"WHEN {{row}}.filename LIKE %(s{i})s THEN {i}" for i in range(len(suffixes)))
         + " END"
     )
-    parts = {
-        "full": _FULL_XMIN,
-        "served": _SERVED,
-        "section": section,
-        "member": _MEMBER,
-    }
+    parts = {"full": _FULL_XMIN, "served": _SERVED, "section": section, "member": _MEMBER}
     top = "(SELECT top FROM snap)"
     p = {name: text.format(row="p", top=top) for name, text in parts.items()}
     q = {name: text.format(row="q", top=top) for name, text in parts.items()}
-    unchanged = (
+    # A changed row's nearest row of its section either way that is changed or served: the
+    # neighbour itself if it is unchanged, else the changed one next to it, which shares its
+    # neighbour (a probe of a row or two, where a search for the unchanged one would walk
+    # every changed row between).
+    near = (
+        f"SELECT q.filename, {q['full']} >= %(xmin)s AS changed, "
+        f"CASE WHEN {q['full']} < %(xmin)s THEN {q['member']} END AS member "
         f"FROM {table} q WHERE q.channel_id = %(channel)s AND q.unit = %(unit)s "
-        f"AND {q['section']} = c.section AND {q['served']} AND {q['full']} < %(xmin)s"
+        f"AND {q['section']} = c.section AND ({q['served']} OR {q['full']} >= %(xmin)s) "
+    )
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE {p['section']} = {i})" for i in range(len(suffixes))
+    )
+    sizes = ", ".join(
+        f"sum(octet_length(to_json(p.filename)::text) + 1 + octet_length(p.record)) "
+        f"FILTER (WHERE {p['section']} = {i})"
+        for i in range(len(suffixes))
     )
     sql = (
         "WITH snap AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS top), "
@@ -249,45 +258,54 @@ def _changes_since(
         f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s "
         f"AND {p['section']} IS NOT NULL AND {p['full']} >= %(xmin)s "
         "ORDER BY p.filename LIMIT %(limit)s) "
-        "SELECT 0, c.section, c.filename, c.member, a.filename, a.member, b.filename, b.member, "
-        "NULL::bigint, NULL::bigint FROM changed c "
-        f"LEFT JOIN LATERAL (SELECT q.filename, {q['member']} AS member {unchanged} "
-        "AND q.filename < c.filename ORDER BY q.filename DESC LIMIT 1) a ON true "
-        f"LEFT JOIN LATERAL (SELECT q.filename, {q['member']} AS member {unchanged} "
-        "AND q.filename > c.filename ORDER BY q.filename LIMIT 1) b ON true "
-        f"UNION ALL SELECT 1, {p['section']}, NULL, NULL, NULL, NULL, NULL, NULL, count(*), "
-        "sum(octet_length(to_json(p.filename)::text) + 1 + octet_length(p.record)) "
-        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s "
-        f"AND {p['served']} AND {p['section']} IS NOT NULL GROUP BY 2 "
+        "SELECT 0, c.section, c.filename, c.member, a.changed, a.member, b.changed, b.member, "
+        "NULL::bigint[], NULL::numeric[] FROM changed c "
+        f"LEFT JOIN LATERAL ({near} AND q.filename < c.filename "
+        "ORDER BY q.filename DESC LIMIT 1) a ON true "
+        f"LEFT JOIN LATERAL ({near} AND q.filename > c.filename "
+        "ORDER BY q.filename LIMIT 1) b ON true "
+        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+        f"ARRAY[{counts}], ARRAY[{sizes}] FROM {table} p "
+        f"WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s AND {p['served']} "
         "ORDER BY 1, 3"
     )
     params: dict[str, Any] = {"channel": channel, "unit": unit, "xmin": xmin, "limit": limit + 1}
     params.update({f"s{i}": "%" + _like_escaped(suffix) for i, suffix in enumerate(suffixes)})
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    if sum(1 for row in rows if row[0] == 0) > limit:
+    if len(rows) > limit + 1:
         return None
-    sections = [SectionChanges([], 0) for _ in suffixes]
-    for kind, index, _, member, before, before_member, after, after_member, count, size in rows:
-        changes = sections[index]
-        if kind == 1:  # the section's members now: their bytes and the commas between them
-            sections[index] = changes._replace(length=int(size) + count - 1)
-            continue
-        gaps = changes.gaps
-        if not gaps or (gaps[-1].before_name, gaps[-1].after_name) != (before, after):
-            gaps.append(
-                Gap(
-                    before,
-                    after,
-                    None if before is None else before_member.encode(),
-                    None if after is None else after_member.encode(),
-                    [],
-                )
-            )
-        if member is not None:
-            gaps[-1].members.append(member.encode())
-    return sections
+    *changed, (*_, counts_now, sizes_now) = rows
+    return [
+        SectionChanges(
+            _gaps([row for row in changed if row[1] == index]),
+            int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0),
+        )
+        for index in range(len(suffixes))
+    ]
+
+
+def _gaps(rows: list[tuple]) -> list[Gap]:
+    """The gaps of a section's changed rows (`_changes_since`'s rows, in file name order:
+    member, and whether each neighbour is changed and its member if not); a neighbour that
+    is itself changed hands on its own neighbour that way."""
+    before: list[bytes | None] = []
+    for i, row in enumerate(rows):
+        changed, member = row[4], row[5]
+        before.append(before[i - 1] if changed else member and member.encode())
+    after: list[bytes | None] = [None] * len(rows)
+    for i in range(len(rows) - 1, -1, -1):
+        changed, member = rows[i][6], rows[i][7]
+        after[i] = after[i + 1] if changed else member and member.encode()
+    gaps: list[Gap] = []
+    for row, first, last in zip(rows, before, after, strict=True):
+        if not gaps or (gaps[-1].before, gaps[-1].after) != (first, last):
+            gaps.append(Gap(first, last, []))
+        if row[3] is not None:
+            gaps[-1].members.append(row[3].encode())
+    return gaps
 
 
 def _like_escaped(text: str) -> str:

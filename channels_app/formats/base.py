@@ -296,10 +296,8 @@ class IndexSource(Protocol):
 
 class Gap(NamedTuple):
     """Changed rows of a section lying between two of its served, unchanged neighbours (their
-    file names and `"filename":record` members; None: the section's start or end)."""
+    `"filename":record` members; None: the section's start or end)."""
 
-    before_name: str | None
-    after_name: str | None
     before: bytes | None
     after: bytes | None
     #: The members of the gap's rows served now, in order (rows no longer served have none).

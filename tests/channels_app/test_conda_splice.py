@@ -171,7 +171,7 @@ def test_a_row_physically_gone_unannounced_makes_a_full_render(caplog):
 def test_a_file_that_does_not_hold_what_the_changes_say_is_not_spliced():
     data = b'{"a":{"packages":{"x":{},"y":{"v":1},"z":{}}}'
     start, end = data.index(b'"x"'), data.rindex(b"}}")
-    gap = Gap("x", "z", b'"x":{}', b'"z":{}', [b'"y":{"v":2}'])
+    gap = Gap(b'"x":{}', b'"z":{}', [b'"y":{"v":2}'])
     spliced = splice_sections(Previous(data, [(start, end)], [SectionChanges([gap], 25)]))
     assert spliced == [[(start, start + 6), b'"y":{"v":2}', (end - 6, end)]]
     # A member the old file lacks, or a length the rows do not give (a row gone untold).
@@ -182,7 +182,7 @@ def test_a_file_that_does_not_hold_what_the_changes_say_is_not_spliced():
     # they could be one, the splice comes to another length.
     nested = b'{"packages":{"a":{},"b":{"z":{}},"c":{"q":0,"z":{}},"z":{}}}'
     start, end = nested.index(b'"a"'), nested.rindex(b"}}")
-    gap = Gap("a", "z", b'"a":{}', b'"z":{}', [])
+    gap = Gap(b'"a":{}', b'"z":{}', [])
     spliced = splice_sections(Previous(nested, [(start, end)], [SectionChanges([gap], 13)]))
     assert spliced == [[(start, start + 6), (end - 6, end)]]
     nested = nested.replace(b'"q":0,"z":{}}', b'"q":0,"z":{},"r":1}')
