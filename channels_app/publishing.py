@@ -244,40 +244,46 @@ def _changes_since(
         f"AND {q['section']} = c.section AND ({q['served']} OR {q['full']} >= %(xmin)s) "
     )
     counts = ", ".join(
-        f"count(*) FILTER (WHERE {p['section']} = {i})" for i in range(len(suffixes))
+        f"count(*) FILTER (WHERE r.served AND r.section = {i})" for i in range(len(suffixes))
     )
     sizes = ", ".join(
-        f"sum(octet_length(to_json(p.filename)::text) + 1 + octet_length(p.record)) "
-        f"FILTER (WHERE {p['section']} = {i})"
-        for i in range(len(suffixes))
+        f"sum(r.size) FILTER (WHERE r.served AND r.section = {i})" for i in range(len(suffixes))
     )
+    # One pass over the unit's rows (each row's values worked out once: OFFSET 0 keeps the
+    # subquery apart): the sections' totals now and the changed rows' ids in file name order
+    # (only those are sorted); then the changed rows by id.
     sql = (
         "WITH snap AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS top), "
-        f"changed AS MATERIALIZED (SELECT p.filename, {p['section']} AS section, "
+        f"unit AS MATERIALIZED (SELECT ARRAY[{counts}] AS counts, ARRAY[{sizes}] AS sizes, "
+        "array_agg(r.id ORDER BY r.filename) FILTER (WHERE r.changed "
+        "AND r.section IS NOT NULL) AS ids "
+        f"FROM (SELECT p.id, p.filename, {p['section']} AS section, {p['served']} AS served, "
+        f"{p['full']} >= %(xmin)s AS changed, "
+        "octet_length(to_json(p.filename)::text) + 1 + octet_length(p.record) AS size "
+        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s OFFSET 0) r), "
+        f"changed AS MATERIALIZED (SELECT n, p.filename, {p['section']} AS section, "
         f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
-        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s "
-        f"AND {p['section']} IS NOT NULL AND {p['full']} >= %(xmin)s "
-        "ORDER BY p.filename LIMIT %(limit)s) "
-        "SELECT 0, c.section, c.filename, c.member, a.changed, a.member, b.changed, b.member, "
-        "NULL::bigint[], NULL::numeric[] FROM changed c "
+        "FROM unit, unnest(CASE WHEN cardinality(unit.ids) <= %(limit)s THEN unit.ids END) "
+        f"WITH ORDINALITY AS changed(id, n) JOIN {table} p ON p.id = changed.id) "
+        "SELECT 0, c.section, c.n, c.member, a.changed, a.member, b.changed, b.member, "
+        "NULL::bigint[], NULL::numeric[], NULL::int FROM changed c "
         f"LEFT JOIN LATERAL ({near} AND q.filename < c.filename "
         "ORDER BY q.filename DESC LIMIT 1) a ON true "
         f"LEFT JOIN LATERAL ({near} AND q.filename > c.filename "
         "ORDER BY q.filename LIMIT 1) b ON true "
-        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-        f"ARRAY[{counts}], ARRAY[{sizes}] FROM {table} p "
-        f"WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s AND {p['served']} "
+        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, counts, sizes, "
+        "coalesce(cardinality(ids), 0) FROM unit "
         "ORDER BY 1, 3"
     )
-    params: dict[str, Any] = {"channel": channel, "unit": unit, "xmin": xmin, "limit": limit + 1}
+    params: dict[str, Any] = {"channel": channel, "unit": unit, "xmin": xmin, "limit": limit}
     params.update({f"s{i}": "%" + _like_escaped(suffix) for i, suffix in enumerate(suffixes)})
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    if len(rows) > limit + 1:
+    *changed, (*_, counts_now, sizes_now, how_many) = rows
+    if how_many > limit:
         return None
-    *changed, (*_, counts_now, sizes_now) = rows
     return [
         SectionChanges(
             _gaps([row for row in changed if row[1] == index]),
