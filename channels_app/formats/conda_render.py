@@ -12,6 +12,8 @@ COPY of the rows), not row by row.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -38,8 +40,11 @@ def render_channel(source: IndexSource, emit: Emit) -> None:
             emit(f"{subdir}/repodata.json.zst", "application/zstd") as packed,
         ):
             compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-            with compressor.stream_writer(packed, closefd=False) as zst:
-                out = _Buffered((plain, zst))
+            with (
+                compressor.stream_writer(packed, closefd=False) as zst,
+                _Background(plain) as behind,
+            ):
+                out = _Buffered((behind, zst))
                 _write_repodata(out, subdir, source, names)
                 out.flush()
     channeldata = {
@@ -63,6 +68,40 @@ def _write_repodata_files(subdir: str, data: bytes, emit: Emit) -> list[str]:
     with emit(path + ".zst", "application/zstd") as out:
         out.write(zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).compress(data))
     return [path, path + ".zst"]
+
+
+class _Background:
+    """Pass writes on to `target` in a thread: the plain copy is hashed and written while the
+    calling thread compresses (both leave the interpreter free). Context manager: leaving it
+    waits for the writes and raises what one raised."""
+
+    def __init__(self, target: Any) -> None:
+        self.target, self.error = target, None
+        self.blocks: queue.Queue = queue.Queue(4)
+        self.thread = threading.Thread(target=self._run, name="psm-render-write", daemon=True)
+
+    def __enter__(self) -> _Background:
+        self.thread.start()
+        return self
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.blocks.put(data)
+
+    def _run(self) -> None:
+        while (data := self.blocks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.target.write(data)
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                    self.error = exc
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.blocks.put(None)
+        self.thread.join()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error
 
 
 class _Buffered:
