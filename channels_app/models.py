@@ -85,9 +85,10 @@ class Channel(models.Model):
     # Index-level metadata kept besides the packages, per mirror and unit, e.g. conda's
     # `removed` list: {"<mirror id>": {"linux-64": {"removed": [...]}}}.
     index_extras = models.JSONField(default=dict, blank=True, editable=False)
-    # What the published index of a unit was rendered from, so the next publish can splice in
-    # only the rows changed since: {"linux-64": {"sha256": ..., "xmin": ..., "server": ...}}
-    # (see `publishing.RenderMark`).
+    # What each published index file was rendered from, so the next publish can splice in
+    # only the rows changed since: {"linux-64/repodata.json": {"sha256": <the file's>, "xmin":
+    # <oldest transaction running when its rows were read>, "server": ..., "sections": [[start,
+    # end], ...]}} (see `publishing.PackageIndexSource.previous`).
     render_marks = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
