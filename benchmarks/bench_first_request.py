@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python benchmarks/bench_first_request.py [--sizes 20,200]
         [--repeat 5] [--workdir /tmp/psm-bench-first] [--pg postgres://postgres@127.0.0.1:5432]
         [--db psm_bench_first] [--worker-class psm-server] [--workers 2] [--threads 4]
-        [--proxpi PATH] [--baseline CHECKOUT] [--json FILE]
+        [--proxpi PATH] [--baseline CHECKOUT] [--rate MB_PER_S] [--json FILE]
 
 What it does, in order:
 
@@ -11,7 +11,9 @@ What it does, in order:
    `<workdir>/chan/noarch`, with a `repodata.json` giving their sha256, md5 and size, and a
    PEP 503 page `simple/bench/index.html` linking them (for `--proxpi`).
 2. Upstream: a threaded HTTP server on 127.0.0.1 that sends files with `sendfile` and a
-   precomputed ETag, no throttling: the fastest a Python upstream gets (bench_conda's).
+   precomputed ETag, no throttling: the fastest a Python upstream gets (bench_conda's). With
+   `--rate`, every body is paced to that many MB/s: a network link's bandwidth (loopback runs
+   at several GB/s, faster than sha256 on one core, which no first request can outrun).
 3. PSM: a fresh `--db`, migrated, with a conda channel `bench` and a passive mirror of noarch
    synced from the upstream (`manage.py mirror_run`), served by the production server
    (`psm.server`; or gunicorn with `--worker-class gthread` etc.), `--workers` processes of
@@ -47,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -124,9 +127,14 @@ def make_files(chan: Path, sizes: list[int]) -> dict[str, dict]:
     return files
 
 
-def make_upstream(root: Path) -> ThreadingHTTPServer:
+#: Bytes per paced sendfile(2) call when the upstream's rate is limited (`--rate`).
+PACED_SLICE = 256 * 1024
+
+
+def make_upstream(root: Path, rate: float | None = None) -> ThreadingHTTPServer:
     """Files under `root` sent with sendfile (a folder: its index.html), with a precomputed
-    ETag: as fast as a Python upstream gets, and nothing hashed per request."""
+    ETag: as fast as a Python upstream gets, and nothing hashed per request. With `rate`
+    (bytes per second), each body is paced to it: a network link of that bandwidth."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -152,7 +160,16 @@ def make_upstream(root: Path) -> ThreadingHTTPServer:
             self.end_headers()
             with open(path, "rb") as handle:
                 self.wfile.flush()
-                self.connection.sendfile(handle)
+                if rate is None:
+                    self.connection.sendfile(handle)
+                    return
+                started, sent = time.monotonic(), 0
+                while sent < st.st_size:
+                    count = min(PACED_SLICE, st.st_size - sent)
+                    sent += self.connection.sendfile(handle, offset=sent, count=count)
+                    ahead = sent / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -325,6 +342,11 @@ def main() -> None:
     parser.add_argument("--proxpi", type=Path, help="a venv with proxpi and gunicorn installed")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
+        "--rate",
+        type=float,
+        help="the upstream's bandwidth in MB/s (a network link; default: unlimited loopback)",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         help="another checkout of PSM (e.g. `git worktree add /tmp/base main`) served beside "
@@ -353,10 +375,11 @@ def main() -> None:
             "threads": args.threads if args.worker_class in ("gthread", "psm-server") else None,
         },
         "load_at_start": os.getloadavg(),
+        "upstream_rate_mb_s": args.rate,
     }
     print(f"load average {os.getloadavg()[0]:.1f}; writing the files", flush=True)
     files = make_files(chan, sizes)
-    upstream = make_upstream(chan)
+    upstream = make_upstream(chan, args.rate * 1e6 if args.rate else None)
     upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
     dsn = f"{args.pg}/{args.db}"
     env = psm_env(dsn, data)

@@ -14,6 +14,11 @@ from mirrors_app.sync.progress import Progress
 from tests.factories import ChannelFactory, MirrorFactory
 
 pytestmark = pytest.mark.django_db
+#: The writing thread and COPY are PostgreSQL's: on SQLite, batches are written in the caller's
+#: thread by the upsert alone (tested by the rest of this file and the sync tests).
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the writing thread and COPY are PostgreSQL's"
+)
 
 
 def _record(project: str, filename: str, document: str = "{}") -> PackageRecord:
@@ -37,6 +42,7 @@ def progress(mirror):
     return Progress(run)
 
 
+@postgres_only
 def test_units_share_one_batch_and_a_refused_unit_does_not_sink_the_others(mirror, progress):
     writer = BatchWriter(mirror, progress)
     known = KnownRows(mirror.pk, ["alpha", "beta", "gamma"])
@@ -83,12 +89,14 @@ def _add_many(mirror, progress, writer, unit: str, count: int, *, shared: bool =
     ingest.finish()
 
 
+@postgres_only
 def test_new_files_are_copied_in_and_one_taken_meanwhile_falls_back_to_the_upsert(
     mirror, progress, monkeypatch
 ):
     _copied_in_or_upserted(mirror, progress, monkeypatch)
 
 
+@postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_a_taken_file_undoes_the_writing_threads_batch_and_upserts_it(monkeypatch):
     """Outside a transaction, the writing thread's batch (no savepoint) is undone whole and
@@ -130,6 +138,7 @@ def _copied_in_or_upserted(mirror, progress, monkeypatch) -> None:
     assert not writer.failed
 
 
+@postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_batches_are_written_by_a_thread_outside_a_transaction(monkeypatch):
     monkeypatch.setattr("mirrors_app.sync.ingest.BATCH_SIZE", 4)
@@ -174,6 +183,7 @@ def test_a_lost_connection_in_the_writing_thread_ends_the_run(monkeypatch):
     assert not Package.objects.exists()
 
 
+@postgres_only
 @pytest.mark.django_db(transaction=True)
 def test_units_are_kept_as_done_once_written_without_waiting_and_never_if_refused():
     """`then` runs in the writing thread after the rows handed over before it are written:
@@ -228,7 +238,7 @@ def _row(filename: str, record: str, **changes) -> tuple:
     return tuple(values[column] for column in COLUMNS[:-2])
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+@postgres_only
 def test_copy_lines_store_what_psycopgs_write_row_stores(monkeypatch):
     """The COPY lines made in one f-string a row hold every value as psycopg writes it:
     escapes, NULLs, booleans, non-ASCII text, 64-bit integers (sent in two pieces here)."""

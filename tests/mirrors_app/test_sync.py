@@ -260,9 +260,10 @@ def _run_in_thread(run: SyncRun, pids: list[int]) -> tuple[threading.Thread, lis
 
     def work() -> None:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pids.append(cursor.fetchone()[0])
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_backend_pid()")
+                    pids.append(cursor.fetchone()[0])
             results.append(run_sync(run))
         finally:
             connection.close()
