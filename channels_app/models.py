@@ -89,7 +89,9 @@ class Channel(models.Model):
     # only the rows changed since: {"linux-64/repodata.json": {"sha256": <the file's>, "xmin":
     # <oldest transaction running when its rows were read>, "server": ..., "sections": [[start,
     # end], ...]}} (see `publishing.PackageIndexSource.previous`).
-    render_marks = models.JSONField(default=dict, blank=True, editable=False)
+    # (Nullable, no default: SQLite adds such a column in place, where a default would rebuild
+    # the channel table under the package table's reference triggers.)
+    render_marks = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

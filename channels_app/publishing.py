@@ -67,7 +67,7 @@ class PackageIndexSource:
         by section (`suffixes`), if this render may splice them into it; None if in any doubt
         (never marked, rendered on another server or long ago, replaced since, missing, too
         many changes)."""
-        mark, now = self.channel.render_marks.get(path), self.marks.get(path)
+        mark, now = (self.channel.render_marks or {}).get(path), self.marks.get(path)
         if not self.splice or not isinstance(mark, dict) or now is None:
             return None
         xmin, sections = mark.get("xmin"), mark.get("sections")
@@ -598,7 +598,7 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             if path in rendered and "sections" in mark
         }
         if units is not None:  # the other units' files stay as they were
-            marks = {**current.render_marks, **marks}
+            marks = {**(current.render_marks or {}), **marks}
         Channel.objects.filter(pk=current.pk).update(
             published_version=version, published_at=timezone.now(), render_marks=marks
         )

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="channel",
             name="render_marks",
-            field=models.JSONField(blank=True, default=dict, editable=False),
+            field=models.JSONField(blank=True, editable=False, null=True),
         ),
     ]
