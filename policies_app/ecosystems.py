@@ -90,6 +90,8 @@ class Ecosystem:
     unsupported_rules: ClassVar[dict[str, str]] = {}
     #: The record field holding the package name.
     name_field: ClassVar[str] = "name"
+    #: Whether `complete` fills in anything (then a file's license depends on other files).
+    completes: ClassVar[bool] = False
 
     def normalize(self, name: str) -> str:
         return name
@@ -291,6 +293,7 @@ class REcosystem(Ecosystem):
         "platforms": "platforms are conda's",
         "legacy_packages": "legacy .tar.bz2 files are conda's",
     }
+    completes = True  # an Archive version's license is the current version's
 
     def parse_spec(self, text: str) -> Spec:
         spec = cran_filters.parse_spec(text)

@@ -20,6 +20,9 @@ A waiver whose package rule matches and which names the advisory (or an alias) o
 lets the file past that one violation; the next one still applies. A dry-run policy decides
 the same way but lets everything in, with what it would block in `Decision.would_block`
 (malicious packages stay blocked while `block_malicious` is on).
+
+Most policies decide a file from that file alone (`CompiledPolicy.decides_alone`): a first
+load then decides each file as it reads it (`OneByOne`), with the same decisions.
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class Violation:
     reason: str
     advisory: str = ""
     ids: frozenset[str] = frozenset()
+
+
+LEGACY = Violation("legacy", "legacy .tar.bz2 (the .conda is mirrored)")
 
 
 @dataclass(frozen=True)
@@ -282,7 +288,16 @@ class CompiledPolicy:
         self.advisories = index
         if policy is None:
             self._no_rules()
-            return
+        else:
+            self._rules(policy, eco, today)
+        # Asked of every file: answered once (the rules do not change once compiled).
+        self._any_advisories = bool(index)
+        self._any_exclusions = bool(self.exclusions)
+        self._any_block = bool(self.block)
+        self._any_licenses = bool(self.licenses_in or self.licenses_out)
+        self._any_dates = bool(self.after or self.before or self.newest)
+
+    def _rules(self, policy, eco: Ecosystem, today: dt.date) -> None:
         self.platforms_in = frozenset(policy.platforms_include or ())
         self.platforms_out = frozenset(policy.platforms_exclude or ())
         self.licenses_in = frozenset(normalize_license(v) for v in policy.licenses_include or ())
@@ -318,7 +333,7 @@ class CompiledPolicy:
     ) -> Iterator[Violation]:
         """Every rule of steps 1 and 3 the file breaks, in order (lazily: the first that is not
         waived decides)."""
-        hits = self.advisories.hits(candidate) if self.advisories else []
+        hits = self.advisories.hits(candidate) if self._any_advisories else []
         if hits and self.block_malicious:
             yield from self._advisory_violations(hits, malicious=True)
         eco = self.ecosystem
@@ -328,15 +343,15 @@ class CompiledPolicy:
                 yield Violation("platform", f"platform {platform} is not included")
             if platform in self.platforms_out:
                 yield Violation("platform", f"platform {platform} is excluded")
-        if self.licenses_in or self.licenses_out:
+        if self._any_licenses:
             violation = self._license(candidate)
             if violation:
                 yield violation
         if hits and (self.score is not None or self.statuses_out):
             yield from self._advisory_violations(hits, malicious=False)
-        if self.after or self.before or self.newest:
+        if self._any_dates:
             yield from self._dates(candidate)
-        if self.block:
+        if self._any_block:
             spec = self.block.match(candidate)
             if spec:
                 yield Violation("block", f"blocked by package rule {spec!r}")
@@ -439,46 +454,71 @@ class CompiledPolicy:
         decisions: dict[str, Decision] = {}
         passing: list[Candidate] = []
         shared: dict[Violation, Decision] = {}  # one Decision per violation, when not waived
-        exclusions, check = self.exclusions, self.check
+        judge = self._judge
         for candidate in candidates:
-            spec = exclusions.match(candidate) if exclusions else None
-            if spec:
-                violation, notes = self._malicious_only(candidate)
-                if violation is None:
-                    decisions[candidate.key] = Decision(
-                        True, f"kept by exclusion {spec!r}", waived="; ".join(notes)
-                    )
-                    continue
-            else:
-                violation, notes = check(candidate)
-            if violation is not None:
-                if notes:
-                    decisions[candidate.key] = _blocked(violation, "; ".join(notes))
-                else:
-                    decision = shared.get(violation)
-                    if decision is None:
-                        decision = shared[violation] = _blocked(violation)
-                    decisions[candidate.key] = decision
-            else:
+            decision, passes = judge(candidate, shared)
+            if decision is not None:
+                decisions[candidate.key] = decision
+            if passes:
                 passing.append(candidate)
-                if notes:
-                    decisions[candidate.key] = Decision(True, waived="; ".join(notes))
         self._allow_list(candidates, passing, decisions)
-        if self.platforms_in and "noarch" not in self.platforms_in:
+        if self._admits_noarch:
             self._admit_noarch_dependencies(candidates, decisions)
         if not self.legacy:
             self._drop_legacy(candidates, decisions)
         if self.dry_run:
             for key, decision in decisions.items():
-                if not decision.allowed and decision.rule != "malicious":
-                    decisions[key] = Decision(
-                        True,
-                        rule=decision.rule,
-                        advisory=decision.advisory,
-                        waived=decision.waived,
-                        would_block=decision.reason,
-                    )
+                decisions[key] = self.as_run(decision)
         return decisions
+
+    @property
+    def _admits_noarch(self) -> bool:
+        return bool(self.platforms_in) and "noarch" not in self.platforms_in
+
+    @property
+    def decides_alone(self) -> bool:
+        """Whether a file's decision depends on that file alone (`OneByOne`), but for the
+        legacy rule (its `.conda` twin): no dependency closure, no noarch dependencies a
+        platform rule admits, no license completed from the package's other files."""
+        return not (
+            (self.allow and self.include_dependencies)
+            or self._admits_noarch
+            or ((self.licenses_in or self.licenses_out) and self.ecosystem.completes)
+        )
+
+    def _judge(
+        self, candidate: Candidate, shared: dict[Violation, Decision]
+    ) -> tuple[Decision | None, bool]:
+        """Steps 1 to 3 and the exclusions: the decision so far (None: none yet) and whether
+        the file goes on to the allow list (`shared`: one Decision per unwaived violation)."""
+        spec = self.exclusions.match(candidate) if self._any_exclusions else None
+        if spec:
+            violation, notes = self._malicious_only(candidate)
+            if violation is None:
+                return Decision(True, f"kept by exclusion {spec!r}", waived="; ".join(notes)), False
+        else:
+            violation, notes = self.check(candidate)
+        if violation is not None:
+            if notes:
+                return _blocked(violation, "; ".join(notes)), False
+            decision = shared.get(violation)
+            if decision is None:
+                decision = shared[violation] = _blocked(violation)
+            return decision, False
+        return (Decision(True, waived="; ".join(notes)) if notes else None), True
+
+    def as_run(self, decision: Decision) -> Decision:
+        """The decision as the policy's mode applies it: a dry run lets everything in but a
+        malicious package, saying what it would block."""
+        if not self.dry_run or decision.allowed or decision.rule == "malicious":
+            return decision
+        return Decision(
+            True,
+            rule=decision.rule,
+            advisory=decision.advisory,
+            waived=decision.waived,
+            would_block=decision.reason,
+        )
 
     def _malicious_only(self, candidate: Candidate) -> tuple[Violation | None, list[str]]:
         """An exclusion keeps a file past every rule but a malicious-package advisory."""
@@ -509,9 +549,18 @@ class CompiledPolicy:
             elif key in via:
                 decisions[key] = Decision(True, f"dependency of {via[key]}")
             else:
-                violation = Violation("allow-list", NOT_LISTED.reason)
-                note = self._waived(candidate, violation)
-                decisions[key] = NOT_LISTED if note is None else Decision(True, waived=note)
+                decisions[key] = self._not_listed(candidate)
+
+    def _listed_alone(self, candidate: Candidate, decision: Decision | None) -> Decision:
+        """`_allow_list` for one passing file (no dependency closure)."""
+        if not self.allow or self.allow.match(candidate):
+            return decision or ALLOWED
+        return self._not_listed(candidate)
+
+    def _not_listed(self, candidate: Candidate) -> Decision:
+        violation = Violation("allow-list", NOT_LISTED.reason)
+        note = self._waived(candidate, violation)
+        return NOT_LISTED if note is None else Decision(True, waived=note)
 
     def _admit_noarch_dependencies(
         self, candidates: list[Candidate], decisions: dict[str, Decision]
@@ -568,14 +617,16 @@ class CompiledPolicy:
             for c in candidates
             if c.filename.endswith(".conda") and decisions[c.key].allowed
         }
-        legacy = Violation("legacy", "legacy .tar.bz2 (the .conda is mirrored)")
         for candidate in candidates:
             if candidate.filename.endswith(".tar.bz2"):
                 key = candidate.key
                 if key[: -len(".tar.bz2")] in conda_builds and decisions[key].allowed:
-                    note = self._waived(candidate, legacy)
-                    if note is None:
-                        decisions[key] = _blocked(legacy)
+                    decisions[key] = self._legacy(candidate, decisions[key])
+
+    def _legacy(self, candidate: Candidate, decision: Decision) -> Decision:
+        """An allowed `.tar.bz2` whose `.conda` is mirrored: kept out, unless waived."""
+        note = self._waived(candidate, LEGACY)
+        return _blocked(LEGACY) if note is None else decision
 
     # --- Explanations ------------------------------------------------------------------------
 
@@ -671,6 +722,53 @@ def _via(how: str) -> str:
 
 def _blocked(violation: Violation, waived: str = "") -> Decision:
     return Decision(False, violation.reason, violation.rule, violation.advisory, waived)
+
+
+# --- One file at a time ----------------------------------------------------------------------
+
+
+class OneByOne:
+    """`CompiledPolicy.decide_all`'s decisions made a file at a time, as files are read, for a
+    policy that `decides_alone`. Only the legacy rule looks at another file: an allowed
+    `.tar.bz2` is kept out when its `.conda` twin (same unit) is allowed, so a unit's `.conda`
+    files must come before its `.tar.bz2` ones (conda's reader yields them so). Should one come
+    after, `in_order` turns False: the decisions may be wrong, decide the files together
+    (`decide_all`). Call `unit_read` between units."""
+
+    def __init__(self, policy: CompiledPolicy) -> None:
+        if not policy.decides_alone:
+            raise ValueError("this policy decides some files with others: use decide_all")
+        self.policy = policy
+        self.in_order = True
+        self._shared: dict[Violation, Decision] = {}
+        # `unit/stem` of the unit's allowed `.conda` files; whether a `.tar.bz2` came yet.
+        self._conda: set[str] = set()
+        self._legacy_seen = False
+
+    def decide(self, candidate: Candidate) -> Decision:
+        """The file's decision, as `decide_all` would make it among its unit's files."""
+        policy = self.policy
+        decision, passes = policy._judge(candidate, self._shared)
+        if passes:
+            decision = policy._listed_alone(candidate, decision)
+        assert decision is not None
+        if not policy.legacy:
+            filename = candidate.filename
+            if filename.endswith(".conda"):
+                if self._legacy_seen:
+                    self.in_order = False
+                if decision.allowed:
+                    self._conda.add(candidate.key[: -len(".conda")])
+            elif filename.endswith(".tar.bz2"):
+                self._legacy_seen = True
+                if decision.allowed and candidate.key[: -len(".tar.bz2")] in self._conda:
+                    decision = policy._legacy(candidate, decision)
+        return policy.as_run(decision)
+
+    def unit_read(self) -> None:
+        """The unit's files were all decided: forget its `.conda` files."""
+        self._conda.clear()
+        self._legacy_seen = False
 
 
 # --- Filters and policy together -------------------------------------------------------------

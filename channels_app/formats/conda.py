@@ -224,10 +224,18 @@ def rattler_record(record: Mapping[str, Any]) -> RattlerRecord:
 def build_date(record: Mapping[str, Any]) -> dt.date | None:
     """The day a package was built, from its record's `timestamp` (None: not given)."""
     stamp = record.get("timestamp")
+    if type(stamp) is int and 0 < stamp < _INT_STAMPS:
+        # The same day as below, without a datetime (a first load reads 600,000 of them).
+        return dt.date.fromordinal(_EPOCH + stamp // (86_400_000 if stamp > 1e11 else 86_400))
     if not isinstance(stamp, int | float) or stamp <= 0:
         return None
     seconds = stamp / 1000 if stamp > 1e11 else stamp  # conda uses ms; older records s
     return dt.datetime.fromtimestamp(seconds, dt.UTC).date()
+
+
+_EPOCH = dt.date(1970, 1, 1).toordinal()
+#: Integer timestamps (ms) below this are days `fromtimestamp` can give (up to the year 9999).
+_INT_STAMPS = 253_402_300_800_000
 
 
 def _decompress(name: str, raw: BinaryIO, dest: BinaryIO, url: str, limit: int) -> None:

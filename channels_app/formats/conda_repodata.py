@@ -6,7 +6,8 @@ left out as Rejected. Then each entry of each section is digested from its raw b
 re-sync almost every entry is current, and costs one parse and one digest, no record.
 
 A re-sync of a large subdir (many stored) uses the second core (see `isolation`): a child
-process digests `packages.conda` while this one digests `packages`.
+process digests `packages` while this one digests `packages.conda` (`.conda` files are read
+first, see ORDER).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ Item = PackageRecord | Rejected | Unchanged | UnitExtras
 
 #: Parses one raw entry (a view into the document; msgspec reads it without a copy).
 _ENTRY = msgspec.json.Decoder()
+#: The order sections are read in: a subdir's `.conda` files come before its `.tar.bz2` ones,
+#: so that a first load decides a `.tar.bz2` knowing its `.conda` twin (the legacy rule, see
+#: `policies_app.engine.OneByOne`).
+ORDER = (SECTIONS[1], SECTIONS[0])
 
 
 def read_repodata(
@@ -70,7 +75,7 @@ def read_repodata(
         return
     document, base = _opened(fileobj, url)
     yield from _document_items(*document.check())
-    for section, suffix in SECTIONS:
+    for section, suffix in ORDER:
         yield from _scan(document.entries(section), unit, base, section, suffix, stored)
 
 
@@ -127,7 +132,7 @@ def _read_changes(
     usual, and entries no longer listed are left to be removed."""
     yield from _document_items(*document.check())
     changed, unchanged, listed = [], 0, set()
-    for section, suffix in SECTIONS:
+    for section, suffix in ORDER:
         entries, old = document.entries(section), before[section]
         found = [
             (filename, raw)
@@ -205,7 +210,7 @@ def _read_in_two(
     """`read_repodata` with a child process digesting the second section against the stored
     digests while this one digests the first; without a child (a subdir with few stored
     records, or a child that fails), all of it is done here."""
-    (first, first_suffix), (second, second_suffix) = SECTIONS
+    (first, first_suffix), (second, second_suffix) = ORDER
     # Started first: it starts up while this process reads the stored digests; a child with
     # nothing to do (few stored) is sent None and ends.
     child = _started(_digest_in_child, path, url, second)

@@ -40,10 +40,10 @@ from .fetch_state import (
     save_units,
     unit_states,
 )
-from .first_load import FirstLoad
+from .first_load import FirstLoad, drop_abandoned
 from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
 from .not_found import names_not_found, units_not_found
-from .policy import packages_decide, policy_fingerprint
+from .policy import RowDecisions, packages_decide, policy_fingerprint
 from .prefetch import fetch_ahead
 from .progress import Progress, RunAbandoned, StopRequested
 
@@ -195,8 +195,15 @@ def _sync_units(
     # once the writer has written it.
     writer = BatchWriter(mirror, progress)
     known = KnownRows(mirror.pk, [unit for unit, _, _ in todo])
-    if writer.initial_exclusion and known.empty and connection.vendor == "postgresql":
-        writer.stage = FirstLoad.begin(mirror)  # decided before written (see first_load)
+    if writer.initial_exclusion and known.empty:
+        # A first load: each row decided as it is read, or (a decision that needs files
+        # together) staged and decided once all were read (see first_load).
+        writer.decisions = RowDecisions.for_mirror(mirror)
+        if connection.vendor == "postgresql":
+            if writer.decisions is None:
+                writer.stage = FirstLoad.begin(mirror)
+            else:
+                drop_abandoned(mirror.pk)  # the stages killed workers left, as a stage does
     # A first load's units read to the end, kept once their rows land (plain values: a
     # Python index has hundreds of thousands).
     landing: list[tuple[str, dict, int | None]] = []
@@ -292,6 +299,9 @@ def _sync_units(
                     decided = _land_first_load(
                         writer.stage, mirror, progress, landing, decide=decide
                     )
+                elif writer.decisions is not None:
+                    decide = finished and written and unread != set(units)
+                    decided = _decided_as_read(writer, mirror, progress, decide=decide)
             finally:
                 # The listing's validators vouch for the units kept: only once all were read.
                 whole = finished and not forgotten and not problems
@@ -347,6 +357,24 @@ def _land_first_load(
     for reason, count in change.newly_excluded.items():
         progress.filtered += count
         progress.reasons[reason] += count
+    return True
+
+
+def _decided_as_read(
+    writer: BatchWriter, mirror: Mirror, progress: Progress, *, decide: bool
+) -> bool:
+    """Count on the run the files a first load kept out as it read them; return whether
+    every row holds its decision (`decide`: the run read what it could), as `_apply_policy`
+    would leave them: then the mirror's fingerprint is that of the decisions."""
+    for reason, count in writer.excluded.items():
+        progress.filtered += count
+        progress.reasons[reason] += count
+    decisions = writer.decisions
+    assert decisions is not None
+    if not (decide and decisions.complete):
+        return False  # rows written undecided (or a run that stopped): decided later
+    Mirror.objects.filter(pk=mirror.pk).update(policy_fingerprint=decisions.fingerprint)
+    mirror.policy_fingerprint = decisions.fingerprint
     return True
 
 

@@ -1,6 +1,9 @@
-"""A first load of a mirror whose files wait for a decision (filters, a policy or malicious-package
-advisories): the run's rows are staged, decided together and written to the package table once,
-each with its decision.
+"""A first load of a mirror whose files wait for a decision that needs them together (mirror
+filters, or a policy whose decision on a file reads other files: a dependency closure, the noarch
+dependencies a platform rule admits, R licenses completed from other versions): the run's rows
+are staged, decided together and written to the package table once, each with its decision.
+Where each file is decided alone, rows are decided as they are read and written once with no
+stage (`policy.RowDecisions`).
 
 Without a stage every row entered the package table pending and was then rewritten with its
 decision through the table's indexes (600,000 conda files: 60 of a sync's 99 s). The stage is

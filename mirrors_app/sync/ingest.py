@@ -10,15 +10,18 @@ A run's units share one `BatchWriter` and one `KnownRows`, so a batch holds many
 On PostgreSQL, outside a transaction, the batches are written by a thread on its own
 connection while the run reads on (the database works on one core while Python parses on the
 other), and rows of files the mirror never stored are COPied straight into the table (no
-staging table, no ON CONFLICT) unless another writer took one of them meanwhile.
+staging table, no ON CONFLICT) unless another writer took one of them meanwhile. A first load
+whose files wait for a decision has them decided as they are queued (`decisions`) or staged
+(`stage`, see `first_load`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 import threading
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import (
@@ -43,6 +46,7 @@ from .progress import Progress
 
 if TYPE_CHECKING:
     from .first_load import FirstLoad
+    from .policy import RowDecisions
 
 BATCH_SIZE = 5000
 COPY_FROM = 500  # smaller batches (a Python project's files) are one plain INSERT
@@ -94,8 +98,15 @@ class BatchWriter:
 
     def __init__(self, mirror: Mirror, progress: Progress, stage: FirstLoad | None = None) -> None:
         self.mirror, self.progress = mirror, progress
-        # A first load's rows go to its stage, to enter the package table once decided.
+        # A first load's rows go to its stage, to enter the package table once decided,
+        # or are decided as they are queued (`decisions`, when each file is decided alone).
         self.stage = stage
+        self.decisions: RowDecisions | None = None
+        #: The `excluded_reason`s of the decided rows written, counted (by the writing thread).
+        self.excluded: Counter[str] = Counter()
+        self._unit = ""  # the unit whose rows are being decided
+        self._stamp: dt.datetime | None = None  # the time the queued rows are written with
+        self._day: dt.date | None = None  # its UTC day
         # With filters, a policy or malicious-package advisories to apply, new and changed
         # records wait for the run's decision before anyone sees them (decided once per run).
         self.initial_exclusion = PENDING if decides_anything(mirror) else ""
@@ -108,9 +119,41 @@ class BatchWriter:
         self._queue: queue.Queue = queue.Queue(QUEUED)
         self._error: BaseException | None = None
 
-    def add(self, unit: str, filename: str, row: tuple, *, new: bool = False) -> None:
+    def add(
+        self,
+        unit: str,
+        filename: str,
+        row: tuple,
+        *,
+        new: bool = False,
+        parsed: Mapping | None = None,
+    ) -> None:
         """Queue a row (COLUMNS but the two timestamps); `new`: the mirror has no row of this
-        file (nor, as far as the caller knows, does anyone else in the channel)."""
+        file (nor, as far as the caller knows, does anyone else in the channel). With
+        `decisions`, a unit's rows come together and `unit_read` follows them; `parsed`: the
+        row's record as a dict, if at hand."""
+        if self.decisions is not None:
+            if unit != self._unit:  # (a unit not read to the end has no `unit_read`)
+                self.decisions.unit_read()
+                self._unit = unit
+            row = self.decisions.decide(row, self._first_seen(), parsed)
+        self._put(unit, filename, row, new)
+
+    def unit_read(self) -> None:
+        """The current unit's rows were all added."""
+        if self.decisions is not None:
+            self.decisions.unit_read()
+            self._unit = ""
+
+    def _first_seen(self) -> dt.date:
+        """The UTC day of the time the queued rows will be written with (their `added_at`)."""
+        if self._stamp is None:
+            self._stamp = timezone.now()
+            self._day = self._stamp.astimezone(dt.UTC).date()
+        assert self._day is not None
+        return self._day
+
+    def _put(self, unit: str, filename: str, row: tuple, new: bool) -> None:
         key = (unit, filename)
         self.rows[key] = row
         if new:
@@ -156,6 +199,7 @@ class BatchWriter:
         if not rows and not gone and then is None:
             return
         self.rows, self.new, self.gone, self.gone_count = {}, set(), defaultdict(list), 0
+        now, self._stamp = self._stamp, None  # None: the time it is written
         lines = None
         if connection.vendor == "postgresql":
             if self._thread is None and not connection.in_atomic_block:
@@ -167,9 +211,9 @@ class BatchWriter:
             # Formatted here, so the writing thread holds the GIL for little but its COPY.
             lines = copy_lines(self._copied(rows, new))
         if self._thread is None:
-            self._write_batch(rows, new, gone, then, lines)
+            self._write_batch(rows, new, gone, then, lines, now)
         else:
-            self._queue.put((rows, new, gone, then, lines))
+            self._queue.put((rows, new, gone, then, lines, now))
 
     def _run(self) -> None:
         """The writing thread: batches in order, on this thread's own connection."""
@@ -210,9 +254,10 @@ class BatchWriter:
         gone: dict[str, list[int]],
         then: Callable[[], None] | None = None,
         lines: list[str] | None = None,
+        now: dt.datetime | None = None,
     ) -> None:
         if rows or gone:
-            self._write_rows(rows, new, gone, lines)
+            self._write_rows(rows, new, gone, lines, now or timezone.now())
         if then is not None:
             then()
 
@@ -224,23 +269,30 @@ class BatchWriter:
         return fresh if len(fresh) >= COPY_FROM else []
 
     def _write_rows(
-        self, rows: dict, new: set, gone: dict[str, list[int]], lines: list[str] | None = None
+        self,
+        rows: dict,
+        new: set,
+        gone: dict[str, list[int]],
+        lines: list[str] | None,
+        now: dt.datetime,
     ) -> None:
         try:
             try:
                 with transaction.atomic():
-                    self._write(rows, new, gone, lines)
+                    self._write(rows, new, gone, now, lines)
             except _Taken:  # another writer took one of the new files: upsert them all
                 with transaction.atomic():
-                    self._write(rows, set(), gone)
+                    self._write(rows, set(), gone, now)
         except (OperationalError, InterfaceError):
             raise  # the connection is lost: no unit can be written, the run ends
         except DatabaseError as exc:
-            self._write_units_alone(rows, gone, _reason(exc))
+            self._write_units_alone(rows, gone, _reason(exc), now)
             return
-        self._written(len(rows))
+        self._written(rows)
 
-    def _write_units_alone(self, rows: dict, gone: dict[str, list[int]], reason: str) -> None:
+    def _write_units_alone(
+        self, rows: dict, gone: dict[str, list[int]], reason: str, now: dt.datetime
+    ) -> None:
         by_unit: dict[str, dict] = defaultdict(dict)
         for key, row in rows.items():
             by_unit[key[0]][key] = row
@@ -251,19 +303,24 @@ class BatchWriter:
         for unit in sorted(units):
             try:
                 with transaction.atomic():
-                    self._write(by_unit[unit], set(), {unit: gone.get(unit, [])})
+                    self._write(by_unit[unit], set(), {unit: gone.get(unit, [])}, now)
             except (OperationalError, InterfaceError):
                 raise
             except DatabaseError as exc:
                 self.failed[unit] = _reason(exc)
             else:
-                self._written(len(by_unit[unit]))
+                self._written(by_unit[unit])
 
     def _write(
-        self, rows: dict, new: set, gone: dict[str, list[int]], lines: list[str] | None = None
+        self,
+        rows: dict,
+        new: set,
+        gone: dict[str, list[int]],
+        now: dt.datetime,
+        lines: list[str] | None = None,
     ) -> None:
-        """Write a batch; `lines`: the COPY lines of its `_copied` rows, if formatted already."""
-        now = timezone.now()
+        """Write a batch with the time `now`; `lines`: the COPY lines of its `_copied` rows, if
+        formatted already."""
         copied = self._copied(rows, new) if connection.vendor == "postgresql" else []
         if lines is None and copied:
             lines = copy_lines(copied)
@@ -289,10 +346,13 @@ class BatchWriter:
             content_version=F("content_version") + 1
         )
 
-    def _written(self, count: int) -> None:
+    def _written(self, rows: dict[tuple[str, str], tuple]) -> None:
+        count = len(rows)
         self.progress.ingested += count
         if self.mirror.mode == Mirror.Mode.PASSIVE:
             self.progress.passive += count
+        if self.decisions is not None:
+            self.excluded.update(row[15] for row in rows.values() if row[15])
 
 
 class Rejections:
@@ -500,11 +560,13 @@ class UnitIngest:
                 "",  # a dry-run policy's verdict, given with the decision
             ),
             new=stored is None and not self.shared,
+            parsed=record.extra,
         )
         return True
 
     def finish(self) -> None:
         """Queue the removal of what upstream no longer lists (or we no longer allow)."""
+        self.writer.unit_read()
         gone = [known.id for known in self.known.values() if not known.removed]
         if gone:
             self.changed += len(gone)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -24,7 +24,7 @@ from channels_app.models import Channel, Package
 from channels_app.publishing import stream_rows
 from policies_app.compiling import compile_policy, data_version, malicious_advisories_exist
 from policies_app.ecosystems import Candidate, ecosystem_for
-from policies_app.engine import Decider, Decision
+from policies_app.engine import Decider, Decision, OneByOne
 
 from ..models import Mirror
 
@@ -226,6 +226,61 @@ def _allow_all(mirror: Mirror, rows, dry_run: bool, count_allowed: bool) -> Poli
                 content_version=F("content_version") + 1
             )
     return change
+
+
+class RowDecisions:
+    """A first load's rows decided as they are read, when the mirror's decision on a file
+    depends on that file alone (`CompiledPolicy.decides_alone`; else the run stages its rows,
+    see `first_load`): each row enters the package table once, with its decision, as rows
+    without anything to decide do. The decisions are `packages_decide`'s.
+
+    A row is (COLUMNS but the two timestamps) as `BatchWriter` queues it; `first_seen` is the
+    UTC day of the time it will be written with (its `added_at`, which a cooldown reads)."""
+
+    def __init__(self, decider: Decider, fingerprint: str) -> None:
+        self.ecosystem = decider.ecosystem
+        self.one = OneByOne(decider.policy)
+        #: The mirror's `policy_fingerprint` as of the decider's compiling.
+        self.fingerprint = fingerprint
+        self._cooldown = decider.policy.newest is not None
+
+    @classmethod
+    def for_mirror(cls, mirror: Mirror) -> RowDecisions | None:
+        """The mirror's row decisions; None if a file's decision depends on other files."""
+        fingerprint = policy_fingerprint(mirror)  # first: data changing meanwhile is seen
+        decider = decider_for(mirror)
+        if decider.filters is not None or not decider.policy.decides_alone:
+            return None
+        return cls(decider, fingerprint)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every decision holds (False: a unit's files came out of order, see
+        `OneByOne`; `packages_decide` must decide them again)."""
+        return self.one.in_order
+
+    def decide(self, row: tuple, first_seen: dt.date, parsed: Mapping | None = None) -> tuple:
+        """The row with its decision (`excluded_reason`, `would_exclude_reason`), as
+        `_decide_rows` writes them; `parsed`: its record as read (the dict whose JSON the row
+        holds, as every format's `PackageRecord.extra` is), else parsed here."""
+        record = row[10]
+        if not record:
+            document: Mapping = {}
+        elif parsed is not None:
+            document = parsed
+        else:
+            document = orjson.loads(record)
+        # Not `Ecosystem.compact`: that only saves memory where many are held, and the engine
+        # reads the same keys either way.
+        candidate = self.ecosystem.candidate(
+            row[2], row[3], row[5], document, first_seen=first_seen if self._cooldown else None
+        )
+        decision = self.one.decide(candidate)
+        reason = "" if decision.allowed else decision.reason[:300]
+        return (*row[:15], reason, decision.would_block[:300])
+
+    def unit_read(self) -> None:
+        self.one.unit_read()
 
 
 def decides_anything(mirror: Mirror) -> bool:

@@ -190,29 +190,50 @@ def _when_reading(unit: str, action, monkeypatch) -> None:
     monkeypatch.setattr(progress_module.Progress, "step", step)
 
 
+def _blocking_gamma(staged: bool):
+    """A policy keeping out gamma: one deciding each file alone (its rows decided as they are
+    read), or (`staged`) one whose allow list brings dependencies, which needs every file at
+    once (its rows staged). Both decide the same."""
+    if staged:
+        return PolicyFactory(
+            block_specs=["gamma"],
+            allow_specs=["alpha", "beta", "gamma"],
+            include_dependencies=True,
+        )
+    return PolicyFactory(block_specs=["gamma"])
+
+
+GAMMA = "blocked by package rule 'gamma'"
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_first_load_stopped_midway_keeps_what_it_read_pending_and_drops_its_stage(
-    upstream, run_mirror, monkeypatch
+@pytest.mark.parametrize("staged", [True, False], ids=["staged", "decided-as-read"])
+def test_a_first_load_stopped_midway_keeps_what_it_read_and_drops_its_stage(
+    upstream, run_mirror, monkeypatch, staged
 ):
     from mirrors_app.sync import run_sync
 
     _upstream_with_two_units(upstream)
-    policy = PolicyFactory(block_specs=["gamma"])
-    mirror = MirrorFactory(channel=ChannelFactory(policy=policy), source_url=upstream.url)
+    mirror = MirrorFactory(
+        channel=ChannelFactory(policy=_blocking_gamma(staged)), source_url=upstream.url
+    )
     run = _claimed(mirror)
     _when_reading("noarch", lambda: services.mirror_stop(mirror=mirror), monkeypatch)
     assert run_sync(run) == State.STOPPED
     assert _stages() == []
-    # linux-64 was read to its end: kept, undecided (as without a stage), and so is the unit.
-    assert dict(
-        Package.objects.filter(mirror=mirror).values_list("filename", "excluded_reason")
-    ) == {
-        "beta-2.0-0.conda": PENDING_DECISION,
-        "gamma-1.0-0.conda": PENDING_DECISION,
-    }
+    # linux-64 was read to its end: kept, and so is the unit. Staged rows go in undecided
+    # (as without a stage); rows decided as they were read keep their decisions.
+    kept = dict(Package.objects.filter(mirror=mirror).values_list("filename", "excluded_reason"))
+    if staged:
+        assert kept == {"beta-2.0-0.conda": PENDING_DECISION, "gamma-1.0-0.conda": PENDING_DECISION}
+    else:
+        assert kept == {"beta-2.0-0.conda": "", "gamma-1.0-0.conda": GAMMA}
+        run.refresh_from_db()
+        assert run.filtered_reasons == {GAMMA: 1}
     assert list(MirrorUnit.objects.filter(mirror=mirror).values_list("name", flat=True)) == [
         "linux-64"
     ]
+    assert not Mirror.objects.get(pk=mirror.pk).policy_fingerprint  # the next run decides
     monkeypatch.undo()
     again = run_mirror(mirror)  # not a first load: decides what the stopped run kept
     assert again.state == State.COMPLETED, again.error
@@ -221,21 +242,22 @@ def test_a_first_load_stopped_midway_keeps_what_it_read_pending_and_drops_its_st
     ) == {
         "alpha-1.0-0.tar.bz2": "",
         "beta-2.0-0.conda": "",
-        "gamma-1.0-0.conda": "blocked by package rule 'gamma'",
+        "gamma-1.0-0.conda": GAMMA,
     }
-    assert again.filtered_reasons == {"blocked by package rule 'gamma'": 1}
+    # What this run newly kept out (the stopped run counted gamma if it decided it).
+    assert again.filtered_reasons == ({GAMMA: 1} if staged else {})
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_first_load_failing_midway_keeps_what_it_read_pending_and_drops_its_stage(
-    upstream, run_mirror, monkeypatch
+@pytest.mark.parametrize("staged", [True, False], ids=["staged", "decided-as-read"])
+def test_a_first_load_failing_midway_keeps_what_it_read_and_drops_its_stage(
+    upstream, run_mirror, monkeypatch, staged
 ):
     from mirrors_app.sync import run_sync
 
     _upstream_with_two_units(upstream)
     mirror = MirrorFactory(
-        channel=ChannelFactory(policy=PolicyFactory(block_specs=["gamma"])),
-        source_url=upstream.url,
+        channel=ChannelFactory(policy=_blocking_gamma(staged)), source_url=upstream.url
     )
     run = _claimed(mirror)
 
@@ -247,10 +269,11 @@ def test_a_first_load_failing_midway_keeps_what_it_read_pending_and_drops_its_st
     run.refresh_from_db()
     assert run.error == "Internal error: RuntimeError: a bug"
     assert _stages() == []
-    assert set(Package.objects.filter(mirror=mirror).values_list("excluded_reason", flat=True)) == {
-        PENDING_DECISION
-    }
-    assert Package.objects.filter(mirror=mirror).count() == 2
+    kept = dict(Package.objects.filter(mirror=mirror).values_list("filename", "excluded_reason"))
+    if staged:
+        assert kept == {"beta-2.0-0.conda": PENDING_DECISION, "gamma-1.0-0.conda": PENDING_DECISION}
+    else:
+        assert kept == {"beta-2.0-0.conda": "", "gamma-1.0-0.conda": GAMMA}
     monkeypatch.undo()
     again = run_mirror(mirror)
     assert again.state == State.COMPLETED, again.error
@@ -258,11 +281,11 @@ def test_a_first_load_failing_midway_keeps_what_it_read_pending_and_drops_its_st
 
 
 @pytest.mark.django_db(transaction=True)
-def test_stages_no_run_uses_are_dropped_when_a_first_load_starts(upstream, run_mirror):
+@pytest.mark.parametrize("staged", [True, False], ids=["staged", "decided-as-read"])
+def test_stages_no_run_uses_are_dropped_when_a_first_load_starts(upstream, run_mirror, staged):
     _upstream_with_two_units(upstream)
     mirror = MirrorFactory(
-        channel=ChannelFactory(policy=PolicyFactory(block_specs=["gamma"])),
-        source_url=upstream.url,
+        channel=ChannelFactory(policy=_blocking_gamma(staged)), source_url=upstream.url
     )
     busy = MirrorFactory(channel=ChannelFactory(), source_url=upstream.url, name="busy")
     SyncRunFactory(mirror=busy, state=State.RUNNING)
@@ -282,13 +305,16 @@ def test_stages_no_run_uses_are_dropped_when_a_first_load_starts(upstream, run_m
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_file_another_mirror_took_meanwhile_stays_that_mirrors(upstream, run_mirror, monkeypatch):
+@pytest.mark.parametrize("staged", [True, False], ids=["staged", "decided-as-read"])
+def test_a_file_another_mirror_took_meanwhile_stays_that_mirrors(
+    upstream, run_mirror, monkeypatch, staged
+):
     _upstream_with_two_units(upstream)
-    channel = ChannelFactory(policy=PolicyFactory(block_specs=["gamma"]))
+    channel = ChannelFactory(policy=_blocking_gamma(staged))
     mirror = MirrorFactory(channel=channel, source_url=upstream.url)
     other = MirrorFactory(channel=channel, source_url=upstream.url, name="other")
 
-    def take() -> None:  # linux-64 is staged by then
+    def take() -> None:  # linux-64 is read by then
         Package.objects.create(
             channel=channel,
             mirror=other,

@@ -94,7 +94,8 @@ def test_records_and_digests_are_those_of_the_whole_document_parsed(dump):
     assert items[0] == UnitExtras({"removed": ["old-1.0-0.tar.bz2"]})
     records = {item.filename: item for item in items if isinstance(item, PackageRecord)}
     whole = json.loads(body)  # the straightforward reading
-    expected = {**whole["packages"], **whole["packages.conda"]}
+    # `.conda` files first (`conda_repodata.ORDER`), each section in document order.
+    expected = {**whole["packages.conda"], **whole["packages"]}
     assert list(records) == list(expected)
     for filename, record in expected.items():
         compact = orjson.dumps(record)
@@ -111,8 +112,8 @@ def test_a_resync_yields_unchanged_entries_and_only_changed_ones_as_records():
     changed = json.loads(json.dumps(DOCUMENT))
     changed["packages"]["beta-2.0-0.tar.bz2"]["depends"] = ["python >=3.11"]
     items = _items(_indented(changed), stored)
-    assert [type(i).__name__ for i in items[1:]] == ["Unchanged", "PackageRecord", "Unchanged"]
-    assert items[2].filename == "beta-2.0-0.tar.bz2"
+    assert [type(i).__name__ for i in items[1:]] == ["Unchanged", "Unchanged", "PackageRecord"]
+    assert items[3].filename == "beta-2.0-0.tar.bz2"
 
 
 def test_a_split_resync_yields_what_one_process_yields(tmp_path, monkeypatch):
