@@ -85,6 +85,13 @@ class Channel(models.Model):
     # Index-level metadata kept besides the packages, per mirror and unit, e.g. conda's
     # `removed` list: {"<mirror id>": {"linux-64": {"removed": [...]}}}.
     index_extras = models.JSONField(default=dict, blank=True, editable=False)
+    # What each published index file was rendered from, so the next publish can splice in
+    # only the rows changed since: {"linux-64/repodata.json": {"sha256": <the file's>, "xmin":
+    # <oldest transaction running when its rows were read>, "server": ..., "sections": [[start,
+    # end], ...]}} (see `publishing.PackageIndexSource.previous`).
+    # (Nullable, no default: SQLite adds such a column in place, where a default would rebuild
+    # the channel table under the package table's reference triggers.)
+    render_marks = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import logging
+import mmap
 import queue
 import threading
 from collections import deque
@@ -30,6 +31,7 @@ from psycopg.adapt import Loader
 
 from . import storage
 from .formats import content_type, get_format
+from .formats.base import Gap, Previous, SectionChanges
 from .models import FILE_BYTES, SERVED, Artifact, Channel, Package, PublishedFile
 
 logger = logging.getLogger(__name__)
@@ -38,9 +40,61 @@ logger = logging.getLogger(__name__)
 class PackageIndexSource:
     """A channel's servable packages, read from the database for a format to render."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, *, splice: bool = False) -> None:
         self.channel = channel
         self.packages = Package.objects.filter(SERVED, channel=channel)
+        # A published index may be spliced (PostgreSQL): the marks of what this render reads.
+        self.splice = splice and connection.vendor == "postgresql"
+        self.marks: dict[str, dict[str, Any]] = {}
+        self.spliced: set[str] = set()  # the files rendered by splicing the published ones
+
+    def render_began(self, path: str) -> None:
+        """Note, before any row of the file at `path` is read, what the rows it renders are
+        at least as new as (`_render_mark`); the publish keeps it with the file."""
+        if connection.vendor == "postgresql":
+            self.marks[path] = _render_mark()
+
+    def render_ended(self, path: str, sections: list[tuple[int, int]], *, spliced: bool) -> None:
+        """Note where the members of each section of the file at `path` lie (byte offsets),
+        for the next publish to splice into, and whether this one was spliced."""
+        if spliced:
+            self.spliced.add(path)
+        if path in self.marks:
+            self.marks[path]["sections"] = [list(section) for section in sections]
+
+    def previous(self, path: str, unit: str, suffixes: tuple[str, ...]) -> Previous | None:
+        """The published file at `path` with the unit's rows changed since it was rendered,
+        by section (`suffixes`), if this render may splice them into it; None if in any doubt
+        (never marked, rendered on another server or long ago, replaced since, missing, too
+        many changes)."""
+        mark, now = (self.channel.render_marks or {}).get(path), self.marks.get(path)
+        if not self.splice or not isinstance(mark, dict) or now is None:
+            return None
+        xmin, sections = mark.get("xmin"), mark.get("sections")
+        if mark.get("server") != now["server"] or not isinstance(xmin, int):
+            return None
+        if not 0 < xmin <= now["xmin"] or now["xmin"] - xmin >= MARK_SPAN:
+            return None
+        if not isinstance(sections, list) or len(sections) != len(suffixes):
+            return None
+        published = (
+            PublishedFile.objects.filter(
+                channel=self.channel, path=path, artifact__sha256=mark.get("sha256")
+            )
+            .select_related("artifact")
+            .first()
+        )
+        if published is None:
+            return None
+        changes = _changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT)
+        if changes is None:
+            return None
+        try:
+            with storage.open_artifact(published.artifact) as fileobj:
+                data = mmap.mmap(fileobj.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError, AttributeError):  # gone, empty, not a local file
+            return None
+        return Previous(data, [tuple(section) for section in sections], changes)
 
     def units(self) -> list[str]:
         listed = set()
@@ -119,6 +173,149 @@ class PackageIndexSource:
                 else:
                     merged.setdefault(key, []).extend(value)
         return merged
+
+
+#: A mark whose snapshot is this many transactions old is not trusted (transaction ids are 32
+#: bits on disk; within this span the full id of every row changed since is exact).
+MARK_SPAN = 1 << 31
+
+#: What a render reads in PostgreSQL terms: below `xmin` every transaction had ended when it
+#: began (subtransactions included: a subtransaction's id is above its parent's); `server`
+#: tells this database on this server run apart from a restored copy, whose ids start anew.
+_MARK_SQL = (
+    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::text || '@' || "
+    "pg_postmaster_start_time()::text"
+)
+
+
+def _render_mark() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute(_MARK_SQL)
+        xmin, server = cursor.fetchone()
+    return {"xmin": xmin, "server": server}
+
+
+#: The full (64-bit) id of a row version's `xmin`, against the statement's own snapshot.
+_FULL_XMIN = (
+    "((({top} >> 32) << 32) + {row}.xmin::text::bigint - CASE WHEN {row}.xmin::text::bigint "
+    "> ({top} & 4294967295) THEN 4294967296 ELSE 0 END)"
+)
+#: `models.SERVED` in SQL, for a row alias.
+_SERVED = (
+    "(NOT {row}.removed AND {row}.excluded_reason = '' "
+    "AND ({row}.artifact_id IS NOT NULL OR {row}.on_demand))"
+)
+#: A row's member of its section's JSON object, as `PackageIndexSource.json_members` has it.
+_MEMBER = "to_json({row}.filename)::text || ':' || {row}.record"
+
+#: Changed rows beyond which a unit's file is rendered whole (bounds the memory they take).
+SPLICE_LIMIT = 100_000
+
+
+def _changes_since(
+    channel: int, unit: str, xmin: int, suffixes: tuple[str, ...], limit: int
+) -> list[SectionChanges] | None:
+    """The unit's rows changed since the snapshot whose `xmin` is given, by section (one per
+    suffix), read in one statement (one snapshot); None if more than `limit` changed.
+
+    Every changed row, whatever its state now, lies in a gap between two neighbours of its
+    section that are served and unchanged (so the old file lists them, in the same order);
+    each gap comes with its neighbours' members and the members of its rows served now, in
+    the database's order of file names (its collation, as the full render's ORDER BY)."""
+    table = Package._meta.db_table
+    section = (
+        "CASE "
+        + " ".join(f"WHEN {{row}}.filename LIKE %(s{i})s THEN {i}" for i in range(len(suffixes)))
+        + " END"
+    )
+    parts = {"full": _FULL_XMIN, "served": _SERVED, "section": section, "member": _MEMBER}
+    top = "(SELECT top FROM snap)"
+    p = {name: text.format(row="p", top=top) for name, text in parts.items()}
+    q = {name: text.format(row="q", top=top) for name, text in parts.items()}
+    # A changed row's nearest row of its section either way that is changed or served: the
+    # neighbour itself if it is unchanged, else the changed one next to it, which shares its
+    # neighbour (a probe of a row or two, where a search for the unchanged one would walk
+    # every changed row between).
+    near = (
+        f"SELECT q.filename, {q['full']} >= %(xmin)s AS changed, "
+        f"CASE WHEN {q['full']} < %(xmin)s THEN {q['member']} END AS member "
+        f"FROM {table} q WHERE q.channel_id = %(channel)s AND q.unit = %(unit)s "
+        f"AND {q['section']} = c.section AND ({q['served']} OR {q['full']} >= %(xmin)s) "
+    )
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE r.served AND r.section = {i})" for i in range(len(suffixes))
+    )
+    sizes = ", ".join(
+        f"sum(r.size) FILTER (WHERE r.served AND r.section = {i})" for i in range(len(suffixes))
+    )
+    # One pass over the unit's rows (each row's values worked out once: OFFSET 0 keeps the
+    # subquery apart): the sections' totals now and the changed rows' ids in file name order
+    # (only those are sorted); then the changed rows by id.
+    sql = (
+        "WITH snap AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS top), "
+        f"unit AS MATERIALIZED (SELECT ARRAY[{counts}] AS counts, ARRAY[{sizes}] AS sizes, "
+        "array_agg(r.id ORDER BY r.filename) FILTER (WHERE r.changed "
+        "AND r.section IS NOT NULL) AS ids "
+        f"FROM (SELECT p.id, p.filename, {p['section']} AS section, {p['served']} AS served, "
+        f"{p['full']} >= %(xmin)s AS changed, "
+        "octet_length(to_json(p.filename)::text) + 1 + octet_length(p.record) AS size "
+        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s OFFSET 0) r), "
+        f"changed AS MATERIALIZED (SELECT n, p.filename, {p['section']} AS section, "
+        f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
+        "FROM unit, unnest(CASE WHEN cardinality(unit.ids) <= %(limit)s THEN unit.ids END) "
+        f"WITH ORDINALITY AS changed(id, n) JOIN {table} p ON p.id = changed.id) "
+        "SELECT 0, c.section, c.n, c.member, a.changed, a.member, b.changed, b.member, "
+        "NULL::bigint[], NULL::numeric[], NULL::int FROM changed c "
+        f"LEFT JOIN LATERAL ({near} AND q.filename < c.filename "
+        "ORDER BY q.filename DESC LIMIT 1) a ON true "
+        f"LEFT JOIN LATERAL ({near} AND q.filename > c.filename "
+        "ORDER BY q.filename LIMIT 1) b ON true "
+        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, counts, sizes, "
+        "coalesce(cardinality(ids), 0) FROM unit "
+        "ORDER BY 1, 3"
+    )
+    params: dict[str, Any] = {"channel": channel, "unit": unit, "xmin": xmin, "limit": limit}
+    params.update({f"s{i}": "%" + _like_escaped(suffix) for i, suffix in enumerate(suffixes)})
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    *changed, (*_, counts_now, sizes_now, how_many) = rows
+    if how_many > limit:
+        return None
+    return [
+        SectionChanges(
+            _gaps([row for row in changed if row[1] == index]),
+            int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0),
+        )
+        for index in range(len(suffixes))
+    ]
+
+
+def _gaps(rows: list[tuple]) -> list[Gap]:
+    """The gaps of a section's changed rows (`_changes_since`'s rows, in file name order:
+    member, and whether each neighbour is changed and its member if not); a neighbour that
+    is itself changed hands on its own neighbour that way."""
+    before: list[bytes | None] = []
+    for i, row in enumerate(rows):
+        changed, member = row[4], row[5]
+        before.append(before[i - 1] if changed else member and member.encode())
+    after: list[bytes | None] = [None] * len(rows)
+    for i in range(len(rows) - 1, -1, -1):
+        changed, member = rows[i][6], rows[i][7]
+        after[i] = after[i + 1] if changed else member and member.encode()
+    gaps: list[Gap] = []
+    for row, first, last in zip(rows, before, after, strict=True):
+        if not gaps or (gaps[-1].before, gaps[-1].after) != (first, last):
+            gaps.append(Gap(first, last, []))
+        if row[3] is not None:
+            gaps[-1].members.append(row[3].encode())
+    return gaps
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _chunked(units: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
@@ -371,8 +568,9 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
     rendered = Rendered()
     alone = fmt.capabilities.renders_units_alone
     units = _changed_units(channel) if alone and not force else None
+    source = PackageIndexSource(channel, splice=not force)
     try:
-        fmt.render_index(PackageIndexSource(channel), rendered.emit, units)
+        fmt.render_index(source, rendered.emit, units)
     finally:
         rendered.settle()
     with transaction.atomic():
@@ -393,10 +591,24 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
         dropped, _ = Package.objects.filter(
             channel=current, removed=True, updated_at__lt=started
         ).delete()
+        # What each file was rendered from, for the next publish to splice into.
+        marks = {
+            path: {**mark, "sha256": rendered[path][0]}
+            for path, mark in source.marks.items()
+            if path in rendered and "sections" in mark
+        }
+        if units is not None:  # the other units' files stay as they were
+            marks = {**(current.render_marks or {}), **marks}
         Channel.objects.filter(pk=current.pk).update(
-            published_version=version, published_at=timezone.now()
+            published_version=version, published_at=timezone.now(), render_marks=marks
         )
-    logger.info("published %s: %d files, %d packages dropped", channel, len(rendered), dropped)
+    logger.info(
+        "published %s: %d files (%d spliced), %d packages dropped",
+        channel,
+        len(rendered),
+        len(source.spliced),
+        dropped,
+    )
     _compress_after(channel, rendered)
     return True
 

@@ -21,6 +21,7 @@ _NOT_EDITS = {
     "published_version",
     "published_at",
     "index_extras",
+    "render_marks",
 }
 
 

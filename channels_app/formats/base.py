@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, ClassVar, Literal, Protocol
+from typing import Any, BinaryIO, ClassVar, Literal, NamedTuple, Protocol
 
 
 class IndexFetch(Protocol):
@@ -292,6 +292,39 @@ class IndexSource(Protocol):
         """(unit, filename, size, added) of the servable packages of `units`, in unit and
         filename order: what a folder listing shows (size None: not known before download)."""
         ...
+
+
+class Gap(NamedTuple):
+    """Changed rows of a section lying between two of its served, unchanged neighbours (their
+    `"filename":record` members; None: the section's start or end)."""
+
+    before: bytes | None
+    after: bytes | None
+    #: The members of the gap's rows served now, in order (rows no longer served have none).
+    members: list[bytes]
+
+
+class SectionChanges(NamedTuple):
+    """A section's rows changed since a render, by gap, in order; and the length in bytes of
+    its members now, commas included (what a splice must come to)."""
+
+    gaps: list[Gap]
+    length: int
+
+
+@dataclass
+class Previous:
+    """A published index file to splice changed rows into: its bytes (mapped), where each
+    section's members lie in them (byte offsets), and what changed in each section."""
+
+    data: Any  # bytes-like with find()
+    sections: list[tuple[int, int]]
+    changes: list[SectionChanges]
+
+    def close(self) -> None:
+        close = getattr(self.data, "close", None)
+        if close is not None:
+            close()
 
 
 #: Opens one index file being published: `with emit(path, content_type) as out: out.write(b)`.

@@ -12,13 +12,15 @@ COPY of the rows), not row by row.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
 import zstandard
 
-from .base import Emit, FormatError, IndexSource, PublishedIndex
+from .base import Emit, FormatError, Gap, IndexSource, Previous, PublishedIndex
 from .conda_document import KNOWN_KEYS, holds_packages
 from .conda_records import SECTIONS, SUFFIXES
 
@@ -38,8 +40,11 @@ def render_channel(source: IndexSource, emit: Emit) -> None:
             emit(f"{subdir}/repodata.json.zst", "application/zstd") as packed,
         ):
             compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-            with compressor.stream_writer(packed, closefd=False) as zst:
-                out = _Buffered((plain, zst))
+            with (
+                compressor.stream_writer(packed, closefd=False) as zst,
+                _Background(plain) as behind,
+            ):
+                out = _Buffered((behind, zst))
                 _write_repodata(out, subdir, source, names)
                 out.flush()
     channeldata = {
@@ -65,20 +70,56 @@ def _write_repodata_files(subdir: str, data: bytes, emit: Emit) -> list[str]:
     return [path, path + ".zst"]
 
 
+class _Background:
+    """Pass writes on to `target` in a thread: the plain copy is hashed and written while the
+    calling thread compresses (both leave the interpreter free). Context manager: leaving it
+    waits for the writes and raises what one raised."""
+
+    def __init__(self, target: Any) -> None:
+        self.target, self.error = target, None
+        self.blocks: queue.Queue = queue.Queue(4)
+        self.thread = threading.Thread(target=self._run, name="psm-render-write", daemon=True)
+
+    def __enter__(self) -> _Background:
+        self.thread.start()
+        return self
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.blocks.put(data)
+
+    def _run(self) -> None:
+        while (data := self.blocks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.target.write(data)
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                    self.error = exc
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.blocks.put(None)
+        self.thread.join()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error
+
+
 class _Buffered:
-    """Collect small writes and pass them on in ~1 MiB blocks to every target."""
+    """Collect small writes and pass them on in ~1 MiB blocks to every target; count the
+    bytes written (`written`)."""
 
     def __init__(self, targets: tuple[Any, ...]) -> None:
-        self.targets, self.parts, self.size = targets, [], 0
+        self.targets, self.parts, self.size, self.written = targets, [], 0, 0
 
     def write(self, data: bytes) -> None:
         self.parts.append(data)
         self.size += len(data)
+        self.written += len(data)
         if self.size >= 1 << 20:
             self.flush()
 
     def flush(self) -> None:
-        block = b"".join(self.parts)
+        block = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         for target in self.targets:
             target.write(block)
         self.parts, self.size = [], 0
@@ -87,12 +128,30 @@ class _Buffered:
 def _write_repodata(
     out: _Buffered, subdir: str, source: IndexSource, names: dict[str, set[str]]
 ) -> None:
-    out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
-    for section, suffix in SECTIONS:
-        out.write(b',"' + section.encode() + b'":{')
-        for block in _members(source, subdir, suffix, names):
-            out.write(block)
-        out.write(b"}")
+    path = f"{subdir}/repodata.json"
+    if hasattr(source, "render_began"):
+        source.render_began(path)
+    previous = source.previous(path, subdir, SUFFIXES) if hasattr(source, "previous") else None
+    try:
+        spliced = splice_sections(previous) if previous is not None else None
+        sections = []
+        out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
+        for index, (section, suffix) in enumerate(SECTIONS):
+            out.write(b',"' + section.encode() + b'":{')
+            start = out.written
+            if spliced is None:
+                blocks = _members(source, subdir, suffix, names)
+            else:
+                blocks = _spliced_blocks(previous.data, spliced[index])
+            for block in blocks:
+                out.write(block)
+            sections.append((start, out.written))
+            out.write(b"}")
+    finally:
+        if previous is not None:
+            previous.close()
+    if hasattr(source, "render_ended"):
+        source.render_ended(path, sections, spliced=spliced is not None)
     if hasattr(source, "names"):
         for name in source.names(subdir, SUFFIXES):
             names.setdefault(name, set()).add(subdir)
@@ -104,6 +163,97 @@ def _write_repodata(
         if key not in KNOWN_KEYS and not holds_packages(key):
             out.write(b"," + orjson.dumps(key) + b":" + text.encode())
     out.write(b',"repodata_version":1}')
+
+
+# --- Splicing changed rows into the published repodata ----------------------------------------
+
+#: A run of the old file's members (byte offsets), or a new member.
+Piece = tuple[int, int] | bytes
+
+
+def splice_sections(previous: Previous) -> list[list[Piece]] | None:
+    """Each section's members as runs of the published file and new members, to be joined by
+    commas: the old file without the members of the changed rows, with the members of those
+    served now in their place; None if the file does not hold what the changes say it should
+    (then the file is rendered whole)."""
+    spliced = []
+    for (start, end), changes in zip(previous.sections, previous.changes, strict=True):
+        pieces = _splice_section(previous.data, start, end, changes.gaps)
+        if pieces is None or _joined_length(pieces) != changes.length:
+            return None
+        spliced.append(pieces)
+    return spliced
+
+
+def _splice_section(data: Any, start: int, end: int, gaps: list[Gap]) -> list[Piece] | None:
+    """`splice_sections` for the section whose members lie in `data[start:end]`.
+
+    Between two neighbouring gaps the old file's members are kept as they are: those of rows
+    served and unchanged since, which the old file lists in the order the render gives. A
+    gap's old members are found by its neighbours' exact bytes; the gap's new members go
+    between them."""
+    pieces: list[Piece] = []
+    cursor = start  # where the next kept run begins: a member's first byte, or the end
+    for gap in gaps:
+        if gap.before is None:
+            if cursor != start:
+                return None
+            cut = start
+        else:
+            found = _find_member(data, gap.before, cursor, start, end)
+            if found < 0:
+                return None
+            cut = found + len(gap.before)
+        if gap.after is None:
+            resume = end
+        else:
+            resume = _find_member(data, gap.after, cut, start, end)
+            if resume < 0:
+                return None
+        if cut > cursor:
+            pieces.append((cursor, cut))
+        pieces.extend(gap.members)
+        cursor = resume
+    if end > cursor:
+        pieces.append((cursor, end))
+    return pieces
+
+
+def _find_member(data: Any, member: bytes, lo: int, start: int, end: int) -> int:
+    """Where the whole member `member` begins in `data[lo:end]` (-1: nowhere), the section's
+    members lying in `data[start:end]`: the first occurrence that begins and ends where a
+    member may (after the section's start or a comma, before a comma or the section's end)."""
+    found = data.find(member, lo, end)
+    while found >= 0:
+        after = found + len(member)
+        if (found == start or data[found - 1] == COMMA) and (after == end or data[after] == COMMA):
+            return found
+        found = data.find(member, found + 1, end)
+    return -1
+
+
+COMMA = ord(",")
+
+
+def _joined_length(pieces: list[Piece]) -> int:
+    size = sum(p[1] - p[0] if isinstance(p, tuple) else len(p) for p in pieces)
+    return size + len(pieces) - 1 if pieces else 0
+
+
+#: Bytes of the old file copied at a time.
+SPLICE_BLOCK = 4 << 20
+
+
+def _spliced_blocks(data: Any, pieces: list[Piece]) -> Iterator[bytes]:
+    """The members of `pieces` (see `splice_sections`), comma separated, in blocks."""
+    for number, piece in enumerate(pieces):
+        if number:
+            yield b","
+        if isinstance(piece, bytes):
+            yield piece
+            continue
+        for at in range(piece[0], piece[1], SPLICE_BLOCK):
+            yield data[at : min(at + SPLICE_BLOCK, piece[1])]
 
 
 def _members(

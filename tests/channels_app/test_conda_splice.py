@@ -1,0 +1,247 @@
+"""A conda publish splices the rows changed since the last publish into the published
+repodata.json instead of rendering every row: the bytes must be those a full render of the same
+rows gives, whatever changed, and no row committed meanwhile may be lost.
+
+The publishes commit (the changed rows are told apart by the transactions that wrote them), so
+these tests run outside a test transaction."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from contextlib import contextmanager
+
+import orjson
+import pytest
+from django.db import connection, transaction
+from django.db.models import F
+
+from channels_app import storage
+from channels_app.formats.base import Gap, Previous, SectionChanges
+from channels_app.formats.conda_render import render_channel, splice_sections
+from channels_app.models import Channel, Package, PublishedFile
+from channels_app.publishing import PackageIndexSource, channel_publish
+from tests.factories import ChannelFactory
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif("connection.vendor != 'postgresql'", reason="splicing is PostgreSQL's"),
+]
+
+
+def _record(filename: str, **extra) -> str:
+    name, version, _ = filename.rsplit("-", 2)
+    return orjson.dumps({"name": name, "version": version, **extra}).decode()
+
+
+def _add(channel: Channel, *filenames: str, unit: str = "linux-64", **extra) -> None:
+    Package.objects.bulk_create(
+        Package(
+            channel=channel,
+            unit=unit,
+            filename=filename,
+            name=filename.rsplit("-", 2)[0],
+            version=filename.rsplit("-", 2)[1],
+            record=_record(filename, **extra),
+            on_demand=True,
+        )
+        for filename in filenames
+    )
+
+
+def _publish(channel: Channel, caplog) -> int:
+    """Publish the channel (as a run does after changing it); return how many files were
+    spliced."""
+    Channel.objects.filter(pk=channel.pk).update(content_version=F("content_version") + 1)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="channels_app.publishing"):
+        assert channel_publish(channel=channel)
+    (message,) = [r.getMessage() for r in caplog.records if "published" in r.getMessage()]
+    return int(message.split("(")[1].split(" spliced")[0])
+
+
+def _published(channel: Channel) -> dict[str, bytes]:
+    files = {}
+    for published in PublishedFile.objects.filter(channel=channel).select_related("artifact"):
+        with storage.open_artifact(published.artifact) as fileobj:
+            files[published.path] = fileobj.read()
+    return files
+
+
+def _full_render(channel: Channel) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+
+    @contextmanager
+    def emit(path, content_type):
+        out = io.BytesIO()
+        yield out
+        files[path] = out.getvalue()
+
+    channel.refresh_from_db()
+    render_channel(PackageIndexSource(channel), emit)
+    return files
+
+
+def _same_as_a_full_render(channel: Channel) -> dict:
+    published, full = _published(channel), _full_render(channel)
+    for path, data in full.items():
+        if path.endswith(".zst"):
+            continue
+        assert published[path] == data, path
+    return orjson.loads(published["linux-64/repodata.json"])
+
+
+NAMES = [f"pkg{i:02d}-1.0-0" for i in range(0, 40, 2)]
+
+
+def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog):
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.tar.bz2" for name in NAMES), *(f"{name}.conda" for name in NAMES))
+    _add(channel, "noarchy-1-0.conda", unit="noarch")
+    assert _publish(channel, caplog) == 0  # the first publish renders everything
+    _same_as_a_full_render(channel)
+
+    # Nothing changed: both subdirs spliced, same bytes.
+    before = _published(channel)
+    assert _publish(channel, caplog) == 2
+    assert _published(channel)["linux-64/repodata.json"] == before["linux-64/repodata.json"]
+
+    # Adds at the start, in the middle, at the end of both sections; removals, including the
+    # first and last; a changed record; a row kept out; a row no longer kept out.
+    _add(channel, "aaa-1-0.tar.bz2", "pkg05-1.0-0.tar.bz2", "zzz-1-0.tar.bz2")
+    _add(channel, "aaa-1-0.conda", "pkg05-1.0-0.conda", "pkg07-1.0-0.conda", "zzz-9-0.conda")
+    rows = Package.objects.filter(channel=channel, unit="linux-64")
+    rows.filter(filename__in=["pkg00-1.0-0.conda", "pkg38-1.0-0.conda"]).update(removed=True)
+    rows.filter(filename="pkg10-1.0-0.tar.bz2").update(record=_record("pkg10-1.0-0", x=1))
+    rows.filter(filename="pkg12-1.0-0.conda").update(excluded_reason="blocked")
+    rows.filter(filename="pkg12-1.0-0.tar.bz2").delete()
+    assert _publish(channel, caplog) == 2
+    document = _same_as_a_full_render(channel)
+    assert "pkg05-1.0-0.conda" in document["packages.conda"]
+    assert "pkg00-1.0-0.conda" not in document["packages.conda"]
+    assert document["packages"]["pkg10-1.0-0.tar.bz2"]["x"] == 1
+
+    rows.filter(filename="pkg12-1.0-0.conda").update(excluded_reason="")
+    rows.filter(filename__startswith="pkg2").update(record=_record("pkg2x-1-0", y=2))
+    assert _publish(channel, caplog) == 2
+    _same_as_a_full_render(channel)
+
+    # A whole section emptied, then filled again.
+    rows.filter(filename__endswith=".tar.bz2").update(removed=True)
+    assert _publish(channel, caplog) == 2
+    assert _same_as_a_full_render(channel)["packages"] == {}
+    _add(channel, "back-1-0.tar.bz2", "again-2-0.tar.bz2")
+    assert _publish(channel, caplog) == 2
+    assert list(_same_as_a_full_render(channel)["packages"]) == [
+        "again-2-0.tar.bz2",
+        "back-1-0.tar.bz2",
+    ]
+
+
+def test_names_sort_as_the_database_collates_them(caplog):
+    """Case, punctuation and digits: the new names go where the database's order puts them,
+    whatever Python's byte order would say."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, "b-1-0.conda", "B_2-1-0.conda", "c.d-1-0.conda", "Z-1-0.conda", "_x-1-0.conda")
+    _publish(channel, caplog)
+    _add(channel, "a-1-0.conda", "A-1-0.conda", "b.c-1-0.conda", "b_1-1-0.conda", "z-1-0.conda")
+    _add(channel, "1-1-0.conda", "é-1-0.conda", "-x-1-0.conda")
+    assert _publish(channel, caplog) == 2
+    _same_as_a_full_render(channel)
+
+
+def test_a_row_physically_gone_unannounced_makes_a_full_render(caplog):
+    """A row deleted without a trace (no changed row says so) is still caught: the splice
+    would not come to the length the rows give, and the file is rendered whole."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    with connection.cursor() as cursor:  # as if deleted by a transaction older than the mark
+        cursor.execute("ALTER TABLE channels_app_package DISABLE TRIGGER USER")
+        try:
+            Package.objects.filter(filename="pkg20-1.0-0.conda").delete()
+        finally:
+            cursor.execute("ALTER TABLE channels_app_package ENABLE TRIGGER USER")
+    _publish(channel, caplog)
+    assert "pkg20-1.0-0.conda" not in _same_as_a_full_render(channel)["packages.conda"]
+
+
+def test_a_file_that_does_not_hold_what_the_changes_say_is_not_spliced():
+    data = b'{"a":{"packages":{"x":{},"y":{"v":1},"z":{}}}'
+    start, end = data.index(b'"x"'), data.rindex(b"}}")
+    gap = Gap(b'"x":{}', b'"z":{}', [b'"y":{"v":2}'])
+    spliced = splice_sections(Previous(data, [(start, end)], [SectionChanges([gap], 25)]))
+    assert spliced == [[(start, start + 6), b'"y":{"v":2}', (end - 6, end)]]
+    # A member the old file lacks, or a length the rows do not give (a row gone untold).
+    missing = gap._replace(before=b'"w":{}')
+    assert splice_sections(Previous(data, [(start, end)], [SectionChanges([missing], 25)])) is None
+    assert splice_sections(Previous(data, [(start, end)], [SectionChanges([], 18)])) is None
+    # A member's bytes inside another record are not where a member begins: skipped, or, where
+    # they could be one, the splice comes to another length.
+    nested = b'{"packages":{"a":{},"b":{"z":{}},"c":{"q":0,"z":{}},"z":{}}}'
+    start, end = nested.index(b'"a"'), nested.rindex(b"}}")
+    gap = Gap(b'"a":{}', b'"z":{}', [])
+    spliced = splice_sections(Previous(nested, [(start, end)], [SectionChanges([gap], 13)]))
+    assert spliced == [[(start, start + 6), (end - 6, end)]]
+    nested = nested.replace(b'"q":0,"z":{}}', b'"q":0,"z":{},"r":1}')
+    start, end = nested.index(b'"a"'), nested.rindex(b"}}")
+    assert splice_sections(Previous(nested, [(start, end)], [SectionChanges([gap], 13)])) is None
+
+
+def test_a_replaced_or_forced_file_is_rendered_whole(caplog):
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    # A file published otherwise (e.g. a withdrawal) is not the one the mark describes.
+    Channel.objects.filter(pk=channel.pk).update(
+        render_marks={
+            path: {**mark, "sha256": "0" * 64}
+            for path, mark in Channel.objects.get(pk=channel.pk).render_marks.items()
+        }
+    )
+    _add(channel, "new-1-0.conda")
+    assert _publish(channel, caplog) == 0
+    _same_as_a_full_render(channel)
+    _add(channel, "newer-1-0.conda")
+    Channel.objects.filter(pk=channel.pk).update(content_version=F("content_version") + 1)
+    with caplog.at_level(logging.INFO, logger="channels_app.publishing"):
+        caplog.clear()
+        assert channel_publish(channel=channel, force=True)
+    assert "(0 spliced)" in caplog.text
+    _same_as_a_full_render(channel)
+
+
+def test_a_row_committed_while_a_publish_renders_is_in_the_next_one(caplog):
+    """A transaction that began before a publish and commits after it rendered: its rows are
+    in no published file yet, and the next publish (spliced) must list them. (The publish
+    waits for the writer to commit before it swaps its files in: the writer's inserts hold a
+    key-share lock on the channel.)"""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    written, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        try:
+            with transaction.atomic():
+                _add(channel, "late-1-0.conda")
+                with transaction.atomic():  # a subtransaction's rows as well
+                    _add(channel, "pkg11-1.0-0.conda")
+                written.set()
+                time.sleep(2)  # the publish below renders meanwhile
+        finally:
+            connection.close()
+            done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert written.wait(30)
+    assert _publish(channel, caplog) == 2
+    thread.join(30)
+    assert done.is_set()
+    assert b"late-1-0" not in _published(channel)["linux-64/repodata.json"]
+    assert _publish(channel, caplog) == 2
+    document = _same_as_a_full_render(channel)
+    assert {"late-1-0.conda", "pkg11-1.0-0.conda"} <= document["packages.conda"].keys()
