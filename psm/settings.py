@@ -162,27 +162,33 @@ TEMPLATES = [
 def _database() -> dict:
     url = envstr("DATABASE_URL")
     if not url:
-        path = DATA_DIR / "psm.sqlite3"
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": path,
-            # The web server, the worker and the scheduler share one file: wait for locks
-            # instead of failing, and let readers run beside the writer (WAL).
-            "OPTIONS": {
-                "timeout": 30,
-                "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-            # A file, not memory, so a worker process in the integration tests sees the data.
-            "TEST": {"NAME": str(DATA_DIR / "test_psm.sqlite3")},
-        }
+        return _sqlite(DATA_DIR / "psm.sqlite3")
     try:
         config = dj_database_url.parse(url, conn_max_age=envint("PSM_DB_CONN_MAX_AGE", 60))
     except Exception as exc:  # dj-database-url raises several types for bad URLs
         raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
     if not config.get("ENGINE") or not config.get("NAME"):
         raise ImproperlyConfigured("DATABASE_URL must name an engine and a database")
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        return _sqlite(config["NAME"])  # a file named by URL runs as the embedded default
     return config
+
+
+def _sqlite(path: Path | str) -> dict:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        # The web server, the worker and the scheduler share one file: wait for locks
+        # instead of failing, and let readers run beside the writer (WAL).
+        "OPTIONS": {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+        # A file, not memory: a worker process in the integration tests sees the data, and a
+        # live test server's threads get connections of their own (not the test's one).
+        "TEST": {"NAME": str(DATA_DIR / "test_psm.sqlite3")},
+    }
 
 
 DATABASES = {"default": _database()}

@@ -213,15 +213,15 @@ if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: that is a failure." >&2
 fi
 
-# The whole run on PostgreSQL, then again on SQLite (the embedded default a first server runs
-# on) the tests of what differs most between the two: clients installing, hostile input,
-# syncs, serving. Only for the whole suite (no pytest arguments).
+# The whole run on PostgreSQL, then again on SQLite, the embedded default (no DATABASE_URL) a
+# first server runs on, the tests of what differs most between the two: clients installing,
+# hostile input, syncs, serving. Only for the whole suite (no pytest arguments).
 SQLITE_TESTS=(tests/e2e tests/security tests/channels_app/test_fast_path.py
     tests/mirrors_app/test_sync.py tests/mirrors_app/test_conda_kept_document.py)
 database=${DATABASE_URL:-}
 if [ "$status" -eq 0 ] && [ $# -eq 0 ] && [ "${database#postgres}" != "$database" ]; then
     say "pytest -n $processes on SQLite: ${SQLITE_TESTS[*]}"
-    DATABASE_URL="sqlite:///$PSM_DATA_DIR/embedded.db" "$PY" -m pytest -n "$processes" \
+    env -u DATABASE_URL "$PY" -m pytest -n "$processes" \
         "${SQLITE_TESTS[@]}" || status=$?
 fi
 exit "$status"
