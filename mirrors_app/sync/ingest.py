@@ -73,6 +73,8 @@ COLUMNS = (
     "added_at",
     "updated_at",
 )
+#: Where a queued row (COLUMNS but the two timestamps) holds what a decision reads and writes.
+_VERSION, _RECORD, _EXCLUDED = (COLUMNS.index(c) for c in ("version", "record", "excluded_reason"))
 #: Columns an upsert refreshes on an existing row (not channel, unit, filename, added_at).
 UPDATED = tuple(c for c in COLUMNS if c not in ("channel_id", "unit", "filename", "added_at"))
 #: Batches handed to the writing thread and not yet written, at most (bounds memory).
@@ -136,7 +138,10 @@ class BatchWriter:
             if unit != self._unit:  # (a unit not read to the end has no `unit_read`)
                 self.decisions.unit_read()
                 self._unit = unit
-            row = self.decisions.decide(row, self._first_seen(), parsed)
+            verdict = self.decisions.decide(
+                unit, filename, row[_VERSION], row[_RECORD], self._first_seen(), parsed
+            )
+            row = (*row[:_EXCLUDED], *verdict)
         self._put(unit, filename, row, new)
 
     def unit_read(self) -> None:
@@ -350,7 +355,7 @@ class BatchWriter:
         if self.mirror.mode == Mirror.Mode.PASSIVE:
             self.progress.passive += count
         if self.decisions is not None:
-            self.excluded.update(row[15] for row in rows.values() if row[15])
+            self.excluded.update(row[_EXCLUDED] for row in rows.values() if row[_EXCLUDED])
 
 
 class Rejections:

@@ -234,8 +234,8 @@ class RowDecisions:
     see `first_load`): each row enters the package table once, with its decision, as rows
     without anything to decide do. The decisions are `packages_decide`'s.
 
-    A row is (COLUMNS but the two timestamps) as `BatchWriter` queues it; `first_seen` is the
-    UTC day of the time it will be written with (its `added_at`, which a cooldown reads)."""
+    `first_seen` is the UTC day of the time a row will be written with (its `added_at`, which a
+    cooldown reads)."""
 
     def __init__(self, decider: Decider, fingerprint: str) -> None:
         self.ecosystem = decider.ecosystem
@@ -259,11 +259,18 @@ class RowDecisions:
         `OneByOne`; `packages_decide` must decide them again)."""
         return self.one.in_order
 
-    def decide(self, row: tuple, first_seen: dt.date, parsed: Mapping | None = None) -> tuple:
-        """The row with its decision (`excluded_reason`, `would_exclude_reason`), as
-        `_decide_rows` writes them; `parsed`: its record as read (the dict whose JSON the row
-        holds, as every format's `PackageRecord.extra` is), else parsed here."""
-        record = row[10]
+    def decide(
+        self,
+        unit: str,
+        filename: str,
+        version: str,
+        record: str,
+        first_seen: dt.date,
+        parsed: Mapping | None = None,
+    ) -> tuple[str, str]:
+        """A file's `excluded_reason` and `would_exclude_reason`, as `_decide_rows` writes
+        them; `parsed`: its record as read (the dict whose JSON `record` is, as every format's
+        `PackageRecord.extra` is), else parsed here."""
         if not record:
             document: Mapping = {}
         elif parsed is not None:
@@ -273,11 +280,11 @@ class RowDecisions:
         # Not `Ecosystem.compact`: that only saves memory where many are held, and the engine
         # reads the same keys either way.
         candidate = self.ecosystem.candidate(
-            row[2], row[3], row[5], document, first_seen=first_seen if self._cooldown else None
+            unit, filename, version, document, first_seen=first_seen if self._cooldown else None
         )
         decision = self.one.decide(candidate)
         reason = "" if decision.allowed else decision.reason[:300]
-        return (*row[:15], reason, decision.would_block[:300])
+        return reason, decision.would_block[:300]
 
     def unit_read(self) -> None:
         self.one.unit_read()
