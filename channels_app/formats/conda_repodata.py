@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
 import msgspec
@@ -55,22 +55,15 @@ def read_repodata(
 ) -> Iterator[Item]:
     """The items of a subdir's repodata.json (see the module's docstring)."""
     fileobj.seek(0)  # flushes what was written: the document is mapped, or read by name
-    kept = stored.kept_document() if stored is not None else None
-    before = _kept_entries(kept, url) if kept is not None else None
-    if before is not None:
-        kept_base, entries = before
-        document, base = _opened(fileobj, url)
-        if kept_base == base:  # else every entry's location changed: compared by digest
-            yield from _read_changes(document, base, unit, entries, stored)
-            return
-        del document
     path = getattr(fileobj, "name", None)
-    if (
-        stored is not None
-        and isinstance(path, str)
-        and os.path.exists(path)
-        and os.path.getsize(path) >= PARALLEL_BYTES
-    ):
+    large = (
+        isinstance(path, str) and os.path.exists(path) and os.path.getsize(path) >= PARALLEL_BYTES
+    )
+    kept = stored.kept_document() if stored is not None else None
+    if kept is not None:
+        if (yield from _against_kept(fileobj, path if large else None, url, unit, stored, kept)):
+            return
+    if stored is not None and large:
         yield from _read_in_two(fileobj, path, url, unit, stored)
         return
     document, base = _opened(fileobj, url)
@@ -88,63 +81,104 @@ def _opened(fileobj: BinaryIO, url: str) -> tuple[Document, str]:
     return document, base_url(url, (info or {}).get("base_url"))
 
 
-class _Sections(msgspec.Struct):
-    """What a kept document is read for: its sections' raw entries, and where files live."""
+def _sections_decoder(sections: tuple[str, ...]) -> msgspec.json.Decoder:
+    """Reads a document for `info` and the raw entries of `sections` only (the others are
+    checked, not kept)."""
+    fields = [("info", Any, None)] + [
+        (f"s{i}", dict[str, Raw], msgspec.field(default_factory=dict)) for i in range(len(sections))
+    ]
+    rename = {f"s{i}": section for i, section in enumerate(sections)}
+    return msgspec.json.Decoder(msgspec.defstruct("KeptSections", fields, rename=rename))
 
-    info: Any = None
-    packages: dict[str, Raw] = {}
-    conda: dict[str, Raw] = msgspec.field(default_factory=dict, name="packages.conda")
+
+_KEPT = {
+    sections: _sections_decoder(sections)
+    for sections in ((ORDER[0][0],), (ORDER[1][0],), (ORDER[0][0], ORDER[1][0]))
+}
+
+#: section -> filename -> hash of the raw entry
+Hashes = dict[str, dict[str, int]]
 
 
-_SECTIONS = msgspec.json.Decoder(_Sections)
-
-
-def _kept_entries(path: str, url: str) -> tuple[str, dict[str, dict[str, int]]] | None:
-    """The kept document at `path`: where its files lived, and section -> filename -> hash of
-    the raw entry (one pass, no record parsed); None if it cannot be read. Hashes, not views
-    of the mapped file: it is released before the new document is mapped, so the two never
-    count in memory together. (`hash` of bytes is salted per process: both documents are
-    hashed in this one.)"""
+def _kept_entries(old: BinaryIO, url: str, sections: list[str]) -> tuple[str, Hashes] | None:
+    """The kept document `old`: where its files lived, and for each of `sections`
+    filename -> hash of the raw entry (one pass, no record parsed); None if it cannot be
+    read. Hashes, not views of the mapped file: it is released before the new document is
+    mapped, so the two never count in memory together. (`hash` of bytes is salted per
+    process: both documents are hashed in the same one.)"""
     try:
-        with open(path, "rb") as fileobj:
-            sections = _SECTIONS.decode(mapped(fileobj))
-    except (OSError, msgspec.DecodeError):
+        kept = _KEPT[tuple(sections)].decode(mapped(old))
+    except (OSError, ValueError, msgspec.DecodeError):
         return None
-    info = {} if sections.info is None else sections.info
+    info = {} if kept.info is None else kept.info
     if not isinstance(info, dict):
         return None
     entries = {
-        "packages": {filename: hash(bytes(raw)) for filename, raw in sections.packages.items()},
-        "packages.conda": {filename: hash(bytes(raw)) for filename, raw in sections.conda.items()},
+        section: {filename: hash(bytes(raw)) for filename, raw in getattr(kept, f"s{i}").items()}
+        for i, section in enumerate(sections)
     }
     return base_url(url, info.get("base_url")), entries
+
+
+def _compared(entries: dict[str, Raw], old: dict[str, int]) -> tuple[list, int, list[str]]:
+    """A section's (filename, raw) whose bytes changed or are new, how many are the same, and
+    the filenames no longer listed."""
+    found = [
+        (filename, raw)
+        for filename, raw in entries.items()
+        if old.get(filename) != hash(bytes(raw))
+    ]
+    gone = [filename for filename in old if filename not in entries]
+    return found, len(entries) - len(found), gone
+
+
+def _compare_in_child(
+    receive: Receive, kept: str, path: str, url: str, section: str
+) -> tuple[list, int, list[str]] | FormatError | None:
+    """In the child: `_compared` for one section of the kept document and the new one at
+    `path`, the changed entries as bytes; None if the kept one cannot be read (the parent
+    then compares the section itself), a FormatError returned, raised there."""
+    try:
+        with open(kept, "rb") as old:
+            before = _kept_entries(old, url, [section])
+    except OSError:
+        return None
+    if before is None:
+        return None
+    try:
+        with open(path, "rb") as fileobj:
+            entries = Document(fileobj, url).entries(section)
+            found, same, gone = _compared(entries, before[1][section])
+            return [(filename, bytes(raw)) for filename, raw in found], same, gone
+    except FormatError as exc:
+        return exc
 
 
 def _read_changes(
     document: Document,
     base: str,
     unit: str,
-    before: dict[str, dict[str, int]],
+    before: Hashes,
     stored: StoredEntries,
+    child: Child | None = None,
+    old: BinaryIO | None = None,
 ) -> Iterator[Item]:
     """`read_repodata` against the kept document the stored rows match: an entry whose raw
     bytes are the same is stored as it is (counted, not parsed); the others are digested as
-    usual, and entries no longer listed are left to be removed."""
+    usual, and entries no longer listed are left to be removed. A section not in `before` is
+    compared by the `child` (or here, if it fails, with the kept document `old`)."""
     yield from _document_items(*document.check())
-    changed, unchanged, listed = [], 0, set()
+    changed, unchanged, gone = [], 0, []
     for section, suffix in ORDER:
-        entries, old = document.entries(section), before[section]
-        found = [
-            (filename, raw)
-            for filename, raw in entries.items()
-            if old.get(filename) != hash(bytes(raw))
-        ]
+        if section in before:
+            found, same, missing = _compared(document.entries(section), before.pop(section))
+        else:
+            found, same, missing = _from_child(child, document, section, old)
         changed.append((section, suffix, found))
-        unchanged += len(entries) - len(found)
-        listed.update(entries)
-    gone = {filename for old in before.values() for filename in old if filename not in listed}
-    del before, listed
-    stored.only([filename for *_, found in changed for filename, _ in found] + list(gone))
+        unchanged += same
+        gone += missing
+    stored.only([filename for *_, found in changed for filename, _ in found] + gone)
+    del gone
     if unchanged:
         yield Unchanged("", unchanged)
     location = base.encode()
@@ -159,6 +193,54 @@ def _read_changes(
                 yield Unchanged(filename)
             else:
                 yield entry_record(section, suffix, filename, record, unit, base, compact, digest)
+
+
+def _against_kept(
+    fileobj: BinaryIO, path: str | None, url: str, unit: str, stored: StoredEntries, kept: str
+) -> Generator[Item, None, bool]:
+    """`_read_changes` against the kept document at `kept`; False (nothing yielded) if it
+    cannot be compared with: unreadable, or files listed elsewhere. A large document (its
+    `path` given) has its second section compared by a child process meanwhile."""
+    try:
+        old = open(kept, "rb")  # noqa: SIM115 - open till the end: the child's fallback reads it
+    except OSError:
+        return False
+    child = _started(_compare_in_child, kept, path, url, ORDER[1][0]) if path else None
+    try:
+        with old:
+            sections = [section for section, _ in ORDER[: 1 if child else 2]]
+            before = _kept_entries(old, url, sections)
+            if before is None:
+                return False
+            kept_base, entries = before
+            document, base = _opened(fileobj, url)
+            if kept_base != base:  # every entry's location changed: compared by digest
+                return False
+            yield from _read_changes(document, base, unit, entries, stored, child, old)
+            return True
+    finally:
+        if child is not None:
+            child.close()
+
+
+def _from_child(
+    child: Child | None, document: Document, section: str, old: BinaryIO
+) -> tuple[list, int, list[str]]:
+    """The child's comparison of `section`; done here if the child failed."""
+    result = None
+    if child is not None:
+        try:
+            result = child.result()
+        except ChildFailed:
+            pass
+    if isinstance(result, FormatError):
+        raise result
+    if result is not None:
+        return result
+    before = _kept_entries(old, document.url, [section])
+    if before is None:  # read a moment ago, unreadable now: only a failing disk does that
+        raise FormatError(document.url, "the last document read cannot be compared with")
+    return _compared(document.entries(section), before[1][section])
 
 
 def _document_items(

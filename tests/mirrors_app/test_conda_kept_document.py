@@ -9,12 +9,13 @@ import json
 
 import pytest
 
-from channels_app.formats import conda_repodata
+from channels_app.formats import conda_repodata, isolation
 from channels_app.models import Package, PublishedFile
 from channels_app.storage import open_artifact
 from mirrors_app.models import Mirror, SyncRun
 from mirrors_app.sync import fetch_state
 from tests.factories import MirrorFactory
+from tests.fixtures.child_faults import print_banner_in_children
 from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel, write_repodata
 
 pytestmark = pytest.mark.django_db
@@ -58,9 +59,9 @@ def compared(monkeypatch):
     units: list[str] = []
     real = conda_repodata._read_changes
 
-    def spy(document, base, unit, before, stored):
+    def spy(document, base, unit, *args):
         units.append(unit)
-        return real(document, base, unit, before, stored)
+        return real(document, base, unit, *args)
 
     monkeypatch.setattr(conda_repodata, "_read_changes", spy)
     return units
@@ -109,8 +110,25 @@ def _write(server, document: dict) -> None:
     (folder / "repodata.json.zst").unlink()
 
 
+@pytest.fixture(params=["one process", "with a child"])
+def split(request, monkeypatch):
+    """Compared in this process, or (as a large document is) with a child process comparing
+    the second section."""
+    answers: list = []
+    if request.param == "with a child":
+        monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
+        real = isolation.Child.result
+
+        def result(child):
+            answers.append(real(child))
+            return answers[-1]
+
+        monkeypatch.setattr(isolation.Child, "result", result)
+    return answers
+
+
 def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
-    upstream, run_mirror, compared
+    upstream, run_mirror, compared, split
 ):
     mirror = _mirror(upstream)
     assert run_mirror(mirror).state == SyncRun.State.COMPLETED
@@ -120,6 +138,15 @@ def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == ["linux-64"]
+    if split:  # the child's answer: the second section's changes, bytes of each entry
+        ((changed, same, gone),) = split
+        assert sorted(name for name, _ in changed) == [
+            "a-first-1.0-0.tar.bz2",
+            "p00-1.0-0.tar.bz2",
+            "p02-1.0-0.tar.bz2",
+            "p11-1.0-0.tar.bz2",
+        ]
+        assert (same, gone) == (8, ["p05-1.0-0.tar.bz2"])
     assert run.seen == 24  # every entry of the subdir (noarch: unchanged, a 304)
     assert run.ingested == 5  # 4 replaced, 1 added (p02: other bytes, the same record)
 
@@ -134,7 +161,9 @@ def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
         assert _published(mirror, path) == _published(fresh, path)
 
 
-def test_entries_written_otherwise_but_the_same_are_not_rewritten(upstream, run_mirror, compared):
+def test_entries_written_otherwise_but_the_same_are_not_rewritten(
+    upstream, run_mirror, compared, split
+):
     mirror = _mirror(upstream)
     run_mirror(mirror)
     before = _rows(mirror)
@@ -169,6 +198,26 @@ def test_rows_changed_since_make_the_resync_read_every_entry(upstream, run_mirro
     assert [row[0] for row in _rows(mirror)] == sorted(
         [*_document()["packages"], *_document()["packages.conda"]]
     )
+
+
+def test_a_child_that_answers_garbage_leaves_the_comparison_to_the_run(
+    upstream, run_mirror, compared, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
+    mirror = _mirror(upstream)
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED
+    site = print_banner_in_children(tmp_path, monkeypatch)  # every child's pipe: garbage
+    document = _changed(_document())
+    _write(upstream, document)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == ["linux-64"]
+    assert (run.seen, run.ingested, run.warnings) == (24, 5, "")
+    assert (site / "started").exists()  # a child did start, and its answer was refused
+    fresh = _mirror(upstream)
+    assert run_mirror(fresh).state == SyncRun.State.COMPLETED
+    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    assert _published(mirror) == _published(fresh)
 
 
 def test_a_restart_reads_every_entry(upstream, run_mirror, compared):
