@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, ClassVar, Literal, NamedTuple, Protocol
 
+from .unpacking import Unpacking
+
 
 class IndexFetch(Protocol):
     """What a conditional GET of an index document ended with (`psm.http.IndexFetch`)."""
@@ -61,7 +63,8 @@ class Client(Protocol):
 #: runs by the orchestrator. `list_units` reads and updates it.
 Documents = MutableMapping[str, dict[str, str]]
 
-#: Turns a fetched compressed index (`raw`) into the document (`dest`); raises FormatError.
+#: Turns a compressed index, read as a stream (`raw`), into the document (`dest`); raises
+#: FormatError.
 Unpack = Callable[[str, BinaryIO, BinaryIO], None]
 
 
@@ -91,19 +94,19 @@ def fetch_first(
     dest: BinaryIO,
     validators: Mapping[str, str],
 ) -> IndexFetch | None:
-    """Fetch the first of several representations of one index (`(url, unpack)`: compressed
-    ones are unpacked into `dest`, plain ones written there) that upstream has; None if it
-    has none. The one read last time (the validators' URL) is asked first, so an unchanged
-    index costs one 304."""
+    """Fetch the first of several representations of one index that upstream has (`(url,
+    unpack)`: compressed ones are unpacked into `dest` as they download, see `unpacking`;
+    plain ones written there); None if it has none. The one read last time (the validators'
+    URL) is asked first, so an unchanged index costs one 304."""
     ordered = sorted(candidates, key=lambda candidate: candidate[0] != validators.get("url"))
     for url, unpack in ordered:
-        with tempfile.TemporaryFile() as raw:
-            fetched = client.fetch_index(url, dest if unpack is None else raw, validators)
-            if fetched.status == "missing":
-                continue
-            if fetched.status == "changed" and unpack is not None:
-                unpack(url, raw, dest)
-                dest.seek(0)
+        if unpack is None:
+            fetched = client.fetch_index(url, dest, validators)
+        else:  # decompressed as it downloads
+            with Unpacking(unpack, url, dest) as stream:
+                fetched = client.fetch_index(url, stream, validators)
+            dest.seek(0)
+        if fetched.status != "missing":
             return fetched
     return None
 
