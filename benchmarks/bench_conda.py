@@ -26,7 +26,8 @@ What it does, in order:
 
 Prints a table and writes JSON (`<workdir>/results.json` unless `--json`). Nothing is
 asserted: the figures are for the reader (see benchmarks/README.md for targets and results).
-`--profile` also runs each sync under cProfile (`<workdir>/run-N.prof`), `--spy` under py-spy
+"run s" is a sync as the worker times it (its run's start to its end), without the
+start-up of the `manage.py` process. `--profile` also runs each sync under cProfile (`<workdir>/run-N.prof`), `--spy` under py-spy
 (every thread, `<workdir>/run-N.spy.txt`); timings then include the profiler's overhead, so
 compare them with a run without it.
 """
@@ -264,8 +265,10 @@ def run_sync(
         wall = time.monotonic() - started
     usage = json.loads(stats_file.read_text())
     with psycopg.connect(dsn) as conn:
-        state, seen, ingested, step = conn.execute(
-            "SELECT state, seen, ingested, step FROM mirrors_app_syncrun ORDER BY id DESC LIMIT 1"
+        state, seen, ingested, step, run_s = conn.execute(
+            "SELECT state, seen, ingested, step, "
+            "extract(epoch FROM finished_at - started_at)::float "
+            "FROM mirrors_app_syncrun ORDER BY id DESC LIMIT 1"
         ).fetchone()
         packages, live = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE NOT removed) FROM channels_app_package"
@@ -278,6 +281,8 @@ def run_sync(
         "exit_code": code,
         "state": state,
         "wall_s": round(wall, 2),
+        # The run as a worker times it (started to finished): without the process's start-up.
+        "run_s": round(run_s, 2) if run_s is not None else None,
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
         "cpu_user_s": round(usage["user"], 2),
@@ -503,19 +508,21 @@ def print_table(results: dict) -> None:
     if limit:
         print(f"limit: {limit['wall_s']} s wall, {limit['cpu_s']} s cpu, {limit['steps']}")
     print(
-        f"{'sync':<26}{'wall s':>9}{'x limit':>8}{'cpu s':>8}{'pg cpu s':>9}{'peak RSS MB':>13}"
+        f"{'sync':<26}{'wall s':>9}{'run s':>7}{'x limit':>8}{'cpu s':>8}{'pg cpu s':>9}{'peak RSS MB':>13}"
         f"{'records/s':>12}{'seen':>9}{'written':>9}"
     )
     for run in results["syncs"]:
         cpu = run["cpu_user_s"] + run["cpu_sys_s"]
         print(
-            f"{run['label']:<26}{run['wall_s']:>9.1f}{run.get('x_limit', 0):>8.2f}{cpu:>8.1f}"
+            f"{run['label']:<26}{run['wall_s']:>9.1f}{run.get('run_s') or 0:>7.1f}"
+            f"{run.get('x_limit', 0):>8.2f}{cpu:>8.1f}"
             f"{run.get('pg_cpu_s', 0):>9.1f}{run['peak_rss_mb']:>13.0f}"
             f"{run['records_per_s'] or 0:>12,}{run['seen']:>9}{run['ingested']:>9}"
             + ("" if run["state"] == "completed" else f"  ({run['state']})")
         )
     for run in results["syncs"][1:]:
-        print(f"  {run['label']}: {run['x_full']:.3f} of the full sync")
+        by_run = f" ({run['x_full_run']:.3f} by the runs' own times)" if "x_full_run" in run else ""
+        print(f"  {run['label']}: {run['x_full']:.3f} of the full sync{by_run}")
     for run in results["syncs"]:
         steps = ", ".join(f"{t:.1f}s {s}" for t, s in run["steps"])
         print(f"  {run['label']}: {steps}")
@@ -649,7 +656,10 @@ def main() -> None:
         )
         run["x_limit"] = round(run["wall_s"] / results["limit"]["wall_s"], 2)
         if results["syncs"]:  # a re-sync as a share of the full sync
-            run["x_full"] = round(run["wall_s"] / results["syncs"][0]["wall_s"], 3)
+            full = results["syncs"][0]
+            run["x_full"] = round(run["wall_s"] / full["wall_s"], 3)
+            if run["run_s"] and full["run_s"]:
+                run["x_full_run"] = round(run["run_s"] / full["run_s"], 3)
         results["syncs"].append(run)
         if run["exit_code"]:
             print(run.get("output_tail", ""), file=sys.stderr)
