@@ -17,7 +17,7 @@ Pure Python, no Django: the engine, the benchmarks and the tests use it directly
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -30,7 +30,12 @@ from rattler import MatchSpec
 from rattler import Version as CondaVersion
 
 from channels_app.formats import cran_filters
-from channels_app.formats.conda import build_date, parse_match_spec, rattler_record
+from channels_app.formats.conda import (
+    build_date,
+    built_between,
+    parse_match_spec,
+    rattler_record,
+)
 from channels_app.formats.licenses import classify
 
 
@@ -104,11 +109,14 @@ class Ecosystem:
         """Order two versions (<0, 0, >0); raises for a version it cannot read."""
         raise NotImplementedError
 
+    def name_of(self, unit: str, record: Mapping[str, Any]) -> str:
+        """The package name of a file (as `normalize` gives it), from its unit and record."""
+        return self.normalize(str(record.get(self.name_field) or ""))
+
     def candidate(
         self, unit: str, filename: str, version: str, record: Mapping[str, Any], **extra
     ) -> Candidate:
-        name = self.normalize(str(record.get(self.name_field) or ""))
-        return Candidate(unit, filename, name, version, record, **extra)
+        return Candidate(unit, filename, self.name_of(unit, record), version, record, **extra)
 
     def compact(self, record: dict[str, Any], shared: dict) -> Mapping[str, Any]:
         """What the engine (and the mirror filters) read of a stored record, as small as it
@@ -118,14 +126,43 @@ class Ecosystem:
 
     def published(self, candidate: Candidate) -> dt.date | None:
         """The day upstream published the file, from its index entry (None: not given)."""
+        return self.published_in(candidate.record)
+
+    def published_in(self, record: Mapping[str, Any]) -> dt.date | None:
+        """`published` from the record alone."""
         return None
+
+    def published_between(
+        self, first: dt.date, last: dt.date
+    ) -> Callable[[Mapping[str, Any]], bool]:
+        """A test of whether a record's `published_in` is known and from `first` to `last`
+        (both included)."""
+
+        def between(record: Mapping[str, Any]) -> bool:
+            day = self.published_in(record)
+            return day is not None and first <= day <= last
+
+        return between
 
     def licenses(self, candidate: Candidate) -> tuple[str, frozenset[str]] | None:
         """(license text, its families and identifiers); None when the index has no license
         field for this type (the license rules then see an unknown license)."""
+        return self.licenses_of(self.license_fields(candidate.record))
+
+    def license_fields(self, record: Mapping[str, Any]) -> Hashable:
+        """What of a record its license is read from (`licenses_of`): files with the same
+        fields have the same license, judged once."""
+        return None
+
+    def licenses_of(self, fields: Any) -> tuple[str, frozenset[str]] | None:
+        """`licenses` from a record's `license_fields`."""
         return None
 
     def platform(self, candidate: Candidate) -> str:
+        return self.platform_of(candidate.unit, candidate.record)
+
+    def platform_of(self, unit: str, record: Mapping[str, Any]) -> str:
+        """`platform` from a file's unit and record."""
         return ""
 
     def complete(self, candidates: list[Candidate]) -> None:
@@ -151,6 +188,9 @@ class CondaEcosystem(Ecosystem):
 
     def normalize(self, name: str) -> str:
         return name.lower()
+
+    def name_of(self, unit: str, record: Mapping[str, Any]) -> str:
+        return str(record.get("name") or "").lower()  # `normalize`, a call less per file
 
     def parse_spec(self, text: str) -> Spec:
         spec = parse_match_spec(text)
@@ -195,16 +235,23 @@ class CondaEcosystem(Ecosystem):
                 pass
         return kept
 
-    def published(self, candidate: Candidate) -> dt.date | None:
-        return build_date(candidate.record)
+    def published_in(self, record: Mapping[str, Any]) -> dt.date | None:
+        return build_date(record)
 
-    def licenses(self, candidate: Candidate) -> tuple[str, frozenset[str]]:
-        record = candidate.record
-        text = record.get("license") or None
-        return str(text or ""), classify(text, record.get("license_family") or None)
+    def published_between(
+        self, first: dt.date, last: dt.date
+    ) -> Callable[[Mapping[str, Any]], bool]:
+        return built_between(first, last)
 
-    def platform(self, candidate: Candidate) -> str:
-        return candidate.unit or str(candidate.record.get("subdir") or "")
+    def license_fields(self, record: Mapping[str, Any]) -> tuple[Any, Any]:
+        return record.get("license") or None, record.get("license_family") or None
+
+    def licenses_of(self, fields: tuple[Any, Any]) -> tuple[str, frozenset[str]]:
+        text, family = fields
+        return str(text or ""), classify(text, family)
+
+    def platform_of(self, unit: str, record: Mapping[str, Any]) -> str:
+        return unit or str(record.get("subdir") or "")
 
     def pool_key(self, candidate: Candidate) -> str:
         return self.platform(candidate)
@@ -275,11 +322,11 @@ class PythonEcosystem(Ecosystem):
         left, right = PyVersion(a), PyVersion(b)
         return (left > right) - (left < right)
 
-    def candidate(self, unit, filename, version, record, **extra) -> Candidate:
-        return Candidate(unit, filename, canonicalize_name(unit), version, record, **extra)
+    def name_of(self, unit: str, record: Mapping[str, Any]) -> str:
+        return canonicalize_name(unit)  # a unit is a project
 
-    def published(self, candidate: Candidate) -> dt.date | None:
-        return _iso_day(candidate.record.get("upload-time"))
+    def published_in(self, record: Mapping[str, Any]) -> dt.date | None:
+        return _iso_day(record.get("upload-time"))
 
 
 class REcosystem(Ecosystem):
@@ -310,8 +357,8 @@ class REcosystem(Ecosystem):
         left, right = cran_filters.r_version(a), cran_filters.r_version(b)
         return (left > right) - (left < right)
 
-    def published(self, candidate: Candidate) -> dt.date | None:
-        return _iso_day(candidate.record.get("Date/Publication"))
+    def published_in(self, record: Mapping[str, Any]) -> dt.date | None:
+        return _iso_day(record.get("Date/Publication"))
 
     def complete(self, candidates: list[Candidate]) -> None:
         current = {c.name: c.record for c in candidates if c.unit == cran_filters.CONTRIB}
@@ -321,9 +368,11 @@ class REcosystem(Ecosystem):
                 if found:
                     candidate.record = {**candidate.record, "License": found}
 
-    def licenses(self, candidate: Candidate) -> tuple[str, frozenset[str]]:
-        text = str(candidate.record.get("License") or "")
-        return text, cran_filters.r_license_families(text) if text else frozenset()
+    def license_fields(self, record: Mapping[str, Any]) -> str:
+        return str(record.get("License") or "")
+
+    def licenses_of(self, fields: str) -> tuple[str, frozenset[str]]:
+        return fields, cran_filters.r_license_families(fields) if fields else frozenset()
 
     def dependencies(self, candidate, index):
         """Depends, Imports and LinkingTo, with their version constraints; R itself and the

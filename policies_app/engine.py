@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from channels_app.formats.licenses import normalize_license
 
@@ -183,6 +184,15 @@ class AdvisoryIndex:
     def __bool__(self) -> bool:
         return bool(self.direct or self.foreign)
 
+    def names(self) -> frozenset[str]:
+        """The package names `hits` may find advisories for (the others have none)."""
+        mapped = (
+            name
+            for name, others in self.mapping.items()
+            if any((osv, _normalize_in(osv, other)) in self.foreign for osv, other in others)
+        )
+        return frozenset((*self.direct, *mapped))
+
     def hits(self, candidate: Candidate) -> list[tuple[Advisory, str]]:
         """The advisories affecting the candidate's version, each with how it matched ("" by
         its own name, else the other ecosystem's name it was mapped to)."""
@@ -294,8 +304,21 @@ class CompiledPolicy:
         self._any_advisories = bool(index)
         self._any_exclusions = bool(self.exclusions)
         self._any_block = bool(self.block)
+        self._any_platforms = bool(self.platforms_in or self.platforms_out)
         self._any_licenses = bool(self.licenses_in or self.licenses_out)
         self._any_dates = bool(self.after or self.before or self.newest)
+        # Files of other names can only break the platform, license and date rules
+        # (`_judge_unnamed`), each judged from the record without a candidate.
+        self.named = index.names() | frozenset(
+            (*self.exclusions.by_name, *self.block.by_name, *self.allow.by_name, *self.waivers)
+        )
+        self._platform_verdicts: dict[str, Violation | None] = {}
+        self._license_verdicts: dict[Hashable, Violation | None] = {}
+        # Whether a record's publication day passes every date rule.
+        ends = [day for day in (self.before, self.newest) if day]
+        self._dates_pass = eco.published_between(
+            self.after or dt.date.min, min(ends, default=dt.date.max)
+        )
 
     def _rules(self, policy, eco: Ecosystem, today: dt.date) -> None:
         self.platforms_in = frozenset(policy.platforms_include or ())
@@ -337,27 +360,28 @@ class CompiledPolicy:
         if hits and self.block_malicious:
             yield from self._advisory_violations(hits, malicious=True)
         eco = self.ecosystem
-        if self.platforms_in or self.platforms_out:
-            platform = eco.platform(candidate)
-            if not any_platform and self.platforms_in and platform not in self.platforms_in:
-                yield Violation("platform", f"platform {platform} is not included")
-            if platform in self.platforms_out:
-                yield Violation("platform", f"platform {platform} is excluded")
+        if self._any_platforms:
+            yield from self._platform_violations(eco.platform(candidate), any_platform)
         if self._any_licenses:
-            violation = self._license(candidate)
+            violation = self._license(eco.licenses(candidate))
             if violation:
                 yield violation
         if hits and (self.score is not None or self.statuses_out):
             yield from self._advisory_violations(hits, malicious=False)
         if self._any_dates:
-            yield from self._dates(candidate)
+            yield from self._dates(eco.published(candidate), candidate.first_seen)
         if self._any_block:
             spec = self.block.match(candidate)
             if spec:
                 yield Violation("block", f"blocked by package rule {spec!r}")
 
-    def _license(self, candidate: Candidate) -> Violation | None:
-        found = self.ecosystem.licenses(candidate)
+    def _platform_violations(self, platform: str, any_platform: bool) -> Iterator[Violation]:
+        if not any_platform and self.platforms_in and platform not in self.platforms_in:
+            yield Violation("platform", f"platform {platform} is not included")
+        if platform in self.platforms_out:
+            yield Violation("platform", f"platform {platform} is excluded")
+
+    def _license(self, found: tuple[str, frozenset[str]] | None) -> Violation | None:
         text, classes = found if found is not None else ("", frozenset())
         if not classes:
             return None if self.unknown_license_ok else Violation("license", "license unknown")
@@ -408,8 +432,7 @@ class CompiledPolicy:
                     advisory.ids,
                 )
 
-    def _dates(self, candidate: Candidate) -> Iterator[Violation]:
-        published = self.ecosystem.published(candidate)
+    def _dates(self, published: dt.date | None, first_seen: dt.date | None) -> Iterator[Violation]:
         if self.after and published and published < self.after:
             yield Violation("created-after", f"published {published}, before {self.after}")
         if self.before and published and published > self.before:
@@ -417,7 +440,7 @@ class CompiledPolicy:
         if self.newest:
             # Without a publication time, the day PSM first saw the file: it is at least
             # that old, so the cooldown never lets a file in early.
-            day = published or candidate.first_seen
+            day = published or first_seen
             if day is not None and day > self.newest:
                 since = "published" if published else "first seen"
                 yield Violation(
@@ -501,11 +524,45 @@ class CompiledPolicy:
         if violation is not None:
             if notes:
                 return _blocked(violation, "; ".join(notes)), False
-            decision = shared.get(violation)
-            if decision is None:
-                decision = shared[violation] = _blocked(violation)
-            return decision, False
+            return _shared_block(violation, shared), False
         return (Decision(True, waived="; ".join(notes)) if notes else None), True
+
+    def _judge_unnamed(
+        self,
+        unit: str,
+        record: Mapping[str, Any],
+        first_seen: dt.date | None,
+        shared: dict[Violation, Decision],
+    ) -> Decision | None:
+        """`_judge` of a file whose name no package rule, waiver or advisory names (not in
+        `named`), from its unit and record: None if it goes on to the allow list, else the
+        decision of the first rule it breaks. No waiver can cover it, nor an exclusion keep it,
+        so only the platform, license and date rules can: a platform's and a license's verdict
+        are each found once, a publication day inside the date rules' bounds passes at once."""
+        eco = self.ecosystem
+        if self._any_platforms:
+            platform = eco.platform_of(unit, record)
+            try:
+                violation = self._platform_verdicts[platform]
+            except KeyError:
+                found = self._platform_violations(platform, False)
+                violation = self._platform_verdicts[platform] = next(found, None)
+            if violation is not None:
+                return _shared_block(violation, shared)
+        if self._any_licenses:
+            fields = eco.license_fields(record)
+            try:
+                violation = self._license_verdicts[fields]
+            except KeyError:
+                violation = self._license(eco.licenses_of(fields))
+                self._license_verdicts[fields] = violation
+            if violation is not None:
+                return _shared_block(violation, shared)
+        if self._any_dates and not self._dates_pass(record):
+            violation = next(self._dates(eco.published_in(record), first_seen), None)
+            if violation is not None:
+                return _shared_block(violation, shared)
+        return None
 
     def as_run(self, decision: Decision) -> Decision:
         """The decision as the policy's mode applies it: a dry run lets everything in but a
@@ -623,9 +680,10 @@ class CompiledPolicy:
                 if key[: -len(".tar.bz2")] in conda_builds and decisions[key].allowed:
                     decisions[key] = self._legacy(candidate, decisions[key])
 
-    def _legacy(self, candidate: Candidate, decision: Decision) -> Decision:
-        """An allowed `.tar.bz2` whose `.conda` is mirrored: kept out, unless waived."""
-        note = self._waived(candidate, LEGACY)
+    def _legacy(self, candidate: Candidate | None, decision: Decision) -> Decision:
+        """An allowed `.tar.bz2` whose `.conda` is mirrored: kept out, unless waived (None: a
+        file no waiver names)."""
+        note = self._waived(candidate, LEGACY) if candidate is not None else None
         return _blocked(LEGACY) if note is None else decision
 
     # --- Explanations ------------------------------------------------------------------------
@@ -724,6 +782,14 @@ def _blocked(violation: Violation, waived: str = "") -> Decision:
     return Decision(False, violation.reason, violation.rule, violation.advisory, waived)
 
 
+def _shared_block(violation: Violation, shared: dict[Violation, Decision]) -> Decision:
+    """The decision of an unwaived violation, one per violation (`shared`)."""
+    decision = shared.get(violation)
+    if decision is None:
+        decision = shared[violation] = _blocked(violation)
+    return decision
+
+
 # --- One file at a time ----------------------------------------------------------------------
 
 
@@ -744,6 +810,8 @@ class OneByOne:
         # `unit/stem` of the unit's allowed `.conda` files; whether a `.tar.bz2` came yet.
         self._conda: set[str] = set()
         self._legacy_seen = False
+        #: The decision of a file that passes the rules, if the allow list does not name it.
+        self._unlisted = NOT_LISTED if policy.allow else ALLOWED
 
     def decide(self, candidate: Candidate) -> Decision:
         """The file's decision, as `decide_all` would make it among its unit's files."""
@@ -752,18 +820,44 @@ class OneByOne:
         if passes:
             decision = policy._listed_alone(candidate, decision)
         assert decision is not None
+        return self._legacy_and_mode(decision, candidate.unit, candidate.filename, candidate)
+
+    def decide_file(
+        self,
+        unit: str,
+        filename: str,
+        version: str,
+        record: Mapping[str, Any],
+        first_seen: dt.date | None = None,
+    ) -> Decision:
+        """`decide` of the candidate the ecosystem makes of these, made only if a rule names
+        the file's package (most files of a mirror are judged from their record alone)."""
+        policy = self.policy
+        name = policy.ecosystem.name_of(unit, record)
+        if name in policy.named:
+            return self.decide(Candidate(unit, filename, name, version, record, first_seen))
+        decision = policy._judge_unnamed(unit, record, first_seen, self._shared)
+        if decision is None:
+            decision = self._unlisted
+        return self._legacy_and_mode(decision, unit, filename, None)
+
+    def _legacy_and_mode(
+        self, decision: Decision, unit: str, filename: str, candidate: Candidate | None
+    ) -> Decision:
+        """The legacy rule and the policy's mode applied to a file's decision (`candidate`:
+        None for a file whose name no rule names)."""
+        policy = self.policy
         if not policy.legacy:
-            filename = candidate.filename
             if filename.endswith(".conda"):
                 if self._legacy_seen:
                     self.in_order = False
                 if decision.allowed:
-                    self._conda.add(candidate.key[: -len(".conda")])
+                    self._conda.add(f"{unit}/{filename[: -len('.conda')]}")
             elif filename.endswith(".tar.bz2"):
                 self._legacy_seen = True
-                if decision.allowed and candidate.key[: -len(".tar.bz2")] in self._conda:
+                if decision.allowed and f"{unit}/{filename[: -len('.tar.bz2')]}" in self._conda:
                     decision = policy._legacy(candidate, decision)
-        return policy.as_run(decision)
+        return policy.as_run(decision) if policy.dry_run else decision
 
     def unit_read(self) -> None:
         """The unit's files were all decided: forget its `.conda` files."""

@@ -11,7 +11,7 @@ import bz2
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 import zstandard
@@ -233,7 +233,25 @@ def build_date(record: Mapping[str, Any]) -> dt.date | None:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).date()
 
 
+def built_between(first: dt.date, last: dt.date) -> Callable[[Mapping[str, Any]], bool]:
+    """A test of whether a record's `build_date` is known and from `first` to `last` (both
+    included), which compares an integer millisecond timestamp with the bounds' own, without
+    making its day (the date rules of a first load ask it of every file)."""
+    low = (first.toordinal() - _EPOCH) * _MS_A_DAY
+    high = (last.toordinal() + 1 - _EPOCH) * _MS_A_DAY  # the first stamp after `last`
+
+    def between(record: Mapping[str, Any]) -> bool:
+        stamp = record.get("timestamp")
+        if type(stamp) is int and 1e11 < stamp < _INT_STAMPS:
+            return low <= stamp < high
+        day = build_date(record)
+        return day is not None and first <= day <= last
+
+    return between
+
+
 _EPOCH = dt.date(1970, 1, 1).toordinal()
+_MS_A_DAY = 86_400_000
 #: Integer timestamps (ms) below this are days `fromtimestamp` can give (up to the year 9999).
 _INT_STAMPS = 253_402_300_800_000
 

@@ -279,10 +279,9 @@ class RowDecisions:
             document = orjson.loads(record)
         # Not `Ecosystem.compact`: that only saves memory where many are held, and the engine
         # reads the same keys either way.
-        candidate = self.ecosystem.candidate(
-            unit, filename, version, document, first_seen=first_seen if self._cooldown else None
+        decision = self.one.decide_file(
+            unit, filename, version, document, first_seen if self._cooldown else None
         )
-        decision = self.one.decide(candidate)
         reason = "" if decision.allowed else decision.reason[:300]
         return reason, decision.would_block[:300]
 

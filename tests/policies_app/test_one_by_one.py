@@ -4,11 +4,14 @@ Policies with a rule that reads other files (`decides_alone` False) are decided 
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
+
 import pytest
 
 from benchmarks import policy_data
-from policies_app.ecosystems import Candidate
-from policies_app.engine import CompiledPolicy, OneByOne
+from policies_app.ecosystems import Candidate, ecosystem_for
+from policies_app.engine import CompiledPolicy, OneByOne, WaiverRule
 from policies_app.models import Policy
 
 
@@ -28,26 +31,37 @@ def _as_read(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(candidates, key=lambda c: (c.unit, not c.filename.endswith(".conda")))
 
 
-def _one_by_one(policy: CompiledPolicy, candidates: list[Candidate]) -> dict:
+def _one_by_one(policy: CompiledPolicy, candidates: list[Candidate], *, by_file=True) -> dict:
+    """Each file decided as read: by its unit, filename, version and record (`decide_file`, a
+    first load's way: most files judged without a candidate), or (`by_file` False) by its
+    candidate."""
     one = OneByOne(policy)
     decisions, unit = {}, None
-    for candidate in candidates:
-        if candidate.unit != unit:
+    for c in candidates:
+        if c.unit != unit:
             one.unit_read()
-            unit = candidate.unit
-        decisions[candidate.key] = one.decide(candidate)
+            unit = c.unit
+        if by_file:
+            decision = one.decide_file(c.unit, c.filename, c.version, c.record, c.first_seen)
+        else:
+            decision = one.decide(c)
+        decisions[c.key] = decision
     assert one.in_order
     return decisions
 
 
+BY_FILE = pytest.mark.parametrize("by_file", [True, False], ids=["by-file", "by-candidate"])
+
+
+@BY_FILE
 @pytest.mark.parametrize("mode", ["enforce", "dry_run"])
-def test_conda_files_decided_one_by_one_as_all_together(mode):
+def test_conda_files_decided_one_by_one_as_all_together(mode, by_file):
     case = policy_data.conda_case(4000, 200, 100)
     policy = _alone(case, mode)
     assert policy.decides_alone and not policy.legacy and policy.waivers and policy.allow
     candidates = _as_read(case.make_candidates())
     expected = policy.decide_all(candidates)
-    got = _one_by_one(policy, candidates)
+    got = _one_by_one(policy, candidates, by_file=by_file)
     assert got == expected
     # Every kind of decision was made, the legacy rule's included.
     reasons = {d.reason or d.would_block for d in got.values()}
@@ -58,21 +72,45 @@ def test_conda_files_decided_one_by_one_as_all_together(mode):
 
 
 @pytest.mark.parametrize("mode", ["enforce", "dry_run"])
-def test_python_files_decided_one_by_one_as_all_together(mode):
+@pytest.mark.parametrize("advisories, waivers, allow", [(10, 4, True), (0, 0, False)])
+def test_conda_files_no_rule_names_decided_from_their_records_as_all_together(
+    mode, advisories, waivers, allow
+):
+    # Few names with rules of their own: most files are judged from their record alone.
+    case = policy_data.conda_case(4000, advisories, waivers)
+    if not allow:  # else no legacy .tar.bz2 of such a file: its .conda is not listed
+        case.policy.allow_specs = []
+    policy = _alone(case, mode)
+    candidates = _as_read(case.make_candidates())
+    unnamed = {c.key for c in candidates if c.name not in policy.named}
+    assert len(unnamed) > len(candidates) * 3 // 4, len(unnamed)
+    expected = policy.decide_all(candidates)
+    got = _one_by_one(policy, candidates)
+    assert got == expected
+    reasons = {d.reason or d.would_block for key, d in got.items() if key in unnamed}
+    last = "not in the allow list" if allow else "legacy"
+    for rule in ("platform", "license", "published", "cooldown", last):
+        assert any(rule in r for r in reasons), rule
+
+
+@BY_FILE
+@pytest.mark.parametrize("mode", ["enforce", "dry_run"])
+def test_python_files_decided_one_by_one_as_all_together(mode, by_file):
     case = policy_data.python_case(300, 8, 60, 30)
     policy = _alone(case, mode)
     assert policy.decides_alone
     candidates = _as_read(case.make_candidates())
-    assert _one_by_one(policy, candidates) == policy.decide_all(candidates)
+    assert _one_by_one(policy, candidates, by_file=by_file) == policy.decide_all(candidates)
 
 
-def test_r_files_decided_one_by_one_as_all_together_without_license_rules():
+@BY_FILE
+def test_r_files_decided_one_by_one_as_all_together_without_license_rules(by_file):
     case = policy_data.r_case(300, 60, 30)
     case.policy.licenses_include = case.policy.licenses_exclude = []
     policy = _alone(case, "enforce")
     assert policy.decides_alone
     candidates = _as_read(case.make_candidates())
-    assert _one_by_one(policy, candidates) == policy.decide_all(candidates)
+    assert _one_by_one(policy, candidates, by_file=by_file) == policy.decide_all(candidates)
 
 
 @pytest.mark.parametrize(
@@ -119,3 +157,133 @@ def test_a_conda_file_after_a_tar_bz2_of_its_unit_is_noticed():
     assert not one.in_order
     # Unit by unit, each in its reader's order, it holds again.
     assert _one_by_one(policy, _as_read(candidates)) == policy.decide_all(candidates)
+
+
+# --- Files judged from their record alone, odd records --------------------------------------
+
+_MS_A_DAY = 86_400_000
+
+
+def _ms(day: dt.date) -> int:
+    return (day - dt.date(1970, 1, 1)).days * _MS_A_DAY
+
+
+def _stamps() -> list:
+    """Publication times on and around the bounds of the date rules below (in milliseconds,
+    seconds, floats), and ones a build day cannot be read from."""
+    stamps: list = [None, 0, -5, True, "1700000000000", 1_600_000_000, 1_600_000_000.5]
+    for bound in (dt.date(2019, 12, 31), dt.date(2020, 1, 1), dt.date(2026, 11, 20)):
+        for day in (bound, bound + dt.timedelta(days=1)):
+            ms = _ms(day)
+            stamps += [ms, ms - 1, ms + _MS_A_DAY - 1, ms // 1000, ms + 0.5, (ms - 1) / 1000]
+    return stamps
+
+
+LICENSES = [
+    ("GPL-3.0", None),
+    ("gpl-3.0-or-later", None),
+    ("  GPL v3 ", ""),
+    ("GPLv3", "GPL3"),
+    ("MIT AND GPL-3.0-only", "MIT"),
+    ("MIT", "MIT"),
+    ("mit license", None),
+    ("BSD-3-Clause", "bsd"),
+    ("custom", "gpl3"),
+    (None, None),
+    ("", "GPL3"),
+    ("unknown", None),
+    ("NOASSERTION", "OTHER"),
+]
+#: (unit, the record's subdir): a unit is the file's platform, its subdir only without one.
+PLATFORMS = [
+    ("linux-64", "linux-64"),
+    ("win-32", "win-32"),
+    ("osx-64", "osx-64"),
+    ("noarch", "noarch"),
+    ("linux-64", "win-32"),
+    ("", "win-32"),
+    ("", "linux-64"),
+    ("", None),
+]
+#: Names a rule names (as spelt by the record, any case) and names none names.
+NAMES = ["pkg-a", "PKG-A", "pkg-b", "Blocked", "kept", "free", "Free-2", "", None]
+
+
+def _odd_files() -> list[Candidate]:
+    """Files of every combination of the values above (the same build as `.conda` and as
+    `.tar.bz2` for some), read as conda's reader yields them."""
+    eco = ecosystem_for("conda")
+    stamps = _stamps()
+    files = []
+    for i, (name, (license, family)) in enumerate(itertools.product(NAMES, LICENSES)):
+        for j, (unit, subdir) in enumerate(PLATFORMS):
+            stamp = stamps[(i * 7 + j) % len(stamps)]
+            record = {"name": name, "version": f"1.{j}", "build": f"h{i}_{j % 3}"}
+            for key, value in (
+                ("license", license),
+                ("license_family", family),
+                ("subdir", subdir),
+                ("timestamp", stamp),
+            ):
+                if value is not None:
+                    record[key] = value
+            first_seen = dt.date(2026, 11, 10 + (i + j) % 20)
+            stem = f"{name or 'x'}-1.{j}-h{i}"
+            suffixes = (".conda", ".tar.bz2") if (i + j) % 3 else (".tar.bz2",)
+            for suffix in suffixes:
+                files.append(
+                    eco.candidate(unit, stem + suffix, f"1.{j}", record, first_seen=first_seen)
+                )
+    return _as_read(files)
+
+
+ODD_POLICIES = {
+    "license-exclude": {
+        "platforms_include": ["linux-64", "osx-64", "noarch"],
+        "platforms_exclude": ["win-32"],
+        "licenses_exclude": ["GPL3", "gpl"],
+        "unknown_license": "block",
+        "created_after": dt.date(2020, 1, 1),
+        "created_before": dt.date(2026, 11, 20),
+        "min_age_days": 10,
+        "block_specs": ["conda-forge::blocked", "pkg-a >=1.3"],
+        "exclusions": ["kept"],
+    },
+    "license-include": {
+        "platforms_exclude": ["win-32", "osx-64"],
+        "licenses_include": ["mit", "BSD"],
+        "unknown_license": "allow",
+        "min_age_days": 5,
+        "allow_specs": ["pkg-a", "free", "kept[build=*_1]"],
+    },
+    "dates-only": {"created_before": dt.date(2020, 1, 1)},
+    "cooldown-only": {"min_age_days": 20},
+    "nothing": {},
+}
+
+
+@pytest.mark.parametrize("mode", ["enforce", "dry_run"])
+@pytest.mark.parametrize("rules", list(ODD_POLICIES), ids=list(ODD_POLICIES))
+def test_odd_conda_records_decided_from_the_record_as_all_together(rules, mode):
+    eco = ecosystem_for("conda")
+    waivers = [
+        WaiverRule(eco.parse_spec("pkg-b"), "license", "a", dt.datetime(2030, 1, 1), "ok"),
+        WaiverRule(eco.parse_spec("free-2"), "legacy", "a", dt.datetime(2030, 1, 1), "ok"),
+    ]
+    policy = Policy(name="p", package_type="conda", mode=mode, **ODD_POLICIES[rules])
+    compiled = CompiledPolicy(policy, (), today=policy_data.TODAY, waivers=waivers)
+    assert compiled.decides_alone and not compiled.legacy
+    files = _odd_files()
+    named = [c.name in compiled.named for c in files]
+    assert any(named) and not all(named)
+    assert _one_by_one(compiled, files) == compiled.decide_all(files)
+
+
+def test_a_package_rule_always_names_its_package():
+    # Files are judged from their record alone when no rule names their package: a rule must
+    # name one, no pattern standing for many.
+    eco = ecosystem_for("conda")
+    for text in ("pkg-*", "*", "*[license=MIT]"):
+        with pytest.raises(ValueError):
+            eco.parse_spec(text)
+    assert eco.parse_spec("conda-forge/linux-64::PKG-A >=1").name == "pkg-a"
