@@ -852,10 +852,10 @@ class OneByOne:
                 if self._legacy_seen:
                     self.in_order = False
                 if decision.allowed:
-                    self._conda.add(f"{unit}/{filename[: -len('.conda')]}")
+                    self._conda.add(f"{unit}/{filename[:-6]}")  # without ".conda"
             elif filename.endswith(".tar.bz2"):
                 self._legacy_seen = True
-                if decision.allowed and f"{unit}/{filename[: -len('.tar.bz2')]}" in self._conda:
+                if decision.allowed and f"{unit}/{filename[:-8]}" in self._conda:
                     decision = policy._legacy(candidate, decision)
         return policy.as_run(decision) if policy.dry_run else decision
 

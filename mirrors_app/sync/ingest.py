@@ -73,8 +73,8 @@ COLUMNS = (
     "added_at",
     "updated_at",
 )
-#: Where a queued row (COLUMNS but the two timestamps) holds what a decision reads and writes.
-_VERSION, _RECORD, _EXCLUDED = (COLUMNS.index(c) for c in ("version", "record", "excluded_reason"))
+#: Where a queued row (COLUMNS but the two timestamps) holds its decision.
+_EXCLUDED = COLUMNS.index("excluded_reason")
 #: Columns an upsert refreshes on an existing row (not channel, unit, filename, added_at).
 UPDATED = tuple(c for c in COLUMNS if c not in ("channel_id", "unit", "filename", "added_at"))
 #: Batches handed to the writing thread and not yet written, at most (bounds memory).
@@ -121,28 +121,32 @@ class BatchWriter:
         self._queue: queue.Queue = queue.Queue(QUEUED)
         self._error: BaseException | None = None
 
-    def add(
-        self,
-        unit: str,
-        filename: str,
-        row: tuple,
-        *,
-        new: bool = False,
-        parsed: Mapping | None = None,
-    ) -> None:
-        """Queue a row (COLUMNS but the two timestamps); `new`: the mirror has no row of this
-        file (nor, as far as the caller knows, does anyone else in the channel). With
-        `decisions`, a unit's rows come together and `unit_read` follows them; `parsed`: the
-        row's record as a dict, if at hand."""
-        if self.decisions is not None:
-            if unit != self._unit:  # (a unit not read to the end has no `unit_read`)
-                self.decisions.unit_read()
-                self._unit = unit
-            verdict = self.decisions.decide(
-                unit, filename, row[_VERSION], row[_RECORD], self._first_seen(), parsed
-            )
-            row = (*row[:_EXCLUDED], *verdict)
-        self._put(unit, filename, row, new)
+    def verdict(
+        self, unit: str, filename: str, version: str, record: str, parsed: Mapping | None = None
+    ) -> tuple[str, str]:
+        """The `excluded_reason` and `would_exclude_reason` to queue a new or changed row with:
+        without `decisions`, `initial_exclusion` and none; with them, the file's decision (a
+        unit's rows come together and `unit_read` follows them; `parsed`: the record as a
+        dict, if at hand). Asked before the row is made, so the row is made once."""
+        if self.decisions is None:
+            return self.initial_exclusion, ""
+        if unit != self._unit:  # (a unit not read to the end has no `unit_read`)
+            self.decisions.unit_read()
+            self._unit = unit
+        return self.decisions.decide(unit, filename, version, record, self._first_seen(), parsed)
+
+    def add(self, unit: str, filename: str, row: tuple, *, new: bool = False) -> None:
+        """Queue a row (COLUMNS but the two timestamps, its last two its `verdict`); `new`: the
+        mirror has no row of this file (nor, as far as the caller knows, does anyone else in
+        the channel)."""
+        key = (unit, filename)
+        self.rows[key] = row
+        if new:
+            self.new.add(key)
+        else:
+            self.new.discard(key)
+        if len(self.rows) >= BATCH_SIZE:
+            self._hand_over()
 
     def unit_read(self) -> None:
         """The current unit's rows were all added."""
@@ -157,16 +161,6 @@ class BatchWriter:
             self._day = self._stamp.astimezone(dt.UTC).date()
         assert self._day is not None
         return self._day
-
-    def _put(self, unit: str, filename: str, row: tuple, new: bool) -> None:
-        key = (unit, filename)
-        self.rows[key] = row
-        if new:
-            self.new.add(key)
-        else:
-            self.new.discard(key)
-        if len(self.rows) >= BATCH_SIZE:
-            self._hand_over()
 
     def remove(self, unit: str, ids: Sequence[int]) -> None:
         self.gone[unit].extend(ids)
@@ -477,7 +471,6 @@ class UnitIngest:
         self._known: dict[str, Known] | None = None  # read on first use (see `known`)
         self._known_rows = known
         self.writer = writer
-        self.initial_exclusion = writer.initial_exclusion
         # Files another mirror (or an upload) already provides in this channel and unit;
         # `shared=False` (the caller checked the channel once) saves a query per unit.
         self.shared = shared
@@ -541,15 +534,22 @@ class UnitIngest:
         self.changed += 1
         self.live_rows += 1
         self.live_digests += record.entry_digest
-        self.writer.add(
-            self.unit,
-            record.filename,
+        unit, filename, version = self.unit, record.filename, record.version[:100]
+        writer = self.writer
+        excluded, would_exclude = writer.verdict(
+            unit, filename, version, record.document, record.extra
+        )
+        channel_id, mirror_id = self._owner
+        writer.add(
+            unit,
+            filename,
             (
-                *self._owner,
-                self.unit,
-                record.filename,
+                channel_id,
+                mirror_id,
+                unit,
+                filename,
                 record.name[:255],
-                record.version[:100],
+                version,
                 record.sha256 or "",
                 record.md5 or "",
                 record.size,
@@ -559,11 +559,10 @@ class UnitIngest:
                 self._passive,
                 False,
                 "",
-                self.initial_exclusion,
-                "",  # a dry-run policy's verdict, given with the decision
+                excluded,
+                would_exclude,
             ),
             new=stored is None and not self.shared,
-            parsed=record.extra,
         )
         return True
 
