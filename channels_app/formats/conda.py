@@ -235,15 +235,17 @@ def build_date(record: Mapping[str, Any]) -> dt.date | None:
 
 def built_between(first: dt.date, last: dt.date) -> Callable[[Mapping[str, Any]], bool]:
     """A test of whether a record's `build_date` is known and from `first` to `last` (both
-    included), which compares an integer millisecond timestamp with the bounds' own, without
-    making its day (the date rules of a first load ask it of every file)."""
-    low = (first.toordinal() - _EPOCH) * _MS_A_DAY
-    high = (last.toordinal() + 1 - _EPOCH) * _MS_A_DAY  # the first stamp after `last`
+    included). An integer millisecond timestamp is compared with the bounds' own, without
+    making its day (the date rules of a first load ask it of every file); any other the
+    long way."""
+    # The millisecond stamps `build_date` reads as days from `first` to `last`.
+    low = max((first.toordinal() - _EPOCH) * _MS_A_DAY, _MS_STAMPS)
+    high = min((last.toordinal() + 1 - _EPOCH) * _MS_A_DAY, _INT_STAMPS)
 
     def between(record: Mapping[str, Any]) -> bool:
         stamp = record.get("timestamp")
-        if type(stamp) is int and 1e11 < stamp < _INT_STAMPS:
-            return low <= stamp < high
+        if type(stamp) is int and low <= stamp < high:
+            return True
         day = build_date(record)
         return day is not None and first <= day <= last
 
@@ -252,6 +254,8 @@ def built_between(first: dt.date, last: dt.date) -> Callable[[Mapping[str, Any]]
 
 _EPOCH = dt.date(1970, 1, 1).toordinal()
 _MS_A_DAY = 86_400_000
+#: The smallest integer timestamp `build_date` reads as milliseconds (above 1e11).
+_MS_STAMPS = 100_000_000_001
 #: Integer timestamps (ms) below this are days `fromtimestamp` can give (up to the year 9999).
 _INT_STAMPS = 253_402_300_800_000
 

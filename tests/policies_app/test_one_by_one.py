@@ -172,6 +172,7 @@ def _stamps() -> list:
     """Publication times on and around the bounds of the date rules below (in milliseconds,
     seconds, floats), and ones a build day cannot be read from."""
     stamps: list = [None, 0, -5, True, "1700000000000", 1_600_000_000, 1_600_000_000.5]
+    stamps += [10**11 - 1, 10**11, 10**11 + 1, 1e11, 253_402_300_799_999]  # s or ms; year 9999
     for bound in (dt.date(2019, 12, 31), dt.date(2020, 1, 1), dt.date(2026, 11, 20)):
         for day in (bound, bound + dt.timedelta(days=1)):
             ms = _ms(day)
