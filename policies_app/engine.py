@@ -22,7 +22,10 @@ the same way but lets everything in, with what it would block in `Decision.would
 (malicious packages stay blocked while `block_malicious` is on).
 
 Most policies decide a file from that file alone (`CompiledPolicy.decides_alone`): a first
-load then decides each file as it reads it (`OneByOne`), with the same decisions.
+load then decides each file as it reads it (`OneByOne`), with the same decisions. Most files
+of a mirror have a name no package rule, waiver or advisory names (`CompiledPolicy.named`):
+only the platform, license and date rules can keep those out, and `OneByOne.decide_file`
+judges them from the record alone.
 """
 
 from __future__ import annotations
