@@ -288,3 +288,76 @@ def test_a_package_rule_always_names_its_package():
         with pytest.raises(ValueError):
             eco.parse_spec(text)
     assert eco.parse_spec("conda-forge/linux-64::PKG-A >=1").name == "pkg-a"
+
+
+#: Python files: (project as the index spells it, upload time).
+PYTHON_FILES = [
+    (project, upload)
+    for project in ("Blocked_Proj", "blocked.proj", "free-proj", "Free_Proj", "waived")
+    for upload in (
+        None,
+        "",
+        "not a time",
+        "2019-12-31T23:59:59.999999Z",
+        "2020-01-01T00:00:00Z",
+        "2026-11-19T12:00:00Z",
+        "2026-11-20T00:00:00+00:00",
+        "2026-11-30",
+    )
+]
+#: R files: (unit, Package, Date/Publication).
+R_FILES = [
+    (unit, name, published)
+    for unit in ("src/contrib", "src/contrib/Archive/x")
+    for name in ("blocked", "Blocked", "free", "waived", None)
+    for published in (None, "garbage", "2019-12-31 23:59:59 UTC", "2020-01-01", "2026-11-25")
+]
+
+
+def _python_files() -> list[Candidate]:
+    eco = ecosystem_for("pypi")
+    files = []
+    for i, (project, upload) in enumerate(PYTHON_FILES):
+        entry = {"filename": f"{project}-1.{i}.tar.gz"}
+        if upload is not None:
+            entry["upload-time"] = upload
+        seen = dt.date(2026, 11, 10 + i % 20)
+        files.append(eco.candidate(project, entry["filename"], f"1.{i}", entry, first_seen=seen))
+    return _as_read(files)
+
+
+def _r_files() -> list[Candidate]:
+    eco = ecosystem_for("cran")
+    files = []
+    for i, (unit, name, published) in enumerate(R_FILES):
+        record = {"Version": f"1.{i}"}
+        if name is not None:
+            record["Package"] = name
+        if published is not None:
+            record["Date/Publication"] = published
+        seen = dt.date(2026, 11, 10 + i % 20)
+        filename = f"{name}_1.{i}.tar.gz"
+        files.append(eco.candidate(unit, filename, f"1.{i}", record, first_seen=seen))
+    return _as_read(files)
+
+
+@pytest.mark.parametrize("mode", ["enforce", "dry_run"])
+@pytest.mark.parametrize(
+    "kind, rules",
+    [
+        ("pypi", {"block_specs": ["blocked-proj <2"], "created_after": dt.date(2020, 1, 1)}),
+        ("pypi", {"allow_specs": ["free-proj"], "min_age_days": 10}),
+        ("pypi", {"created_before": dt.date(2026, 11, 20), "min_age_days": 3}),
+        ("cran", {"block_specs": ["blocked"], "created_after": dt.date(2020, 1, 1)}),
+        ("cran", {"allow_specs": ["free (>= 1.3)"], "min_age_days": 10}),
+    ],
+)
+def test_odd_python_and_r_records_decided_from_the_record_as_all_together(kind, rules, mode):
+    eco = ecosystem_for(kind)
+    waiver = WaiverRule(eco.parse_spec("waived"), "cooldown", "a", dt.datetime(2030, 1, 1), "ok")
+    policy = Policy(name="p", package_type=kind, mode=mode, **rules)
+    compiled = CompiledPolicy(policy, (), today=policy_data.TODAY, waivers=[waiver])
+    files = _python_files() if kind == "pypi" else _r_files()
+    named = [c.name in compiled.named for c in files]
+    assert any(named) and not all(named)
+    assert _one_by_one(compiled, files) == compiled.decide_all(files)
