@@ -238,7 +238,6 @@ class RowDecisions:
     cooldown reads)."""
 
     def __init__(self, decider: Decider, fingerprint: str) -> None:
-        self.ecosystem = decider.ecosystem
         self.one = OneByOne(decider.policy)
         #: The mirror's `policy_fingerprint` as of the decider's compiling.
         self.fingerprint = fingerprint
