@@ -14,10 +14,14 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, BinaryIO
 
-import zstandard
 from rattler import MatchSpec
 from rattler import PackageRecord as RattlerRecord
 from rattler.package.build_string import BuildString
+
+try:
+    from compression.zstd import ZstdError, ZstdFile
+except ImportError:  # before Python 3.14
+    from backports.zstd import ZstdError, ZstdFile
 
 from .base import (
     Client,
@@ -263,8 +267,11 @@ _INT_STAMPS = 253_402_300_800_000
 def _decompress(name: str, raw: BinaryIO, dest: BinaryIO, url: str, limit: int) -> None:
     """Decompress `raw` into `dest`, refusing more than `limit` bytes (a decompression bomb)."""
     if name.endswith(".zst"):
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        errors: tuple[type[Exception], ...] = (zstandard.ZstdError,)
+        # The standard library's reader (a backport before Python 3.14): one frame after
+        # another, and EOFError on a stream that ends inside one (python-zstandard's readers
+        # hand a truncated stream back as a shorter document).
+        reader = ZstdFile(raw)
+        errors: tuple[type[Exception], ...] = (ZstdError, EOFError)
     else:
         reader = bz2.BZ2File(raw)
         errors = (OSError, EOFError, ValueError)

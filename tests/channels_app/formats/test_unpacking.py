@@ -108,9 +108,21 @@ def test_a_zst_index_is_decompressed_before_its_last_byte_arrives(tmp_path, clie
     assert dest.read() == DOCUMENT
 
 
-def test_a_truncated_stream_fails_and_says_so(tmp_path, client):
-    whole = bz2.compress(DOCUMENT)
-    with Upstream("bz2", whole[: len(whole) // 2], b"") as upstream:
+@pytest.mark.parametrize(
+    ("suffix", "whole"),
+    [
+        ("zst", b"".join(_frames(DOCUMENT))),
+        ("zst", zstandard.ZstdCompressor(write_checksum=True).compress(DOCUMENT)),
+        ("bz2", bz2.compress(DOCUMENT)),
+    ],
+    ids=["zst", "zst with a checksum", "bz2"],
+)
+@pytest.mark.parametrize("keep", [4, 1000, "half", "all but one"])
+def test_a_stream_that_ends_inside_a_frame_fails_and_says_so(tmp_path, client, suffix, whole, keep):
+    """Whatever the cut (inside the first frame's header, at a block, one byte short): the
+    document is never the part that arrived."""
+    cut = {"half": len(whole) // 2, "all but one": len(whole) - 1}.get(keep, keep)
+    with Upstream(suffix, whole[:cut], b"") as upstream:
         with open(tmp_path / "index", "w+b") as dest, pytest.raises(FormatError, match="corrupt"):
             conda.fetch_unit(client, upstream.url, "linux-64", dest, {})
 
