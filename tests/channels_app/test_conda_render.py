@@ -4,16 +4,13 @@ rendering gives."""
 
 from __future__ import annotations
 
-import io
-from contextlib import contextmanager
-
 import orjson
 import pytest
 from django.db import connection
 
-from channels_app.formats.conda_render import render_channel
 from channels_app.models import Package
 from channels_app.publishing import PackageIndexSource
+from tests.channels_app import conda_rendered
 from tests.factories import ChannelFactory
 
 pytestmark = pytest.mark.django_db
@@ -70,19 +67,6 @@ def _copies() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _render(source) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-
-    @contextmanager
-    def emit(path, content_type):
-        out = io.BytesIO()
-        yield out
-        files[path] = out.getvalue()
-
-    render_channel(source, emit)
-    return files
-
-
 def test_sections_from_a_copy_are_the_rows_rendered_one_by_one():
     channel = _channel(RECORDS)
     _channel({"other-1-0.conda": {"name": "other", "version": "1"}})  # another channel
@@ -94,8 +78,8 @@ def test_sections_from_a_copy_are_the_rows_rendered_one_by_one():
             orjson.dumps(f) + b":" + bytes(r) for f, r in source.documents("linux-64", suffix)
         )
         assert copied == one_by_one
-    files = _render(source)
-    assert files == _render(RowByRow(source))
+    files = conda_rendered(source)
+    assert files == conda_rendered(RowByRow(source))
     document = orjson.loads(files["linux-64/repodata.json"])
     assert list(document["packages.conda"]) == [
         "alpha-1.1-0.conda",
@@ -110,11 +94,11 @@ def test_sections_from_a_copy_are_the_rows_rendered_one_by_one():
 
 def test_an_empty_section_and_an_empty_channel_render_alike():
     source = PackageIndexSource(_channel({"a-1-0.conda": {"name": "a", "version": "1"}}))
-    assert _render(source) == _render(RowByRow(source))
+    assert conda_rendered(source) == conda_rendered(RowByRow(source))
     if _copies():
         assert b"".join(source.json_members("linux-64", ".tar.bz2")) == b""
     empty = PackageIndexSource(ChannelFactory(kind="conda"))
-    assert _render(empty) == _render(RowByRow(empty))
+    assert conda_rendered(empty) == conda_rendered(RowByRow(empty))
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
@@ -127,7 +111,7 @@ def test_many_rows_come_in_blocks_joined_as_one():
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
-def test_a_record_holding_a_line_break_stops_the_render():
+def test_a_record_holding_a_line_break_stops_theconda_rendered():
     channel = _channel({"a-1-0.conda": {"name": "a", "version": "1"}})
     Package.objects.update(record='{"name": "a",\n"version": "1"}')  # not compact JSON
     with pytest.raises(ValueError, match="line break"):

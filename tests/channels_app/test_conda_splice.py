@@ -7,11 +7,9 @@ these tests run outside a test transaction."""
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
-from contextlib import contextmanager
 
 import orjson
 import pytest
@@ -20,9 +18,10 @@ from django.db.models import F
 
 from channels_app import storage
 from channels_app.formats.base import Gap, Previous, SectionChanges
-from channels_app.formats.conda_render import render_channel, splice_sections
+from channels_app.formats.conda_render import splice_sections
 from channels_app.models import Channel, Package, PublishedFile
 from channels_app.publishing import PackageIndexSource, channel_publish
+from tests.channels_app import conda_rendered
 from tests.factories import ChannelFactory
 
 pytestmark = [
@@ -71,17 +70,8 @@ def _published(channel: Channel) -> dict[str, bytes]:
 
 
 def _full_render(channel: Channel) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-
-    @contextmanager
-    def emit(path, content_type):
-        out = io.BytesIO()
-        yield out
-        files[path] = out.getvalue()
-
     channel.refresh_from_db()
-    render_channel(PackageIndexSource(channel), emit)
-    return files
+    return conda_rendered(PackageIndexSource(channel))
 
 
 def _same_as_a_full_render(channel: Channel) -> dict:

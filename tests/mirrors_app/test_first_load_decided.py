@@ -60,27 +60,34 @@ def _no_stage(monkeypatch) -> None:
     monkeypatch.setattr(first_load.FirstLoad, "begin", refuse)
 
 
+def _plain_and_decided(upstream, run_mirror, files, advisories, waivers, mode):
+    """`files` served; a mirror of them without a policy, run; the benchmark's conda rules
+    (without the dependency closure, noarch among the platforms) stored; and a mirror of
+    the same files under them, not run yet."""
+    _serve(upstream, files)
+    options = {"subdirs": SUBDIRS}
+    plain = MirrorFactory(channel=ChannelFactory(), source_url=upstream.url, options=options)
+    assert run_mirror(plain).state == State.COMPLETED
+    case = policy_data.conda_case(files, advisories, waivers)
+    case.policy.include_dependencies = False
+    case.policy.platforms_include = [*case.policy.platforms_include, "noarch"]
+    policy = _store_rules(case, mode)
+    mirror = MirrorFactory(
+        channel=ChannelFactory(policy=policy), source_url=upstream.url, options=options
+    )
+    return plain, policy, mirror
+
+
 @pytest.mark.django_db(transaction=True)  # the writing thread on its own connection, as in a worker
 @pytest.mark.parametrize("mode", ["enforce", "dry_run"])
 def test_a_first_load_decided_as_read_writes_the_rows_and_decisions_of_the_two_step_path(
     upstream, run_mirror, monkeypatch, mode
 ):
     files = 3000
-    _serve(upstream, files)
-    options = {"subdirs": SUBDIRS}
-    plain = MirrorFactory(channel=ChannelFactory(), source_url=upstream.url, options=options)
-    assert run_mirror(plain).state == State.COMPLETED
-
     # Every rule kind a file is decided by alone, with advisories, the name mapping and
-    # waivers: the benchmark's, without the dependency closure, noarch among the platforms.
-    case = policy_data.conda_case(files, 200, 100)
-    case.policy.include_dependencies = False
-    case.policy.platforms_include = [*case.policy.platforms_include, "noarch"]
-    policy = _store_rules(case, mode)
+    # waivers.
+    plain, policy, mirror = _plain_and_decided(upstream, run_mirror, files, 200, 100, mode)
     _no_stage(monkeypatch)
-    mirror = MirrorFactory(
-        channel=ChannelFactory(policy=policy), source_url=upstream.url, options=options
-    )
     run = run_mirror(mirror)
     assert run.state == State.COMPLETED, run.error
     got = _rows(mirror)
@@ -102,21 +109,10 @@ def test_a_first_load_decided_as_read_writes_the_rows_and_decisions_of_the_two_s
 
 @pytest.mark.django_db(transaction=True)
 def test_files_read_out_of_order_are_decided_again_together(upstream, run_mirror, monkeypatch):
-    files = 600
-    _serve(upstream, files)
-    options = {"subdirs": SUBDIRS}
-    plain = MirrorFactory(channel=ChannelFactory(), source_url=upstream.url, options=options)
-    assert run_mirror(plain).state == State.COMPLETED
-    case = policy_data.conda_case(files, 20, 0)
-    case.policy.include_dependencies = False
-    case.policy.platforms_include = [*case.policy.platforms_include, "noarch"]
-    policy = _store_rules(case, "enforce")
+    plain, policy, mirror = _plain_and_decided(upstream, run_mirror, 600, 20, 0, "enforce")
     _no_stage(monkeypatch)
     # `.tar.bz2` files before their `.conda` twins: the legacy rule cannot be decided as read.
     monkeypatch.setattr(conda_repodata, "ORDER", SECTIONS)
-    mirror = MirrorFactory(
-        channel=ChannelFactory(policy=policy), source_url=upstream.url, options=options
-    )
     run = run_mirror(mirror)
     assert run.state == State.COMPLETED, run.error
     expected, _ = _two_step(plain, policy)
