@@ -6,8 +6,16 @@ path and the Accept header, and drops all of it whenever a transaction that wrot
 published files commits: PostgreSQL sends `NOTIFY psm_serving` at that commit (statement
 triggers, migration channels_app 0012), and a thread per process LISTENs for it. So a publish,
 a freeze or a channel made private reaches every process, on every node sharing the database,
-as soon as the notification arrives, which is when the writer's own commit returns (about a
-millisecond on loopback). Index files are served with `max-age` (PSM_INDEX_MAX_AGE) anyway.
+as soon as PostgreSQL has written the notification to the listening connection's socket: it
+signals the listening sessions as the writer's commit completes, and each writes the notice
+tens of microseconds later, normally well before a client that saw the commit returns can ask again.
+
+That thread may not run for a while after the notice arrives (another thread holds the GIL for
+up to its switch interval, 5 ms), so the requests do not wait for it: each use of the cache
+first asks the socket, without reading it, whether anything is waiting there, and a waiting
+notice is a miss (`_notice_waiting`). The thread clears the cache before it reads the socket,
+so a socket found empty means no notice came, or that its clear has happened. Index files are
+served with `max-age` (PSM_INDEX_MAX_AGE) anyway.
 
 Besides what was resolved, it keeps whole answers (status line, headers, body) to requests for
 small index files, by the request values they depend on (`fast_path.ANSWER_KEY`), within a byte
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import threading
 from collections import deque
 from collections.abc import Hashable
@@ -60,6 +69,8 @@ class IndexCache:
         self._answer_bytes = 0
         self._epoch = 0
         self._listening = False
+        #: The listening connection's socket, while listening.
+        self._socket: int | None = None
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._stopping = threading.Event()
@@ -70,7 +81,7 @@ class IndexCache:
 
     def get(self, key: tuple[str, str | None]) -> Any:
         self._ensure_listener()
-        return self._entries.get(key) if self._listening else None
+        return self._entries.get(key) if self._usable() else None
 
     def epoch(self) -> int:
         return self._epoch
@@ -86,7 +97,7 @@ class IndexCache:
     def answer(self, key: Hashable) -> Answer | None:
         """A whole answer kept by `store_answer`, while listening."""
         self._ensure_listener()
-        return self._answers.get(key) if self._listening else None
+        return self._answers.get(key) if self._usable() else None
 
     def store_answer(self, key: Hashable, answer: Answer, epoch: int) -> None:
         size = len(answer[2]) + ANSWER_OVERHEAD
@@ -100,6 +111,14 @@ class IndexCache:
                 self._answer_bytes -= len(oldest[2]) + ANSWER_OVERHEAD
             self._answers[key] = answer
             self._answer_bytes += size
+
+    def _usable(self) -> bool:
+        """Whether what is kept may be used: listening, and no notice waiting to be read."""
+        return self._listening and not self._notice_waiting()
+
+    def _notice_waiting(self) -> bool:
+        fd = self._socket
+        return fd is None or _readable(fd, 0)
 
     def clear(self) -> None:
         """Forget everything (a change was committed, or the listener stopped or started)."""
@@ -149,14 +168,25 @@ class IndexCache:
             # Whatever was committed before LISTEN took effect was never notified here.
             self.clear()
             with self._lock:
-                self._listening = True
+                self._socket, self._listening = raw.fileno(), True
             while not self._stopping.is_set():
                 # A timeout, so that stop() is noticed without closing the socket under us.
-                for notice in raw.notifies(timeout=1.0):
-                    self.clear()
+                if not self._wait_for_socket(raw.fileno(), 1.0):
+                    continue
+                # Before the socket is read: a request that finds it empty finds this done.
+                self.clear()
+                for notice in raw.notifies(timeout=0):
                     self.notices.append(notice.payload)
+                self.clear()
         finally:
+            with self._lock:  # before the socket closes (its number may be reused at once)
+                self._socket, self._listening = None, False
+            self.clear()
             wrapper.close()
+
+    def _wait_for_socket(self, fd: int, timeout: float) -> bool:
+        """Whether the listening socket has something to read, within `timeout` seconds."""
+        return _readable(fd, timeout)
 
     def stop(self) -> None:
         """Stop listening (within a second) and caching, in this process (tests)."""
@@ -165,6 +195,12 @@ class IndexCache:
         with self._lock:
             self._listening = False
         self.clear()
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    poller = select.poll()  # not select(): a socket's number may exceed FD_SETSIZE
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def enabled() -> bool:

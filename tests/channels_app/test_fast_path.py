@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 
@@ -327,9 +328,30 @@ def test_a_republished_index_is_served_once_notified(cached, app):
     assert list(orjson.loads(body)["packages"]) == ["a-1-0.tar.bz2"]
 
 
-def test_a_value_read_before_a_notice_is_not_kept():
+@pytest.fixture
+def listening():
+    """A cache that behaves as if listening: its socket is one end of a pair, whose other end
+    `notify` writes to."""
     cache = index_cache.IndexCache()
-    cache._listening = True
+    ours, theirs = socket.socketpair()
+    cache._listening, cache._pid, cache._socket = True, os.getpid(), ours.fileno()
+    cache.notify = lambda: theirs.send(b"N")
+    yield cache
+    ours.close()
+    theirs.close()
+
+
+def test_a_notice_waiting_on_the_socket_is_a_miss_before_the_listener_reads_it(listening):
+    listening.store(("p", None), "kept", listening.epoch())
+    listening.store_answer("k", ("200 OK", (), b"kept"), listening.epoch())
+    assert listening.get(("p", None)) == "kept" and listening.answer("k")[2] == b"kept"
+    listening.notify()  # the listener has not run yet: what it would clear is still there
+    assert listening._entries and listening._answers
+    assert listening.get(("p", None)) is None and listening.answer("k") is None
+
+
+def test_a_value_read_before_a_notice_is_not_kept(listening):
+    cache = listening
     epoch = cache.epoch()
     cache.clear()  # a notification arrives while the request was resolving
     cache.store(("p", None), "stale", epoch)
@@ -338,13 +360,43 @@ def test_a_value_read_before_a_notice_is_not_kept():
     assert cache._entries == {("p", None): "fresh"}
 
 
-def test_the_cache_is_bounded():
-    cache = index_cache.IndexCache()
-    cache._listening = True
+def test_the_cache_is_bounded(listening):
+    cache = listening
     for n in range(index_cache.MAX_ENTRIES + 10):
         cache.store((str(n), None), n, cache.epoch())
     assert len(cache._entries) == index_cache.MAX_ENTRIES
     assert ("0", None) not in cache._entries and (str(n), None) in cache._entries
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_is_heeded_before_the_listening_thread_runs(cached, app):
+    """A request that comes after the commit returned must not wait for the listening thread
+    (another thread may hold the GIL): the notice on the socket is enough."""
+    channel = _committed(cached, lambda: _published("c"))
+    fast, _django = app
+    path = f"/api/repo/c/{CONDA}"
+    first = call(fast, path)
+    assert call(fast, path) == first and cached._entries and cached._answers
+    held, release = threading.Event(), threading.Event()
+    wait = cached._wait_for_socket
+
+    def hold(fd, timeout):
+        held.set()
+        release.wait()
+        return wait(fd, timeout)
+
+    cached._wait_for_socket = hold  # from its next wait (within a second)
+    try:
+        _until(held.is_set, "the listener to be held")
+        private = Channel.Visibility.PRIVATE
+        Channel.objects.filter(pk=channel.pk).update(visibility=private)
+        _until(lambda: index_cache._readable(cached._socket, 0), "the notice on the socket")
+        assert cached._entries and cached._answers  # not cleared: the thread is held
+        assert call(fast, path)[0].startswith("404")
+        assert call(fast, path, **{"If-None-Match": first[1]["ETag"]})[0].startswith("404")
+    finally:
+        release.set()
+    _until(lambda: not cached._answers, "the listener to clear the cache")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -524,9 +576,8 @@ def test_a_replayed_answer_is_dropped_by_the_next_notice(cached, app, admin_user
     assert call(fast, path)[0].startswith("404") and not cached._answers
 
 
-def test_an_answer_read_before_a_notice_is_not_kept_and_answers_are_bounded(monkeypatch):
-    cache = index_cache.IndexCache()
-    cache._listening, cache._pid = True, os.getpid()
+def test_an_answer_read_before_a_notice_is_not_kept_and_answers_are_bounded(monkeypatch, listening):
+    cache = listening
     epoch = cache.epoch()
     cache.clear()  # a notification arrives while the request was answered
     cache.store_answer("k", ("200 OK", (), b"stale"), epoch)
