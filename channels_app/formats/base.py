@@ -48,6 +48,10 @@ class Client(Protocol):
 
     def peek(self, url: str, *, headers: dict[str, str] | None = None) -> Peeked: ...
 
+    def fetch_from(self, url: str, start: int) -> Any:
+        """GET a document from byte `start` on (`psm.http.Part`), None if there is none."""
+        ...
+
     def download(
         self,
         url: str,
@@ -162,9 +166,23 @@ class Unchanged:
 
 @dataclass(frozen=True, slots=True)
 class UnitExtras:
-    """Unit-level metadata to keep besides the records (conda's `removed`)."""
+    """Unit-level metadata to keep besides the records (conda's `removed`), and `base_url`:
+    where the document says its files live, if not beside it (conda's `info.base_url`), kept
+    with the rows so that a patch to the document locates its files as the document did."""
 
     extras: dict[str, Any]
+    base_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PatchedEntries:
+    """The entries a patch to a unit's last document changes (`RepositoryFormat.read_patched`):
+    from the document whose hash is `origin` to the one whose hash is `result`, each changed
+    entry by (section, name) as it is now, None where removed."""
+
+    origin: str
+    result: str
+    entries: dict[tuple[str, str], Any]
 
 
 def entry_digest(raw: bytes, location: str) -> int:
@@ -227,9 +245,10 @@ class StoredEntries(Protocol):
         (None: compare digests). A format that diffs against it calls `only` first."""
         ...
 
-    def only(self, filenames: Iterable[str]) -> None:
+    def only(self, filenames: Iterable[str]) -> int:
         """The entries of the kept document not named here are stored as they are: only
-        these (changed, new or gone since) are compared and written."""
+        these (changed, new or gone since) are compared and written. Returns how many
+        stored entries stay as they are."""
         ...
 
 
@@ -243,14 +262,15 @@ class Rejected:
 
 @dataclass(frozen=True)
 class Fetched:
-    """The outcome of fetching one index unit (a conda subdir): `changed` means `dest` holds it.
+    """The outcome of fetching one index unit (a conda subdir): `changed` means `dest` holds it,
+    `patched` that it holds the changes since the document the rows are (`read_patched`).
 
     `validators` (URL, ETag, Last-Modified) are kept and sent back next time.
     """
 
-    status: Literal["changed", "unchanged", "missing"]
+    status: Literal["changed", "unchanged", "missing", "patched"]
     url: str = ""
-    validators: dict[str, str] = field(default_factory=dict)
+    validators: dict[str, Any] = field(default_factory=dict)
     #: Whether the orchestrator keeps the serial `list_units` gave the unit, and so skips the
     #: unit without a request while that serial stays the same. None: kept for a unit read,
     #: not for a missing one (which is forgotten: asked for again next run). False asks for a
@@ -464,6 +484,30 @@ class RepositoryFormat:
         Entries `stored.is_current` accepts come back as `Unchanged`, without being checked
         again.
         """
+        raise NotImplementedError
+
+    def read_patched(
+        self,
+        fileobj: BinaryIO,
+        url: str,
+        base_url: str | None,
+        stored_entries: Callable[[Iterable[tuple[str, str]]], Mapping[tuple[str, str], Any]],
+    ) -> PatchedEntries | None:
+        """The entries a `patched` fetch of the document at `url` (whose files live at
+        `base_url`, None: beside it) changes, given the stored entries it changes inside
+        (`stored_entries`: key -> (stored document, upstream URL)); None if they cannot be
+        worked out: the unit is fetched whole."""
+        return None
+
+    def parse_patched(
+        self,
+        entries: PatchedEntries,
+        url: str,
+        unit: str,
+        stored: StoredEntries,
+        base_url: str | None,
+    ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
+        """`parse_unit` of the entries a patch changes, the others stored as they are."""
         raise NotImplementedError
 
     def filter_files(

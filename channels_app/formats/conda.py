@@ -11,18 +11,22 @@ import bz2
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
+import orjson
 from rattler import MatchSpec
 from rattler import PackageRecord as RattlerRecord
 from rattler.package.build_string import BuildString
+
+from psm.http import UpstreamError
 
 try:
     from compression.zstd import ZstdError, ZstdFile
 except ImportError:  # before Python 3.14
     from backports.zstd import ZstdError, ZstdFile
 
+from . import conda_jlap as jlap
 from .base import (
     Client,
     Documents,
@@ -33,6 +37,7 @@ from .base import (
     IndexSource,
     OptionsError,
     PackageRecord,
+    PatchedEntries,
     PublishedIndex,
     Rejected,
     RepositoryFormat,
@@ -43,9 +48,10 @@ from .base import (
     fetch_document,
     fetch_first,
 )
-from .conda_records import SUFFIXES
+from .conda_records import SUFFIXES, file_url
+from .conda_records import base_url as conda_base_url
 from .conda_render import render_channel, withdraw_channel
-from .conda_repodata import read_repodata
+from .conda_repodata import read_entries, read_repodata
 
 #: Platforms a conda channel may have (conda's known subdirs).
 KNOWN_SUBDIRS = frozenset(
@@ -155,14 +161,34 @@ class CondaFormat(RepositoryFormat):
         source_url: str,
         unit: str,
         dest: BinaryIO,
-        validators: Mapping[str, str],
+        validators: Mapping[str, Any],
     ) -> Fetched:
         """Fetch `<subdir>/repodata.json`, preferring `.zst`, then plain, then `.bz2`.
 
-        Conditional on the validators of the same URL, which is asked first, so an unchanged
-        subdir costs one 304. The decompressed document is capped at the client's index size
-        limit.
+        Where the last read kept the hash of the document the rows are (`validators["jlap"]`),
+        the subdir's repodata.jlap is asked first for the patches since then (see
+        `conda_jlap`): their operations go to `dest` (`patched`), none is `unchanged`. If the
+        log cannot say, the document is fetched whole, conditionally on the validators of the
+        same URL, which is asked first, so an unchanged subdir costs one 304; it is hashed as
+        it is written, for the next read to ask the log from there. The decompressed document
+        is capped at the client's index size limit.
         """
+        url = _join(source_url, f"{unit}/repodata.json")
+        kept = validators.get("jlap")
+        state: dict[str, Any] = kept if isinstance(kept, dict) else {}
+        if jlap.usable(state):
+            try:
+                steps, state = _log_patches(client, _join(source_url, f"{unit}/{jlap.NAME}"), state)
+            except UpstreamError:
+                steps = None  # the log is an optimisation: the document says the same
+            if steps == []:
+                return Fetched("unchanged", url, {**validators, "jlap": state})
+            if steps is not None:
+                dest.write(
+                    orjson.dumps({"from": kept["have"], "to": state["have"], "steps": steps})
+                )
+                dest.seek(0)
+                return Fetched("patched", url, {"jlap": state})
 
         def unpack(url: str, raw: BinaryIO, out: BinaryIO) -> None:
             _decompress(url, raw, out, url, client.max_bytes)
@@ -171,10 +197,59 @@ class CondaFormat(RepositoryFormat):
             (_join(source_url, f"{unit}/{name}"), None if name == "repodata.json" else unpack)
             for name in REPODATA_FILES
         ]
-        fetched = fetch_first(client, candidates, dest, validators)
+        hasher = None if jlap.absent(state) else jlap.document_hash()
+        target = dest if hasher is None else _Hashed(dest, hasher)
+        fetched = fetch_first(client, candidates, target, validators)
         if fetched is None:
-            return Fetched("missing", _join(source_url, f"{unit}/repodata.json"))
-        return Fetched(fetched.status, fetched.url, fetched.validators)
+            return Fetched("missing", url)
+        kept_validators: dict[str, Any] = dict(fetched.validators)
+        if hasher is not None:
+            have = hasher.hexdigest() if fetched.status == "changed" else None
+            kept_validators["jlap"] = jlap.read_whole(state, have)
+        elif state:
+            kept_validators["jlap"] = state
+        return Fetched(fetched.status, fetched.url, kept_validators)
+
+    def read_patched(
+        self,
+        fileobj: BinaryIO,
+        url: str,
+        base_url: str | None,
+        stored_entries: Callable[[Iterable[tuple[str, str]]], Mapping[tuple[str, str], Any]],
+    ) -> PatchedEntries | None:
+        """The entries a `patched` fetch changes (see `conda_jlap.patched`), None if they
+        cannot be worked out here (the caller fetches the whole document). An entry changed
+        inside starts from its stored record, given its absolute `url` back (stored as the
+        row's upstream URL, not in the record served)."""
+        fileobj.seek(0)
+        try:
+            patch = orjson.loads(fileobj.read())
+        except orjson.JSONDecodeError:
+            return None
+        base = conda_base_url(url, base_url)
+
+        def stored(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+            entries = {}
+            for (section, filename), (record, upstream) in stored_entries(keys).items():
+                entry = orjson.loads(record)
+                if upstream != file_url(base, filename):
+                    entry["url"] = upstream
+                entries[section, filename] = entry
+            return entries
+
+        entries = jlap.patched(patch["steps"], stored)
+        return None if entries is None else PatchedEntries(patch["from"], patch["to"], entries)
+
+    def parse_patched(
+        self,
+        entries: PatchedEntries,
+        url: str,
+        unit: str,
+        stored: StoredEntries,
+        base_url: str | None,
+    ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
+        """The items of the entries a patch changed (see `conda_repodata.read_entries`)."""
+        return read_entries(entries.entries, url, unit, stored, base_url)
 
     def parse_unit(
         self, fileobj: BinaryIO, url: str, unit: str, stored: StoredEntries | None = None
@@ -284,6 +359,56 @@ def _decompress(name: str, raw: BinaryIO, dest: BinaryIO, url: str, limit: int) 
             dest.write(chunk)
     except errors as exc:
         raise FormatError(url, f"corrupt compressed data: {exc}") from None
+
+
+def _log_patches(
+    client: Client, url: str, state: dict[str, Any]
+) -> tuple[list[list[Any]] | None, dict[str, Any]]:
+    """The operations from the document `state["have"]` to the latest that the log at `url`
+    holds, and the state to keep; (None, state) if it cannot say. Read from where the last
+    read stopped (a Range request), or whole if that part does not verify or does not reach
+    back to `have` (a document read whole since)."""
+    have, pos, iv = state["have"], state.get("pos"), state.get("iv")
+    log = None
+    if isinstance(pos, int) and pos > 0 and isinstance(iv, str):
+        part = client.fetch_from(url, pos)
+        try:
+            if part is not None:
+                log = jlap.read_log(
+                    part.body, *((pos, bytes.fromhex(iv)) if part.status == 206 else ())
+                )
+        except (jlap.LogError, ValueError):
+            log = None
+        if log is not None and jlap.chain(log.patches, have, log.latest) is None:
+            log = None
+    if log is None:
+        part = client.fetch_from(url, 0)
+        if part is None:
+            return None, jlap.absent_state()
+        try:
+            log = jlap.read_log(part.body)
+        except jlap.LogError:
+            return None, {key: value for key, value in state.items() if key not in ("pos", "iv")}
+    steps = jlap.chain(log.patches, have, log.latest)
+    end = {"pos": log.pos, "iv": log.iv}
+    return steps, {**state, "have": have if steps is None else log.latest, **end}
+
+
+class _Hashed:
+    """A file being written whose bytes are also hashed (`conda_jlap.document_hash`)."""
+
+    def __init__(self, dest: BinaryIO, hasher: Any) -> None:
+        self.dest, self.hasher = dest, hasher
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        return self.dest.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.dest.seek(offset, whence)
+
+    def flush(self) -> None:
+        self.dest.flush()
 
 
 def _join(base: str, path: str) -> str:

@@ -44,6 +44,11 @@ def base_url(repodata_url: str, base: Any) -> str:
     return here
 
 
+def file_url(base: str, filename: str) -> str:
+    """Where a package file lives upstream, given where the subdir's files do."""
+    return base + (filename if _PLAIN.fullmatch(filename) else quote(filename))
+
+
 def entry_record(
     section: str,
     suffix: str,
@@ -104,7 +109,7 @@ def entry_record(
         version=version,
         filename=filename,
         unit=subdir,
-        url=upstream or base + (filename if _PLAIN.fullmatch(filename) else quote(filename)),
+        url=upstream or file_url(base, filename),
         sha256=sha256.lower() if sha256 else None,
         md5=md5.lower() if md5 else None,
         size=size,

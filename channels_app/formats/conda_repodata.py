@@ -67,7 +67,7 @@ def read_repodata(
         yield from _read_in_two(fileobj, path, url, unit, stored)
         return
     document, base = _opened(fileobj, url)
-    yield from _document_items(*document.check())
+    yield from _document_items(document)
     for section, suffix in ORDER:
         yield from _scan(document.entries(section), unit, base, section, suffix, stored)
 
@@ -167,7 +167,7 @@ def _read_changes(
     bytes are the same is stored as it is (counted, not parsed); the others are digested as
     usual, and entries no longer listed are left to be removed. A section not in `before` is
     compared by the `child` (or here, if it fails, with the kept document `old`)."""
-    yield from _document_items(*document.check())
+    yield from _document_items(document)
     changed, unchanged, gone = [], 0, []
     for section, suffix in ORDER:
         if section in before:
@@ -181,6 +181,41 @@ def _read_changes(
     del gone
     if unchanged:
         yield Unchanged("", unchanged)
+    yield from _changed_items(changed, base, unit, stored)
+
+
+def read_entries(
+    entries: dict[tuple[str, str], Any],
+    url: str,
+    unit: str,
+    stored: StoredEntries,
+    info_base: str | None,
+) -> Iterator[Item]:
+    """The items of the entries a patch changed (section, file name -> the entry, None if
+    removed: see `conda_jlap`), checked as a document's: the other stored entries stay.
+    `info_base`: the document's `info.base_url`, which the patch left as it was."""
+    unchanged = stored.only(filename for _, filename in entries)
+    if unchanged:
+        yield Unchanged("", unchanged)
+    changed = [
+        (
+            section,
+            suffix,
+            [
+                (filename, orjson.dumps(entry))
+                for (where, filename), entry in entries.items()
+                if where == section and entry is not None
+            ],
+        )
+        for section, suffix in ORDER
+    ]
+    yield from _changed_items(changed, base_url(url, info_base), unit, stored)
+
+
+def _changed_items(
+    changed: list[tuple[str, str, list]], base: str, unit: str, stored: StoredEntries
+) -> Iterator[Item]:
+    """The items of the (section, suffix, [(filename, raw)]) entries found changed or new."""
     location = base.encode()
     for section, suffix, found in changed:
         for filename, raw in found:
@@ -243,11 +278,13 @@ def _from_child(
     return _compared(document.entries(section), before[1][section])
 
 
-def _document_items(
-    extras: dict[str, Any], left_out: list[tuple[str, str]]
-) -> Iterator[UnitExtras | Rejected]:
-    """What the check found: the extras to keep, then each key left out (counted on the run)."""
-    yield UnitExtras(extras)
+def _document_items(document: Document) -> Iterator[UnitExtras | Rejected]:
+    """What the check of the document found: the extras to keep (with `info.base_url`), then
+    each key left out (counted on the run)."""
+    extras, left_out = document.check()
+    info = document.value("info")
+    base = info.get("base_url") if isinstance(info, dict) else None
+    yield UnitExtras(extras, base if isinstance(base, str) and base else None)
     for key, reason in left_out:
         yield Rejected(key, reason)
 
@@ -312,7 +349,7 @@ def _read_in_two(
         raise
     result: Any = None
     try:
-        yield from _document_items(*document.check())
+        yield from _document_items(document)
         yield from _scan(document.entries(first), unit, base, first, first_suffix, stored)
         if child is not None and split:
             try:

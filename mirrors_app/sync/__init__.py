@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 from django.db import (
     DatabaseError,
@@ -31,6 +32,7 @@ from psm.redaction import redact, scrub
 from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_pending
 from .fetch_state import (
+    Held,
     document_kept,
     forget_document,
     hold_document,
@@ -210,7 +212,7 @@ def _sync_units(
     decided = False
     # Units read to the end whose document is held to be kept once their rows are written:
     # unit -> (URL, live rows, sum of their digests).
-    held: dict[str, tuple[str, int, int]] = {}
+    held: dict[str, Held] = {}
 
     def save_done(*, wait: bool = False) -> None:
         """Keep the units done once their rows are written: in the writing thread, while
@@ -238,20 +240,23 @@ def _sync_units(
         for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
             try:
                 fetched, index = fetching()
-                with index:
-                    rows, validators = _ingest_unit(
-                        mirror,
-                        unit,
-                        progress,
-                        fetched,
-                        index,
-                        rejections,
-                        shared,
-                        writer,
-                        known,
-                        held,
-                        compare=not restart,
-                    )
+                ingest_args = (rejections, shared, writer, known, held)
+                try:
+                    with index:
+                        rows, validators = _ingest_unit(
+                            mirror, unit, progress, fetched, index, *ingest_args,
+                            compare=not restart,
+                        )  # fmt: skip
+                except _WholeNeeded:  # a patch that cannot be applied: the whole document
+                    index = mirror.format.unit_buffer()
+                    with index:
+                        fetched = mirror.format.fetch_unit(
+                            client, mirror.source_url, unit, index, {}
+                        )
+                        rows, validators = _ingest_unit(
+                            mirror, unit, progress, fetched, index, *ingest_args,
+                            compare=not restart,
+                        )  # fmt: skip
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units;
                 # a lost connection ends the run (nothing more can be written).
@@ -307,11 +312,11 @@ def _sync_units(
                 whole = finished and not forgotten and not problems
                 keep_documents(mirror, documents if whole else {}, stale, len(units))
     # Every row written (and landed): the documents held are what the units' rows now are.
-    for unit, (url, rows, digests) in held.items():
+    for unit, kept in held.items():
         if unit in writer.failed:
             forget_document(mirror.pk, unit)
         else:
-            keep_document(mirror.pk, unit, url, rows, digests)
+            keep_document(mirror.pk, unit, kept)
     if unread == set(units):
         reasons = "; ".join(problems + units_not_found(absent))
         raise FormatError(redact(mirror.source_url), f"nothing could be read: {reasons}")
@@ -443,7 +448,7 @@ def _ingest_unit(
     shared: bool,
     writer: BatchWriter,
     known: KnownRows,
-    held: dict[str, tuple[str, int, int]],
+    held: dict[str, Held],
     *,
     compare: bool,
 ) -> tuple[int, dict | None]:
@@ -465,14 +470,26 @@ def _ingest_unit(
     kept = document_kept(mirror.pk, unit) if keeps and compare else None
     if kept is not None and not kept.read_from(fetched.url):
         kept = None
+    patch = None
+    if fetched.status == "patched":
+        if kept is not None and kept.nominal is not None:
+            patch = fmt.read_patched(
+                index, fetched.url, kept.base_url, lambda keys: _stored_entries(mirror, unit, keys)
+            )
+        if patch is None or kept is None or patch.origin != kept.nominal:
+            raise _WholeNeeded(unit)  # nothing was changed
     if keeps:
         forget_document(mirror.pk, unit)  # the rows change from here on
     ingest = UnitIngest(
         mirror, unit, progress, shared=shared, writer=writer, known=known, kept=kept
     )
-    extras: dict = {}
+    extras: UnitExtras | None = None
     rejected: list[tuple[str, str]] = []
-    items = fmt.parse_unit(index, fetched.url, unit, ingest)
+    if patch is not None:
+        assert kept is not None
+        items = fmt.parse_patched(patch, fetched.url, unit, ingest, kept.base_url)
+    else:
+        items = fmt.parse_unit(index, fetched.url, unit, ingest)
     seen = 0  # counted on the run (a clock read, maybe a flush) every TICK entries
     for item in items:
         if isinstance(item, Unchanged):
@@ -480,7 +497,7 @@ def _ingest_unit(
         elif isinstance(item, Rejected):
             rejected.append((item.filename, item.reason))
         elif isinstance(item, UnitExtras):
-            extras = item.extras
+            extras = item
             continue
         elif not ingest.add(item):
             rejected.append((item.filename, "provided by another mirror of the channel"))
@@ -495,10 +512,44 @@ def _ingest_unit(
     for _, reason in rejected:
         progress.exclude(reason)
     rejections.replace(unit, rejected)
-    _keep_extras(mirror, unit, extras)
-    if keeps and not rejected and hold_document(mirror.pk, unit, index):
-        held[unit] = (fetched.url, ingest.live_rows, ingest.live_digests)
-    return ingest.changed, fetched.validators
+    validators = fetched.validators
+    if patch is None:  # a patch leaves the document's extras as they were
+        _keep_extras(mirror, unit, extras.extras if extras else {})
+    rows, digests = ingest.live_rows, ingest.live_digests
+    if keeps and not rejected and patch is not None:
+        assert kept is not None
+        held[unit] = Held(fetched.url, rows, digests, patch.result, kept.base_url, False)
+    elif keeps and not rejected and hold_document(mirror.pk, unit, index):
+        state = validators.get("jlap")
+        nominal = state.get("have") if isinstance(state, dict) else None
+        base = extras.base_url if extras else None
+        held[unit] = Held(fetched.url, rows, digests, nominal, base, True)
+    else:  # rows not stamped: the next read fetches the document, not a patch to it
+        validators = {key: value for key, value in validators.items() if key != "jlap"}
+    return ingest.changed, validators
+
+
+class _WholeNeeded(Exception):
+    """A unit fetched as a patch that cannot be applied to its rows: fetch it whole."""
+
+
+def _stored_entries(
+    mirror: Mirror, unit: str, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(section, file name) -> the live row's stored entry and upstream URL, of these keys."""
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for section, filename in keys:
+        by_name.setdefault(filename, []).append((section, filename))
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    names = list(by_name)
+    for start in range(0, len(names), 1000):
+        rows = Package.objects.filter(
+            mirror=mirror, unit=unit, filename__in=names[start : start + 1000], removed=False
+        ).values_list("filename", "record", "upstream_url")
+        for filename, record, upstream_url in rows:
+            for key in by_name[filename]:
+                found[key] = (record, upstream_url)
+    return found
 
 
 def _keep_extras(mirror: Mirror, unit: str, extras: dict) -> None:

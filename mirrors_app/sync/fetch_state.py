@@ -8,7 +8,10 @@ A format whose units are large documents of which few entries change between rea
 subdirs) also keeps each unit's last document, read to the end, in the data folder
 (`mirror-state/<mirror>/<unit>.json`, a hard link to the fetched file), with a stamp of the
 mirror's live rows of the unit once written: the next read compares its entries' raw bytes
-with it (no digest of each entry, no stored digests read) while the rows still match it.
+with it (no digest of each entry, no stored digests read) while the rows still match it. The
+stamp also names the upstream document the rows are (its hash, `nominal`) and where that
+document said its files live (`base_url`): a unit read from a patch to it (conda's
+repodata.jlap) keeps that stamp without a document.
 """
 
 from __future__ import annotations
@@ -105,13 +108,17 @@ def save_units(done: list[MirrorUnit]) -> None:
 
 
 class KeptDocument(NamedTuple):
-    """A unit's index document kept by the last run that read it to the end, and what the
-    mirror's live rows of the unit were then: how many, and the sum of their digests."""
+    """A unit's index document kept by the last run that read it to the end (`path`, None if
+    that run read a patch), and what the mirror's live rows of the unit were then: how many,
+    and the sum of their digests; the hash of the upstream document they are (`nominal`, if
+    known) and where it said its files live (`base_url`, None: beside it)."""
 
-    path: str
+    path: str | None
     rows: int
     digests: int
     folder: str  # `_url_key` of where it was read
+    nominal: str | None = None
+    base_url: str | None = None
 
     def read_from(self, url: str) -> bool:
         """Whether a document at `url` lists files where this one did (its rows' locations)."""
@@ -137,13 +144,24 @@ def document_kept(mirror_id: int, unit: str) -> KeptDocument | None:
         stamp = orjson.loads((folder / f"{unit}.stamp").read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    path = folder / f"{unit}.json"
-    if not isinstance(stamp, dict) or not path.is_file():
+    if not isinstance(stamp, dict):
         return None
+    path = folder / f"{unit}.json"
+    document = str(path) if stamp.get("document", True) and path.is_file() else None
+    nominal, base = stamp.get("nominal"), stamp.get("base_url")
     try:
-        kept = KeptDocument(str(path), int(stamp["rows"]), int(stamp["digests"]), str(stamp["url"]))
+        kept = KeptDocument(
+            document,
+            int(stamp["rows"]),
+            int(stamp["digests"]),
+            str(stamp["url"]),
+            nominal if isinstance(nominal, str) else None,
+            base if isinstance(base, str) else None,
+        )
     except (KeyError, TypeError, ValueError):
         return None
+    if kept.path is None and kept.nominal is None:
+        return None  # nothing to compare with
     return kept if _live_rows(mirror_id, unit) == (kept.rows, kept.digests) else None
 
 
@@ -207,16 +225,45 @@ def hold_document(mirror_id: int, unit: str, fileobj: BinaryIO) -> bool:
     return True
 
 
-def keep_document(mirror_id: int, unit: str, url: str, rows: int, digests: int) -> None:
-    """Keep the held document as the unit's, with what its rows are now (`document_kept`);
-    the stamp goes last, so a document without it is never used."""
+class Held(NamedTuple):
+    """What a unit read to the end keeps once its rows are written (`keep_document`): the URL
+    it was read from, its live rows (how many, their digests' sum), the hash of the upstream
+    document they are, where that document said its files live, and whether its document was
+    held (`hold_document`; not for a unit read from a patch)."""
+
+    url: str
+    rows: int
+    digests: int
+    nominal: str | None
+    base_url: str | None
+    document: bool
+
+
+def keep_document(mirror_id: int, unit: str, held: Held) -> None:
+    """Keep the held document as the unit's (or none, for a unit read from a patch: the one
+    kept no longer is what the rows are), with what its rows are now (`document_kept`); the
+    stamp goes last, so a document without it is never used."""
     folder = _folder(mirror_id)
     try:
-        os.replace(folder / f"{unit}.pending", folder / f"{unit}.json")
+        if held.document:
+            os.replace(folder / f"{unit}.pending", folder / f"{unit}.json")
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                (folder / f"{unit}.json").unlink()
         stamp = folder / f"{unit}.stamp.tmp"
         # The digests' sum is past 64 bits: kept as text.
         stamp.write_bytes(
-            orjson.dumps({"url": _url_key(url), "rows": rows, "digests": str(digests)})
+            orjson.dumps(
+                {
+                    "url": _url_key(held.url),
+                    "rows": held.rows,
+                    "digests": str(held.digests),
+                    "nominal": held.nominal,
+                    "base_url": held.base_url,
+                    "document": held.document,
+                }
+            )
         )
         os.replace(stamp, folder / f"{unit}.stamp")
     except OSError:

@@ -515,9 +515,9 @@ class UnitIngest:
     def kept_document(self) -> str | None:
         return None if self.kept is None else self.kept.path
 
-    def only(self, filenames: Iterable[str]) -> None:
+    def only(self, filenames: Iterable[str]) -> int:
         """Compare and write only these entries (the others are the kept document's, stored as
-        they are): their stored rows are read, no other."""
+        they are): their stored rows are read, no other. Returns how many stay as they are."""
         assert self.kept is not None
         self._known = dict(_known_of_files(self.mirror, self.unit, list(filenames)))
         self.live_rows, self.live_digests = self.kept.rows, self.kept.digests
@@ -525,6 +525,7 @@ class UnitIngest:
             if not known.removed:  # to be rewritten or removed: no longer counted as is
                 self.live_rows -= 1
                 self.live_digests -= known.entry_digest
+        return self.live_rows
 
     def add(self, record: PackageRecord) -> bool:
         """Queue a new or changed record; False if another mirror provides it."""

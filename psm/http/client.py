@@ -356,6 +356,15 @@ class Peek:
     head: bytes
 
 
+@dataclass(frozen=True)
+class Part:
+    """What `UpstreamClient.fetch_from` got: 206 and the bytes from the offset asked, or 200
+    and the whole document (a server that ignores ranges)."""
+
+    status: int
+    body: bytes
+
+
 #: What `UpstreamClient.peek` reads at most.
 PEEK_BYTES = 64 * 1024
 
@@ -380,6 +389,30 @@ class UpstreamClient:
     def fetch(self, url: str, *, headers: dict[str, str] | None = None) -> bytes | None:
         """GET a document within the index size limit; None when upstream says 404."""
         return fetch_bytes(self.session, url, max_bytes=self.max_bytes, headers=headers)
+
+    def fetch_from(self, url: str, start: int) -> Part | None:
+        """GET a document from byte `start` on (a Range request, unless 0), within the index
+        size limit; None when upstream has no such document (404) or none that long (416)."""
+        # A range of the bytes as stored: no content coding, whose bytes would differ.
+        headers = {"Range": f"bytes={start}-", "Accept-Encoding": "identity"} if start else None
+        try:
+            with open_stream(self.session, url, headers=headers) as response:
+                status = response.status_code
+                if status == 404:
+                    return None
+                if status not in (200, 206) or (status == 206 and not start):
+                    raise status_error(url, status)
+                if status == 206:
+                    given = response.headers.get("Content-Range", "")
+                    if not given.startswith(f"bytes {start}-"):
+                        raise UpstreamError(url, f"upstream sent another range ({given!r})")
+                chunks: list[bytes] = []
+                copy_body(response, url, self.max_bytes, chunks.append)
+                return Part(status, b"".join(chunks))
+        except UpstreamError as exc:
+            if exc.status == 416:
+                return None
+            raise
 
     def peek(
         self, url: str, *, headers: dict[str, str] | None = None, max_bytes: int = PEEK_BYTES

@@ -1,0 +1,235 @@
+"""A conda subdir re-read from its repodata.jlap: only what changed, as conda and rattler read it.
+
+Channels such as conda-forge publish beside each repodata.json a log of the JSON Patches
+(RFC 6902) between its versions, each version named by the BLAKE2b-256 of its bytes (the
+CEP "JSON Patch Incremental Updates for repodata.json"). The log's lines: a hex IV; one patch
+per line, `{"from": h0, "to": h1, "patch": [operations]}`; a footer naming the latest document,
+`{"url": "repodata.json", "latest": h}`; a checksum. Each line's running checksum is
+BLAKE2b-256 of the line keyed by the one before (the IV for the first), and the last line is
+the footer's. The log only grows at its end (footer and checksum rewritten), so a reader that
+kept where the footer began (`pos`) and the checksum before it (`iv`) asks for the bytes from
+there on (an HTTP Range) and checks them against what it kept.
+
+A mirror whose stored rows are those of the document `have` asks the log for the patches from
+`have` to the latest: the entries they add, replace or remove are all it reads and writes,
+instead of a whole document of hundreds of MB. Anything this does not take makes the caller
+read the whole document, as before: no log, a log whose checksum does not verify, no chain of
+patches from `have`, an operation other than add, remove or replace, a change outside the
+entries of `packages` and `packages.conda` (`info`, `removed`: the document-level values), a
+change inside an entry that is not stored. The entries themselves are checked as a whole
+document's are (`conda_records.entry_record`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+import orjson
+
+from .conda_records import SECTIONS
+
+NAME = "repodata.jlap"
+#: How long a subdir whose upstream has no log is read whole without asking for one.
+ABSENT_FOR_SECONDS = 7 * 24 * 3600
+#: How long a subdir is read from its log before it is read whole again: a log that stopped
+#: following its document (a CDN serving it stale, an indexer that no longer writes it) must
+#: not hold the mirror back for longer.
+WHOLE_EVERY_SECONDS = 7 * 24 * 3600
+#: The package sections a patch may change, by their JSON Pointer token.
+PACKAGE_SECTIONS = frozenset(section for section, _ in SECTIONS)
+_HASH = re.compile(rb"[0-9a-f]{64}")
+_OPERATIONS = frozenset({"add", "remove", "replace"})
+
+#: A section and a file name: an entry of a subdir's document.
+Key = tuple[str, str]
+
+
+class LogError(ValueError):
+    """The log cannot be used: malformed, or its checksum does not verify."""
+
+
+def document_hash() -> Any:
+    """The hash a log names a repodata.json by (fed its bytes as they are written)."""
+    return hashlib.blake2b(digest_size=32)
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """What a read of the log found: its patches (those after `pos` for a ranged read), the
+    latest document's hash, and where to read from next time (`pos`, `iv`)."""
+
+    patches: list[dict[str, Any]]
+    latest: str
+    pos: int
+    iv: str
+
+
+def read_log(body: bytes, pos: int = 0, iv: bytes = b"") -> Log:
+    """The log `body`, read from byte `pos` (0: the whole log, its IV line first) whose running
+    checksum there was `iv`. Raises LogError."""
+    lines = body.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    offset = pos
+    if pos == 0:
+        if not lines:
+            raise LogError("the log is empty")
+        first = lines.pop(0)
+        try:
+            iv = bytes.fromhex(first.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise LogError("the log does not start with a hex IV") from None
+        offset = len(first) + 1
+    if not 0 < len(iv) <= 64:  # a BLAKE2b key
+        raise LogError("the log's IV is not 1 to 64 bytes")
+    if len(lines) < 2:
+        raise LogError("the log lacks its footer and checksum")
+    running = iv
+    for line in lines[:-2]:
+        running = hashlib.blake2b(line, key=running, digest_size=32).digest()
+        offset += len(line) + 1
+    before_footer = running
+    running = hashlib.blake2b(lines[-2], key=running, digest_size=32).digest()
+    if lines[-1] != running.hex().encode():
+        raise LogError("the log's checksum does not verify")
+    footer = _json(lines[-2])
+    latest = footer.get("latest", "").encode() if isinstance(footer.get("latest"), str) else b""
+    if not _HASH.fullmatch(latest):
+        raise LogError("the log's footer names no latest document")
+    patches = [_patch(line) for line in lines[:-2]]
+    return Log(patches, latest.decode(), offset, before_footer.hex())
+
+
+def _json(line: bytes) -> dict[str, Any]:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise LogError("a line of the log is not JSON") from None
+    if not isinstance(value, dict):
+        raise LogError("a line of the log is not a JSON object")
+    return value
+
+
+def _patch(line: bytes) -> dict[str, Any]:
+    patch = _json(line)
+    ends = (patch.get("from"), patch.get("to"))
+    if not all(isinstance(end, str) and _HASH.fullmatch(end.encode()) for end in ends):
+        raise LogError("a patch of the log does not name the documents it goes between")
+    if not isinstance(patch.get("patch"), list):
+        raise LogError("a patch of the log holds no operations")
+    return patch
+
+
+def chain(patches: list[dict[str, Any]], have: str, latest: str) -> list[list[Any]] | None:
+    """The operations of the patches from the document `have` to `latest`, in order (none if
+    `have` is the latest); None if the log holds no such chain."""
+    steps: list[list[Any]] = []
+    want = latest
+    for patch in reversed(patches):
+        if want == have:
+            break
+        if patch["to"] == want:
+            steps.append(patch["patch"])
+            want = patch["from"]
+    if want != have:
+        return None
+    steps.reverse()
+    return steps
+
+
+def absent(state: Mapping[str, Any]) -> bool:
+    """Whether upstream lately had no log for the subdir (`state` the one kept for it)."""
+    return _within(state.get("absent"), ABSENT_FOR_SECONDS)
+
+
+def absent_state() -> dict[str, Any]:
+    """The state kept for a subdir whose upstream has no log."""
+    return {"absent": int(time.time())}
+
+
+def usable(state: Mapping[str, Any]) -> bool:
+    """Whether the next read may ask the log: the hash of the document the rows are is known,
+    upstream had a log lately, and the document was read whole lately."""
+    return (
+        isinstance(state.get("have"), str)
+        and not absent(state)
+        and _within(state.get("whole_at"), WHOLE_EVERY_SECONDS)
+    )
+
+
+def read_whole(state: Mapping[str, Any], have: str | None = None) -> dict[str, Any]:
+    """The state after the document was read whole (its hash `have`, if computed) or found
+    unchanged since (a 304)."""
+    kept = {**state, "whole_at": int(time.time())}
+    return kept if have is None else {**kept, "have": have}
+
+
+def _within(since: Any, seconds: int) -> bool:
+    return isinstance(since, int | float) and 0 <= time.time() - since < seconds
+
+
+def _pointer(path: Any) -> list[str] | None:
+    """The tokens of a JSON Pointer (RFC 6901); None if it is not one."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return None
+    return [token.replace("~1", "/").replace("~0", "~") for token in path[1:].split("/")]
+
+
+def touched(steps: list[list[Any]]) -> tuple[set[Key], set[Key]] | None:
+    """The entries the operations of `steps` replace whole and those they change inside; None
+    if an operation is one this module does not take (see the module's docstring)."""
+    whole: set[Key] = set()
+    inside: set[Key] = set()
+    for operations in steps:
+        for operation in operations:
+            if not isinstance(operation, dict) or operation.get("op") not in _OPERATIONS:
+                return None
+            tokens = _pointer(operation.get("path"))
+            if tokens is None or len(tokens) < 2 or tokens[0] not in PACKAGE_SECTIONS:
+                return None
+            if operation["op"] != "remove" and "value" not in operation:
+                return None
+            key = (tokens[0], tokens[1])
+            if len(tokens) == 2:
+                whole.add(key)
+            elif key not in whole:  # an entry added by an earlier operation is not stored
+                inside.add(key)
+    return whole, inside
+
+
+def patched(
+    steps: list[list[Any]], stored: Callable[[Iterable[Key]], Mapping[Key, dict[str, Any]]]
+) -> dict[Key, dict[str, Any] | None] | None:
+    """The entries `steps` change, as they are after them (None: removed); `stored` gives the
+    stored entries of the keys asked for (those changed inside). None if the steps cannot be
+    applied here: the caller reads the whole document."""
+    found = touched(steps)
+    if found is None:
+        return None
+    _whole, inside = found
+    current: dict[Key, Any] = dict(stored(inside)) if inside else {}
+    if len(current) != len(inside):
+        return None  # a change inside an entry that is not stored
+    for operations in steps:
+        for operation in operations:
+            tokens = _pointer(operation["path"])
+            assert tokens is not None  # checked by `touched`
+            key = (tokens[0], tokens[1])
+            if len(tokens) == 2:
+                current[key] = None if operation["op"] == "remove" else operation["value"]
+                continue
+            entry = current.get(key)
+            if entry is None:
+                return None  # inside an entry removed before
+            inner = "/" + "/".join(t.replace("~", "~0").replace("/", "~1") for t in tokens[2:])
+            try:
+                current[key] = jsonpatch.apply_patch(entry, [{**operation, "path": inner}])
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError):
+                return None
+    return current
