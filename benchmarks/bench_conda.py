@@ -3,14 +3,17 @@
     .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
         [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
         [--mutate 0.01] [--touch] [--serve-seconds 15] [--no-serve] [--no-vacuum]
-        [--profile] [--spy] [--policy] [--only-full] [--json FILE]
+        [--profile] [--spy] [--policy] [--only-full] [--no-jlap] [--json FILE]
 
 What it does, in order:
 
 1. Data: generates `<workdir>/chan` with gen_conda.py (or copies `--source`, an already generated
-   channel of the same `--records`; the copy is what gets mutated, never the source).
+   channel of the same `--records`; the copy is what gets mutated, never the source). Each
+   subdir has a `repodata.jlap` beside its repodata.json, as conda-forge's CDN publishes it
+   (gen_conda.py keeps it: `--mutate` appends the patch); `--no-jlap` runs without it.
 2. Upstream: serves `<workdir>/chan` on 127.0.0.1 with a threaded HTTP server that sends an
-   ETag (size + mtime) and answers If-None-Match with 304, like a CDN would.
+   ETag (size + mtime), answers If-None-Match with 304 and a GET with `Range: bytes=N-` (or
+   `N-M`, `-N`) with 206 and that part (416 past the end), like a CDN would.
 3. Database: drops and creates `--db` on the `--pg` server, migrates, creates a conda channel
    `bench` and a passive mirror `bench` of linux-64 (+ noarch) from the upstream.
 4. Syncs, each one `manage.py mirror_run bench` in its own process (wall time, peak RSS of that
@@ -61,8 +64,30 @@ SUBDIR = "linux-64"
 # --- upstream ---------------------------------------------------------------------------------
 
 
+def byte_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """The first and last byte a GET's `Range` header asks for (a single `bytes=N-`, `N-M` or
+    `-N`), the last clipped to the file; None to answer with the whole file (no header, or one
+    this server does not take, such as several ranges). A first byte at or past `size` is for
+    a 416."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", value.strip())
+    if not match or not any(match.groups()):
+        return None
+    first, last = match.groups()
+    if not first:  # the last N bytes
+        count = int(last)
+        return (max(size - count, 0), size - 1) if count else (size, size)
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if last and int(last) < start:
+        return None
+    return start, end
+
+
 def make_upstream(root: Path) -> ThreadingHTTPServer:
-    """A static file server for `root` with ETag/If-None-Match and Last-Modified (GET, HEAD)."""
+    """A static file server for `root` with ETag/If-None-Match, Last-Modified and single byte
+    ranges (GET, HEAD)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -92,16 +117,31 @@ def make_upstream(root: Path) -> ThreadingHTTPServer:
                 self.send_header("ETag", etag)
                 self.end_headers()
                 return
-            self.send_response(200)
+            part = byte_range(self.headers.get("Range"), st.st_size) if body else None
+            if_range = self.headers.get("If-Range")
+            if if_range is not None and if_range.strip() not in (etag, modified):
+                part = None  # the file changed since: all of it
+            if part and part[0] >= st.st_size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{st.st_size}")
+                self.send_header("Content-Length", "0")
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            start, end = part or (0, st.st_size - 1)
+            self.send_response(206 if part else 200)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(st.st_size))
+            self.send_header("Content-Length", str(end - start + 1))
+            if part:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{st.st_size}")
+            self.send_header("Accept-Ranges", "bytes")
             self.send_header("ETag", etag)
             self.send_header("Last-Modified", modified)
             self.end_headers()
-            if body:
-                with open(path, "rb") as handle:
+            if body and end >= start:
+                with open(path, "rb") as handle:  # from the offset: never the whole file
                     self.wfile.flush()
-                    self.connection.sendfile(handle)
+                    self.connection.sendfile(handle, start, end - start + 1)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -476,11 +516,13 @@ def measure_serving(env: dict, workdir: Path, seconds: int, workers: int) -> dic
 # --- driver -----------------------------------------------------------------------------------
 
 
-def generate(out: Path, records: int, mutate: float = 0.0) -> float:
+def generate(out: Path, records: int, mutate: float = 0.0, jlap: bool = True) -> float:
     command = [PYTHON, str(ROOT / "benchmarks" / "gen_conda.py"), str(out)]
     command += ["--records", str(records), "--subdir", SUBDIR]
     if mutate:
         command += ["--mutate", str(mutate)]
+    if not jlap:
+        command.append("--no-jlap")
     started = time.monotonic()
     subprocess.run(command, check=True)
     return time.monotonic() - started
@@ -504,6 +546,7 @@ def git_describe() -> str:
 
 def print_table(results: dict) -> None:
     print()
+    print("upstream: " + ("with repodata.jlap" if results.get("jlap") else "no repodata.jlap"))
     limit = results.get("limit")
     if limit:
         print(f"limit: {limit['wall_s']} s wall, {limit['cpu_s']} s cpu, {limit['steps']}")
@@ -574,8 +617,14 @@ def main() -> None:
         help="give the channel a policy (licenses, cooldown, block specs): each sync that "
         "changes something then decides every file (packages_decide)",
     )
+    parser.add_argument(
+        "--no-jlap",
+        action="store_true",
+        help="serve no repodata.jlap (gen_conda.py --no-jlap); by default each subdir has one",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    jlap = not args.no_jlap
 
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -592,6 +641,7 @@ def main() -> None:
             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
         },
         "records": args.records,
+        "jlap": jlap,
         "git": git_describe(),
         "load_at_start": os.getloadavg(),
     }
@@ -605,8 +655,12 @@ def main() -> None:
     if args.source:
         print(f"copying {args.source} to {chan}", flush=True)
         shutil.copytree(args.source, chan)
+        import gen_conda  # beside this script, as run
+
+        for subdir in (SUBDIR, "noarch"):  # the log as a generated channel would have it
+            gen_conda.keep_log(chan / subdir, jlap)
     else:
-        results["generate_s"] = round(generate(chan, args.records), 1)
+        results["generate_s"] = round(generate(chan, args.records, jlap=jlap), 1)
     results["repodata_mb"] = round((chan / SUBDIR / "repodata.json").stat().st_size / 1e6, 1)
     results["repodata_zst_mb"] = round(
         (chan / SUBDIR / "repodata.json.zst").stat().st_size / 1e6, 1
@@ -648,7 +702,7 @@ def main() -> None:
                 os.utime(path)  # a new mtime is a new ETag: full fetch and parse, no change
         if before == "mutate":
             print(f"mutating {args.mutate:.0%} of the records", flush=True)
-            results["mutate_s"] = round(generate(chan, args.records, args.mutate), 1)
+            results["mutate_s"] = round(generate(chan, args.records, args.mutate, jlap), 1)
         print(f"sync {index}: {label}", flush=True)
         run = run_sync(env, dsn, workdir, label, index, args.profile, args.spy)
         print(

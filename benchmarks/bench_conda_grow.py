@@ -37,8 +37,10 @@ def main() -> None:
     work = args.workdir.resolve()
     shutil.rmtree(work, ignore_errors=True)
     small, large, chan = work / "small", work / "large", work / "chan"
-    bench.generate(small, args.stored)
-    bench.generate(large, args.records)
+    # No repodata.jlap: only the documents are swapped below, and the re-sync is to read the
+    # whole larger one.
+    bench.generate(small, args.stored, jlap=False)
+    bench.generate(large, args.records, jlap=False)
     shutil.copytree(small, chan)
     upstream = bench.make_upstream(chan)
     url = f"http://127.0.0.1:{upstream.server_address[1]}"
