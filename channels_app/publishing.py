@@ -176,8 +176,9 @@ class PackageIndexSource:
 
 
 #: A mark whose snapshot is this many transactions old is not trusted (transaction ids are 32
-#: bits on disk; within this span the full id of every row changed since is exact).
-MARK_SPAN = 1 << 31
+#: bits on disk; within this span, with room for the transactions begun since, the ages that
+#: tell a row changed since are exact).
+MARK_SPAN = 1 << 30
 
 #: What a render reads in PostgreSQL terms: below `xmin` every transaction had ended when it
 #: began (subtransactions included: a subtransaction's id is above its parent's); `server`
@@ -196,11 +197,10 @@ def _render_mark() -> dict[str, Any]:
     return {"xmin": xmin, "server": server}
 
 
-#: The full (64-bit) id of a row version's `xmin`, against the statement's own snapshot.
-_FULL_XMIN = (
-    "((({top} >> 32) << 32) + {row}.xmin::text::bigint - CASE WHEN {row}.xmin::text::bigint "
-    "> ({top} & 4294967295) THEN 4294967296 ELSE 0 END)"
-)
+#: Whether a row version was written since the mark (its `xmin` at or above the mark's): its
+#: age against the mark's, both from this transaction's own stable reference (`age`), which is
+#: exact within MARK_SPAN. A frozen row version's age is the largest: not changed.
+_CHANGED = "age({row}.xmin) <= {mark_age}"
 #: `models.SERVED` in SQL, for a row alias.
 _SERVED = (
     "(NOT {row}.removed AND {row}.excluded_reason = '' "
@@ -229,19 +229,19 @@ def _changes_since(
         + " ".join(f"WHEN {{row}}.filename LIKE %(s{i})s THEN {i}" for i in range(len(suffixes)))
         + " END"
     )
-    parts = {"full": _FULL_XMIN, "served": _SERVED, "section": section, "member": _MEMBER}
-    top = "(SELECT top FROM snap)"
-    p = {name: text.format(row="p", top=top) for name, text in parts.items()}
-    q = {name: text.format(row="q", top=top) for name, text in parts.items()}
+    parts = {"changed": _CHANGED, "served": _SERVED, "section": section, "member": _MEMBER}
+    mark_age = "(SELECT mark_age FROM snap)"
+    p = {name: text.format(row="p", mark_age=mark_age) for name, text in parts.items()}
+    q = {name: text.format(row="q", mark_age=mark_age) for name, text in parts.items()}
     # A changed row's nearest row of its section either way that is changed or served: the
     # neighbour itself if it is unchanged, else the changed one next to it, which shares its
     # neighbour (a probe of a row or two, where a search for the unchanged one would walk
     # every changed row between).
     near = (
-        f"SELECT q.filename, {q['full']} >= %(xmin)s AS changed, "
-        f"CASE WHEN {q['full']} < %(xmin)s THEN {q['member']} END AS member "
+        f"SELECT q.filename, {q['changed']} AS changed, "
+        f"CASE WHEN NOT {q['changed']} THEN {q['member']} END AS member "
         f"FROM {table} q WHERE q.channel_id = %(channel)s AND q.unit = %(unit)s "
-        f"AND {q['section']} = c.section AND ({q['served']} OR {q['full']} >= %(xmin)s) "
+        f"AND {q['section']} = c.section AND ({q['served']} OR {q['changed']}) "
     )
     counts = ", ".join(
         f"count(*) FILTER (WHERE r.served AND r.section = {i})" for i in range(len(suffixes))
@@ -251,15 +251,18 @@ def _changes_since(
     )
     # One pass over the unit's rows (each row's values worked out once: OFFSET 0 keeps the
     # subquery apart): the sections' totals now and the changed rows' ids in file name order
-    # (only those are sorted); then the changed rows by id.
+    # (only those are sorted); then the changed rows by id. A member's size counts its file
+    # name's JSON string as the name and its quotes: a name that JSON escapes (none a conda
+    # record may have, `safe_filename`) only makes the section's length differ, and the unit is
+    # then rendered whole.
     sql = (
-        "WITH snap AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS top), "
+        "WITH snap AS (SELECT age((%(xmin)s::bigint %% 4294967296)::text::xid) AS mark_age), "
         f"unit AS MATERIALIZED (SELECT ARRAY[{counts}] AS counts, ARRAY[{sizes}] AS sizes, "
         "array_agg(r.id ORDER BY r.filename) FILTER (WHERE r.changed "
         "AND r.section IS NOT NULL) AS ids "
         f"FROM (SELECT p.id, p.filename, {p['section']} AS section, {p['served']} AS served, "
-        f"{p['full']} >= %(xmin)s AS changed, "
-        "octet_length(to_json(p.filename)::text) + 1 + octet_length(p.record) AS size "
+        f"{p['changed']} AS changed, "
+        "octet_length(p.filename) + 3 + octet_length(p.record) AS size "
         f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s OFFSET 0) r), "
         f"changed AS MATERIALIZED (SELECT n, p.filename, {p['section']} AS section, "
         f"CASE WHEN {p['served']} THEN {p['member']} END AS member "

@@ -130,6 +130,21 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog):
     ]
 
 
+def test_a_change_that_keeps_every_length_is_spliced_in(caplog):
+    """The section's length cannot tell this change: only the row's transaction does."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.tar.bz2" for name in NAMES), size=1234)
+    assert _publish(channel, caplog) == 0
+    for _ in range(3):  # transactions since: the mark is older than the change, not the same
+        Channel.objects.filter(pk=channel.pk).update(content_version=F("content_version") + 1)
+    rows = Package.objects.filter(channel=channel, filename="pkg10-1.0-0.tar.bz2")
+    rows.update(record=_record("pkg10-1.0-0", size=4321))
+    assert _publish(channel, caplog) == 2
+    assert _same_as_a_full_render(channel)["packages"]["pkg10-1.0-0.tar.bz2"]["size"] == 4321
+    assert _publish(channel, caplog) == 2  # and not again as changed: the same bytes
+    assert _same_as_a_full_render(channel)["packages"]["pkg10-1.0-0.tar.bz2"]["size"] == 4321
+
+
 def test_names_sort_as_the_database_collates_them(caplog):
     """Case, punctuation and digits: the new names go where the database's order puts them,
     whatever Python's byte order would say."""
