@@ -14,7 +14,7 @@ import mmap
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -138,6 +138,26 @@ class PackageIndexSource:
         if suffixes:
             rows = rows.filter(reduce(or_, (Q(filename__endswith=s) for s in suffixes)))
         return set(rows.order_by().values_list("name", flat=True).distinct())
+
+    def names_later(self, unit: str, suffixes: tuple[str, ...] = ()) -> Callable[[], set[str]]:
+        """`names`, asked now on a connection of its own while the caller renders the unit
+        (a conda-forge-sized subdir's names take a pass over its rows); the callable returns
+        them. Asked when called instead inside a transaction, whose uncommitted rows another
+        connection would not see, and outside PostgreSQL."""
+        if connection.in_atomic_block or connection.vendor != "postgresql":
+            return lambda: self.names(unit, suffixes)
+        answer: Future = Future()
+
+        def ask() -> None:
+            try:
+                answer.set_result(self.names(unit, suffixes))
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                answer.set_exception(exc)
+            finally:
+                connection.close()  # this thread's own
+
+        threading.Thread(target=ask, name="psm-names", daemon=True).start()
+        return answer.result
 
     def grouped_documents(
         self, units: Iterable[str] | None = None

@@ -205,8 +205,12 @@ class CondaFormat(RepositoryFormat):
         kept_validators: dict[str, Any] = dict(fetched.validators)
         if hasher is not None:
             have = hasher.hexdigest() if fetched.status == "changed" else None
-            kept_validators["jlap"] = jlap.read_whole(state, have)
-        elif state:
+            state = jlap.read_whole(state, have)
+            if "pos" not in state and "absent" not in state:
+                # Where the log is now, if there is one: the next read asks from there (a
+                # 404 is remembered, as is an unchanged document's 304).
+                state = _log_start(client, _join(source_url, f"{unit}/{jlap.NAME}"), state)
+        if state:
             kept_validators["jlap"] = state
         return Fetched(fetched.status, fetched.url, kept_validators)
 
@@ -392,6 +396,18 @@ def _log_patches(
     steps = jlap.chain(log.patches, have, log.latest)
     end = {"pos": log.pos, "iv": log.iv}
     return steps, {**state, "have": have if steps is None else log.latest, **end}
+
+
+def _log_start(client: Client, url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """`state` with where the log at `url` ends now (its whole read), or saying there is none."""
+    try:
+        part = client.fetch_from(url, 0)
+        if part is None:
+            return jlap.absent_state()
+        log = jlap.read_log(part.body)
+    except (UpstreamError, jlap.LogError):
+        return state  # asked again next time
+    return {**state, "pos": log.pos, "iv": log.iv}
 
 
 class _Hashed:

@@ -131,6 +131,9 @@ def _write_repodata(
     path = f"{subdir}/repodata.json"
     if hasattr(source, "render_began"):
         source.render_began(path)
+    # The names for channeldata.json, asked meanwhile where the source can.
+    names_later = getattr(source, "names_later", None)
+    names_now = names_later(subdir, SUFFIXES) if names_later is not None else None
     previous = source.previous(path, subdir, SUFFIXES) if hasattr(source, "previous") else None
     try:
         spliced = splice_sections(previous) if previous is not None else None
@@ -152,8 +155,8 @@ def _write_repodata(
             previous.close()
     if hasattr(source, "render_ended"):
         source.render_ended(path, sections, spliced=spliced is not None)
-    if hasattr(source, "names"):
-        for name in source.names(subdir, SUFFIXES):
+    if names_now is not None:
+        for name in names_now():
             names.setdefault(name, set()).add(subdir)
     extras = source.unit_extras(subdir)
     removed = sorted(set(extras.get("removed", ())))

@@ -174,7 +174,7 @@ def _sync_units(
     stale = [] if reused else [unit for unit in stored if unit not in listed]
     serials = {} if restart else stored
     units = sorted(listed)
-    shared = Package.objects.filter(channel_id=mirror.channel_id).exclude(mirror=mirror).exists()
+    shared = _channel_shared(mirror)
     problems = []
     rejections = Rejections(mirror)
     # A reused listing: nothing was delisted since then.
@@ -527,6 +527,21 @@ def _ingest_unit(
     else:  # rows not stamped: the next read fetches the document, not a patch to it
         validators = {key: value for key, value in validators.items() if key != "jlap"}
     return ingest.changed, validators
+
+
+def _channel_shared(mirror: Mirror) -> bool:
+    """Whether rows not this mirror's are in its channel: another mirror's, or those of none
+    (uploads, a deleted mirror's). Two index probes, where asking for rows of the channel
+    not this mirror's reads every row of the channel when there are none."""
+    if Package.objects.filter(channel_id=mirror.channel_id, mirror__isnull=True).exists():
+        return True
+    # A mirror's rows are in its channel: probed by mirror alone, on its index.
+    others = list(
+        Mirror.objects.filter(channel_id=mirror.channel_id)
+        .exclude(pk=mirror.pk)
+        .values_list("pk", flat=True)
+    )
+    return bool(others) and Package.objects.filter(mirror_id__in=others).exists()
 
 
 class _WholeNeeded(Exception):
