@@ -48,7 +48,7 @@ class Client(Protocol):
 
     def peek(self, url: str, *, headers: dict[str, str] | None = None) -> Peeked: ...
 
-    def fetch_from(self, url: str, start: int) -> Any:
+    def fetch_from(self, url: str, start: int, *, max_bytes: int | None = None) -> Any:
         """GET a document from byte `start` on (`psm.http.Part`), None if there is none."""
         ...
 

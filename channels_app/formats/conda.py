@@ -375,7 +375,7 @@ def _log_patches(
     have, pos, iv = state["have"], state.get("pos"), state.get("iv")
     log = None
     if isinstance(pos, int) and pos > 0 and isinstance(iv, str):
-        part = client.fetch_from(url, pos)
+        part = client.fetch_from(url, pos, max_bytes=min(jlap.MAX_LOG_BYTES, client.max_bytes))
         try:
             if part is not None:
                 log = jlap.read_log(
@@ -386,7 +386,7 @@ def _log_patches(
         if log is not None and jlap.chain(log.patches, have, log.latest) is None:
             log = None
     if log is None:
-        part = client.fetch_from(url, 0)
+        part = client.fetch_from(url, 0, max_bytes=min(jlap.MAX_LOG_BYTES, client.max_bytes))
         if part is None:
             return None, jlap.absent_state()
         try:
@@ -401,7 +401,7 @@ def _log_patches(
 def _log_start(client: Client, url: str, state: dict[str, Any]) -> dict[str, Any]:
     """`state` with where the log at `url` ends now (its whole read), or saying there is none."""
     try:
-        part = client.fetch_from(url, 0)
+        part = client.fetch_from(url, 0, max_bytes=min(jlap.MAX_LOG_BYTES, client.max_bytes))
         if part is None:
             return jlap.absent_state()
         log = jlap.read_log(part.body)

@@ -41,6 +41,9 @@ ABSENT_FOR_SECONDS = 7 * 24 * 3600
 #: following its document (a CDN serving it stale, an indexer that no longer writes it) must
 #: not hold the mirror back for longer.
 WHOLE_EVERY_SECONDS = 7 * 24 * 3600
+#: The most of a log read at once (held in memory while it is checked): conda-forge's largest
+#: subdir's is tens of MB. A larger one is not read; the document is.
+MAX_LOG_BYTES = 256 * 1024 * 1024
 #: The package sections a patch may change, by their JSON Pointer token.
 PACKAGE_SECTIONS = frozenset(section for section, _ in SECTIONS)
 _HASH = re.compile(rb"[0-9a-f]{64}")
@@ -222,7 +225,12 @@ def patched(
             assert tokens is not None  # checked by `touched`
             key = (tokens[0], tokens[1])
             if len(tokens) == 2:
-                current[key] = None if operation["op"] == "remove" else operation["value"]
+                if operation["op"] == "remove":
+                    current[key] = None
+                elif isinstance(operation["value"], dict):
+                    current[key] = operation["value"]
+                else:
+                    return None  # not an entry: the document says what is refused, and why
                 continue
             entry = current.get(key)
             if entry is None:

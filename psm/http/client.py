@@ -390,9 +390,10 @@ class UpstreamClient:
         """GET a document within the index size limit; None when upstream says 404."""
         return fetch_bytes(self.session, url, max_bytes=self.max_bytes, headers=headers)
 
-    def fetch_from(self, url: str, start: int) -> Part | None:
-        """GET a document from byte `start` on (a Range request, unless 0), within the index
-        size limit; None when upstream has no such document (404) or none that long (416)."""
+    def fetch_from(self, url: str, start: int, *, max_bytes: int | None = None) -> Part | None:
+        """GET a document from byte `start` on (a Range request, unless 0), within `max_bytes`
+        (the index size limit); None when upstream has no such document (404) or none that
+        long (416)."""
         # A range of the bytes as stored: no content coding, whose bytes would differ.
         headers = {"Range": f"bytes={start}-", "Accept-Encoding": "identity"} if start else None
         try:
@@ -407,7 +408,7 @@ class UpstreamClient:
                     if not given.startswith(f"bytes {start}-"):
                         raise UpstreamError(url, f"upstream sent another range ({given!r})")
                 chunks: list[bytes] = []
-                copy_body(response, url, self.max_bytes, chunks.append)
+                copy_body(response, url, max_bytes or self.max_bytes, chunks.append)
                 return Part(status, b"".join(chunks))
         except UpstreamError as exc:
             if exc.status == 416:

@@ -215,6 +215,8 @@ def _not_takeable(server, ops_for):
         pytest.param(lambda d: [{"op": "remove", "path": pointer("packages", "p01-1.0-0.tar.bz2")
                                  + "/nothing"}], id="a path the entry lacks"),
         pytest.param(lambda d: [{"op": "add", "path": "packages/x"}], id="not a pointer"),
+        pytest.param(lambda d: [{"op": "add", "path": pointer("packages", "n-1-0.tar.bz2"),
+                                 "value": None}], id="an entry that is not an object"),
         pytest.param(lambda d: ["add"], id="not an operation"),
     ],
 )  # fmt: skip
@@ -308,4 +310,22 @@ def test_an_entry_with_its_own_url_changed_inside_keeps_it(upstream, run):
     assert _whole_reads(upstream) == whole and again.ingested == 1
     row = Package.objects.get(mirror=mirror, filename="p01-1.0-0.tar.bz2")
     assert (row.size, row.upstream_url) == (4321, "https://files.example.org/p01-1.0-0.tar.bz2")
+    _same_as_a_whole_read(upstream, mirror, run)
+
+
+def test_a_log_larger_than_its_limit_is_not_read(upstream, run, monkeypatch):
+    monkeypatch.setattr(conda_jlap, "MAX_LOG_BYTES", 64)
+    mirror, _again, whole = _synced_then(
+        upstream, run, lambda s: _publish_patch(s, _changed(_document()))
+    )
+    assert _whole_reads(upstream) == whole + 1
+    _same_as_a_whole_read(upstream, mirror, run)
+
+
+def test_a_server_that_ignores_ranges_sends_the_whole_log(upstream, run):
+    upstream.ranges = False
+    mirror, again, whole = _synced_then(
+        upstream, run, lambda s: _publish_patch(s, _changed(_document()))
+    )
+    assert _whole_reads(upstream) == whole and again.ingested == 4
     _same_as_a_whole_read(upstream, mirror, run)
