@@ -478,6 +478,10 @@ def _ingest_unit(
             )
         if patch is None or kept is None or patch.origin != kept.nominal:
             raise _WholeNeeded(unit)  # nothing was changed
+        changes = len(patch.entries)
+        progress.step(
+            f"{unit}: reading the {changes} entries its log of patches changed", now=False
+        )
     if keeps:
         forget_document(mirror.pk, unit)  # the rows change from here on
     ingest = UnitIngest(
