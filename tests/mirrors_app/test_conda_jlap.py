@@ -6,7 +6,6 @@ take, rows changed since) is read from the whole document, as before."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -17,7 +16,13 @@ from channels_app.storage import open_artifact
 from mirrors_app.models import Mirror, MirrorUnit, SyncRun
 from mirrors_app.sync import fetch_state
 from tests.factories import MirrorFactory
-from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel, write_repodata
+from tests.fixtures.conda_channel import (
+    ChannelServer,
+    FakePackage,
+    build_channel,
+    repodata_entry,
+    write_repodata,
+)
 from tests.fixtures.conda_jlap import append_patch, document_hash, entry_ops, pointer, write_log
 
 # The runs commit, as they do in production: the published files are spliced from the rows
@@ -29,24 +34,9 @@ ROWS = ("filename", "name", "version", "sha256", "md5", "size", "upstream_url", 
 SUBDIR = "linux-64"
 
 
-def _record(name: str, version: str, **extra) -> dict:
-    return {
-        "build": "0",
-        "build_number": 0,
-        "depends": [],
-        "md5": hashlib.md5(f"{name}{version}".encode()).hexdigest(),
-        "name": name,
-        "sha256": hashlib.sha256(f"{name}{version}".encode()).hexdigest(),
-        "size": 1234,
-        "subdir": SUBDIR,
-        "version": version,
-        **extra,
-    }
-
-
 def _document(count: int = 8) -> dict:
-    packages = {f"p{i:02d}-1.0-0.tar.bz2": _record(f"p{i:02d}", "1.0") for i in range(count)}
-    conda = {f"q{i:02d}-1.0-0.conda": _record(f"q{i:02d}", "1.0") for i in range(count)}
+    packages = {f"p{i:02d}-1.0-0.tar.bz2": repodata_entry(f"p{i:02d}", "1.0") for i in range(count)}
+    conda = {f"q{i:02d}-1.0-0.conda": repodata_entry(f"q{i:02d}", "1.0") for i in range(count)}
     return {"info": {"subdir": SUBDIR}, "packages": packages, "packages.conda": conda}
 
 
@@ -126,7 +116,7 @@ def _changed(document: dict) -> dict:
     packages["p07-1.0-0.tar.bz2"]["size"] = 99
     conda["q00-1.0-0.conda"]["license"] = "MIT"
     del packages["p05-1.0-0.tar.bz2"]
-    document["packages"] = {"a-first-1.0-0.tar.bz2": _record("a-first", "1.0"), **packages}
+    document["packages"] = {"a-first-1.0-0.tar.bz2": repodata_entry("a-first", "1.0"), **packages}
     return document
 
 
@@ -269,9 +259,9 @@ def test_a_subdir_without_a_log_is_not_asked_for_one_again(upstream, run):
 
 def test_hostile_entries_in_a_patch_are_refused_as_in_a_document(upstream, run):
     hostile = {
-        "../../evil-1.0-0.tar.bz2": _record("evil", "1.0"),
-        "bad-1.0-0.tar.bz2": _record("bad", "1.0", sha256="not-a-digest"),
-        "huge-1.0-0.tar.bz2": _record("huge", "1.0", size=-1),
+        "../../evil-1.0-0.tar.bz2": repodata_entry("evil", "1.0"),
+        "bad-1.0-0.tar.bz2": repodata_entry("bad", "1.0", sha256="not-a-digest"),
+        "huge-1.0-0.tar.bz2": repodata_entry("huge", "1.0", size=-1),
     }
 
     def change(server):

@@ -4,7 +4,6 @@ published bytes, as a mirror that digests every entry."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
@@ -16,31 +15,22 @@ from mirrors_app.models import Mirror, SyncRun
 from mirrors_app.sync import fetch_state
 from tests.factories import MirrorFactory
 from tests.fixtures.child_faults import print_banner_in_children
-from tests.fixtures.conda_channel import ChannelServer, FakePackage, build_channel, write_repodata
+from tests.fixtures.conda_channel import (
+    ChannelServer,
+    FakePackage,
+    build_channel,
+    repodata_entry,
+    write_repodata,
+)
 
 pytestmark = pytest.mark.django_db
 
 ROWS = ("filename", "name", "version", "sha256", "record", "entry_digest", "removed")
 
 
-def _record(name: str, version: str, **extra) -> dict:
-    return {
-        "build": "0",
-        "build_number": 0,
-        "depends": [],
-        "md5": hashlib.md5(f"{name}{version}".encode()).hexdigest(),
-        "name": name,
-        "sha256": hashlib.sha256(f"{name}{version}".encode()).hexdigest(),
-        "size": 1234,
-        "subdir": "linux-64",
-        "version": version,
-        **extra,
-    }
-
-
 def _document(count: int = 12) -> dict:
-    packages = {f"p{i:02d}-1.0-0.tar.bz2": _record(f"p{i:02d}", "1.0") for i in range(count)}
-    conda = {f"q{i:02d}-1.0-0.conda": _record(f"q{i:02d}", "1.0") for i in range(count)}
+    packages = {f"p{i:02d}-1.0-0.tar.bz2": repodata_entry(f"p{i:02d}", "1.0") for i in range(count)}
+    conda = {f"q{i:02d}-1.0-0.conda": repodata_entry(f"q{i:02d}", "1.0") for i in range(count)}
     return {"info": {"subdir": "linux-64"}, "packages": packages, "packages.conda": conda}
 
 
@@ -97,7 +87,7 @@ def _changed(document: dict) -> dict:
     conda["q00-1.0-0.conda"]["license"] = "MIT"
     conda["q11-1.0-0.conda"]["build_number"] = 7
     del packages["p05-1.0-0.tar.bz2"]
-    document["packages"] = {"a-first-1.0-0.tar.bz2": _record("a-first", "1.0"), **packages}
+    document["packages"] = {"a-first-1.0-0.tar.bz2": repodata_entry("a-first", "1.0"), **packages}
     return document
 
 
