@@ -174,11 +174,12 @@ class CondaFormat(RepositoryFormat):
         is capped at the client's index size limit.
         """
         url = _join(source_url, f"{unit}/repodata.json")
+        log_url = _join(source_url, f"{unit}/{jlap.NAME}")
         kept = validators.get("jlap")
         state: dict[str, Any] = kept if isinstance(kept, dict) else {}
         if jlap.usable(state):
             try:
-                steps, state = _log_patches(client, _join(source_url, f"{unit}/{jlap.NAME}"), state)
+                steps, state = _log_patches(client, log_url, state)
             except UpstreamError:
                 steps = None  # the log is an optimisation: the document says the same
             if steps == []:
@@ -197,6 +198,10 @@ class CondaFormat(RepositoryFormat):
             (_join(source_url, f"{unit}/{name}"), None if name == "repodata.json" else unpack)
             for name in REPODATA_FILES
         ]
+        if "pos" not in state and not jlap.absent(state):
+            # Where the log is, if there is one, before the document is read: the next read
+            # asks from there. A 404 is remembered, and the document is then not hashed.
+            state = _log_start(client, log_url, state)
         hasher = None if jlap.absent(state) else jlap.document_hash()
         target = dest if hasher is None else _Hashed(dest, hasher)
         fetched = fetch_first(client, candidates, target, validators)
@@ -204,12 +209,9 @@ class CondaFormat(RepositoryFormat):
             return Fetched("missing", url)
         kept_validators: dict[str, Any] = dict(fetched.validators)
         if hasher is not None:
-            have = hasher.hexdigest() if fetched.status == "changed" else None
-            state = jlap.read_whole(state, have)
-            if "pos" not in state and "absent" not in state:
-                # Where the log is now, if there is one: the next read asks from there (a
-                # 404 is remembered, as is an unchanged document's 304).
-                state = _log_start(client, _join(source_url, f"{unit}/{jlap.NAME}"), state)
+            state = jlap.read_whole(
+                state, hasher.hexdigest() if fetched.status == "changed" else None
+            )
         if state:
             kept_validators["jlap"] = state
         return Fetched(fetched.status, fetched.url, kept_validators)
