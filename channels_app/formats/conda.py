@@ -179,9 +179,9 @@ class CondaFormat(RepositoryFormat):
         state: dict[str, Any] = kept if isinstance(kept, dict) else {}
         if jlap.usable(state):
             try:
-                steps, state = _log_patches(client, log_url, state)
+                steps, state = jlap.patches_since(client, log_url, state)
             except UpstreamError:
-                steps = None  # the log is an optimisation: the document says the same
+                steps = None  # the log is a shortcut: the document says the same
             if steps == []:
                 return Fetched("unchanged", url, {**validators, "jlap": state})
             if steps is not None:
@@ -201,7 +201,7 @@ class CondaFormat(RepositoryFormat):
         if "pos" not in state and not jlap.absent(state):
             # Where the log is, if there is one, before the document is read: the next read
             # asks from there. A 404 is remembered, and the document is then not hashed.
-            state = _log_start(client, log_url, state)
+            state = jlap.log_end(client, log_url, state)
         hasher = None if jlap.absent(state) else jlap.document_hash()
         target = dest if hasher is None else _Hashed(dest, hasher)
         fetched = fetch_first(client, candidates, target, validators)
@@ -365,51 +365,6 @@ def _decompress(name: str, raw: BinaryIO, dest: BinaryIO, url: str, limit: int) 
             dest.write(chunk)
     except errors as exc:
         raise FormatError(url, f"corrupt compressed data: {exc}") from None
-
-
-def _log_patches(
-    client: Client, url: str, state: dict[str, Any]
-) -> tuple[list[list[Any]] | None, dict[str, Any]]:
-    """The operations from the document `state["have"]` to the latest that the log at `url`
-    holds, and the state to keep; (None, state) if it cannot say. Read from where the last
-    read stopped (a Range request), or whole if that part does not verify or does not reach
-    back to `have` (a document read whole since)."""
-    have, pos, iv = state["have"], state.get("pos"), state.get("iv")
-    log = None
-    if isinstance(pos, int) and pos > 0 and isinstance(iv, str):
-        part = client.fetch_from(url, pos, max_bytes=min(jlap.MAX_LOG_BYTES, client.max_bytes))
-        try:
-            if part is not None:
-                log = jlap.read_log(
-                    part.body, *((pos, bytes.fromhex(iv)) if part.status == 206 else ())
-                )
-        except (jlap.LogError, ValueError):
-            log = None
-        if log is not None and jlap.chain(log.patches, have, log.latest) is None:
-            log = None
-    if log is None:
-        part = client.fetch_from(url, 0, max_bytes=min(jlap.MAX_LOG_BYTES, client.max_bytes))
-        if part is None:
-            return None, jlap.absent_state()
-        try:
-            log = jlap.read_log(part.body)
-        except jlap.LogError:
-            return None, {key: value for key, value in state.items() if key not in ("pos", "iv")}
-    steps = jlap.chain(log.patches, have, log.latest)
-    end = {"pos": log.pos, "iv": log.iv}
-    return steps, {**state, "have": have if steps is None else log.latest, **end}
-
-
-def _log_start(client: Client, url: str, state: dict[str, Any]) -> dict[str, Any]:
-    """`state` with where the log at `url` ends now (its whole read), or saying there is none."""
-    try:
-        part = client.fetch_from(url, 0, max_bytes=min(jlap.MAX_LOG_BYTES, client.max_bytes))
-        if part is None:
-            return jlap.absent_state()
-        log = jlap.read_log(part.body)
-    except (UpstreamError, jlap.LogError):
-        return state  # asked again next time
-    return {**state, "pos": log.pos, "iv": log.iv}
 
 
 class _Hashed:

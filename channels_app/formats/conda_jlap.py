@@ -32,6 +32,9 @@ from typing import Any
 import jsonpatch
 import orjson
 
+from psm.http import UpstreamError
+
+from .base import Client
 from .conda_records import SECTIONS
 
 NAME = "repodata.jlap"
@@ -144,6 +147,55 @@ def chain(patches: list[dict[str, Any]], have: str, latest: str) -> list[list[An
         return None
     steps.reverse()
     return steps
+
+
+def _fetch(client: Client, url: str, start: int) -> Any:
+    """The log at `url` from byte `start` on (`Client.fetch_from`), within MAX_LOG_BYTES."""
+    return client.fetch_from(url, start, max_bytes=min(MAX_LOG_BYTES, client.max_bytes))
+
+
+def patches_since(
+    client: Client, url: str, state: dict[str, Any]
+) -> tuple[list[list[Any]] | None, dict[str, Any]]:
+    """The operations from the document `state["have"]` to the latest that the log at `url`
+    holds, and the state to keep; (None, state) if it cannot say. Read from where the last
+    read stopped (a Range request), or whole if that part does not verify or does not reach
+    back to `have` (a document read whole since)."""
+    have, pos, iv = state["have"], state.get("pos"), state.get("iv")
+    log = None
+    if isinstance(pos, int) and pos > 0 and isinstance(iv, str):
+        part = _fetch(client, url, pos)
+        try:
+            if part is not None:
+                ranged = (pos, bytes.fromhex(iv)) if part.status == 206 else ()
+                log = read_log(part.body, *ranged)
+        except (LogError, ValueError):
+            log = None
+        if log is not None and chain(log.patches, have, log.latest) is None:
+            log = None
+    if log is None:
+        part = _fetch(client, url, 0)
+        if part is None:
+            return None, absent_state()
+        try:
+            log = read_log(part.body)
+        except LogError:
+            return None, {key: value for key, value in state.items() if key not in ("pos", "iv")}
+    steps = chain(log.patches, have, log.latest)
+    end = {"pos": log.pos, "iv": log.iv}
+    return steps, {**state, "have": have if steps is None else log.latest, **end}
+
+
+def log_end(client: Client, url: str, state: dict[str, Any]) -> dict[str, Any]:
+    """`state` with where the log at `url` ends now (read whole), or saying there is none."""
+    try:
+        part = _fetch(client, url, 0)
+        if part is None:
+            return absent_state()
+        log = read_log(part.body)
+    except (UpstreamError, LogError):
+        return state  # asked again next time
+    return {**state, "pos": log.pos, "iv": log.iv}
 
 
 def absent(state: Mapping[str, Any]) -> bool:
