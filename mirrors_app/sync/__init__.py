@@ -457,7 +457,9 @@ def _ingest_unit(
 
     Where the format keeps a unit's last document (and no other mirror's rows share the
     channel), the one kept is compared with if the rows still match it (`compare`: not on a
-    restart), and the one read is held in `held`, to be kept once written."""
+    restart), and the one read is held in `held`, to be kept once written. A unit fetched as
+    a patch is applied if the rows are the document it starts from (the stamp says so), else
+    `_WholeNeeded` is raised before anything changes."""
     fmt = mirror.format
     if fetched.status == "missing":
         progress.step(f"{unit}: not in the source", now=False)
