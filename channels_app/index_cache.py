@@ -149,13 +149,9 @@ class IndexCache:
     def _listen_forever(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._listen()
-            except Exception as exc:  # any failure: stop caching, try again shortly
+                self._listen()  # stops caching when it ends, however it ends
+            except Exception as exc:  # any failure: try again shortly
                 logger.warning("index cache: listening for changes failed (%s); retrying", exc)
-            finally:
-                with self._lock:
-                    self._listening = False
-                self.clear()
             self._stopping.wait(RETRY_SECONDS)
 
     def _listen(self) -> None:

@@ -43,7 +43,7 @@ from .fetch_state import (
     unit_states,
 )
 from .first_load import FirstLoad, drop_abandoned
-from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest
+from .ingest import BatchWriter, KnownRows, Rejections, UnitIngest, rows_of_files
 from .not_found import names_not_found, units_not_found
 from .policy import RowDecisions, packages_decide, policy_fingerprint
 from .prefetch import fetch_ahead
@@ -561,15 +561,13 @@ def _stored_entries(
     by_name: dict[str, list[tuple[str, str]]] = {}
     for section, filename in keys:
         by_name.setdefault(filename, []).append((section, filename))
+    columns = ("filename", "record", "upstream_url", "removed")
     found: dict[tuple[str, str], tuple[str, str]] = {}
-    names = list(by_name)
-    for start in range(0, len(names), 1000):
-        rows = Package.objects.filter(
-            mirror=mirror, unit=unit, filename__in=names[start : start + 1000], removed=False
-        ).values_list("filename", "record", "upstream_url")
-        for filename, record, upstream_url in rows:
-            for key in by_name[filename]:
-                found[key] = (record, upstream_url)
+    for filename, record, upstream_url, removed in rows_of_files(
+        mirror, unit, list(by_name), columns
+    ):
+        if not removed:
+            found.update((key, (record, upstream_url)) for key in by_name[filename])
     return found
 
 

@@ -21,7 +21,7 @@ import datetime as dt
 import queue
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import (
@@ -607,29 +607,35 @@ def _known_rows(mirror_id: int, units: list[str]):
 
 
 def _known_of_files(mirror: Mirror, unit: str, filenames: list[str]):
-    """(filename, Known) of the mirror's rows of these files in the unit (a few thousand of a
-    unit's hundreds of thousands: a probe each of the channel's unique file index)."""
+    """(filename, Known) of the mirror's rows of these files in the unit."""
+    for filename, pk, digest, removed in rows_of_files(
+        mirror, unit, filenames, ("filename", "id", "entry_digest", "removed")
+    ):
+        yield filename, Known(pk, digest, bool(removed))
+
+
+def rows_of_files(
+    mirror: Mirror, unit: str, filenames: list[str], columns: tuple[str, ...]
+) -> Iterator[tuple]:
+    """`columns` of the mirror's rows of these files in the unit (a few thousand of a unit's
+    hundreds of thousands: a probe each of the channel's unique file index)."""
     if connection.vendor == "postgresql":  # one array each: no statement of 5,000 parameters
         table = Package._meta.db_table
+        selected = ", ".join(Package._meta.get_field(c).column for c in columns)
         with connection.cursor() as cursor:
             for start in range(0, len(filenames), 50_000):
                 cursor.execute(
-                    f"SELECT filename, id, entry_digest, removed FROM {table} "
+                    f"SELECT {selected} FROM {table} "
                     "WHERE channel_id = %s AND unit = %s AND mirror_id = %s "
                     "AND filename = ANY(%s)",
                     [mirror.channel_id, unit, mirror.pk, filenames[start : start + 50_000]],
                 )
-                for filename, pk, digest, removed in cursor.fetchall():
-                    yield filename, Known(pk, digest, bool(removed))
+                yield from cursor.fetchall()
         return
     rows = Package.objects.filter(channel_id=mirror.channel_id, unit=unit, mirror=mirror)
     for start in range(0, len(filenames), 5_000):  # bounded IN lists (SQLite's too)
         chunk = filenames[start : start + 5_000]
-        found = rows.filter(filename__in=chunk).values_list(
-            "filename", "id", "entry_digest", "removed"
-        )
-        for filename, pk, digest, removed in found:
-            yield filename, Known(pk, digest, bool(removed))
+        yield from rows.filter(filename__in=chunk).values_list(*columns)
 
 
 def upsert_updates(table: str) -> str:
