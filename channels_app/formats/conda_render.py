@@ -24,7 +24,10 @@ from .base import Emit, FormatError, Gap, IndexSource, Previous, PublishedIndex
 from .conda_document import KNOWN_KEYS, holds_packages
 from .conda_records import SECTIONS, SUFFIXES
 
-ZSTD_LEVEL = 3  # fast; publishing a conda-forge-sized subdir stays a few seconds
+#: zstd's level 1: of 600,000 conda-forge-like records (291 MB), 0.73 s of CPU in 2 threads and
+#: 49.8 MB, where level 3 took 1.06 s and 54.0 MB (benchmarks/README.md). Every publish of the
+#: subdir compresses the whole file, so its CPU is a re-sync's largest single cost.
+ZSTD_LEVEL = 1
 
 
 CHANNELDATA = "channeldata.json"
