@@ -47,6 +47,7 @@ class PackageIndexSource:
         self.splice = splice and connection.vendor == "postgresql"
         self.marks: dict[str, dict[str, Any]] = {}
         self.spliced: set[str] = set()  # the files rendered by splicing the published ones
+        self._companions: dict[tuple[str, str], bytes | None] = {}  # `published_with`'s reads
 
     def render_began(self, path: str) -> None:
         """Note, before any row of the file at `path` is read, what the rows it renders are
@@ -54,13 +55,23 @@ class PackageIndexSource:
         if connection.vendor == "postgresql":
             self.marks[path] = _render_mark()
 
-    def render_ended(self, path: str, sections: list[tuple[int, int]], *, spliced: bool) -> None:
+    def render_ended(
+        self,
+        path: str,
+        sections: list[tuple[int, int]],
+        *,
+        spliced: bool,
+        companions: Iterable[str] = (),
+    ) -> None:
         """Note where the members of each section of the file at `path` lie (byte offsets),
-        for the next publish to splice into, and whether this one was spliced."""
+        for the next publish to splice into, and whether this one was spliced; the publish
+        also keeps which `companions` (files it renders with this one) went with it, for the
+        next to read (`published_with`)."""
         if spliced:
             self.spliced.add(path)
         if path in self.marks:
             self.marks[path]["sections"] = [list(section) for section in sections]
+            self.marks[path]["with"] = list(companions)
 
     def previous(self, path: str, unit: str, suffixes: tuple[str, ...]) -> Previous | None:
         """The published file at `path` with the unit's rows changed since it was rendered,
@@ -95,6 +106,31 @@ class PackageIndexSource:
         except (OSError, ValueError, AttributeError):  # gone, empty, not a local file
             return None
         return Previous(data, [tuple(section) for section in sections], changes)
+
+    def published_with(self, path: str, companion: str) -> bytes | None:
+        """The bytes of `companion` as the publish that rendered the file at `path` left it
+        (`render_ended`), if it is still the one published; else None. For a render that
+        `previous` let splice that file."""
+        mark = (self.channel.render_marks or {}).get(path)
+        kept = mark.get("with") if isinstance(mark, dict) else None
+        sha256 = kept.get(companion) if isinstance(kept, dict) else None
+        if not isinstance(sha256, str):
+            return None
+        if (companion, sha256) not in self._companions:
+            published = (
+                PublishedFile.objects.filter(
+                    channel=self.channel, path=companion, artifact__sha256=sha256
+                )
+                .select_related("artifact")
+                .first()
+            )
+            data = None
+            if published is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    with storage.open_artifact(published.artifact) as fileobj:
+                        data = fileobj.read()
+            self._companions[companion, sha256] = data
+        return self._companions[companion, sha256]
 
     def units(self) -> list[str]:
         listed = set()
@@ -134,10 +170,24 @@ class PackageIndexSource:
 
     def names(self, unit: str, suffixes: tuple[str, ...] = ()) -> set[str]:
         """The package names of the unit's servable files (ending in one of `suffixes`)."""
+        rows = self._files_of(unit, suffixes)
+        return set(rows.order_by().values_list("name", flat=True).distinct())
+
+    def served_names(self, unit: str, names: Iterable[str], suffixes: tuple[str, ...]) -> set[str]:
+        """Those of `names` that name a servable file of the unit (ending in one of
+        `suffixes`): `names` for a few names, each a probe of the served names' index."""
+        rows, found = self._files_of(unit, suffixes), set()
+        for chunk in _chunked(names, 5000):
+            found.update(
+                rows.filter(name__in=chunk).order_by().values_list("name", flat=True).distinct()
+            )
+        return found
+
+    def _files_of(self, unit: str, suffixes: tuple[str, ...]):
         rows = self.packages.filter(unit=unit)
         if suffixes:
             rows = rows.filter(reduce(or_, (Q(filename__endswith=s) for s in suffixes)))
-        return set(rows.order_by().values_list("name", flat=True).distinct())
+        return rows
 
     def names_later(self, unit: str, suffixes: tuple[str, ...] = ()) -> Callable[[], set[str]]:
         """`names`, asked now on a connection of its own while the caller renders the unit
@@ -242,7 +292,8 @@ def _changes_since(
     Every changed row, whatever its state now, lies in a gap between two neighbours of its
     section that are served and unchanged (so the old file lists them, in the same order);
     each gap comes with its neighbours' members and the members of its rows served now, in
-    the database's order of file names (its collation, as the full render's ORDER BY)."""
+    the database's order of file names (its collation, as the full render's ORDER BY). The
+    changed rows' package names come too (`SectionChanges.names`)."""
     table = Package._meta.db_table
     section = (
         "CASE "
@@ -284,18 +335,18 @@ def _changes_since(
         f"{p['changed']} AS changed, "
         "octet_length(p.filename) + 3 + octet_length(p.record) AS size "
         f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s OFFSET 0) r), "
-        f"changed AS MATERIALIZED (SELECT n, p.filename, {p['section']} AS section, "
+        f"changed AS MATERIALIZED (SELECT n, p.filename, p.name, {p['section']} AS section, "
         f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
         "FROM unit, unnest(CASE WHEN cardinality(unit.ids) <= %(limit)s THEN unit.ids END) "
         f"WITH ORDINALITY AS changed(id, n) JOIN {table} p ON p.id = changed.id) "
         "SELECT 0, c.section, c.n, c.member, a.changed, a.member, b.changed, b.member, "
-        "NULL::bigint[], NULL::numeric[], NULL::int FROM changed c "
+        "NULL::bigint[], NULL::numeric[], NULL::int, c.name FROM changed c "
         f"LEFT JOIN LATERAL ({near} AND q.filename < c.filename "
         "ORDER BY q.filename DESC LIMIT 1) a ON true "
         f"LEFT JOIN LATERAL ({near} AND q.filename > c.filename "
         "ORDER BY q.filename LIMIT 1) b ON true "
         "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, counts, sizes, "
-        "coalesce(cardinality(ids), 0) FROM unit "
+        "coalesce(cardinality(ids), 0), NULL FROM unit "
         "ORDER BY 1, 3"
     )
     params: dict[str, Any] = {"channel": channel, "unit": unit, "xmin": xmin, "limit": limit}
@@ -304,16 +355,18 @@ def _changes_since(
         cursor.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    *changed, (*_, counts_now, sizes_now, how_many) = rows
+    *changed, (*_, counts_now, sizes_now, how_many, _) = rows
     if how_many > limit:
         return None
-    return [
-        SectionChanges(
-            _gaps([row for row in changed if row[1] == index]),
-            int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0),
-        )
-        for index in range(len(suffixes))
-    ]
+    sections = []
+    for index in range(len(suffixes)):
+        rows = [row for row in changed if row[1] == index]
+        names: dict[str, bool] = {}
+        for row in rows:  # served now: the row has a member
+            names[row[11]] = names.get(row[11], False) or row[3] is not None
+        length = int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0)
+        sections.append(SectionChanges(_gaps(rows), length, names))
+    return sections
 
 
 def _gaps(rows: list[tuple]) -> list[Gap]:
@@ -616,7 +669,11 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
         ).delete()
         # What each file was rendered from, for the next publish to splice into.
         marks = {
-            path: {**mark, "sha256": rendered[path][0]}
+            path: {
+                **mark,
+                "sha256": rendered[path][0],
+                "with": {c: rendered[c][0] for c in mark.get("with", ()) if c in rendered},
+            }
             for path, mark in source.marks.items()
             if path in rendered and "sections" in mark
         }

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, BinaryIO, ClassVar, Literal, NamedTuple, Protocol
 
 from .unpacking import Unpacking
@@ -333,6 +334,8 @@ class SectionChanges(NamedTuple):
 
     gaps: list[Gap]
     length: int
+    #: The package names of its changed rows, each with whether a row of it is served now.
+    names: Mapping[str, bool] = MappingProxyType({})
 
 
 @dataclass

@@ -134,12 +134,15 @@ def _write_repodata(
     path = f"{subdir}/repodata.json"
     if hasattr(source, "render_began"):
         source.render_began(path)
-    # The names for channeldata.json, asked meanwhile where the source can.
-    names_later = getattr(source, "names_later", None)
-    names_now = names_later(subdir, SUFFIXES) if names_later is not None else None
     previous = source.previous(path, subdir, SUFFIXES) if hasattr(source, "previous") else None
     try:
         spliced = splice_sections(previous) if previous is not None else None
+        # The names for channeldata.json: those a splice changes, else asked meanwhile where
+        # the source can (or collected from the documents as they are written).
+        listed = _spliced_names(source, path, subdir, previous) if spliced is not None else None
+        names_later = getattr(source, "names_later", None)
+        if listed is None and names_later is not None:
+            later = names_later(subdir, SUFFIXES)
         sections = []
         out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
         for index, (section, suffix) in enumerate(SECTIONS):
@@ -157,10 +160,11 @@ def _write_repodata(
         if previous is not None:
             previous.close()
     if hasattr(source, "render_ended"):
-        source.render_ended(path, sections, spliced=spliced is not None)
-    if names_now is not None:
-        for name in names_now():
-            names.setdefault(name, set()).add(subdir)
+        source.render_ended(path, sections, spliced=spliced is not None, companions=[CHANNELDATA])
+    if listed is None and names_later is not None:
+        listed = later()
+    for name in listed or ():
+        names.setdefault(name, set()).add(subdir)
     extras = source.unit_extras(subdir)
     removed = sorted(set(extras.get("removed", ())))
     out.write(b',"removed":' + orjson.dumps(removed))
@@ -239,6 +243,36 @@ def _find_member(data: Any, member: bytes, lo: int, start: int, end: int) -> int
 
 
 COMMA = ord(",")
+
+
+def _spliced_names(
+    source: IndexSource, path: str, subdir: str, previous: Previous
+) -> set[str] | None:
+    """The package names of the subdir once its changed rows are spliced in: those the
+    channeldata.json published with the old file lists for it, less the names of changed rows
+    that no file of the subdir is served under any more, with those of the changed rows
+    served now. None where that channeldata.json is not the one published (then the names are
+    asked whole).
+
+    The old file's rows that did not change kept their names; a name only changed rows had
+    either has a row served now, or is asked for (the few a splice removes)."""
+    published_with = getattr(source, "published_with", None)
+    data = published_with(path, CHANNELDATA) if published_with is not None else None
+    if data is None:
+        return None
+    try:
+        packages = orjson.loads(data)["packages"]
+        before = {name for name, entry in packages.items() if subdir in entry["subdirs"]}
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    touched: dict[str, bool] = {}
+    for changes in previous.changes:
+        for name, served in changes.names.items():
+            touched[name] = touched.get(name, False) or served
+    served = {name for name, now in touched.items() if now}
+    doubtful = (before & touched.keys()) - served
+    still = source.served_names(subdir, doubtful, SUFFIXES) if doubtful else set()
+    return (before - touched.keys()) | served | still
 
 
 def _joined_length(pieces: list[Piece]) -> int:

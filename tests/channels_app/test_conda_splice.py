@@ -250,3 +250,76 @@ def test_a_row_committed_while_a_publish_renders_is_in_the_next_one(caplog):
     assert _publish(channel, caplog) == 2
     document = _same_as_a_full_render(channel)
     assert {"late-1-0.conda", "pkg11-1.0-0.conda"} <= document["packages.conda"].keys()
+
+
+def _listed(channel: Channel) -> dict[str, list[str]]:
+    document = orjson.loads(_published(channel)["channeldata.json"])
+    return {name: entry["subdirs"] for name, entry in document["packages"].items()}
+
+
+def test_a_splice_lists_the_names_its_changes_touch_without_reading_every_name(
+    caplog, monkeypatch
+):
+    """channeldata.json after a splice: the names the last one listed, with those the changed
+    rows bring or take away. Only the names whose last files may have gone are asked for; the
+    subdir's names are not read whole."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.tar.bz2" for name in NAMES), *(f"{name}.conda" for name in NAMES))
+    _add(channel, "solo-1-0.conda", "pair-1-0.conda", "pair-2-0.conda", "shared-1-0.conda")
+    _add(channel, "shared-1-0.conda", "noarchy-1-0.conda", unit="noarch")
+    assert _publish(channel, caplog) == 0
+    asked: list[set[str]] = []
+    served_names = PackageIndexSource.served_names
+
+    def spied(self, unit, names, suffixes):
+        asked.append(set(names))
+        return served_names(self, unit, names, suffixes)
+
+    def whole(*args, **kwargs):
+        raise AssertionError("a spliced subdir's names were read whole")
+
+    monkeypatch.setattr(PackageIndexSource, "served_names", spied)
+    monkeypatch.setattr(PackageIndexSource, "names", whole)
+    _add(channel, "fresh-1-0.conda", "pkg02-2.0-0.conda")  # a new name, a known one
+    rows = Package.objects.filter(channel=channel, unit="linux-64")
+    rows.filter(filename="solo-1-0.conda").update(removed=True)  # its only file
+    rows.filter(filename="pair-1-0.conda").update(removed=True)  # one of two
+    rows.filter(filename="shared-1-0.conda").update(excluded_reason="blocked")  # noarch keeps it
+    rows.filter(filename__startswith="pkg04-").update(removed=True)  # both sections
+    rows.filter(filename="pkg06-1.0-0.conda").update(removed=True)  # the .tar.bz2 stays
+    assert _publish(channel, caplog) == 2
+    assert asked == [{"solo", "pair", "shared", "pkg04", "pkg06"}]
+
+    listed = _listed(channel)
+    assert listed["fresh"] == ["linux-64"] and listed["pkg02"] == ["linux-64"]
+    assert "solo" not in listed and "pkg04" not in listed
+    assert listed["pair"] == ["linux-64"] and listed["pkg06"] == ["linux-64"]
+    assert listed["shared"] == ["noarch"]
+    monkeypatch.undo()
+    _same_as_a_full_render(channel)
+
+    # A name back, and its last file gone again, as further splices.
+    _add(channel, "solo-2-0.conda")
+    assert _publish(channel, caplog) == 2
+    assert _listed(channel)["solo"] == ["linux-64"]
+    rows.filter(filename="solo-2-0.conda").update(excluded_reason="blocked")
+    assert _publish(channel, caplog) == 2
+    assert "solo" not in _listed(channel)
+    _same_as_a_full_render(channel)
+
+
+def test_names_are_read_whole_where_the_listed_ones_are_not_those_published(caplog):
+    """A channeldata.json published since (not the one the splice's mark names) says nothing
+    of the subdir's names: they are read from the rows."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    wrong, size = storage.put_bytes(b'{"packages": {"ghost": {"subdirs": ["linux-64"]}}}')
+    PublishedFile.objects.filter(channel=channel, path="channeldata.json").update(
+        artifact=storage.artifacts_for({wrong: size})[wrong]
+    )
+    _add(channel, "new-1-0.conda")
+    assert _publish(channel, caplog) == 2
+    listed = _listed(channel)
+    assert "ghost" not in listed and listed["new"] == ["linux-64"]
+    _same_as_a_full_render(channel)
