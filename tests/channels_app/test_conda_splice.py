@@ -257,9 +257,7 @@ def _listed(channel: Channel) -> dict[str, list[str]]:
     return {name: entry["subdirs"] for name, entry in document["packages"].items()}
 
 
-def test_a_splice_lists_the_names_its_changes_touch_without_reading_every_name(
-    caplog, monkeypatch
-):
+def test_a_splice_lists_the_names_its_changes_touch_without_reading_every_name(caplog, monkeypatch):
     """channeldata.json after a splice: the names the last one listed, with those the changed
     rows bring or take away. Only the names whose last files may have gone are asked for; the
     subdir's names are not read whole."""
