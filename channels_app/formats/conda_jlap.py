@@ -23,6 +23,7 @@ document's are (`conda_records.entry_record`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +39,8 @@ from .base import Client
 from .conda_records import SECTIONS
 
 NAME = "repodata.jlap"
+
+logger = logging.getLogger(__name__)
 #: How long a subdir whose upstream has no log is read whole without asking for one.
 ABSENT_FOR_SECONDS = 7 * 24 * 3600
 #: How long a subdir is read from its log before it is read whole again: a log that stopped
@@ -176,14 +179,25 @@ def patches_since(
     if log is None:
         part = _fetch(client, url, 0)
         if part is None:
+            logger.info("%s: upstream has none; the document is read whole", _named(url))
             return None, absent_state()
         try:
             log = read_log(part.body)
-        except LogError:
+        except LogError as exc:
+            logger.warning("%s not used (%s); the document is read whole", _named(url), exc)
             return None, {key: value for key, value in state.items() if key not in ("pos", "iv")}
     steps = chain(log.patches, have, log.latest)
+    if steps is None:
+        logger.info(
+            "%s does not reach back to the document the rows are; it is read whole", _named(url)
+        )
     end = {"pos": log.pos, "iv": log.iv}
     return steps, {**state, "have": have if steps is None else log.latest, **end}
+
+
+def _named(url: str) -> str:
+    """`<subdir>/repodata.jlap` of a log's URL, for a log line (the rest may hold a token)."""
+    return "/".join(url.split("?", 1)[0].rsplit("/", 2)[-2:])
 
 
 def log_end(client: Client, url: str, state: dict[str, Any]) -> dict[str, Any]:

@@ -248,6 +248,12 @@ def _sync_units(
                             compare=not restart,
                         )  # fmt: skip
                 except _WholeNeeded:  # a patch that cannot be applied: the whole document
+                    logger.info(
+                        "mirror %s, %s: the log's patches do not apply to the stored rows; "
+                        "the document is read whole",
+                        mirror.pk,
+                        unit,
+                    )
                     index = mirror.format.unit_buffer()
                     with index:
                         fetched = mirror.format.fetch_unit(

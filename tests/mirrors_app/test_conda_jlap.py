@@ -7,6 +7,7 @@ take, rows changed since) is read from the whole document, as before."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -210,8 +211,12 @@ def _not_takeable(server, ops_for):
         pytest.param(lambda d: ["add"], id="not an operation"),
     ],
 )  # fmt: skip
-def test_a_patch_the_log_cannot_apply_is_read_from_the_whole_document(upstream, run, ops_for):
-    mirror, again, whole = _synced_then(upstream, run, lambda s: _not_takeable(s, ops_for))
+def test_a_patch_the_log_cannot_apply_is_read_from_the_whole_document(
+    upstream, run, ops_for, caplog
+):
+    with caplog.at_level(logging.INFO, logger="mirrors_app.sync"):
+        mirror, again, whole = _synced_then(upstream, run, lambda s: _not_takeable(s, ops_for))
+    assert f"{SUBDIR}: the log's patches do not apply to the stored rows" in caplog.text
     assert _whole_reads(upstream) == whole + 1
     assert again.ingested == 4
     _same_as_a_whole_read(upstream, mirror, run)
@@ -241,9 +246,21 @@ def _rows_changed(server) -> None:
     _publish_patch(server, _changed(_document()))
 
 
+#: What the log line says, where the log itself is what cannot be used.
+SAID = {
+    _tampered: f"{SUBDIR}/repodata.jlap not used (the log's checksum does not verify)",
+    _unrelated: f"{SUBDIR}/repodata.jlap does not reach back to the document the rows are",
+    _no_log: f"{SUBDIR}/repodata.jlap: upstream has none",
+    _rows_changed: f"{SUBDIR}: the log's patches do not apply to the stored rows",
+}
+
+
 @pytest.mark.parametrize("change", [_tampered, _unrelated, _no_log, _rows_changed])
-def test_what_the_log_cannot_say_is_read_from_the_whole_document(upstream, run, change):
-    mirror, again, whole = _synced_then(upstream, run, change)
+def test_what_the_log_cannot_say_is_read_from_the_whole_document(upstream, run, change, caplog):
+    """...and the worker's log says why."""
+    with caplog.at_level(logging.INFO):
+        mirror, again, whole = _synced_then(upstream, run, change)
+    assert SAID[change] in caplog.text
     assert _whole_reads(upstream) == whole + 1
     _same_as_a_whole_read(upstream, mirror, run)
 
