@@ -16,7 +16,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import F
 
-from channels_app import storage
+from channels_app import publishing, storage
 from channels_app.formats.base import Gap, Previous, SectionChanges
 from channels_app.formats.conda_render import splice_sections
 from channels_app.models import Channel, Package, PublishedFile
@@ -321,3 +321,21 @@ def test_names_are_read_whole_where_the_listed_ones_are_not_those_published(capl
     listed = _listed(channel)
     assert "ghost" not in listed and listed["new"] == ["linux-64"]
     _same_as_a_full_render(channel)
+
+
+@pytest.mark.parametrize(
+    ("mark", "xmin", "changed"),
+    [
+        (1000, 1000, True),  # written by the oldest transaction the mark may not have seen
+        (1000, 999, False),
+        (1000, 1000 + 2**30, True),  # as far as MARK_SPAN lets a mark be trusted
+        (2**32 + 4294967000, 100, True),  # after the mark, across the 32-bit wraparound
+        (2**32 + 4294967000, 4294966000, False),  # before it
+        (5 * 2**32 + 7, 7, True),  # the epoch is not part of a row's xmin
+    ],
+)
+def test_a_row_is_changed_since_a_mark_modulo_two_to_the_thirty_two(mark, xmin, changed):
+    sql = f"SELECT {publishing._CHANGED.format(row='v')} FROM (SELECT %(x)s::text::xid AS xmin) v"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"x": str(xmin), "mark32": mark % 2**32})
+        assert cursor.fetchone()[0] is changed
