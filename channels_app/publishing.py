@@ -402,9 +402,9 @@ def _like_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _chunked(units: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
-    """The units in order, a bounded `IN (...)` list at a time."""
-    ordered = sorted(units)
+def _chunked(values: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+    """The values (units, names) in order, a bounded `IN (...)` list at a time."""
+    ordered = sorted(values)
     for start in range(0, len(ordered), size):
         yield ordered[start : start + size]
 
