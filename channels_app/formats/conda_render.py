@@ -139,7 +139,9 @@ def _write_repodata(
         spliced = splice_sections(previous) if previous is not None else None
         # The names for channeldata.json: those a splice changes, else asked meanwhile where
         # the source can (or collected from the documents as they are written).
-        listed = _spliced_names(source, path, subdir, previous) if spliced is not None else None
+        listed = (
+            _spliced_names(source, path, subdir, previous, spliced) if spliced is not None else None
+        )
         names_later = getattr(source, "names_later", None)
         if listed is None and names_later is not None:
             later = names_later(subdir, SUFFIXES)
@@ -246,19 +248,23 @@ COMMA = ord(",")
 
 
 def _spliced_names(
-    source: IndexSource, path: str, subdir: str, previous: Previous
+    source: IndexSource, path: str, subdir: str, previous: Previous, spliced: list[list[Piece]]
 ) -> set[str] | None:
-    """The package names of the subdir once its changed rows are spliced in: those the
-    channeldata.json published with the old file lists for it, less the names of changed rows
-    that no file of the subdir is served under any more, with those of the changed rows
-    served now. None where that channeldata.json is not the one published (then the names are
-    asked whole).
+    """The package names of the subdir once `spliced` (see `splice_sections`): those the
+    channeldata.json published with the old file lists for it, with those of the changed rows
+    served now; a name of a changed row not served now, or of a member the splice drops from
+    the old file, stays only if a file of the subdir is still served under it (asked). None
+    where that channeldata.json is not the one published, or a dropped member cannot be read
+    (then the names are asked whole).
 
-    The old file's rows that did not change kept their names; a name only changed rows had
-    either has a row served now, or is asked for (the few a splice removes)."""
+    Every member of the old file that the splice does not drop is a row unchanged since, with
+    the name it had: only the names of dropped members and changed rows can go. (A row gone
+    without a trace, which no changed row tells, is dropped with its gap or fails the
+    splice's length check.)"""
     published_with = getattr(source, "published_with", None)
     data = published_with(path, CHANNELDATA) if published_with is not None else None
-    if data is None:
+    dropped = _dropped_names(previous, spliced)
+    if data is None or dropped is None:
         return None
     try:
         packages = orjson.loads(data)["packages"]
@@ -270,9 +276,31 @@ def _spliced_names(
         for name, served in changes.names.items():
             touched[name] = touched.get(name, False) or served
     served = {name for name, now in touched.items() if now}
-    doubtful = (before & touched.keys()) - served
+    maybe_gone = (dropped | touched.keys()) - served
+    doubtful = maybe_gone & before
     still = source.served_names(subdir, doubtful, SUFFIXES) if doubtful else set()
-    return (before - touched.keys()) | served | still
+    return (before - maybe_gone) | served | still
+
+
+def _dropped_names(previous: Previous, spliced: list[list[Piece]]) -> set[str] | None:
+    """The package names of the old file's members that `spliced` leaves out (the bytes of
+    each section its runs do not keep); None if one cannot be read."""
+    names: set[str] = set()
+    for (start, end), pieces in zip(previous.sections, spliced, strict=True):
+        kept = [piece for piece in pieces if isinstance(piece, tuple)]
+        bounds = [start, *(at for piece in kept for at in piece), end]
+        for lo, hi in zip(bounds[::2], bounds[1::2], strict=True):
+            members = bytes(previous.data[lo:hi]).strip(b",")
+            if not members:
+                continue
+            try:
+                records = orjson.loads(b"{" + members + b"}")
+                names.update(record["name"] for record in records.values())
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return None
+    if not all(isinstance(name, str) for name in names):
+        return None
+    return names
 
 
 def _joined_length(pieces: list[Piece]) -> int:
