@@ -143,8 +143,7 @@ def _write_repodata(
             _spliced_names(source, path, subdir, previous, spliced) if spliced is not None else None
         )
         names_later = getattr(source, "names_later", None)
-        if listed is None and names_later is not None:
-            later = names_later(subdir, SUFFIXES)
+        later = names_later(subdir, SUFFIXES) if listed is None and names_later else None
         sections = []
         out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
         for index, (section, suffix) in enumerate(SECTIONS):
@@ -163,7 +162,7 @@ def _write_repodata(
             previous.close()
     if hasattr(source, "render_ended"):
         source.render_ended(path, sections, spliced=spliced is not None, companions=[CHANNELDATA])
-    if listed is None and names_later is not None:
+    if later is not None:
         listed = later()
     for name in listed or ():
         names.setdefault(name, set()).add(subdir)
@@ -263,13 +262,15 @@ def _spliced_names(
     splice's length check.)"""
     published_with = getattr(source, "published_with", None)
     data = published_with(path, CHANNELDATA) if published_with is not None else None
-    dropped = _dropped_names(previous, spliced)
-    if data is None or dropped is None:
+    if data is None:
         return None
     try:
         packages = orjson.loads(data)["packages"]
         before = {name for name, entry in packages.items() if subdir in entry["subdirs"]}
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    dropped = _dropped_names(previous, spliced)
+    if dropped is None:
         return None
     touched: dict[str, bool] = {}
     for changes in previous.changes:
