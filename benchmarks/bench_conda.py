@@ -229,6 +229,7 @@ class StepWatcher:
     def __init__(self, dsn: str, period: float = 0.1) -> None:
         self.dsn, self.period = dsn, period
         self.steps: list[tuple[float, str]] = []
+        self.first_seen = 0.0  # when the run was first seen, after the watcher's start
         self.backend_cpu: dict[int, float] = {}  # pid -> CPU seconds last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -253,6 +254,8 @@ class StepWatcher:
                     "SELECT step FROM mirrors_app_syncrun WHERE id > %s ORDER BY id DESC LIMIT 1",
                     (self._after,),
                 ).fetchone()
+                if row and not self.first_seen:
+                    self.first_seen = round(time.monotonic() - self.start, 2)
                 if row and row[0] and (not self.steps or self.steps[-1][1] != row[0]):
                     self.steps.append((round(time.monotonic() - self.start, 2), row[0]))
                 pids = conn.execute(
@@ -278,9 +281,11 @@ def _process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_sync(
-    env: dict, dsn: str, workdir: Path, label: str, index: int, profile: bool, spy: bool = False
-) -> dict:
+def _run_process(
+    env: dict, dsn: str, workdir: Path, index: int, profile: bool, spy: bool
+) -> tuple[int, float, dict, StepWatcher, Path]:
+    """A sync as one `manage.py mirror_run bench` process: its exit code, wall time (start-up
+    and exit included), resource usage, steps and log."""
     stats_file = workdir / f"run-{index}.rusage.json"
     command = [PYTHON]
     if spy:  # sampled, every thread, as collapsed stacks (flame graph tools read them)
@@ -292,7 +297,6 @@ def run_sync(
         command += ["-m", "cProfile", "-o", str(workdir / f"run-{index}.prof")]
     command += [str(ROOT / "manage.py"), "mirror_run", "bench"]
     log = workdir / f"run-{index}.log"
-    load_before = os.getloadavg()[0]
     with StepWatcher(dsn) as watcher, open(log, "w") as out:
         started = time.monotonic()
         code = subprocess.call(
@@ -303,7 +307,34 @@ def run_sync(
             stderr=subprocess.STDOUT,
         )
         wall = time.monotonic() - started
-    usage = json.loads(stats_file.read_text())
+    return code, wall, json.loads(stats_file.read_text()), watcher, log
+
+
+def run_sync(
+    env: dict,
+    dsn: str,
+    workdir: Path,
+    label: str,
+    index: int,
+    profile: bool,
+    spy: bool = False,
+    worker: Worker | None = None,
+) -> dict:
+    load_before = os.getloadavg()[0]
+    if worker is not None:
+        with StepWatcher(dsn) as watcher:
+            run_id, usage = worker.run(dsn)
+        watcher.steps = [(round(t - watcher.first_seen, 2), step) for t, step in watcher.steps]
+        worker.settle()
+        with psycopg.connect(dsn) as conn:
+            state, wall = conn.execute(
+                "SELECT state, extract(epoch FROM finished_at - created_at)::float "
+                "FROM mirrors_app_syncrun WHERE id = %s",
+                (run_id,),
+            ).fetchone()
+        code, log = (0 if state == "completed" else 1), workdir / "worker.log"
+    else:
+        code, wall, usage, watcher, log = _run_process(env, dsn, workdir, index, profile, spy)
     with psycopg.connect(dsn) as conn:
         state, seen, ingested, step, run_s = conn.execute(
             "SELECT state, seen, ingested, step, "
@@ -341,6 +372,81 @@ def run_sync(
     if code:
         result["output_tail"] = log.read_text()[-2000:]
     return result
+
+
+#: `--worker`: queue a run as the "Run now" button does (the worker picks it up).
+RUN_NOW = """
+from mirrors_app import services
+from mirrors_app.models import Mirror
+print(services.mirror_run_now(mirror=Mirror.objects.get(name="bench")).pk)
+"""
+
+
+class Worker:
+    """A Celery worker (prefork, one pool process) started once, as production runs syncs:
+    each sync is timed from its run's creation to its end (what a user who pressed "Run now"
+    waits), without any process's start-up. The pool process's CPU is read from /proc and its
+    peak RSS from VmHWM, which is reset before each run (Linux `clear_refs`)."""
+
+    def __init__(self, env: dict, workdir: Path) -> None:
+        self.env, self.workdir = env, workdir
+        self.log = open(workdir / "worker.log", "w")  # noqa: SIM115 (closed by stop)
+        command = [PYTHON, "-m", "celery", "-A", "psm", "worker", "--pool", "prefork"]
+        command += ["--concurrency", "1", "--without-gossip", "--without-mingle", "-l", "info"]
+        self.process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        self.child = self._pool_process()
+
+    def _pool_process(self, timeout: float = 60) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited; see {self.log.name}")
+            if "ready." in (self.workdir / "worker.log").read_text():
+                for entry in Path("/proc").iterdir():
+                    if entry.name.isdigit() and _parent(int(entry.name)) == self.process.pid:
+                        return int(entry.name)
+            time.sleep(0.2)
+        raise RuntimeError(f"the worker did not start; see {self.log.name}")
+
+    def settle(self, quiet: float = 1.0) -> None:
+        """Wait until the pool process has used no CPU for `quiet` seconds (a publish may
+        queue follow-up tasks, such as the large index's .bz2 copy)."""
+        last = _process_cpu(self.child)
+        while True:
+            time.sleep(quiet)
+            now = _process_cpu(self.child)
+            if now is None or last is None or now - last < 0.02:
+                return
+            last = now
+
+    def run(self, dsn: str) -> tuple[int, dict]:
+        """Queue a run and wait for its end: its id, the pool process's CPU and peak RSS."""
+        Path(f"/proc/{self.child}/clear_refs").write_text("5")  # reset VmHWM
+        cpu_before = _process_cpu(self.child) or 0.0
+        run_id = int(manage(self.env, "shell", "-c", RUN_NOW).stdout.split()[-1])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while conn.execute(
+                "SELECT finished_at IS NULL FROM mirrors_app_syncrun WHERE id = %s", (run_id,)
+            ).fetchone()[0]:
+                time.sleep(0.05)
+        cpu = (_process_cpu(self.child) or 0.0) - cpu_before
+        status = Path(f"/proc/{self.child}/status").read_text()
+        peak_kb = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+        return run_id, {"user": cpu, "sys": 0.0, "maxrss_kb": peak_kb}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+        self.log.close()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
 
 
 def run_limit(env: dict, dsn: str, workdir: Path, upstream_url: str) -> dict:
@@ -622,8 +728,21 @@ def main() -> None:
         action="store_true",
         help="serve no repodata.jlap (gen_conda.py --no-jlap); by default each subdir has one",
     )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="run the syncs in one Celery worker started before them, each queued as by "
+        '"Run now" (production\'s path); by default each is a `manage.py mirror_run` process',
+    )
+    parser.add_argument(
+        "--broker",
+        default="redis://127.0.0.1:6379/13",
+        help="with --worker: the broker (its queue is purged first)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.worker and (args.profile or args.spy):
+        parser.error("--profile and --spy profile a mirror_run process: not with --worker")
     jlap = not args.no_jlap
 
     workdir: Path = args.workdir.resolve()
@@ -689,6 +808,14 @@ def main() -> None:
     results["limit"] = run_limit(env, dsn, workdir, upstream_url)
     print(f"  {results['limit']['wall_s']} s, peak RSS {results['limit']['peak_rss_mb']} MB")
 
+    worker = None
+    if args.worker:
+        env["CELERY_BROKER_URL"] = args.broker
+        manage(env, "shell", "-c", "from psm.celery import app; app.control.purge()")
+        print(f"starting a Celery worker ({args.broker})", flush=True)
+        worker = Worker(env, workdir)
+        results["worker"] = args.broker
+
     plan = [("full (empty db)", None), ("unchanged (304)", None)]
     if args.touch:
         plan.append(("same records, new ETag", "touch"))
@@ -704,7 +831,7 @@ def main() -> None:
             print(f"mutating {args.mutate:.0%} of the records", flush=True)
             results["mutate_s"] = round(generate(chan, args.records, args.mutate, jlap), 1)
         print(f"sync {index}: {label}", flush=True)
-        run = run_sync(env, dsn, workdir, label, index, args.profile, args.spy)
+        run = run_sync(env, dsn, workdir, label, index, args.profile, args.spy, worker)
         print(
             f"  {run['state']} in {run['wall_s']} s, peak RSS {run['peak_rss_mb']} MB", flush=True
         )
@@ -721,6 +848,8 @@ def main() -> None:
         if not args.no_vacuum:
             run["vacuum_analyze_s"] = vacuum_analyze(dsn)
 
+    if worker is not None:
+        worker.stop()
     upstream.shutdown()
     if not args.no_serve and importlib.util.find_spec("gunicorn") is None:
         print("serving skipped: gunicorn is not installed (.venv/bin/pip install gunicorn)")
