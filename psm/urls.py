@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView
 
 from channels_app import serving
 
+from . import schema  # noqa: F401 - registers the OpenAPI extensions the schema view uses
+
 admin.site.site_header = "Package Security Manager"
 admin.site.site_title = "PSM"
 admin.site.index_title = "Channels, mirrors and policies"
