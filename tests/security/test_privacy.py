@@ -46,7 +46,15 @@ INSIDER_GROUPS = (
 SOURCE = "http://127.0.0.1:9/conda"
 INDEX = "noarch/repodata.json"
 FILE = "noarch/alpha-1.0-0.conda"
-HIDDEN_ID, MISSING_ID = 7_300_001, 7_300_101
+HIDDEN_ID, MISSING_ID = 7_300_001, 9_300_001
+#: Between two hidden rows' ids. An explicit id moves SQLite's AUTOINCREMENT past it, so rows
+#: created later (in this test or the next ones on the same database) get the ids right after
+#: it: spaced out, those never reach another hidden id, nor a missing one.
+ID_STEP = 10_000
+
+
+def _hidden_id(n: int) -> int:
+    return HIDDEN_ID + n * ID_STEP
 
 
 @dataclass
@@ -66,7 +74,7 @@ def _user(username: str, *groups: str):
 
 def _package(channel: Channel, mirror: Mirror) -> Package:
     return Package.objects.create(
-        pk=HIDDEN_ID + 5,
+        pk=_hidden_id(5),
         channel=channel,
         mirror=mirror,
         unit="noarch",
@@ -88,19 +96,23 @@ def world() -> World:
     hush = PolicyFactory(name="quietpolicy")
     # Distinctive ids, one per row, so swapping them in a page touches nothing else.
     covert = ChannelFactory(
-        pk=HIDDEN_ID, name="covert", visibility=PRIVATE, description="covert plans"
+        pk=_hidden_id(0), name="covert", visibility=PRIVATE, description="covert plans"
     )
-    inner = ChannelFactory(pk=HIDDEN_ID + 1, name="inner", parent=covert, visibility=PRIVATE)
+    inner = ChannelFactory(pk=_hidden_id(1), name="inner", parent=covert, visibility=PRIVATE)
     grant(covert, member, group="covert-team")
     mirror = MirrorFactory(
-        pk=HIDDEN_ID + 2, channel=covert, name="hushmirror", source_url=SOURCE, policy=hush
+        pk=_hidden_id(2), channel=covert, name="hushmirror", source_url=SOURCE, policy=hush
     )
-    MirrorFactory(pk=HIDDEN_ID + 3, channel=inner, name="hushinner", source_url=SOURCE)
-    run = SyncRunFactory(pk=HIDDEN_ID + 4, mirror=mirror, state=SyncRun.State.COMPLETED)
+    MirrorFactory(pk=_hidden_id(3), channel=inner, name="hushinner", source_url=SOURCE)
+    run = SyncRunFactory(pk=_hidden_id(4), mirror=mirror, state=SyncRun.State.COMPLETED)
     package = _package(covert, mirror)
     ids = {"cid": covert.pk, "sid": inner.pk, "m": mirror.pk, "r": run.pk, "p": package.pk}
     hidden = {"c": "covert", **{key: str(pk) for key, pk in ids.items()}}
     missing = {"c": "absent", **{key: str(MISSING_ID + n) for n, key in enumerate(ids)}}
+    # The swap rewrites these ids wherever they stand: a row made with an id of its own must
+    # not hold one of them (it would be rewritten too, and the pages differ for no reason).
+    swapped = {*hidden.values(), *missing.values()}
+    assert not {str(opened.pk), str(visible_mirror.pk), str(hush.pk)} & swapped
     return World(hidden, missing, insider, member, visible_mirror)
 
 
