@@ -27,7 +27,7 @@ from psycopg.adapt import Loader
 from channels_app.models import Channel, Package
 
 from ..models import Mirror, SyncRun
-from .ingest import COLUMNS, upsert_mine, upsert_updates, write_copy
+from .ingest import COLUMNS, copy_statement, upsert_mine, upsert_updates, write_copy
 from .policy import PolicyChange, decide_rows, decider_for
 
 PREFIX = "psm_first_load_"
@@ -61,12 +61,11 @@ class FirstLoad:
             )
         return stage
 
-    def write(self, rows: list[tuple], now, lines: list[str] | None = None) -> None:
-        """COPY rows (COLUMNS but the two timestamps; `lines`: as `copy_lines` formatted
-        them) into the stage, numbered in order."""
+    def write(self, rows: list[tuple], now) -> None:
+        """COPY rows (COLUMNS but the two timestamps) into the stage, numbered in order."""
         with connection.cursor() as cursor, connection.wrap_database_errors:
-            with cursor.copy(f"COPY {self.table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                write_copy(copy, rows, now, lines)
+            with cursor.copy(copy_statement(self.table)) as copy:
+                write_copy(copy, rows, now)
         self.staged += len(rows)  # only once written: a refused batch is retried unit by unit
 
     def land(self, *, decide: bool) -> PolicyChange:

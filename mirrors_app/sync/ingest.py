@@ -18,7 +18,9 @@ whose files wait for a decision has them decided as they are queued (`decisions`
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import queue
+import re
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -199,7 +201,6 @@ class BatchWriter:
             return
         self.rows, self.new, self.gone, self.gone_count = {}, set(), defaultdict(list), 0
         now, self._stamp = self._stamp, None  # None: the time it is written
-        lines = None
         if connection.vendor == "postgresql":
             if self._thread is None and not connection.in_atomic_block:
                 # (inside a transaction the thread would not see what it sees)
@@ -207,12 +208,10 @@ class BatchWriter:
                     target=self._run, name=f"writer-{self.mirror.pk}", daemon=True
                 )
                 self._thread.start()
-            # Formatted here, so the writing thread holds the GIL for little but its COPY.
-            lines = copy_lines(self._copied(rows, new))
         if self._thread is None:
-            self._write_batch(rows, new, gone, then, lines, now)
+            self._write_batch(rows, new, gone, then, now)
         else:
-            self._queue.put((rows, new, gone, then, lines, now))
+            self._queue.put((rows, new, gone, then, now))
 
     def _run(self) -> None:
         """The writing thread: batches in order, on this thread's own connection."""
@@ -252,11 +251,10 @@ class BatchWriter:
         new: set,
         gone: dict[str, list[int]],
         then: Callable[[], None] | None = None,
-        lines: list[str] | None = None,
         now: dt.datetime | None = None,
     ) -> None:
         if rows or gone:
-            self._write_rows(rows, new, gone, lines, now or timezone.now())
+            self._write_rows(rows, new, gone, now or timezone.now())
         if then is not None:
             then()
 
@@ -272,13 +270,12 @@ class BatchWriter:
         rows: dict,
         new: set,
         gone: dict[str, list[int]],
-        lines: list[str] | None,
         now: dt.datetime,
     ) -> None:
         try:
             try:
                 with transaction.atomic():
-                    self._write(rows, new, gone, now, lines)
+                    self._write(rows, new, gone, now)
             except _Taken:  # another writer took one of the new files: upsert them all
                 with transaction.atomic():
                     self._write(rows, set(), gone, now)
@@ -316,21 +313,17 @@ class BatchWriter:
         new: set,
         gone: dict[str, list[int]],
         now: dt.datetime,
-        lines: list[str] | None = None,
     ) -> None:
-        """Write a batch with the time `now`; `lines`: the COPY lines of its `_copied` rows, if
-        formatted already."""
+        """Write a batch with the time `now`."""
         copied = self._copied(rows, new) if connection.vendor == "postgresql" else []
-        if lines is None and copied:
-            lines = copy_lines(copied)
         if rows and self.stage is not None:
-            self.stage.write(copied, now, lines)
+            self.stage.write(copied, now)
             if not any(gone.values()):
                 return  # the package table is untouched until the stage lands
             rows = {}
         if rows and connection.vendor == "postgresql":
             if copied:  # first, so that a file taken meanwhile undoes nothing else (_Taken)
-                _insert_copy(copied, now, lines)
+                _insert_copy(copied, now)
             others = [row for key, row in rows.items() if not (copied and key in new)]
             if others:
                 (_upsert_copy if len(others) >= COPY_FROM else _upsert_values)(others, now)
@@ -580,7 +573,10 @@ class UnitIngest:
 def _reason(exc: DatabaseError) -> str:
     """The database's one-line complaint, e.g. a value it cannot store."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
+    line = text.splitlines()[0] if text else exc.__class__.__name__
+    if "0x00" in line:  # the server's words for it ("invalid byte sequence ... 0x00")
+        return "a value holds a NUL (0x00) byte, which PostgreSQL cannot store"
+    return line
 
 
 def _known_rows(mirror_id: int, units: list[str]):
@@ -672,99 +668,50 @@ class _Taken(Exception):
     """A file COPied in as new was stored meanwhile (by another mirror of the channel)."""
 
 
-def _insert_copy(rows: list[tuple], now, lines: list[str] | None) -> None:
-    """COPY rows of files nobody stored straight into the table (`lines`: as `copy_lines`
-    formatted them); _Taken if one of them is there after all. No savepoint: the caller
-    undoes its transaction and upserts instead."""
+def _insert_copy(rows: list[tuple], now) -> None:
+    """COPY rows of files nobody stored straight into the table; _Taken if one of them is
+    there after all. No savepoint: the caller undoes its transaction and upserts instead."""
     table = Package._meta.db_table
     try:
         # psycopg's own cursor (COPY): its errors made Django's, as the ORM's are.
         with connection.cursor() as cursor, connection.wrap_database_errors:
-            with cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                write_copy(copy, rows, now, lines)
+            with cursor.copy(copy_statement(table)) as copy:
+                write_copy(copy, rows, now)
     except IntegrityError as exc:
         if getattr(exc.__cause__, "sqlstate", None) != "23505":  # not a unique violation
             raise
         raise _Taken from exc
 
 
-#: Lines joined into one piece of COPY data (~700 KB of conda records).
-COPY_PIECE = 1000
-#: A line of `copy_lines` has this many tabs unless a value holds one (then it is escaped).
-_TABS = len(COLUMNS) - 3
-_NULL = "\\N"
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+def copy_statement(table: str) -> str:
+    """COPY of COLUMNS into `table`, in PostgreSQL's binary format: the server reads each
+    value as it is stored, where the text format parses every value, timestamps most
+    (600,000 conda rows: 40% less of the server's time, and less of the writer's)."""
+    return f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 
-def copy_lines(rows: Sequence[tuple]) -> list[str] | None:
-    """The lines of COPY's text format of rows (COLUMNS but the two timestamps, which
-    `write_copy` appends), as psycopg's `write_row` writes them; None if a value holds a NUL
-    (PostgreSQL refuses it: `write_row` says so, on the batch's unit).
-
-    One f-string a row: a batch's lines are joined with the timestamps in one call, so the
-    writing thread does no Python per row (psycopg's `write_row` costs ~5 us a row, its two
-    timestamps most of it)."""
-    lines = [
-        f"{channel}\t{_NULL if mirror is None else mirror}\t{unit}\t{filename}\t{name}\t"
-        f"{version}\t{sha256}\t{md5}\t{_NULL if size is None else size}\t{url}\t{record}\t"
-        f"{digest}\t{'t' if on_demand else 'f'}\t{'t' if removed else 'f'}\t{error}\t"
-        f"{excluded}\t{would}"
-        for (
-            channel,
-            mirror,
-            unit,
-            filename,
-            name,
-            version,
-            sha256,
-            md5,
-            size,
-            url,
-            record,
-            digest,
-            on_demand,
-            removed,
-            error,
-            excluded,
-            would,
-        ) in rows
-    ]
-    for i, line in enumerate(lines):
-        # Rare (a backslash in a record's JSON): each value escaped on its own.
-        if "\\" in line or "\n" in line or "\r" in line or line.count("\t") != _TABS:
-            lines[i] = line = "\t".join(map(_copy_value, rows[i]))
-        if "\x00" in line:
-            return None
-    return lines
+@functools.cache
+def copy_types() -> tuple[str, ...]:
+    """The package table's types of COLUMNS, as a binary COPY names them (no length)."""
+    return tuple(
+        re.sub(r"\(.*\)$", "", Package._meta.get_field(column).db_type(connection))
+        for column in COLUMNS
+    )
 
 
-def _copy_value(value: object) -> str:
-    if value is None:
-        return _NULL
-    if value is True or value is False:
-        return "t" if value else "f"
-    return str(value).translate(_ESCAPES)
-
-
-def write_copy(copy, rows: Sequence[tuple], now, lines: list[str] | None) -> None:
-    """Send rows to a COPY of COLUMNS: `lines` (from `copy_lines`) joined with the two
-    timestamps in one piece, else (None: a value PostgreSQL refuses) row by row, so that
-    psycopg says what is wrong."""
-    if lines is None:
-        stamp = (now, now)
-        for row in rows:
-            copy.write_row(row + stamp)
-        return
-    end = f"\t{now.isoformat()}\t{now.isoformat()}\n"
-    for start in range(0, len(lines), COPY_PIECE):  # pieces: a batch is not held twice
-        copy.write((end.join(lines[start : start + COPY_PIECE]) + end).encode())
+def write_copy(copy, rows: Sequence[tuple], now) -> None:
+    """Send rows (COLUMNS but the two timestamps) to a `copy_statement` COPY, with `now` as
+    both timestamps."""
+    copy.set_types(copy_types())
+    stamp = (now, now)
+    for row in rows:
+        copy.write_row(row + stamp)
 
 
 def _upsert_copy(rows: list[tuple], now) -> None:
     table = Package._meta.db_table
     columns = ", ".join(COLUMNS)
     updates = upsert_updates(table)
-    stamp = (now, now)
     with connection.cursor() as cursor, connection.wrap_database_errors:
         # Dropped first as well: inside an outer transaction (tests) ON COMMIT comes late.
         cursor.execute("DROP TABLE IF EXISTS pg_temp.psm_package_stage")
@@ -772,9 +719,8 @@ def _upsert_copy(rows: list[tuple], now) -> None:
             f"CREATE TEMP TABLE psm_package_stage ON COMMIT DROP AS "
             f"SELECT {columns} FROM {table} WITH NO DATA"
         )
-        with cursor.copy(f"COPY psm_package_stage ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row + stamp)
+        with cursor.copy(copy_statement("psm_package_stage")) as copy:
+            write_copy(copy, rows, now)
         # The WHERE keeps a row another mirror brought in meanwhile from changing hands.
         cursor.execute(
             f"INSERT INTO {table} ({columns}, artifact_id) "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from channels_app.formats import PackageRecord
@@ -239,12 +239,10 @@ def _row(filename: str, record: str, **changes) -> tuple:
 
 
 @postgres_only
-def test_copy_lines_store_what_psycopgs_write_row_stores(monkeypatch):
-    """The COPY lines made in one f-string a row hold every value as psycopg writes it:
-    escapes, NULLs, booleans, non-ASCII text, 64-bit integers (sent in two pieces here)."""
-    monkeypatch.setattr("mirrors_app.sync.ingest.COPY_PIECE", 4)
-
-    from mirrors_app.sync.ingest import COLUMNS, copy_lines, write_copy
+def test_a_binary_copy_stores_every_value_as_given():
+    """The writer's COPY (binary) stores each value as the row holds it: characters the text
+    format escapes, NULLs, booleans, non-ASCII text, 64-bit integers at both ends."""
+    from mirrors_app.sync.ingest import COLUMNS, copy_statement, write_copy
 
     rows = [
         _row("alpha-1.0-0.conda", '{"name":"alpha","depends":["b >=1"]}'),
@@ -254,28 +252,35 @@ def test_copy_lines_store_what_psycopgs_write_row_stores(monkeypatch):
         _row("alpha-1.4-0.conda", "{}", on_demand=False, removed=True, entry_digest=2**63 - 1),
         _row("alpha-1.5-0.conda", "\\N", excluded_reason="\\.", would_exclude_reason="\\"),
     ]
-    lines = copy_lines(rows)
-    assert lines is not None and len(lines) == len(rows)
     now = timezone.now()
-    columns = ", ".join(COLUMNS)
-    stored = {}
     with connection.cursor() as cursor:
-        for table, given in (("psm_lines", lines), ("psm_rows", None)):
-            cursor.execute(
-                f"CREATE TEMP TABLE {table} AS SELECT {columns} FROM channels_app_package "
-                "WITH NO DATA"
-            )
-            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                write_copy(copy, rows, now, given)
-            cursor.execute(f"SELECT {columns} FROM {table} ORDER BY filename")
-            stored[table] = cursor.fetchall()
-    assert stored["psm_lines"] == stored["psm_rows"]
-    assert [row[:-2] for row in stored["psm_lines"]] == rows
-    assert all(row[-2:] == (now, now) for row in stored["psm_lines"])
+        cursor.execute(
+            f"CREATE TEMP TABLE psm_rows AS SELECT {', '.join(COLUMNS)} "
+            "FROM channels_app_package WITH NO DATA"
+        )
+        with cursor.copy(copy_statement("psm_rows")) as copy:
+            write_copy(copy, rows, now)
+        cursor.execute(f"SELECT {', '.join(COLUMNS)} FROM psm_rows ORDER BY filename")
+        stored = cursor.fetchall()
+    assert [row[:-2] for row in stored] == rows
+    assert all(row[-2:] == (now, now) for row in stored)
 
 
-def test_copy_lines_leave_a_nul_to_psycopg_which_names_it():
-    from mirrors_app.sync.ingest import copy_lines
+@postgres_only
+def test_a_value_the_database_cannot_store_is_named_in_the_reason():
+    from mirrors_app.sync.ingest import _reason, copy_statement, write_copy
 
-    assert copy_lines([_row("a-1-0.conda", "{}"), _row("a-2-0.conda", "bad \x00 byte")]) is None
-    assert copy_lines([]) == []
+    with pytest.raises(DatabaseError) as nul, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE psm_rows AS SELECT * FROM channels_app_package WITH NO DATA"
+        )
+        with connection.wrap_database_errors, cursor.copy(copy_statement("psm_rows")) as copy:
+            write_copy(copy, [_row("a-1-0.conda", "bad \x00 byte")], timezone.now())
+    assert "NUL" in _reason(nul.value)
+    with pytest.raises(DatabaseError) as long, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE psm_rows AS SELECT * FROM channels_app_package WITH NO DATA"
+        )
+        with connection.wrap_database_errors, cursor.copy(copy_statement("psm_rows")) as copy:
+            write_copy(copy, [_row("a-1-0.conda", "{}", md5="x" * 33)], timezone.now())
+    assert _reason(long.value) == "value too long for type character varying(32)"
