@@ -684,9 +684,10 @@ def _insert_copy(rows: list[tuple], now) -> None:
 
 
 def copy_statement(table: str) -> str:
-    """COPY of COLUMNS into `table`, in PostgreSQL's binary format: the server reads each
-    value as it is stored, where the text format parses every value, timestamps most
-    (600,000 conda rows: 40% less of the server's time, and less of the writer's)."""
+    """COPY of COLUMNS into `table`, in PostgreSQL's binary format: the server takes each
+    value as it is stored, where the text format parses every one, timestamps most (600,000
+    conda rows into the package table: 11.1 s of the server's time against 13.7–14.3 s, and
+    less of the writer's, which formatted text lines)."""
     return f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 
