@@ -780,6 +780,7 @@ def main() -> None:
             gen_conda.keep_log(chan / subdir, jlap)
     else:
         results["generate_s"] = round(generate(chan, args.records, jlap=jlap), 1)
+    os.sync()  # the channel's files written out: no writeback under the timed steps
     results["repodata_mb"] = round((chan / SUBDIR / "repodata.json").stat().st_size / 1e6, 1)
     results["repodata_zst_mb"] = round(
         (chan / SUBDIR / "repodata.json.zst").stat().st_size / 1e6, 1
@@ -830,6 +831,8 @@ def main() -> None:
         if before == "mutate":
             print(f"mutating {args.mutate:.0%} of the records", flush=True)
             results["mutate_s"] = round(generate(chan, args.records, args.mutate, jlap), 1)
+        if before:  # the new files written out first: their writeback is not the sync's
+            os.sync()
         print(f"sync {index}: {label}", flush=True)
         run = run_sync(env, dsn, workdir, label, index, args.profile, args.spy, worker)
         print(
