@@ -13,7 +13,7 @@ import time
 
 import orjson
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F
 
 from channels_app import publishing, storage
@@ -86,7 +86,23 @@ def _same_as_a_full_render(channel: Channel) -> dict:
 NAMES = [f"pkg{i:02d}-1.0-0" for i in range(0, 40, 2)]
 
 
-def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog):
+def _probes_on_two_connections(monkeypatch) -> list[int]:
+    """Make every splice probe half its changed rows' neighbours on a second connection; the
+    list returned gets how many rows each second connection probed."""
+    monkeypatch.setattr(publishing, "PROBE_SPLIT", 1)
+    probed, real = [], publishing._probed_in
+
+    def counted(snapshot, sql, params, rows):
+        probed.append(len(rows))
+        return real(snapshot, sql, params, rows)
+
+    monkeypatch.setattr(publishing, "_probed_in", counted)
+    return probed
+
+
+@pytest.mark.parametrize("two", [False, True], ids=["one connection", "two connections"])
+def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monkeypatch, two):
+    probed = _probes_on_two_connections(monkeypatch) if two else []
     channel = ChannelFactory(kind="conda")
     _add(channel, *(f"{name}.tar.bz2" for name in NAMES), *(f"{name}.conda" for name in NAMES))
     _add(channel, "noarchy-1-0.conda", unit="noarch")
@@ -128,6 +144,40 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog):
         "again-2-0.tar.bz2",
         "back-1-0.tar.bz2",
     ]
+    # Every publish that changed rows had a second connection probe some (more may have: a
+    # transaction running elsewhere holds a mark back, and more rows read as changed).
+    assert (len(probed) >= 4 and all(probed)) if two else not probed
+
+
+def test_probes_a_second_connection_cannot_make_are_made_on_the_first(caplog, monkeypatch):
+    """No connection to be had for the second half of the probes (the server's limit, say):
+    the first connection, which holds the snapshot, probes them too."""
+    monkeypatch.setattr(publishing, "PROBE_SPLIT", 1)
+
+    def refused(*args):
+        raise OperationalError("sorry, too many clients already")
+
+    monkeypatch.setattr(publishing, "_probed_in", refused)
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    _add(channel, "aaa-1-0.conda", "pkg05-1.0-0.conda", "zzz-1-0.conda")
+    Package.objects.filter(filename="pkg10-1.0-0.conda").update(removed=True)
+    assert _publish(channel, caplog) == 2
+    document = _same_as_a_full_render(channel)
+    assert {"aaa-1-0.conda", "pkg05-1.0-0.conda"} <= document["packages.conda"].keys()
+
+
+def test_a_publish_inside_a_transaction_renders_whole(caplog):
+    """The changes are read in one snapshot of their own, which a transaction already begun
+    cannot give: such a publish renders every row."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    _add(channel, "aaa-1-0.conda")
+    with transaction.atomic():
+        assert _publish(channel, caplog) == 0
+    assert "aaa-1-0.conda" in _same_as_a_full_render(channel)["packages.conda"]
 
 
 def test_a_change_that_keeps_every_length_is_spliced_in(caplog):
