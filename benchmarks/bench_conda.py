@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
         [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
         [--mutate 0.01] [--touch] [--serve-seconds 15] [--no-serve] [--no-vacuum]
-        [--profile] [--spy] [--policy] [--only-full] [--no-jlap] [--json FILE]
+        [--profile] [--spy] [--policy] [--only-full] [--no-jlap] [--process]
+        [--broker redis://127.0.0.1:6379/13] [--json FILE]
 
 What it does, in order:
 
@@ -16,8 +17,13 @@ What it does, in order:
    `N-M`, `-N`) with 206 and that part (416 past the end), like a CDN would.
 3. Database: drops and creates `--db` on the `--pg` server, migrates, creates a conda channel
    `bench` and a passive mirror `bench` of linux-64 (+ noarch) from the upstream.
-4. Syncs, each one `manage.py mirror_run bench` in its own process (wall time, peak RSS of that
-   process, records/s, and when each step began, read from the run's `step` while it runs):
+4. Syncs, as production runs them: in one Celery worker (prefork, one pool process) started
+   before the first, each queued as the "Run now" button queues it, and timed from its run's
+   creation to its end (what a user who pressed the button waits); CPU and peak RSS are the
+   pool process's. `--process` runs each instead as a `manage.py mirror_run bench` process
+   (its start-up and exit in its wall time; implied by `--profile` and `--spy`). For each:
+   wall time, CPU, peak RSS, records/s, and when each step began (read from the run's `step`
+   while it runs):
    full (empty database), unchanged (upstream answers 304), with `--touch` the same records
    under a new ETag (a full fetch and parse that writes nothing), 1% changed (after
    `gen_conda.py --mutate` on the copy: 1% of the records get a new build string, so as many
@@ -29,8 +35,8 @@ What it does, in order:
 
 Prints a table and writes JSON (`<workdir>/results.json` unless `--json`). Nothing is
 asserted: the figures are for the reader (see benchmarks/README.md for targets and results).
-"run s" is a sync as the worker times it (its run's start to its end), without the
-start-up of the `manage.py` process. `--profile` also runs each sync under cProfile (`<workdir>/run-N.prof`), `--spy` under py-spy
+"run s" is a sync as the worker times it (its run's start to its end): in a worker, without
+the wait in the queue; as a process, without its start-up. `--profile` also runs each sync under cProfile (`<workdir>/run-N.prof`), `--spy` under py-spy
 (every thread, `<workdir>/run-N.spy.txt`); timings then include the profiler's overhead, so
 compare them with a run without it.
 """
@@ -653,6 +659,8 @@ def git_describe() -> str:
 def print_table(results: dict) -> None:
     print()
     print("upstream: " + ("with repodata.jlap" if results.get("jlap") else "no repodata.jlap"))
+    timed = "in a Celery worker" if results.get("worker") else "as mirror_run processes"
+    print(f"syncs timed {timed}")
     limit = results.get("limit")
     if limit:
         print(f"limit: {limit['wall_s']} s wall, {limit['cpu_s']} s cpu, {limit['steps']}")
@@ -729,20 +737,23 @@ def main() -> None:
         help="serve no repodata.jlap (gen_conda.py --no-jlap); by default each subdir has one",
     )
     parser.add_argument(
-        "--worker",
+        "--process",
         action="store_true",
-        help="run the syncs in one Celery worker started before them, each queued as by "
-        '"Run now" (production\'s path); by default each is a `manage.py mirror_run` process',
+        help="run each sync as a `manage.py mirror_run` process (start-up and exit timed); by "
+        'default they run in one Celery worker started before them, each queued as by "Run '
+        "now\" (production's path). Implied by --profile and --spy",
     )
+    parser.add_argument("--worker", action="store_true", help="the default (kept for old commands)")
     parser.add_argument(
         "--broker",
         default="redis://127.0.0.1:6379/13",
-        help="with --worker: the broker (its queue is purged first)",
+        help="the worker's broker (its queue is purged first)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    if args.worker and (args.profile or args.spy):
-        parser.error("--profile and --spy profile a mirror_run process: not with --worker")
+    if args.worker and (args.profile or args.spy or args.process):
+        parser.error("--profile, --spy and --process time mirror_run processes: not --worker")
+    in_worker = not (args.process or args.profile or args.spy)
     jlap = not args.no_jlap
 
     workdir: Path = args.workdir.resolve()
@@ -805,14 +816,22 @@ def main() -> None:
         manage(env, "shell", "-c", POLICY)
         results["policy"] = POLICY.strip()
 
+    if in_worker:  # the broker checked (and its queue emptied) before anything is timed
+        env["CELERY_BROKER_URL"] = args.broker
+        try:
+            manage(env, "shell", "-c", "from psm.celery import app; app.control.purge()")
+        except subprocess.CalledProcessError as exc:
+            sys.exit(
+                f"no broker at {args.broker} ({exc.stderr.strip().splitlines()[-1]}): "
+                "start it, give another with --broker, or time processes with --process"
+            )
+
     print("the limit: fetch, parse, COPY and write the index back", flush=True)
     results["limit"] = run_limit(env, dsn, workdir, upstream_url)
     print(f"  {results['limit']['wall_s']} s, peak RSS {results['limit']['peak_rss_mb']} MB")
 
     worker = None
-    if args.worker:
-        env["CELERY_BROKER_URL"] = args.broker
-        manage(env, "shell", "-c", "from psm.celery import app; app.control.purge()")
+    if in_worker:
         print(f"starting a Celery worker ({args.broker})", flush=True)
         worker = Worker(env, workdir)
         results["worker"] = args.broker
