@@ -367,10 +367,11 @@ def _changes_since(
         around = _neighbours(cursor, probes, params, [(row[3], row[2]) for row in changed])
     sections = []
     for index in range(len(suffixes)):
-        rows, names = [], {}
-        for (_, _, row_section, _, name, member, *_), near in zip(changed, around, strict=True):
+        rows: list[tuple] = []
+        names: dict[str, bool] = {}
+        for (_, _, row_section, _, name, member, *_), sides in zip(changed, around, strict=True):
             if row_section == index:
-                rows.append((member, *near))
+                rows.append((member, *sides))
                 names[name] = names.get(name, False) or member is not None  # served now
         length = int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0)
         sections.append(SectionChanges(_gaps(rows), length, names))
