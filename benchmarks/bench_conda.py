@@ -36,9 +36,10 @@ What it does, in order:
 Prints a table and writes JSON (`<workdir>/results.json` unless `--json`). Nothing is
 asserted: the figures are for the reader (see benchmarks/README.md for targets and results).
 "run s" is a sync as the worker times it (its run's start to its end): in a worker, without
-the wait in the queue; as a process, without its start-up. `--profile` also runs each sync under cProfile (`<workdir>/run-N.prof`), `--spy` under py-spy
-(every thread, `<workdir>/run-N.spy.txt`); timings then include the profiler's overhead, so
-compare them with a run without it.
+the wait in the queue; as a process, without its start-up. `--profile` also runs each sync
+under cProfile (`<workdir>/run-N.prof`), `--spy` under py-spy (every thread,
+`<workdir>/run-N.spy.txt`); timings then include the profiler's overhead, so compare them
+with a run without it.
 """
 
 from __future__ import annotations

@@ -405,6 +405,7 @@ def _neighbours(cursor, sql: str, params: dict[str, Any], rows: list[tuple[str, 
 
 
 def _probed_in(snapshot: str, sql: str, params: dict[str, Any], rows: list) -> list:
+    """`_probed` on this thread's connection, in the snapshot `pg_export_snapshot` named."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
@@ -413,6 +414,7 @@ def _probed_in(snapshot: str, sql: str, params: dict[str, Any], rows: list) -> l
 
 
 def _probed(cursor, sql: str, params: dict[str, Any], rows: list[tuple[str, int]]) -> list:
+    """The probes' answers for `rows` (file name, section), in their order."""
     if not rows:
         return []
     filenames, sections = (list(column) for column in zip(*rows, strict=True))

@@ -1,9 +1,9 @@
 """Bring a channel's packages from one mirror and unit in line with the upstream index.
 
 Only what changed is written: each stored record carries a 64-bit digest, and a record whose
-digest is unchanged costs nothing. Writes go in batches (PostgreSQL: binary COPY into a staging
-table, then one INSERT ... ON CONFLICT), packages gone upstream are marked removed (publishing drops
-them), and every batch bumps the channel's content version so publishing knows it is behind.
+digest is unchanged costs nothing. Writes go in batches (PostgreSQL: binary COPY into a
+staging table, then one INSERT ... ON CONFLICT), packages gone upstream are marked removed
+(publishing drops them), and every batch bumps the channel's content version so publishing knows it is behind.
 A run's units share one `BatchWriter` and one `KnownRows`, so a batch holds many small units
 (Python projects): a few statements per 5,000 rows instead of a transaction per project.
 
