@@ -246,10 +246,11 @@ class StoredEntries(Protocol):
         (None: compare digests). A format that diffs against it calls `only` first."""
         ...
 
-    def only(self, filenames: Iterable[str]) -> int:
+    def only(self, filenames: Iterable[str], gone: Iterable[str] = ()) -> int:
         """The entries of the kept document not named here are stored as they are: only
-        these (changed, new or gone since) are compared and written. Returns how many
-        stored entries stay as they are."""
+        these (changed, new or gone since) are compared and written. `gone`: those of them
+        no longer listed, whose stored rows are removed at once (written while the others
+        are read). Returns how many stored entries stay as they are."""
         ...
 
 

@@ -177,7 +177,7 @@ def _read_changes(
         changed.append((section, suffix, found))
         unchanged += same
         gone += missing
-    stored.only([filename for *_, found in changed for filename, _ in found] + gone)
+    stored.only([filename for *_, found in changed for filename, _ in found] + gone, gone)
     del gone
     if unchanged:
         yield Unchanged("", unchanged)
@@ -194,7 +194,10 @@ def read_entries(
     """The items of the entries a patch changed (section, file name -> the entry, None if
     removed: see `conda_jlap`), checked as a document's: the other stored entries stay.
     `info_base`: the document's `info.base_url`, which the patch left as it was."""
-    unchanged = stored.only(filename for _, filename in entries)
+    unchanged = stored.only(
+        [filename for _, filename in entries],
+        [filename for (_, filename), entry in entries.items() if entry is None],
+    )
     if unchanged:
         yield Unchanged("", unchanged)
     changed = [

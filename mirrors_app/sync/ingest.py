@@ -164,10 +164,12 @@ class BatchWriter:
         assert self._day is not None
         return self._day
 
-    def remove(self, unit: str, ids: Sequence[int]) -> None:
+    def remove(self, unit: str, ids: Sequence[int], *, now: bool = False) -> None:
+        """Queue the removal of these rows of the unit; `now`: hand what is queued to the
+        writer at once (the removals are known before the rows read next)."""
         self.gone[unit].extend(ids)
         self.gone_count += len(ids)
-        if self.gone_count >= BATCH_SIZE:
+        if now or self.gone_count >= BATCH_SIZE:
             self._hand_over()
 
     def discard(self) -> None:
@@ -331,7 +333,7 @@ class BatchWriter:
             _upsert_values(list(rows.values()), now)
         removed = [pk for ids in gone.values() for pk in ids]
         if removed:
-            Package.objects.filter(pk__in=removed).update(removed=True, updated_at=now)
+            _mark_removed(removed, now)
         Channel.objects.filter(pk=self.mirror.channel_id).update(
             content_version=F("content_version") + 1
         )
@@ -439,7 +441,8 @@ class UnitIngest:
     """Diff one unit (a conda subdir) of one mirror against the database, writing in batches.
 
     Call `add` for every allowed record, then `finish` once the whole index was read; a run that
-    stops before `finish` keeps what it wrote and removes nothing. It is the `StoredEntries` the
+    stops before `finish` keeps what it wrote and removes only what the index said is gone
+    (`only`'s `gone`), not what it merely did not reach. It is the `StoredEntries` the
     format's `parse_unit` asks which entries are current. The writes happen when the
     run's shared `writer` flushes (the caller flushes it before relying on them).
     """
@@ -508,9 +511,11 @@ class UnitIngest:
     def kept_document(self) -> str | None:
         return None if self.kept is None else self.kept.path
 
-    def only(self, filenames: Iterable[str]) -> int:
+    def only(self, filenames: Iterable[str], gone: Iterable[str] = ()) -> int:
         """Compare and write only these entries (the others are the kept document's, stored as
-        they are): their stored rows are read, no other. Returns how many stay as they are."""
+        they are): their stored rows are read, no other. The rows of those `gone` are handed
+        to the writer as removed now, so that it removes them while the others are read.
+        Returns how many stay as they are."""
         assert self.kept is not None
         self._known = dict(_known_of_files(self.mirror, self.unit, list(filenames)))
         self.live_rows, self.live_digests = self.kept.rows, self.kept.digests
@@ -518,6 +523,14 @@ class UnitIngest:
             if not known.removed:  # to be rewritten or removed: no longer counted as is
                 self.live_rows -= 1
                 self.live_digests -= known.entry_digest
+        removed = []
+        for filename in gone:
+            known = self._known.pop(filename, None)
+            if known is not None and not known.removed:
+                removed.append(known.id)
+        if removed:
+            self.changed += len(removed)
+            self.writer.remove(self.unit, removed, now=True)
         return self.live_rows
 
     def add(self, record: PackageRecord) -> bool:
@@ -707,6 +720,21 @@ def write_copy(copy, rows: Sequence[tuple], now) -> None:
     stamp = (now, now)
     for row in rows:
         copy.write_row(row + stamp)
+
+
+def _mark_removed(ids: list[int], now: dt.datetime) -> None:
+    """Mark these rows removed (the next publish drops them). On PostgreSQL the ids are one
+    array: 6,000 of them as an `IN` list are a statement of 6,000 parameters to build, send
+    and plan (0.33 s against 0.26 s measured)."""
+    if connection.vendor != "postgresql":
+        Package.objects.filter(pk__in=ids).update(removed=True, updated_at=now)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Package._meta.db_table} SET removed = true, updated_at = %s "
+            "WHERE id = ANY(%s)",
+            [now, ids],
+        )
 
 
 def _upsert_copy(rows: list[tuple], now) -> None:

@@ -9,6 +9,7 @@ from django.utils import timezone
 from channels_app.formats import PackageRecord
 from channels_app.models import Package
 from mirrors_app.models import SyncRun
+from mirrors_app.sync.fetch_state import KeptDocument
 from mirrors_app.sync.ingest import BatchWriter, KnownRows, UnitIngest
 from mirrors_app.sync.progress import Progress
 from tests.factories import ChannelFactory, MirrorFactory
@@ -79,6 +80,34 @@ def test_a_second_pass_reads_known_rows_in_chunks_and_removes_what_is_gone(mirro
         "alpha-1.0.tar.gz",
         "beta-1.0.tar.gz",
     ]
+
+
+def test_rows_the_index_says_are_gone_are_removed_before_the_rest_is_read(mirror, progress):
+    """A patch names what it removes: those rows go to the writer at once, to be removed
+    while the entries it adds or changes are read (not at the unit's end)."""
+    writer = BatchWriter(mirror, progress)
+    ingest = UnitIngest(mirror, "alpha", progress, writer=writer, known=KnownRows(mirror.pk, []))
+    stored = [_record("alpha", f"alpha-{v}.tar.gz", f'{{"v": {v}}}') for v in ("1.0", "2.0")]
+    for record in stored:
+        ingest.add(record)
+    ingest.finish()
+    writer.flush()
+    kept = KeptDocument(None, 2, sum(r.entry_digest for r in stored), "here", "hash")
+    known = KnownRows(mirror.pk, ["alpha"])
+    ingest = UnitIngest(
+        mirror, "alpha", progress, writer=writer, known=known, shared=False, kept=kept
+    )
+    names = ["alpha-1.0.tar.gz", "alpha-3.0.tar.gz"]
+    assert ingest.only(names, gone=["alpha-1.0.tar.gz"]) == 1  # 2.0 stays as it is
+    # Nothing flushed: in a test's transaction the writer writes what it is handed at once.
+    removed = Package.objects.filter(removed=True).values_list("filename", flat=True)
+    assert list(removed) == ["alpha-1.0.tar.gz"]
+    ingest.add(_record("alpha", "alpha-3.0.tar.gz", '{"v": 3}'))
+    ingest.finish()
+    writer.flush()
+    live = Package.objects.filter(removed=False).values_list("filename", flat=True)
+    assert sorted(live) == ["alpha-2.0.tar.gz", "alpha-3.0.tar.gz"]
+    assert (ingest.changed, ingest.live_rows) == (2, 2)
 
 
 def _add_many(mirror, progress, writer, unit: str, count: int, *, shared: bool = True) -> None:

@@ -65,8 +65,9 @@ class Stored:
     def kept_document(self) -> str | None:
         return self.kept
 
-    def only(self, filenames) -> None:
+    def only(self, filenames, gone=()) -> None:
         self.compared = sorted(filenames)
+        self.gone = sorted(gone)
 
     def current_digests(self) -> dict[str, int]:
         return dict(self.digests)
@@ -151,6 +152,7 @@ def test_a_resync_against_the_kept_document_yields_the_changed_entries_as_digest
     assert stored.compared == sorted(
         ["alpha-1.0-0.tar.bz2", "delta-1-0.conda", "gamma-0.1-0.conda", "huge-1-0.conda"]
     )
+    assert stored.gone == ["alpha-1.0-0.tar.bz2"]  # removed before the others are read
     records = [i for i in by_digest if isinstance(i, PackageRecord | Rejected)]
     assert [i for i in compared if isinstance(i, PackageRecord | Rejected)] == records
     assert [i for i in compared if type(i).__name__ == "Unchanged"] == [
