@@ -29,6 +29,8 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from psycopg.adapt import Loader
 
+from psm.own_connection import on_own_connection
+
 from . import storage
 from .formats import content_type, get_format
 from .formats.base import Gap, Previous, SectionChanges
@@ -196,7 +198,7 @@ class PackageIndexSource:
         connection would not see, and outside PostgreSQL."""
         if connection.in_atomic_block or connection.vendor != "postgresql":
             return lambda: self.names(unit, suffixes)
-        return _on_own_connection(lambda: self.names(unit, suffixes), "psm-names")
+        return on_own_connection(lambda: self.names(unit, suffixes), "psm-names")
 
     def grouped_documents(
         self, units: Iterable[str] | None = None
@@ -392,7 +394,7 @@ def _neighbours(cursor, sql: str, params: dict[str, Any], rows: list[tuple[str, 
     if half < len(rows):
         cursor.execute("SELECT pg_export_snapshot()")
         snapshot = cursor.fetchone()[0]
-        later = _on_own_connection(
+        later = on_own_connection(
             lambda: _probed_in(snapshot, sql, params, rows[half:]), "psm-probes"
         )
     found = _probed(cursor, sql, params, rows[:half])
@@ -421,23 +423,6 @@ def _probed(cursor, sql: str, params: dict[str, Any], rows: list[tuple[str, int]
     cursor.execute(sql, {**params, "filenames": filenames, "sections": sections})
     found = {i: near for i, *near in cursor.fetchall()}
     return [found[i] for i in range(1, len(rows) + 1)]
-
-
-def _on_own_connection(ask: Callable[[], Any], name: str) -> Callable[[], Any]:
-    """Run `ask` now in a thread, on a database connection of its own (closed after); the
-    callable returned waits for its answer (or raises what it raised)."""
-    answer: Future = Future()
-
-    def run() -> None:
-        try:
-            answer.set_result(ask())
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
-            answer.set_exception(exc)
-        finally:
-            connection.close()  # this thread's own
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return answer.result
 
 
 def _gaps(rows: list[tuple]) -> list[Gap]:

@@ -40,6 +40,7 @@ from django.utils import timezone
 from channels_app.formats import PackageRecord
 from channels_app.models import PENDING_DECISION, Channel, Package
 from psm.input import storable_text
+from psm.own_connection import on_own_connection
 
 from ..models import Mirror, MirrorRejection
 from .fetch_state import KeptDocument
@@ -122,6 +123,8 @@ class BatchWriter:
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue = queue.Queue(QUEUED)
         self._error: BaseException | None = None
+        # The writing thread's removals under way on a connection of their own: their wait.
+        self._removing: Callable[[], None] | None = None
 
     def verdict(
         self, unit: str, filename: str, version: str, record: str, parsed: Mapping | None = None
@@ -180,7 +183,7 @@ class BatchWriter:
 
     def flush(self) -> None:
         """Write everything queued; return once it is written."""
-        self._hand_over()
+        self._hand_over(lambda: None)  # a `then`: the removals beside the rows are waited for
         self._wait()
 
     def then(self, callback: Callable[[], None]) -> None:
@@ -230,6 +233,10 @@ class BatchWriter:
                     self._error = exc
                 finally:
                     self._queue.task_done()
+            try:
+                self._removed()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the run's thread
+                self._error = exc
             self._queue.task_done()
         finally:
             connection.close()
@@ -255,10 +262,22 @@ class BatchWriter:
         then: Callable[[], None] | None = None,
         now: dt.datetime | None = None,
     ) -> None:
+        now = now or timezone.now()
+        if self._removes_beside(gone):
+            self._removed()  # one beside the rows at a time
+            self._removing = self._removal_meanwhile(gone, now)
+            gone = {}
         if rows or gone:
-            self._write_rows(rows, new, gone, now or timezone.now())
+            self._write_rows(rows, new, gone, now)
         if then is not None:
+            self._removed()  # what was handed over before `then` is written, removals too
             then()
+
+    def _removed(self) -> None:
+        """Wait for the removals written beside the rows, if any (`_removal_meanwhile`)."""
+        wait, self._removing = self._removing, None
+        if wait is not None:
+            wait()
 
     def _copied(self, rows: dict, new: set) -> list[tuple]:
         """The rows of a batch that go in by COPY (to the stage, or files nobody stored)."""
@@ -287,6 +306,35 @@ class BatchWriter:
             self._write_units_alone(rows, gone, _reason(exc), now)
             return
         self._written(rows)
+
+    def _removes_beside(self, gone: dict[str, list[int]]) -> bool:
+        """Whether these removals are written on a connection of their own, beside the rows:
+        in the writing thread (elsewhere, with the rows)."""
+        return any(gone.values()) and self._thread is threading.current_thread()
+
+    def _removal_meanwhile(
+        self, gone: dict[str, list[int]], now: dt.datetime
+    ) -> Callable[[], None]:
+        """Start writing removals on a connection of their own, while this thread writes the
+        rows that follow (6,000 rows of a conda-forge subdir marked removed cost as much as
+        12,000 COPied in): a transaction of their own, whole. The callable returned waits for
+        it, and writes unit by unit what it could not write (`_removed`)."""
+
+        def remove() -> None:
+            with transaction.atomic():
+                self._write({}, set(), gone, now)
+
+        removed = on_own_connection(remove, "psm-removals")
+
+        def wait() -> None:
+            try:
+                removed()
+            except (OperationalError, InterfaceError):
+                raise
+            except DatabaseError as exc:
+                self._write_units_alone({}, gone, _reason(exc), now)
+
+        return wait
 
     def _write_units_alone(
         self, rows: dict, gone: dict[str, list[int]], reason: str, now: dt.datetime

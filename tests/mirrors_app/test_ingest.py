@@ -240,6 +240,50 @@ def test_units_are_kept_as_done_once_written_without_waiting_and_never_if_refuse
     assert thread == f"writer-{mirror.pk}" and units == ["alpha"] and list(failed) == ["beta"]
 
 
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_batchs_removals_are_written_beside_its_rows_and_a_refused_one_sinks_its_unit(
+    monkeypatch,
+):
+    """The writing thread removes on a connection of its own while it writes the rows; the
+    batch counts as written (`then`) once both are, and a removal refused is retried unit by
+    unit: only the unit it belongs to fails."""
+    import threading
+
+    from mirrors_app.sync import ingest as ingest_module
+
+    mirror = MirrorFactory(channel=ChannelFactory(kind="pypi"), kind="pypi")
+    progress = Progress(SyncRun.objects.create(mirror=mirror, state=SyncRun.State.RUNNING))
+    writer = BatchWriter(mirror, progress)
+    for unit in ("alpha", "beta"):
+        _add_many(mirror, progress, writer, unit, 4)
+    writer.flush()
+    original, threads = ingest_module._mark_removed, []
+
+    def mark_removed(ids, now):
+        threads.append(threading.current_thread().name)
+        if Package.objects.filter(pk__in=ids, unit="beta").exists():
+            raise DatabaseError("refused")
+        original(ids, now)
+
+    monkeypatch.setattr(ingest_module, "_mark_removed", mark_removed)
+    known = KnownRows(mirror.pk, ["alpha", "beta"])
+    for unit in ("alpha", "beta"):
+        ingest = UnitIngest(mirror, unit, progress, writer=writer, known=known)
+        for i in range(2):  # 0 and 1 change, 2 and 3 are gone
+            ingest.add(_record(unit, f"{unit}-{i}.tar.gz", '{"changed": true}'))
+        ingest.finish()
+    seen = []
+    removed = Package.objects.filter(removed=True).values_list("filename", flat=True)
+    writer.then(lambda: seen.append(sorted(removed)))
+    writer.close()
+    assert threads[0] == "psm-removals"
+    assert seen == [["alpha-2.tar.gz", "alpha-3.tar.gz"]]
+    assert list(writer.failed) == ["beta"]
+    changed = Package.objects.filter(record__contains="changed").values_list("unit", flat=True)
+    assert sorted(changed) == ["alpha", "alpha", "beta", "beta"]
+
+
 def _row(filename: str, record: str, **changes) -> tuple:
     """A row of COLUMNS but the two timestamps."""
     from mirrors_app.sync.ingest import COLUMNS
