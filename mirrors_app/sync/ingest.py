@@ -167,12 +167,12 @@ class BatchWriter:
         assert self._day is not None
         return self._day
 
-    def remove(self, unit: str, ids: Sequence[int], *, now: bool = False) -> None:
-        """Queue the removal of these rows of the unit; `now`: hand what is queued to the
-        writer at once (the removals are known before the rows read next)."""
+    def remove(self, unit: str, ids: Sequence[int], *, at_once: bool = False) -> None:
+        """Queue the removal of these rows of the unit; `at_once`: hand what is queued to the
+        writer now (the removals are known before the rows read next)."""
         self.gone[unit].extend(ids)
         self.gone_count += len(ids)
-        if now or self.gone_count >= BATCH_SIZE:
+        if at_once or self.gone_count >= BATCH_SIZE:
             self._hand_over()
 
     def discard(self) -> None:
@@ -578,7 +578,7 @@ class UnitIngest:
                 removed.append(known.id)
         if removed:
             self.changed += len(removed)
-            self.writer.remove(self.unit, removed, now=True)
+            self.writer.remove(self.unit, removed, at_once=True)
         return self.live_rows
 
     def add(self, record: PackageRecord) -> bool:
