@@ -183,7 +183,9 @@ class BatchWriter:
 
     def flush(self) -> None:
         """Write everything queued; return once it is written."""
-        self._hand_over(lambda: None)  # a `then`: the removals beside the rows are waited for
+        if self._thread is not None or self.rows or self.gone:
+            # With a `then`: the writing thread waits for the removals beside the rows too.
+            self._hand_over(lambda: None)
         self._wait()
 
     def then(self, callback: Callable[[], None]) -> None:
