@@ -563,25 +563,26 @@ class UnitIngest:
 
     def only(self, filenames: Iterable[str], gone: Iterable[str] = ()) -> int:
         """Compare and write only these entries (the others are the kept document's, stored as
-        they are): their stored rows are read, no other. The rows of those `gone` are handed
-        to the writer as removed now, so that it removes them while the others are read.
-        Returns how many stay as they are."""
+        they are): their stored rows are read, no other. The rows of those `gone` are read
+        first and handed to the writer as removed at once, so that it removes them while the
+        others are read. Returns how many stay as they are."""
         assert self.kept is not None
-        self._known = dict(_known_of_files(self.mirror, self.unit, list(filenames)))
         self.live_rows, self.live_digests = self.kept.rows, self.kept.digests
-        for known in self._known.values():
-            if not known.removed:  # to be rewritten or removed: no longer counted as is
-                self.live_rows -= 1
-                self.live_digests -= known.entry_digest
-        removed = []
-        for filename in gone:
-            known = self._known.pop(filename, None)
-            if known is not None and not known.removed:
-                removed.append(known.id)
+        gone = set(gone)
+        removed = [known.id for _, known in self._stored(gone) if not known.removed]
         if removed:
             self.changed += len(removed)
             self.writer.remove(self.unit, removed, at_once=True)
+        self._known = dict(self._stored(name for name in filenames if name not in gone))
         return self.live_rows
+
+    def _stored(self, filenames: Iterable[str]) -> Iterator[tuple[str, Known]]:
+        """The stored rows of these files, no longer counted as they are (`only`)."""
+        for filename, known in _known_of_files(self.mirror, self.unit, list(filenames)):
+            if not known.removed:  # to be rewritten or removed
+                self.live_rows -= 1
+                self.live_digests -= known.entry_digest
+            yield filename, known
 
     def add(self, record: PackageRecord) -> bool:
         """Queue a new or changed record; False if another mirror provides it."""
