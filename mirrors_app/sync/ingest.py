@@ -3,16 +3,18 @@
 Only what changed is written: each stored record carries a 64-bit digest, and a record whose
 digest is unchanged costs nothing. Writes go in batches (PostgreSQL: binary COPY into a
 staging table, then one INSERT ... ON CONFLICT), packages gone upstream are marked removed
-(publishing drops them), and every batch bumps the channel's content version so publishing knows it is behind.
-A run's units share one `BatchWriter` and one `KnownRows`, so a batch holds many small units
-(Python projects): a few statements per 5,000 rows instead of a transaction per project.
+(publishing drops them), and every batch bumps the channel's content version so publishing
+knows it is behind. A run's units share one `BatchWriter` and one `KnownRows`, so a batch
+holds many small units (Python projects): a few statements per 5,000 rows instead of a
+transaction per project.
 
 On PostgreSQL, outside a transaction, the batches are written by a thread on its own
 connection while the run reads on (the database works on one core while Python parses on the
-other), and rows of files the mirror never stored are COPied straight into the table (no
-staging table, no ON CONFLICT) unless another writer took one of them meanwhile. A first load
-whose files wait for a decision has them decided as they are queued (`decisions`) or staged
-(`stage`, see `first_load`).
+other), their removals on a connection of their own beside the rows, and rows of files the
+mirror never stored are COPied straight into the table (no staging table, no ON CONFLICT)
+unless another writer took one of them meanwhile. A first load whose files wait for a
+decision has them decided as they are queued (`decisions`) or staged (`stage`, see
+`first_load`).
 """
 
 from __future__ import annotations
