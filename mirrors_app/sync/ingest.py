@@ -267,8 +267,9 @@ class BatchWriter:
         now: dt.datetime | None = None,
     ) -> None:
         now = now or timezone.now()
-        if self._removes_beside(gone):
-            self._removed()  # one beside the rows at a time
+        if any(gone.values()) and self._thread is threading.current_thread():
+            # In the writing thread: the removals beside the rows, one at a time.
+            self._removed()
             self._removing = self._removal_meanwhile(gone, now)
             gone = {}
         if rows or gone:
@@ -310,11 +311,6 @@ class BatchWriter:
             self._write_units_alone(rows, gone, _reason(exc), now)
             return
         self._written(rows)
-
-    def _removes_beside(self, gone: dict[str, list[int]]) -> bool:
-        """Whether these removals are written on a connection of their own, beside the rows:
-        in the writing thread (elsewhere, with the rows)."""
-        return any(gone.values()) and self._thread is threading.current_thread()
 
     def _removal_meanwhile(
         self, gone: dict[str, list[int]], now: dt.datetime
@@ -571,10 +567,7 @@ class UnitIngest:
         assert self.kept is not None
         self.live_rows, self.live_digests = self.kept.rows, self.kept.digests
         gone = set(gone)
-        removed = [known.id for _, known in self._stored(gone) if not known.removed]
-        if removed:
-            self.changed += len(removed)
-            self.writer.remove(self.unit, removed, at_once=True)
+        self._remove((known for _, known in self._stored(gone)), at_once=True)
         self._known = dict(self._stored(name for name in filenames if name not in gone))
         return self.live_rows
 
@@ -629,11 +622,15 @@ class UnitIngest:
     def finish(self) -> None:
         """Queue the removal of what upstream no longer lists (or we no longer allow)."""
         self.writer.unit_read()
-        gone = [known.id for known in self.known.values() if not known.removed]
-        if gone:
-            self.changed += len(gone)
-            self.writer.remove(self.unit, gone)
+        self._remove(self.known.values())
         self._known = {}
+
+    def _remove(self, stored: Iterable[Known], *, at_once: bool = False) -> None:
+        """Queue the removal of these stored rows (those not removed already)."""
+        ids = [known.id for known in stored if not known.removed]
+        if ids:
+            self.changed += len(ids)
+            self.writer.remove(self.unit, ids, at_once=at_once)
 
 
 def _reason(exc: DatabaseError) -> str:
