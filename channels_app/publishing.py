@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import hashlib
+import io
 import logging
 import mmap
 import queue
@@ -77,9 +79,9 @@ class PackageIndexSource:
 
     def previous(self, path: str, unit: str, suffixes: tuple[str, ...]) -> Previous | None:
         """The published file at `path` with the unit's rows changed since it was rendered,
-        by section (`suffixes`), if this render may splice them into it; None if in any doubt
-        (never marked, rendered on another server or long ago, replaced since, missing, too
-        many changes)."""
+        by section (`suffixes`), if this render may splice them into it (its bytes checked
+        meanwhile: `Previous.damage`); None if in any doubt (never marked, rendered on another
+        server or long ago, replaced since, missing, too many changes)."""
         mark, now = (self.channel.render_marks or {}).get(path), self.marks.get(path)
         if not self.splice or not isinstance(mark, dict) or now is None:
             return None
@@ -99,15 +101,19 @@ class PackageIndexSource:
         )
         if published is None:
             return None
-        changes = _changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT)
-        if changes is None:
-            return None
         try:
             with storage.open_artifact(published.artifact) as fileobj:
                 data = mmap.mmap(fileobj.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError, AttributeError):  # gone, empty, not a local file
             return None
-        return Previous(data, [tuple(section) for section in sections], changes)
+        changes = _changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT)
+        if changes is None:
+            data.close()
+            return None
+        # The splice keeps the file's bytes: checked against its digest while the format
+        # works out the splice (a core is free then), before any of them is written.
+        damage = storage.damage_later(published.artifact, data)
+        return Previous(data, [tuple(section) for section in sections], changes, damage)
 
     def published_with(self, path: str, companion: str) -> bytes | None:
         """The bytes of `companion` as the publish that rendered the file at `path` left it
@@ -128,9 +134,12 @@ class PackageIndexSource:
             )
             data = None
             if published is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    with storage.open_artifact(published.artifact) as fileobj:
-                        data = fileobj.read()
+                try:
+                    data = storage.read_verified(published.artifact)
+                except storage.DamagedFile as exc:
+                    logger.warning("%s of %s is damaged (%s)", companion, self.channel, exc)
+                except (OSError, ValueError):
+                    pass
             self._companions[companion, sha256] = data
         return self._companions[companion, sha256]
 
@@ -781,7 +790,8 @@ class _PublishedReader:
             .first()
         )
         self.read[path] = published.artifact_id if published else None
-        return storage.open_artifact(published.artifact) if published else None
+        # A rewrite keeps the file's bytes: checked first (`storage.read_verified`).
+        return io.BytesIO(storage.read_verified(published.artifact)) if published else None
 
     def still_current(self) -> bool:
         paths = sorted(self.read)
@@ -827,6 +837,9 @@ def _withdraw_once(channel: Channel, files: dict[str, set[str]]) -> bool | None:
     index, rendered = _PublishedReader(channel), Rendered()
     try:
         replaced = fmt.withdraw(index, files, rendered.emit)
+    except storage.DamagedFile as exc:
+        _withdraw_damaged(exc)  # withdrawn, or rendered anew: read again
+        return None
     finally:
         rendered.settle()
     if not replaced:
@@ -873,12 +886,11 @@ def channel_compress(*, channel: Channel) -> int:
         target = source.path + ".bz2"
         if PublishedFile.objects.filter(channel=channel, path=target).exists():
             continue
-        with storage.BlobWriter() as writer, storage.open_artifact(source.artifact) as plain:
-            compressor = bz2.BZ2Compressor(9)
-            while chunk := plain.read(1 << 20):
-                writer.write(compressor.compress(chunk))
-            writer.write(compressor.flush())
-            sha256, size = writer.commit()
+        try:
+            sha256, size = _bz2_copy(source.artifact)
+        except storage.DamagedFile as exc:
+            _withdraw_damaged(exc)  # published anew, its copy made then
+            continue
         with transaction.atomic():
             still = PublishedFile.objects.select_for_update().filter(
                 pk=source.pk, artifact_id=source.artifact_id
@@ -895,6 +907,30 @@ def channel_compress(*, channel: Channel) -> int:
                 )
                 added += 1
     return added
+
+
+def _bz2_copy(artifact: Artifact) -> tuple[str, int]:
+    """Store the `.bz2` copy of a stored file, whose bytes are checked as they are read: a
+    copy of damaged bytes is not kept (DamagedFile)."""
+    digest, read = hashlib.sha256(), 0
+    with storage.BlobWriter() as writer, storage.open_artifact(artifact) as plain:
+        compressor = bz2.BZ2Compressor(9)
+        while chunk := plain.read(1 << 20):
+            digest.update(chunk)
+            read += len(chunk)
+            writer.write(compressor.compress(chunk))
+        writer.write(compressor.flush())
+        problem = storage.damage(artifact, digest.hexdigest(), read)
+        if problem:
+            raise storage.DamagedFile(artifact, problem)
+        return writer.commit()
+
+
+def _withdraw_damaged(damaged: storage.DamagedFile) -> None:
+    """Verification's remedy for a file found damaged while reading it to build on it."""
+    from .verification import withdraw_damaged  # which publishes: imports this module
+
+    withdraw_damaged(damaged)
 
 
 def _changed_units(channel: Channel) -> set[str] | None:

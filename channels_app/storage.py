@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -279,6 +280,53 @@ def artifacts_for(sizes: dict[str, int]) -> dict[str, Artifact]:
 def open_artifact(artifact: Artifact) -> BinaryIO:
     """Open a stored file for reading."""
     return default_storage.open(artifact.storage_path, "rb")
+
+
+def damage(artifact: Artifact, sha256: str, size: int) -> str | None:
+    """What is wrong with the stored bytes of `artifact`, which hash to `sha256` and number
+    `size`; None if they are its bytes."""
+    if size != artifact.size:
+        return f"{size} bytes stored, {artifact.size} expected"
+    if sha256 != artifact.sha256:
+        return f"its bytes hash to sha256 {sha256}, not {artifact.sha256}"
+    return None
+
+
+class DamagedFile(IntegrityError):
+    """A stored file whose bytes are not its artifact's, found while reading it to build
+    another file from it."""
+
+    def __init__(self, artifact: Artifact, problem: str) -> None:
+        super().__init__("sha256", problem)
+        self.artifact, self.problem = artifact, problem
+
+
+def read_verified(artifact: Artifact) -> bytes:
+    """A stored file's bytes, checked against its digest and size: for building another stored
+    file from them (a rewrite, a copy), whose own digest would vouch for damage that no
+    verification has found yet. Raises DamagedFile."""
+    with open_artifact(artifact) as fileobj:
+        data = fileobj.read()
+    problem = damage(artifact, hashlib.sha256(data).hexdigest(), len(data))
+    if problem:
+        raise DamagedFile(artifact, problem)
+    return data
+
+
+def damage_later(artifact: Artifact, data) -> Callable[[], str | None]:
+    """`damage` of the artifact's bytes at hand (read, or mapped: `data`), hashed meanwhile in
+    a thread of its own (hashlib leaves the interpreter free); the callable returned waits
+    for it. `data` must stay open until then."""
+    answer: Future = Future()
+
+    def run() -> None:
+        try:
+            answer.set_result(damage(artifact, hashlib.sha256(data).hexdigest(), len(data)))
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            answer.set_exception(exc)
+
+    threading.Thread(target=run, name="psm-verify", daemon=True).start()
+    return answer.result
 
 
 def delete_blob(sha256: str) -> None:

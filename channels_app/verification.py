@@ -204,11 +204,20 @@ def _damage(artifact: Artifact) -> tuple[str | None, int]:
         return "missing from storage", size
     except OSError as exc:
         return f"cannot be read ({exc})", size
-    if size != artifact.size:
-        return f"{size} bytes stored, {artifact.size} expected", size
-    if digest.hexdigest() != artifact.sha256:
-        return f"its bytes hash to sha256 {digest.hexdigest()}, not {artifact.sha256}", size
-    return None, size
+    return storage.damage(artifact, digest.hexdigest(), size), size
+
+
+def withdraw_damaged(damaged: storage.DamagedFile) -> VerifyReport:
+    """Damage found outside a verification run (a publish reading a file to build another from
+    it): the file is withdrawn and reported as a run would, and its channels published again."""
+    report, changes = VerifyReport(damaged=1), _Changes()
+    _withdraw_artifact(damaged.artifact, f"stored file damaged: {damaged.problem}", report, changes)
+    for pk in sorted(changes.publish | changes.rerender):
+        channel = Channel.objects.filter(pk=pk).first()
+        if channel is not None:
+            mine = _Changes({pk} & changes.publish, {pk} & changes.rerender)
+            report.resolved += _publish(channel, mine)
+    return report
 
 
 def _withdraw_artifact(

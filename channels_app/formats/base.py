@@ -339,16 +339,26 @@ class SectionChanges(NamedTuple):
     names: Mapping[str, bool] = MappingProxyType({})
 
 
+def _undamaged() -> str | None:
+    return None
+
+
 @dataclass
 class Previous:
     """A published index file to splice changed rows into: its bytes (mapped), where each
-    section's members lie in them (byte offsets), and what changed in each section."""
+    section's members lie in them (byte offsets), and what changed in each section.
+
+    `damage` says what is wrong with the bytes, None if they are the published file's: it may
+    be checked meanwhile (waited for when called), and a splice must not be written from
+    damaged bytes, which the new file's own digest would then vouch for."""
 
     data: Any  # bytes-like with find()
     sections: list[tuple[int, int]]
     changes: list[SectionChanges]
+    damage: Callable[[], str | None] = _undamaged
 
     def close(self) -> None:
+        self.damage()  # a check still reading the bytes ends first
         close = getattr(self.data, "close", None)
         if close is not None:
             close()

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 
 import orjson
 import pytest
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import F
 
@@ -57,7 +59,7 @@ def _publish(channel: Channel, caplog) -> int:
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="channels_app.publishing"):
         assert channel_publish(channel=channel)
-    (message,) = [r.getMessage() for r in caplog.records if "published" in r.getMessage()]
+    (message,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("published ")]
     return int(message.split("(")[1].split(" spliced")[0])
 
 
@@ -410,4 +412,45 @@ def test_a_name_whose_row_went_untold_leaves_with_the_gap_that_drops_it(caplog):
     rows.update(record=_record("pkg18-1.0-0", x=1))
     assert _publish(channel, caplog) == 2
     assert "pkg20" not in _listed(channel)
+    _same_as_a_full_render(channel)
+
+
+def _damage_in_place(channel: Channel, path: str, old: bytes, new: bytes) -> None:
+    """Change bytes of the published file at `path` on disk, keeping its length (what a
+    failing disk does; nothing but its digest tells)."""
+    artifact = PublishedFile.objects.get(channel=channel, path=path).artifact
+    blob = Path(settings.MEDIA_ROOT) / storage.blob_path(artifact.sha256)
+    data = blob.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1
+    blob.write_bytes(data.replace(old, new))
+
+
+def test_a_published_file_damaged_on_disk_is_rendered_whole_not_spliced_into(caplog):
+    """A splice keeps the published file's bytes: damage on disk must not pass into the new
+    file, whose own digest would then vouch for it. The old file is checked against its
+    digest first, and a damaged one is rendered whole (the damage gone)."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    assert _publish(channel, caplog) == 0
+    _damage_in_place(channel, "linux-64/repodata.json", b'"name":"pkg10"', b'"name":"pkgXX"')
+    _add(channel, "new-1-0.conda")
+
+    assert _publish(channel, caplog) == 1  # noarch only
+    assert "linux-64/repodata.json: the published file is damaged" in caplog.text
+    document = _same_as_a_full_render(channel)
+    assert document["packages.conda"]["pkg10-1.0-0.conda"]["name"] == "pkg10"
+    assert _publish(channel, caplog) == 2  # spliced again from the good file
+
+
+def test_a_damaged_channeldata_is_not_where_a_splice_takes_its_names_from(caplog):
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    _damage_in_place(channel, "channeldata.json", b'"pkg10"', b'"pkgXX"')
+    _add(channel, "new-1-0.conda")
+
+    assert _publish(channel, caplog) == 2
+    assert "channeldata.json of" in caplog.text and "is damaged" in caplog.text
+    listed = _listed(channel)
+    assert "pkg10" in listed and "pkgXX" not in listed and listed["new"] == ["linux-64"]
     _same_as_a_full_render(channel)

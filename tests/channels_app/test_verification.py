@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import io
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from channels_app import storage, tasks, verification
+from channels_app import publishing, storage, tasks, verification
 from channels_app.models import Artifact, Package, PublishedFile, VerificationProblem
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
@@ -143,6 +144,26 @@ def test_damaged_index_of_frozen_channel_is_withdrawn_until_unfrozen(source, run
     channel.save()
     assert verification.verify_storage().resolved == 1
     assert _served(client, channel, "linux-64/repodata.json") == (200, good)
+
+
+def test_a_damaged_index_gets_no_bz2_copy_but_is_rendered_anew(source, run_mirror, client):
+    """The `.bz2` copy is made from the published file: a copy of damaged bytes would carry
+    a digest of its own. The damage is found as the copy is made, and remedied as
+    verification does (a channel not frozen is rendered anew, with its copy)."""
+    mirror = MirrorFactory(source_url=source.url, options={"subdirs": ["linux-64"]})
+    run_mirror(mirror)
+    channel = mirror.channel
+    _, good = _served(client, channel, "linux-64/repodata.json")
+    PublishedFile.objects.filter(channel=channel, path="linux-64/repodata.json.bz2").delete()
+    _damage(_stored(channel, "linux-64/repodata.json"))
+
+    publishing.channel_compress(channel=channel)
+
+    assert _served(client, channel, "linux-64/repodata.json") == (200, good)
+    status, packed = _served(client, channel, "linux-64/repodata.json.bz2")
+    assert (status, bz2.decompress(packed)) == (200, good)
+    (problem,) = VerificationProblem.objects.filter(channel=channel)
+    assert problem.path == "linux-64/repodata.json" and not problem.is_open
 
 
 def test_file_unlike_its_index_entry_and_damaged_sidecar_are_withdrawn():

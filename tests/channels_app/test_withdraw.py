@@ -7,16 +7,18 @@ import bz2
 import gzip
 import hashlib
 import subprocess
+from pathlib import Path
 
 import orjson
 import pytest
 import rattler
 import zstandard
+from django.conf import settings
 
 from channels_app import publishing, services, storage
 from channels_app.formats.cran_index import render_listing
 from channels_app.formats.pypi_pages import parse_page
-from channels_app.models import Channel, Package, PublishedFile
+from channels_app.models import Channel, Package, PublishedFile, VerificationProblem
 from tests.factories import ChannelFactory
 from tests.fixtures.cran_repo import rscript
 from tests.fixtures.http import response_body
@@ -164,6 +166,34 @@ def test_conda_withdrawal_takes_only_the_blocked_files_out_of_a_frozen_index(
     assert dict(PublishedFile.objects.filter(channel=channel).values_list("path", "artifact")) == (
         files
     )
+
+
+def test_a_damaged_index_is_withdrawn_as_verification_would_not_rewritten(client, admin_user):
+    """A withdrawal keeps every other entry's bytes: a file damaged on disk must not be
+    rewritten into one whose digest vouches for the damage. It gets verification's remedy
+    (a frozen channel's: withdrawn, 404, reported) and the other files are rewritten."""
+    channel = ChannelFactory(name="hurt", kind="conda")
+    alpha_new = _conda(channel, "noarch", "alpha", "1.1", ".conda")
+    _conda(channel, "noarch", "alpha", "1.0", ".conda")
+    gamma = _conda(channel, "linux-64", "gamma", "1.0", ".conda")
+    _conda(channel, "linux-64", "beta", "2.0", ".conda")
+    assert publishing.channel_publish(channel=channel)
+    _freeze(channel, admin_user)
+    linux = PublishedFile.objects.get(channel=channel, path="linux-64/repodata.json").artifact
+    blob = Path(settings.MEDIA_ROOT) / storage.blob_path(linux.sha256)
+    blob.write_bytes(blob.read_bytes().replace(b'"beta"', b'"bXta"'))
+    _block(alpha_new, gamma)
+
+    assert _withdraw(channel, alpha_new, gamma) is True
+
+    assert sorted(_conda_index(client, channel, "noarch")["packages.conda"]) == [
+        "alpha-1.0-0.conda"
+    ]
+    assert _get(client, channel, "linux-64/repodata.json")[0].status_code == 404
+    problem = VerificationProblem.objects.get(channel=channel)
+    assert (problem.kind, problem.path) == ("index", "linux-64/repodata.json")
+    assert problem.problem.startswith("stored file damaged: its bytes hash to sha256")
+    assert problem.is_open and "frozen" in problem.action
 
 
 def test_removed_and_unknown_files_stay_404(client):
