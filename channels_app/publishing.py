@@ -926,11 +926,22 @@ def _bz2_copy(artifact: Artifact) -> tuple[str, int]:
         return writer.commit()
 
 
+_remedy = threading.local()
+
+
 def _withdraw_damaged(damaged: storage.DamagedFile) -> None:
-    """Verification's remedy for a file found damaged while reading it to build on it."""
+    """Verification's remedy for a file found damaged while reading it to build on it. The
+    remedy publishes again; a file found damaged again meanwhile (storage that damages what
+    it keeps) is raised, not remedied in turn without end."""
     from .verification import withdraw_damaged  # which publishes: imports this module
 
-    withdraw_damaged(damaged)
+    if getattr(_remedy, "running", False):
+        raise damaged
+    _remedy.running = True
+    try:
+        withdraw_damaged(damaged)
+    finally:
+        _remedy.running = False
 
 
 def _changed_units(channel: Channel) -> set[str] | None:

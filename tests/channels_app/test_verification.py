@@ -166,6 +166,28 @@ def test_a_damaged_index_gets_no_bz2_copy_but_is_rendered_anew(source, run_mirro
     assert problem.path == "linux-64/repodata.json" and not problem.is_open
 
 
+def test_storage_that_damages_every_file_ends_the_remedy(source, run_mirror, monkeypatch):
+    """Each copy finds its source damaged, and the remedy publishes again, whose copy does too:
+    the remedy runs once per file, the copy it makes raises, and that publish's failure is
+    logged."""
+    mirror = MirrorFactory(source_url=source.url, options={"subdirs": ["linux-64"]})
+    run_mirror(mirror)
+    channel = mirror.channel
+    PublishedFile.objects.filter(channel=channel, path="linux-64/repodata.json.bz2").delete()
+    found = []
+
+    def damaged(artifact, sha256, size):
+        found.append(artifact.sha256)
+        return "damaged by the disk"
+
+    monkeypatch.setattr(storage, "damage", damaged)
+
+    assert publishing.channel_compress(channel=channel) == 0
+    # linux-64's and noarch's: each copy, then the one its remedy's publish made, no more.
+    assert len(found) == 4
+    assert not PublishedFile.objects.filter(path__endswith=".bz2").exists()
+
+
 def test_file_unlike_its_index_entry_and_damaged_sidecar_are_withdrawn():
     channel = ChannelFactory(kind="pypi")
     wheel = storage.store([b"wheel bytes"])
