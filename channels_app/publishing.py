@@ -51,6 +51,8 @@ class PackageIndexSource:
         self.splice = splice and connection.vendor == "postgresql"
         self.marks: dict[str, dict[str, Any]] = {}
         self.spliced: set[str] = set()  # the files rendered by splicing the published ones
+        #: Published files found damaged while building on them (`_damage_found`).
+        self.damaged: list[storage.DamagedFile] = []
         self._companions: dict[tuple[str, str], bytes | None] = {}  # `published_with`'s reads
 
     def render_began(self, path: str) -> None:
@@ -113,7 +115,23 @@ class PackageIndexSource:
         # The splice keeps the file's bytes: checked against its digest while the format
         # works out the splice (a core is free then), before any of them is written.
         damage = storage.damage_later(published.artifact, data)
-        return Previous(data, [tuple(section) for section in sections], changes, damage)
+
+        def checked() -> str | None:
+            problem = damage()
+            if problem:
+                self._damage_found(published.artifact, problem)
+            return problem
+
+        return Previous(data, [tuple(section) for section in sections], changes, checked)
+
+    def _damage_found(self, artifact: Artifact, problem: str) -> None:
+        """A published file found damaged: its blob is deleted at once, so that rendering the
+        same bytes again stores them whole, and the publish remedies the rest after
+        (`_withdraw_damaged_found`)."""
+        if all(found.artifact.pk != artifact.pk for found in self.damaged):
+            logger.warning("%s of %s is damaged (%s)", artifact.sha256, self.channel, problem)
+            self.damaged.append(storage.DamagedFile(artifact, problem))
+            storage.delete_blob(artifact.sha256)
 
     def published_with(self, path: str, companion: str) -> bytes | None:
         """The bytes of `companion` as the publish that rendered the file at `path` left it
@@ -137,7 +155,7 @@ class PackageIndexSource:
                 try:
                     data = storage.read_verified(published.artifact)
                 except storage.DamagedFile as exc:
-                    logger.warning("%s of %s is damaged (%s)", companion, self.channel, exc)
+                    self._damage_found(exc.artifact, exc.problem)
                 except (OSError, ValueError):
                     pass
             self._companions[companion, sha256] = data
@@ -714,48 +732,61 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
         fmt.render_index(source, rendered.emit, units)
     finally:
         rendered.settle()
-    with transaction.atomic():
-        current = Channel.objects.select_for_update().get(pk=channel.pk)
-        if current.frozen or (
-            current.published_at and current.published_version >= version and not force
-        ):
-            return False  # frozen meanwhile, or a concurrent publish got there first
-        replaced = PublishedFile.objects.filter(channel=current)
-        if units is None:
-            replaced.delete()
-        else:  # only the changed units' files (some may be gone) and the channel-wide ones
-            paths = sorted({*rendered, *(p for u in units for p in fmt.unit_paths(u))})
-            for start in range(0, len(paths), 5000):
-                replaced.filter(path__in=paths[start : start + 5000]).delete()
-        rendered.store(current, published_at=started)
-        # Rows removed before rendering began are in no index any more.
-        dropped, _ = Package.objects.filter(
-            channel=current, removed=True, updated_at__lt=started
-        ).delete()
-        # What each file was rendered from, for the next publish to splice into.
-        marks = {
-            path: {
-                **mark,
-                "sha256": rendered[path][0],
-                "with": {c: rendered[c][0] for c in mark.get("with", ()) if c in rendered},
+    try:
+        with transaction.atomic():
+            current = Channel.objects.select_for_update().get(pk=channel.pk)
+            if current.frozen or (
+                current.published_at and current.published_version >= version and not force
+            ):
+                return False  # frozen meanwhile, or a concurrent publish got there first
+            replaced = PublishedFile.objects.filter(channel=current)
+            if units is None:
+                replaced.delete()
+            else:  # only the changed units' files (some may be gone) and the channel-wide ones
+                paths = sorted({*rendered, *(p for u in units for p in fmt.unit_paths(u))})
+                for start in range(0, len(paths), 5000):
+                    replaced.filter(path__in=paths[start : start + 5000]).delete()
+            rendered.store(current, published_at=started)
+            # Rows removed before rendering began are in no index any more.
+            dropped, _ = Package.objects.filter(
+                channel=current, removed=True, updated_at__lt=started
+            ).delete()
+            # What each file was rendered from, for the next publish to splice into.
+            marks = {
+                path: {
+                    **mark,
+                    "sha256": rendered[path][0],
+                    "with": {c: rendered[c][0] for c in mark.get("with", ()) if c in rendered},
+                }
+                for path, mark in source.marks.items()
+                if path in rendered and "sections" in mark
             }
-            for path, mark in source.marks.items()
-            if path in rendered and "sections" in mark
-        }
-        if units is not None:  # the other units' files stay as they were
-            marks = {**(current.render_marks or {}), **marks}
-        Channel.objects.filter(pk=current.pk).update(
-            published_version=version, published_at=timezone.now(), render_marks=marks
+            if units is not None:  # the other units' files stay as they were
+                marks = {**(current.render_marks or {}), **marks}
+            Channel.objects.filter(pk=current.pk).update(
+                published_version=version, published_at=timezone.now(), render_marks=marks
+            )
+        logger.info(
+            "published %s: %d files (%d spliced), %d packages dropped",
+            channel,
+            len(rendered),
+            len(source.spliced),
+            dropped,
         )
-    logger.info(
-        "published %s: %d files (%d spliced), %d packages dropped",
-        channel,
-        len(rendered),
-        len(source.spliced),
-        dropped,
-    )
-    _compress_after(channel, rendered)
-    return True
+        _compress_after(channel, rendered)
+        return True
+    finally:
+        _withdraw_damaged_found(source, rendered)
+
+
+def _withdraw_damaged_found(source: PackageIndexSource, rendered: Rendered) -> None:
+    """The files a publish found damaged while building on them: one it rendered again (the
+    same bytes, stored whole again) is whole for every channel holding it; any other gets
+    verification's remedy for the channels that still hold it."""
+    written = {sha256 for sha256, _, _ in rendered.values()}
+    for damaged in source.damaged:
+        if damaged.artifact.sha256 not in written:
+            _withdraw_damaged(damaged)
 
 
 def _compress_after(channel: Channel, rendered: dict[str, tuple[str, int, str]]) -> None:

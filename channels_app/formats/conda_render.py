@@ -146,7 +146,7 @@ def _write_repodata(
             _spliced_names(source, path, subdir, previous, spliced) if spliced is not None else None
         )
         if spliced is not None and (problem := previous.damage()):
-            logger.warning("%s: the published file is damaged (%s): rendered whole", path, problem)
+            logger.warning("%s is damaged (%s): rendered whole", path, problem)
             spliced = listed = None
         names_later = getattr(source, "names_later", None)
         later = names_later(subdir, SUFFIXES) if listed is None and names_later else None

@@ -21,7 +21,7 @@ from django.db.models import F
 from channels_app import publishing, storage
 from channels_app.formats.base import Gap, Previous, SectionChanges
 from channels_app.formats.conda_render import splice_sections
-from channels_app.models import Channel, Package, PublishedFile
+from channels_app.models import Channel, Package, PublishedFile, VerificationProblem
 from channels_app.publishing import PackageIndexSource, channel_publish
 from tests.channels_app import conda_rendered
 from tests.factories import ChannelFactory
@@ -59,7 +59,9 @@ def _publish(channel: Channel, caplog) -> int:
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="channels_app.publishing"):
         assert channel_publish(channel=channel)
-    (message,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("published ")]
+    (message,) = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith(f"published {channel}:")
+    ]
     return int(message.split("(")[1].split(" spliced")[0])
 
 
@@ -436,10 +438,45 @@ def test_a_published_file_damaged_on_disk_is_rendered_whole_not_spliced_into(cap
     _add(channel, "new-1-0.conda")
 
     assert _publish(channel, caplog) == 1  # noarch only
-    assert "linux-64/repodata.json: the published file is damaged" in caplog.text
+    assert "linux-64/repodata.json is damaged" in caplog.text
     document = _same_as_a_full_render(channel)
     assert document["packages.conda"]["pkg10-1.0-0.conda"]["name"] == "pkg10"
     assert _publish(channel, caplog) == 2  # spliced again from the good file
+
+
+def test_a_damaged_file_rendered_again_as_it_was_is_stored_whole_again(caplog):
+    """Nothing changed but the bytes on disk: the file rendered whole has the digest of the
+    damaged one, and is stored whole again (not left as it is, as a blob already there)."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    before = _published(channel)["linux-64/repodata.json"]
+    _damage_in_place(channel, "linux-64/repodata.json", b'"name":"pkg10"', b'"name":"pkgXX"')
+
+    assert _publish(channel, caplog) == 1
+    assert _published(channel)["linux-64/repodata.json"] == before
+    assert not VerificationProblem.objects.exists()
+
+
+def test_a_damaged_file_another_channel_holds_gets_verifications_remedy_there(caplog):
+    """The same bytes are one stored file: a channel whose publish finds it damaged renders
+    its own whole, and the other channel holding it has it withdrawn, reported and rendered
+    anew, as verification would."""
+    first, second = ChannelFactory(kind="conda"), ChannelFactory(kind="conda")
+    for channel in (first, second):
+        _add(channel, *(f"{name}.conda" for name in NAMES))
+        _publish(channel, caplog)
+    shared = _published(second)["linux-64/repodata.json"]
+    assert _published(first)["linux-64/repodata.json"] == shared
+    _damage_in_place(first, "linux-64/repodata.json", b'"name":"pkg10"', b'"name":"pkgXX"')
+    _add(first, "new-1-0.conda")
+
+    assert _publish(first, caplog) == 1
+    _same_as_a_full_render(first)
+    assert _published(second)["linux-64/repodata.json"] == shared
+    (problem,) = VerificationProblem.objects.all()
+    assert (problem.channel, problem.path) == (second, "linux-64/repodata.json")
+    assert not problem.is_open  # rendered anew
 
 
 def test_a_damaged_channeldata_is_not_where_a_splice_takes_its_names_from(caplog):
@@ -450,7 +487,7 @@ def test_a_damaged_channeldata_is_not_where_a_splice_takes_its_names_from(caplog
     _add(channel, "new-1-0.conda")
 
     assert _publish(channel, caplog) == 2
-    assert "channeldata.json of" in caplog.text and "is damaged" in caplog.text
+    assert "is damaged" in caplog.text
     listed = _listed(channel)
     assert "pkg10" in listed and "pkgXX" not in listed and listed["new"] == ["linux-64"]
     _same_as_a_full_render(channel)
