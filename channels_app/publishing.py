@@ -119,17 +119,17 @@ class PackageIndexSource:
         def checked() -> str | None:
             problem = damage()
             if problem:
-                self._damage_found(published.artifact, problem)
+                self._damage_found(path, published.artifact, problem)
             return problem
 
         return Previous(data, [tuple(section) for section in sections], changes, checked)
 
-    def _damage_found(self, artifact: Artifact, problem: str) -> None:
-        """A published file found damaged: its blob is deleted at once, so that rendering the
-        same bytes again stores them whole, and the publish remedies the rest after
-        (`_withdraw_damaged_found`)."""
+    def _damage_found(self, path: str, artifact: Artifact, problem: str) -> None:
+        """The published file at `path` found damaged: not built on, and its blob deleted at
+        once, so that rendering the same bytes again stores them whole; the publish remedies
+        the rest after (`_withdraw_damaged_found`)."""
         if all(found.artifact.pk != artifact.pk for found in self.damaged):
-            logger.warning("%s of %s is damaged (%s)", artifact.sha256, self.channel, problem)
+            logger.warning("%s of %s is damaged (%s): not built on", path, self.channel, problem)
             self.damaged.append(storage.DamagedFile(artifact, problem))
             storage.delete_blob(artifact.sha256)
 
@@ -155,7 +155,7 @@ class PackageIndexSource:
                 try:
                     data = storage.read_verified(published.artifact)
                 except storage.DamagedFile as exc:
-                    self._damage_found(exc.artifact, exc.problem)
+                    self._damage_found(companion, exc.artifact, exc.problem)
                 except (OSError, ValueError):
                     pass
             self._companions[companion, sha256] = data
@@ -729,10 +729,10 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
     units = _changed_units(channel) if alone and not force else None
     source = PackageIndexSource(channel, splice=not force)
     try:
-        fmt.render_index(source, rendered.emit, units)
-    finally:
-        rendered.settle()
-    try:
+        try:
+            fmt.render_index(source, rendered.emit, units)
+        finally:
+            rendered.settle()
         with transaction.atomic():
             current = Channel.objects.select_for_update().get(pk=channel.pk)
             if current.frozen or (

@@ -12,7 +12,6 @@ COPY of the rows), not row by row.
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import threading
 from collections.abc import Iterator, Mapping
@@ -32,8 +31,6 @@ ZSTD_LEVEL = 1
 
 
 CHANNELDATA = "channeldata.json"
-
-logger = logging.getLogger(__name__)
 
 
 def render_channel(source: IndexSource, emit: Emit) -> None:
@@ -145,8 +142,7 @@ def _write_repodata(
         listed = (
             _spliced_names(source, path, subdir, previous, spliced) if spliced is not None else None
         )
-        if spliced is not None and (problem := previous.damage()):
-            logger.warning("%s is damaged (%s): rendered whole", path, problem)
+        if spliced is not None and previous.damage():  # damaged: rendered whole (reported there)
             spliced = listed = None
         names_later = getattr(source, "names_later", None)
         later = names_later(subdir, SUFFIXES) if listed is None and names_later else None

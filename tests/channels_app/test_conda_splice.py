@@ -438,7 +438,7 @@ def test_a_published_file_damaged_on_disk_is_rendered_whole_not_spliced_into(cap
     _add(channel, "new-1-0.conda")
 
     assert _publish(channel, caplog) == 1  # noarch only
-    assert "linux-64/repodata.json is damaged" in caplog.text
+    assert "linux-64/repodata.json of" in caplog.text and "is damaged" in caplog.text
     document = _same_as_a_full_render(channel)
     assert document["packages.conda"]["pkg10-1.0-0.conda"]["name"] == "pkg10"
     assert _publish(channel, caplog) == 2  # spliced again from the good file
