@@ -8,12 +8,10 @@ packages removed since the last publish stay servable until the publish that dro
 from __future__ import annotations
 
 import bz2
-import contextlib
 import hashlib
 import io
 import logging
 import mmap
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -25,18 +23,19 @@ from itertools import groupby
 from operator import itemgetter, or_
 from typing import Any, BinaryIO
 
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
-from psycopg.adapt import Loader
 
 from psm.own_connection import on_own_connection
 
 from . import storage
 from .formats import content_type, get_format
-from .formats.base import Gap, Previous, SectionChanges
+from .formats.base import Previous
 from .models import FILE_BYTES, SERVED, Artifact, Channel, Package, PublishedFile
+from .row_streams import COLUMN, chunked, copied_lines, stream_rows
+from .splice_changes import MARK_SPAN, SPLICE_LIMIT, changes_since, render_mark
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +56,9 @@ class PackageIndexSource:
 
     def render_began(self, path: str) -> None:
         """Note, before any row of the file at `path` is read, what the rows it renders are
-        at least as new as (`_render_mark`); the publish keeps it with the file."""
+        at least as new as (`render_mark`); the publish keeps it with the file."""
         if connection.vendor == "postgresql":
-            self.marks[path] = _render_mark()
+            self.marks[path] = render_mark()
 
     def render_ended(
         self,
@@ -108,7 +107,7 @@ class PackageIndexSource:
                 data = mmap.mmap(fileobj.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError, AttributeError):  # gone, empty, not a local file
             return None
-        changes = _changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT)
+        changes = changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT)
         if changes is None:
             data.close()
             return None
@@ -192,8 +191,8 @@ class PackageIndexSource:
         rows = self.packages.filter(unit=unit)
         if suffix:
             rows = rows.filter(filename__endswith=suffix)
-        member = RawSQL(f"to_json({_COLUMN % 'filename'})::text || ':' || {_COLUMN % 'record'}", [])
-        return _copied_lines(
+        member = RawSQL(f"to_json({COLUMN % 'filename'})::text || ':' || {COLUMN % 'record'}", [])
+        return copied_lines(
             rows.annotate(member=member).order_by("filename").values_list("member"), b","
         )
 
@@ -206,7 +205,7 @@ class PackageIndexSource:
         """Those of `names` that name a servable file of the unit (ending in one of
         `suffixes`): `names` for a few names, each a probe of the served names' index."""
         rows, found = self._files_of(unit, suffixes), set()
-        for chunk in _chunked(names, 5000):
+        for chunk in chunked(names, 5000):
             found.update(
                 rows.filter(name__in=chunk).order_by().values_list("name", flat=True).distinct()
             )
@@ -232,7 +231,7 @@ class PackageIndexSource:
     ) -> Iterator[tuple[str, list[tuple[str, str | bytes]]]]:
         """(unit, its documents) of every unit with servable packages, or of `units`, in unit
         order: one streamed query for many small units instead of one per unit."""
-        chunks: Iterable[list[str] | None] = [None] if units is None else _chunked(units)
+        chunks: Iterable[list[str] | None] = [None] if units is None else chunked(units)
         for chunk in chunks:
             rows = self.packages if chunk is None else self.packages.filter(unit__in=chunk)
             rows = rows.order_by("unit", "filename").values_list("unit", "filename", "record")
@@ -242,7 +241,7 @@ class PackageIndexSource:
 
     def files(self, units: Iterable[str]) -> Iterator[tuple[str, str, int | None, datetime]]:
         """(unit, filename, size, added_at) of the servable files of `units`, in order."""
-        for chunk in _chunked(units):
+        for chunk in chunked(units):
             rows = (
                 self.packages.filter(unit__in=chunk)
                 .order_by("unit", "filename")
@@ -261,327 +260,6 @@ class PackageIndexSource:
                 else:
                     merged.setdefault(key, []).extend(value)
         return merged
-
-
-#: A mark whose snapshot is this many transactions old is not trusted (transaction ids are 32
-#: bits on disk; within this span, with room for the transactions begun since, the ages that
-#: tell a row changed since are exact).
-MARK_SPAN = 1 << 30
-
-#: What a render reads in PostgreSQL terms: below `xmin` every transaction had ended when it
-#: began (subtransactions included: a subtransaction's id is above its parent's); `server`
-#: tells this database on this server run apart from a restored copy, whose ids start anew.
-_MARK_SQL = (
-    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
-    "(SELECT oid FROM pg_database WHERE datname = current_database())::text || '@' || "
-    "pg_postmaster_start_time()::text"
-)
-
-
-def _render_mark() -> dict[str, Any]:
-    with connection.cursor() as cursor:
-        cursor.execute(_MARK_SQL)
-        xmin, server = cursor.fetchone()
-    return {"xmin": xmin, "server": server}
-
-
-#: Whether a row version was written since the mark: its `xmin` (32 bits) at most 2^31 after
-#: the mark's, modulo 2^32, which is exact within MARK_SPAN. (A row frozen long ago keeps its
-#: `xmin`, so one 2^31 transactions older than the mark reads as changed: more work, the
-#: same bytes.) Plain arithmetic, unlike `age()`: PostgreSQL may scan the rows in parallel.
-_CHANGED = "(({row}.xmin::text::bigint - %(mark32)s) & 4294967295) < 2147483648"
-#: `models.SERVED` in SQL, for a row alias.
-_SERVED = (
-    "(NOT {row}.removed AND {row}.excluded_reason = '' "
-    "AND ({row}.artifact_id IS NOT NULL OR {row}.on_demand))"
-)
-#: A row's member of its section's JSON object, as `PackageIndexSource.json_members` has it.
-_MEMBER = "to_json({row}.filename)::text || ':' || {row}.record"
-
-#: Changed rows beyond which a unit's file is rendered whole (bounds the memory they take).
-SPLICE_LIMIT = 100_000
-
-
-def _changes_since(
-    channel: int, unit: str, xmin: int, suffixes: tuple[str, ...], limit: int
-) -> list[SectionChanges] | None:
-    """The unit's rows changed since the snapshot whose `xmin` is given, by section (one per
-    suffix), all read in one snapshot; None if more than `limit` changed, or if called inside
-    a transaction (the snapshot needs one of its own).
-
-    Every changed row, whatever its state now, lies in a gap between two neighbours of its
-    section that are served and unchanged (so the old file lists them, in the same order);
-    each gap comes with its neighbours' members and the members of its rows served now, in
-    the database's order of file names (its collation, as the full render's ORDER BY). The
-    changed rows' package names come too (`SectionChanges.names`)."""
-    if connection.in_atomic_block:
-        return None
-    table = Package._meta.db_table
-    section = (
-        "CASE "
-        + " ".join(f"WHEN {{row}}.filename LIKE %(s{i})s THEN {i}" for i in range(len(suffixes)))
-        + " END"
-    )
-    parts = {"changed": _CHANGED, "served": _SERVED, "section": section, "member": _MEMBER}
-    p = {name: text.format(row="p") for name, text in parts.items()}
-    q = {name: text.format(row="q") for name, text in parts.items()}
-    counts, sizes = (
-        ", ".join(
-            f"coalesce((SELECT {column} FROM grouped WHERE section = {i}), 0)"
-            for i in range(len(suffixes))
-        )
-        for column in ("c", "s")
-    )
-    # One pass over the unit's rows, by as many processes as PostgreSQL gives it (the ids are
-    # collected by `psm_collect_ids`, an `array_agg` that combines partial results): the
-    # sections' totals now and the changed rows' ids; then the changed rows by id, numbered in
-    # file name order (only those are sorted). A member's size counts its file name's JSON
-    # string as the name and its quotes: a name that JSON escapes (none a conda record may
-    # have, `safe_filename`) only makes the section's length differ, and the unit is then
-    # rendered whole.
-    sql = (
-        "WITH grouped AS MATERIALIZED (SELECT r.section, count(*) FILTER (WHERE r.served) AS c, "
-        "sum(r.size) FILTER (WHERE r.served) AS s, "
-        "psm_collect_ids(r.id) FILTER (WHERE r.changed AND r.section IS NOT NULL) AS ids "
-        f"FROM (SELECT p.id, {p['section']} AS section, {p['served']} AS served, "
-        f"{p['changed']} AS changed, "
-        "octet_length(p.filename) + 3 + octet_length(p.record) AS size "
-        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s) r "
-        "GROUP BY r.section), "
-        f"unit AS MATERIALIZED (SELECT ARRAY[{counts}] AS counts, ARRAY[{sizes}] AS sizes, "
-        "ARRAY(SELECT unnest(ids) FROM grouped) AS ids), "
-        "changed AS MATERIALIZED (SELECT row_number() OVER (ORDER BY p.filename) AS n, "
-        f"p.filename, p.name, {p['section']} AS section, "
-        f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
-        "FROM unit, unnest(CASE WHEN cardinality(unit.ids) <= %(limit)s THEN unit.ids END) "
-        f"AS changed(id) JOIN {table} p ON p.id = changed.id) "
-        "SELECT 0, c.n, c.section, c.filename, c.name, c.member, NULL::bigint[], "
-        "NULL::numeric[], NULL::int FROM changed c "
-        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, counts, sizes, "
-        "coalesce(cardinality(ids), 0) FROM unit "
-        "ORDER BY 1, 2"
-    )
-    # A changed row's nearest row of its section either way that is changed or served: the
-    # neighbour itself if it is unchanged, else the changed one next to it, which shares its
-    # neighbour (a probe of a row or two, where a search for the unchanged one would walk
-    # every changed row between).
-    near = (
-        f"SELECT {q['changed']} AS changed, "
-        f"CASE WHEN NOT {q['changed']} THEN {q['member']} END AS member "
-        f"FROM {table} q WHERE q.channel_id = %(channel)s AND q.unit = %(unit)s "
-        f"AND {q['section']} = c.section AND ({q['served']} OR {q['changed']}) "
-    )
-    probes = (
-        "SELECT c.i, a.changed, a.member, b.changed, b.member "
-        "FROM unnest(%(filenames)s::text[], %(sections)s::int[]) WITH ORDINALITY "
-        "AS c(filename, section, i) "
-        f"LEFT JOIN LATERAL ({near} AND q.filename < c.filename "
-        "ORDER BY q.filename DESC LIMIT 1) a ON true "
-        f"LEFT JOIN LATERAL ({near} AND q.filename > c.filename "
-        "ORDER BY q.filename LIMIT 1) b ON true"
-    )
-    params: dict[str, Any] = {"channel": channel, "unit": unit, "limit": limit}
-    params["mark32"] = xmin % (1 << 32)
-    params.update({f"s{i}": "%" + _like_escaped(suffix) for i, suffix in enumerate(suffixes)})
-    with transaction.atomic(), connection.cursor() as cursor:
-        # The pass and the probes read one snapshot (shared with a connection that helps).
-        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cursor.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
-        # The sections hashed: sorting the rows to group them would cost more than the scan.
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(sql, params)
-        *changed, (*_, counts_now, sizes_now, how_many) = cursor.fetchall()
-        if how_many > limit:
-            return None
-        around = _neighbours(cursor, probes, params, [(row[3], row[2]) for row in changed])
-    sections = []
-    for index in range(len(suffixes)):
-        rows: list[tuple] = []
-        names: dict[str, bool] = {}
-        for (_, _, row_section, _, name, member, *_), sides in zip(changed, around, strict=True):
-            if row_section == index:
-                rows.append((member, *sides))
-                names[name] = names.get(name, False) or member is not None  # served now
-        length = int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0)
-        sections.append(SectionChanges(_gaps(rows), length, names))
-    return sections
-
-
-#: Changed rows from which a publish probes their neighbours on two connections at once (the
-#: probes of 12,000 rows took 0.45-0.56 s on one, 0.32-0.35 s on two).
-PROBE_SPLIT = 2000
-
-
-def _neighbours(cursor, sql: str, params: dict[str, Any], rows: list[tuple[str, int]]) -> list:
-    """The neighbours (`_changes_since`'s probes: whether changed and the member, before and
-    after) of each of `rows` (file name, section), in order. Many rows are probed half here,
-    half on a connection of their own that shares the snapshot (half here too if it fails)."""
-    half = len(rows) // 2 if len(rows) >= PROBE_SPLIT else len(rows)
-    later = None
-    if half < len(rows):
-        cursor.execute("SELECT pg_export_snapshot()")
-        snapshot = cursor.fetchone()[0]
-        later = on_own_connection(
-            lambda: _probed_in(snapshot, sql, params, rows[half:]), "psm-probes"
-        )
-    found = _probed(cursor, sql, params, rows[:half])
-    if later is not None:
-        try:
-            found += later()
-        except DatabaseError:  # no connection to be had, say: the snapshot is still here
-            found += _probed(cursor, sql, params, rows[half:])
-    return found
-
-
-def _probed_in(snapshot: str, sql: str, params: dict[str, Any], rows: list) -> list:
-    """`_probed` on this thread's connection, in the snapshot `pg_export_snapshot` named."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        cursor.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
-        cursor.execute("SET LOCAL jit = off")
-        return _probed(cursor, sql, params, rows)
-
-
-def _probed(cursor, sql: str, params: dict[str, Any], rows: list[tuple[str, int]]) -> list:
-    """The probes' answers for `rows` (file name, section), in their order."""
-    if not rows:
-        return []
-    filenames, sections = (list(column) for column in zip(*rows, strict=True))
-    cursor.execute(sql, {**params, "filenames": filenames, "sections": sections})
-    found = {i: near for i, *near in cursor.fetchall()}
-    return [found[i] for i in range(1, len(rows) + 1)]
-
-
-def _gaps(rows: list[tuple]) -> list[Gap]:
-    """The gaps of a section's changed rows, in file name order: each row's member (None:
-    not served now), then whether its neighbour before is changed and its member if not, and
-    the same of its neighbour after; a neighbour that is itself changed hands on its own
-    neighbour that way."""
-    before: list[bytes | None] = []
-    for i, (_, changed, member, _, _) in enumerate(rows):
-        before.append(before[i - 1] if changed else member and member.encode())
-    after: list[bytes | None] = [None] * len(rows)
-    for i in range(len(rows) - 1, -1, -1):
-        _, _, _, changed, member = rows[i]
-        after[i] = after[i + 1] if changed else member and member.encode()
-    gaps: list[Gap] = []
-    for row, first, last in zip(rows, before, after, strict=True):
-        if not gaps or (gaps[-1].before, gaps[-1].after) != (first, last):
-            gaps.append(Gap(first, last, []))
-        if row[0] is not None:
-            gaps[-1].members.append(row[0].encode())
-    return gaps
-
-
-def _like_escaped(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _chunked(values: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
-    """The values (units, names) in order, a bounded `IN (...)` list at a time."""
-    ordered = sorted(values)
-    for start in range(0, len(ordered), size):
-        yield ordered[start : start + size]
-
-
-#: A column of the package table in raw SQL.
-_COLUMN = f'"{Package._meta.db_table}"."%s"'
-
-
-def _copied_lines(rows, separator: bytes) -> Iterator[bytes]:
-    """The one text column of a `values_list` queryset's rows, joined by `separator`, in
-    blocks read with COPY (PostgreSQL): no Python per row but a list append.
-
-    The rows must not hold line breaks or control characters (compact JSON never does):
-    COPY would quote such a value, and the render stops rather than publish it."""
-    sql, params = rows.query.sql_with_params()
-    # CSV with a quote and delimiter no such text holds: each row arrives as its value and
-    # a line break, nothing quoted or escaped.
-    statement = f"COPY ({sql}) TO STDOUT (FORMAT csv, QUOTE E'\\x01', DELIMITER E'\\x02')"
-    lead = b""
-    with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
-        # The rows in index order, streamed: for most of a table PostgreSQL would rather sort
-        # (on disk, hundreds of MB of records) before sending the first row.
-        cursor.execute("SET LOCAL enable_sort = off")
-        with cursor.cursor.copy(statement, params) as copy:
-            parts: list = []
-            for row in copy:  # one message per row
-                parts.append(row)
-                if len(parts) == 10_000:
-                    yield lead + _joined(parts, separator)
-                    parts, lead = [], separator
-            if parts:
-                yield lead + _joined(parts, separator)
-
-
-def _joined(rows: list, separator: bytes) -> bytes:
-    block = b"".join(rows)
-    if b"\x01" in block:  # a quoted value
-        raise ValueError("a record holds a line break or a control character")
-    return block[:-1].replace(b"\n", separator)
-
-
-class _RawText(Loader):
-    def load(self, data) -> bytes:
-        return bytes(data)
-
-
-def stream_rows(rows) -> Iterator[tuple]:
-    """Stream a `values_list` queryset's rows with `text` columns (records) as raw bytes: a
-    conda-forge-sized subdir is hundreds of MB of records that would otherwise be decoded only
-    to be encoded again (or parsed as JSON, which reads bytes as well). PostgreSQL only; on
-    another database the queryset's own iterator."""
-    if connection.vendor != "postgresql":
-        yield from rows.iterator(10_000)
-        return
-    sql, params = rows.query.sql_with_params()
-    with transaction.atomic(), connection.cursor() as cursor:
-        # A server-side cursor (inside the transaction) keeps memory flat.
-        with cursor.cursor.connection.cursor(name="psm_render") as named:
-            named.adapters.register_loader("text", _RawText)
-            named.execute(sql, params)
-            for batch in _read_ahead(named):
-                yield from batch  # filename and unit are varchar, still str
-
-
-#: Rows a read-ahead fetches at a time, and batches it holds at most (bounded memory).
-READ_AHEAD_ROWS, READ_AHEAD_BATCHES = 10_000, 2
-
-
-def _read_ahead(named) -> Iterator[list[tuple]]:
-    """The cursor's rows a batch at a time, the next batch fetched by a thread while the
-    caller works on this one (PostgreSQL reads and sends rows while the caller renders: a
-    PyPI-sized publish reads 2,000,000). Nothing else uses the connection meanwhile; psycopg's
-    connection lock would make it wait if it did."""
-    batches: queue.Queue = queue.Queue(READ_AHEAD_BATCHES)
-    stop = threading.Event()
-
-    def fetch() -> None:
-        try:
-            while not stop.is_set():
-                batch = named.fetchmany(READ_AHEAD_ROWS)
-                batches.put(batch)
-                if not batch:
-                    return
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
-            batches.put(exc)
-
-    reader = threading.Thread(target=fetch, name="psm-read-ahead", daemon=True)
-    reader.start()
-    try:
-        while True:
-            batch = batches.get()
-            if isinstance(batch, BaseException):
-                raise batch
-            if not batch:
-                return
-            yield batch
-    finally:
-        stop.set()
-        while reader.is_alive():  # let a fetch waiting on a full queue finish
-            with contextlib.suppress(queue.Empty):
-                batches.get(timeout=0.05)
-        reader.join()
 
 
 class Rendered(dict[str, tuple[str, int, str]]):

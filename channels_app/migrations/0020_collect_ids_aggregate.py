@@ -1,6 +1,6 @@
 """`psm_collect_ids(bigint)`: an `array_agg` of ids that PostgreSQL can run in parallel (its
 partial arrays combined by `array_cat`; before PostgreSQL 16 the built-in one has no way to
-combine them). A publish's pass over a subdir's rows (`publishing._changes_since`) collects the
+combine them). A publish's pass over a subdir's rows (`splice_changes.changes_since`) collects the
 ids of the rows changed since the last render with it, on as many processes as it is given.
 Nothing on SQLite, which never splices."""
 

@@ -21,7 +21,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from channels_app.models import Channel, Package
-from channels_app.publishing import stream_rows
+from channels_app.row_streams import stream_rows
 from policies_app.compiling import compile_policy, data_version, malicious_advisories_exist
 from policies_app.ecosystems import Candidate, ecosystem_for
 from policies_app.engine import Decider, Decision, OneByOne

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import F
 
-from channels_app import publishing, storage
+from channels_app import splice_changes, storage
 from channels_app.formats.base import Gap, Previous, SectionChanges
 from channels_app.formats.conda_render import splice_sections
 from channels_app.models import Channel, Package, PublishedFile, VerificationProblem
@@ -93,14 +93,14 @@ NAMES = [f"pkg{i:02d}-1.0-0" for i in range(0, 40, 2)]
 def _probes_on_two_connections(monkeypatch) -> list[int]:
     """Make every splice probe half its changed rows' neighbours on a second connection; the
     list returned gets how many rows each second connection probed."""
-    monkeypatch.setattr(publishing, "PROBE_SPLIT", 1)
-    probed, real = [], publishing._probed_in
+    monkeypatch.setattr(splice_changes, "PROBE_SPLIT", 1)
+    probed, real = [], splice_changes._probed_in
 
     def counted(snapshot, sql, params, rows):
         probed.append(len(rows))
         return real(snapshot, sql, params, rows)
 
-    monkeypatch.setattr(publishing, "_probed_in", counted)
+    monkeypatch.setattr(splice_changes, "_probed_in", counted)
     return probed
 
 
@@ -156,12 +156,12 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monk
 def test_probes_a_second_connection_cannot_make_are_made_on_the_first(caplog, monkeypatch):
     """No connection to be had for the second half of the probes (the server's limit, say):
     the first connection, which holds the snapshot, probes them too."""
-    monkeypatch.setattr(publishing, "PROBE_SPLIT", 1)
+    monkeypatch.setattr(splice_changes, "PROBE_SPLIT", 1)
 
     def refused(*args):
         raise OperationalError("sorry, too many clients already")
 
-    monkeypatch.setattr(publishing, "_probed_in", refused)
+    monkeypatch.setattr(splice_changes, "_probed_in", refused)
     channel = ChannelFactory(kind="conda")
     _add(channel, *(f"{name}.conda" for name in NAMES))
     _publish(channel, caplog)
@@ -392,7 +392,9 @@ def test_names_are_read_whole_where_the_listed_ones_are_not_those_published(capl
     ],
 )
 def test_a_row_is_changed_since_a_mark_modulo_two_to_the_thirty_two(mark, xmin, changed):
-    sql = f"SELECT {publishing._CHANGED.format(row='v')} FROM (SELECT %(x)s::text::xid AS xmin) v"
+    sql = (
+        f"SELECT {splice_changes._CHANGED.format(row='v')} FROM (SELECT %(x)s::text::xid AS xmin) v"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, {"x": str(xmin), "mark32": mark % 2**32})
         assert cursor.fetchone()[0] is changed

@@ -10,11 +10,12 @@ import pytest
 from django.db import connection
 from django.db.models import F
 
-from channels_app import publishing, storage
+from channels_app import publishing, row_streams, storage
 from channels_app.formats.pypi import HTML_TYPE, JSON_TYPE
 from channels_app.formats.pypi_pages import render_project, render_root
 from channels_app.models import Artifact, Channel, Package, PublishedFile
-from channels_app.publishing import channel_publish, stream_rows
+from channels_app.publishing import channel_publish
+from channels_app.row_streams import stream_rows
 from tests.factories import ChannelFactory
 
 pytestmark = pytest.mark.django_db
@@ -68,7 +69,7 @@ def _expected(channel: Channel) -> dict[str, tuple[bytes, str]]:
 
 
 def test_a_publish_stores_exactly_the_pages_a_page_by_page_publish_gives(monkeypatch):
-    monkeypatch.setattr(publishing, "READ_AHEAD_ROWS", 7)  # many read-ahead batches
+    monkeypatch.setattr(row_streams, "READ_AHEAD_ROWS", 7)  # many read-ahead batches
     monkeypatch.setattr(publishing.Rendered, "BATCH", 5)  # and storing batches
     channel = _pypi_channel(40)
     # One page already stored (an artifact that exists): published again, not duplicated.
@@ -121,7 +122,7 @@ def _read_ahead_threads() -> int:
 
 
 def test_streamed_rows_come_in_order_across_read_ahead_batches(monkeypatch):
-    monkeypatch.setattr(publishing, "READ_AHEAD_ROWS", 4)
+    monkeypatch.setattr(row_streams, "READ_AHEAD_ROWS", 4)
     channel = _pypi_channel(10)
     rows = Package.objects.filter(channel=channel).order_by("unit", "filename")
     columns = rows.values_list("unit", "filename", "record")
@@ -133,8 +134,8 @@ def test_streamed_rows_come_in_order_across_read_ahead_batches(monkeypatch):
 
 
 def test_a_stream_left_midway_stops_its_reader_and_frees_the_connection(monkeypatch):
-    monkeypatch.setattr(publishing, "READ_AHEAD_ROWS", 2)
-    monkeypatch.setattr(publishing, "READ_AHEAD_BATCHES", 1)
+    monkeypatch.setattr(row_streams, "READ_AHEAD_ROWS", 2)
+    monkeypatch.setattr(row_streams, "READ_AHEAD_BATCHES", 1)
     channel = _pypi_channel(10)
     stream = stream_rows(Package.objects.filter(channel=channel).values_list("unit", "filename"))
     assert next(stream)[0] == "proj-000"
@@ -151,7 +152,7 @@ def test_a_failing_read_ahead_raises_in_the_reader():
             raise RuntimeError("connection lost")
 
     with pytest.raises(RuntimeError, match="connection lost"):
-        list(publishing._read_ahead(Broken()))
+        list(row_streams._read_ahead(Broken()))
     assert _read_ahead_threads() == 0
 
 
