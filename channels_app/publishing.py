@@ -50,8 +50,8 @@ class PackageIndexSource:
         self.splice = splice and connection.vendor == "postgresql"
         self.marks: dict[str, dict[str, Any]] = {}
         self.spliced: set[str] = set()  # the files rendered by splicing the published ones
-        #: Published files found damaged while building on them (`_damage_found`).
-        self.damaged: list[storage.DamagedFile] = []
+        #: Published files found damaged while building on them, by path (`_damage_found`).
+        self.damaged: dict[str, storage.DamagedFile] = {}
         self._companions: dict[tuple[str, str], bytes | None] = {}  # `published_with`'s reads
 
     def render_began(self, path: str) -> None:
@@ -127,9 +127,9 @@ class PackageIndexSource:
         """The published file at `path` found damaged: not built on, and its blob deleted at
         once, so that rendering the same bytes again stores them whole; the publish remedies
         the rest after (`_withdraw_damaged_found`)."""
-        if all(found.artifact.pk != artifact.pk for found in self.damaged):
+        if path not in self.damaged:
             logger.warning("%s of %s is damaged (%s): not built on", path, self.channel, problem)
-            self.damaged.append(storage.DamagedFile(artifact, problem))
+            self.damaged[path] = storage.DamagedFile(artifact, problem)
             storage.delete_blob(artifact.sha256)
 
     def published_with(self, path: str, companion: str) -> bytes | None:
@@ -452,6 +452,10 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             dropped,
         )
         _compress_after(channel, rendered)
+        if source.damaged:
+            from .verification import record_rendered_anew  # verification imports this module
+
+            record_rendered_anew(channel, source.damaged)
         return True
     finally:
         _withdraw_damaged_found(source, rendered)
@@ -462,7 +466,7 @@ def _withdraw_damaged_found(source: PackageIndexSource, rendered: Rendered) -> N
     same bytes, stored whole again) is whole for every channel holding it; any other gets
     verification's remedy for the channels that still hold it."""
     written = {sha256 for sha256, _, _ in rendered.values()}
-    for damaged in source.damaged:
+    for damaged in source.damaged.values():
         if damaged.artifact.sha256 not in written:
             _withdraw_damaged(damaged)
 

@@ -207,6 +207,23 @@ def _damage(artifact: Artifact) -> tuple[str | None, int]:
     return storage.damage(artifact, digest.hexdigest(), size), size
 
 
+def record_rendered_anew(channel: Channel, damaged: dict[str, storage.DamagedFile]) -> None:
+    """Index files of the channel a publish found damaged (by path) and rendered anew in the
+    same publish: reported, resolved, as a verification run reports what it fixes."""
+    now = timezone.now()
+    VerificationProblem.objects.bulk_create(
+        VerificationProblem(
+            channel=channel,
+            kind=VerificationProblem.Kind.INDEX,
+            path=path[:500],
+            problem=f"stored file damaged: {found.problem}"[:500],
+            action=INDEX_ACTION,
+            resolved_at=now,
+        )
+        for path, found in damaged.items()
+    )
+
+
 def withdraw_damaged(damaged: storage.DamagedFile) -> VerifyReport:
     """Damage found outside a verification run (a publish reading a file to build another from
     it): the file is withdrawn and reported as a run would, and its channels published again."""

@@ -457,7 +457,14 @@ def test_a_damaged_file_rendered_again_as_it_was_is_stored_whole_again(caplog):
 
     assert _publish(channel, caplog) == 1
     assert _published(channel)["linux-64/repodata.json"] == before
-    assert not VerificationProblem.objects.exists()
+    # Reported as verification reports what it fixes.
+    (problem,) = VerificationProblem.objects.all()
+    assert (problem.channel, problem.path, problem.is_open) == (
+        channel,
+        "linux-64/repodata.json",
+        False,
+    )
+    assert problem.problem.startswith("stored file damaged: its bytes hash to sha256")
 
 
 def test_a_damaged_file_another_channel_holds_gets_verifications_remedy_there(caplog):
@@ -476,9 +483,11 @@ def test_a_damaged_file_another_channel_holds_gets_verifications_remedy_there(ca
     assert _publish(first, caplog) == 1
     _same_as_a_full_render(first)
     assert _published(second)["linux-64/repodata.json"] == shared
-    (problem,) = VerificationProblem.objects.all()
-    assert (problem.channel, problem.path) == (second, "linux-64/repodata.json")
-    assert not problem.is_open  # rendered anew
+    problems = VerificationProblem.objects.order_by("channel_id")
+    assert [(p.channel, p.path, p.is_open) for p in problems] == [
+        (first, "linux-64/repodata.json", False),
+        (second, "linux-64/repodata.json", False),  # rendered anew there too
+    ]
 
 
 def test_a_damaged_channeldata_is_not_where_a_splice_takes_its_names_from(caplog):
