@@ -222,9 +222,13 @@ class PackageIndexSource:
         (a conda-forge-sized subdir's names take a pass over its rows); the callable returns
         them. Asked when called instead inside a transaction, whose uncommitted rows another
         connection would not see, and outside PostgreSQL."""
+
+        def here() -> set[str]:
+            return self.names(unit, suffixes)
+
         if connection.in_atomic_block or connection.vendor != "postgresql":
-            return lambda: self.names(unit, suffixes)
-        return on_own_connection(lambda: self.names(unit, suffixes), "psm-names")
+            return here
+        return on_own_connection(here, "psm-names", else_here=here)
 
     def grouped_documents(
         self, units: Iterable[str] | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 
 from psm.own_connection import on_own_connection
 
@@ -177,15 +177,12 @@ def _neighbours(cursor, sql: str, params: dict[str, Any], rows: list[tuple[str, 
         cursor.execute("SELECT pg_export_snapshot()")
         snapshot = cursor.fetchone()[0]
         later = on_own_connection(
-            lambda: _probed_in(snapshot, sql, params, rows[half:]), "psm-probes"
+            lambda: _probed_in(snapshot, sql, params, rows[half:]),
+            "psm-probes",
+            else_here=lambda: _probed(cursor, sql, params, rows[half:]),  # the same snapshot
         )
     found = _probed(cursor, sql, params, rows[:half])
-    if later is not None:
-        try:
-            found += later()
-        except DatabaseError:  # no connection to be had, say: the snapshot is still here
-            found += _probed(cursor, sql, params, rows[half:])
-    return found
+    return found + later() if later is not None else found
 
 
 def _probed_in(snapshot: str, sql: str, params: dict[str, Any], rows: list) -> list:

@@ -8,15 +8,21 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 T = TypeVar("T")
 
 
-def on_own_connection(ask: Callable[[], T], name: str) -> Callable[[], T]:
+def on_own_connection(
+    ask: Callable[[], T], name: str, *, else_here: Callable[[], T] | None = None
+) -> Callable[[], T]:
     """Run `ask` now in a thread named `name`, on a database connection of its own (closed
     after); the callable returned waits for its answer (or raises what it raised). The
-    thread sees only what is committed: not for a caller inside a transaction."""
+    thread sees only what is committed: not for a caller inside a transaction.
+
+    The connection of its own is a help, not a need: where it cannot be had or is lost (the
+    server's connection limit reached, say: OperationalError, InterfaceError), the callable
+    answers with `else_here`, asked then in the caller's thread, on the caller's connection."""
     answer: Future = Future()
 
     def run() -> None:
@@ -28,4 +34,13 @@ def on_own_connection(ask: Callable[[], T], name: str) -> Callable[[], T]:
             connection.close()  # this thread's own
 
     threading.Thread(target=run, name=name, daemon=True).start()
-    return answer.result
+    if else_here is None:
+        return answer.result
+
+    def result() -> T:
+        try:
+            return answer.result()
+        except (OperationalError, InterfaceError):
+            return else_here()
+
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -130,6 +131,27 @@ def conda_upstream(upstream):
         },
     )
     return upstream
+
+
+@pytest.fixture
+def helper_connections_refused(monkeypatch) -> list[str]:
+    """PostgreSQL refuses the connections of PSM's helper threads (the names, probes and
+    removals asked on a connection of their own), as a server at its connection limit does;
+    the list returned gets the name of each thread refused."""
+    import psycopg
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    refused, real = [], DatabaseWrapper.get_new_connection
+
+    def get_new_connection(self, params):
+        name = threading.current_thread().name
+        if name in ("psm-names", "psm-probes", "psm-removals"):
+            refused.append(name)
+            raise psycopg.OperationalError("sorry, too many clients already")
+        return real(self, params)
+
+    monkeypatch.setattr(DatabaseWrapper, "get_new_connection", get_new_connection)
+    return refused
 
 
 @pytest.fixture

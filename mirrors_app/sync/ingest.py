@@ -318,13 +318,14 @@ class BatchWriter:
         """Start writing removals on a connection of their own, while this thread writes the
         rows that follow (6,000 rows of a conda-forge subdir marked removed cost as much as
         12,000 COPied in): a transaction of their own, whole. The callable returned waits for
-        it, and writes unit by unit what it could not write (`_removed`)."""
+        it, and writes unit by unit what it could not write (`_removed`); with no connection
+        of their own to be had, the removals are written on this thread's."""
 
         def remove() -> None:
             with transaction.atomic():
                 self._write({}, set(), gone, now)
 
-        removed = on_own_connection(remove, "psm-removals")
+        removed = on_own_connection(remove, "psm-removals", else_here=remove)
 
         def wait() -> None:
             try:

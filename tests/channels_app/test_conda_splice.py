@@ -172,6 +172,24 @@ def test_probes_a_second_connection_cannot_make_are_made_on_the_first(caplog, mo
     assert {"aaa-1-0.conda", "pkg05-1.0-0.conda"} <= document["packages.conda"].keys()
 
 
+def test_a_publish_whose_helper_connections_are_refused_is_made_on_its_own(
+    caplog, monkeypatch, helper_connections_refused
+):
+    """The names asked meanwhile and half the probes go on connections of their own: where
+    the server refuses them (at its connection limit), they are asked on the publish's."""
+    monkeypatch.setattr(splice_changes, "PROBE_SPLIT", 1)
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    assert _publish(channel, caplog) == 0  # the names asked meanwhile
+    _add(channel, "aaa-1-0.conda", "pkg05-1.0-0.conda", "zzz-1-0.conda")
+    Package.objects.filter(filename="pkg10-1.0-0.conda").update(removed=True)
+    assert _publish(channel, caplog) == 2  # half the probes
+    assert {"psm-names", "psm-probes"} <= set(helper_connections_refused)
+    document = _same_as_a_full_render(channel)
+    assert "aaa-1-0.conda" in document["packages.conda"]
+    assert "pkg10-1.0-0.conda" not in document["packages.conda"]
+
+
 def test_a_publish_inside_a_transaction_renders_whole(caplog):
     """The changes are read in one snapshot of their own, which a transaction already begun
     cannot give: such a publish renders every row."""

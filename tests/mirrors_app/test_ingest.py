@@ -284,6 +284,32 @@ def test_a_batchs_removals_are_written_beside_its_rows_and_a_refused_one_sinks_i
     assert sorted(changed) == ["alpha", "alpha", "beta", "beta"]
 
 
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_removals_whose_own_connection_is_refused_are_written_on_the_writers(
+    helper_connections_refused,
+):
+    """The removals go on a connection of their own beside the rows; where the server
+    refuses it (at its connection limit), the writing thread writes them on its own."""
+    mirror = MirrorFactory(channel=ChannelFactory(kind="pypi"), kind="pypi")
+    progress = Progress(SyncRun.objects.create(mirror=mirror, state=SyncRun.State.RUNNING))
+    writer = BatchWriter(mirror, progress)
+    _add_many(mirror, progress, writer, "alpha", 4)
+    writer.flush()
+    ingest = UnitIngest(
+        mirror, "alpha", progress, writer=writer, known=KnownRows(mirror.pk, ["alpha"])
+    )
+    for i in range(2):  # 0 and 1 change, 2 and 3 are gone
+        ingest.add(_record("alpha", f"alpha-{i}.tar.gz", '{"changed": true}'))
+    ingest.finish()
+    writer.flush()
+    writer.close()
+    assert helper_connections_refused == ["psm-removals"]
+    assert not writer.failed
+    removed = Package.objects.filter(removed=True).values_list("filename", flat=True)
+    assert sorted(removed) == ["alpha-2.tar.gz", "alpha-3.tar.gz"]
+
+
 def _row(filename: str, record: str, **changes) -> tuple:
     """A row of COLUMNS but the two timestamps."""
     from mirrors_app.sync.ingest import COLUMNS
