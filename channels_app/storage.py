@@ -18,7 +18,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import BinaryIO
 
@@ -37,6 +36,7 @@ from psm.http import (
     status_error,
     upstream_error,
 )
+from psm.own_connection import meanwhile
 
 from .models import Artifact
 
@@ -317,16 +317,9 @@ def damage_later(artifact: Artifact, data) -> Callable[[], str | None]:
     """`damage` of the artifact's bytes at hand (read, or mapped: `data`), hashed meanwhile in
     a thread of its own (hashlib leaves the interpreter free); the callable returned waits
     for it. `data` must stay open until then."""
-    answer: Future = Future()
-
-    def run() -> None:
-        try:
-            answer.set_result(damage(artifact, hashlib.sha256(data).hexdigest(), len(data)))
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
-            answer.set_exception(exc)
-
-    threading.Thread(target=run, name="psm-verify", daemon=True).start()
-    return answer.result
+    return meanwhile(
+        lambda: damage(artifact, hashlib.sha256(data).hexdigest(), len(data)), "psm-verify"
+    )
 
 
 def delete_blob(sha256: str) -> None:
