@@ -35,7 +35,15 @@ from .formats import content_type, get_format
 from .formats.base import Previous
 from .models import FILE_BYTES, SERVED, Artifact, Channel, Package, PublishedFile
 from .row_streams import COLUMN, chunked, copied_lines, stream_rows
-from .splice_changes import MARK_SPAN, SPLICE_LIMIT, changes_since, render_mark
+from .splice_changes import (
+    MARK_SPAN,
+    SPLICE_LIMIT,
+    changes_since,
+    forget_gone,
+    forget_gone_everywhere,
+    render_mark,
+    told_in_a_row,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +85,8 @@ class PackageIndexSource:
         if path in self.marks:
             self.marks[path]["sections"] = [list(section) for section in sections]
             self.marks[path]["with"] = list(companions)
+            if not spliced:  # a whole render is as good as a check
+                self.marks[path]["told"] = 0
 
     def previous(self, path: str, unit: str, suffixes: tuple[str, ...]) -> Previous | None:
         """The published file at `path` with the unit's rows changed since it was rendered,
@@ -107,7 +117,8 @@ class PackageIndexSource:
                 data = mmap.mmap(fileobj.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError, AttributeError):  # gone, empty, not a local file
             return None
-        changes = changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT)
+        now["told"] = told = told_in_a_row(mark)
+        changes = changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT, told=told > 0)
         if changes is None:
             data.close()
             return None
@@ -448,6 +459,7 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             Channel.objects.filter(pk=current.pk).update(
                 published_version=version, published_at=timezone.now(), render_marks=marks
             )
+            forget_gone(current.pk, marks)
         logger.info(
             "published %s: %d files (%d spliced), %d packages dropped",
             channel,
@@ -688,6 +700,9 @@ def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:
     )
     if temporary:
         logger.info("removed %s stale temporary files", temporary)
+    # What the files rendered since were told of already (a channel never published again).
+    marks = Channel.objects.values_list("render_marks", flat=True)
+    forget_gone_everywhere([mark for marks_of in marks for mark in (marks_of or {}).values()])
     cutoff = timezone.now() - older_than
     orphans = (
         Artifact.objects.filter(

@@ -1,10 +1,20 @@
 """What changed in a unit's rows since a render, for a publish to splice into the file it left.
 
 A render notes where PostgreSQL's transactions stood when it began (`render_mark`): every row
-version written since has a newer `xmin`. The next publish reads, in one snapshot, which of the
+written since has a newer transaction id. The next publish reads, in one snapshot, which of the
 unit's rows changed since then and, for each, its served member now and its nearest unchanged
 neighbours in the section (`changes_since`), which the format finds in the old file's bytes
 and splices between (`formats.conda_render.splice_sections`). PostgreSQL only.
+
+Two ways to know what changed:
+- *told*: the table says so itself (migration 0021: each row's `written_xid`, kept by its
+  default and a trigger, and a log of the rows deleted or moved, `psm_package_gone`). An index
+  finds the changed rows: a few thousand read of a subdir's hundreds of thousands.
+- *checked*: one pass over all the unit's rows, by their `xmin` (which no trigger keeps, so no
+  write escapes it, not even one made with the table's triggers off), with each section's
+  length now, which the splice must come to (so a row gone untold is caught). Every
+  CHECK_EVERY-th splice of a file is checked, so what the log was not told is in the file for
+  at most that many publishes.
 """
 
 from __future__ import annotations
@@ -56,13 +66,21 @@ _MEMBER = "to_json({row}.filename)::text || ':' || {row}.record"
 #: Changed rows beyond which a unit's file is rendered whole (bounds the memory they take).
 SPLICE_LIMIT = 100_000
 
+#: A file spliced this many times from what the table told is spliced next from a pass over
+#: its unit's rows, which checks it.
+CHECK_EVERY = 8
+
+#: Whether a row was written since the mark, as the table tells it (both 64-bit ids).
+_WRITTEN = "{row}.written_xid >= %(mark)s"
+
 
 def changes_since(
-    channel: int, unit: str, xmin: int, suffixes: tuple[str, ...], limit: int
+    channel: int, unit: str, xmin: int, suffixes: tuple[str, ...], limit: int, *, told: bool
 ) -> list[SectionChanges] | None:
     """The unit's rows changed since the snapshot whose `xmin` is given, by section (one per
-    suffix), all read in one snapshot; None if more than `limit` changed, or if called inside
-    a transaction (the snapshot needs one of its own).
+    suffix), all read in one snapshot, as the table tells them (`told`) or checked by a pass
+    (see the module's docstring); None if more than `limit` changed, if a TRUNCATE told of
+    none, or if called inside a transaction (the snapshot needs one of its own).
 
     Every changed row, whatever its state now, lies in a gap between two neighbours of its
     section that are served and unchanged (so the old file lists them, in the same order);
@@ -77,7 +95,8 @@ def changes_since(
         + " ".join(f"WHEN {{row}}.filename LIKE %(s{i})s THEN {i}" for i in range(len(suffixes)))
         + " END"
     )
-    parts = {"changed": _CHANGED, "served": _SERVED, "section": section, "member": _MEMBER}
+    parts = {"served": _SERVED, "section": section, "member": _MEMBER}
+    parts["changed"] = _WRITTEN if told else _CHANGED
     p = {name: text.format(row="p") for name, text in parts.items()}
     q = {name: text.format(row="q") for name, text in parts.items()}
     counts, sizes = (
@@ -135,8 +154,10 @@ def changes_since(
         f"LEFT JOIN LATERAL ({near} AND q.filename > c.filename "
         "ORDER BY q.filename LIMIT 1) b ON true"
     )
+    if told:
+        sql = _told_sql(p, section.format(row="t"))
     params: dict[str, Any] = {"channel": channel, "unit": unit, "limit": limit}
-    params["mark32"] = xmin % (1 << 32)
+    params["mark32"], params["mark"] = xmin % (1 << 32), xmin
     params.update({f"s{i}": "%" + _like_escaped(suffix) for i, suffix in enumerate(suffixes)})
     with transaction.atomic(), connection.cursor() as cursor:
         # The pass and the probes read one snapshot (shared with a connection that helps).
@@ -146,7 +167,7 @@ def changes_since(
         cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(sql, params)
         *changed, (*_, counts_now, sizes_now, how_many) = cursor.fetchall()
-        if how_many > limit:
+        if how_many is None or how_many > limit:
             return None
         around = _neighbours(cursor, probes, params, [(row[3], row[2]) for row in changed])
     sections = []
@@ -157,9 +178,81 @@ def changes_since(
             if row_section == index:
                 rows.append((member, *sides))
                 names[name] = names.get(name, False) or member is not None  # served now
-        length = int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0)
+        length = None  # told: nothing to count against
+        if counts_now is not None:
+            length = int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0)
         sections.append(SectionChanges(_gaps(rows), length, names))
     return sections
+
+
+def told_in_a_row(mark: dict[str, Any]) -> int:
+    """How many splices in a row a file's next splice is of those that trust what the table
+    told (0: it checks), from the `mark` of its last render (whose "told" says the same of it)."""
+    told = mark.get("told")
+    return told + 1 if isinstance(told, int) and 0 <= told < CHECK_EVERY - 1 else 0
+
+
+def forget_gone(channel: int, marks: dict[str, Any]) -> None:
+    """Forget the rows gone from the channel's units before their files were rendered last
+    (`marks`, by path, as the publish leaves them: a unit's file is "<unit>/<name>"), and all
+    of those of units with no file marked: no splice reads them."""
+    if connection.vendor != "postgresql":
+        return
+    units: dict[str, int] = {}
+    for path, mark in marks.items():
+        unit, xmin = path.rpartition("/")[0], mark.get("xmin")
+        if isinstance(xmin, int):
+            units[unit] = min(xmin, units.get(unit, xmin))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM psm_package_gone g WHERE g.channel_id = %s AND g.gone_xid < coalesce("
+            "(SELECT m.xmin FROM unnest(%s::text[], %s::bigint[]) AS m(unit, xmin) "
+            "WHERE m.unit = g.unit), 9223372036854775807)",
+            [channel, list(units), list(units.values())],
+        )
+
+
+def forget_gone_everywhere(marks: list[dict[str, Any]]) -> int:
+    """Forget the rows gone, from any channel (a TRUNCATE's entry included), before every file
+    rendered (the `marks` of every channel) was; return how many."""
+    if connection.vendor != "postgresql":
+        return 0
+    xmins = [mark["xmin"] for mark in marks if isinstance(mark.get("xmin"), int)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM psm_package_gone WHERE gone_xid < %s",
+            [min(xmins) if xmins else (1 << 63) - 1],
+        )
+        return cursor.rowcount
+
+
+def _told_sql(p: dict[str, str], section: str) -> str:
+    """`changes_since`'s first statement where the table tells what changed: the rows written
+    since the mark, and those deleted or moved away since that the old file may list (served
+    then, or written since the mark), in the rows' shape of the pass; the last row holds how
+    many changed, NULL if a TRUNCATE came since."""
+    table = Package._meta.db_table
+    return (
+        "WITH told AS MATERIALIZED ("
+        f"SELECT 0 AS source, p.filename, p.name, {p['section']} AS section, "
+        f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
+        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s "
+        "AND p.written_xid >= %(mark)s "
+        f"UNION ALL SELECT 1, t.filename, t.name, {section}, NULL "
+        "FROM psm_package_gone t WHERE t.channel_id = %(channel)s AND t.unit = %(unit)s "
+        "AND t.gone_xid >= %(mark)s AND (t.served OR t.written_xid >= %(mark)s)), "
+        # A file gone and back is its row's (unique in the unit: no other row has its name).
+        "changed AS MATERIALIZED (SELECT DISTINCT ON (filename) filename, name, section, member "
+        "FROM told WHERE section IS NOT NULL ORDER BY filename, source), "
+        "numbered AS MATERIALIZED (SELECT row_number() OVER (ORDER BY filename) AS n, * "
+        "FROM changed WHERE (SELECT count(*) FROM changed) <= %(limit)s) "
+        "SELECT 0, n, section, filename, name, member, NULL::bigint[], NULL::numeric[], "
+        "NULL::int FROM numbered "
+        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+        "CASE WHEN NOT EXISTS (SELECT FROM psm_package_gone WHERE channel_id IS NULL "
+        "AND gone_xid >= %(mark)s) THEN (SELECT count(*) FROM changed)::int END "
+        "ORDER BY 1, 2"
+    )
 
 
 #: Changed rows from which a publish probes their neighbours on two connections at once (the

@@ -331,10 +331,11 @@ class Gap(NamedTuple):
 
 class SectionChanges(NamedTuple):
     """A section's rows changed since a render, by gap, in order; and the length in bytes of
-    its members now, commas included (what a splice must come to)."""
+    its members now, commas included (what a splice must come to; None where the changes were
+    told, not counted: see `splice_changes.changes_told`)."""
 
     gaps: list[Gap]
-    length: int
+    length: int | None
     #: The package names of its changed rows, each with whether a row of it is served now.
     names: Mapping[str, bool] = MappingProxyType({})
 

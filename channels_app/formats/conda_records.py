@@ -22,6 +22,11 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 
 
+#: The bytes that begin an object under a key named like a package file, in compact JSON.
+NESTED_ENTRY = tuple(f'{suffix}":{{'.encode() for suffix in SUFFIXES)
+NESTS_AN_ENTRY = "record holds an object under a package file's name"
+
+
 def safe_filename(filename: Any) -> bool:
     """Whether `filename` may be a conda package file name (and a path segment)."""
     return (
@@ -102,6 +107,11 @@ def entry_record(
     url = record.pop("url", None)
     if url is not None:
         raw = orjson.dumps(record)
+    # What reads as another entry inside this one: a splice finds the members around a change
+    # by their bytes in the published file (`conda_render._find_member`), and would take it
+    # for one.
+    if NESTED_ENTRY[0] in raw or NESTED_ENTRY[1] in raw:
+        return Rejected(filename, NESTS_AN_ENTRY)
     absolute = isinstance(url, str) and url.startswith(("http://", "https://"))
     upstream = url if absolute and is_text(url, 2000) and " " not in url else ""
     return PackageRecord(

@@ -192,7 +192,7 @@ def splice_sections(previous: Previous) -> list[list[Piece]] | None:
     spliced = []
     for (start, end), changes in zip(previous.sections, previous.changes, strict=True):
         pieces = _splice_section(previous.data, start, end, changes.gaps)
-        if pieces is None or _joined_length(pieces) != changes.length:
+        if pieces is None or changes.length not in (None, _joined_length(pieces)):
             return None
         spliced.append(pieces)
     return spliced
@@ -260,8 +260,8 @@ def _spliced_names(
 
     Every member of the old file that the splice does not drop is a row unchanged since, with
     the name it had: only the names of dropped members and changed rows can go. (A row gone
-    without a trace, which no changed row tells, is dropped with its gap or fails the
-    splice's length check.)"""
+    without a trace, which nothing told, is dropped with its gap, or stays until a splice
+    that checks fails the length check: `splice_changes`.)"""
     published_with = getattr(source, "published_with", None)
     data = published_with(path, CHANNELDATA) if published_with is not None else None
     if data is None:

@@ -104,8 +104,16 @@ def _probes_on_two_connections(monkeypatch) -> list[int]:
     return probed
 
 
+def _every_splice(monkeypatch, way: str) -> None:
+    """Make every splice after a whole render one that trusts what the table told ("told"),
+    or one that checks every row ("checked")."""
+    monkeypatch.setattr(splice_changes, "CHECK_EVERY", 1000 if way == "told" else 1)
+
+
+@pytest.mark.parametrize("way", ["told", "checked"])
 @pytest.mark.parametrize("two", [False, True], ids=["one connection", "two connections"])
-def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monkeypatch, two):
+def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monkeypatch, two, way):
+    _every_splice(monkeypatch, way)
     probed = _probes_on_two_connections(monkeypatch) if two else []
     channel = ChannelFactory(kind="conda")
     _add(channel, *(f"{name}.tar.bz2" for name in NAMES), *(f"{name}.conda" for name in NAMES))
@@ -229,20 +237,88 @@ def test_names_sort_as_the_database_collates_them(caplog):
     _same_as_a_full_render(channel)
 
 
-def test_a_row_physically_gone_unannounced_makes_a_full_render(caplog):
-    """A row deleted without a trace (no changed row says so) is still caught: the splice
+def _delete_untold(filename: str) -> None:
+    """Delete a row with the table's triggers off: nothing tells of it (only a pass sees it)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE channels_app_package DISABLE TRIGGER USER")
+        try:
+            Package.objects.filter(filename=filename).delete()
+        finally:
+            cursor.execute("ALTER TABLE channels_app_package ENABLE TRIGGER USER")
+
+
+def test_a_row_physically_gone_unannounced_makes_a_full_render(caplog, monkeypatch):
+    """A row deleted without a trace (nothing told of it) is caught by a checked splice: it
     would not come to the length the rows give, and the file is rendered whole."""
+    _every_splice(monkeypatch, "checked")
     channel = ChannelFactory(kind="conda")
     _add(channel, *(f"{name}.conda" for name in NAMES))
     _publish(channel, caplog)
-    with connection.cursor() as cursor:  # as if deleted by a transaction older than the mark
-        cursor.execute("ALTER TABLE channels_app_package DISABLE TRIGGER USER")
-        try:
-            Package.objects.filter(filename="pkg20-1.0-0.conda").delete()
-        finally:
-            cursor.execute("ALTER TABLE channels_app_package ENABLE TRIGGER USER")
+    _delete_untold("pkg20-1.0-0.conda")
     _publish(channel, caplog)
     assert "pkg20-1.0-0.conda" not in _same_as_a_full_render(channel)["packages.conda"]
+
+
+def test_a_row_gone_untold_leaves_the_file_by_the_next_checked_splice(caplog):
+    """Spliced from what the table told, a file may keep a row deleted untold (unless a gap
+    around a changed row drops it); every CHECK_EVERY-th splice checks the unit's rows, and it
+    goes then at the latest."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)  # whole
+    _delete_untold("pkg20-1.0-0.conda")
+    for _ in range(splice_changes.CHECK_EVERY - 1):
+        assert _publish(channel, caplog) == 2  # told
+    _publish(channel, caplog)  # checked: rendered whole if the file still lists it
+    assert "pkg20-1.0-0.conda" not in _same_as_a_full_render(channel)["packages.conda"]
+    assert _publish(channel, caplog) == 2  # told again
+    _same_as_a_full_render(channel)
+
+
+def test_rows_deleted_or_moved_away_are_told_and_spliced_out(caplog, monkeypatch):
+    """A row deleted, or moved to another unit, channel or file name, leaves its old place in
+    the file by a splice that trusts what the table told."""
+    _every_splice(monkeypatch, "told")
+    channel, other = ChannelFactory(kind="conda"), ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    rows = Package.objects.filter(channel=channel)
+    rows.filter(filename="pkg04-1.0-0.conda").delete()
+    rows.filter(filename="pkg06-1.0-0.conda").update(unit="noarch")
+    rows.filter(filename="pkg08-1.0-0.conda").update(channel=other)
+    rows.filter(filename="pkg10-1.0-0.conda").update(filename="pkg11-1.0-0.conda")
+    # Removed, then deleted (as a publish drops it): the file still lists it.
+    rows.filter(filename="pkg12-1.0-0.conda").update(removed=True)
+    rows.filter(filename="pkg12-1.0-0.conda").delete()
+    # Deleted and added again, changed.
+    rows.filter(filename="pkg14-1.0-0.conda").delete()
+    _add(channel, "pkg14-1.0-0.conda", x=1)
+    assert _publish(channel, caplog) == 2
+    listed = _same_as_a_full_render(channel)["packages.conda"]
+    assert not {f"pkg{i:02d}-1.0-0.conda" for i in (4, 6, 8, 10, 12)} & set(listed)
+    assert "pkg11-1.0-0.conda" in listed and listed["pkg14-1.0-0.conda"]["x"] == 1
+    # What the publish was told is forgotten once the unit's file was rendered after it (a
+    # transaction running elsewhere may hold the mark back).
+    mark = Channel.objects.get(pk=channel.pk).render_marks["linux-64/repodata.json"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE gone_xid < %s), count(*) FROM psm_package_gone "
+            "WHERE channel_id = %s",
+            [mark["xmin"], channel.pk],
+        )
+        assert cursor.fetchone()[0] == 0
+
+
+def test_a_truncated_table_renders_every_file_whole(caplog, monkeypatch):
+    _every_splice(monkeypatch, "told")
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    with connection.cursor() as cursor:  # its rows, and those of nobody else here
+        cursor.execute("TRUNCATE channels_app_package CASCADE")
+    _add(channel, "new-1-0.conda")
+    assert _publish(channel, caplog) == 0
+    assert list(_same_as_a_full_render(channel)["packages.conda"]) == ["new-1-0.conda"]
 
 
 def test_a_file_that_does_not_hold_what_the_changes_say_is_not_spliced():
@@ -418,18 +494,14 @@ def test_a_row_is_changed_since_a_mark_modulo_two_to_the_thirty_two(mark, xmin, 
         assert cursor.fetchone()[0] is changed
 
 
-def test_a_name_whose_row_went_untold_leaves_with_the_gap_that_drops_it(caplog):
-    """A row deleted without a trace, whose member a splice drops with a changed neighbour's
-    gap (the length then agrees): its name is asked for like a changed row's."""
+def test_a_name_whose_row_went_untold_leaves_with_the_gap_that_drops_it(caplog, monkeypatch):
+    """A row deleted without a trace, whose member a checked splice drops with a changed
+    neighbour's gap (the length then agrees): its name is asked for like a changed row's."""
+    _every_splice(monkeypatch, "checked")
     channel = ChannelFactory(kind="conda")
     _add(channel, *(f"{name}.conda" for name in NAMES))
     _publish(channel, caplog)
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE channels_app_package DISABLE TRIGGER USER")
-        try:
-            Package.objects.filter(filename="pkg20-1.0-0.conda").delete()
-        finally:
-            cursor.execute("ALTER TABLE channels_app_package ENABLE TRIGGER USER")
+    _delete_untold("pkg20-1.0-0.conda")
     rows = Package.objects.filter(filename="pkg18-1.0-0.conda")
     rows.update(record=_record("pkg18-1.0-0", x=1))
     assert _publish(channel, caplog) == 2

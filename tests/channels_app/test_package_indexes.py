@@ -22,7 +22,7 @@ def _indexes() -> dict[str, str]:
         return dict(cursor.fetchall())
 
 
-def test_a_passive_allowed_row_enters_five_indexes():
+def test_a_passive_allowed_row_enters_six_indexes():
     indexes = _indexes()
     partial = {name for name, definition in indexes.items() if " WHERE " in definition}
     assert partial == {
@@ -32,12 +32,14 @@ def test_a_passive_allowed_row_enters_five_indexes():
         "package_marked",
         "package_removed",
     }
-    # The rest: the key, the file's uniqueness, the channel's names, the mirror's units.
+    # The rest: the key, the file's uniqueness, the channel's names, the mirror's units, and
+    # the transaction that last wrote it (what a publish splices: `splice_changes`).
     assert sorted(indexes.keys() - partial) == [
         "channels_app_package_pkey",
         "package_channel_name",
         "package_file_unique_in_channel",
         "package_mirror_unit",
+        "package_written",
     ]
     assert "IS NOT NULL" in indexes["package_artifact"]
     assert "would_exclude_reason" in indexes["package_marked"]

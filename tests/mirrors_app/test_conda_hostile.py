@@ -331,6 +331,15 @@ def test_malformed_records_are_rejected_with_reasons(source, run_mirror, client)
         "g10-1-0.tar.bz2": ([good], "record is not an object"),
         "g11-1-0.tar.bz2": ({**good, "name": None}, "record lacks a valid name or version"),
         "g12-1-0.tar.bz2": ({**good, "name": "g12", "version": 1}, "record lacks a valid name"),
+        # A copy of another entry inside this one (which a splice could take for the entry).
+        "g13-1-0.tar.bz2": (
+            {**good, "name": "g13", "x": {"pad": 0, BETA.filename: {"name": "beta"}}},
+            "record holds an object under a package file's name",
+        ),
+        "g14-1-0.tar.bz2": (
+            {**good, "name": "g14", "alpha-1-0.conda": {}},
+            "record holds an object under a package file's name",
+        ),
     }
     for filename, (record, _) in hostile.items():
         document["packages"][filename] = record
