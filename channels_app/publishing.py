@@ -118,7 +118,10 @@ class PackageIndexSource:
         except (OSError, ValueError, AttributeError):  # gone, empty, not a local file
             return None
         now["told"] = told = told_in_a_row(mark)
-        changes = changes_since(self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT, told=told > 0)
+        snapshot = mark["snapshot"] if told else None
+        changes = changes_since(
+            self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT, snapshot=snapshot
+        )
         if changes is None:
             data.close()
             return None

@@ -35,19 +35,21 @@ MARK_SPAN = 1 << 30
 
 #: What a render reads in PostgreSQL terms: below `xmin` every transaction had ended when it
 #: began (subtransactions included: a subtransaction's id is above its parent's); `server`
-#: tells this database on this server run apart from a restored copy, whose ids start anew.
+#: tells this database on this server run apart from a restored copy, whose ids start anew;
+#: `snapshot` says exactly which transactions it saw (those it did not are the changes a splice
+#: is told of; below `xmin` it saw every one).
 _MARK_SQL = (
     "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
     "(SELECT oid FROM pg_database WHERE datname = current_database())::text || '@' || "
-    "pg_postmaster_start_time()::text"
+    "pg_postmaster_start_time()::text, pg_current_snapshot()::text"
 )
 
 
 def render_mark() -> dict[str, Any]:
     with connection.cursor() as cursor:
         cursor.execute(_MARK_SQL)
-        xmin, server = cursor.fetchone()
-    return {"xmin": xmin, "server": server}
+        xmin, server, snapshot = cursor.fetchone()
+    return {"xmin": xmin, "server": server, "snapshot": snapshot}
 
 
 #: Whether a row version was written since the mark: its `xmin` (32 bits) at most 2^31 after
@@ -70,17 +72,30 @@ SPLICE_LIMIT = 100_000
 #: its unit's rows, which checks it.
 CHECK_EVERY = 8
 
-#: Whether a row was written since the mark, as the table tells it (both 64-bit ids).
-_WRITTEN = "{row}.written_xid >= %(mark)s"
+#: Whether a transaction (its 64-bit id, a column of the table's) is one the marked render did
+#: not see (the index finds those from its `xmin` on).
+_UNSEEN = (
+    "({row}.{column} >= %(mark)s "
+    "AND NOT pg_visible_in_snapshot({row}.{column}::text::xid8, %(snapshot)s::pg_snapshot))"
+)
+#: Whether a row was written since the mark, as the table tells it.
+_WRITTEN = _UNSEEN.replace("{column}", "written_xid")
 
 
 def changes_since(
-    channel: int, unit: str, xmin: int, suffixes: tuple[str, ...], limit: int, *, told: bool
+    channel: int,
+    unit: str,
+    xmin: int,
+    suffixes: tuple[str, ...],
+    limit: int,
+    *,
+    snapshot: str | None = None,
 ) -> list[SectionChanges] | None:
     """The unit's rows changed since the snapshot whose `xmin` is given, by section (one per
-    suffix), all read in one snapshot, as the table tells them (`told`) or checked by a pass
-    (see the module's docstring); None if more than `limit` changed, if a TRUNCATE told of
-    none, or if called inside a transaction (the snapshot needs one of its own).
+    suffix), all read in one snapshot: as the table tells them where the whole `snapshot` is
+    given, else checked by a pass (see the module's docstring); None if more than `limit`
+    changed, if a TRUNCATE told of none, or if called inside a transaction (the snapshot needs
+    one of its own).
 
     Every changed row, whatever its state now, lies in a gap between two neighbours of its
     section that are served and unchanged (so the old file lists them, in the same order);
@@ -96,6 +111,7 @@ def changes_since(
         + " END"
     )
     parts = {"served": _SERVED, "section": section, "member": _MEMBER}
+    told = snapshot is not None
     parts["changed"] = _WRITTEN if told else _CHANGED
     p = {name: text.format(row="p") for name, text in parts.items()}
     q = {name: text.format(row="q") for name, text in parts.items()}
@@ -154,21 +170,25 @@ def changes_since(
         f"LEFT JOIN LATERAL ({near} AND q.filename > c.filename "
         "ORDER BY q.filename LIMIT 1) b ON true"
     )
-    if told:
-        sql = _told_sql(p, section.format(row="t"))
     params: dict[str, Any] = {"channel": channel, "unit": unit, "limit": limit}
-    params["mark32"], params["mark"] = xmin % (1 << 32), xmin
+    params["mark32"], params["mark"], params["snapshot"] = xmin % (1 << 32), xmin, snapshot
     params.update({f"s{i}": "%" + _like_escaped(suffix) for i, suffix in enumerate(suffixes)})
     with transaction.atomic(), connection.cursor() as cursor:
         # The pass and the probes read one snapshot (shared with a connection that helps).
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         cursor.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
-        # The sections hashed: sorting the rows to group them would cost more than the scan.
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(sql, params)
-        *changed, (*_, counts_now, sizes_now, how_many) = cursor.fetchall()
-        if how_many is None or how_many > limit:
-            return None
+        counts_now = sizes_now = None
+        if told:
+            changed = _told(cursor, p, section.format(row="t"), params)
+            if changed is None:
+                return None
+        else:
+            # The sections hashed: sorting the rows to group them would cost more than the scan.
+            cursor.execute("SET LOCAL enable_sort = off")
+            cursor.execute(sql, params)
+            *changed, (*_, counts_now, sizes_now, how_many) = cursor.fetchall()
+            if how_many > limit:
+                return None
         around = _neighbours(cursor, probes, params, [(row[3], row[2]) for row in changed])
     sections = []
     for index in range(len(suffixes)):
@@ -187,8 +207,11 @@ def changes_since(
 
 def told_in_a_row(mark: dict[str, Any]) -> int:
     """How many splices in a row a file's next splice is of those that trust what the table
-    told (0: it checks), from the `mark` of its last render (whose "told" says the same of it)."""
+    told (0: it checks), from the `mark` of its last render (whose "told" says the same of it;
+    a mark without its snapshot is checked)."""
     told = mark.get("told")
+    if not isinstance(mark.get("snapshot"), str):
+        return 0
     return told + 1 if isinstance(told, int) and 0 <= told < CHECK_EVERY - 1 else 0
 
 
@@ -226,33 +249,37 @@ def forget_gone_everywhere(marks: list[dict[str, Any]]) -> int:
         return cursor.rowcount
 
 
-def _told_sql(p: dict[str, str], section: str) -> str:
-    """`changes_since`'s first statement where the table tells what changed: the rows written
-    since the mark, and those deleted or moved away since that the old file may list (served
-    then, or written since the mark), in the rows' shape of the pass; the last row holds how
-    many changed, NULL if a TRUNCATE came since."""
+def _told(cursor, p: dict[str, str], section: str, params: dict[str, Any]) -> list | None:
+    """`changes_since`'s changed rows where the table tells them, in the pass's shape: the rows
+    written since the mark, and those deleted or moved away since that the old file may list
+    (served then, or written since the mark); None if more than the limit, or if a TRUNCATE
+    came since (it tells no row)."""
+    gone, written = (_UNSEEN.format(row="t", column=c) for c in ("gone_xid", "written_xid"))
+    cursor.execute(
+        f"SELECT EXISTS (SELECT FROM psm_package_gone t WHERE t.channel_id IS NULL AND {gone})",
+        params,
+    )
+    if cursor.fetchone()[0]:
+        return None
     table = Package._meta.db_table
-    return (
-        "WITH told AS MATERIALIZED ("
+    cursor.execute("SET LOCAL work_mem = '64MB'")  # their members sorted in memory
+    cursor.execute(
+        # A file gone and back is its row's (unique in the unit: no other row has its name).
+        "SELECT DISTINCT ON (t.filename) t.section, t.filename, t.name, t.member FROM ("
         f"SELECT 0 AS source, p.filename, p.name, {p['section']} AS section, "
         f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
         f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s "
-        "AND p.written_xid >= %(mark)s "
+        f"AND {p['changed']} "
         f"UNION ALL SELECT 1, t.filename, t.name, {section}, NULL "
         "FROM psm_package_gone t WHERE t.channel_id = %(channel)s AND t.unit = %(unit)s "
-        "AND t.gone_xid >= %(mark)s AND (t.served OR t.written_xid >= %(mark)s)), "
-        # A file gone and back is its row's (unique in the unit: no other row has its name).
-        "changed AS MATERIALIZED (SELECT DISTINCT ON (filename) filename, name, section, member "
-        "FROM told WHERE section IS NOT NULL ORDER BY filename, source), "
-        "numbered AS MATERIALIZED (SELECT row_number() OVER (ORDER BY filename) AS n, * "
-        "FROM changed WHERE (SELECT count(*) FROM changed) <= %(limit)s) "
-        "SELECT 0, n, section, filename, name, member, NULL::bigint[], NULL::numeric[], "
-        "NULL::int FROM numbered "
-        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-        "CASE WHEN NOT EXISTS (SELECT FROM psm_package_gone WHERE channel_id IS NULL "
-        "AND gone_xid >= %(mark)s) THEN (SELECT count(*) FROM changed)::int END "
-        "ORDER BY 1, 2"
+        f"AND {gone} AND (t.served OR {written})) t "
+        "WHERE t.section IS NOT NULL ORDER BY t.filename, t.source LIMIT %(limit)s + 1",
+        params,
     )
+    rows = cursor.fetchall()
+    if len(rows) > params["limit"]:
+        return None
+    return [(0, n, *row) for n, row in enumerate(rows, 1)]
 
 
 #: Changed rows from which a publish probes their neighbours on two connections at once (the

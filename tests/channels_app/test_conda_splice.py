@@ -321,6 +321,28 @@ def test_a_truncated_table_renders_every_file_whole(caplog, monkeypatch):
     assert list(_same_as_a_full_render(channel)["packages.conda"]) == ["new-1-0.conda"]
 
 
+def test_what_a_render_saw_is_not_a_change_whatever_runs_beside_it(caplog, monkeypatch):
+    """A transaction running elsewhere holds every snapshot's `xmin` back: what committed
+    after it began, but before a render did (a TRUNCATE here), the render saw, and the next
+    splice is not told of it again."""
+    _every_splice(monkeypatch, "told")
+    channel = ChannelFactory(kind="conda")
+    elsewhere = connection.copy()  # a connection of its own, its transaction left open
+    try:
+        with elsewhere.cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("SELECT txid_current()")
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE channels_app_package CASCADE")
+        _add(channel, *(f"{name}.conda" for name in NAMES))
+        _publish(channel, caplog)
+        Package.objects.filter(filename="pkg10-1.0-0.conda").update(removed=True)
+        assert _publish(channel, caplog) == 2
+        assert "pkg10-1.0-0.conda" not in _same_as_a_full_render(channel)["packages.conda"]
+    finally:
+        elsewhere.close()
+
+
 def test_a_file_that_does_not_hold_what_the_changes_say_is_not_spliced():
     data = b'{"a":{"packages":{"x":{},"y":{"v":1},"z":{}}}'
     start, end = data.index(b'"x"'), data.rindex(b"}}")
