@@ -109,8 +109,8 @@ def entry_record(
         raw = orjson.dumps(record)
     # What reads as another entry inside this one: a splice finds the members around a change
     # by their bytes in the published file (`conda_render._find_member`), and would take it
-    # for one.
-    if NESTED_ENTRY[0] in raw or NESTED_ENTRY[1] in raw:
+    # for one. (Looked for only in a record holding an object: a `{` past its first byte.)
+    if raw.find(b"{", 1) > 0 and (NESTED_ENTRY[0] in raw or NESTED_ENTRY[1] in raw):
         return Rejected(filename, NESTS_AN_ENTRY)
     absolute = isinstance(url, str) and url.startswith(("http://", "https://"))
     upstream = url if absolute and is_text(url, 2000) and " " not in url else ""
