@@ -7,6 +7,7 @@ these tests run outside a test transaction."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import F
@@ -22,7 +24,7 @@ from channels_app import splice_changes, storage
 from channels_app.formats.base import Gap, Previous, SectionChanges
 from channels_app.formats.conda_render import splice_sections
 from channels_app.models import Channel, Package, PublishedFile, VerificationProblem
-from channels_app.publishing import PackageIndexSource, channel_publish
+from channels_app.publishing import PackageIndexSource, channel_publish, collect_garbage
 from tests.channels_app import conda_rendered
 from tests.factories import ChannelFactory
 
@@ -307,6 +309,42 @@ def test_rows_deleted_or_moved_away_are_told_and_spliced_out(caplog, monkeypatch
             [mark["xmin"], channel.pk],
         )
         assert cursor.fetchone()[0] == 0
+
+
+def _gone_of(channel: Channel) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM psm_package_gone WHERE channel_id = %s", [channel.pk])
+        return cursor.fetchone()[0]
+
+
+def test_rows_gone_from_a_channel_not_published_since_are_forgotten_once_every_file_is_newer(
+    caplog,
+):
+    published, idle = ChannelFactory(kind="conda"), ChannelFactory(kind="conda")
+    _add(published, "a-1-0.conda")
+    _add(idle, "b-1-0.conda", "c-1-0.conda")
+    _publish(published, caplog)
+    Package.objects.filter(filename="b-1-0.conda").delete()
+    assert _gone_of(idle) == 1
+    collect_garbage()
+    assert _gone_of(idle) == 1  # a file rendered before it may still be spliced
+    _publish(published, caplog)  # now every marked file is newer
+    collect_garbage()
+    assert _gone_of(idle) == 0
+
+
+def test_stored_records_that_nest_an_entry_are_deleted_by_the_migration():
+    migration = importlib.import_module("channels_app.migrations.0021_package_changes_told")
+    channel, pypi = ChannelFactory(kind="conda"), ChannelFactory(kind="pypi")
+    _add(channel, "fine-1-0.conda", "nests-1-0.conda", "deep-1-0.tar.bz2")
+    rows = Package.objects.filter(channel=channel)
+    rows.filter(filename="nests-1-0.conda").update(record='{"x":{"a-1-0.conda":{}}}')
+    rows.filter(filename="deep-1-0.tar.bz2").update(record='{"x":[{"a-1-0.tar.bz2":{}}]}')
+    _add(pypi, "other-1-0.conda")
+    Package.objects.filter(channel=pypi).update(record='{"x":{"a-1-0.conda":{}}}')
+    migration.delete_nesting_records(django_apps, None)
+    assert list(rows.values_list("filename", flat=True)) == ["fine-1-0.conda"]
+    assert Package.objects.filter(channel=pypi).count() == 1  # not a conda record
 
 
 def test_a_truncated_table_renders_every_file_whole(caplog, monkeypatch):
