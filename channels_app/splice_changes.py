@@ -19,6 +19,7 @@ Two ways to know what changed:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import connection, transaction
@@ -78,6 +79,8 @@ _UNSEEN = (
     "({row}.{column} >= %(mark)s "
     "AND NOT pg_visible_in_snapshot({row}.{column}::text::xid8, %(snapshot)s::pg_snapshot))"
 )
+#: A snapshot as PostgreSQL writes it (`xmin:xmax:xip,...`).
+_SNAPSHOT = re.compile(r"[0-9]{1,20}:[0-9]{1,20}:(?:[0-9]{1,20}(?:,[0-9]{1,20})*)?")
 #: Whether a row was written since the mark, as the table tells it.
 _WRITTEN = _UNSEEN.replace("{column}", "written_xid")
 
@@ -209,8 +212,8 @@ def told_in_a_row(mark: dict[str, Any]) -> int:
     """How many splices in a row a file's next splice is of those that trust what the table
     told (0: it checks), from the `mark` of its last render (whose "told" says the same of it;
     a mark without its snapshot is checked)."""
-    told = mark.get("told")
-    if not isinstance(mark.get("snapshot"), str):
+    told, snapshot = mark.get("told"), mark.get("snapshot")
+    if not isinstance(snapshot, str) or not _SNAPSHOT.fullmatch(snapshot):
         return 0
     return told + 1 if isinstance(told, int) and 0 <= told < CHECK_EVERY - 1 else 0
 

@@ -389,6 +389,22 @@ def test_what_a_render_saw_is_not_a_change_whatever_runs_beside_it(caplog, monke
         elsewhere.close()
 
 
+@pytest.mark.parametrize(
+    ("mark", "told"),
+    [
+        ({"told": 0, "snapshot": "100:105:101,103"}, 1),
+        ({"told": 3, "snapshot": "100:100:"}, 4),
+        ({"told": 7, "snapshot": "100:100:"}, 0),  # the eighth is checked
+        ({"snapshot": "100:100:"}, 0),  # a mark from before counts nothing: checked
+        ({"told": 2}, 0),  # no snapshot to ask against
+        ({"told": 2, "snapshot": "100:100:1; DROP"}, 0),  # not PostgreSQL's
+        ({"told": -1, "snapshot": "100:100:"}, 0),
+    ],
+)
+def test_a_splice_trusts_what_the_table_told_seven_times_then_checks(mark, told):
+    assert splice_changes.told_in_a_row(mark) == told
+
+
 def test_a_file_that_does_not_hold_what_the_changes_say_is_not_spliced():
     data = b'{"a":{"packages":{"x":{},"y":{"v":1},"z":{}}}'
     start, end = data.index(b'"x"'), data.rindex(b"}}")
