@@ -332,7 +332,7 @@ class Gap(NamedTuple):
 class SectionChanges(NamedTuple):
     """A section's rows changed since a render, by gap, in order; and the length in bytes of
     its members now, commas included (what a splice must come to; None where the changes were
-    told, not counted: see `splice_changes.changes_told`)."""
+    told, not counted: see `splice_changes`)."""
 
     gaps: list[Gap]
     length: int | None
