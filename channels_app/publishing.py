@@ -8,7 +8,6 @@ packages removed since the last publish stay servable until the publish that dro
 from __future__ import annotations
 
 import bz2
-import hashlib
 import io
 import logging
 import mmap
@@ -644,17 +643,11 @@ def channel_compress(*, channel: Channel) -> int:
 def _bz2_copy(artifact: Artifact) -> tuple[str, int]:
     """Store the `.bz2` copy of a stored file, whose bytes are checked as they are read: a
     copy of damaged bytes is not kept (DamagedFile)."""
-    digest, read = hashlib.sha256(), 0
-    with storage.BlobWriter() as writer, storage.open_artifact(artifact) as plain:
+    with storage.BlobWriter() as writer:
         compressor = bz2.BZ2Compressor(9)
-        while chunk := plain.read(1 << 20):
-            digest.update(chunk)
-            read += len(chunk)
+        for chunk in storage.checked_chunks(artifact):
             writer.write(compressor.compress(chunk))
         writer.write(compressor.flush())
-        problem = storage.damage(artifact, digest.hexdigest(), read)
-        if problem:
-            raise storage.DamagedFile(artifact, problem)
         return writer.commit()
 
 

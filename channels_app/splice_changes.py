@@ -118,42 +118,6 @@ def changes_since(
     parts["changed"] = _WRITTEN if told else _CHANGED
     p = {name: text.format(row="p") for name, text in parts.items()}
     q = {name: text.format(row="q") for name, text in parts.items()}
-    counts, sizes = (
-        ", ".join(
-            f"coalesce((SELECT {column} FROM grouped WHERE section = {i}), 0)"
-            for i in range(len(suffixes))
-        )
-        for column in ("c", "s")
-    )
-    # One pass over the unit's rows, by as many processes as PostgreSQL gives it (the ids are
-    # collected by `psm_collect_ids`, an `array_agg` that combines partial results): the
-    # sections' totals now and the changed rows' ids; then the changed rows by id, numbered in
-    # file name order (only those are sorted). A member's size counts its file name's JSON
-    # string as the name and its quotes: a name that JSON escapes (none a conda record may
-    # have, `safe_filename`) only makes the section's length differ, and the unit is then
-    # rendered whole.
-    sql = (
-        "WITH grouped AS MATERIALIZED (SELECT r.section, count(*) FILTER (WHERE r.served) AS c, "
-        "sum(r.size) FILTER (WHERE r.served) AS s, "
-        "psm_collect_ids(r.id) FILTER (WHERE r.changed AND r.section IS NOT NULL) AS ids "
-        f"FROM (SELECT p.id, {p['section']} AS section, {p['served']} AS served, "
-        f"{p['changed']} AS changed, "
-        "octet_length(p.filename) + 3 + octet_length(p.record) AS size "
-        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s) r "
-        "GROUP BY r.section), "
-        f"unit AS MATERIALIZED (SELECT ARRAY[{counts}] AS counts, ARRAY[{sizes}] AS sizes, "
-        "ARRAY(SELECT unnest(ids) FROM grouped) AS ids), "
-        "changed AS MATERIALIZED (SELECT row_number() OVER (ORDER BY p.filename) AS n, "
-        f"p.filename, p.name, {p['section']} AS section, "
-        f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
-        "FROM unit, unnest(CASE WHEN cardinality(unit.ids) <= %(limit)s THEN unit.ids END) "
-        f"AS changed(id) JOIN {table} p ON p.id = changed.id) "
-        "SELECT 0, c.n, c.section, c.filename, c.name, c.member, NULL::bigint[], "
-        "NULL::numeric[], NULL::int FROM changed c "
-        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, counts, sizes, "
-        "coalesce(cardinality(ids), 0) FROM unit "
-        "ORDER BY 1, 2"
-    )
     # A changed row's nearest row of its section either way that is changed or served: the
     # neighbour itself if it is unchanged, else the changed one next to it, which shares its
     # neighbour (a probe of a row or two, where a search for the unchanged one would walk
@@ -186,12 +150,10 @@ def changes_since(
             if changed is None:
                 return None
         else:
-            # The sections hashed: sorting the rows to group them would cost more than the scan.
-            cursor.execute("SET LOCAL enable_sort = off")
-            cursor.execute(sql, params)
-            *changed, (*_, counts_now, sizes_now, how_many) = cursor.fetchall()
-            if how_many > limit:
+            checked = _pass(cursor, p, len(suffixes), params)
+            if checked is None:
                 return None
+            *changed, (*_, counts_now, sizes_now, _) = checked
         around = _neighbours(cursor, probes, params, [(row[3], row[2]) for row in changed])
     sections = []
     for index in range(len(suffixes)):
@@ -218,6 +180,10 @@ def told_in_a_row(mark: dict[str, Any]) -> int:
     return told + 1 if isinstance(told, int) and 0 <= told < CHECK_EVERY - 1 else 0
 
 
+#: A transaction id past every one: below it, every entry of the log.
+_EVERY = (1 << 63) - 1
+
+
 def forget_gone(channel: int, marks: dict[str, Any]) -> None:
     """Forget the rows gone from the channel's units before their files were rendered last
     (`marks`, by path, as the publish leaves them: a unit's file is "<unit>/<name>"), and all
@@ -233,8 +199,8 @@ def forget_gone(channel: int, marks: dict[str, Any]) -> None:
         cursor.execute(
             "DELETE FROM psm_package_gone g WHERE g.channel_id = %s AND g.gone_xid < coalesce("
             "(SELECT m.xmin FROM unnest(%s::text[], %s::bigint[]) AS m(unit, xmin) "
-            "WHERE m.unit = g.unit), 9223372036854775807)",
-            [channel, list(units), list(units.values())],
+            "WHERE m.unit = g.unit), %s)",
+            [channel, list(units), list(units.values()), _EVERY],
         )
 
 
@@ -247,9 +213,57 @@ def forget_gone_everywhere(marks: list[dict[str, Any]]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM psm_package_gone WHERE gone_xid < %s",
-            [min(xmins) if xmins else (1 << 63) - 1],
+            [min(xmins) if xmins else _EVERY],
         )
         return cursor.rowcount
+
+
+def _pass(cursor, p: dict[str, str], sections: int, params: dict[str, Any]) -> list | None:
+    """`changes_since`'s changed rows where a pass checks them, numbered in file name order,
+    and a last row with each section's served rows and their members' bytes now; None if more
+    than the limit changed."""
+    table = Package._meta.db_table
+    counts, sizes = (
+        ", ".join(
+            f"coalesce((SELECT {column} FROM grouped WHERE section = {i}), 0)"
+            for i in range(sections)
+        )
+        for column in ("c", "s")
+    )
+    # One pass over the unit's rows, by as many processes as PostgreSQL gives it (the ids are
+    # collected by `psm_collect_ids`, an `array_agg` that combines partial results): the
+    # sections' totals now and the changed rows' ids; then the changed rows by id, numbered in
+    # file name order (only those are sorted). A member's size counts its file name's JSON
+    # string as the name and its quotes: a name that JSON escapes (none a conda record may
+    # have, `safe_filename`) only makes the section's length differ, and the unit is then
+    # rendered whole.
+    sql = (
+        "WITH grouped AS MATERIALIZED (SELECT r.section, count(*) FILTER (WHERE r.served) AS c, "
+        "sum(r.size) FILTER (WHERE r.served) AS s, "
+        "psm_collect_ids(r.id) FILTER (WHERE r.changed AND r.section IS NOT NULL) AS ids "
+        f"FROM (SELECT p.id, {p['section']} AS section, {p['served']} AS served, "
+        f"{p['changed']} AS changed, "
+        "octet_length(p.filename) + 3 + octet_length(p.record) AS size "
+        f"FROM {table} p WHERE p.channel_id = %(channel)s AND p.unit = %(unit)s) r "
+        "GROUP BY r.section), "
+        f"unit AS MATERIALIZED (SELECT ARRAY[{counts}] AS counts, ARRAY[{sizes}] AS sizes, "
+        "ARRAY(SELECT unnest(ids) FROM grouped) AS ids), "
+        "changed AS MATERIALIZED (SELECT row_number() OVER (ORDER BY p.filename) AS n, "
+        f"p.filename, p.name, {p['section']} AS section, "
+        f"CASE WHEN {p['served']} THEN {p['member']} END AS member "
+        "FROM unit, unnest(CASE WHEN cardinality(unit.ids) <= %(limit)s THEN unit.ids END) "
+        f"AS changed(id) JOIN {table} p ON p.id = changed.id) "
+        "SELECT 0, c.n, c.section, c.filename, c.name, c.member, NULL::bigint[], "
+        "NULL::numeric[], NULL::int FROM changed c "
+        "UNION ALL SELECT 1, NULL, NULL, NULL, NULL, NULL, counts, sizes, "
+        "coalesce(cardinality(ids), 0) FROM unit "
+        "ORDER BY 1, 2"
+    )
+    # The sections hashed: sorting the rows to group them would cost more than the scan.
+    cursor.execute("SET LOCAL enable_sort = off")
+    cursor.execute(sql, params)
+    rows = cursor.fetchall()
+    return None if rows[-1][-1] > params["limit"] else rows
 
 
 def _told(cursor, p: dict[str, str], section: str, params: dict[str, Any]) -> list | None:

@@ -301,16 +301,25 @@ class DamagedFile(IntegrityError):
         self.artifact, self.problem = artifact, problem
 
 
+def checked_chunks(artifact: Artifact, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """A stored file's bytes in chunks, hashed as they are read; DamagedFile after the last if
+    they are not its artifact's (its digest and size)."""
+    digest, size = hashlib.sha256(), 0
+    with open_artifact(artifact) as stored:
+        while chunk := stored.read(chunk_size):
+            digest.update(chunk)
+            size += len(chunk)
+            yield chunk
+    problem = damage(artifact, digest.hexdigest(), size)
+    if problem:
+        raise DamagedFile(artifact, problem)
+
+
 def read_verified(artifact: Artifact) -> bytes:
     """A stored file's bytes, checked against its digest and size: for building another stored
     file from them (a rewrite, a copy), whose own digest would vouch for damage that no
     verification has found yet. Raises DamagedFile."""
-    with open_artifact(artifact) as fileobj:
-        data = fileobj.read()
-    problem = damage(artifact, hashlib.sha256(data).hexdigest(), len(data))
-    if problem:
-        raise DamagedFile(artifact, problem)
-    return data
+    return b"".join(checked_chunks(artifact))
 
 
 def damage_later(artifact: Artifact, data) -> Callable[[], str | None]:

@@ -24,7 +24,6 @@ fixed. `verify_storage` is called by the scheduled task and `manage.py verify`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -178,7 +177,7 @@ def _rehash(
             report.bytes += read
             if damage:
                 report.damaged += 1
-                _withdraw_artifact(artifact, f"stored file damaged: {damage}", report, changes)
+                _withdraw_artifact(artifact, _damaged(damage), report, changes)
 
 
 def _stored_files(channel: Channel | None) -> QuerySet[Artifact]:
@@ -194,17 +193,22 @@ def _stored_files(channel: Channel | None) -> QuerySet[Artifact]:
 
 def _damage(artifact: Artifact) -> tuple[str | None, int]:
     """(what is wrong with the stored bytes or None, bytes read)."""
-    digest, size = hashlib.sha256(), 0
+    size = 0
     try:
-        with storage.open_artifact(artifact) as stored:
-            while chunk := stored.read(CHUNK_SIZE):
-                digest.update(chunk)
-                size += len(chunk)
+        for chunk in storage.checked_chunks(artifact, CHUNK_SIZE):
+            size += len(chunk)
+    except storage.DamagedFile as exc:
+        return exc.problem, size
     except FileNotFoundError:
         return "missing from storage", size
     except OSError as exc:
         return f"cannot be read ({exc})", size
-    return storage.damage(artifact, digest.hexdigest(), size), size
+    return None, size
+
+
+def _damaged(problem: str) -> str:
+    """A damaged stored file's problem, as reported."""
+    return f"stored file damaged: {problem}"
 
 
 def record_rendered_anew(channel: Channel, damaged: dict[str, storage.DamagedFile]) -> None:
@@ -216,7 +220,7 @@ def record_rendered_anew(channel: Channel, damaged: dict[str, storage.DamagedFil
             channel=channel,
             kind=VerificationProblem.Kind.INDEX,
             path=path[:500],
-            problem=f"stored file damaged: {found.problem}"[:500],
+            problem=_damaged(found.problem)[:500],
             action=INDEX_ACTION,
             resolved_at=now,
         )
@@ -228,7 +232,7 @@ def withdraw_damaged(damaged: storage.DamagedFile) -> VerifyReport:
     """Damage found outside a verification run (a publish reading a file to build another from
     it): the file is withdrawn and reported as a run would, and its channels published again."""
     report, changes = VerifyReport(damaged=1), _Changes()
-    _withdraw_artifact(damaged.artifact, f"stored file damaged: {damaged.problem}", report, changes)
+    _withdraw_artifact(damaged.artifact, _damaged(damaged.problem), report, changes)
     for pk in sorted(changes.publish | changes.rerender):
         channel = Channel.objects.filter(pk=pk).first()
         if channel is not None:
