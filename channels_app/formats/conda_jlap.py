@@ -18,6 +18,9 @@ patches from `have`, an operation other than add, remove or replace, a change ou
 entries of `packages` and `packages.conda` (`info`, `removed`: the document-level values), a
 change inside an entry that is not stored. The entries themselves are checked as a whole
 document's are (`conda_records.entry_record`).
+
+PSM writes such a log for the subdirs it serves too (`appended`, `started`): conda clients
+that read logs, and a mirror of a PSM channel, then take what changed, not the document.
 """
 
 from __future__ import annotations
@@ -63,9 +66,9 @@ class LogError(ValueError):
     """The log cannot be used: malformed, or its checksum does not verify."""
 
 
-def document_hash() -> Any:
+def document_hash(data: bytes = b"") -> Any:
     """The hash a log names a repodata.json by (fed its bytes as they are written)."""
-    return hashlib.blake2b(digest_size=32)
+    return hashlib.blake2b(data, digest_size=32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,80 @@ def patches_since(
         )
     end = {"pos": log.pos, "iv": log.iv}
     return steps, {**state, "have": have if steps is None else log.latest, **end}
+
+
+# --- Writing the log of a subdir PSM serves -------------------------------------------------
+
+#: A log past this share of its document's size is trimmed from its oldest patch on: reading
+#: it would cost about what the compressed document does.
+LOG_SHARE = 20
+#: ... but a log of up to this many bytes is always kept.
+LOG_MIN_BYTES = 1024 * 1024
+
+
+def started(latest: str) -> bytes:
+    """A new log, with no patch yet, of the document whose hash is `latest`. Its IV is drawn
+    from that hash: a reader that kept where an earlier log of another document ended cannot
+    take the new one's bytes for it, and the same document always starts the same log."""
+    return _checksummed(hashlib.blake2b(latest.encode(), digest_size=32).digest(), [], latest)
+
+
+def appended(
+    log: bytes | None, before: str | None, after: str, operations: bytes, max_bytes: int
+) -> bytes:
+    """`log` with the patch `operations` (a JSON array) from the document `before` to `after`
+    added, its oldest patches trimmed to keep it within `max_bytes`. `before` None: the
+    document the log ends at (it was published with it). A new log that starts at `after` if
+    `log` is missing, does not verify or does not end at `before`; the same log if `after` is
+    the document it ends at.
+
+    Trimming keeps the checksums of the lines left: the new first line is the running
+    checksum of the last line dropped (the IV the rest was written from)."""
+    try:
+        kept = read_log(log) if log else None
+    except LogError:
+        kept = None
+    if kept is None or kept.latest != (before or kept.latest):
+        return started(after)
+    if kept.latest == after:
+        return log
+    body = log[:-1] if log.endswith(b"\n") else log
+    first_line, *rest = body.split(b"\n")
+    line = b'{"from":"%s","to":"%s","patch":%s}' % (
+        kept.latest.encode(),
+        after.encode(),
+        operations,
+    )
+    lines = [*rest[:-2], line]  # the patch lines kept, then the new one
+    iv = bytes.fromhex(first_line.decode())
+    size, first = sum(len(each) + 1 for each in lines), 0
+    while size + _FRAME > max_bytes and first < len(lines):
+        iv = hashlib.blake2b(lines[first], key=iv, digest_size=32).digest()
+        size -= len(lines[first]) + 1
+        first += 1
+    return _checksummed(iv, lines[first:], after)
+
+
+#: The bytes of a log besides its patch lines: the IV, the footer and the checksum lines.
+_FRAME = 65 + 110 + 65
+
+
+def log_limit(document_size: int) -> int:
+    """The most bytes a log of a document of `document_size` bytes keeps."""
+    return max(LOG_MIN_BYTES, document_size // LOG_SHARE)
+
+
+def _checksummed(iv: bytes, patches: list[bytes], latest: str) -> bytes:
+    footer = b'{"url":"repodata.json","latest":"%s"}' % latest.encode()
+    running = iv
+    for line in (*patches, footer):
+        running = hashlib.blake2b(line, key=running, digest_size=32).digest()
+    return b"\n".join([iv.hex().encode(), *patches, footer, running.hex().encode()]) + b"\n"
+
+
+def pointer(*tokens: str) -> str:
+    """The JSON Pointer of `tokens` (RFC 6901: `~` and `/` escaped)."""
+    return "".join("/" + token.replace("~", "~0").replace("/", "~1") for token in tokens)
 
 
 def _named(url: str) -> str:

@@ -2,7 +2,9 @@
 
 `noarch` is always present. `base_url` is never written: package URLs are relative to the
 repodata, so clients always come back to PSM. The `.bz2` copies older clients ask for are made
-after the publish (`FormatCapabilities.bz2_copies`). A withdrawal rewrites published files
+after the publish (`FormatCapabilities.bz2_copies`). Each subdir also gets its
+`repodata.jlap` (see `conda_jlap`): a splice adds the patch of what it changed, a whole render
+starts the log anew. A withdrawal rewrites published files
 (`withdraw_channel`) without rendering them from the channel's packages.
 
 A subdir's sections come from the database in blocks (`PackageIndexSource.json_members`, a
@@ -20,6 +22,7 @@ from typing import Any
 import orjson
 import zstandard
 
+from . import conda_jlap as jlap
 from .base import Emit, FormatError, Gap, IndexSource, Previous, PublishedIndex
 from .conda_document import KNOWN_KEYS, holds_packages
 from .conda_records import SECTIONS, SUFFIXES
@@ -31,13 +34,16 @@ ZSTD_LEVEL = 1
 
 
 CHANNELDATA = "channeldata.json"
+LOG_TYPE = "text/plain; charset=utf-8"
 
 
 def render_channel(source: IndexSource, emit: Emit) -> None:
-    """Write every subdir's repodata (plain and zstd, in one pass) and channeldata.json."""
+    """Write every subdir's repodata (plain and zstd, in one pass) and its log, and
+    channeldata.json."""
     subdirs = sorted(set(source.units()) | {"noarch"})
     names: dict[str, set[str]] = {}
     for subdir in subdirs:
+        hasher = jlap.document_hash()
         with (
             emit(f"{subdir}/repodata.json", "application/json") as plain,
             emit(f"{subdir}/repodata.json.zst", "application/zstd") as packed,
@@ -46,10 +52,19 @@ def render_channel(source: IndexSource, emit: Emit) -> None:
             with (
                 compressor.stream_writer(packed, closefd=False) as zst,
                 _Background(plain) as behind,
+                _Background(_Hashing(hasher)) as hashing,
             ):
-                out = _Buffered((behind, zst))
-                _write_repodata(out, subdir, source, names)
+                out = _Buffered((behind, hashing, zst))
+                change = _write_repodata(out, subdir, source, names)
                 out.flush()
+        latest = hasher.hexdigest()
+        if change is None:
+            log = jlap.started(latest)
+        else:
+            log, operations = change
+            log = jlap.appended(log, None, latest, operations, jlap.log_limit(out.written))
+        with emit(_log_path(subdir), LOG_TYPE) as out_log:
+            out_log.write(log)
     channeldata = {
         "channeldata_version": 1,
         "packages": {name: {"subdirs": sorted(s)} for name, s in sorted(names.items())},
@@ -63,14 +78,31 @@ def _write_channeldata(channeldata: Mapping[str, Any], emit: Emit) -> None:
         out.write(orjson.dumps(channeldata, option=orjson.OPT_INDENT_2))
 
 
-def _write_repodata_files(subdir: str, data: bytes, emit: Emit) -> list[str]:
-    """Emit a subdir's repodata.json and its `.zst` copy; return their paths."""
+def _log_path(subdir: str) -> str:
+    return f"{subdir}/{jlap.NAME}"
+
+
+def _write_repodata_files(
+    subdir: str, data: bytes, emit: Emit, log: bytes | None = None
+) -> list[str]:
+    """Emit a subdir's repodata.json, its `.zst` copy and its `log`; return their paths."""
     path = f"{subdir}/repodata.json"
     with emit(path, "application/json") as out:
         out.write(data)
     with emit(path + ".zst", "application/zstd") as out:
         out.write(zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).compress(data))
-    return [path, path + ".zst"]
+    if log is None:
+        return [path, path + ".zst"]
+    with emit(_log_path(subdir), LOG_TYPE) as out:
+        out.write(log)
+    return [path, path + ".zst", _log_path(subdir)]
+
+
+class _Hashing:
+    """A hash fed as a file is written (for `_Background`)."""
+
+    def __init__(self, hasher: Any) -> None:
+        self.write = hasher.update
 
 
 class _Background:
@@ -130,20 +162,25 @@ class _Buffered:
 
 def _write_repodata(
     out: _Buffered, subdir: str, source: IndexSource, names: dict[str, set[str]]
-) -> None:
+) -> tuple[bytes, bytes] | None:
+    """Write the subdir's repodata.json to `out`; return how its log goes on, for
+    `conda_jlap.appended`: the log published with the file spliced, and the patch; or None
+    where the file was not spliced, or its patch cannot be told (the log then starts anew)."""
     path = f"{subdir}/repodata.json"
     if hasattr(source, "render_began"):
         source.render_began(path)
     previous = source.previous(path, subdir, SUFFIXES) if hasattr(source, "previous") else None
+    change = None
     try:
         spliced = splice_sections(previous) if previous is not None else None
+        dropped = _dropped_members(previous, spliced) if spliced is not None else None
         # The names for channeldata.json: those a splice changes, else asked meanwhile where
         # the source can (or collected from the documents as they are written).
         listed = (
-            _spliced_names(source, path, subdir, previous, spliced) if spliced is not None else None
+            _spliced_names(source, path, subdir, previous, dropped) if dropped is not None else None
         )
         if spliced is not None and previous.damage():  # damaged: rendered whole (reported there)
-            spliced = listed = None
+            spliced = listed = dropped = None
         names_later = getattr(source, "names_later", None)
         later = names_later(subdir, SUFFIXES) if listed is None and names_later else None
         sections = []
@@ -159,23 +196,48 @@ def _write_repodata(
                 out.write(block)
             sections.append((start, out.written))
             out.write(b"}")
+        tail = _tail(source, subdir)
+        if dropped is not None:
+            old_tail = bytes(previous.data[previous.sections[-1][1] + 1 :])
+            operations = _operations(dropped, spliced, old_tail, tail)
+            log = _published_log(source, path, subdir)
+            if operations is not None and log is not None:
+                change = (log, operations)
     finally:
         if previous is not None:
             previous.close()
     if hasattr(source, "render_ended"):
-        source.render_ended(path, sections, spliced=spliced is not None, companions=[CHANNELDATA])
+        source.render_ended(
+            path,
+            sections,
+            spliced=spliced is not None,
+            companions=[CHANNELDATA, _log_path(subdir)],
+        )
     if later is not None:
         listed = later()
     for name in listed or ():
         names.setdefault(name, set()).add(subdir)
+    out.write(tail)
+    return change
+
+
+def _tail(source: IndexSource, subdir: str) -> bytes:
+    """What follows the package sections in a subdir's repodata.json: `removed`, the top-level
+    keys kept, the version, and the document's closing brace."""
     extras = source.unit_extras(subdir)
     removed = sorted(set(extras.get("removed", ())))
-    out.write(b',"removed":' + orjson.dumps(removed))
+    parts = [b',"removed":' + orjson.dumps(removed)]
     for key, text in sorted(extras.get("top_level", {}).items()):
         # Served back as read; never in place of what PSM writes, nor a package section.
         if key not in KNOWN_KEYS and not holds_packages(key):
-            out.write(b"," + orjson.dumps(key) + b":" + text.encode())
-    out.write(b',"repodata_version":1}')
+            parts.append(b"," + orjson.dumps(key) + b":" + text.encode())
+    parts.append(b',"repodata_version":1}')
+    return b"".join(parts)
+
+
+def _published_log(source: IndexSource, path: str, subdir: str) -> bytes | None:
+    published_with = getattr(source, "published_with", None)
+    return published_with(path, _log_path(subdir)) if published_with is not None else None
 
 
 # --- Splicing changed rows into the published repodata ----------------------------------------
@@ -249,14 +311,14 @@ COMMA = ord(",")
 
 
 def _spliced_names(
-    source: IndexSource, path: str, subdir: str, previous: Previous, spliced: list[list[Piece]]
+    source: IndexSource, path: str, subdir: str, previous: Previous, dropped: list[Members]
 ) -> set[str] | None:
     """The package names of the subdir once `spliced` (see `splice_sections`): those the
     channeldata.json published with the old file lists for it, with those of the changed rows
     served now; a name of a changed row not served now, or of a member the splice drops from
     the old file, stays only if a file of the subdir is still served under it (asked). None
-    where that channeldata.json is not the one published, or a dropped member cannot be read
-    (then the names are asked whole).
+    where that channeldata.json is not the one published (then the names are asked whole).
+    `dropped`: the members the splice drops (`_dropped_members`).
 
     Every member of the old file that the splice does not drop is a row unchanged since, with
     the name it had: only the names of dropped members and changed rows can go. (A row gone
@@ -271,39 +333,90 @@ def _spliced_names(
         before = {name for name, entry in packages.items() if subdir in entry["subdirs"]}
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return None
-    dropped = _dropped_names(previous, spliced)
-    if dropped is None:
-        return None
+    gone = {record["name"] for members in dropped for record in members.values()}
     touched: dict[str, bool] = {}
     for changes in previous.changes:
         for name, served in changes.names.items():
             touched[name] = touched.get(name, False) or served
     served = {name for name, now in touched.items() if now}
-    maybe_gone = (dropped | touched.keys()) - served
+    maybe_gone = (gone | touched.keys()) - served
     doubtful = maybe_gone & before
     still = source.served_names(subdir, doubtful, SUFFIXES) if doubtful else set()
     return (before - maybe_gone) | served | still
 
 
-def _dropped_names(previous: Previous, spliced: list[list[Piece]]) -> set[str] | None:
-    """The package names of the old file's members that `spliced` leaves out (the bytes of
-    each section its runs do not keep); None if one cannot be read."""
-    names: set[str] = set()
+#: A section's members: file name -> record.
+Members = dict[str, dict[str, Any]]
+
+
+def _dropped_members(previous: Previous, spliced: list[list[Piece]]) -> list[Members] | None:
+    """Each section's members of the old file that `spliced` leaves out (the bytes its runs do
+    not keep); None if one cannot be read, or has no name."""
+    dropped = []
     for (start, end), pieces in zip(previous.sections, spliced, strict=True):
         kept = [piece for piece in pieces if isinstance(piece, tuple)]
         bounds = [start, *(at for piece in kept for at in piece), end]
-        for lo, hi in zip(bounds[::2], bounds[1::2], strict=True):
-            members = bytes(previous.data[lo:hi]).strip(b",")
-            if not members:
-                continue
-            try:
-                records = orjson.loads(b"{" + members + b"}")
-                names.update(record["name"] for record in records.values())
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                return None
-    if not all(isinstance(name, str) for name in names):
+        runs = [
+            bytes(previous.data[lo:hi]).strip(b",")
+            for lo, hi in zip(bounds[::2], bounds[1::2], strict=True)
+        ]
+        members = _members_of([run for run in runs if run])
+        if members is None or not all(
+            isinstance(record, dict) and isinstance(record.get("name"), str)
+            for record in members.values()
+        ):
+            return None
+        dropped.append(members)
+    return dropped
+
+
+def _members_of(members: list[bytes]) -> Members | None:
+    """The `"filename":record` members, read; None if they cannot be."""
+    try:
+        read = orjson.loads(b"{" + b",".join(members) + b"}")
+    except orjson.JSONDecodeError:
         return None
-    return names
+    return read if isinstance(read, dict) else None
+
+
+def _operations(
+    dropped: list[Members], spliced: list[list[Piece]], old_tail: bytes, tail: bytes
+) -> bytes | None:
+    """The JSON Patch (RFC 6902) from the old file to the spliced one, as a JSON array: each
+    member dropped and not added back removed, each added one that is new or changed added
+    (which replaces), and the top-level keys after the sections that changed (`removed`, the
+    kept keys); None if one cannot be read."""
+    operations: list[dict[str, Any]] = []
+    for (section, _), old, pieces in zip(SECTIONS, dropped, spliced, strict=True):
+        new = _members_of([piece for piece in pieces if isinstance(piece, bytes)])
+        if new is None:
+            return None
+        operations += [
+            {"op": "remove", "path": jlap.pointer(section, filename)}
+            for filename in sorted(old.keys() - new.keys())
+        ]
+        operations += [
+            {"op": "add", "path": jlap.pointer(section, filename), "value": record}
+            for filename, record in new.items()
+            if old.get(filename) != record
+        ]
+    if old_tail != tail:
+        before, after = _members_of([old_tail[1:-1]]), _members_of([tail[1:-1]])
+        if before is None or after is None:
+            return None
+        operations += [
+            {"op": "remove", "path": jlap.pointer(key)}
+            for key in sorted(before.keys() - after.keys())
+        ]
+        operations += [
+            {"op": "add", "path": jlap.pointer(key), "value": value}
+            for key, value in after.items()
+            if before.get(key, _ABSENT) != value
+        ]
+    return orjson.dumps(operations)
+
+
+_ABSENT = object()
 
 
 def _joined_length(pieces: list[Piece]) -> int:
@@ -364,24 +477,42 @@ def withdraw_channel(index: PublishedIndex, files: Mapping[str, set[str]], emit:
         if published is None:
             continue
         with published:
-            document = _load(published.read(), path)
-        withdrawn, remaining = set(), set()
+            old = published.read()
+        document = _load(old, path)
+        withdrawn, remaining, operations = set(), set(), []
         for section, _ in SECTIONS:
             packages = document.get(section)
             if not isinstance(packages, dict):
                 continue
-            for filename in filenames & packages.keys():
+            for filename in sorted(filenames & packages.keys()):
                 del packages[filename]
                 withdrawn.add(filename)
+                operations.append({"op": "remove", "path": jlap.pointer(section, filename)})
             remaining.update(_package_name(filename) for filename in packages)
         if not withdrawn:
             continue
-        replaced.update(_write_repodata_files(subdir, _dump(document), emit))
+        data = _dump(document)
+        log = _withdrawn_log(index, subdir, old, data, operations)
+        replaced.update(_write_repodata_files(subdir, data, emit, log))
         for name in {_package_name(filename) for filename in withdrawn} - remaining:
             gone.setdefault(name, set()).add(subdir)
     if gone:
         replaced.update(_withdraw_names(index, gone, emit))
     return replaced
+
+
+def _withdrawn_log(
+    index: PublishedIndex, subdir: str, old: bytes, new: bytes, operations: list[Any]
+) -> bytes:
+    """The subdir's log with the patch of a withdrawal from the document `old` to `new`
+    added (a new log if the published one does not end at `old`)."""
+    published = index.open(_log_path(subdir))
+    log = None
+    if published is not None:
+        with published:
+            log = published.read()
+    before, after = (jlap.document_hash(data).hexdigest() for data in (old, new))
+    return jlap.appended(log, before, after, orjson.dumps(operations), jlap.log_limit(len(new)))
 
 
 def _withdraw_names(index: PublishedIndex, gone: Mapping[str, set[str]], emit: Emit) -> set[str]:

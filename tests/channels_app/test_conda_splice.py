@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import jsonpatch
 import orjson
 import pytest
 from django.apps import apps as django_apps
@@ -21,6 +22,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import F
 
 from channels_app import splice_changes, storage
+from channels_app.formats import conda_jlap
 from channels_app.formats.base import Gap, Previous, SectionChanges
 from channels_app.formats.conda_render import splice_sections
 from channels_app.models import Channel, Package, PublishedFile, VerificationProblem
@@ -81,12 +83,49 @@ def _full_render(channel: Channel) -> dict[str, bytes]:
 
 
 def _same_as_a_full_render(channel: Channel) -> dict:
+    """The published files are those a full render gives, but for the logs, which end at the
+    published documents (a full render starts them anew)."""
     published, full = _published(channel), _full_render(channel)
     for path, data in full.items():
         if path.endswith(".zst"):
             continue
+        if path.endswith(".jlap"):
+            document = published[path.removesuffix(".jlap") + ".json"]
+            assert conda_jlap.read_log(published[path]).latest == _hash(document), path
+            continue
         assert published[path] == data, path
     return orjson.loads(published["linux-64/repodata.json"])
+
+
+def _hash(document: bytes) -> str:
+    return conda_jlap.document_hash(document).hexdigest()
+
+
+def _logged_publish(channel: Channel, caplog) -> int:
+    """`_publish`, then check that each subdir's log takes its document before the publish to
+    the one after (conda's and PSM's readers apply its patches), and that it grew by one patch
+    if the document changed; return how many files were spliced."""
+    before = _published(channel)
+    spliced = _publish(channel, caplog)
+    after = _published(channel)
+    for path in after:
+        if not path.endswith(".jlap"):
+            continue
+        old, new = (files.get(path.removesuffix(".jlap") + ".json") for files in (before, after))
+        log = conda_jlap.read_log(after[path])
+        assert log.latest == _hash(new)
+        if old is None or old == new:
+            assert after[path] == before.get(path, after[path])  # no patch to add
+            continue
+        grown = conda_jlap.read_log(before[path])
+        assert len(log.patches) == len(grown.patches) + 1
+        steps = conda_jlap.chain(log.patches, _hash(old), log.latest)
+        assert steps is not None
+        document = orjson.loads(old)
+        for operations in steps:
+            document = jsonpatch.apply_patch(document, operations)
+        assert document == orjson.loads(new), path
+    return spliced
 
 
 NAMES = [f"pkg{i:02d}-1.0-0" for i in range(0, 40, 2)]
@@ -125,7 +164,7 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monk
 
     # Nothing changed: both subdirs spliced, same bytes.
     before = _published(channel)
-    assert _publish(channel, caplog) == 2
+    assert _logged_publish(channel, caplog) == 2
     assert _published(channel)["linux-64/repodata.json"] == before["linux-64/repodata.json"]
 
     # Adds at the start, in the middle, at the end of both sections; removals, including the
@@ -137,7 +176,7 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monk
     rows.filter(filename="pkg10-1.0-0.tar.bz2").update(record=_record("pkg10-1.0-0", x=1))
     rows.filter(filename="pkg12-1.0-0.conda").update(excluded_reason="blocked")
     rows.filter(filename="pkg12-1.0-0.tar.bz2").delete()
-    assert _publish(channel, caplog) == 2
+    assert _logged_publish(channel, caplog) == 2
     document = _same_as_a_full_render(channel)
     assert "pkg05-1.0-0.conda" in document["packages.conda"]
     assert "pkg00-1.0-0.conda" not in document["packages.conda"]
@@ -145,15 +184,15 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monk
 
     rows.filter(filename="pkg12-1.0-0.conda").update(excluded_reason="")
     rows.filter(filename__startswith="pkg2").update(record=_record("pkg2x-1-0", y=2))
-    assert _publish(channel, caplog) == 2
+    assert _logged_publish(channel, caplog) == 2
     _same_as_a_full_render(channel)
 
     # A whole section emptied, then filled again.
     rows.filter(filename__endswith=".tar.bz2").update(removed=True)
-    assert _publish(channel, caplog) == 2
+    assert _logged_publish(channel, caplog) == 2
     assert _same_as_a_full_render(channel)["packages"] == {}
     _add(channel, "back-1-0.tar.bz2", "again-2-0.tar.bz2")
-    assert _publish(channel, caplog) == 2
+    assert _logged_publish(channel, caplog) == 2
     assert list(_same_as_a_full_render(channel)["packages"]) == [
         "again-2-0.tar.bz2",
         "back-1-0.tar.bz2",
