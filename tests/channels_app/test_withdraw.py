@@ -16,6 +16,7 @@ import zstandard
 from django.conf import settings
 
 from channels_app import publishing, services, storage
+from channels_app.formats import conda_jlap
 from channels_app.formats.cran_index import render_listing
 from channels_app.formats.pypi_pages import parse_page
 from channels_app.models import Channel, Package, PublishedFile, VerificationProblem
@@ -117,6 +118,7 @@ def test_conda_withdrawal_takes_only_the_blocked_files_out_of_a_frozen_index(
     gamma = _conda(channel, "linux-64", "gamma", "1.0", ".conda")
     assert publishing.channel_publish(channel=channel)
     before = {subdir: _conda_index(client, channel, subdir) for subdir in ("noarch", "linux-64")}
+    before_bytes = {s: _body(client, channel, f"{s}/repodata.json") for s in before}
     channeldata = orjson.loads(_body(client, channel, "channeldata.json"))
     assert channeldata["packages"]["gamma"] == {"subdirs": ["linux-64"]}
     _freeze(channel, admin_user)
@@ -136,6 +138,13 @@ def test_conda_withdrawal_takes_only_the_blocked_files_out_of_a_frozen_index(
         packed = _body(client, channel, f"{subdir}/repodata.json.zst")
         assert zstandard.ZstdDecompressor().decompressobj().decompress(packed) == plain
         assert bz2.decompress(_body(client, channel, f"{subdir}/repodata.json.bz2")) == plain
+        # The log says what the withdrawal removed: a reader of it removes the same.
+        log = conda_jlap.read_log(_body(client, channel, f"{subdir}/repodata.jlap"))
+        hashes = [conda_jlap.document_hash(d).hexdigest() for d in (before_bytes[subdir], plain)]
+        assert log.latest == hashes[1]
+        (steps,) = conda_jlap.chain(log.patches, *hashes)
+        section = "packages.conda" if blocked.filename.endswith(".conda") else "packages"
+        assert steps == [{"op": "remove", "path": f"/{section}/{blocked.filename}"}]
         # What a conda client reads: py-rattler parses it and finds the pinned records only.
         (tmp_path / f"{subdir}.json").write_bytes(plain)
         records = rattler.RepoData.from_path(tmp_path / f"{subdir}.json").into_repo_data(

@@ -17,6 +17,7 @@ import rattler
 import requests
 import zstandard
 
+from channels_app.formats.conda import CondaFormat
 from mirrors_app.models import Mirror, SyncRun
 from tests.factories import ChannelFactory, MirrorFactory
 from tests.fixtures.conda_channel import (
@@ -24,6 +25,7 @@ from tests.fixtures.conda_channel import (
     FakePackage,
     build_channel,
     read_repodata,
+    repodata_entry,
     write_repodata,
 )
 
@@ -178,6 +180,50 @@ def test_psm_channel_can_be_the_source_of_another_mirror(
         assert len(gets) == upstream_gets == 3
     else:
         assert sorted(gets) == [f"/linux-64/{BETA.filename}", f"/noarch/{ALPHA.filename}"]
+
+
+def test_a_mirror_of_a_psm_channel_reads_what_changed_from_its_log(
+    upstream, upstream_root, run_mirror, live_server, monkeypatch
+):
+    """PSM serves each subdir's repodata.jlap: a mirror of a PSM channel (or a conda client
+    that reads logs) re-reads a changed subdir from the patch the publish added, not from the
+    whole document, and ends with the same index."""
+    first = _mirror(upstream.url, Mirror.Mode.PASSIVE)
+    _synced(run_mirror, first)
+    source = live_server.url + f"/api/repo/{first.channel.path}"
+    second = MirrorFactory(source_url=source, mode=Mirror.Mode.PASSIVE)
+    _synced(run_mirror, second)
+
+    # Upstream changes: a package added to linux-64, one removed from noarch.
+    linux = read_repodata(upstream_root, "linux-64")
+    linux["packages"]["gamma-1.0-0.tar.bz2"] = repodata_entry("gamma", "1.0")
+    write_repodata(upstream_root, "linux-64", linux)
+    noarch = read_repodata(upstream_root, "noarch")
+    del noarch["packages"][ALPHA_OLD.filename]
+    write_repodata(upstream_root, "noarch", noarch)
+    _synced(run_mirror, first)
+
+    read_from_logs = []
+    real = CondaFormat.read_patched
+
+    def spied(self, fileobj, url, *args):
+        entries = real(self, fileobj, url, *args)
+        read_from_logs.append((url.rsplit("/", 2)[-2], entries is not None))
+        return entries
+
+    monkeypatch.setattr(CondaFormat, "read_patched", spied)
+    run = _synced(run_mirror, second)
+    assert sorted(read_from_logs) == [("linux-64", True), ("noarch", True)]
+    assert run.ingested == 1  # gamma; alpha 1.0 removed
+    for subdir in ("noarch", "linux-64"):
+        served = [
+            _get(_repo_url(live_server, mirror.channel.path) + f"{subdir}/repodata.json").json()
+            for mirror in (first, second)
+        ]
+        assert served[0] == served[1]
+    assert "gamma-1.0-0.tar.bz2" in served[1]["packages"]
+    noarch_served = _get(_repo_url(live_server, second.channel.path) + "noarch/repodata.json")
+    assert ALPHA_OLD.filename not in noarch_served.json()["packages"]
 
 
 def test_subchannel_is_installable_under_its_parent(upstream, run_mirror, live_server, tmp_path):

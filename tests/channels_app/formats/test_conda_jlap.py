@@ -123,3 +123,65 @@ def test_pointers_are_unescaped_and_operations_checked():
         ("packages", "a-1-0.tar.bz2"): {"name": "a", "x": 1}
     }
     assert orjson.dumps(ADD["value"]) == b'{"name":"a"}'  # the step's own value untouched
+
+
+# --- The log PSM writes for the subdirs it serves ---------------------------------------------
+
+OPS = orjson.dumps([ADD])
+
+
+def _written(patches: int, limit: int = 1 << 20) -> bytes:
+    """A log PSM wrote: started at DOCS[0], then a patch to each next document."""
+    log = conda_jlap.started(HASHES[0])
+    for n in range(patches):
+        log = conda_jlap.appended(log, HASHES[n], HASHES[n + 1], OPS, limit)
+    return log
+
+
+def test_a_written_log_is_read_as_conda_forges_are(tmp_path):
+    empty = read_log(conda_jlap.started(HASHES[0]))
+    assert (empty.patches, empty.latest) == ([], HASHES[0])
+    assert conda_jlap.started(HASHES[0]) == conda_jlap.started(HASHES[0])  # the same each time
+    log = _written(2)
+    read = read_log(log)
+    assert read.latest == HASHES[2]
+    assert chain(read.patches, HASHES[0], HASHES[2]) == [[ADD], [ADD]]
+    # A reader that kept where the one-patch log ended reads on from there.
+    first = read_log(_written(1))
+    later = read_log(log[first.pos :], first.pos, bytes.fromhex(first.iv))
+    assert chain(later.patches, HASHES[1], later.latest) == [[ADD]]
+    # The same document again: the same log (no patch from a document to itself).
+    assert conda_jlap.appended(log, None, HASHES[2], b"[]", 1 << 20) == log
+
+
+def test_a_log_that_does_not_end_where_the_patch_starts_starts_anew():
+    log = _written(1)
+    for kept, before in [(log, HASHES[0]), (None, HASHES[1]), (b"not a log", HASHES[1])]:
+        again = read_log(conda_jlap.appended(kept, before, HASHES[2], OPS, 1 << 20))
+        assert (again.patches, again.latest) == ([], HASHES[2])
+    # `before` None: wherever the log ends (it was published with the document it ends at).
+    grown = read_log(conda_jlap.appended(log, None, HASHES[2], OPS, 1 << 20))
+    assert [patch["from"] for patch in grown.patches] == [HASHES[0], HASHES[1]]
+
+
+def test_a_log_past_its_limit_loses_its_oldest_patches_and_stays_readable():
+    whole = _written(2)
+    size_of_one = len(whole) - len(_written(1))
+    trimmed = _written(2, limit=len(whole) - 1)  # one patch too many
+    read = read_log(trimmed)
+    assert [patch["to"] for patch in read.patches] == [HASHES[2]]
+    assert len(trimmed) == len(whole) - size_of_one
+    assert chain(read.patches, HASHES[0], read.latest) is None  # read whole from there
+    assert chain(read.patches, HASHES[1], read.latest) == [[ADD]]
+    # Its IV is the running checksum where the dropped patch ended: the lines left verify as
+    # they did, and a reader's saved place past the cut still reads on.
+    first = read_log(whole)
+    assert read.iv == first.iv
+    # A patch larger than the limit alone: no patch is kept, the log names the new document.
+    alone = read_log(_written(1, limit=10))
+    assert (alone.patches, alone.latest) == ([], HASHES[1])
+
+
+def test_the_log_limit_is_a_share_of_the_document():
+    assert conda_jlap.log_limit(0) == conda_jlap.LOG_MIN_BYTES
+    assert conda_jlap.log_limit(400 << 20) == (400 << 20) // conda_jlap.LOG_SHARE
