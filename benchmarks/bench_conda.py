@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_conda.py [--records 600000] [--workdir /tmp/psm-bench]
         [--source DIR] [--pg postgres://postgres@127.0.0.1:5432] [--db psm_bench]
         [--mutate 0.01] [--touch] [--serve-seconds 15] [--no-serve] [--no-vacuum]
-        [--profile] [--spy] [--policy] [--only-full] [--no-jlap] [--process]
+        [--profile] [--spy] [--policy] [--only-full] [--no-jlap] [--process] [--from-psm]
         [--broker redis://127.0.0.1:6379/13] [--json FILE]
 
 What it does, in order:
@@ -17,6 +17,10 @@ What it does, in order:
    `N-M`, `-N`) with 206 and that part (416 past the end), like a CDN would.
 3. Database: drops and creates `--db` on the `--pg` server, migrates, creates a conda channel
    `bench` and a passive mirror `bench` of linux-64 (+ noarch) from the upstream.
+   `--from-psm`: the upstream is a PSM channel instead, as for a mirror of another PSM
+   server's channel: a channel `origin` mirrors the generated one (its syncs untimed, in the
+   same worker), gunicorn (2 sync workers) serves it, and the mirror `bench` reads it from
+   there, `repodata.jlap` included (PSM writes one per subdir). The limit reads the same.
 4. Syncs, as production runs them: in one Celery worker (prefork, one pool process) started
    before the first, each queued as the "Run now" button queues it, and timed from its run's
    creation to its end (what a user who pressed the button waits); CPU and peak RSS are the
@@ -349,7 +353,8 @@ def run_sync(
             "FROM mirrors_app_syncrun ORDER BY id DESC LIMIT 1"
         ).fetchone()
         packages, live = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE NOT removed) FROM channels_app_package"
+            "SELECT count(*), count(*) FILTER (WHERE NOT removed) FROM channels_app_package "
+            "WHERE channel_id = (SELECT id FROM channels_app_channel WHERE name = 'bench')"
         ).fetchone()
         table_mb = conn.execute(
             "SELECT pg_total_relation_size('channels_app_package') / 1e6"
@@ -385,7 +390,16 @@ def run_sync(
 RUN_NOW = """
 from mirrors_app import services
 from mirrors_app.models import Mirror
-print(services.mirror_run_now(mirror=Mirror.objects.get(name="bench")).pk)
+print(services.mirror_run_now(mirror=Mirror.objects.get(name={name!r})).pk)
+"""
+
+#: `--from-psm`: the channel `origin` mirrors the generated one; `bench` is served from it.
+ORIGIN = """
+from channels_app.models import Channel
+from mirrors_app.models import Mirror
+channel = Channel.objects.create(name="origin", kind="conda")
+Mirror.objects.create(channel=channel, name="origin", mode="passive", kind="conda",
+                      source_url={url!r}, options={{"subdirs": [{subdir!r}]}})
 """
 
 
@@ -428,11 +442,13 @@ class Worker:
                 return
             last = now
 
-    def run(self, dsn: str) -> tuple[int, dict]:
-        """Queue a run and wait for its end: its id, the pool process's CPU and peak RSS."""
+    def run(self, dsn: str, mirror: str = "bench") -> tuple[int, dict]:
+        """Queue a run of `mirror` and wait for its end: its id, the pool process's CPU and
+        peak RSS."""
         Path(f"/proc/{self.child}/clear_refs").write_text("5")  # reset VmHWM
         cpu_before = _process_cpu(self.child) or 0.0
-        run_id = int(manage(self.env, "shell", "-c", RUN_NOW).stdout.split()[-1])
+        command = RUN_NOW.format(name=mirror)
+        run_id = int(manage(self.env, "shell", "-c", command).stdout.split()[-1])
         with psycopg.connect(dsn, autocommit=True) as conn:
             while conn.execute(
                 "SELECT finished_at IS NULL FROM mirrors_app_syncrun WHERE id = %s", (run_id,)
@@ -583,17 +599,21 @@ def load_python(url: str, connections: int, seconds: int, headers: dict[str, str
     }
 
 
-def measure_serving(env: dict, workdir: Path, seconds: int, workers: int) -> dict:
-    port = free_port()
-    log = open(workdir / "gunicorn.log", "w")
-    server = subprocess.Popen(
+def gunicorn(env: dict, log: Path, port: int, workers: int = 2) -> subprocess.Popen:
+    """PSM served by gunicorn (sync workers) on 127.0.0.1:`port`."""
+    return subprocess.Popen(
         [PYTHON, "-m", "gunicorn", "psm.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"]
         + ["--timeout", "300", "--log-level", "warning"],
         env=env,
         cwd=ROOT,
-        stdout=log,
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
+
+
+def measure_serving(env: dict, workdir: Path, seconds: int, workers: int) -> dict:
+    port = free_port()
+    server = gunicorn(env, workdir / "gunicorn.log", port, workers)
     base = "/api/repo/bench/" + SUBDIR
     results: dict = {"workers": workers, "port": port}
     try:
@@ -622,7 +642,6 @@ def measure_serving(env: dict, workdir: Path, seconds: int, workers: int) -> dic
     finally:
         server.terminate()
         server.wait(30)
-        log.close()
     return results
 
 
@@ -639,6 +658,13 @@ def generate(out: Path, records: int, mutate: float = 0.0, jlap: bool = True) ->
     started = time.monotonic()
     subprocess.run(command, check=True)
     return time.monotonic() - started
+
+
+def sync_origin(worker: Worker, dsn: str) -> None:
+    """`--from-psm`: sync `origin` (untimed), then let its follow-up tasks end."""
+    worker.run(dsn, "origin")
+    worker.settle()
+    vacuum_analyze(dsn)
 
 
 def git_describe() -> str:
@@ -660,6 +686,8 @@ def git_describe() -> str:
 def print_table(results: dict) -> None:
     print()
     print("upstream: " + ("with repodata.jlap" if results.get("jlap") else "no repodata.jlap"))
+    if results.get("from_psm"):
+        print("bench mirrors the PSM channel origin (itself mirroring that upstream)")
     timed = "in a Celery worker" if results.get("worker") else "as mirror_run processes"
     print(f"syncs timed {timed}")
     limit = results.get("limit")
@@ -744,6 +772,11 @@ def main() -> None:
         'default they run in one Celery worker started before them, each queued as by "Run '
         "now\" (production's path). Implied by --profile and --spy",
     )
+    parser.add_argument(
+        "--from-psm",
+        action="store_true",
+        help="mirror a PSM channel (itself a mirror of the generated one) served by gunicorn",
+    )
     parser.add_argument("--worker", action="store_true", help="the default (kept for old commands)")
     parser.add_argument(
         "--broker",
@@ -754,6 +787,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker and (args.profile or args.spy or args.process):
         parser.error("--profile, --spy and --process time mirror_run processes: not --worker")
+    if args.from_psm and (args.profile or args.spy or args.process):
+        parser.error("--from-psm syncs in a worker: not with --profile, --spy or --process")
     in_worker = not (args.process or args.profile or args.spy)
     jlap = not args.no_jlap
 
@@ -773,6 +808,7 @@ def main() -> None:
         },
         "records": args.records,
         "jlap": jlap,
+        "from_psm": args.from_psm,
         "git": git_describe(),
         "load_at_start": os.getloadavg(),
     }
@@ -812,6 +848,12 @@ def main() -> None:
                 "'autovacuum', 'shared_buffers', 'synchronous_commit', 'work_mem')"
             ).fetchall()
         )
+    origin = None
+    if args.from_psm:  # the generated channel is `origin`'s upstream; PSM serves `bench` its
+        port = free_port()
+        origin = gunicorn(env, workdir / "origin-gunicorn.log", port)
+        manage(env, "shell", "-c", ORIGIN.format(url=upstream_url, subdir=SUBDIR))
+        upstream_url = f"http://127.0.0.1:{port}/api/repo/origin"
     manage(env, "shell", "-c", SETUP.format(url=upstream_url, subdir=SUBDIR))
     if args.policy:
         manage(env, "shell", "-c", POLICY)
@@ -827,12 +869,19 @@ def main() -> None:
                 "start it, give another with --broker, or time processes with --process"
             )
 
+    worker = None
+    if origin is not None:
+        print(f"starting a Celery worker ({args.broker}); syncing origin", flush=True)
+        worker = Worker(env, workdir)
+        results["worker"] = args.broker
+        sync_origin(worker, dsn)
+        wait_http("127.0.0.1", port, f"/api/repo/origin/{SUBDIR}/repodata.json")
+
     print("the limit: fetch, parse, COPY and write the index back", flush=True)
     results["limit"] = run_limit(env, dsn, workdir, upstream_url)
     print(f"  {results['limit']['wall_s']} s, peak RSS {results['limit']['peak_rss_mb']} MB")
 
-    worker = None
-    if in_worker:
+    if in_worker and worker is None:
         print(f"starting a Celery worker ({args.broker})", flush=True)
         worker = Worker(env, workdir)
         results["worker"] = args.broker
@@ -851,6 +900,8 @@ def main() -> None:
         if before == "mutate":
             print(f"mutating {args.mutate:.0%} of the records", flush=True)
             results["mutate_s"] = round(generate(chan, args.records, args.mutate, jlap), 1)
+            if origin is not None:
+                sync_origin(worker, dsn)
         if before:  # the new files written out first: their writeback is not the sync's
             os.sync()
         print(f"sync {index}: {label}", flush=True)
@@ -873,6 +924,9 @@ def main() -> None:
 
     if worker is not None:
         worker.stop()
+    if origin is not None:
+        origin.terminate()
+        origin.wait(30)
     upstream.shutdown()
     if not args.no_serve and importlib.util.find_spec("gunicorn") is None:
         print("serving skipped: gunicorn is not installed (.venv/bin/pip install gunicorn)")

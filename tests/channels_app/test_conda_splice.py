@@ -202,6 +202,23 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monk
     assert (len(probed) >= 4 and all(probed)) if two else not probed
 
 
+def test_the_log_also_says_what_changed_after_the_sections(caplog):
+    """`removed` and the top-level keys kept from upstream are in the patch when they change
+    (conda applies them; a PSM mirror then reads the document whole)."""
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES[:4]))
+    _publish(channel, caplog)
+    extras = {"removed": ["gone-1-0.conda"], "top_level": {"signatures": '{"a":{"b":1}}'}}
+    Channel.objects.filter(pk=channel.pk).update(index_extras={"1": {"linux-64": extras}})
+    _add(channel, "aaa-1-0.conda")
+    assert _logged_publish(channel, caplog) == 2
+    document = _same_as_a_full_render(channel)
+    assert (document["removed"], document["signatures"]) == (["gone-1-0.conda"], {"a": {"b": 1}})
+    Channel.objects.filter(pk=channel.pk).update(index_extras={})
+    assert _logged_publish(channel, caplog) == 2
+    assert "signatures" not in _same_as_a_full_render(channel)
+
+
 def test_probes_a_second_connection_cannot_make_are_made_on_the_first(caplog, monkeypatch):
     """No connection to be had for the second half of the probes (the server's limit, say):
     the first connection, which holds the snapshot, probes them too."""
