@@ -260,11 +260,13 @@ def log_limit(document_size: int) -> int:
 
 
 def _checksummed(iv: bytes, patches: list[bytes], latest: str) -> bytes:
+    """The log's bytes. No newline after the checksum: conda splits the log on newlines and
+    would take an empty last line for the checksum (conda-forge's logs end without one)."""
     footer = b'{"url":"repodata.json","latest":"%s"}' % latest.encode()
     running = iv
     for line in (*patches, footer):
         running = hashlib.blake2b(line, key=running, digest_size=32).digest()
-    return b"\n".join([iv.hex().encode(), *patches, footer, running.hex().encode()]) + b"\n"
+    return b"\n".join([iv.hex().encode(), *patches, footer, running.hex().encode()])
 
 
 def pointer(*tokens: str) -> str:

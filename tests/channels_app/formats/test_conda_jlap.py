@@ -3,6 +3,8 @@ stopped, the chain of patches from a document, and the entries the patches chang
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 import pytest
 
@@ -185,3 +187,27 @@ def test_a_log_past_its_limit_loses_its_oldest_patches_and_stays_readable():
 def test_the_log_limit_is_a_share_of_the_document():
     assert conda_jlap.log_limit(0) == conda_jlap.LOG_MIN_BYTES
     assert conda_jlap.log_limit(400 << 20) == (400 << 20) // conda_jlap.LOG_SHARE
+
+
+def _as_conda_reads(body: bytes, iv: bytes = b"") -> str:
+    """The latest document of a log read as conda reads one: its lines as `requests` splits
+    them on newlines (an empty last line after a final newline included), each keyed by the
+    one before (the first line is the IV where the read starts at 0), the last line the
+    checksum of the one before it; the footer's `latest`."""
+    lines = body.split(b"\n")
+    if not iv:
+        iv, lines = bytes.fromhex(lines[0].decode()), lines[1:]
+    running = iv
+    for line in lines[:-1]:
+        running = hashlib.blake2b(line, key=running, digest_size=32).digest()
+    assert lines[-1] == running.hex().encode(), "checksum mismatch"
+    return orjson.loads(lines[-2])["latest"]
+
+
+def test_the_logs_psm_writes_verify_as_conda_reads_them():
+    for log in (conda_jlap.started(HASHES[0]), _written(2), _written(2, limit=300)):
+        latest = read_log(log).latest
+        assert _as_conda_reads(log) == latest
+        # From where the footer begins, as a client that read the log before asks for it.
+        before_footer = read_log(log)
+        assert _as_conda_reads(log[before_footer.pos :], bytes.fromhex(before_footer.iv)) == latest
