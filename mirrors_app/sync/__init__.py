@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.db import (
     DatabaseError,
@@ -33,7 +33,8 @@ from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_pending
 from .fetch_state import (
     Held,
-    document_kept,
+    KeptDocument,
+    document_kept_ahead,
     forget_document,
     hold_document,
     keep_document,
@@ -236,16 +237,18 @@ def _sync_units(
                 unread.add(unit)
                 progress.fail(f"index unreadable: {unit}")
 
+    # Whether the rows may be compared with the unit's kept document, asked while it is fetched.
+    compares = fmt.capabilities.keeps_last_document and not shared and not restart
     try:
         for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
             try:
+                kept = document_kept_ahead(mirror.pk, unit) if compares else None
                 fetched, index = fetching()
-                ingest_args = (rejections, shared, writer, known, held)
+                ingest_args = (rejections, shared, writer, known, held, kept)
                 try:
                     with index:
                         rows, validators = _ingest_unit(
-                            mirror, unit, progress, fetched, index, *ingest_args,
-                            compare=not restart,
+                            mirror, unit, progress, fetched, index, *ingest_args
                         )  # fmt: skip
                 except _WholeNeeded:  # a patch that cannot be applied: the whole document
                     logger.info(
@@ -260,8 +263,7 @@ def _sync_units(
                             client, mirror.source_url, unit, index, {}
                         )
                         rows, validators = _ingest_unit(
-                            mirror, unit, progress, fetched, index, *ingest_args,
-                            compare=not restart,
+                            mirror, unit, progress, fetched, index, *ingest_args
                         )  # fmt: skip
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units;
@@ -455,15 +457,15 @@ def _ingest_unit(
     writer: BatchWriter,
     known: KnownRows,
     held: dict[str, Held],
-    *,
-    compare: bool,
+    kept_ahead: Callable[[], KeptDocument | None] | None,
 ) -> tuple[int, dict | None]:
     """Bring one fetched unit in line with upstream; return how many rows changed and the
     validators to send next time (None: the unit is not in the source, forget it).
 
     Where the format keeps a unit's last document (and no other mirror's rows share the
-    channel), the one kept is compared with if the rows still match it (`compare`: not on a
-    restart), and the one read is held in `held`, to be kept once written. A unit fetched as
+    channel), the one kept is compared with if the rows still match it (`kept_ahead`, asked
+    while the unit was fetched; None: not on a restart), and the one read is held in `held`,
+    to be kept once written. A unit fetched as
     a patch is applied if the rows are the document it starts from (the stamp says so), else
     `_WholeNeeded` is raised before anything changes."""
     fmt = mirror.format
@@ -475,7 +477,7 @@ def _ingest_unit(
     if fetched.status == "unchanged":
         return 0, fetched.validators
     keeps = fmt.capabilities.keeps_last_document and not shared
-    kept = document_kept(mirror.pk, unit) if keeps and compare else None
+    kept = kept_ahead() if keeps and kept_ahead is not None else None
     if kept is not None and not kept.read_from(fetched.url):
         kept = None
     patch = None
