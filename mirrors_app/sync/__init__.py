@@ -242,9 +242,9 @@ def _sync_units(
     try:
         for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
             try:
-                kept = document_kept_ahead(mirror.pk, unit) if compares else None
+                kept_document = document_kept_ahead(mirror.pk, unit) if compares else None
                 fetched, index = fetching()
-                ingest_args = (rejections, shared, writer, known, held, kept)
+                ingest_args = (rejections, shared, writer, known, held, kept_document)
                 try:
                     with index:
                         rows, validators = _ingest_unit(
