@@ -193,6 +193,12 @@ def _sync_units(
         todo.append((unit, serial))
     todo = unit_states(units_read, todo, serials)
     progress.units_total = len(todo)
+    # Whether each unit's rows still match its kept document, asked while the indexes are
+    # fetched (a conda channel has a few units; a format without kept documents asks none).
+    compares = fmt.capabilities.keeps_last_document and not shared and not restart
+    kept_ahead = (
+        {unit: document_kept_ahead(mirror.pk, unit) for unit, _, _ in todo} if compares else {}
+    )
     del serials, listed
     # Units share their database writes (a Python project is a few rows), so a unit is done
     # once the writer has written it.
@@ -237,14 +243,11 @@ def _sync_units(
                 unread.add(unit)
                 progress.fail(f"index unreadable: {unit}")
 
-    # Whether the rows may be compared with the unit's kept document, asked while it is fetched.
-    compares = fmt.capabilities.keeps_last_document and not shared and not restart
     try:
         for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
             try:
-                kept_document = document_kept_ahead(mirror.pk, unit) if compares else None
                 fetched, index = fetching()
-                ingest_args = (rejections, shared, writer, known, held, kept_document)
+                ingest_args = (rejections, shared, writer, known, held, kept_ahead.get(unit))
                 try:
                     with index:
                         rows, validators = _ingest_unit(
