@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from django.db import (
     DatabaseError,
@@ -33,8 +33,7 @@ from ..models import Mirror, MirrorUnit, SyncRun
 from .download import download_pending
 from .fetch_state import (
     Held,
-    KeptDocument,
-    document_kept_ahead,
+    document_kept,
     forget_document,
     hold_document,
     keep_document,
@@ -193,12 +192,6 @@ def _sync_units(
         todo.append((unit, serial))
     todo = unit_states(units_read, todo, serials)
     progress.units_total = len(todo)
-    # Whether each unit's rows still match its kept document, asked while the indexes are
-    # fetched (a conda channel has a few units; a format without kept documents asks none).
-    compares = fmt.capabilities.keeps_last_document and not shared and not restart
-    kept_ahead = (
-        {unit: document_kept_ahead(mirror.pk, unit) for unit, _, _ in todo} if compares else {}
-    )
     del serials, listed
     # Units share their database writes (a Python project is a few rows), so a unit is done
     # once the writer has written it.
@@ -247,11 +240,12 @@ def _sync_units(
         for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
             try:
                 fetched, index = fetching()
-                ingest_args = (rejections, shared, writer, known, held, kept_ahead.get(unit))
+                ingest_args = (rejections, shared, writer, known, held)
                 try:
                     with index:
                         rows, validators = _ingest_unit(
-                            mirror, unit, progress, fetched, index, *ingest_args
+                            mirror, unit, progress, fetched, index, *ingest_args,
+                            compare=not restart,
                         )  # fmt: skip
                 except _WholeNeeded:  # a patch that cannot be applied: the whole document
                     logger.info(
@@ -266,7 +260,8 @@ def _sync_units(
                             client, mirror.source_url, unit, index, {}
                         )
                         rows, validators = _ingest_unit(
-                            mirror, unit, progress, fetched, index, *ingest_args
+                            mirror, unit, progress, fetched, index, *ingest_args,
+                            compare=not restart,
                         )  # fmt: skip
             except (UpstreamError, FormatError, DatabaseError) as exc:
                 # DatabaseError: a record the database refuses must not sink the other units;
@@ -460,15 +455,15 @@ def _ingest_unit(
     writer: BatchWriter,
     known: KnownRows,
     held: dict[str, Held],
-    kept_ahead: Callable[[], KeptDocument | None] | None,
+    *,
+    compare: bool,
 ) -> tuple[int, dict | None]:
     """Bring one fetched unit in line with upstream; return how many rows changed and the
     validators to send next time (None: the unit is not in the source, forget it).
 
     Where the format keeps a unit's last document (and no other mirror's rows share the
-    channel), the one kept is compared with if the rows still match it (`kept_ahead`, asked
-    while the unit was fetched; None: not on a restart), and the one read is held in `held`,
-    to be kept once written. A unit fetched as
+    channel), the one kept is compared with if the rows still match it (`compare`: not on a
+    restart), and the one read is held in `held`, to be kept once written. A unit fetched as
     a patch is applied if the rows are the document it starts from (the stamp says so), else
     `_WholeNeeded` is raised before anything changes."""
     fmt = mirror.format
@@ -480,7 +475,7 @@ def _ingest_unit(
     if fetched.status == "unchanged":
         return 0, fetched.validators
     keeps = fmt.capabilities.keeps_last_document and not shared
-    kept = kept_ahead() if keeps and kept_ahead is not None else None
+    kept = document_kept(mirror.pk, unit) if keeps and compare else None
     if kept is not None and not kept.read_from(fetched.url):
         kept = None
     patch = None

@@ -21,14 +21,12 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from channels_app.models import Package
 
@@ -165,30 +163,6 @@ def document_kept(mirror_id: int, unit: str) -> KeptDocument | None:
     if kept.path is None and kept.nominal is None:
         return None  # nothing to compare with
     return kept if _live_rows(mirror_id, unit) == (kept.rows, kept.digests) else None
-
-
-def document_kept_ahead(mirror_id: int, unit: str) -> Callable[[], KeptDocument | None]:
-    """`document_kept`, asked now, while the unit's index is still being fetched: call the
-    result for it. Its scan of the unit's live rows (0.15 s for 600,000) then runs beside the
-    fetch, in a thread with a connection of its own (PostgreSQL); one not called for (an
-    unchanged unit) ends on its own. Inside a transaction (a test's) it is asked when called,
-    on the caller's connection, which alone sees what the transaction wrote; so it is on
-    SQLite, whose connections lock each other out."""
-    if connection.in_atomic_block or connection.vendor != "postgresql":
-        return lambda: document_kept(mirror_id, unit)
-    return _AHEAD.submit(_kept_apart, mirror_id, unit).result
-
-
-def _kept_apart(mirror_id: int, unit: str) -> KeptDocument | None:
-    try:
-        return document_kept(mirror_id, unit)
-    except DatabaseError:  # not compared with: the document is read as if none were kept
-        return None
-    finally:
-        connection.close()  # this thread's own
-
-
-_AHEAD = ThreadPoolExecutor(1, thread_name_prefix="psm-kept")
 
 
 def _url_key(url: str) -> str:
