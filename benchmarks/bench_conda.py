@@ -600,15 +600,16 @@ def load_python(url: str, connections: int, seconds: int, headers: dict[str, str
 
 
 def gunicorn(env: dict, log: Path, port: int, workers: int = 2) -> subprocess.Popen:
-    """PSM served by gunicorn (sync workers) on 127.0.0.1:`port`."""
-    return subprocess.Popen(
-        [PYTHON, "-m", "gunicorn", "psm.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"]
-        + ["--timeout", "300", "--log-level", "warning"],
-        env=env,
-        cwd=ROOT,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    """PSM served by gunicorn (sync workers) on 127.0.0.1:`port`, logging to `log`."""
+    with log.open("w") as out:  # the server keeps its own copy of the handle
+        return subprocess.Popen(
+            [PYTHON, "-m", "gunicorn", "psm.wsgi", "-w", str(workers), "-b", f"127.0.0.1:{port}"]
+            + ["--timeout", "300", "--log-level", "warning"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def measure_serving(env: dict, workdir: Path, seconds: int, workers: int) -> dict:

@@ -85,9 +85,7 @@ class Log:
 def read_log(body: bytes, pos: int = 0, iv: bytes = b"") -> Log:
     """The log `body`, read from byte `pos` (0: the whole log, its IV line first) whose running
     checksum there was `iv`. Raises LogError."""
-    lines = body.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
+    lines = _lines(body)
     offset = pos
     if pos == 0:
         if not lines:
@@ -116,6 +114,14 @@ def read_log(body: bytes, pos: int = 0, iv: bytes = b"") -> Log:
         raise LogError("the log's footer names no latest document")
     patches = [_patch(line) for line in lines[:-2]]
     return Log(patches, latest.decode(), offset, before_footer.hex())
+
+
+def _lines(body: bytes) -> list[bytes]:
+    """A log's lines, a newline after the last taken or not (conda-forge writes none)."""
+    lines = body.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def _json(line: bytes) -> dict[str, Any]:
@@ -233,8 +239,7 @@ def appended(
         return started(after)
     if kept.latest == after:
         return log
-    body = log[:-1] if log.endswith(b"\n") else log
-    first_line, *rest = body.split(b"\n")
+    first_line, *rest = _lines(log)
     line = b'{"from":"%s","to":"%s","patch":%s}' % (
         kept.latest.encode(),
         after.encode(),
@@ -250,19 +255,23 @@ def appended(
     return _checksummed(iv, lines[first:], after)
 
 
-#: The bytes of a log besides its patch lines: the IV, the footer and the checksum lines.
-_FRAME = 65 + 110 + 65
-
-
 def log_limit(document_size: int) -> int:
     """The most bytes a log of a document of `document_size` bytes keeps."""
     return max(LOG_MIN_BYTES, document_size // LOG_SHARE)
 
 
+def _footer(latest: str) -> bytes:
+    return b'{"url":"repodata.json","latest":"%s"}' % latest.encode()
+
+
+#: The bytes of a log besides its patch lines: the IV line, the footer and the checksum.
+_FRAME = 2 * (64 + 1) + len(_footer("0" * 64))
+
+
 def _checksummed(iv: bytes, patches: list[bytes], latest: str) -> bytes:
     """The log's bytes. No newline after the checksum: conda splits the log on newlines and
     would take an empty last line for the checksum (conda-forge's logs end without one)."""
-    footer = b'{"url":"repodata.json","latest":"%s"}' % latest.encode()
+    footer = _footer(latest)
     running = iv
     for line in (*patches, footer):
         running = hashlib.blake2b(line, key=running, digest_size=32).digest()

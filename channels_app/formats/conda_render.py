@@ -200,7 +200,7 @@ def _write_repodata(
         if dropped is not None:
             old_tail = bytes(previous.data[previous.sections[-1][1] + 1 :])
             operations = _operations(dropped, spliced, old_tail, tail)
-            log = _published_log(source, path, subdir)
+            log = _published_with(source, path, _log_path(subdir))
             if operations is not None and log is not None:
                 change = (log, operations)
     finally:
@@ -235,9 +235,10 @@ def _tail(source: IndexSource, subdir: str) -> bytes:
     return b"".join(parts)
 
 
-def _published_log(source: IndexSource, path: str, subdir: str) -> bytes | None:
+def _published_with(source: IndexSource, path: str, companion: str) -> bytes | None:
+    """`companion` as published with the file at `path`, where the source can say."""
     published_with = getattr(source, "published_with", None)
-    return published_with(path, _log_path(subdir)) if published_with is not None else None
+    return published_with(path, companion) if published_with is not None else None
 
 
 # --- Splicing changed rows into the published repodata ----------------------------------------
@@ -324,8 +325,7 @@ def _spliced_names(
     the name it had: only the names of dropped members and changed rows can go. (A row gone
     without a trace, which nothing told, is dropped with its gap, or stays until a splice
     that checks fails the length check: `splice_changes`.)"""
-    published_with = getattr(source, "published_with", None)
-    data = published_with(path, CHANNELDATA) if published_with is not None else None
+    data = _published_with(source, path, CHANNELDATA)
     if data is None:
         return None
     try:
