@@ -51,7 +51,7 @@ from .base import (
 from .conda_records import SUFFIXES, file_url
 from .conda_records import base_url as conda_base_url
 from .conda_render import render_channel, withdraw_channel
-from .conda_repodata import read_entries, read_repodata
+from .conda_repodata import SubdirFile, read_entries, read_repodata
 
 #: Platforms a conda channel may have (conda's known subdirs).
 KNOWN_SUBDIRS = frozenset(
@@ -204,6 +204,8 @@ class CondaFormat(RepositoryFormat):
             state = jlap.log_end(client, log_url, state)
         hasher = None if jlap.absent(state) else jlap.document_hash()
         target = dest if hasher is None else _Hashed(dest, hasher)
+        if isinstance(dest, SubdirFile):  # the comparison with the kept one starts with a 200
+            target = _Begun(target, dest.begun)
         fetched = fetch_first(client, candidates, target, validators)
         if fetched is None:
             return Fetched("missing", url)
@@ -256,6 +258,11 @@ class CondaFormat(RepositoryFormat):
     ) -> Iterator[PackageRecord | Rejected | Unchanged | UnitExtras]:
         """The items of the entries a patch changed (see `conda_repodata.read_entries`)."""
         return read_entries(entries.entries, url, unit, stored, base_url)
+
+    def unit_buffer(self, kept: str | None = None) -> BinaryIO:
+        """A subdir's document, compared with the `kept` one as it downloads (see
+        `conda_repodata.SubdirFile`)."""
+        return SubdirFile(kept)  # type: ignore[return-value] - a file, and the comparison
 
     def parse_unit(
         self, fileobj: BinaryIO, url: str, unit: str, stored: StoredEntries | None = None
@@ -365,6 +372,25 @@ def _decompress(name: str, raw: BinaryIO, dest: BinaryIO, url: str, limit: int) 
             dest.write(chunk)
     except errors as exc:
         raise FormatError(url, f"corrupt compressed data: {exc}") from None
+
+
+class _Begun:
+    """A file being written that says so (`begun`) before its first bytes (a 200's body)."""
+
+    def __init__(self, dest: BinaryIO | _Hashed, begun: Callable[[], None]) -> None:
+        self.dest, self.begun = dest, begun
+
+    def write(self, data: bytes) -> int:
+        if self.begun is not None:
+            begun, self.begun = self.begun, None
+            begun()
+        return self.dest.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.dest.seek(offset, whence)
+
+    def flush(self) -> None:
+        self.dest.flush()
 
 
 class _Hashed:

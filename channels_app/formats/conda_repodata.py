@@ -8,18 +8,28 @@ re-sync almost every entry is current, and costs one parse and one digest, no re
 A re-sync of a large subdir (many stored) uses the second core (see `isolation`): a child
 process digests `packages` while this one digests `packages.conda` (`.conda` files are read
 first, see ORDER).
+
+While the stored rows are still those of the last document read (kept, see
+`mirrors_app.sync.fetch_state`), a re-sync compares each entry's raw bytes with it instead,
+by fingerprint (`conda_fingerprints`: those of the kept document were left beside it by the
+read that kept it), and parses only the entries that differ. For a large subdir that
+comparison runs in a child process per section, started as the new document begins to
+download (`SubdirFile`), while this process checks the whole document.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import tempfile
 from collections.abc import Generator, Iterator
 from typing import Any, BinaryIO
 
 import msgspec
 import orjson
 
+from . import conda_fingerprints as fingerprints
 from .base import (
     FormatError,
     PackageRecord,
@@ -48,6 +58,7 @@ _ENTRY = msgspec.json.Decoder()
 #: so that a first load decides a `.tar.bz2` knowing its `.conda` twin (the legacy rule, see
 #: `policies_app.engine.OneByOne`).
 ORDER = (SECTIONS[1], SECTIONS[0])
+_SECTIONS = [section for section, _ in ORDER]
 
 
 def read_repodata(
@@ -61,7 +72,7 @@ def read_repodata(
     )
     kept = stored.kept_document() if stored is not None else None
     if kept is not None:
-        if (yield from _against_kept(fileobj, path if large else None, url, unit, stored, kept)):
+        if (yield from _against_kept(fileobj, large, url, unit, stored, kept)):
             return
     if stored is not None and large:
         yield from _read_in_two(fileobj, path, url, unit, stored)
@@ -69,7 +80,17 @@ def read_repodata(
     document, base = _opened(fileobj, url)
     yield from _document_items(document)
     for section, suffix in ORDER:
-        yield from _scan(document.entries(section), unit, base, section, suffix, stored)
+        entries = document.entries(section)
+        yield from _scan(entries, unit, base, section, suffix, stored)
+        _leave(fileobj, document, section, entries)
+
+
+def _leave(fileobj: BinaryIO, document: Document, section: str, entries: dict[str, Raw]) -> None:
+    """Leave the fingerprints of a section read whole beside its fetched document (a
+    `SubdirFile`), for the next read to compare with (see `conda_fingerprints`)."""
+    if isinstance(fileobj, SubdirFile):
+        info = _info_base(document.value("info"))
+        fingerprints.save(fileobj.name, section, info, fingerprints.of(entries))
 
 
 def _opened(fileobj: BinaryIO, url: str) -> tuple[Document, str]:
@@ -96,16 +117,18 @@ _KEPT = {
     for sections in ((ORDER[0][0],), (ORDER[1][0],), (ORDER[0][0], ORDER[1][0]))
 }
 
-#: section -> filename -> hash of the raw entry
+#: section -> filename -> fingerprint of the raw entry
 Hashes = dict[str, dict[str, int]]
+#: A section compared with the kept document: where the kept document's files lived, the
+#: (filename, raw) entries changed or new, how many are the same, the filenames no longer listed.
+Compared = tuple[str, list, int, list[str]]
 
 
-def _kept_entries(old: BinaryIO, url: str, sections: list[str]) -> tuple[str, Hashes] | None:
-    """The kept document `old`: where its files lived, and for each of `sections`
-    filename -> hash of the raw entry (one pass, no record parsed); None if it cannot be
-    read. Hashes, not views of the mapped file: it is released before the new document is
-    mapped, so the two never count in memory together. (`hash` of bytes is salted per
-    process: both documents are hashed in the same one.)"""
+def _kept_entries(old: BinaryIO, sections: list[str]) -> tuple[str | None, Hashes] | None:
+    """The kept document `old`: its `info.base_url`, and for each of `sections`
+    filename -> fingerprint of the raw entry (one pass, no record parsed); None if it cannot
+    be read. Fingerprints, not views of the mapped file: it is released before the new
+    document is mapped, so the two never count in memory together."""
     try:
         kept = _KEPT[tuple(sections)].decode(mapped(old))
     except (OSError, ValueError, msgspec.DecodeError):
@@ -114,66 +137,159 @@ def _kept_entries(old: BinaryIO, url: str, sections: list[str]) -> tuple[str, Ha
     if not isinstance(info, dict):
         return None
     entries = {
-        section: {filename: hash(bytes(raw)) for filename, raw in getattr(kept, f"s{i}").items()}
-        for i, section in enumerate(sections)
+        section: fingerprints.of(getattr(kept, f"s{i}")) for i, section in enumerate(sections)
     }
-    return base_url(url, info.get("base_url")), entries
+    return info.get("base_url"), entries
 
 
-def _compared(entries: dict[str, Raw], old: dict[str, int]) -> tuple[list, int, list[str]]:
-    """A section's (filename, raw) whose bytes changed or are new, how many are the same, and
-    the filenames no longer listed."""
-    found = [
-        (filename, raw)
-        for filename, raw in entries.items()
-        if old.get(filename) != hash(bytes(raw))
-    ]
-    gone = [filename for filename in old if filename not in entries]
-    return found, len(entries) - len(found), gone
-
-
-def _compare_in_child(
-    receive: Receive, kept: str, path: str, url: str, section: str
-) -> tuple[list, int, list[str]] | FormatError | None:
-    """In the child: `_compared` for one section of the kept document and the new one at
-    `path`, the changed entries as bytes; None if the kept one cannot be read (the parent
-    then compares the section itself), a FormatError returned, raised there."""
+def _kept_side(kept: str, sections: list[str]) -> tuple[str | None, Hashes] | None:
+    """`_kept_entries` of the kept document at `kept`: the fingerprints left beside it, or
+    else read from it; None if it cannot be read."""
+    left = {section: fingerprints.load(kept, section) for section in sections}
+    bases = {found[0] for found in left.values() if found is not None}
+    if None not in left.values() and len(bases) == 1:
+        return bases.pop(), {section: found[1] for section, found in left.items() if found}
     try:
         with open(kept, "rb") as old:
-            before = _kept_entries(old, url, [section])
+            return _kept_entries(old, sections)
     except OSError:
         return None
-    if before is None:
+
+
+def _compared(
+    entries: dict[str, Raw], old: dict[str, int]
+) -> tuple[list, int, list[str], dict[str, int]]:
+    """A section's (filename, raw) whose bytes changed or are new, how many are the same, the
+    filenames no longer listed, and the fingerprints of all its entries."""
+    new = fingerprints.of(entries)
+    found = [
+        (filename, entries[filename]) for filename, fp in new.items() if old.get(filename) != fp
+    ]
+    gone = [filename for filename in old if filename not in new]
+    return found, len(entries) - len(found), gone, new
+
+
+def _compare_in_child(receive: Receive, kept: str, section: str) -> Compared | FormatError | None:
+    """In the child: one section of a new document compared with the kept document's
+    (`Compared`, the changed entries as bytes). The kept side is worked out first, while the
+    new document may still be downloading; `receive()` then gives the new one's (path, URL,
+    whether to leave its fingerprints beside it), or None if it is not to be compared. Only
+    that section of each is read: the parent checks the whole new document meanwhile. None if
+    the kept one cannot be read (the parent then compares the section itself); a FormatError
+    is returned, raised there."""
+    before = _kept_side(kept, [section])
+    given = receive()
+    if given is None or before is None:
         return None
+    path, url, leave = given
+    kept_base, hashes = before
     try:
         with open(path, "rb") as fileobj:
-            entries = Document(fileobj, url).entries(section)
-            found, same, gone = _compared(entries, before[1][section])
-            return [(filename, bytes(raw)) for filename, raw in found], same, gone
-    except FormatError as exc:
-        return exc
+            new = _KEPT[(section,)].decode(mapped(fileobj))
+    except msgspec.DecodeError:
+        return FormatError(f"{url} [{section}]", "must be an object of file name to record")
+    found, same, gone, prints = _compared(new.s0, hashes[section])
+    if leave:
+        fingerprints.save(path, section, _info_base(new.info), prints)
+    return base_url(url, kept_base), [(name, bytes(raw)) for name, raw in found], same, gone
+
+
+def _info_base(info: Any) -> Any:
+    """A document's `info.base_url` (None without one)."""
+    return info.get("base_url") if isinstance(info, dict) else None
+
+
+class Comparison:
+    """A child process per section comparing a new document with the kept one at `kept`:
+    started as the new one begins to download (each reads the kept one meanwhile), `handed`
+    the new one once it is whole, then asked for its `results`. Closing it ends the
+    children, done or not."""
+
+    def __init__(self, kept: str) -> None:
+        self.kept = kept
+        self.children = {
+            section: _started(_compare_in_child, kept, section) for section, _ in ORDER
+        }
+
+    def hand(self, path: str, url: str, leave: bool) -> None:
+        """Give every child the new document (a child that cannot take it is dropped);
+        `leave`: its fingerprints are left beside it."""
+        for section, child in self.children.items():
+            if child is not None:
+                self.children[section] = _sent(child, (path, url, leave))
+
+    def results(self) -> dict[str, Compared | None]:
+        """Each section's comparison; None for a section whose child failed or could not
+        read the kept document (compared by the caller)."""
+        return {section: _child_result(child) for section, child in self.children.items()}
+
+    def close(self) -> None:
+        for child in self.children.values():
+            if child is not None:
+                child.stop()
+
+
+class SubdirFile:
+    """A subdir's fetched document: a temporary file, deleted on close with the fingerprints
+    left beside it (its `companions`, kept with it). Given the subdir's kept document (a
+    large one), its `Comparison` starts when the download begins (`begun`: a 200's first
+    bytes), so that the kept side is worked out while the new one downloads."""
+
+    def __init__(self, kept: str | None = None) -> None:
+        self.file = tempfile.NamedTemporaryFile(prefix="psm-index-")  # noqa: SIM115
+        self.kept = kept if kept is not None and _size(kept) >= PARALLEL_BYTES else None
+        self.comparison: Comparison | None = None
+
+    def begun(self) -> None:
+        if self.kept is not None and self.comparison is None:
+            self.comparison = Comparison(self.kept)
+
+    @property
+    def companions(self) -> list[str]:
+        """The suffixes of the files left beside this one (see `conda_fingerprints`)."""
+        return [
+            suffix
+            for suffix in map(fingerprints.suffix, _SECTIONS)
+            if os.path.exists(self.file.name + suffix)
+        ]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def __enter__(self) -> SubdirFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            if self.comparison is not None:
+                self.comparison.close()
+        finally:
+            for suffix in self.companions:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.file.name + suffix)
+            self.file.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _read_changes(
-    document: Document,
-    base: str,
-    unit: str,
-    before: Hashes,
-    stored: StoredEntries,
-    child: Child | None = None,
-    old: BinaryIO | None = None,
+    base: str, unit: str, compared: dict[str, Compared], stored: StoredEntries
 ) -> Iterator[Item]:
-    """`read_repodata` against the kept document the stored rows match: an entry whose raw
-    bytes are the same is stored as it is (counted, not parsed); the others are digested as
-    usual, and entries no longer listed are left to be removed. A section not in `before` is
-    compared by the `child` (or here, if it fails, with the kept document `old`)."""
-    yield from _document_items(document)
+    """`read_repodata` against the kept document the stored rows match (each section
+    `compared`): an entry whose raw bytes are the same is stored as it is (counted, not
+    parsed); the others are digested as usual, and entries no longer listed are left to be
+    removed."""
     changed, unchanged, gone = [], 0, []
     for section, suffix in ORDER:
-        if section in before:
-            found, same, missing = _compared(document.entries(section), before.pop(section))
-        else:
-            found, same, missing = _from_child(child, document, section, old)
+        _, found, same, missing = compared.pop(section)
         changed.append((section, suffix, found))
         unchanged += same
         gone += missing
@@ -234,51 +350,59 @@ def _changed_items(
 
 
 def _against_kept(
-    fileobj: BinaryIO, path: str | None, url: str, unit: str, stored: StoredEntries, kept: str
+    fileobj: BinaryIO, large: bool, url: str, unit: str, stored: StoredEntries, kept: str
 ) -> Generator[Item, None, bool]:
     """`_read_changes` against the kept document at `kept`; False (nothing yielded) if it
-    cannot be compared with: unreadable, or files listed elsewhere. A large document (its
-    `path` given) has its second section compared by a child process meanwhile."""
+    cannot be compared with: unreadable, or files listed elsewhere. A large document has
+    each section compared by a child process of its own (started as it downloaded, see
+    `SubdirFile`, or now) while this one checks the whole document; a section whose child
+    fails is compared here."""
+    leave = isinstance(fileobj, SubdirFile)
+    comparison = fileobj.comparison if leave else None
+    if comparison is None or comparison.kept != kept:
+        comparison = Comparison(kept) if large else None
     try:
-        old = open(kept, "rb")  # noqa: SIM115 - open till the end: the child's fallback reads it
-    except OSError:
-        return False
-    child = _started(_compare_in_child, kept, path, url, ORDER[1][0]) if path else None
-    try:
-        with old:
-            sections = [section for section, _ in ORDER[: 1 if child else 2]]
-            before = _kept_entries(old, url, sections)
+        if comparison is not None:
+            comparison.hand(fileobj.name, url, leave)
+        document, base = _opened(fileobj, url)
+        checked = list(_document_items(document))  # FormatError before any comparison
+        compared = comparison.results() if comparison else dict.fromkeys(_SECTIONS)
+        here = [section for section, result in compared.items() if result is None]
+        if here:
+            before = _kept_side(kept, here)
             if before is None:
                 return False
-            kept_base, entries = before
-            document, base = _opened(fileobj, url)
-            if kept_base != base:  # every entry's location changed: compared by digest
-                return False
-            yield from _read_changes(document, base, unit, entries, stored, child, old)
-            return True
+            kept_base, hashes = before
+            for section in here:
+                entries = document.entries(section)
+                found, same, gone, prints = _compared(entries, hashes[section])
+                compared[section] = (base_url(url, kept_base), found, same, gone)
+                if leave:
+                    fingerprints.save(
+                        fileobj.name, section, _info_base(document.value("info")), prints
+                    )
+        if any(result[0] != base for result in compared.values()):
+            return False  # every entry's location changed: compared by digest
+        yield from checked
+        yield from _read_changes(base, unit, compared, stored)
+        return True
     finally:
-        if child is not None:
-            child.close()
+        if comparison is not None:
+            comparison.close()
 
 
-def _from_child(
-    child: Child | None, document: Document, section: str, old: BinaryIO
-) -> tuple[list, int, list[str]]:
-    """The child's comparison of `section`; done here if the child failed."""
-    result = None
-    if child is not None:
-        try:
-            result = child.result()
-        except ChildFailed:
-            pass
+def _child_result(child: Child | None) -> Compared | None:
+    """A child's comparison of its section; None if there is no child or it failed (or
+    could not read the kept document): the section is then compared here."""
+    if child is None:
+        return None
+    try:
+        result = child.result()
+    except ChildFailed:
+        return None
     if isinstance(result, FormatError):
         raise result
-    if result is not None:
-        return result
-    before = _kept_entries(old, document.url, [section])
-    if before is None:  # read a moment ago, unreadable now: only a failing disk does that
-        raise FormatError(document.url, "the last document read cannot be compared with")
-    return _compared(document.entries(section), before[1][section])
+    return result
 
 
 def _document_items(document: Document) -> Iterator[UnitExtras | Rejected]:
@@ -342,18 +466,21 @@ def _read_in_two(
         split = len(digests) >= PARALLEL_FROM
         if child is not None:
             known = {f: d for f, d in digests.items() if f.endswith(second_suffix)}
-            child = _sent(child, known if split else None)
+            child = _sent(child, (known, isinstance(fileobj, SubdirFile)) if split else None)
             del known
         del digests
         document, base = _opened(fileobj, url)
     except BaseException:
         if child is not None:
-            child.close()
+            child.stop()
         raise
     result: Any = None
     try:
         yield from _document_items(document)
-        yield from _scan(document.entries(first), unit, base, first, first_suffix, stored)
+        entries = document.entries(first)
+        yield from _scan(entries, unit, base, first, first_suffix, stored)
+        _leave(fileobj, document, first, entries)
+        del entries
         if child is not None and split:
             try:
                 result = child.result()
@@ -361,11 +488,13 @@ def _read_in_two(
                 result = None  # its work is done here below
     finally:
         if child is not None:
-            child.close()
+            child.stop()
     if isinstance(result, FormatError):
         raise result
     if result is None:
-        yield from _scan(document.entries(second), unit, base, second, second_suffix, stored)
+        entries = document.entries(second)
+        yield from _scan(entries, unit, base, second, second_suffix, stored)
+        _leave(fileobj, document, second, entries)
         return
     unchanged, changed = result
     for filename, digest in unchanged:
@@ -399,13 +528,14 @@ def _sent(child: Child, value: Any) -> Child | None:
 
 
 def _digest_in_child(receive: Receive, path: str, url: str, section: str) -> Any:
-    """In the child: given the stored digests of `section` by the parent (None: nothing to
-    do), digest it and return what is unchanged ((filename, digest)) and what is not
-    ((filename, compact JSON or None if PSM cannot hold it, digest)); a FormatError is
-    returned, raised there."""
-    known = receive()
-    if known is None:
+    """In the child: given the stored digests of `section` by the parent and whether to leave
+    its fingerprints beside the document (None: nothing to do), digest it and return what is
+    unchanged ((filename, digest)) and what is not ((filename, compact JSON or None if PSM
+    cannot hold it, digest)); a FormatError is returned, raised there."""
+    given = receive()
+    if given is None:
         return None
+    known, leave = given
     try:
         with open(path, "rb") as fileobj:
             document, base = _opened(fileobj, url)
@@ -420,6 +550,9 @@ def _digest_in_child(receive: Receive, path: str, url: str, section: str) -> Any
                     unchanged.append((filename, parsed[2]))
                 else:
                     changed.append((filename, parsed[1], parsed[2]))
+            if leave:
+                info = _info_base(document.value("info"))
+                fingerprints.save(path, section, info, fingerprints.of(entries))
     except FormatError as exc:
         return exc
     return unchanged, changed

@@ -90,6 +90,12 @@ class Child:
                 pipe.close()
         self.process.wait()
 
+    def stop(self) -> None:
+        """End the child now, whatever it is doing: its answer, if any, is not wanted."""
+        with contextlib.suppress(OSError):  # ended already
+            self.process.kill()
+        self.close()
+
     def __enter__(self) -> Child:
         return self
 

@@ -178,7 +178,7 @@ class PypiFormat(RepositoryFormat):
     #: HTTP client keeps 16 connections).
     unit_fetchers = 12
 
-    def unit_buffer(self) -> BinaryIO:
+    def unit_buffer(self, kept: str | None = None) -> BinaryIO:
         """In memory up to `PAGE_IN_MEMORY` bytes (a project page is a few KB; a file per page
         cost more than parsing it), on disk beyond."""
         return tempfile.SpooledTemporaryFile(PAGE_IN_MEMORY, prefix="psm-index-")  # noqa: SIM115

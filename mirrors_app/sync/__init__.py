@@ -34,6 +34,7 @@ from .download import download_pending
 from .fetch_state import (
     Held,
     document_kept,
+    document_path,
     forget_document,
     hold_document,
     keep_document,
@@ -237,7 +238,9 @@ def _sync_units(
                 progress.fail(f"index unreadable: {unit}")
 
     try:
-        for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress):
+        compares = fmt.capabilities.keeps_last_document and not shared and not restart
+        last = (lambda unit: document_path(mirror.pk, unit)) if compares else None
+        for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress, last):
             try:
                 fetched, index = fetching()
                 ingest_args = (rejections, shared, writer, known, held)

@@ -6,7 +6,8 @@ listing gave it (`MirrorUnit`); the listing documents keep theirs in
 
 A format whose units are large documents of which few entries change between reads (conda's
 subdirs) also keeps each unit's last document, read to the end, in the data folder
-(`mirror-state/<mirror>/<unit>.json`, a hard link to the fetched file), with a stamp of the
+(`mirror-state/<mirror>/<unit>.json`, a hard link to the fetched file, and beside it the
+companions the format left with it: conda's fingerprints of its entries), with a stamp of the
 mirror's live rows of the unit once written: the next read compares its entries' raw bytes
 with it (no digest of each entry, no stored digests read) while the rows still match it. The
 stamp also names the upstream document the rows are (its hash, `nominal`) and where that
@@ -165,6 +166,16 @@ def document_kept(mirror_id: int, unit: str) -> KeptDocument | None:
     return kept if _live_rows(mirror_id, unit) == (kept.rows, kept.digests) else None
 
 
+def document_path(mirror_id: int, unit: str) -> str | None:
+    """Where the unit's kept document is, if there is one; whether the rows still match it
+    is `document_kept`'s to say (this asks no database)."""
+    if not _FILE_NAME.fullmatch(unit):
+        return None
+    folder = _folder(mirror_id)
+    path = folder / f"{unit}.json"
+    return str(path) if (folder / f"{unit}.stamp").is_file() and path.is_file() else None
+
+
 def _url_key(url: str) -> str:
     """What a stamp keeps of the document's URL: the digest (the URL may hold a token) of its
     folder, where the files its entries name live (`.zst` or plain, the same document)."""
@@ -198,14 +209,17 @@ def forget_document(mirror_id: int, unit: str) -> None:
     if not _FILE_NAME.fullmatch(unit):
         return
     folder = _folder(mirror_id)
-    for name in (f"{unit}.stamp", f"{unit}.pending"):
-        with contextlib.suppress(FileNotFoundError):
-            (folder / name).unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (folder / f"{unit}.stamp").unlink()
+    with contextlib.suppress(OSError):  # no folder
+        _drop_pending(folder, unit)
 
 
 def hold_document(mirror_id: int, unit: str, fileobj: BinaryIO) -> bool:
     """Link (or copy) the unit's document just read, as it is, to be kept once its rows are
-    written (`keep_document`); False if it cannot be."""
+    written (`keep_document`), with its companions (files the format left beside it, named
+    after it: `<name><suffix>` for each suffix in `fileobj.companions`); False if the
+    document cannot be."""
     name = getattr(fileobj, "name", None)
     if not _FILE_NAME.fullmatch(unit) or not isinstance(name, str):
         return False
@@ -214,15 +228,28 @@ def hold_document(mirror_id: int, unit: str, fileobj: BinaryIO) -> bool:
     try:
         fileobj.flush()
         folder.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            pending.unlink()
-        try:
-            os.link(name, pending)  # the fetched temporary file, no copy
-        except OSError:  # another file system
-            shutil.copyfile(name, pending)
+        _drop_pending(folder, unit)
+        _link(name, pending)
     except OSError:
         return False
+    for suffix in getattr(fileobj, "companions", ()):
+        with contextlib.suppress(OSError):  # a companion only saves work
+            _link(name + suffix, Path(f"{pending}{suffix}"))
     return True
+
+
+def _link(source: str, target: Path) -> None:
+    try:
+        os.link(source, target)  # the fetched temporary file, no copy
+    except OSError:  # another file system
+        shutil.copyfile(source, target)
+
+
+def _drop_pending(folder: Path, unit: str) -> None:
+    """No held document (nor companions of one) for the unit any more."""
+    for path in [folder / f"{unit}.pending", *folder.glob(f"{unit}.pending.*")]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 class Held(NamedTuple):
@@ -246,6 +273,9 @@ def keep_document(mirror_id: int, unit: str, held: Held) -> None:
     folder = _folder(mirror_id)
     try:
         if held.document:
+            for companion in folder.glob(f"{unit}.pending.*"):
+                suffix = companion.name[len(f"{unit}.pending") :]
+                os.replace(companion, folder / f"{unit}.json{suffix}")
             os.replace(folder / f"{unit}.pending", folder / f"{unit}.json")
         else:
             folder.mkdir(parents=True, exist_ok=True)

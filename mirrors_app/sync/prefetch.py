@@ -13,19 +13,24 @@ from .progress import Progress
 
 
 def fetch_ahead(
-    mirror: Mirror, client: UpstreamClient, todo: list, progress: Progress
+    mirror: Mirror,
+    client: UpstreamClient,
+    todo: list,
+    progress: Progress,
+    kept: Callable[[str], str | None] | None = None,
 ) -> Iterator[tuple[tuple, Callable]]:
     """(unit, state, serial) with a callable returning (Fetched, index file) for each unit.
 
     The next units' indexes are fetched by a few threads while this one ingests (a fetch
     touches no database): Python projects' pages, or a conda platform's repodata while the
-    previous one is read.
+    previous one is read. `kept(unit)`: the unit's last document kept, for the format to
+    compare the new one with (see `RepositoryFormat.unit_buffer`).
     """
     fmt = mirror.format
     threads = fmt.unit_fetchers
 
     def fetch(unit: str, validators: dict):
-        index = fmt.unit_buffer()
+        index = fmt.unit_buffer(kept(unit) if kept is not None else None)
         try:
             return fmt.fetch_unit(client, mirror.source_url, unit, index, validators), index
         except BaseException:

@@ -5,10 +5,11 @@ published bytes, as a mirror that digests every entry."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from channels_app.formats import conda_repodata, isolation
+from channels_app.formats import conda_fingerprints, conda_repodata, isolation
 from channels_app.models import Package, PublishedFile
 from channels_app.storage import open_artifact
 from mirrors_app.models import Mirror, SyncRun
@@ -49,9 +50,9 @@ def compared(monkeypatch):
     units: list[str] = []
     real = conda_repodata._read_changes
 
-    def spy(document, base, unit, *args):
+    def spy(base, unit, *args):
         units.append(unit)
-        return real(document, base, unit, *args)
+        return real(base, unit, *args)
 
     monkeypatch.setattr(conda_repodata, "_read_changes", spy)
     return units
@@ -103,7 +104,7 @@ def _write(server, document: dict) -> None:
 @pytest.fixture(params=["one process", "with a child"])
 def split(request, monkeypatch):
     """Compared in this process, or (as a large document is) with a child process comparing
-    the second section."""
+    each section."""
     answers: list = []
     if request.param == "with a child":
         monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
@@ -128,8 +129,11 @@ def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == ["linux-64"]
-    if split:  # the child's answer: the second section's changes, bytes of each entry
-        ((changed, same, gone),) = split
+    if split:  # each section's child: its changes, bytes of each entry
+        (conda_base, conda, conda_same, conda_gone), (base, changed, same, gone) = split
+        assert conda_base == base == f"{upstream.url}/linux-64/"
+        assert sorted(name for name, _ in conda) == ["q00-1.0-0.conda", "q11-1.0-0.conda"]
+        assert (conda_same, conda_gone) == (10, [])
         assert sorted(name for name, _ in changed) == [
             "a-first-1.0-0.tar.bz2",
             "p00-1.0-0.tar.bz2",
@@ -269,3 +273,119 @@ def test_deleting_the_mirror_drops_its_kept_documents(upstream, run_mirror):
     assert (folder / "linux-64.json").is_file()
     mirror_delete(mirror=mirror)
     assert not folder.exists()
+
+
+def _garbled_in_place(path: str) -> None:
+    """The file's bytes replaced by others of the same length, its inode and times kept."""
+    status = os.stat(path)
+    with open(path, "r+b") as handle:
+        handle.write(b"x" * status.st_size)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+
+
+def test_a_resync_compares_with_the_fingerprints_left_beside_the_kept_document(
+    upstream, run_mirror, compared, split
+):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    kept = fetch_state.document_kept(mirror.pk, "linux-64")
+    for section in ("packages", "packages.conda"):
+        assert conda_fingerprints.load(kept.path, section) is not None
+    # Unreadable now, but the same file: only its fingerprints can be compared with.
+    _garbled_in_place(kept.path)
+    document = _changed(_document())
+    _write(upstream, document)
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == ["linux-64"]
+    assert (run.seen, run.ingested) == (24, 5)
+    fresh = _mirror(upstream)
+    run_mirror(fresh)
+    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    # The new document's own fingerprints were kept with it.
+    kept = fetch_state.document_kept(mirror.pk, "linux-64")
+    _, entries = conda_fingerprints.load(kept.path, "packages")
+    assert sorted(entries) == sorted(document["packages"])
+
+
+def test_fingerprints_that_are_not_the_kept_files_are_not_used(
+    upstream, run_mirror, compared, split
+):
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    kept = fetch_state.document_kept(mirror.pk, "linux-64")
+    document = _changed(_document())
+    _write(upstream, document)
+    # Fingerprints that would call every new entry unchanged, left for another file (the
+    # kept one touched since): the kept document is read instead.
+    for section in ("packages", "packages.conda"):
+        base, _ = conda_fingerprints.load(kept.path, section)
+        entries = {name: 0 for name in document[section]}
+        conda_fingerprints.save(kept.path, section, base, entries)
+        with open(kept.path + conda_fingerprints.suffix(section), "r+b") as handle:
+            handle.write(b"\x00")  # not even msgpack any more, for one of them
+        break
+    status = os.stat(kept.path)
+    os.utime(kept.path, ns=(status.st_atime_ns, status.st_mtime_ns + 1))
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == ["linux-64"]
+    assert (run.seen, run.ingested) == (24, 5)
+    fresh = _mirror(upstream)
+    run_mirror(fresh)
+    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+
+
+def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, monkeypatch):
+    monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
+    begun: list = []
+    handed: list = []
+    real_begun, real_hand = conda_repodata.SubdirFile.begun, conda_repodata.Comparison.hand
+
+    def spy_begun(subdir):
+        real_begun(subdir)
+        if subdir.comparison is not None:
+            begun.append(subdir.comparison)
+
+    def spy_hand(comparison, *args):
+        handed.append(comparison)
+        real_hand(comparison, *args)
+
+    monkeypatch.setattr(conda_repodata.SubdirFile, "begun", spy_begun)
+    monkeypatch.setattr(conda_repodata.Comparison, "hand", spy_hand)
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    assert begun == handed == []  # nothing kept to compare with yet
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED  # a 304: nothing begins
+    assert begun == []
+    _write(upstream, _changed(_document()))
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert (run.seen, run.ingested) == (24, 5)
+    assert len(begun) == 1 and begun[0] is not None
+    assert handed == begun  # the children started as it downloaded compared it
+    assert all(child.process.returncode is not None for child in begun[0].children.values())
+
+
+def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror, monkeypatch):
+    monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
+    begun: list = []
+    real_begun = conda_repodata.SubdirFile.begun
+
+    def spy_begun(subdir):
+        real_begun(subdir)
+        if subdir.comparison is not None:
+            begun.append(subdir.comparison)
+
+    monkeypatch.setattr(conda_repodata.SubdirFile, "begun", spy_begun)
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    Package.objects.filter(mirror=mirror, filename="q04-1.0-0.conda").update(entry_digest=1)
+    _write(upstream, _changed(_document()))
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    (comparison,) = begun
+    assert all(child.process.returncode is not None for child in comparison.children.values())
+    fresh = _mirror(upstream)
+    run_mirror(fresh)
+    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
