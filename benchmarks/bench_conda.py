@@ -284,12 +284,13 @@ class StepWatcher:
 
 
 def _process_cpu(pid: int) -> float | None:
-    """User plus system CPU seconds of a local process (None: not readable here)."""
+    """User plus system CPU seconds of a local process and of the children it waited for (a
+    conda re-sync's comparing processes; None: not readable here)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _run_process(

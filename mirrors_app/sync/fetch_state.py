@@ -272,13 +272,16 @@ def keep_document(mirror_id: int, unit: str, held: Held) -> None:
     stamp goes last, so a document without it is never used."""
     folder = _folder(mirror_id)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for companion in folder.glob(f"{unit}.json.*"):  # the last document's
+            with contextlib.suppress(FileNotFoundError):
+                companion.unlink()
         if held.document:
             for companion in folder.glob(f"{unit}.pending.*"):
                 suffix = companion.name[len(f"{unit}.pending") :]
                 os.replace(companion, folder / f"{unit}.json{suffix}")
             os.replace(folder / f"{unit}.pending", folder / f"{unit}.json")
         else:
-            folder.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 (folder / f"{unit}.json").unlink()
         stamp = folder / f"{unit}.stamp.tmp"

@@ -132,6 +132,12 @@ def test_a_resync_reads_the_patches_only_and_matches_a_whole_read(upstream, run)
     kept = fetch_state.document_kept(mirror.pk, SUBDIR)
     raw = (_folder(upstream) / "repodata.json").read_bytes()
     assert kept.nominal == document_hash(raw)
+    assert sorted(path.name for path in fetch_state._folder(mirror.pk).glob(f"{SUBDIR}.*")) == [
+        f"{SUBDIR}.json",
+        f"{SUBDIR}.json.packages.conda.fp",
+        f"{SUBDIR}.json.packages.fp",
+        f"{SUBDIR}.stamp",
+    ]
     whole = _whole_reads(upstream)
 
     document = _changed(_document())
@@ -145,6 +151,8 @@ def test_a_resync_reads_the_patches_only_and_matches_a_whole_read(upstream, run)
     )
     kept = fetch_state.document_kept(mirror.pk, SUBDIR)
     assert kept.path is None  # the document kept is no longer what the rows are
+    left = sorted(path.name for path in fetch_state._folder(mirror.pk).glob(f"{SUBDIR}.*"))
+    assert left == [f"{SUBDIR}.stamp"]  # nor are its entries' fingerprints kept
     assert kept.nominal == document_hash((_folder(upstream) / "repodata.json").read_bytes())
     _same_as_a_whole_read(upstream, mirror, run)
     whole = _whole_reads(upstream)  # the new mirror's
