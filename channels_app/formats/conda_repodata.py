@@ -12,9 +12,9 @@ first, see ORDER).
 While the stored rows are still those of the last document read (kept, see
 `mirrors_app.sync.fetch_state`), a re-sync compares each entry's raw bytes with it instead,
 by fingerprint (`conda_fingerprints`: those of the kept document were left beside it by the
-read that kept it), and parses only the entries that differ. For a large subdir that
-comparison runs in a child process per section, started as the new document begins to
-download (`SubdirFile`), while this process checks the whole document.
+read that kept it), and parses only the entries that differ. For a large subdir a child
+process compares the second section, started as the new document begins to download
+(`SubdirFile`), while this process checks the whole document and compares the first.
 """
 
 from __future__ import annotations
@@ -200,15 +200,17 @@ def _info_base(info: Any) -> Any:
 
 
 class Comparison:
-    """A child process per section comparing a new document with the kept one at `kept`:
-    started as the new one begins to download (each reads the kept one meanwhile), `handed`
-    the new one once it is whole, then asked for its `results`. Closing it ends the
-    children, done or not."""
+    """A child process comparing the second section of a new document with the kept one's at
+    `kept` (the parent compares the first once it has checked the whole document): started as
+    the new one begins to download (the kept side is worked out meanwhile), `handed` the new
+    one once it is whole, then asked for its `results`. Closing it ends the child, done or
+    not."""
 
     def __init__(self, kept: str) -> None:
         self.kept = kept
+        # The first section is compared by the parent (once it has checked the document).
         self.children = {
-            section: _started(_compare_in_child, kept, section) for section, _ in ORDER
+            section: _started(_compare_in_child, kept, section) for section in _SECTIONS[1:]
         }
 
     def hand(self, path: str, url: str, leave: bool) -> None:
@@ -353,34 +355,32 @@ def _against_kept(
     fileobj: BinaryIO, large: bool, url: str, unit: str, stored: StoredEntries, kept: str
 ) -> Generator[Item, None, bool]:
     """`_read_changes` against the kept document at `kept`; False (nothing yielded) if it
-    cannot be compared with: unreadable, or files listed elsewhere. A large document has
-    each section compared by a child process of its own (started as it downloaded, see
-    `SubdirFile`, or now) while this one checks the whole document; a section whose child
-    fails is compared here."""
-    leave = isinstance(fileobj, SubdirFile)
-    comparison = fileobj.comparison if leave else None
+    cannot be compared with: unreadable, or files listed elsewhere. A large document has its
+    second section compared by a child process (started as it downloaded, see `SubdirFile`,
+    or now) while this one checks the whole document and compares the first; a section whose
+    child fails is compared here."""
+    # Where the new document's fingerprints are left: beside a fetched document.
+    leave = fileobj.name if isinstance(fileobj, SubdirFile) else None
+    comparison = fileobj.comparison if isinstance(fileobj, SubdirFile) else None
     if comparison is None or comparison.kept != kept:
         comparison = Comparison(kept) if large else None
     try:
         if comparison is not None:
-            comparison.hand(fileobj.name, url, leave)
+            comparison.hand(fileobj.name, url, leave is not None)
         document, base = _opened(fileobj, url)
         checked = list(_document_items(document))  # FormatError before any comparison
-        compared = comparison.results() if comparison else dict.fromkeys(_SECTIONS)
-        here = [section for section, result in compared.items() if result is None]
-        if here:
-            before = _kept_side(kept, here)
-            if before is None:
-                return False
-            kept_base, hashes = before
-            for section in here:
-                entries = document.entries(section)
-                found, same, gone, prints = _compared(entries, hashes[section])
-                compared[section] = (base_url(url, kept_base), found, same, gone)
-                if leave:
-                    fingerprints.save(
-                        fileobj.name, section, _info_base(document.value("info")), prints
-                    )
+        children = comparison.children if comparison is not None else {}
+        compared = {
+            section: None if section in children else _compare_here(document, kept, section, leave)
+            for section in _SECTIONS
+        }
+        if comparison is not None:
+            compared.update(comparison.results())
+        for section, result in compared.items():
+            if result is None:  # its child failed
+                compared[section] = _compare_here(document, kept, section, leave)
+        if not all(compared.values()):
+            return False  # the kept document cannot be read
         if any(result[0] != base for result in compared.values()):
             return False  # every entry's location changed: compared by digest
         yield from checked
@@ -389,6 +389,21 @@ def _against_kept(
     finally:
         if comparison is not None:
             comparison.close()
+
+
+def _compare_here(
+    document: Document, kept: str, section: str, leave: str | None
+) -> Compared | None:
+    """A section of the new `document` compared with the kept document's in this process,
+    its fingerprints left beside the file at `leave`; None if the kept one cannot be read."""
+    before = _kept_side(kept, [section])
+    if before is None:
+        return None
+    kept_base, hashes = before
+    found, same, gone, prints = _compared(document.entries(section), hashes[section])
+    if leave is not None:
+        fingerprints.save(leave, section, _info_base(document.value("info")), prints)
+    return base_url(document.url, kept_base), found, same, gone
 
 
 def _child_result(child: Child | None) -> Compared | None:

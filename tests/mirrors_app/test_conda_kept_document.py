@@ -104,7 +104,7 @@ def _write(server, document: dict) -> None:
 @pytest.fixture(params=["one process", "with a child"])
 def split(request, monkeypatch):
     """Compared in this process, or (as a large document is) with a child process comparing
-    each section."""
+    the second section."""
     answers: list = []
     if request.param == "with a child":
         monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
@@ -129,11 +129,9 @@ def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == ["linux-64"]
-    if split:  # each section's child: its changes, bytes of each entry
-        (conda_base, conda, conda_same, conda_gone), (base, changed, same, gone) = split
-        assert conda_base == base == f"{upstream.url}/linux-64/"
-        assert sorted(name for name, _ in conda) == ["q00-1.0-0.conda", "q11-1.0-0.conda"]
-        assert (conda_same, conda_gone) == (10, [])
+    if split:  # the child's answer: the second section's changes, bytes of each entry
+        ((base, changed, same, gone),) = split
+        assert base == f"{upstream.url}/linux-64/"
         assert sorted(name for name, _ in changed) == [
             "a-first-1.0-0.tar.bz2",
             "p00-1.0-0.tar.bz2",
