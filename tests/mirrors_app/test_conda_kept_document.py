@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from channels_app.formats import conda_fingerprints, conda_repodata, isolation
@@ -76,6 +78,14 @@ def _published(mirror: Mirror, path: str = "linux-64/repodata.json") -> bytes:
     published = PublishedFile.objects.get(channel=mirror.channel, path=path)
     with open_artifact(published.artifact) as handle:
         return handle.read()
+
+
+def _same_rows_as_a_fresh_read(upstream, mirror: Mirror, run_mirror) -> Mirror:
+    """A new mirror of the same source, its rows checked against `mirror`'s (returned)."""
+    fresh = _mirror(upstream)
+    assert run_mirror(fresh).state == SyncRun.State.COMPLETED
+    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    return fresh
 
 
 def _changed(document: dict) -> dict:
@@ -180,9 +190,7 @@ def test_rows_changed_since_make_the_resync_read_every_entry(upstream, run_mirro
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == []  # the rows no longer match the kept document: digests compared
-    fresh = _mirror(upstream)
-    run_mirror(fresh)
-    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
     # Kept again: the next re-sync compares with it.
     write_repodata(upstream.root, "linux-64", _document())
     assert run_mirror(mirror).state == SyncRun.State.COMPLETED
@@ -206,9 +214,7 @@ def test_a_child_that_answers_garbage_leaves_the_comparison_to_the_run(
     assert compared == ["linux-64"]
     assert (run.seen, run.ingested, run.warnings) == (24, 5, "")
     assert (site / "started").exists()  # a child did start, and its answer was refused
-    fresh = _mirror(upstream)
-    assert run_mirror(fresh).state == SyncRun.State.COMPLETED
-    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    fresh = _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
     assert _published(mirror) == _published(fresh)
 
 
@@ -247,9 +253,7 @@ def test_a_kept_document_that_cannot_be_read_is_not_compared_with(upstream, run_
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == []
-    fresh = _mirror(upstream)
-    run_mirror(fresh)
-    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
 
 
 def test_a_document_kept_is_compared_only_with_one_from_the_same_place(upstream, run_mirror):
@@ -297,9 +301,7 @@ def test_a_resync_compares_with_the_fingerprints_left_beside_the_kept_document(
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == ["linux-64"]
     assert (run.seen, run.ingested) == (24, 5)
-    fresh = _mirror(upstream)
-    run_mirror(fresh)
-    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
     # The new document's own fingerprints were kept with it.
     kept = fetch_state.document_kept(mirror.pk, "linux-64")
     _, entries = conda_fingerprints.load(kept.path, "packages")
@@ -314,24 +316,21 @@ def test_fingerprints_that_are_not_the_kept_files_are_not_used(
     kept = fetch_state.document_kept(mirror.pk, "linux-64")
     document = _changed(_document())
     _write(upstream, document)
-    # Fingerprints that would call every new entry unchanged, left for another file (the
-    # kept one touched since): the kept document is read instead.
-    for section in ("packages", "packages.conda"):
-        base, _ = conda_fingerprints.load(kept.path, section)
-        entries = {name: 0 for name in document[section]}
-        conda_fingerprints.save(kept.path, section, base, entries)
-        with open(kept.path + conda_fingerprints.suffix(section), "r+b") as handle:
-            handle.write(b"\x00")  # not even msgpack any more, for one of them
-        break
+    # Left for another file (the kept one, touched since): fingerprints that call every new
+    # entry of `packages` unchanged, and damaged ones for `packages.conda`. The kept document
+    # is read instead.
+    raw = (upstream.root / "linux-64" / "repodata.json").read_bytes()
+    new = msgspec.json.decode(raw, type=dict[str, dict[str, msgspec.Raw]])["packages"]
+    base, _ = conda_fingerprints.load(kept.path, "packages")
+    conda_fingerprints.save(kept.path, "packages", base, conda_fingerprints.of(new))
+    (Path(kept.path + conda_fingerprints.suffix("packages.conda"))).write_bytes(b"\x00")
     status = os.stat(kept.path)
     os.utime(kept.path, ns=(status.st_atime_ns, status.st_mtime_ns + 1))
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == ["linux-64"]
     assert (run.seen, run.ingested) == (24, 5)
-    fresh = _mirror(upstream)
-    run_mirror(fresh)
-    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
 
 
 def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, monkeypatch):
@@ -384,6 +383,4 @@ def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror
     assert run.state == SyncRun.State.COMPLETED, run.error
     (comparison,) = begun
     assert all(child.process.returncode is not None for child in comparison.children.values())
-    fresh = _mirror(upstream)
-    run_mirror(fresh)
-    assert [row[1:] for row in _rows(mirror)] == [row[1:] for row in _rows(fresh)]
+    _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
