@@ -384,3 +384,31 @@ def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror
     (comparison,) = begun
     assert all(child.process.returncode is not None for child in comparison.children.values())
     _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
+
+
+def test_a_malformed_document_ends_the_comparison_begun_and_keeps_the_rows(
+    upstream, run_mirror, monkeypatch
+):
+    monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
+    begun: list = []
+    real_begun = conda_repodata.SubdirFile.begun
+
+    def spy_begun(subdir):
+        real_begun(subdir)
+        if subdir.comparison is not None:
+            begun.append(subdir.comparison)
+
+    monkeypatch.setattr(conda_repodata.SubdirFile, "begun", spy_begun)
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    before = _rows(mirror)
+    folder = upstream.root / "linux-64"
+    write_repodata(upstream.root, "linux-64", _changed(_document()), zst=False)
+    raw = (folder / "repodata.json").read_bytes()
+    (folder / "repodata.json").write_bytes(raw[: len(raw) // 2])  # cut short
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error  # noarch was read
+    assert "linux-64" in run.warnings and "not valid JSON" in run.warnings
+    (comparison,) = begun
+    assert all(child.process.returncode is not None for child in comparison.children.values())
+    assert _rows(mirror) == before
