@@ -35,15 +35,11 @@ _DECODER = msgspec.msgpack.Decoder(_Saved)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
-def fingerprint(raw: bytes | memoryview | msgspec.Raw) -> int:
-    """What an entry's raw bytes are compared by: XXH3, 64 bits, read in place (no copy).
-    Not a defence against upstream: a crafted collision only keeps the record PSM holds, which
-    upstream itself wrote, and its file is still checked against the stored digests."""
-    return xxh3_64_intdigest(raw)
-
-
 def of(entries: Mapping[str, bytes | memoryview | msgspec.Raw]) -> Entries:
-    """filename -> fingerprint of each raw entry of a section."""
+    """filename -> fingerprint of each raw entry of a section: XXH3, 64 bits, of its bytes
+    read in place (no copy). Not a defence against upstream: a crafted collision only keeps
+    the record PSM holds, which upstream itself wrote, and its file is still checked against
+    the stored digests."""
     return {filename: xxh3_64_intdigest(raw) for filename, raw in entries.items()}
 
 

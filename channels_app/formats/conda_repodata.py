@@ -203,32 +203,29 @@ class Comparison:
     """A child process comparing the second section of a new document with the kept one's at
     `kept` (the parent compares the first once it has checked the whole document): started as
     the new one begins to download (the kept side is worked out meanwhile), `handed` the new
-    one once it is whole, then asked for its `results`. Closing it ends the child, done or
+    one once it is whole, then asked for its `result`. Closing it ends the child, done or
     not."""
+
+    section = ORDER[1][0]
 
     def __init__(self, kept: str) -> None:
         self.kept = kept
-        # The first section is compared by the parent (once it has checked the document).
-        self.children = {
-            section: _started(_compare_in_child, kept, section) for section in _SECTIONS[1:]
-        }
+        self.child = _started(_compare_in_child, kept, self.section)
 
     def hand(self, path: str, url: str, leave: bool) -> None:
-        """Give every child the new document (a child that cannot take it is dropped);
+        """Give the child the new document (a child that cannot take it is dropped);
         `leave`: its fingerprints are left beside it."""
-        for section, child in self.children.items():
-            if child is not None:
-                self.children[section] = _sent(child, (path, url, leave))
+        if self.child is not None:
+            self.child = _sent(self.child, (path, url, leave))
 
-    def results(self) -> dict[str, Compared | None]:
-        """Each section's comparison; None for a section whose child failed or could not
-        read the kept document (compared by the caller)."""
-        return {section: _child_result(child) for section, child in self.children.items()}
+    def result(self) -> Compared | None:
+        """The child's comparison of its section; None if it failed or could not read the
+        kept document (the caller compares the section)."""
+        return _child_result(self.child)
 
     def close(self) -> None:
-        for child in self.children.values():
-            if child is not None:
-                child.stop()
+        if self.child is not None:
+            self.child.stop()
 
 
 class SubdirFile:
@@ -369,13 +366,13 @@ def _against_kept(
             comparison.hand(fileobj.name, url, leave is not None)
         document, base = _opened(fileobj, url)
         checked = list(_document_items(document))  # FormatError before any comparison
-        children = comparison.children if comparison is not None else {}
+        theirs = comparison.section if comparison is not None else None
         compared = {
-            section: None if section in children else _compare_here(document, kept, section, leave)
+            section: None if section == theirs else _compare_here(document, kept, section, leave)
             for section in _SECTIONS
         }
         if comparison is not None:
-            compared.update(comparison.results())
+            compared[comparison.section] = comparison.result()
         for section, result in compared.items():
             if result is None:  # its child failed
                 compared[section] = _compare_here(document, kept, section, leave)

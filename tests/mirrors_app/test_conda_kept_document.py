@@ -361,7 +361,7 @@ def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, m
     assert (run.seen, run.ingested) == (24, 5)
     assert len(begun) == 1 and begun[0] is not None
     assert handed == begun  # the children started as it downloaded compared it
-    assert all(child.process.returncode is not None for child in begun[0].children.values())
+    assert begun[0].child.process.returncode is not None
 
 
 def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror, monkeypatch):
@@ -382,7 +382,7 @@ def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     (comparison,) = begun
-    assert all(child.process.returncode is not None for child in comparison.children.values())
+    assert comparison.child.process.returncode is not None
     _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
 
 
@@ -410,5 +410,5 @@ def test_a_malformed_document_ends_the_comparison_begun_and_keeps_the_rows(
     assert run.state == SyncRun.State.COMPLETED, run.error  # noarch was read
     assert "linux-64" in run.warnings and "not valid JSON" in run.warnings
     (comparison,) = begun
-    assert all(child.process.returncode is not None for child in comparison.children.values())
+    assert comparison.child.process.returncode is not None
     assert _rows(mirror) == before

@@ -16,7 +16,7 @@ def _document(tmp_path, body: bytes = b'{"packages": {}}'):
 
 def test_fingerprints_saved_beside_a_document_are_read_back(tmp_path):
     document = _document(tmp_path)
-    entries = {"a-1.0-0.tar.bz2": conda_fingerprints.fingerprint(b'{"name": "a"}')}
+    entries = conda_fingerprints.of({"a-1.0-0.tar.bz2": b'{"name": "a"}'})
     conda_fingerprints.save(document, "packages", "https://files.example/", entries)
     assert conda_fingerprints.load(document, "packages") == ("https://files.example/", entries)
     assert conda_fingerprints.load(document, "packages.conda") is None  # none left for it
