@@ -333,22 +333,30 @@ def test_fingerprints_that_are_not_the_kept_files_are_not_used(
     _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
 
 
-def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, monkeypatch):
+@pytest.fixture
+def begun(monkeypatch) -> list:
+    """The comparisons begun as a document downloaded (every document counts as large)."""
     monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
-    begun: list = []
-    handed: list = []
-    real_begun, real_hand = conda_repodata.SubdirFile.begun, conda_repodata.Comparison.hand
+    comparisons: list = []
+    real_begun = conda_repodata.SubdirFile.begun
 
     def spy_begun(subdir):
         real_begun(subdir)
         if subdir.comparison is not None:
-            begun.append(subdir.comparison)
+            comparisons.append(subdir.comparison)
+
+    monkeypatch.setattr(conda_repodata.SubdirFile, "begun", spy_begun)
+    return comparisons
+
+
+def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, begun, monkeypatch):
+    handed: list = []
+    real_hand = conda_repodata.Comparison.hand
 
     def spy_hand(comparison, *args):
         handed.append(comparison)
         real_hand(comparison, *args)
 
-    monkeypatch.setattr(conda_repodata.SubdirFile, "begun", spy_begun)
     monkeypatch.setattr(conda_repodata.Comparison, "hand", spy_hand)
     mirror = _mirror(upstream)
     run_mirror(mirror)
@@ -360,21 +368,11 @@ def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, m
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert (run.seen, run.ingested) == (24, 5)
     assert len(begun) == 1 and begun[0] is not None
-    assert handed == begun  # the children started as it downloaded compared it
+    assert handed == begun  # the child started as it downloaded compared it
     assert begun[0].child.process.returncode is not None
 
 
-def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror, monkeypatch):
-    monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
-    begun: list = []
-    real_begun = conda_repodata.SubdirFile.begun
-
-    def spy_begun(subdir):
-        real_begun(subdir)
-        if subdir.comparison is not None:
-            begun.append(subdir.comparison)
-
-    monkeypatch.setattr(conda_repodata.SubdirFile, "begun", spy_begun)
+def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror, begun):
     mirror = _mirror(upstream)
     run_mirror(mirror)
     Package.objects.filter(mirror=mirror, filename="q04-1.0-0.conda").update(entry_digest=1)
@@ -387,18 +385,8 @@ def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror
 
 
 def test_a_malformed_document_ends_the_comparison_begun_and_keeps_the_rows(
-    upstream, run_mirror, monkeypatch
+    upstream, run_mirror, begun
 ):
-    monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
-    begun: list = []
-    real_begun = conda_repodata.SubdirFile.begun
-
-    def spy_begun(subdir):
-        real_begun(subdir)
-        if subdir.comparison is not None:
-            begun.append(subdir.comparison)
-
-    monkeypatch.setattr(conda_repodata.SubdirFile, "begun", spy_begun)
     mirror = _mirror(upstream)
     run_mirror(mirror)
     before = _rows(mirror)
