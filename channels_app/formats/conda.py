@@ -374,11 +374,28 @@ def _decompress(name: str, raw: BinaryIO, dest: BinaryIO, url: str, limit: int) 
         raise FormatError(url, f"corrupt compressed data: {exc}") from None
 
 
-class _Begun:
+class _WrittenThrough:
+    """A file being written through to `dest`, which a subclass also watches on `write`."""
+
+    def __init__(self, dest: BinaryIO | _WrittenThrough) -> None:
+        self.dest = dest
+
+    def write(self, data: bytes) -> int:
+        return self.dest.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.dest.seek(offset, whence)
+
+    def flush(self) -> None:
+        self.dest.flush()
+
+
+class _Begun(_WrittenThrough):
     """A file being written that says so (`begun`) before its first bytes (a 200's body)."""
 
-    def __init__(self, dest: BinaryIO | _Hashed, begun: Callable[[], None]) -> None:
-        self.dest, self.begun = dest, begun
+    def __init__(self, dest: BinaryIO | _WrittenThrough, begun: Callable[[], None]) -> None:
+        super().__init__(dest)
+        self.begun: Callable[[], None] | None = begun
 
     def write(self, data: bytes) -> int:
         if self.begun is not None:
@@ -386,28 +403,17 @@ class _Begun:
             begun()
         return self.dest.write(data)
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.dest.seek(offset, whence)
 
-    def flush(self) -> None:
-        self.dest.flush()
-
-
-class _Hashed:
+class _Hashed(_WrittenThrough):
     """A file being written whose bytes are also hashed (`conda_jlap.document_hash`)."""
 
     def __init__(self, dest: BinaryIO, hasher: Any) -> None:
-        self.dest, self.hasher = dest, hasher
+        super().__init__(dest)
+        self.hasher = hasher
 
     def write(self, data: bytes) -> int:
         self.hasher.update(data)
         return self.dest.write(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.dest.seek(offset, whence)
-
-    def flush(self) -> None:
-        self.dest.flush()
 
 
 def _join(base: str, path: str) -> str:

@@ -67,9 +67,7 @@ def read_repodata(
     """The items of a subdir's repodata.json (see the module's docstring)."""
     fileobj.seek(0)  # flushes what was written: the document is mapped, or read by name
     path = getattr(fileobj, "name", None)
-    large = (
-        isinstance(path, str) and os.path.exists(path) and os.path.getsize(path) >= PARALLEL_BYTES
-    )
+    large = isinstance(path, str) and _size(path) >= PARALLEL_BYTES
     kept = stored.kept_document() if stored is not None else None
     if kept is not None:
         if (yield from _against_kept(fileobj, large, url, unit, stored, kept)):
@@ -82,15 +80,26 @@ def read_repodata(
     for section, suffix in ORDER:
         entries = document.entries(section)
         yield from _scan(entries, unit, base, section, suffix, stored)
-        _leave(fileobj, document, section, entries)
+        _leave(_fetched(fileobj), document, section, entries)
 
 
-def _leave(fileobj: BinaryIO, document: Document, section: str, entries: dict[str, Raw]) -> None:
-    """Leave the fingerprints of a section read whole beside its fetched document (a
-    `SubdirFile`), for the next read to compare with (see `conda_fingerprints`)."""
-    if isinstance(fileobj, SubdirFile):
-        info = _info_base(document.value("info"))
-        fingerprints.save(fileobj.name, section, info, fingerprints.of(entries))
+def _fetched(fileobj: BinaryIO) -> str | None:
+    """Where a document's fingerprints are left: beside a fetched one (a `SubdirFile`)."""
+    return fileobj.name if isinstance(fileobj, SubdirFile) else None
+
+
+def _leave(
+    at: str | None,
+    document: Document,
+    section: str,
+    entries: dict[str, Raw],
+    prints: fingerprints.Entries | None = None,
+) -> None:
+    """Leave the fingerprints of a section (`prints`, else worked out from its `entries`)
+    beside the document at `at` (None: nowhere), for the next read to compare with."""
+    if at is not None:
+        prints = fingerprints.of(entries) if prints is None else prints
+        fingerprints.save(at, section, _info_base(document.value("info")), prints)
 
 
 def _opened(fileobj: BinaryIO, url: str) -> tuple[Document, str]:
@@ -99,59 +108,47 @@ def _opened(fileobj: BinaryIO, url: str) -> tuple[Document, str]:
     info = document.value("info")
     if info is not None and not isinstance(info, dict):
         raise FormatError(f"{url} [info]", "must be an object")
-    return document, base_url(url, (info or {}).get("base_url"))
+    return document, base_url(url, _info_base(info))
 
 
-def _sections_decoder(sections: tuple[str, ...]) -> msgspec.json.Decoder:
-    """Reads a document for `info` and the raw entries of `sections` only (the others are
+def _section_decoder(section: str) -> msgspec.json.Decoder:
+    """Reads a document for `info` and the raw `entries` of one section only (the others are
     checked, not kept)."""
-    fields = [("info", Any, None)] + [
-        (f"s{i}", dict[str, Raw], msgspec.field(default_factory=dict)) for i in range(len(sections))
-    ]
-    rename = {f"s{i}": section for i, section in enumerate(sections)}
-    return msgspec.json.Decoder(msgspec.defstruct("KeptSections", fields, rename=rename))
+    fields = [("info", Any, None), ("entries", dict[str, Raw], msgspec.field(default_factory=dict))]
+    struct = msgspec.defstruct("KeptSection", fields, rename={"entries": section})
+    return msgspec.json.Decoder(struct)
 
 
-_KEPT = {
-    sections: _sections_decoder(sections)
-    for sections in ((ORDER[0][0],), (ORDER[1][0],), (ORDER[0][0], ORDER[1][0]))
-}
+_KEPT = {section: _section_decoder(section) for section in _SECTIONS}
 
-#: section -> filename -> fingerprint of the raw entry
-Hashes = dict[str, dict[str, int]]
 #: A section compared with the kept document: where the kept document's files lived, the
 #: (filename, raw) entries changed or new, how many are the same, the filenames no longer listed.
 Compared = tuple[str, list, int, list[str]]
 
 
-def _kept_entries(old: BinaryIO, sections: list[str]) -> tuple[str | None, Hashes] | None:
-    """The kept document `old`: its `info.base_url`, and for each of `sections`
-    filename -> fingerprint of the raw entry (one pass, no record parsed); None if it cannot
-    be read. Fingerprints, not views of the mapped file: it is released before the new
-    document is mapped, so the two never count in memory together."""
+def _kept_entries(old: BinaryIO, section: str) -> tuple[str | None, fingerprints.Entries] | None:
+    """The kept document `old`: its `info.base_url` and the fingerprints of a section's
+    entries (one pass, no record parsed); None if it cannot be read. Fingerprints, not views
+    of the mapped file: it is released before the new document is mapped, so the two never
+    count in memory together."""
     try:
-        kept = _KEPT[tuple(sections)].decode(mapped(old))
+        kept = _KEPT[section].decode(mapped(old))
     except (OSError, ValueError, msgspec.DecodeError):
         return None
-    info = {} if kept.info is None else kept.info
-    if not isinstance(info, dict):
+    if kept.info is not None and not isinstance(kept.info, dict):
         return None
-    entries = {
-        section: fingerprints.of(getattr(kept, f"s{i}")) for i, section in enumerate(sections)
-    }
-    return info.get("base_url"), entries
+    return _info_base(kept.info), fingerprints.of(kept.entries)
 
 
-def _kept_side(kept: str, sections: list[str]) -> tuple[str | None, Hashes] | None:
+def _kept_side(kept: str, section: str) -> tuple[str | None, fingerprints.Entries] | None:
     """`_kept_entries` of the kept document at `kept`: the fingerprints left beside it, or
     else read from it; None if it cannot be read."""
-    left = {section: fingerprints.load(kept, section) for section in sections}
-    bases = {found[0] for found in left.values() if found is not None}
-    if None not in left.values() and len(bases) == 1:
-        return bases.pop(), {section: found[1] for section, found in left.items() if found}
+    left = fingerprints.load(kept, section)
+    if left is not None:
+        return left
     try:
         with open(kept, "rb") as old:
-            return _kept_entries(old, sections)
+            return _kept_entries(old, section)
     except OSError:
         return None
 
@@ -177,7 +174,7 @@ def _compare_in_child(receive: Receive, kept: str, section: str) -> Compared | F
     that section of each is read: the parent checks the whole new document meanwhile. None if
     the kept one cannot be read (the parent then compares the section itself); a FormatError
     is returned, raised there."""
-    before = _kept_side(kept, [section])
+    before = _kept_side(kept, section)
     given = receive()
     if given is None or before is None:
         return None
@@ -185,10 +182,10 @@ def _compare_in_child(receive: Receive, kept: str, section: str) -> Compared | F
     kept_base, hashes = before
     try:
         with open(path, "rb") as fileobj:
-            new = _KEPT[(section,)].decode(mapped(fileobj))
+            new = _KEPT[section].decode(mapped(fileobj))
     except msgspec.DecodeError:
         return FormatError(f"{url} [{section}]", "must be an object of file name to record")
-    found, same, gone, prints = _compared(new.s0, hashes[section])
+    found, same, gone, prints = _compared(new.entries, hashes)
     if leave:
         fingerprints.save(path, section, _info_base(new.info), prints)
     return base_url(url, kept_base), [(name, bytes(raw)) for name, raw in found], same, gone
@@ -356,9 +353,8 @@ def _against_kept(
     second section compared by a child process (started as it downloaded, see `SubdirFile`,
     or now) while this one checks the whole document and compares the first; a section whose
     child fails is compared here."""
-    # Where the new document's fingerprints are left: beside a fetched document.
-    leave = fileobj.name if isinstance(fileobj, SubdirFile) else None
-    comparison = fileobj.comparison if isinstance(fileobj, SubdirFile) else None
+    leave = _fetched(fileobj)
+    comparison = fileobj.comparison if leave is not None else None
     if comparison is None or comparison.kept != kept:
         comparison = Comparison(kept) if large else None
     try:
@@ -393,13 +389,13 @@ def _compare_here(
 ) -> Compared | None:
     """A section of the new `document` compared with the kept document's in this process,
     its fingerprints left beside the file at `leave`; None if the kept one cannot be read."""
-    before = _kept_side(kept, [section])
+    before = _kept_side(kept, section)
     if before is None:
         return None
     kept_base, hashes = before
-    found, same, gone, prints = _compared(document.entries(section), hashes[section])
-    if leave is not None:
-        fingerprints.save(leave, section, _info_base(document.value("info")), prints)
+    entries = document.entries(section)
+    found, same, gone, prints = _compared(entries, hashes)
+    _leave(leave, document, section, entries, prints)
     return base_url(document.url, kept_base), found, same, gone
 
 
@@ -421,8 +417,7 @@ def _document_items(document: Document) -> Iterator[UnitExtras | Rejected]:
     """What the check of the document found: the extras to keep (with `info.base_url`), then
     each key left out (counted on the run)."""
     extras, left_out = document.check()
-    info = document.value("info")
-    base = info.get("base_url") if isinstance(info, dict) else None
+    base = _info_base(document.value("info"))
     yield UnitExtras(extras, base if isinstance(base, str) and base else None)
     for key, reason in left_out:
         yield Rejected(key, reason)
@@ -478,7 +473,7 @@ def _read_in_two(
         split = len(digests) >= PARALLEL_FROM
         if child is not None:
             known = {f: d for f, d in digests.items() if f.endswith(second_suffix)}
-            child = _sent(child, (known, isinstance(fileobj, SubdirFile)) if split else None)
+            child = _sent(child, (known, _fetched(fileobj) is not None) if split else None)
             del known
         del digests
         document, base = _opened(fileobj, url)
@@ -491,7 +486,7 @@ def _read_in_two(
         yield from _document_items(document)
         entries = document.entries(first)
         yield from _scan(entries, unit, base, first, first_suffix, stored)
-        _leave(fileobj, document, first, entries)
+        _leave(_fetched(fileobj), document, first, entries)
         del entries
         if child is not None and split:
             try:
@@ -506,7 +501,7 @@ def _read_in_two(
     if result is None:
         entries = document.entries(second)
         yield from _scan(entries, unit, base, second, second_suffix, stored)
-        _leave(fileobj, document, second, entries)
+        _leave(_fetched(fileobj), document, second, entries)
         return
     unchanged, changed = result
     for filename, digest in unchanged:
@@ -562,9 +557,7 @@ def _digest_in_child(receive: Receive, path: str, url: str, section: str) -> Any
                     unchanged.append((filename, parsed[2]))
                 else:
                     changed.append((filename, parsed[1], parsed[2]))
-            if leave:
-                info = _info_base(document.value("info"))
-                fingerprints.save(path, section, info, fingerprints.of(entries))
+            _leave(path if leave else None, document, section, entries)
     except FormatError as exc:
         return exc
     return unchanged, changed

@@ -138,16 +138,16 @@ def document_kept(mirror_id: int, unit: str) -> KeptDocument | None:
     """The unit's kept document, if the mirror's live rows of the unit are still exactly
     those it gave (their number and digests: one scan of the unit's rows, no row read into
     Python); None otherwise. Compare only a document `read_from` the same place."""
-    if not _FILE_NAME.fullmatch(unit):
+    files = _kept_files(mirror_id, unit)
+    if files is None:
         return None
-    folder = _folder(mirror_id)
+    stamp_file, path = files
     try:
-        stamp = orjson.loads((folder / f"{unit}.stamp").read_bytes())
+        stamp = orjson.loads(stamp_file.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
     if not isinstance(stamp, dict):
         return None
-    path = folder / f"{unit}.json"
     document = str(path) if stamp.get("document", True) and path.is_file() else None
     nominal, base = stamp.get("nominal"), stamp.get("base_url")
     try:
@@ -169,11 +169,20 @@ def document_kept(mirror_id: int, unit: str) -> KeptDocument | None:
 def document_path(mirror_id: int, unit: str) -> str | None:
     """Where the unit's kept document is, if there is one; whether the rows still match it
     is `document_kept`'s to say (this asks no database)."""
+    files = _kept_files(mirror_id, unit)
+    if files is None:
+        return None
+    stamp, path = files
+    return str(path) if stamp.is_file() and path.is_file() else None
+
+
+def _kept_files(mirror_id: int, unit: str) -> tuple[Path, Path] | None:
+    """The unit's stamp and kept document (which may not exist); None for a unit whose name
+    cannot be a file's."""
     if not _FILE_NAME.fullmatch(unit):
         return None
     folder = _folder(mirror_id)
-    path = folder / f"{unit}.json"
-    return str(path) if (folder / f"{unit}.stamp").is_file() and path.is_file() else None
+    return folder / f"{unit}.stamp", folder / f"{unit}.json"
 
 
 def _url_key(url: str) -> str:
