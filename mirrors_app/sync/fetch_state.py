@@ -21,7 +21,9 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
@@ -130,8 +132,12 @@ class KeptDocument(NamedTuple):
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
+def _state_root() -> Path:
+    return Path(settings.DATA_DIR) / "mirror-state"
+
+
 def _folder(mirror_id: int) -> Path:
-    return Path(settings.DATA_DIR) / "mirror-state" / str(mirror_id)
+    return _state_root() / str(mirror_id)
 
 
 def document_kept(mirror_id: int, unit: str) -> KeptDocument | None:
@@ -282,17 +288,12 @@ def keep_document(mirror_id: int, unit: str, held: Held) -> None:
     folder = _folder(mirror_id)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for companion in folder.glob(f"{unit}.json.*"):  # the last document's
-            with contextlib.suppress(FileNotFoundError):
-                companion.unlink()
+        _discard([folder / f"{unit}.json", *folder.glob(f"{unit}.json.*")])  # the last one's
         if held.document:
             for companion in folder.glob(f"{unit}.pending.*"):
                 suffix = companion.name[len(f"{unit}.pending") :]
                 os.replace(companion, folder / f"{unit}.json{suffix}")
             os.replace(folder / f"{unit}.pending", folder / f"{unit}.json")
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                (folder / f"{unit}.json").unlink()
         stamp = folder / f"{unit}.stamp.tmp"
         # The digests' sum is past 64 bits: kept as text.
         stamp.write_bytes(
@@ -310,6 +311,34 @@ def keep_document(mirror_id: int, unit: str, held: Held) -> None:
         os.replace(stamp, folder / f"{unit}.stamp")
     except OSError:
         forget_document(mirror_id, unit)
+
+
+def _discard(paths: list[Path]) -> None:
+    """Delete these files (those that exist) in a thread of their own, once moved aside here:
+    freeing a kept document (hundreds of MB, mostly in the page cache) takes 50-90 ms that
+    the run need not wait for. What a process ended meanwhile left aside goes with the next."""
+    aside = _state_root() / ".discarded"
+    moved = False
+    for path in paths:
+        try:
+            aside.mkdir(parents=True, exist_ok=True)
+            os.replace(path, aside / f"{path.name}.{secrets.token_hex(8)}")
+        except FileNotFoundError:
+            continue
+        except OSError:  # cannot be moved aside: deleted here
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        moved = True
+    if moved:
+        threading.Thread(target=_empty, args=(aside,), name="psm-discard", daemon=True).start()
+
+
+def _empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def forget_mirror_documents(mirror_id: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import msgspec
@@ -400,3 +401,36 @@ def test_a_malformed_document_ends_the_comparison_begun_and_keeps_the_rows(
     (comparison,) = begun
     assert comparison.child.process.returncode is not None
     assert _rows(mirror) == before
+
+
+def _discarded() -> None:
+    """Wait for the files moved aside to be deleted (`fetch_state._discard`)."""
+    for thread in threading.enumerate():
+        if thread.name == "psm-discard":
+            thread.join()
+
+
+@pytest.mark.parametrize("document", [True, False], ids=["whole read", "patch read"])
+def test_the_last_kept_document_is_deleted_beside_the_run(tmp_path, settings, document):
+    settings.DATA_DIR = tmp_path
+    folder = fetch_state._folder(7)
+    folder.mkdir(parents=True)
+    (folder / "linux-64.json").write_bytes(b"old document")
+    (folder / "linux-64.json.packages.fp").write_bytes(b"old prints")
+    if document:  # held (`hold_document`)
+        (folder / "linux-64.pending").write_bytes(b"new document")
+        (folder / "linux-64.pending.packages.fp").write_bytes(b"new prints")
+    aside = tmp_path / "mirror-state" / ".discarded"
+    aside.mkdir()
+    (aside / "left-by-a-process-ended-meanwhile").write_bytes(b"x")
+
+    fetch_state.keep_document(7, "linux-64", fetch_state.Held("u", 1, 2, None, None, document))
+    _discarded()
+
+    kept = {path.name: path.read_bytes() for path in folder.iterdir()}
+    stamp = kept.pop("linux-64.stamp")
+    assert json.loads(stamp)["document"] is document
+    # Rows read from a patch: no document is what they are.
+    new = {"linux-64.json": b"new document", "linux-64.json.packages.fp": b"new prints"}
+    assert kept == (new if document else {})
+    assert list(aside.iterdir()) == []  # the old ones, and what was left aside before
