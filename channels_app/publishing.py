@@ -11,7 +11,10 @@ import bz2
 import io
 import logging
 import mmap
+import os
+import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,8 +23,10 @@ from datetime import datetime, timedelta
 from functools import reduce
 from itertools import groupby
 from operator import itemgetter, or_
+from pathlib import Path
 from typing import Any, BinaryIO
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.db.models.expressions import RawSQL
@@ -40,6 +45,7 @@ from .splice_changes import (
     changes_since,
     forget_gone,
     forget_gone_everywhere,
+    orders_by_bytes,
     render_mark,
     told_in_a_row,
 )
@@ -60,6 +66,8 @@ class PackageIndexSource:
         #: Published files found damaged while building on them, by path (`_damage_found`).
         self.damaged: dict[str, storage.DamagedFile] = {}
         self._companions: dict[tuple[str, str], bytes | None] = {}  # `published_with`'s reads
+        #: What the format keeps with each file rendered (`render_ended`'s `note`).
+        self.notes: dict[str, bytes] = {}
 
     def render_began(self, path: str) -> None:
         """Note, before any row of the file at `path` is read, what the rows it renders are
@@ -74,24 +82,38 @@ class PackageIndexSource:
         *,
         spliced: bool,
         companions: Iterable[str] = (),
+        note: bytes | None = None,
     ) -> None:
         """Note where the members of each section of the file at `path` lie (byte offsets),
         for the next publish to splice into, and whether this one was spliced; the publish
         also keeps which `companions` (files it renders with this one) went with it, for the
-        next to read (`published_with`)."""
+        next to read (`published_with`), and the format's `note` on the file, for the next
+        splice (`previous`)."""
         if spliced:
             self.spliced.add(path)
+        if note is not None and path in self.marks:
+            self.notes[path] = note
         if path in self.marks:
             self.marks[path]["sections"] = [list(section) for section in sections]
             self.marks[path]["with"] = list(companions)
             if not spliced:  # a whole render is as good as a check
                 self.marks[path]["told"] = 0
 
-    def previous(self, path: str, unit: str, suffixes: tuple[str, ...]) -> Previous | None:
+    def previous(
+        self,
+        path: str,
+        unit: str,
+        suffixes: tuple[str, ...],
+        read_note: Callable[[bytes, list], Any] | None = None,
+    ) -> Previous | None:
         """The published file at `path` with the unit's rows changed since it was rendered,
         by section (`suffixes`), if this render may splice them into it (its bytes checked
         meanwhile: `Previous.damage`); None if in any doubt (never marked, rendered on another
-        server or long ago, replaced since, missing, too many changes)."""
+        server or long ago, replaced since, missing, too many changes).
+
+        `read_note(note, sections)`: what the format's note on the file (`render_ended`) says
+        of its members (None: nothing usable), where the database sorts file names by their
+        bytes; given that, told changes come without gaps (`Previous.members`)."""
         mark, now = (self.channel.render_marks or {}).get(path), self.marks.get(path)
         if not self.splice or not isinstance(mark, dict) or now is None:
             return None
@@ -118,8 +140,20 @@ class PackageIndexSource:
             return None
         now["told"] = told = told_in_a_row(mark)
         snapshot = mark["snapshot"] if told else None
+        members = None
+        if read_note is not None and orders_by_bytes():
+            note = read_note_of(mark.get("sha256"))
+            members = read_note(note, sections) if note is not None else None
         changes = changes_since(
-            self.channel.pk, unit, xmin, suffixes, SPLICE_LIMIT, snapshot=snapshot
+            self.channel.pk,
+            unit,
+            xmin,
+            suffixes,
+            SPLICE_LIMIT,
+            snapshot=snapshot,
+            # A checked splice drops, with a changed row's gap, a neighbour gone untold (which
+            # no merge would know of): it asks for gaps.
+            neighbours=members is None or snapshot is None,
         )
         if changes is None:
             data.close()
@@ -134,7 +168,7 @@ class PackageIndexSource:
                 self._damage_found(path, published.artifact, problem)
             return problem
 
-        return Previous(data, [tuple(section) for section in sections], changes, checked)
+        return Previous(data, [tuple(section) for section in sections], changes, checked, members)
 
     def _damage_found(self, path: str, artifact: Artifact, problem: str) -> None:
         """The published file at `path` found damaged: not built on, and its blob deleted at
@@ -194,11 +228,14 @@ class PackageIndexSource:
         rows = rows.order_by("filename").values_list("filename", "record")
         return stream_rows(rows)
 
-    def json_members(self, unit: str, suffix: str = "") -> Iterator[bytes] | None:
+    def json_members(
+        self, unit: str, suffix: str = "", lines: Callable[[bytes], None] | None = None
+    ) -> Iterator[bytes] | None:
         """`documents(unit, suffix)` as the members of a JSON object, `"filename":document`
         comma separated, in blocks of bytes, straight from a COPY (no Python per row; a
-        conda-forge-sized subdir is 600,000 rows). None where the database has no COPY (not
-        PostgreSQL): the format renders the documents itself."""
+        conda-forge-sized subdir is 600,000 rows); `lines` is handed each block first as
+        lines (`copied_lines`). None where the database has no COPY (not PostgreSQL): the
+        format renders the documents itself."""
         if connection.vendor != "postgresql":
             return None
         rows = self.packages.filter(unit=unit)
@@ -206,7 +243,7 @@ class PackageIndexSource:
             rows = rows.filter(filename__endswith=suffix)
         member = RawSQL(f"to_json({COLUMN % 'filename'})::text || ':' || {COLUMN % 'record'}", [])
         return copied_lines(
-            rows.annotate(member=member).order_by("filename").values_list("member"), b","
+            rows.annotate(member=member).order_by("filename").values_list("member"), b",", lines
         )
 
     def names(self, unit: str, suffixes: tuple[str, ...] = ()) -> set[str]:
@@ -428,6 +465,9 @@ def channel_publish(*, channel: Channel, force: bool = False) -> bool:
             fmt.render_index(source, rendered.emit, units)
         finally:
             rendered.settle()
+        for path, note in source.notes.items():
+            if path in rendered:
+                keep_note(rendered[path][0], note)
         with transaction.atomic():
             current = Channel.objects.select_for_update().get(pk=channel.pk)
             if current.frozen or (
@@ -684,6 +724,57 @@ def _changed_units(channel: Channel) -> set[str] | None:
     return set(changed.order_by().values_list("unit", flat=True).distinct())
 
 
+# --- Notes a format keeps on the files it rendered ----------------------------------------------
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _notes_folder() -> Path:
+    return Path(settings.DATA_DIR) / "index-notes"
+
+
+def keep_note(sha256: str, note: bytes) -> None:
+    """Keep a format's note on the rendered file whose digest is `sha256` (`render_ended`);
+    nothing if it cannot be written (the next splice does without)."""
+    target = _notes_folder() / sha256
+    temporary = target.with_name(f".{sha256}.{threading.get_ident()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_bytes(note)
+        os.replace(temporary, target)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+
+
+def read_note_of(sha256: Any) -> bytes | None:
+    """The note kept on the file whose digest is `sha256`, if any."""
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        return None
+    try:
+        return (_notes_folder() / sha256).read_bytes()
+    except OSError:
+        return None
+
+
+def _forget_notes(marks: Iterable[dict[str, Any]], older_than: float) -> int:
+    """Delete the notes on files no channel's marks name any more (older than `older_than`
+    seconds: one being kept by a publish right now has no mark yet); return how many."""
+    named = {mark.get("sha256") for mark in marks}
+    cutoff, deleted = time.time() - older_than, 0
+    try:
+        notes = list(_notes_folder().iterdir())
+    except OSError:
+        return 0
+    for path in notes:
+        try:
+            if path.name not in named and path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+        except OSError:
+            continue
+    return deleted
+
+
 def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:
     """Delete stored files that nothing references any more; return how many. Temporary files
     a killed download or first request left behind go too.
@@ -698,7 +789,11 @@ def collect_garbage(*, older_than: timedelta = timedelta(hours=1)) -> int:
         logger.info("removed %s stale temporary files", temporary)
     # What the files rendered since were told of already (a channel never published again).
     marks = Channel.objects.values_list("render_marks", flat=True)
-    forget_gone_everywhere([mark for marks_of in marks for mark in (marks_of or {}).values()])
+    every_mark = [mark for marks_of in marks for mark in (marks_of or {}).values()]
+    forget_gone_everywhere(every_mark)
+    notes = _forget_notes(every_mark, seconds)
+    if notes:
+        logger.info("removed %s notes on index files no longer published", notes)
     cutoff = timezone.now() - older_than
     orphans = (
         Artifact.objects.filter(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from django.db import connection, transaction
 from psycopg.adapt import Loader
@@ -29,9 +29,12 @@ def chunked(values: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
 COLUMN = f'"{Package._meta.db_table}"."%s"'
 
 
-def copied_lines(rows, separator: bytes) -> Iterator[bytes]:
+def copied_lines(
+    rows, separator: bytes, lines: Callable[[bytes], None] | None = None
+) -> Iterator[bytes]:
     """The one text column of a `values_list` queryset's rows, joined by `separator`, in
-    blocks read with COPY (PostgreSQL): no Python per row but a list append.
+    blocks read with COPY (PostgreSQL): no Python per row but a list append. `lines` is
+    handed each block first as it came, each row followed by a line break.
 
     The rows must not hold line breaks or control characters (compact JSON never does):
     COPY would quote such a value, and the render stops rather than publish it."""
@@ -49,16 +52,18 @@ def copied_lines(rows, separator: bytes) -> Iterator[bytes]:
             for row in copy:  # one message per row
                 parts.append(row)
                 if len(parts) == 10_000:
-                    yield lead + _joined(parts, separator)
+                    yield lead + _joined(parts, separator, lines)
                     parts, lead = [], separator
             if parts:
-                yield lead + _joined(parts, separator)
+                yield lead + _joined(parts, separator, lines)
 
 
-def _joined(rows: list, separator: bytes) -> bytes:
+def _joined(rows: list, separator: bytes, lines: Callable[[bytes], None] | None) -> bytes:
     block = b"".join(rows)
     if b"\x01" in block:  # a quoted value
         raise ValueError("a record holds a line break or a control character")
+    if lines is not None:
+        lines(block)
     return block[:-1].replace(b"\n", separator)
 
 

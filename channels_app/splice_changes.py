@@ -93,6 +93,7 @@ def changes_since(
     limit: int,
     *,
     snapshot: str | None = None,
+    neighbours: bool = True,
 ) -> list[SectionChanges] | None:
     """The unit's rows changed since the snapshot whose `xmin` is given, by section (one per
     suffix), all read in one snapshot: as the table tells them where the whole `snapshot` is
@@ -104,7 +105,9 @@ def changes_since(
     section that are served and unchanged (so the old file lists them, in the same order);
     each gap comes with its neighbours' members and the members of its rows served now, in
     the database's order of file names (its collation, as the full render's ORDER BY). The
-    changed rows' package names come too (`SectionChanges.names`)."""
+    changed rows' package names come too (`SectionChanges.names`), and the rows themselves
+    (`SectionChanges.rows`): all a caller that knows where the old file's members lie needs
+    (`neighbours=False`: no gaps, no probes)."""
     if connection.in_atomic_block:
         return None
     table = Package._meta.db_table
@@ -154,20 +157,56 @@ def changes_since(
             if checked is None:
                 return None
             *changed, (*_, counts_now, sizes_now, _) = checked
-        around = _neighbours(cursor, probes, params, [(row[3], row[2]) for row in changed])
+        around = (
+            _neighbours(cursor, probes, params, [(row[3], row[2]) for row in changed])
+            if neighbours
+            else [()] * len(changed)
+        )
     sections = []
     for index in range(len(suffixes)):
         rows: list[tuple] = []
+        members: list[tuple[str, bytes | None]] = []
         names: dict[str, bool] = {}
-        for (_, _, row_section, _, name, member, *_), sides in zip(changed, around, strict=True):
+        for (_, _, row_section, filename, name, member, *_), sides in zip(
+            changed, around, strict=True
+        ):
             if row_section == index:
                 rows.append((member, *sides))
+                members.append((filename, None if member is None else member.encode()))
                 names[name] = names.get(name, False) or member is not None  # served now
         length = None  # told: nothing to count against
         if counts_now is not None:
             length = int(sizes_now[index] or 0) + max(counts_now[index] - 1, 0)
-        sections.append(SectionChanges(_gaps(rows), length, names))
+        gaps = _gaps(rows) if neighbours else None
+        sections.append(SectionChanges(gaps, length, names, members))
     return sections
+
+
+#: File names that a collation other than byte order sorts otherwise (case, punctuation,
+#: digits, a name that begins another, beyond ASCII).
+_ORDER_PROBE = ["-x", "0", "A", "B_", "Z", "_x", "a", "a!", "a-b", "a.b", "a_b", "b", "z", "é"]
+_BYTE_ORDER: dict[tuple, bool] = {}
+
+
+def orders_by_bytes() -> bool:
+    """Whether the database sorts the package table's file names by their bytes (UTF-8), as a
+    merge by byte order does (`formats.conda_members`): the file names' collation is the
+    database's, which sorts these names so (a "C" or "C.UTF-8" one does; one of a language
+    does not). Asked once per database a process uses."""
+    if connection.vendor != "postgresql":
+        return False
+    database = (connection.settings_dict["HOST"], connection.settings_dict["NAME"])
+    if database not in _BYTE_ORDER:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT (SELECT a.attcollation = 100 FROM pg_attribute a "  # 100: "default"
+                "WHERE a.attrelid = %s::regclass AND a.attname = 'filename'), "
+                "(SELECT array_agg(x ORDER BY x) FROM unnest(%s::varchar[]) AS x)",
+                [Package._meta.db_table, _ORDER_PROBE],
+            )
+            default, ordered = cursor.fetchone()
+        _BYTE_ORDER[database] = bool(default) and ordered == sorted(_ORDER_PROBE, key=str.encode)
+    return _BYTE_ORDER[database]
 
 
 def told_in_a_row(mark: dict[str, Any]) -> int:

@@ -330,14 +330,17 @@ class Gap(NamedTuple):
 
 
 class SectionChanges(NamedTuple):
-    """A section's rows changed since a render, by gap, in order; and the length in bytes of
-    its members now, commas included (what a splice must come to; None where the changes were
-    told, not counted: see `splice_changes`)."""
+    """A section's rows changed since a render, by gap, in order (None: not asked, see
+    `rows`); and the length in bytes of its members now, commas included (what a splice must
+    come to; None where the changes were told, not counted: see `splice_changes`)."""
 
-    gaps: list[Gap]
+    gaps: list[Gap] | None
     length: int | None
     #: The package names of its changed rows, each with whether a row of it is served now.
     names: Mapping[str, bool] = MappingProxyType({})
+    #: Its changed rows: file name and member now (None: not served now), in the database's
+    #: order of file names.
+    rows: Sequence[tuple[str, bytes | None]] = ()
 
 
 def _undamaged() -> str | None:
@@ -357,6 +360,9 @@ class Previous:
     sections: list[tuple[int, int]]
     changes: list[SectionChanges]
     damage: Callable[[], str | None] = _undamaged
+    #: The lengths of each section's members, in order, where known (`conda_members`): the
+    #: changes may then come without gaps, merged in by them.
+    members: list[Any] | None = None
 
     def close(self) -> None:
         self.damage()  # a check still reading the bytes ends first

@@ -23,6 +23,7 @@ import orjson
 import zstandard
 
 from . import conda_jlap as jlap
+from . import conda_members
 from .base import Emit, FormatError, Gap, IndexSource, Previous, PublishedIndex
 from .conda_document import KNOWN_KEYS, holds_packages
 from .conda_records import SECTIONS, SUFFIXES
@@ -169,10 +170,15 @@ def _write_repodata(
     path = f"{subdir}/repodata.json"
     if hasattr(source, "render_began"):
         source.render_began(path)
-    previous = source.previous(path, subdir, SUFFIXES) if hasattr(source, "previous") else None
+    previous = (
+        source.previous(path, subdir, SUFFIXES, read_note=conda_members.read)
+        if hasattr(source, "previous")
+        else None
+    )
     change = None
     try:
-        spliced = splice_sections(previous) if previous is not None else None
+        splice = splice_sections(previous) if previous is not None else None
+        spliced, lengths = splice if splice is not None else (None, None)
         dropped = _dropped_members(previous, spliced) if spliced is not None else None
         # The names for channeldata.json: those a splice changes, else asked meanwhile where
         # the source can (or collected from the documents as they are written).
@@ -180,22 +186,25 @@ def _write_repodata(
             _spliced_names(source, path, subdir, previous, dropped) if dropped is not None else None
         )
         if spliced is not None and previous.damage():  # damaged: rendered whole (reported there)
-            spliced = listed = dropped = None
+            spliced = listed = dropped = lengths = None
         names_later = getattr(source, "names_later", None)
         later = names_later(subdir, SUFFIXES) if listed is None and names_later else None
         sections = []
+        written = [conda_members.MemberList() for _ in SECTIONS] if spliced is None else []
         out.write(b'{"info":' + orjson.dumps({"subdir": subdir}))
         for index, (section, suffix) in enumerate(SECTIONS):
             out.write(b',"' + section.encode() + b'":{')
             start = out.written
             if spliced is None:
-                blocks = _members(source, subdir, suffix, names)
+                blocks = _members(source, subdir, suffix, names, written[index])
             else:
                 blocks = _spliced_blocks(previous.data, spliced[index])
             for block in blocks:
                 out.write(block)
             sections.append((start, out.written))
             out.write(b"}")
+        if written and all(members.ordered for members in written):
+            lengths = [members.lengths for members in written]
         tail = _tail(source, subdir)
         if dropped is not None:
             old_tail = bytes(previous.data[previous.sections[-1][1] + 1 :])
@@ -212,6 +221,8 @@ def _write_repodata(
             sections,
             spliced=spliced is not None,
             companions=[CHANNELDATA, _log_path(subdir)],
+            # Where its members lie, for the next splice to merge by (`conda_members`).
+            note=None if lengths is None else conda_members.note(sections, lengths),
         )
     if later is not None:
         listed = later()
@@ -247,18 +258,31 @@ def _published_with(source: IndexSource, path: str, companion: str) -> bytes | N
 Piece = tuple[int, int] | bytes
 
 
-def splice_sections(previous: Previous) -> list[list[Piece]] | None:
+def splice_sections(previous: Previous) -> tuple[list[list[Piece]], list | None] | None:
     """Each section's members as runs of the published file and new members, to be joined by
     commas: the old file without the members of the changed rows, with the members of those
-    served now in their place; None if the file does not hold what the changes say it should
-    (then the file is rendered whole)."""
-    spliced = []
-    for (start, end), changes in zip(previous.sections, previous.changes, strict=True):
-        pieces = _splice_section(previous.data, start, end, changes.gaps)
+    served now in their place; and where the old file's members were known (merged by them,
+    `conda_members`), the lengths of each section's members after. None if the file does not
+    hold what the changes say it should (then the file is rendered whole)."""
+    spliced, lengths = [], []
+    for index, ((start, end), changes) in enumerate(
+        zip(previous.sections, previous.changes, strict=True)
+    ):
+        known = None if previous.members is None else previous.members[index]
+        if changes.gaps is None:  # no gaps asked: merged by the old members' lengths
+            rows = sorted((conda_members.key(name), member) for name, member in changes.rows)
+            merged = conda_members.merge_section(previous.data, start, end, known, rows)
+            pieces, after = merged if merged is not None else (None, None)
+        else:
+            pieces = _splice_section(previous.data, start, end, changes.gaps)
+            after = None
+            if pieces is not None and known is not None:
+                after = conda_members.lengths_after(start, end, known, pieces)
         if pieces is None or changes.length not in (None, _joined_length(pieces)):
             return None
         spliced.append(pieces)
-    return spliced
+        lengths.append(after)
+    return spliced, (lengths if None not in lengths else None)
 
 
 def _splice_section(data: Any, start: int, end: int, gaps: list[Gap]) -> list[Piece] | None:
@@ -441,19 +465,30 @@ def _spliced_blocks(data: Any, pieces: list[Piece]) -> Iterator[bytes]:
 
 
 def _members(
-    source: IndexSource, subdir: str, suffix: str, names: dict[str, set[str]]
+    source: IndexSource,
+    subdir: str,
+    suffix: str,
+    names: dict[str, set[str]],
+    written: conda_members.MemberList,
 ) -> Iterator[bytes]:
     """A section's `"filename":record` members, comma separated, in filename order; the
-    package names it lists are added to `names`. A source that hands them over ready-made
-    (publishing's, straight from PostgreSQL) is asked for them, and for the names."""
-    ready = source.json_members(subdir, suffix) if hasattr(source, "json_members") else None
+    package names it lists are added to `names`, the members to `written`. A source that hands
+    them over ready-made (publishing's, straight from PostgreSQL) is asked for them, and for
+    the names."""
+    ready = (
+        source.json_members(subdir, suffix, lines=written.add_lines)
+        if hasattr(source, "json_members")
+        else None
+    )
     if ready is not None:
         yield from ready
         return
     first = True
     for filename, document in source.documents(subdir, suffix):
         raw = document if isinstance(document, bytes) else document.encode()
-        yield (b"" if first else b",") + orjson.dumps(filename) + b":" + raw
+        member = orjson.dumps(filename) + b":" + raw
+        written.add(member)
+        yield member if first else b"," + member
         first = False
         names.setdefault(_package_name(filename), set()).add(subdir)
 

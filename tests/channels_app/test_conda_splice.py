@@ -7,22 +7,26 @@ these tests run outside a test transaction."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import jsonpatch
+import msgspec
 import orjson
 import pytest
 from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.models import F
+from msgspec import Raw
 
-from channels_app import splice_changes, storage
-from channels_app.formats import conda_jlap
+from channels_app import publishing, splice_changes, storage
+from channels_app.formats import conda_jlap, conda_members
 from channels_app.formats.base import Gap, Previous, SectionChanges
 from channels_app.formats.conda_render import splice_sections
 from channels_app.models import Channel, Package, PublishedFile, VerificationProblem
@@ -84,9 +88,12 @@ def _full_render(channel: Channel) -> dict[str, bytes]:
 
 def _same_as_a_full_render(channel: Channel) -> dict:
     """The published files are those a full render gives, but for the logs, which end at the
-    published documents (a full render starts them anew)."""
+    published documents (a full render starts them anew); and the note kept on a repodata.json,
+    if any, gives the lengths of its members."""
     published, full = _published(channel), _full_render(channel)
     for path, data in full.items():
+        if path.endswith("repodata.json"):
+            _noted_right(channel, path, published[path])
         if path.endswith(".zst"):
             continue
         if path.endswith(".jlap"):
@@ -95,6 +102,23 @@ def _same_as_a_full_render(channel: Channel) -> dict:
             continue
         assert published[path] == data, path
     return orjson.loads(published["linux-64/repodata.json"])
+
+
+def _note(channel: Channel, path: str) -> tuple[bytes | None, list]:
+    """The note kept on the file published at `path`, and the file's sections."""
+    channel.refresh_from_db()
+    mark = channel.render_marks[path]
+    return publishing.read_note_of(mark["sha256"]), mark["sections"]
+
+
+def _noted_right(channel: Channel, path: str, document: bytes) -> None:
+    note, sections = _note(channel, path)
+    if note is None:
+        return
+    lengths = conda_members.read(note, sections)
+    for (start, end), noted in zip(sections, lengths, strict=True):
+        members = msgspec.json.decode(b"{" + document[start:end] + b"}", type=dict[str, Raw])
+        assert list(noted) == [len(orjson.dumps(k)) + 1 + len(v) for k, v in members.items()]
 
 
 def _hash(document: bytes) -> str:
@@ -131,9 +155,17 @@ def _logged_publish(channel: Channel, caplog) -> int:
 NAMES = [f"pkg{i:02d}-1.0-0" for i in range(0, 40, 2)]
 
 
+def _probing(monkeypatch) -> None:
+    """Make every splice ask the database for its changed rows' neighbours, as where the
+    database does not sort file names by bytes (the old file's members are then not known,
+    `conda_members`)."""
+    monkeypatch.setattr(publishing, "orders_by_bytes", lambda: False)
+
+
 def _probes_on_two_connections(monkeypatch) -> list[int]:
     """Make every splice probe half its changed rows' neighbours on a second connection; the
     list returned gets how many rows each second connection probed."""
+    _probing(monkeypatch)
     monkeypatch.setattr(splice_changes, "PROBE_SPLIT", 1)
     probed, real = [], splice_changes._probed_in
 
@@ -154,8 +186,11 @@ def _every_splice(monkeypatch, way: str) -> None:
 @pytest.mark.parametrize("way", ["told", "checked"])
 @pytest.mark.parametrize("two", [False, True], ids=["one connection", "two connections"])
 def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monkeypatch, two, way):
+    """On one connection the splices know the old file's members (`conda_members`): the told
+    ones merge, and probe nothing; the checked ones probe, and keep the members' lengths."""
     _every_splice(monkeypatch, way)
     probed = _probes_on_two_connections(monkeypatch) if two else []
+    asked = _neighbours_asked(monkeypatch)
     channel = ChannelFactory(kind="conda")
     _add(channel, *(f"{name}.tar.bz2" for name in NAMES), *(f"{name}.conda" for name in NAMES))
     _add(channel, "noarchy-1-0.conda", unit="noarch")
@@ -200,6 +235,67 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monk
     # Every publish that changed rows had a second connection probe some (more may have: a
     # transaction running elsewhere holds a mark back, and more rows read as changed).
     assert (len(probed) >= 4 and all(probed)) if two else not probed
+    assert bool(asked) == (two or way == "checked")
+    assert two or _note(channel, "linux-64/repodata.json")[0] is not None
+
+
+def _neighbours_asked(monkeypatch) -> list[int]:
+    """How many changed rows each splice asked the neighbours of."""
+    asked, real = [], splice_changes._neighbours
+
+    def counted(cursor, sql, params, rows):
+        asked.append(len(rows))
+        return real(cursor, sql, params, rows)
+
+    monkeypatch.setattr(splice_changes, "_neighbours", counted)
+    return asked
+
+
+@pytest.mark.parametrize("note", ["missing", "damaged", "another file's"])
+def test_a_splice_without_a_note_it_can_use_probes(caplog, monkeypatch, note):
+    """The note on the published file gone, damaged, or another file's: the changed rows'
+    neighbours are asked for, and the bytes are still a full render's."""
+    _every_splice(monkeypatch, "told")
+    asked = _neighbours_asked(monkeypatch)
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    _publish(channel, caplog)
+    path = "linux-64/repodata.json"
+    first = _published(channel)[path]
+    _add(channel, "aaa-1-0.conda", "pkg05-1.0-0.conda")
+    assert _publish(channel, caplog) == 2
+    assert not asked  # merged by the note
+    channel.refresh_from_db()
+    kept = publishing._notes_folder() / channel.render_marks[path]["sha256"]
+    if note == "missing":
+        kept.unlink()
+    elif note == "damaged":
+        kept.write_bytes(kept.read_bytes()[:-9] + b"123456789")
+    else:  # the first file's, which had other sections
+        first_note = publishing._notes_folder() / hashlib.sha256(first).hexdigest()
+        kept.write_bytes(first_note.read_bytes())
+    _add(channel, "zzz-1-0.conda", "pkg07-1.0-0.conda")
+    Package.objects.filter(filename="pkg10-1.0-0.conda").update(removed=True)
+    assert _publish(channel, caplog) == 2
+    assert asked
+    document = _same_as_a_full_render(channel)
+    assert {"aaa-1-0.conda", "zzz-1-0.conda"} <= document["packages.conda"].keys()
+    assert "pkg10-1.0-0.conda" not in document["packages.conda"]
+
+
+def test_notes_on_files_no_longer_published_are_collected():
+    channel = ChannelFactory(kind="conda")
+    _add(channel, *(f"{name}.conda" for name in NAMES))
+    assert channel_publish(channel=channel)
+    channel.refresh_from_db()
+    named = channel.render_marks["linux-64/repodata.json"]["sha256"]
+    folder = publishing._notes_folder()
+    publishing.keep_note("0" * 64, b"a note on a file no channel publishes")
+    collect_garbage()  # too recent to be taken
+    assert {named, "0" * 64} <= {path.name for path in folder.iterdir()}
+    collect_garbage(older_than=timedelta(0))
+    assert named in {path.name for path in folder.iterdir()}
+    assert "0" * 64 not in {path.name for path in folder.iterdir()}
 
 
 def test_the_log_also_says_what_changed_after_the_sections(caplog):
@@ -222,6 +318,7 @@ def test_the_log_also_says_what_changed_after_the_sections(caplog):
 def test_probes_a_second_connection_cannot_make_are_made_on_the_first(caplog, monkeypatch):
     """No connection to be had for the second half of the probes (the server's limit, say):
     the first connection, which holds the snapshot, probes them too."""
+    _probing(monkeypatch)
     monkeypatch.setattr(splice_changes, "PROBE_SPLIT", 1)
 
     def refused(*args):
@@ -243,6 +340,7 @@ def test_a_publish_whose_helper_connections_are_refused_is_made_on_its_own(
 ):
     """The names asked meanwhile and half the probes go on connections of their own: where
     the server refuses them (at its connection limit), they are asked on the publish's."""
+    _probing(monkeypatch)
     monkeypatch.setattr(splice_changes, "PROBE_SPLIT", 1)
     channel = ChannelFactory(kind="conda")
     _add(channel, *(f"{name}.conda" for name in NAMES))
@@ -464,7 +562,7 @@ def test_a_file_that_does_not_hold_what_the_changes_say_is_not_spliced():
     data = b'{"a":{"packages":{"x":{},"y":{"v":1},"z":{}}}'
     start, end = data.index(b'"x"'), data.rindex(b"}}")
     gap = Gap(b'"x":{}', b'"z":{}', [b'"y":{"v":2}'])
-    spliced = splice_sections(Previous(data, [(start, end)], [SectionChanges([gap], 25)]))
+    spliced, _ = splice_sections(Previous(data, [(start, end)], [SectionChanges([gap], 25)]))
     assert spliced == [[(start, start + 6), b'"y":{"v":2}', (end - 6, end)]]
     # A member the old file lacks, or a length the rows do not give (a row gone untold).
     missing = gap._replace(before=b'"w":{}')
@@ -475,7 +573,7 @@ def test_a_file_that_does_not_hold_what_the_changes_say_is_not_spliced():
     nested = b'{"packages":{"a":{},"b":{"z":{}},"c":{"q":0,"z":{}},"z":{}}}'
     start, end = nested.index(b'"a"'), nested.rindex(b"}}")
     gap = Gap(b'"a":{}', b'"z":{}', [])
-    spliced = splice_sections(Previous(nested, [(start, end)], [SectionChanges([gap], 13)]))
+    spliced, _ = splice_sections(Previous(nested, [(start, end)], [SectionChanges([gap], 13)]))
     assert spliced == [[(start, start + 6), (end - 6, end)]]
     nested = nested.replace(b'"q":0,"z":{}}', b'"q":0,"z":{},"r":1}')
     start, end = nested.index(b'"a"'), nested.rindex(b"}}")
