@@ -28,6 +28,7 @@ from itertools import accumulate
 from typing import Any
 
 import msgspec
+import orjson
 
 #: A member's first bytes: its file name as a JSON string (a safe file name needs no escape).
 Key = bytes
@@ -43,7 +44,7 @@ _QUOTE, _COMMA = ord('"'), ord(",")
 
 def key(filename: str) -> Key:
     """What a member for `filename` begins with, as the merge compares it."""
-    return b'"' + filename.encode() + b'"'
+    return orjson.dumps(filename)
 
 
 class MemberList:
@@ -104,6 +105,8 @@ def merge_section(
     kept = 0  # the first old member not yet passed on
     last = None  # the key of the change before
     for changed, member in changes:
+        if b"\\" in changed:
+            return None  # a name JSON escapes (none a conda record may have): sorts otherwise
         block = bisect_right(anchors, changed) - 1
         if block < 0:
             at = 0

@@ -26,6 +26,7 @@ from . import conda_jlap as jlap
 from . import conda_members
 from .base import Emit, FormatError, Gap, IndexSource, Previous, PublishedIndex
 from .conda_document import KNOWN_KEYS, holds_packages
+from .conda_members import Piece
 from .conda_records import SECTIONS, SUFFIXES
 
 #: zstd's level 1: of 600,000 conda-forge-like records (291 MB), 0.73 s of CPU in 2 threads and
@@ -253,9 +254,6 @@ def _published_with(source: IndexSource, path: str, companion: str) -> bytes | N
 
 
 # --- Splicing changed rows into the published repodata ----------------------------------------
-
-#: A run of the old file's members (byte offsets), or a new member.
-Piece = tuple[int, int] | bytes
 
 
 def splice_sections(previous: Previous) -> tuple[list[list[Piece]], list | None] | None:

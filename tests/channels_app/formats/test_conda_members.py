@@ -12,7 +12,7 @@ from channels_app.formats.conda_members import MemberList, key, lengths_after, m
 
 
 def _member(name: str, version: str = "1") -> bytes:
-    return b'"' + name.encode() + b'":{"version":"' + version.encode() + b'"}'
+    return key(name) + b':{"version":"' + version.encode() + b'"}'
 
 
 def _section(names: list[str]) -> tuple[bytes, int, int, array]:
@@ -75,9 +75,12 @@ def test_members_that_do_not_lie_where_the_lengths_say_are_not_merged():
     assert merge_section(data, start, end, shifted, change) is None
 
 
-@pytest.mark.parametrize(("old", "changed"), [("a!b", "a"), ("a", "a!b"), ("a-1", "a")])
-def test_a_name_that_begins_a_neighbour_s_is_not_merged(old, changed):
-    """ "a" sorts before "a!b" by file name, after it by member key: left to the database."""
+@pytest.mark.parametrize(
+    ("old", "changed"), [("a!b", "a"), ("a", "a!b"), ("a-1", "a"), ("b", 'a"b')]
+)
+def test_a_name_that_sorts_otherwise_by_member_key_is_not_merged(old, changed):
+    """A name that begins a neighbour's ("a" sorts before "a!b" by file name, after it by
+    member key), or one JSON escapes: left to the database."""
     data, start, end, lengths = _section([old])
     assert merge_section(data, start, end, lengths, [(key(changed), _member(changed))]) is None
 
