@@ -23,11 +23,14 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from typing import Any, BinaryIO
 
 import msgspec
 import orjson
+
+from psm.own_connection import meanwhile
 
 from . import conda_fingerprints as fingerprints
 from .base import (
@@ -199,15 +202,22 @@ def _info_base(info: Any) -> Any:
 class Comparison:
     """A child process comparing the second section of a new document with the kept one's at
     `kept` (the parent compares the first once it has checked the whole document): started as
-    the new one begins to download (the kept side is worked out meanwhile), `handed` the new
-    one once it is whole, then asked for its `result`. Closing it ends the child, done or
-    not."""
+    the new one begins to download (the kept side is worked out meanwhile, the first
+    section's too, in a thread: `kept_side`), `handed` the new one once it is whole, then
+    asked for its `result`. Closing it ends the child, done or not."""
 
     section = ORDER[1][0]
 
     def __init__(self, kept: str) -> None:
         self.kept = kept
         self.child = _started(_compare_in_child, kept, self.section)
+        here = ORDER[0][0]
+        self._kept_here = meanwhile(lambda: _kept_side(kept, here), "psm-kept-side")
+
+    def kept_side(self, section: str) -> tuple[str | None, fingerprints.Entries] | None:
+        """`_kept_side` of a section this process compares (worked out meanwhile for the
+        first)."""
+        return self._kept_here() if section == ORDER[0][0] else _kept_side(self.kept, section)
 
     def hand(self, path: str, url: str, leave: bool) -> None:
         """Give the child the new document (a child that cannot take it is dropped);
@@ -363,8 +373,11 @@ def _against_kept(
         document, base = _opened(fileobj, url)
         checked = list(_document_items(document))  # FormatError before any comparison
         theirs = comparison.section if comparison is not None else None
+        kept_side = comparison.kept_side if comparison is not None else None
         compared = {
-            section: None if section == theirs else _compare_here(document, kept, section, leave)
+            section: None
+            if section == theirs
+            else _compare_here(document, kept, section, leave, kept_side)
             for section in _SECTIONS
         }
         if comparison is not None:
@@ -385,11 +398,16 @@ def _against_kept(
 
 
 def _compare_here(
-    document: Document, kept: str, section: str, leave: str | None
+    document: Document,
+    kept: str,
+    section: str,
+    leave: str | None,
+    kept_side: Callable[[str], tuple[str | None, fingerprints.Entries] | None] | None = None,
 ) -> Compared | None:
     """A section of the new `document` compared with the kept document's in this process,
-    its fingerprints left beside the file at `leave`; None if the kept one cannot be read."""
-    before = _kept_side(kept, section)
+    its fingerprints left beside the file at `leave`; None if the kept one cannot be read.
+    `kept_side`: where the kept side was worked out already (`Comparison.kept_side`)."""
+    before = (kept_side or partial(_kept_side, kept))(section)
     if before is None:
         return None
     kept_base, hashes = before

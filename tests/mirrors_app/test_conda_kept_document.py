@@ -359,6 +359,14 @@ def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, b
         real_hand(comparison, *args)
 
     monkeypatch.setattr(conda_repodata.Comparison, "hand", spy_hand)
+    read_kept: list = []  # (section, thread) of each kept side this process worked out
+    real_kept_side = conda_repodata._kept_side
+
+    def spy_kept_side(kept, section):
+        read_kept.append((section, threading.current_thread().name))
+        return real_kept_side(kept, section)
+
+    monkeypatch.setattr(conda_repodata, "_kept_side", spy_kept_side)
     mirror = _mirror(upstream)
     run_mirror(mirror)
     assert begun == handed == []  # nothing kept to compare with yet
@@ -371,6 +379,8 @@ def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, b
     assert len(begun) == 1 and begun[0] is not None
     assert handed == begun  # the child started as it downloaded compared it
     assert begun[0].child.process.returncode is not None
+    # This process's section: its kept side worked out as the document downloaded, too.
+    assert read_kept == [(conda_repodata.ORDER[0][0], "psm-kept-side")]
 
 
 def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror, begun):
