@@ -492,11 +492,14 @@ class RepositoryFormat:
     #: a few for big indexes; more for many small ones whose time is the upstream's latency.
     unit_fetchers: ClassVar[int] = 4
 
-    def unit_buffer(self, kept: str | None = None) -> BinaryIO:
+    def unit_buffer(
+        self, kept: str | None = None, begun: Callable[[], None] | None = None
+    ) -> BinaryIO:
         """A new temporary file for one unit's index (`fetch_unit` writes it, `parse_unit`
         reads it), deleted on close: on disk, as an index may be hundreds of MB. `kept`: the
         unit's last document kept (see `capabilities.keeps_last_document`), which the format
-        may start comparing with as soon as the new one downloads."""
+        may start comparing with as soon as the new one downloads; `begun`, called then, where
+        the format can tell."""
         return tempfile.NamedTemporaryFile(prefix="psm-index-")  # noqa: SIM115 - caller closes
 
     def parse_unit(

@@ -259,10 +259,12 @@ class CondaFormat(RepositoryFormat):
         """The items of the entries a patch changed (see `conda_repodata.read_entries`)."""
         return read_entries(entries.entries, url, unit, stored, base_url)
 
-    def unit_buffer(self, kept: str | None = None) -> BinaryIO:
+    def unit_buffer(
+        self, kept: str | None = None, begun: Callable[[], None] | None = None
+    ) -> BinaryIO:
         """A subdir's document, compared with the `kept` one as it downloads (see
         `conda_repodata.SubdirFile`)."""
-        return SubdirFile(kept)  # type: ignore[return-value] - a file, and the comparison
+        return SubdirFile(kept, begun)  # type: ignore[return-value] - a file, and the comparison
 
     def parse_unit(
         self, fileobj: BinaryIO, url: str, unit: str, stored: StoredEntries | None = None

@@ -239,16 +239,21 @@ class SubdirFile:
     """A subdir's fetched document: a temporary file, deleted on close with the fingerprints
     left beside it (its `companions`, kept with it). Given the subdir's kept document (a
     large one), its `Comparison` starts when the download begins (`begun`: a 200's first
-    bytes), so that the kept side is worked out while the new one downloads."""
+    bytes), so that the kept side is worked out while the new one downloads; the caller's
+    `begun` is called then too."""
 
-    def __init__(self, kept: str | None = None) -> None:
+    def __init__(self, kept: str | None = None, begun: Callable[[], None] | None = None) -> None:
         self.file = tempfile.NamedTemporaryFile(prefix="psm-index-")  # noqa: SIM115
         self.kept = kept if kept is not None and _size(kept) >= PARALLEL_BYTES else None
         self.comparison: Comparison | None = None
+        self._begun = begun  # the caller's, called once
 
     def begun(self) -> None:
         if self.kept is not None and self.comparison is None:
             self.comparison = Comparison(self.kept)
+        if self._begun is not None:
+            begun, self._begun = self._begun, None
+            begun()
 
     @property
     def companions(self) -> list[str]:

@@ -20,7 +20,7 @@ Pages link to files relatively (`../../files/...`), so they must be served at
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
@@ -178,7 +178,9 @@ class PypiFormat(RepositoryFormat):
     #: HTTP client keeps 16 connections).
     unit_fetchers = 12
 
-    def unit_buffer(self, kept: str | None = None) -> BinaryIO:
+    def unit_buffer(
+        self, kept: str | None = None, begun: Callable[[], None] | None = None
+    ) -> BinaryIO:
         """In memory up to `PAGE_IN_MEMORY` bytes (a project page is a few KB; a file per page
         cost more than parsing it), on disk beyond."""
         return tempfile.SpooledTemporaryFile(PAGE_IN_MEMORY, prefix="psm-index-")  # noqa: SIM115

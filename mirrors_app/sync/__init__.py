@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from django.db import (
     DatabaseError,
@@ -40,6 +40,7 @@ from .fetch_state import (
     keep_document,
     keep_documents,
     kept_documents,
+    live_rows_meanwhile,
     save_units,
     unit_states,
 )
@@ -240,10 +241,19 @@ def _sync_units(
     try:
         compares = fmt.capabilities.keeps_last_document and not shared and not restart
         last = (lambda unit: document_path(mirror.pk, unit)) if compares else None
-        for (unit, state, serial), fetching in fetch_ahead(mirror, client, todo, progress, last):
+        # The live rows of a unit whose document downloads anew, asked meanwhile (not inside
+        # a transaction: another connection would not see its rows).
+        live: dict[str, Callable[[], tuple[int, int]]] = {}
+
+        def begun(unit: str) -> None:
+            live[unit] = live_rows_meanwhile(mirror.pk, unit)
+
+        asks = begun if compares and not connection.in_atomic_block else None
+        fetches = fetch_ahead(mirror, client, todo, progress, last, asks)
+        for (unit, state, serial), fetching in fetches:
             try:
                 fetched, index = fetching()
-                ingest_args = (rejections, shared, writer, known, held)
+                ingest_args = (rejections, shared, writer, known, held, live)
                 try:
                     with index:
                         rows, validators = _ingest_unit(
@@ -458,6 +468,7 @@ def _ingest_unit(
     writer: BatchWriter,
     known: KnownRows,
     held: dict[str, Held],
+    live: dict[str, Callable[[], tuple[int, int]]],
     *,
     compare: bool,
 ) -> tuple[int, dict | None]:
@@ -470,6 +481,7 @@ def _ingest_unit(
     a patch is applied if the rows are the document it starts from (the stamp says so), else
     `_WholeNeeded` is raised before anything changes."""
     fmt = mirror.format
+    live_rows = live.pop(unit, None)  # asked as its document downloaded
     if fetched.status == "missing":
         progress.step(f"{unit}: not in the source", now=False)
         rejections.replace(unit, [])
@@ -478,7 +490,7 @@ def _ingest_unit(
     if fetched.status == "unchanged":
         return 0, fetched.validators
     keeps = fmt.capabilities.keeps_last_document and not shared
-    kept = document_kept(mirror.pk, unit) if keeps and compare else None
+    kept = document_kept(mirror.pk, unit, live_rows) if keeps and compare else None
     if kept is not None and not kept.read_from(fetched.url):
         kept = None
     patch = None

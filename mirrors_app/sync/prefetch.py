@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from psm.http import UpstreamClient
 
@@ -18,19 +19,23 @@ def fetch_ahead(
     todo: list,
     progress: Progress,
     kept: Callable[[str], str | None] | None = None,
+    begun: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[tuple, Callable]]:
     """(unit, state, serial) with a callable returning (Fetched, index file) for each unit.
 
     The next units' indexes are fetched by a few threads while this one ingests (a fetch
     touches no database): Python projects' pages, or a conda platform's repodata while the
     previous one is read. `kept(unit)`: the unit's last document kept, for the format to
-    compare the new one with (see `RepositoryFormat.unit_buffer`).
+    compare the new one with (see `RepositoryFormat.unit_buffer`); `begun(unit)` is called
+    as a unit that has one begins to download anew.
     """
     fmt = mirror.format
     threads = fmt.unit_fetchers
 
     def fetch(unit: str, validators: dict):
-        index = fmt.unit_buffer(kept(unit) if kept is not None else None)
+        last = kept(unit) if kept is not None else None
+        on_begun = partial(begun, unit) if begun is not None and last is not None else None
+        index = fmt.unit_buffer(last, on_begun)
         try:
             return fmt.fetch_unit(client, mirror.source_url, unit, index, validators), index
         except BaseException:

@@ -48,7 +48,7 @@ def test_a_child_whose_pipe_carries_garbage_leaves_the_check_to_the_run(
     # Every re-sync is split across both processes (none compares with a kept document).
     monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
     monkeypatch.setattr(conda_repodata, "PARALLEL_FROM", 1)
-    monkeypatch.setattr(sync, "document_kept", lambda mirror_id, unit: None)
+    monkeypatch.setattr(sync, "document_kept", lambda mirror_id, unit, live_rows=None: None)
     site = print_banner_in_children(tmp_path, monkeypatch)
     mirror = MirrorFactory(
         source_url=source.url, mode=Mirror.Mode.PASSIVE, options={"subdirs": ["linux-64"]}

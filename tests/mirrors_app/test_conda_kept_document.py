@@ -444,3 +444,30 @@ def test_the_last_kept_document_is_deleted_beside_the_run(tmp_path, settings, do
     new = {"linux-64.json": b"new document", "linux-64.json.packages.fp": b"new prints"}
     assert kept == (new if document else {})
     assert list(aside.iterdir()) == []  # the old ones, and what was left aside before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_live_rows_are_asked_as_the_document_downloads(
+    upstream, run_mirror, compared, monkeypatch
+):
+    """Outside a transaction, the check that the rows are still the kept document's is asked
+    on a connection of its own as the new document downloads (a 200), not after."""
+    asked: list = []
+    real = fetch_state._live_rows
+
+    def spy(mirror_id, unit):
+        asked.append((unit, threading.current_thread().name))
+        return real(mirror_id, unit)
+
+    monkeypatch.setattr(fetch_state, "_live_rows", spy)
+    mirror = _mirror(upstream)
+    run_mirror(mirror)
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED  # a 304: nothing asked
+    assert ("linux-64", "psm-live-rows") not in asked
+    _write(upstream, _changed(_document()))
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == ["linux-64"]  # the rows matched: compared with the kept document
+    assert ("linux-64", "psm-live-rows") in asked
+    assert (run.seen, run.ingested) == (24, 5)
+    _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)

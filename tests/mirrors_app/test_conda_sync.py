@@ -142,7 +142,7 @@ def split_resyncs(monkeypatch):
 
     monkeypatch.setattr(conda_repodata, "PARALLEL_FROM", 1)
     monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
-    monkeypatch.setattr(sync, "document_kept", lambda mirror_id, unit: None)
+    monkeypatch.setattr(sync, "document_kept", lambda mirror_id, unit, live_rows=None: None)
 
 
 def test_resync_split_across_two_processes_matches_upstream(
