@@ -167,14 +167,19 @@ def _probes_on_two_connections(monkeypatch) -> list[int]:
     list returned gets how many rows each second connection probed."""
     _probing(monkeypatch)
     monkeypatch.setattr(splice_changes, "PROBE_SPLIT", 1)
-    probed, real = [], splice_changes._probed_in
+    return _rows_counted(monkeypatch, "_probed_in")
 
-    def counted(snapshot, sql, params, rows):
-        probed.append(len(rows))
-        return real(snapshot, sql, params, rows)
 
-    monkeypatch.setattr(splice_changes, "_probed_in", counted)
-    return probed
+def _rows_counted(monkeypatch, name: str) -> list[int]:
+    """How many rows each call of `splice_changes.<name>` was given (its last argument)."""
+    counts, real = [], getattr(splice_changes, name)
+
+    def counted(*args):
+        counts.append(len(args[-1]))
+        return real(*args)
+
+    monkeypatch.setattr(splice_changes, name, counted)
+    return counts
 
 
 def _every_splice(monkeypatch, way: str) -> None:
@@ -241,14 +246,7 @@ def test_a_splice_gives_the_bytes_of_a_full_render_whatever_changed(caplog, monk
 
 def _neighbours_asked(monkeypatch) -> list[int]:
     """How many changed rows each splice asked the neighbours of."""
-    asked, real = [], splice_changes._neighbours
-
-    def counted(cursor, sql, params, rows):
-        asked.append(len(rows))
-        return real(cursor, sql, params, rows)
-
-    monkeypatch.setattr(splice_changes, "_neighbours", counted)
-    return asked
+    return _rows_counted(monkeypatch, "_neighbours")
 
 
 @pytest.mark.parametrize("note", ["missing", "damaged", "another file's"])

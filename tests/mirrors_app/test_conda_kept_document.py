@@ -359,14 +359,7 @@ def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, b
         real_hand(comparison, *args)
 
     monkeypatch.setattr(conda_repodata.Comparison, "hand", spy_hand)
-    read_kept: list = []  # (section, thread) of each kept side this process worked out
-    real_kept_side = conda_repodata._kept_side
-
-    def spy_kept_side(kept, section):
-        read_kept.append((section, threading.current_thread().name))
-        return real_kept_side(kept, section)
-
-    monkeypatch.setattr(conda_repodata, "_kept_side", spy_kept_side)
+    read_kept = _called_by(monkeypatch, conda_repodata, "_kept_side")  # (kept, section)
     mirror = _mirror(upstream)
     run_mirror(mirror)
     assert begun == handed == []  # nothing kept to compare with yet
@@ -380,7 +373,9 @@ def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, b
     assert handed == begun  # the child started as it downloaded compared it
     assert begun[0].child.process.returncode is not None
     # This process's section: its kept side worked out as the document downloaded, too.
-    assert read_kept == [(conda_repodata.ORDER[0][0], "psm-kept-side")]
+    assert [(args[1], thread) for args, thread in read_kept] == [
+        (conda_repodata.ORDER[0][0], "psm-kept-side")
+    ]
 
 
 def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror, begun):
@@ -411,6 +406,18 @@ def test_a_malformed_document_ends_the_comparison_begun_and_keeps_the_rows(
     (comparison,) = begun
     assert comparison.child.process.returncode is not None
     assert _rows(mirror) == before
+
+
+def _called_by(monkeypatch, module, name: str) -> list[tuple[tuple, str]]:
+    """The arguments of each call of `module.<name>` from now on, and the thread's name."""
+    calls, real = [], getattr(module, name)
+
+    def spy(*args):
+        calls.append((args, threading.current_thread().name))
+        return real(*args)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
 
 
 def _discarded() -> None:
@@ -452,22 +459,15 @@ def test_the_live_rows_are_asked_as_the_document_downloads(
 ):
     """Outside a transaction, the check that the rows are still the kept document's is asked
     on a connection of its own as the new document downloads (a 200), not after."""
-    asked: list = []
-    real = fetch_state._live_rows
-
-    def spy(mirror_id, unit):
-        asked.append((unit, threading.current_thread().name))
-        return real(mirror_id, unit)
-
-    monkeypatch.setattr(fetch_state, "_live_rows", spy)
+    calls = _called_by(monkeypatch, fetch_state, "_live_rows")  # (mirror, unit)
     mirror = _mirror(upstream)
     run_mirror(mirror)
     assert run_mirror(mirror).state == SyncRun.State.COMPLETED  # a 304: nothing asked
-    assert ("linux-64", "psm-live-rows") not in asked
+    assert not calls
     _write(upstream, _changed(_document()))
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == ["linux-64"]  # the rows matched: compared with the kept document
-    assert ("linux-64", "psm-live-rows") in asked
+    assert ((mirror.pk, "linux-64"), "psm-live-rows") in calls
     assert (run.seen, run.ingested) == (24, 5)
     _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
