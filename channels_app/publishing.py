@@ -737,7 +737,7 @@ def keep_note(sha256: str, note: bytes) -> None:
     """Keep a format's note on the rendered file whose digest is `sha256` (`render_ended`);
     nothing if it cannot be written (the next splice does without)."""
     target = _notes_folder() / sha256
-    temporary = target.with_name(f".{sha256}.{threading.get_ident()}")
+    temporary = target.with_name(f".{sha256}.{os.getpid()}.{threading.get_ident()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary.write_bytes(note)
