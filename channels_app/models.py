@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .formats import FORMATS, kind_labels
-from .querysets import ChannelQuerySet
+from .querysets import ChannelQuerySet, has_rows
 
 channel_name_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_-]*\Z",
@@ -183,7 +183,7 @@ class Channel(models.Model):
         new type while the files stay of the old one (every download a 404), a frozen channel
         keeps its old-type index pinned, and a subchannel may come to hide a folder."""
         old = FORMATS[stored].label if stored in FORMATS else stored
-        if self.mirrors.exists() or Package.objects.filter(channel=self).exists():
+        if self.mirrors.exists() or has_rows(Package.objects.filter(channel=self), *BY_FILE):
             raise ValidationError(
                 {
                     "kind": f"The package type cannot change: this channel holds {old} mirrors "
@@ -278,6 +278,10 @@ PENDING_DECISION = "awaiting the policy's decision"
 SERVED = Q(removed=False, excluded_reason="") & (Q(artifact__isnull=False) | Q(on_demand=True))
 #: A package file's bytes: the stored file's size, else the size its index gives.
 FILE_BYTES = Coalesce("artifact__size", "size")
+#: The leading columns of the package table's indexes, to ask along (`querysets.has_rows`):
+#: a mirror's rows (`package_mirror_unit`), a channel's files (`package_file_unique_in_channel`).
+BY_MIRROR = ("mirror_id", "unit")
+BY_FILE = ("channel_id", "unit", "filename")
 
 
 class Package(models.Model):

@@ -37,7 +37,8 @@ from psm.own_connection import on_own_connection
 from . import storage
 from .formats import content_type, get_format
 from .formats.base import Previous
-from .models import FILE_BYTES, SERVED, Artifact, Channel, Package, PublishedFile
+from .models import BY_FILE, FILE_BYTES, SERVED, Artifact, Channel, Package, PublishedFile
+from .querysets import has_rows
 from .row_streams import COLUMN, chunked, copied_lines, stream_rows
 from .splice_changes import (
     MARK_SPAN,
@@ -215,7 +216,7 @@ class PackageIndexSource:
         if folders:
             # An index probe per possible folder: DISTINCT would sort every package row.
             rows = Package.objects.filter(channel=self.channel)
-            listed.update(u for u in folders - listed if rows.filter(unit=u).exists())
+            listed.update(u for u in folders - listed if has_rows(rows.filter(unit=u), *BY_FILE))
         else:
             # order_by(): else the model's ordering joins the DISTINCT (a row per package).
             listed.update(self.packages.order_by().values_list("unit", flat=True).distinct())

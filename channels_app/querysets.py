@@ -17,3 +17,14 @@ class ChannelQuerySet(models.QuerySet):
         if sub:
             return self.get(parent__parent__isnull=True, parent__name=parent, name=sub)
         return self.get(parent__isnull=True, name=parent)
+
+
+def has_rows(rows: models.QuerySet, *index: str) -> bool:
+    """Whether `rows` holds a row, asked along the index whose leading columns are `index`.
+
+    `exists()` leaves PostgreSQL free to scan the table from its start for the first match,
+    which reads every row stored before those asked for: a mirror whose rows were loaded
+    after another mirror's 600,000 waited 66 ms for the answer, and one after several
+    mirrors' would wait seconds. Ordered by the index's columns, the first match is a probe
+    of the index."""
+    return bool(list(rows.order_by(*index).values_list(index[0], flat=True)[:1]))

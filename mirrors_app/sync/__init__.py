@@ -24,8 +24,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from channels_app.formats import FormatError, Rejected, Unchanged, UnitExtras, UnitList
-from channels_app.models import Channel, Package
+from channels_app.models import BY_MIRROR, Channel, Package
 from channels_app.publishing import channel_publish
+from channels_app.querysets import has_rows
 from psm.http import UpstreamClient, UpstreamError
 from psm.redaction import redact, scrub
 
@@ -568,7 +569,7 @@ def _channel_shared(mirror: Mirror) -> bool:
         .exclude(pk=mirror.pk)
         .values_list("pk", flat=True)
     )
-    return bool(others) and Package.objects.filter(mirror_id__in=others).exists()
+    return any(has_rows(Package.objects.filter(mirror_id=pk), *BY_MIRROR) for pk in others)
 
 
 class _WholeNeeded(Exception):

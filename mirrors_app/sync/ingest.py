@@ -40,7 +40,8 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from channels_app.formats import PackageRecord
-from channels_app.models import PENDING_DECISION, Channel, Package
+from channels_app.models import BY_MIRROR, PENDING_DECISION, Channel, Package
+from channels_app.querysets import has_rows
 from psm.input import storable_text
 from psm.own_connection import on_own_connection
 
@@ -455,7 +456,7 @@ class KnownRows:
         self.position = {unit: i for i, unit in enumerate(units)}
         self.units = list(units)
         self.loaded: dict[str, dict[str, Known]] = {}
-        self.empty = not Package.objects.filter(mirror_id=mirror_id).exists()
+        self.empty = not has_rows(Package.objects.filter(mirror_id=mirror_id), *BY_MIRROR)
 
     def of(self, unit: str) -> dict[str, Known]:
         if self.empty:
