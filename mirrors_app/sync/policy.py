@@ -21,6 +21,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from channels_app.models import Channel, Package
+from channels_app.querysets import has_rows
 from channels_app.row_streams import stream_rows
 from policies_app.compiling import compile_policy, data_version, malicious_advisories_exist
 from policies_app.ecosystems import Candidate, ecosystem_for
@@ -210,16 +211,16 @@ def _allow_all(mirror: Mirror, rows, dry_run: bool, count_allowed: bool) -> Poli
     probe, whatever its size."""
     change = PolicyChange(allowed=rows.count() if count_allowed else 0)
     marked = rows.exclude(excluded_reason="", would_exclude_reason="")
-    # Ordered by the partial index's column, LIMIT 1 goes through that index even before the
-    # table's first ANALYZE (right after a first sync's 2,000,000 rows), where the planner
-    # would read every row of the mirror instead (5 s at PyPI scale).
-    if marked.order_by("excluded_reason").values_list("pk", flat=True).first() is None:
+    # Along the partial index, even before the table's first ANALYZE (right after a first
+    # sync's 2,000,000 rows), where the planner would read every row of the mirror instead
+    # (5 s at PyPI scale).
+    if not has_rows(marked, "excluded_reason"):
         return change
     change.entering = [
         f"{u}/{f}"
         for u, f in marked.exclude(excluded_reason="").values_list("unit", "filename")[:1000]
     ]
-    if not dry_run and marked.exists():
+    if not dry_run and has_rows(marked, "excluded_reason"):
         with transaction.atomic():
             marked.update(excluded_reason="", would_exclude_reason="", updated_at=timezone.now())
             Channel.objects.filter(pk=mirror.channel_id).update(
