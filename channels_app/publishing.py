@@ -92,13 +92,13 @@ class PackageIndexSource:
         splice (`previous`)."""
         if spliced:
             self.spliced.add(path)
-        if note is not None and path in self.marks:
-            self.notes[path] = note
         if path in self.marks:
             self.marks[path]["sections"] = [list(section) for section in sections]
             self.marks[path]["with"] = list(companions)
             if not spliced:  # a whole render is as good as a check
                 self.marks[path]["told"] = 0
+            if note is not None:
+                self.notes[path] = note
 
     def previous(
         self,

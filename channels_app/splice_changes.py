@@ -171,7 +171,8 @@ def changes_since(
             changed, around, strict=True
         ):
             if row_section == index:
-                rows.append((member, *sides))
+                if neighbours:
+                    rows.append((member, *sides))
                 members.append((filename, None if member is None else member.encode()))
                 names[name] = names.get(name, False) or member is not None  # served now
         length = None  # told: nothing to count against

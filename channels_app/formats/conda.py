@@ -403,7 +403,7 @@ class _Begun(_WrittenThrough):
         if self.begun is not None:
             begun, self.begun = self.begun, None
             begun()
-        return self.dest.write(data)
+        return super().write(data)
 
 
 class _Hashed(_WrittenThrough):
@@ -415,7 +415,7 @@ class _Hashed(_WrittenThrough):
 
     def write(self, data: bytes) -> int:
         self.hasher.update(data)
-        return self.dest.write(data)
+        return super().write(data)
 
 
 def _join(base: str, path: str) -> str:

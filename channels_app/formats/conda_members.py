@@ -83,51 +83,60 @@ def merge_section(
     """The section whose members lie in `data[start:end]`, `lengths` long each, with `changes`
     (each changed row's key and its member now, None where it is no longer served; in key
     order, each key once) merged in: its pieces (see `conda_render.splice_sections`) and the
-    lengths of its members then; None if the members do not lie where `lengths` say."""
-    count = len(lengths)
-    # Where each member begins (and one past the last, where the next would after a comma).
+    lengths of its members then; None if the members do not lie where `lengths` say, or a
+    change cannot be placed by bytes."""
     offsets = _offsets(start, end, lengths)
     if offsets is None:
         return None
+    try:
+        return _merged(data, end, lengths, offsets, changes)
+    except _Unmerged:
+        return None
 
-    def key_at(index: int) -> Key | None:
+
+class _Unmerged(Exception):
+    """A member not where the lengths say, or a change the merge cannot place by bytes."""
+
+
+def _merged(
+    data: Any, end: int, lengths: array, offsets: list[int], changes: Sequence
+) -> tuple[list[Piece], array]:
+    """`merge_section`, where the members begin at `offsets`; raises `_Unmerged`."""
+    count = len(lengths)
+
+    def key_at(index: int) -> Key:
         at = offsets[index]
         if data[at] != _QUOTE or (index and data[at - 1] != _COMMA):
-            return None
+            raise _Unmerged
         close = data.find(b'"', at + 1, min(at + _LONGEST_KEY, end))
-        return None if close < 0 else data[at : close + 1]
+        if close < 0:
+            raise _Unmerged
+        return data[at : close + 1]
 
     anchors = [key_at(index) for index in range(0, count, STRIDE)]
-    if None in anchors:
-        return None
     pieces: list[Piece] = []
     merged = array("I")
     kept = 0  # the first old member not yet passed on
     last = None  # the key of the change before
     for changed, member in changes:
         if b"\\" in changed:
-            return None  # a name JSON escapes (none a conda record may have): sorts otherwise
+            raise _Unmerged  # a name JSON escapes (none a conda record may have): sorts otherwise
         block = bisect_right(anchors, changed) - 1
-        if block < 0:
-            at = 0
-        else:
-            lo, hi = block * STRIDE, min((block + 1) * STRIDE, count)
-            keys = _Keys(key_at, lo, hi)
-            at = lo + bisect_left(keys, changed)
-            if keys.broken:
-                return None
+        at = 0
+        if block >= 0:
+            lo = block * STRIDE
+            at = bisect_left(range(lo, min(lo + STRIDE, count)), changed, key=key_at) + lo
         if at < kept:
-            return None  # not in key order
+            raise _Unmerged  # not in key order
         same = at < count and key_at(at) == changed
         # A name that begins another sorts by bytes as the database sorts it, unless what
         # follows it in the other sorts before a quote ("a!" before "a"): not merged.
         around = [last, key_at(at - 1) if at else None, None if same or at == count else key_at(at)]
         if any(other is not None and _prefixed(changed, other) for other in around):
-            return None
+            raise _Unmerged
         last = changed
         if at > kept:
-            if key_at(kept) is None:
-                return None
+            key_at(kept)  # where the run begins: a member
             pieces.append((offsets[kept], offsets[at] - 1))
             merged.extend(lengths[kept:at])
         if member is not None:
@@ -135,8 +144,7 @@ def merge_section(
             merged.append(len(member))
         kept = at + 1 if same else at
     if kept < count:
-        if key_at(kept) is None:
-            return None
+        key_at(kept)
         pieces.append((offsets[kept], end))
         merged.extend(lengths[kept:])
     return pieces, merged
@@ -172,23 +180,6 @@ def _prefixed(one: Key, other: Key) -> bool:
     """Whether either key's file name begins the other's (and they differ)."""
     one, other = one[:-1], other[:-1]
     return one != other and (one.startswith(other) or other.startswith(one))
-
-
-class _Keys(Sequence):
-    """The keys of members `lo` to `hi`, read in place as a binary search asks for them."""
-
-    def __init__(self, key_at, lo: int, hi: int) -> None:
-        self.key_at, self.lo, self.hi, self.broken = key_at, lo, hi, False
-
-    def __len__(self) -> int:
-        return self.hi - self.lo
-
-    def __getitem__(self, index):  # a binary search asks only for ints
-        found = self.key_at(self.lo + index)
-        if found is None:
-            self.broken = True
-            return b""
-        return found
 
 
 # --- Kept with the file (`PackageIndexSource.render_ended`'s note) ------------------------------
