@@ -96,9 +96,27 @@ def byte_range(value: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def make_upstream(root: Path) -> ThreadingHTTPServer:
+#: Bytes per paced sendfile(2) call when the upstream's rate is limited (`--rate`).
+PACED_SLICE = 256 * 1024
+
+
+def send_file(connection, handle, start: int, count: int, rate: float | None = None) -> None:
+    """Send `count` bytes of the open file `handle` from `start` with sendfile; with `rate`
+    (bytes per second) paced to it, as a network link of that bandwidth would."""
+    if rate is None:
+        connection.sendfile(handle, start, count)
+        return
+    began, sent = time.monotonic(), 0
+    while sent < count:
+        sent += connection.sendfile(handle, start + sent, min(PACED_SLICE, count - sent))
+        ahead = sent / rate - (time.monotonic() - began)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def make_upstream(root: Path, rate: float | None = None) -> ThreadingHTTPServer:
     """A static file server for `root` with ETag/If-None-Match, Last-Modified and single byte
-    ranges (GET, HEAD)."""
+    ranges (GET, HEAD); `rate`: bytes per second a body is paced to (see `send_file`)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -152,7 +170,7 @@ def make_upstream(root: Path) -> ThreadingHTTPServer:
             if body and end >= start:
                 with open(path, "rb") as handle:  # from the offset: never the whole file
                     self.wfile.flush()
-                    self.connection.sendfile(handle, start, end - start + 1)
+                    send_file(self.connection, handle, start, end - start + 1, rate)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
@@ -768,6 +786,12 @@ def main() -> None:
         help="serve no repodata.jlap (gen_conda.py --no-jlap); by default each subdir has one",
     )
     parser.add_argument(
+        "--rate",
+        type=float,
+        help="MB/s the upstream sends each body at, as over a network link (default: as fast "
+        "as loopback goes); the limit's fetch is paced too",
+    )
+    parser.add_argument(
         "--process",
         action="store_true",
         help="run each sync as a `manage.py mirror_run` process (start-up and exit timed); by "
@@ -836,7 +860,7 @@ def main() -> None:
         (chan / SUBDIR / "repodata.json.zst").stat().st_size / 1e6, 1
     )
 
-    upstream = make_upstream(chan)
+    upstream = make_upstream(chan, args.rate * 1e6 if args.rate else None)
     upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
     dsn = f"{args.pg}/{args.db}"
     env = psm_env(dsn, data)

@@ -49,7 +49,6 @@ import statistics
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,6 +62,7 @@ from benchmarks.bench_conda import (  # noqa: E402
     fresh_database,
     git_describe,
     psm_env,
+    send_file,
     wait_http,
 )
 from psm.server import command as server_command  # noqa: E402
@@ -127,10 +127,6 @@ def make_files(chan: Path, sizes: list[int]) -> dict[str, dict]:
     return files
 
 
-#: Bytes per paced sendfile(2) call when the upstream's rate is limited (`--rate`).
-PACED_SLICE = 256 * 1024
-
-
 def make_upstream(root: Path, rate: float | None = None) -> ThreadingHTTPServer:
     """Files under `root` sent with sendfile (a folder: its index.html), with a precomputed
     ETag: as fast as a Python upstream gets, and nothing hashed per request. With `rate`
@@ -160,16 +156,7 @@ def make_upstream(root: Path, rate: float | None = None) -> ThreadingHTTPServer:
             self.end_headers()
             with open(path, "rb") as handle:
                 self.wfile.flush()
-                if rate is None:
-                    self.connection.sendfile(handle)
-                    return
-                started, sent = time.monotonic(), 0
-                while sent < st.st_size:
-                    count = min(PACED_SLICE, st.st_size - sent)
-                    sent += self.connection.sendfile(handle, offset=sent, count=count)
-                    ahead = sent / rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                send_file(self.connection, handle, 0, st.st_size, rate)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
