@@ -393,16 +393,17 @@ class _WrittenThrough:
 
 
 class _Begun(_WrittenThrough):
-    """A file being written that says so (`begun`) before its first bytes (a 200's body)."""
+    """A file being written that says so (`begun`, given them) before its first bytes (a
+    200's body)."""
 
-    def __init__(self, dest: BinaryIO | _WrittenThrough, begun: Callable[[], None]) -> None:
+    def __init__(self, dest: BinaryIO | _WrittenThrough, begun: Callable[[bytes], None]) -> None:
         super().__init__(dest)
-        self.begun: Callable[[], None] | None = begun
+        self.begun: Callable[[bytes], None] | None = begun
 
     def write(self, data: bytes) -> int:
         if self.begun is not None:
             begun, self.begun = self.begun, None
-            begun()
+            begun(data)
         return super().write(data)
 
 

@@ -54,9 +54,17 @@ class Document:
         if not bytes(buffer[:4096]).lstrip().startswith(b"{"):
             raise FormatError(url, "repodata must be a JSON object")
         try:
-            self.top: dict[str, Raw] = _TOP.decode(buffer)
+            self.top: dict[str, Raw | bytes] = _TOP.decode(buffer)
         except msgspec.DecodeError as exc:
             raise FormatError(url, f"not valid JSON: {exc}") from None
+
+    @classmethod
+    def read_already(cls, top: dict[str, bytes], url: str) -> Document:
+        """A document read already, as it downloaded (see `conda_stream`): its top-level
+        values as bytes (a package section's: `{}`, its entries compared already)."""
+        document = cls.__new__(cls)
+        document.url, document.top = url, top
+        return document
 
     def value(self, key: str, missing: Any = None) -> Any:
         """A (small) top-level value, parsed; `missing` if absent."""

@@ -14,7 +14,10 @@ While the stored rows are still those of the last document read (kept, see
 by fingerprint (`conda_fingerprints`: those of the kept document were left beside it by the
 read that kept it), and parses only the entries that differ. For a large subdir a child
 process compares the second section, started as the new document begins to download
-(`SubdirFile`), while this process checks the whole document and compares the first.
+(`SubdirFile`), while this process checks the whole document and compares the first. A
+document laid out to be followed (`conda_stream`: pretty-printed, as conda-forge's is) the
+child reads as it downloads instead, both sections (`_followed`): this process then reads
+nothing but the child's answer.
 """
 
 from __future__ import annotations
@@ -22,15 +25,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Generator, Iterator
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import msgspec
 import orjson
-
-from psm.own_connection import meanwhile
 
 from . import conda_fingerprints as fingerprints
 from .base import (
@@ -43,6 +46,7 @@ from .base import (
 )
 from .conda_document import Document, Raw, mapped
 from .conda_records import SECTIONS, base_url, entry_record
+from .conda_stream import DocumentStream, Unfollowed, indentation
 from .isolation import Child, ChildFailed, Receive
 
 #: A document this large has its second section digested by a child process on a re-sync
@@ -105,9 +109,12 @@ def _leave(
         fingerprints.save(at, section, _info_base(document.value("info")), prints)
 
 
-def _opened(fileobj: BinaryIO, url: str) -> tuple[Document, str]:
-    """The checked document and where its package files live."""
-    document = Document(fileobj, url)
+def _opened(
+    fileobj: BinaryIO, url: str, top: dict[str, bytes] | None = None
+) -> tuple[Document, str]:
+    """The checked document and where its package files live (`top`: its top-level values,
+    if it was read already as it downloaded)."""
+    document = Document(fileobj, url) if top is None else Document.read_already(top, url)
     info = document.value("info")
     if info is not None and not isinstance(info, dict):
         raise FormatError(f"{url} [info]", "must be an object")
@@ -169,16 +176,27 @@ def _compared(
     return found, len(entries) - len(found), gone, new
 
 
-def _compare_in_child(receive: Receive, kept: str, section: str) -> Compared | FormatError | None:
+def _compare_in_child(
+    receive: Receive, kept: str, section: str, path: str | None = None
+) -> Compared | Streamed | FormatError | None:
     """In the child: one section of a new document compared with the kept document's
     (`Compared`, the changed entries as bytes). The kept side is worked out first, while the
     new document may still be downloading; `receive()` then gives the new one's (path, URL,
     whether to leave its fingerprints beside it), or None if it is not to be compared. Only
     that section of each is read: the parent checks the whole new document meanwhile. None if
     the kept one cannot be read (the parent then compares the section itself); a FormatError
-    is returned, raised there."""
+    is returned, raised there.
+
+    `path`: the new document's file, given as it begins to download. A document laid out to
+    be followed (see `conda_stream`) is read as it is written, both sections compared: the
+    answer is then the whole reading (`Streamed`), and the parent reads nothing."""
     before = _kept_side(kept, section)
-    given = receive()
+    if path is not None and before is not None:
+        given, streamed = _followed(receive, kept, path, before)
+        if streamed is not None:
+            return streamed
+    else:
+        given = receive()
     if given is None or before is None:
         return None
     path, url, leave = given
@@ -194,6 +212,126 @@ def _compare_in_child(receive: Receive, kept: str, section: str) -> Compared | F
     return base_url(url, kept_base), [(name, bytes(raw)) for name, raw in found], same, gone
 
 
+class Streamed(NamedTuple):
+    """A document read by the child as it downloaded: its top-level values as bytes (a
+    section's `{}`), and each section compared with the kept document's."""
+
+    top: dict[str, bytes]
+    compared: dict[str, Compared]
+
+
+class _Tally:
+    """A section of a document followed as it downloads, compared batch by batch with the
+    kept document's fingerprints (`old`)."""
+
+    def __init__(self, old: fingerprints.Entries) -> None:
+        self.old = old
+        self.prints: fingerprints.Entries = {}
+        self.changed: dict[str, bytes] = {}  # filename -> raw entry, changed or new
+
+    def add(self, entries: dict[str, Raw]) -> None:
+        new = fingerprints.of(entries)
+        for filename in new.keys() & self.prints.keys():  # given again: the last one counts
+            self.changed.pop(filename, None)
+        self.prints.update(new)
+        get = self.old.get
+        found = [filename for filename, fp in new.items() if get(filename) != fp]
+        self.changed.update({filename: bytes(entries[filename]) for filename in found})
+
+    def compared(self, base: str) -> Compared:
+        gone = sorted(self.old.keys() - self.prints.keys())
+        found = list(self.changed.items())
+        return base, found, len(self.prints) - len(found), gone
+
+
+#: What `_followed` polls while it waits for the parent (nothing handed yet).
+_WAITING = object()
+
+
+def _followed(
+    receive: Receive, kept: str, path: str, before: tuple[str | None, fingerprints.Entries]
+) -> tuple[Any, Streamed | None]:
+    """In the child: the document at `path` followed as it is written (see
+    `conda_stream`), each section compared as its entries arrive with the kept document's
+    (`before`: the child's own section's kept side; the other's is worked out first). Returns
+    what the parent handed and the whole reading; None for the latter if the document is not
+    laid out to be followed (or its file is not the one handed): the child's section is then
+    compared as usual. Each section's fingerprints are left beside the document as soon as
+    it has been read."""
+    handed = _handed(receive)
+    section = Comparison.section
+    other = ORDER[0][0]
+    sides = {other: _kept_side(kept, other), section: before}
+    if sides[other] is None:
+        return handed.get(), None
+    tallies = {name: _Tally(side[1]) for name, side in sides.items()}
+    stream = DocumentStream(path, lambda name, entries: tallies[name].add(entries))
+    left: dict[str, Any] = {}  # section -> the base its fingerprints were left with
+    given: Any = _WAITING
+    try:
+        while (given := _poll(handed)) is _WAITING:
+            stream.advance()
+            for name in stream.read - left.keys():  # read whole: left now, not at the end
+                left[name] = _left(path, name, stream.top, tallies[name])
+        if given is None or given[0] != path:
+            return given, None
+        top = stream.finish()
+    except Unfollowed:
+        return (handed.get() if given is _WAITING else given), None
+    finally:
+        stream.close()
+    _, url, leave = given
+    for name, tally in tallies.items():
+        if not leave:
+            with contextlib.suppress(OSError):
+                os.unlink(path + fingerprints.suffix(name))
+        elif left.get(name, _WAITING) != _top_base(top):  # `info` came after it
+            _left(path, name, top, tally)
+    compared = {
+        name: tally.compared(base_url(url, sides[name][0])) for name, tally in tallies.items()
+    }
+    return given, Streamed(top, compared)
+
+
+def _left(path: str, section: str, top: dict[str, bytes], tally: _Tally) -> Any:
+    """Leave a section's fingerprints beside the document at `path`; the base they name."""
+    base = _top_base(top)
+    fingerprints.save(path, section, base, tally.prints)
+    return base
+
+
+def _top_base(top: dict[str, bytes]) -> Any:
+    """`info.base_url` of a document's top-level values read so far (None without one, or
+    if `info` does not parse: the parent's check of the document then fails it)."""
+    try:
+        return _info_base(msgspec.json.decode(top["info"])) if "info" in top else None
+    except msgspec.DecodeError:
+        return None
+
+
+def _handed(receive: Receive) -> queue.Queue:
+    """What the parent hands next, put in a queue by a thread as it arrives (None if the
+    parent closed the pipe instead)."""
+    box: queue.Queue = queue.Queue(1)
+
+    def take() -> None:
+        try:
+            value = receive()
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more comes
+            value = None
+        box.put(value)
+
+    threading.Thread(target=take, name="psm-handed", daemon=True).start()
+    return box
+
+
+def _poll(handed: queue.Queue) -> Any:
+    try:
+        return handed.get(timeout=0.02)
+    except queue.Empty:
+        return _WAITING
+
+
 def _info_base(info: Any) -> Any:
     """A document's `info.base_url` (None without one)."""
     return info.get("base_url") if isinstance(info, dict) else None
@@ -204,15 +342,31 @@ class Comparison:
     `kept` (the parent compares the first once it has checked the whole document): started as
     the new one begins to download (the kept side is worked out meanwhile, the first
     section's too, in a thread: `kept_side`), `handed` the new one once it is whole, then
-    asked for its `result`. Closing it ends the child, done or not."""
+    asked for its `result`. Closing it ends the child, done or not.
+
+    Given the new document's `path` as it begins to download, the child follows it as it is
+    written instead, both sections (`_followed`): if it could, `streamed` is its reading of
+    the whole document, and the parent reads nothing. `follows`: the document's first bytes
+    say it will be followed (the first section's kept side is then not worked out here)."""
 
     section = ORDER[1][0]
 
-    def __init__(self, kept: str) -> None:
-        self.kept = kept
-        self.child = _started(_compare_in_child, kept, self.section)
+    def __init__(self, kept: str, path: str | None = None, *, follows: bool = False) -> None:
+        self.kept, self.path = kept, path
+        self.child = _started(_compare_in_child, kept, self.section, path)
+        # Here, not at the top: the child imports this module, and needs neither Django nor
+        # Celery (`psm`'s own import), which would double its start-up.
+        from psm.own_connection import meanwhile
+
         here = ORDER[0][0]
-        self._kept_here = meanwhile(lambda: _kept_side(kept, here), "psm-kept-side")
+        # Worked out meanwhile where this process will likely compare the first section (the
+        # document's first bytes say the child will not follow it); else only if it must.
+        self._kept_here = (
+            partial(_kept_side, kept, here)
+            if follows
+            else meanwhile(lambda: _kept_side(kept, here), "psm-kept-side")
+        )
+        self._answer: Any = _WAITING
 
     def kept_side(self, section: str) -> tuple[str | None, fingerprints.Entries] | None:
         """`_kept_side` of a section this process compares (worked out meanwhile for the
@@ -225,22 +379,47 @@ class Comparison:
         if self.child is not None:
             self.child = _sent(self.child, (path, url, leave))
 
+    def streamed(self) -> Streamed | None:
+        """The child's reading of the whole handed document, if it followed it as it
+        downloaded; None if it did not (then `result` is its section's comparison)."""
+        if self.path is None or self.child is None or not _followable(self.path):
+            return None
+        try:
+            self._answer = _child_result(self.child)
+        except FormatError as exc:  # raised by `result`, after the parent's own check
+            self._answer = exc
+        return self._answer if isinstance(self._answer, Streamed) else None
+
     def result(self) -> Compared | None:
         """The child's comparison of its section; None if it failed or could not read the
         kept document (the caller compares the section)."""
-        return _child_result(self.child)
+        if self._answer is _WAITING:
+            self._answer = _child_result(self.child)
+        if isinstance(self._answer, FormatError):
+            raise self._answer
+        return None if isinstance(self._answer, Streamed) else self._answer
 
     def close(self) -> None:
         if self.child is not None:
             self.child.stop()
 
 
+def _followable(path: str) -> bool:
+    """Whether the child follows the document at `path` as it downloads (see
+    `conda_stream`): the parent then waits for its reading before reading anything."""
+    try:
+        with open(path, "rb") as head:
+            return indentation(head.read(4096)) is not None
+    except OSError:
+        return False
+
+
 class SubdirFile:
     """A subdir's fetched document: a temporary file, deleted on close with the fingerprints
     left beside it (its `companions`, kept with it). Given the subdir's kept document (a
     large one), its `Comparison` starts when the download begins (`begun`: a 200's first
-    bytes), so that the kept side is worked out while the new one downloads; the caller's
-    `begun` is called then too."""
+    bytes, given), so that the kept side is worked out while the new one downloads; the
+    caller's `begun` is called then too."""
 
     def __init__(self, kept: str | None = None, begun: Callable[[], None] | None = None) -> None:
         self.file = tempfile.NamedTemporaryFile(prefix="psm-index-")  # noqa: SIM115
@@ -248,9 +427,10 @@ class SubdirFile:
         self.comparison: Comparison | None = None
         self._begun = begun  # the caller's, called once
 
-    def begun(self) -> None:
+    def begun(self, head: bytes = b"") -> None:
         if self.kept is not None and self.comparison is None:
-            self.comparison = Comparison(self.kept)
+            follows = indentation(head[:4096]) is not None
+            self.comparison = Comparison(self.kept, self.file.name, follows=follows)
         if self._begun is not None:
             begun, self._begun = self._begun, None
             begun()
@@ -375,21 +555,15 @@ def _against_kept(
     try:
         if comparison is not None:
             comparison.hand(fileobj.name, url, leave is not None)
-        document, base = _opened(fileobj, url)
-        checked = list(_document_items(document))  # FormatError before any comparison
-        theirs = comparison.section if comparison is not None else None
-        kept_side = comparison.kept_side if comparison is not None else None
-        compared = {
-            section: None
-            if section == theirs
-            else _compare_here(document, kept, section, leave, kept_side)
-            for section in _SECTIONS
-        }
-        if comparison is not None:
-            compared[comparison.section] = comparison.result()
-        for section, result in compared.items():
-            if result is None:  # its child failed
-                compared[section] = _compare_here(document, kept, section, leave)
+        streamed = comparison.streamed() if comparison is not None else None
+        if streamed is not None:  # read by the child as it downloaded
+            document, base = _opened(fileobj, url, streamed.top)
+            checked = list(_document_items(document))
+            compared: dict[str, Compared | None] = dict(streamed.compared)
+        else:
+            document, base = _opened(fileobj, url)
+            checked = list(_document_items(document))  # FormatError before any comparison
+            compared = _compared_sections(document, kept, leave, comparison)
         if not all(compared.values()):
             return False  # the kept document cannot be read
         if any(result[0] != base for result in compared.values()):
@@ -400,6 +574,27 @@ def _against_kept(
     finally:
         if comparison is not None:
             comparison.close()
+
+
+def _compared_sections(
+    document: Document, kept: str, leave: str | None, comparison: Comparison | None
+) -> dict[str, Compared | None]:
+    """Each section of the new `document` compared with the kept one's: one by the child
+    (if any), the others here; None for a section whose kept side cannot be read."""
+    theirs = comparison.section if comparison is not None else None
+    kept_side = comparison.kept_side if comparison is not None else None
+    compared = {
+        section: None
+        if section == theirs
+        else _compare_here(document, kept, section, leave, kept_side)
+        for section in _SECTIONS
+    }
+    if comparison is not None:
+        compared[comparison.section] = comparison.result()
+    for section, result in compared.items():
+        if result is None:  # its child failed
+            compared[section] = _compare_here(document, kept, section, leave)
+    return compared
 
 
 def _compare_here(

@@ -133,6 +133,10 @@ def _child_main() -> None:
     pickle.dump(function(_receive, *args), answer, protocol=5)
     answer.file.write(_TRAILER.pack(_MAGIC, answer.written))
     answer.file.close()
+    # Ended at once: tearing down what the work built (hundreds of thousands of objects) would
+    # only keep the parent waiting for the exit.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class _Counted:

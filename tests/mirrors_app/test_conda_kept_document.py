@@ -8,6 +8,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -103,21 +104,28 @@ def _changed(document: dict) -> dict:
     return document
 
 
-def _write(server, document: dict) -> None:
-    """`write_repodata`, with one entry written with other whitespace (the same record)."""
+def _write(server, document: dict, *, lines: bool = True) -> None:
+    """`write_repodata`, with one entry written with other whitespace (the same record);
+    without `lines`, all on one line (not followed as it downloads: see `conda_stream`)."""
     write_repodata(server.root, "linux-64", document)
     folder = server.root / "linux-64"
     raw = (folder / "repodata.json").read_bytes()
-    (folder / "repodata.json").write_bytes(raw.replace(b'"name": "p02"', b'"name" :  "p02"'))
+    raw = raw.replace(b'"name": "p02"', b'"name" :  "p02"')
+    (folder / "repodata.json").write_bytes(raw if lines else raw.replace(b"\n", b""))
     (folder / "repodata.json.zst").unlink()
 
 
-@pytest.fixture(params=["one process", "with a child"])
+CHILD = "with a child"
+CHILD_ONE_LINE = "with a child, the document on one line"
+
+
+@pytest.fixture(params=["one process", CHILD, CHILD_ONE_LINE])
 def split(request, monkeypatch):
-    """Compared in this process, or (as a large document is) with a child process comparing
-    the second section."""
+    """Compared in this process, or (as a large document is) with a child process: one that
+    follows the document as it downloads (both sections), or, for a document that cannot be
+    followed, compares the second section once it is whole. Its answers are listed."""
     answers: list = []
-    if request.param == "with a child":
+    if request.param != "one process":
         monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
         real = isolation.Child.result
 
@@ -126,30 +134,49 @@ def split(request, monkeypatch):
             return answers[-1]
 
         monkeypatch.setattr(isolation.Child, "result", result)
-    return answers
+    return SimpleNamespace(mode=request.param, answers=answers)
 
 
 def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
     upstream, run_mirror, compared, split
 ):
+    lines = split.mode != CHILD_ONE_LINE
+    if not lines:  # the kept document on one line too: only the changed entries differ
+        write_repodata(upstream.root, "linux-64", _document(), zst=False)
+        path = upstream.root / "linux-64" / "repodata.json"
+        path.write_bytes(path.read_bytes().replace(b"\n", b""))
     mirror = _mirror(upstream)
     assert run_mirror(mirror).state == SyncRun.State.COMPLETED
     assert fetch_state.document_kept(mirror.pk, "linux-64") is not None
     document = _changed(_document())
-    _write(upstream, document)
+    _write(upstream, document, lines=lines)
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert compared == ["linux-64"]
-    if split:  # the child's answer: the second section's changes, bytes of each entry
-        ((base, changed, same, gone),) = split
-        assert base == f"{upstream.url}/linux-64/"
-        assert sorted(name for name, _ in changed) == [
-            "a-first-1.0-0.tar.bz2",
-            "p00-1.0-0.tar.bz2",
-            "p02-1.0-0.tar.bz2",
-            "p11-1.0-0.tar.bz2",
-        ]
-        assert (same, gone) == (8, ["p05-1.0-0.tar.bz2"])
+    here = f"{upstream.url}/linux-64/"
+    packages = (
+        here,
+        ["a-first-1.0-0.tar.bz2", "p00-1.0-0.tar.bz2", "p02-1.0-0.tar.bz2", "p11-1.0-0.tar.bz2"],
+        8,
+        ["p05-1.0-0.tar.bz2"],
+    )
+    if split.mode == CHILD:  # followed: the whole document read, both sections compared
+        ((top, sections),) = split.answers
+        assert list(top) == ["info", "packages", "packages.conda"]
+        assert json.loads(top["info"]) == {"subdir": "linux-64"}
+        assert (top["packages"], top["packages.conda"]) == (b"{}", b"{}")
+        assert _named(sections["packages"]) == packages
+        assert _named(sections["packages.conda"]) == (
+            here,
+            ["q00-1.0-0.conda", "q11-1.0-0.conda"],
+            10,
+            [],
+        )
+        changed = dict(sections["packages"][1])
+        assert json.loads(changed["p00-1.0-0.tar.bz2"]) == document["packages"]["p00-1.0-0.tar.bz2"]
+    elif split.mode == CHILD_ONE_LINE:  # the second section's changes, bytes of each entry
+        (answer,) = split.answers
+        assert _named(answer) == packages
     assert run.seen == 24  # every entry of the subdir (noarch: unchanged, a 304)
     assert run.ingested == 5  # 4 replaced, 1 added (p02: other bytes, the same record)
 
@@ -162,6 +189,12 @@ def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
     )
     for path in ("linux-64/repodata.json", "linux-64/repodata.json.zst", "channeldata.json"):
         assert _published(mirror, path) == _published(fresh, path)
+
+
+def _named(compared: tuple) -> tuple:
+    """A section's comparison with the names of the changed entries only, sorted."""
+    base, changed, same, gone = compared
+    return base, sorted(name for name, _ in changed), same, gone
 
 
 def test_entries_written_otherwise_but_the_same_are_not_rewritten(
@@ -341,8 +374,8 @@ def begun(monkeypatch) -> list:
     comparisons: list = []
     real_begun = conda_repodata.SubdirFile.begun
 
-    def spy_begun(subdir):
-        real_begun(subdir)
+    def spy_begun(subdir, head=b""):
+        real_begun(subdir, head)
         if subdir.comparison is not None:
             comparisons.append(subdir.comparison)
 
@@ -350,7 +383,10 @@ def begun(monkeypatch) -> list:
     return comparisons
 
 
-def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, begun, monkeypatch):
+@pytest.mark.parametrize("lines", [True, False], ids=["followed", "on one line"])
+def test_the_comparison_starts_as_the_document_downloads(
+    upstream, run_mirror, begun, monkeypatch, lines
+):
     handed: list = []
     real_hand = conda_repodata.Comparison.hand
 
@@ -365,17 +401,20 @@ def test_the_comparison_starts_as_the_document_downloads(upstream, run_mirror, b
     assert begun == handed == []  # nothing kept to compare with yet
     assert run_mirror(mirror).state == SyncRun.State.COMPLETED  # a 304: nothing begins
     assert begun == []
-    _write(upstream, _changed(_document()))
+    _write(upstream, _changed(_document()), lines=lines)
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert (run.seen, run.ingested) == (24, 5)
     assert len(begun) == 1 and begun[0] is not None
     assert handed == begun  # the child started as it downloaded compared it
     assert begun[0].child.process.returncode is not None
-    # This process's section: its kept side worked out as the document downloaded, too.
-    assert [(args[1], thread) for args, thread in read_kept] == [
-        (conda_repodata.ORDER[0][0], "psm-kept-side")
-    ]
+    assert begun[0].path is not None  # given the document's file, to follow it
+    if lines:  # the child read it all as it downloaded: nothing read here
+        assert read_kept == []
+    else:  # this process's section: its kept side worked out as it downloaded, too
+        assert [(args[1], thread) for args, thread in read_kept] == [
+            (conda_repodata.ORDER[0][0], "psm-kept-side")
+        ]
 
 
 def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror, begun):

@@ -16,7 +16,9 @@ from channels_app.formats import (
     Rejected,
     UnitExtras,
     conda_document,
+    conda_fingerprints,
     conda_repodata,
+    conda_stream,
 )
 from channels_app.formats.base import entry_digest
 from channels_app.formats.conda import CondaFormat
@@ -272,3 +274,61 @@ def test_a_document_is_read_from_its_file_without_a_copy(tmp_path):
         document = conda_document.Document(file, URL)
         assert set(document.entries("packages")) == set(DOCUMENT["packages"])
         assert not isinstance(conda_document.mapped(file), bytes)
+
+
+def test_a_document_followed_as_it_downloads_compares_as_one_read_whole(tmp_path, monkeypatch):
+    """The child's reading of a document as it downloads (`conda_stream`, in batches) gives
+    each section's comparison, and leaves the fingerprints, that one read whole does; an
+    entry given twice, in two batches, counts once with its last value."""
+    monkeypatch.setattr(conda_stream, "BATCH_BYTES", 200)
+    monkeypatch.setattr(conda_stream, "WINDOW_BYTES", 800)
+    document = json.loads(json.dumps(DOCUMENT))
+    for i in range(30):
+        document["packages"][f"p{i:02d}-1.0-0.tar.bz2"] = _record(f"p{i:02d}", "1.0")
+    kept = tmp_path / "kept.json"
+    kept.write_bytes(_indented(document))
+    changed = json.loads(json.dumps(document))
+    changed["packages"]["p03-1.0-0.tar.bz2"]["depends"] = []
+    del changed["packages"]["p07-1.0-0.tar.bz2"]
+    changed["packages.conda"]["delta-1-0.conda"] = _record("delta", "1")
+    text = _indented(changed)
+    # p20 given twice: first changed, then as kept (the last counts: unchanged).
+    entry = b'"p20-1.0-0.tar.bz2": {'
+    text = text.replace(entry, entry + b'"name": "twice"},\n    ' + entry, 1)
+    new = tmp_path / "new.json"
+    new.write_bytes(text)
+    before = conda_repodata._kept_side(str(kept), "packages")
+    given, streamed = conda_repodata._followed(
+        lambda: (str(new), URL, True), str(kept), str(new), before
+    )
+    assert given == (str(new), URL, True)
+    assert isinstance(streamed, conda_repodata.Streamed)
+    with open(new, "rb") as file:
+        whole = conda_document.Document(file, URL)
+        for section in ("packages", "packages.conda"):
+            old = conda_repodata._kept_side(str(kept), section)[1]
+            found, same, gone, prints = conda_repodata._compared(whole.entries(section), old)
+            base, changed_here, same_here, gone_here = streamed.compared[section]
+            assert (base, same_here, gone_here) == (BASE, same, gone)
+            assert sorted(changed_here) == sorted((name, bytes(raw)) for name, raw in found)
+            assert conda_fingerprints.load(str(new), section) == (None, prints)
+        assert streamed.top == {
+            key: b"{}" if key.startswith("packages") else bytes(raw)
+            for key, raw in whole.top.items()
+        }
+    assert [name for name, _ in streamed.compared["packages"][1]] == ["p03-1.0-0.tar.bz2"]
+
+
+def test_a_document_not_laid_out_to_be_followed_is_compared_once_whole(tmp_path):
+    kept = tmp_path / "kept.json"
+    kept.write_bytes(orjson.dumps(DOCUMENT))
+    new = tmp_path / "new.json"
+    new.write_bytes(orjson.dumps(DOCUMENT))  # compact
+    before = conda_repodata._kept_side(str(kept), "packages")
+    handed = (str(new), URL, True)
+    assert conda_repodata._followed(lambda: handed, str(kept), str(new), before) == (
+        handed,
+        None,
+    )
+    answer = conda_repodata._compare_in_child(lambda: handed, str(kept), "packages", str(new))
+    assert answer == (BASE, [], 2, [])  # the child's own section, compared once it is whole
