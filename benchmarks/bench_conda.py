@@ -32,7 +32,7 @@ What it does, in order:
    under a new ETag (a full fetch and parse that writes nothing), 1% changed (after
    `gen_conda.py --mutate` on the copy: 1% of the records get a new build string, so as many
    packages are added as are dropped). Between syncs, untimed, `VACUUM (ANALYZE)` of the
-   package table stands in for autovacuum (`--no-vacuum` to skip it).
+   package table stands in for autovacuum, then a `CHECKPOINT` (`--no-vacuum` to skip both).
 5. Serving: starts gunicorn (2 sync workers) on the data and measures requests/s with wrk
    (else a threaded Python client): full GET of linux-64/repodata.json, of .json.zst, and a
    conditional GET with If-None-Match (304).
@@ -201,10 +201,12 @@ def fresh_database(pg: str, db: str) -> None:
 
 
 def vacuum_analyze(dsn: str) -> float:
-    """What autovacuum would do after a big write (untimed here; this server may have it off)."""
+    """What autovacuum would do after a big write (untimed here; this server may have it off),
+    and a checkpoint: the writeback of what the last sync wrote is not the next one's."""
     started = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) channels_app_package")
+        conn.execute("CHECKPOINT")
     return round(time.monotonic() - started, 1)
 
 

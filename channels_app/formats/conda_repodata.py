@@ -15,9 +15,9 @@ by fingerprint (`conda_fingerprints`: those of the kept document were left besid
 read that kept it), and parses only the entries that differ. For a large subdir a child
 process compares the second section, started as the new document begins to download
 (`SubdirFile`), while this process checks the whole document and compares the first. A
-document laid out to be followed (`conda_stream`: pretty-printed, as conda-forge's is) the
-child reads as it downloads instead, both sections (`_followed`): this process then reads
-nothing but the child's answer.
+document laid out to be followed (`conda_stream`: pretty-printed, as conda-forge's is) two
+children read as it downloads instead, a section each (`_followed`, `_joined`): this process
+then reads nothing but their answers.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def _compared(
 
 
 def _compare_in_child(
-    receive: Receive, kept: str, section: str, path: str | None = None
+    receive: Receive, kept: str, section: str, path: str | None = None, own: bool = False
 ) -> Compared | Streamed | FormatError | None:
     """In the child: one section of a new document compared with the kept document's
     (`Compared`, the changed entries as bytes). The kept side is worked out first, while the
@@ -189,10 +189,11 @@ def _compare_in_child(
 
     `path`: the new document's file, given as it begins to download. A document laid out to
     be followed (see `conda_stream`) is read as it is written, both sections compared: the
-    answer is then the whole reading (`Streamed`), and the parent reads nothing."""
+    answer is then the whole reading (`Streamed`), and the parent reads nothing. `own`:
+    another child follows it too, for the other section: this one reads its own only."""
     before = _kept_side(kept, section)
     if path is not None and before is not None:
-        given, streamed = _followed(receive, kept, path, before)
+        given, streamed = _followed(receive, kept, path, before, section, own)
         if streamed is not None:
             return streamed
     else:
@@ -214,10 +215,37 @@ def _compare_in_child(
 
 class Streamed(NamedTuple):
     """A document read by the child as it downloaded: its top-level values as bytes (a
-    section's `{}`), and each section compared with the kept document's."""
+    section's `{}`), and each section compared with the kept document's. A child that read
+    one section of it (`own`, see `_joined`) says where the sections met were (the
+    `DocumentStream`'s `first`, `own_at`, `next_at`) and the base each section's
+    fingerprints were left with (`left`)."""
 
     top: dict[str, bytes]
     compared: dict[str, Compared]
+    first: str | None = None
+    own_at: int | None = None
+    next_at: int | None = None
+    left: dict[str, Any] | None = None
+
+
+def _joined(answers: list[Any]) -> Streamed | None:
+    """The children's readings of a document followed as it downloaded as one: a child's
+    that read both sections, or two that read one each, if they make up the document (the
+    first section's reader proved all up to the key where the other found its own, see
+    `conda_stream`); None otherwise."""
+    if not answers or not all(isinstance(answer, Streamed) for answer in answers):
+        return None
+    if len(answers) == 1:
+        return answers[0]
+    # The first section's reader first (either, where there is no section).
+    first, then = sorted(answers, key=lambda answer: answer.first not in answer.compared)
+    if (first.first, first.next_at) != (then.first, then.own_at):
+        return None
+    top = dict(first.top)
+    top.update(then.top)  # what follows the second section (the values before are the same)
+    return Streamed(
+        top, {**first.compared, **then.compared}, left={**(first.left or {}), **(then.left or {})}
+    )
 
 
 class _Tally:
@@ -231,17 +259,23 @@ class _Tally:
 
     def add(self, entries: dict[str, Raw]) -> None:
         new = fingerprints.of(entries)
-        for filename in new.keys() & self.prints.keys():  # given again: the last one counts
-            self.changed.pop(filename, None)
+        before = len(self.prints)
         self.prints.update(new)
+        if len(self.prints) != before + len(new):  # some given again: the last one counts
+            for filename in new.keys() & self.changed.keys():
+                del self.changed[filename]
         get = self.old.get
         found = [filename for filename, fp in new.items() if get(filename) != fp]
         self.changed.update({filename: bytes(entries[filename]) for filename in found})
 
     def compared(self, base: str) -> Compared:
-        gone = sorted(self.old.keys() - self.prints.keys())
         found = list(self.changed.items())
-        return base, found, len(self.prints) - len(found), gone
+        same = len(self.prints) - len(found)
+        # Every old entry is listed still when those unchanged and those changed that were
+        # listed before make up its number: nothing to look for among them all.
+        listed = same + sum(filename in self.old for filename in self.changed)
+        gone = [] if listed == len(self.old) else sorted(self.old.keys() - self.prints.keys())
+        return base, found, same, gone
 
 
 #: What `_followed` polls while it waits for the parent (nothing handed yet).
@@ -249,23 +283,33 @@ _WAITING = object()
 
 
 def _followed(
-    receive: Receive, kept: str, path: str, before: tuple[str | None, fingerprints.Entries]
+    receive: Receive,
+    kept: str,
+    path: str,
+    before: tuple[str | None, fingerprints.Entries],
+    section: str | None = None,
+    own: bool = False,
 ) -> tuple[Any, Streamed | None]:
     """In the child: the document at `path` followed as it is written (see
     `conda_stream`), each section compared as its entries arrive with the kept document's
-    (`before`: the child's own section's kept side; the other's is worked out first). Returns
-    what the parent handed and the whole reading; None for the latter if the document is not
+    (`before`: the kept side of the child's own `section`, by default the second; the
+    other's is worked out first, unless `own`: another child reads the other). Returns
+    what the parent handed and the reading; None for the latter if the document is not
     laid out to be followed (or its file is not the one handed): the child's section is then
     compared as usual. Each section's fingerprints are left beside the document as soon as
     it has been read."""
     handed = _handed(receive)
-    section = Comparison.section
-    other = ORDER[0][0]
-    sides = {other: _kept_side(kept, other), section: before}
-    if sides[other] is None:
-        return handed.get(), None
+    section = section or Comparison.section
+    sides = {section: before}
+    if not own:
+        other = next(name for name in _SECTIONS if name != section)
+        sides = {other: _kept_side(kept, other), section: before}
+        if sides[other] is None:
+            return handed.get(), None
     tallies = {name: _Tally(side[1]) for name, side in sides.items()}
-    stream = DocumentStream(path, lambda name, entries: tallies[name].add(entries))
+    stream = DocumentStream(
+        path, lambda name, entries: tallies[name].add(entries), section if own else None
+    )
     left: dict[str, Any] = {}  # section -> the base its fingerprints were left with
     given: Any = _WAITING
     try:
@@ -283,14 +327,15 @@ def _followed(
     _, url, leave = given
     for name, tally in tallies.items():
         if not leave:
+            left.pop(name, None)
             with contextlib.suppress(OSError):
                 os.unlink(path + fingerprints.suffix(name))
         elif left.get(name, _WAITING) != _top_base(top):  # `info` came after it
-            _left(path, name, top, tally)
+            left[name] = _left(path, name, top, tally)
     compared = {
         name: tally.compared(base_url(url, sides[name][0])) for name, tally in tallies.items()
     }
-    return given, Streamed(top, compared)
+    return given, Streamed(top, compared, stream.first, stream.own_at, stream.next_at, left)
 
 
 def _left(path: str, section: str, top: dict[str, bytes], tally: _Tally) -> Any:
@@ -347,13 +392,20 @@ class Comparison:
     Given the new document's `path` as it begins to download, the child follows it as it is
     written instead, both sections (`_followed`): if it could, `streamed` is its reading of
     the whole document, and the parent reads nothing. `follows`: the document's first bytes
-    say it will be followed (the first section's kept side is then not worked out here)."""
+    say it will be followed. Two children then follow it, one section each (`children`),
+    so that what is left to read when the download ends is read on two cores; the first
+    section's kept side is not worked out here."""
 
     section = ORDER[1][0]
 
     def __init__(self, kept: str, path: str | None = None, *, follows: bool = False) -> None:
         self.kept, self.path = kept, path
-        self.child = _started(_compare_in_child, kept, self.section, path)
+        two = path is not None and follows
+        self.children = {self.section: _started(_compare_in_child, kept, self.section, path, two)}
+        if two:
+            here = ORDER[0][0]
+            self.children[here] = _started(_compare_in_child, kept, here, path, True)
+        self._answers: dict[str, Any] = {}
         # Here, not at the top: the child imports this module, and needs neither Django nor
         # Celery (`psm`'s own import), which would double its start-up.
         from psm.own_connection import meanwhile
@@ -366,7 +418,6 @@ class Comparison:
             if follows
             else meanwhile(lambda: _kept_side(kept, here), "psm-kept-side")
         )
-        self._answer: Any = _WAITING
 
     def kept_side(self, section: str) -> tuple[str | None, fingerprints.Entries] | None:
         """`_kept_side` of a section this process compares (worked out meanwhile for the
@@ -374,34 +425,50 @@ class Comparison:
         return self._kept_here() if section == ORDER[0][0] else _kept_side(self.kept, section)
 
     def hand(self, path: str, url: str, leave: bool) -> None:
-        """Give the child the new document (a child that cannot take it is dropped);
+        """Give the children the new document (a child that cannot take it is dropped);
         `leave`: its fingerprints are left beside it."""
-        if self.child is not None:
-            self.child = _sent(self.child, (path, url, leave))
+        for section, child in self.children.items():
+            if child is not None:
+                self.children[section] = _sent(child, (path, url, leave))
 
     def streamed(self) -> Streamed | None:
-        """The child's reading of the whole handed document, if it followed it as it
-        downloaded; None if it did not (then `result` is its section's comparison)."""
-        if self.path is None or self.child is None or not _followable(self.path):
+        """The children's reading of the whole handed document, if they followed it as it
+        downloaded; None if they did not (then `result` is each one's section's comparison).
+        """
+        if self.path is None or None in self.children.values() or not _followable(self.path):
             return None
-        try:
-            self._answer = _child_result(self.child)
-        except FormatError as exc:  # raised by `result`, after the parent's own check
-            self._answer = exc
-        return self._answer if isinstance(self._answer, Streamed) else None
+        streamed = _joined([self._answer(section) for section in self.children])
+        if streamed is not None and len(self.children) > 1:
+            base = _top_base(streamed.top)
+            for section, left in (streamed.left or {}).items():
+                if left != base:  # `info` came in a part the child did not read
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.path + fingerprints.suffix(section))
+        return streamed
 
-    def result(self) -> Compared | None:
-        """The child's comparison of its section; None if it failed or could not read the
-        kept document (the caller compares the section)."""
-        if self._answer is _WAITING:
-            self._answer = _child_result(self.child)
-        if isinstance(self._answer, FormatError):
-            raise self._answer
-        return None if isinstance(self._answer, Streamed) else self._answer
+    def result(self, section: str | None = None) -> Compared | None:
+        """A child's comparison of its `section` (by default the second); None if there is
+        none, it failed or could not read the kept document (the caller compares the
+        section)."""
+        answer = self._answer(section or self.section)
+        if isinstance(answer, FormatError):
+            raise answer
+        return None if isinstance(answer, Streamed) else answer
+
+    def _answer(self, section: str) -> Any:
+        """The answer of the child comparing `section` (a FormatError, returned: raised by
+        `result`, after the parent's own check)."""
+        if section not in self._answers:
+            try:
+                self._answers[section] = _child_result(self.children.get(section))
+            except FormatError as exc:
+                self._answers[section] = exc
+        return self._answers[section]
 
     def close(self) -> None:
-        if self.child is not None:
-            self.child.stop()
+        for child in self.children.values():
+            if child is not None:
+                child.stop()
 
 
 def _followable(path: str) -> bool:
@@ -579,18 +646,18 @@ def _against_kept(
 def _compared_sections(
     document: Document, kept: str, leave: str | None, comparison: Comparison | None
 ) -> dict[str, Compared | None]:
-    """Each section of the new `document` compared with the kept one's: one by the child
+    """Each section of the new `document` compared with the kept one's: by the children
     (if any), the others here; None for a section whose kept side cannot be read."""
-    theirs = comparison.section if comparison is not None else None
+    theirs = comparison.children if comparison is not None else {}
     kept_side = comparison.kept_side if comparison is not None else None
     compared = {
         section: None
-        if section == theirs
+        if section in theirs
         else _compare_here(document, kept, section, leave, kept_side)
         for section in _SECTIONS
     }
-    if comparison is not None:
-        compared[comparison.section] = comparison.result()
+    for section in theirs:
+        compared[section] = comparison.result(section)
     for section, result in compared.items():
         if result is None:  # its child failed
             compared[section] = _compare_here(document, kept, section, leave)

@@ -20,6 +20,12 @@ What the layout suggests is then proved by parsing each part (msgspec) as it arr
 Together the parts are the document, so it is valid JSON, and the entries read are its
 sections'. A document laid out otherwise (compact JSON, a section's key given twice, a batch
 or part that does not parse) raises `Unfollowed`: it is then read whole, as before.
+
+Two readers may share a document, one section each (`own`), so that two cores read it. The
+one whose section comes first proves what precedes the other's, up to its key (`next_at`),
+and stops there. The other looks for its own key past the first section without proving what
+lies between (`own_at`), then proves its section and the rest. The two readings are the
+document's only where the two places agree (see `conda_repodata`).
 """
 
 from __future__ import annotations
@@ -78,11 +84,24 @@ class DocumentStream:
     `advance()` reads what has arrived, handing each batch of a section's entries to
     `entries(section, batch)`; `finish()`, once the file is whole, reads the rest and
     returns the top-level values other than the sections, as bytes, in document order (a
-    section: `b"{}"`, its entries handed over already). Raises `Unfollowed`."""
+    section: `b"{}"`, its entries handed over already). Raises `Unfollowed`.
 
-    def __init__(self, path: str, entries: Callable[[str, dict[str, Raw]], None]) -> None:
+    `own`: the one section to read (the other is another reader's, see the module): the
+    first section met (`first`) is then followed by the other's key at `next_at` (where its
+    line begins; nothing is read past it), or, if the first is the other's, own's key was
+    found at `own_at`, unproved. Both stay None where there is no second section."""
+
+    def __init__(
+        self, path: str, entries: Callable[[str, dict[str, Raw]], None], own: str | None = None
+    ) -> None:
         self.file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in `close`
         self.entries = entries
+        self.own = own
+        self.first: str | None = None  # the first section met
+        self.own_at: int | None = None
+        self.next_at: int | None = None
+        self.skipping = False  # looking for own's key past the other's section
+        self.stopped = False  # at the other's key, past own's section: nothing more to read
         self.indent: bytes | None = None  # of the top-level keys
         self.top: dict[str, bytes] = {}
         self.read: set[str] = set()  # the sections read
@@ -112,6 +131,8 @@ class DocumentStream:
     def finish(self) -> dict[str, bytes]:
         """Read the rest of the whole document; its top-level values (see the class)."""
         self.advance(whole=True)
+        if self.stopped or self.skipping:  # the rest is the other reader's
+            return self.top
         if self.section is not None:
             raise Unfollowed(f"{self.section} does not end")
         size = os.fstat(self.file.fileno()).st_size
@@ -133,6 +154,10 @@ class DocumentStream:
     def _step(self, size: int, whole: bool) -> bool:
         """One batch of the section being read, or the part up to the next section's start;
         whether there may be more to read now."""
+        if self.stopped:
+            return False
+        if self.skipping:
+            return self._own_section(size, whole)
         if self.section is None:
             return self._next_section(size)
         return self._batch(size, whole)
@@ -157,13 +182,54 @@ class DocumentStream:
                 raise Unfollowed("no comma after a section")
             part = b"{" + part[start + 1 :]
         values = self._parsed(part + b"}}")
-        if next(reversed(values), None) != section or section in self.read:
+        if next(reversed(values), None) != section or section in self.top:
             raise Unfollowed(f"{section} given twice")
         del values[section]
         self._add(values)
         self.top[section] = b"{}"
+        if self.first is None:
+            self.first = section
+        if self.own is not None and section != self.own:  # the other reader's
+            if self.own in self.read:
+                self.next_at, self.stopped = begin + match.start(), True
+                return False
+            self.skipping, self.searched = True, brace + 1
+            return True
+        self._begin(section, brace)
+        return True
+
+    def _begin(self, section: str, brace: int) -> None:
+        """Read the section whose opening brace is at `brace`."""
         self.section, self.at, self.separator = section, brace + 1, b""
         self.closing = b"\n" + self.indent + b"}"
+
+    def _own_section(self, size: int, whole: bool) -> bool:
+        """Look for own's key past the other reader's section (what lies between is the
+        other's to prove); whether there may be more to read now."""
+        key = b"\n" + self.indent + next(k for k, name in _KEYS.items() if name == self.own)
+        begin = self.searched
+        if size - begin < len(key):
+            return False
+        offset = begin - begin % mmap.ALLOCATIONGRANULARITY
+        # Searched where it lies (mapped, not copied): the other's section is most of it.
+        with mmap.mmap(
+            self.file.fileno(), size - offset, offset=offset, access=mmap.ACCESS_READ
+        ) as view:
+            found = view.find(key, begin - offset)
+        if found < 0:  # the next search begins where a key may straddle the two
+            self.searched = size - len(key) + 1
+            return False
+        found += offset
+        head = self._read(found, 256)
+        match = _SECTION_START.match(head)
+        if match is None:
+            if len(head) < 256 and not whole:
+                self.searched = found  # the rest of its line has not arrived
+                return False
+            raise Unfollowed(f"{self.own} not laid out as a section")
+        self.skipping, self.own_at = False, found
+        self.top[self.own] = b"{}"
+        self._begin(self.own, found + match.end() - 1)
         return True
 
     def _batch(self, size: int, whole: bool) -> bool:

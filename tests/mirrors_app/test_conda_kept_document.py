@@ -121,9 +121,10 @@ CHILD_ONE_LINE = "with a child, the document on one line"
 
 @pytest.fixture(params=["one process", CHILD, CHILD_ONE_LINE])
 def split(request, monkeypatch):
-    """Compared in this process, or (as a large document is) with a child process: one that
-    follows the document as it downloads (both sections), or, for a document that cannot be
-    followed, compares the second section once it is whole. Its answers are listed."""
+    """Compared in this process, or (as a large document is) with child processes: two that
+    follow the document as it downloads (a section each), or, for a document that cannot be
+    followed, one that compares the second section once it is whole. Their answers are
+    listed."""
     answers: list = []
     if request.param != "one process":
         monkeypatch.setattr(conda_repodata, "PARALLEL_BYTES", 0)
@@ -160,8 +161,15 @@ def test_a_resync_compares_with_the_kept_document_and_matches_a_full_read(
         8,
         ["p05-1.0-0.tar.bz2"],
     )
-    if split.mode == CHILD:  # followed: the whole document read, both sections compared
-        ((top, sections),) = split.answers
+    if split.mode == CHILD:  # followed: the whole document read, a section by each child
+        answers = sorted(split.answers, key=lambda answer: answer.first not in answer.compared)
+        assert [list(answer.compared) for answer in answers] == [["packages"], ["packages.conda"]]
+        first, then = answers
+        assert list(first.top) == ["info", "packages", "packages.conda"]
+        assert list(then.top) == ["info", "packages", "packages.conda"]
+        # The first reader stopped at the second's key, where the second found it.
+        assert (first.next_at, then.own_at) == (then.own_at, first.next_at) != (None, None)
+        top, sections = conda_repodata._joined(split.answers)[:2]
         assert list(top) == ["info", "packages", "packages.conda"]
         assert json.loads(top["info"]) == {"subdir": "linux-64"}
         assert (top["packages"], top["packages.conda"]) == (b"{}", b"{}")
@@ -406,10 +414,12 @@ def test_the_comparison_starts_as_the_document_downloads(
     assert run.state == SyncRun.State.COMPLETED, run.error
     assert (run.seen, run.ingested) == (24, 5)
     assert len(begun) == 1 and begun[0] is not None
-    assert handed == begun  # the child started as it downloaded compared it
-    assert begun[0].child.process.returncode is not None
+    assert handed == begun  # the children started as it downloaded compared it
+    children = begun[0].children
+    assert len(children) == (2 if lines else 1)  # followed: a child for each section
+    assert all(child.process.returncode is not None for child in children.values())
     assert begun[0].path is not None  # given the document's file, to follow it
-    if lines:  # the child read it all as it downloaded: nothing read here
+    if lines:  # the children read it all as it downloaded: nothing read here
         assert read_kept == []
     else:  # this process's section: its kept side worked out as it downloaded, too
         assert [(args[1], thread) for args, thread in read_kept] == [
@@ -425,7 +435,7 @@ def test_a_comparison_begun_for_rows_changed_since_is_ended(upstream, run_mirror
     run = run_mirror(mirror)
     assert run.state == SyncRun.State.COMPLETED, run.error
     (comparison,) = begun
-    assert comparison.child.process.returncode is not None
+    assert all(child.process.returncode is not None for child in comparison.children.values())
     _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
 
 
@@ -443,7 +453,7 @@ def test_a_malformed_document_ends_the_comparison_begun_and_keeps_the_rows(
     assert run.state == SyncRun.State.COMPLETED, run.error  # noarch was read
     assert "linux-64" in run.warnings and "not valid JSON" in run.warnings
     (comparison,) = begun
-    assert comparison.child.process.returncode is not None
+    assert all(child.process.returncode is not None for child in comparison.children.values())
     assert _rows(mirror) == before
 
 

@@ -276,10 +276,36 @@ def test_a_document_is_read_from_its_file_without_a_copy(tmp_path):
         assert not isinstance(conda_document.mapped(file), bytes)
 
 
-def test_a_document_followed_as_it_downloads_compares_as_one_read_whole(tmp_path, monkeypatch):
-    """The child's reading of a document as it downloads (`conda_stream`, in batches) gives
-    each section's comparison, and leaves the fingerprints, that one read whole does; an
-    entry given twice, in two batches, counts once with its last value."""
+def _followed_by(children: int, kept: str, new: str) -> conda_repodata.Streamed | None:
+    """The reading of the document at `new` as it downloads, by one child (both sections)
+    or by two (a section each, joined)."""
+    handed = (new, URL, True)
+    if children == 1:
+        before = conda_repodata._kept_side(kept, "packages")
+        given, streamed = conda_repodata._followed(lambda: handed, kept, new, before)
+        assert given == handed
+        return streamed
+    answers = []
+    for section in ("packages.conda", "packages"):
+        before = conda_repodata._kept_side(kept, section)
+        given, streamed = conda_repodata._followed(
+            lambda: handed, kept, new, before, section, own=True
+        )
+        assert given == handed
+        assert list(streamed.compared) == [section]
+        answers.append(streamed)
+    return conda_repodata._joined(answers)
+
+
+@pytest.mark.parametrize("children", [1, 2])
+@pytest.mark.parametrize("removed", [True, False])
+def test_a_document_followed_as_it_downloads_compares_as_one_read_whole(
+    tmp_path, monkeypatch, children, removed
+):
+    """The children's reading of a document as it downloads (`conda_stream`, in batches,
+    one child or two) gives each section's comparison, and leaves the fingerprints, that one
+    read whole does; an entry given twice, in two batches, counts once with its last
+    value."""
     monkeypatch.setattr(conda_stream, "BATCH_BYTES", 200)
     monkeypatch.setattr(conda_stream, "WINDOW_BYTES", 800)
     document = json.loads(json.dumps(DOCUMENT))
@@ -289,7 +315,8 @@ def test_a_document_followed_as_it_downloads_compares_as_one_read_whole(tmp_path
     kept.write_bytes(_indented(document))
     changed = json.loads(json.dumps(document))
     changed["packages"]["p03-1.0-0.tar.bz2"]["depends"] = []
-    del changed["packages"]["p07-1.0-0.tar.bz2"]
+    if removed:
+        del changed["packages"]["p07-1.0-0.tar.bz2"]
     changed["packages.conda"]["delta-1-0.conda"] = _record("delta", "1")
     text = _indented(changed)
     # p20 given twice: first changed, then as kept (the last counts: unchanged).
@@ -297,11 +324,7 @@ def test_a_document_followed_as_it_downloads_compares_as_one_read_whole(tmp_path
     text = text.replace(entry, entry + b'"name": "twice"},\n    ' + entry, 1)
     new = tmp_path / "new.json"
     new.write_bytes(text)
-    before = conda_repodata._kept_side(str(kept), "packages")
-    given, streamed = conda_repodata._followed(
-        lambda: (str(new), URL, True), str(kept), str(new), before
-    )
-    assert given == (str(new), URL, True)
+    streamed = _followed_by(children, str(kept), str(new))
     assert isinstance(streamed, conda_repodata.Streamed)
     with open(new, "rb") as file:
         whole = conda_document.Document(file, URL)
@@ -317,6 +340,29 @@ def test_a_document_followed_as_it_downloads_compares_as_one_read_whole(tmp_path
             for key, raw in whole.top.items()
         }
     assert [name for name, _ in streamed.compared["packages"][1]] == ["p03-1.0-0.tar.bz2"]
+    assert streamed.compared["packages"][3] == (["p07-1.0-0.tar.bz2"] if removed else [])
+
+
+def test_two_readings_that_do_not_meet_where_the_second_section_begins_are_not_joined():
+    """The first section's reader stopped at a key other than where the second's reader
+    found its own: what lies between was proved by neither, so the readings are not the
+    document's."""
+    first = conda_repodata.Streamed(
+        {"packages": b"{}", "packages.conda": b"{}"}, {"packages": ()}, "packages", None, 100, {}
+    )
+    then = conda_repodata.Streamed(
+        {"packages": b"{}", "packages.conda": b"{}"},
+        {"packages.conda": ()},
+        "packages",
+        90,
+        None,
+        {},
+    )
+    assert conda_repodata._joined([first, then]) is None
+    assert conda_repodata._joined([first, then._replace(own_at=100)]) is not None
+    # Or one that did not read as the other says it began.
+    assert conda_repodata._joined([first, then._replace(own_at=100, first="x")]) is None
+    assert conda_repodata._joined([first, None]) is None
 
 
 def test_a_document_not_laid_out_to_be_followed_is_compared_once_whole(tmp_path):
@@ -332,3 +378,35 @@ def test_a_document_not_laid_out_to_be_followed_is_compared_once_whole(tmp_path)
     )
     answer = conda_repodata._compare_in_child(lambda: handed, str(kept), "packages", str(new))
     assert answer == (BASE, [], 2, [])  # the child's own section, compared once it is whole
+
+
+def test_two_children_follow_a_document_and_the_fingerprints_name_its_base(tmp_path):
+    """A document laid out to be followed is read by two children, a section each, as it
+    downloads; `info` between the sections (read by the first section's child only) names
+    the base: the other section's fingerprints, left without it, are not kept."""
+    info = {"subdir": "linux-64", "base_url": "https://files.example/x/"}
+
+    def laid_out(document: dict) -> bytes:
+        ordered = {"packages": document["packages"], "info": info}
+        return json.dumps({**ordered, **document, "info": info}, indent=1).encode()
+
+    kept = tmp_path / "kept.json"
+    kept.write_bytes(laid_out(DOCUMENT))
+    changed = json.loads(json.dumps(DOCUMENT))
+    changed["packages.conda"]["delta-1-0.conda"] = _record("delta", "1")
+    new = tmp_path / "new.json"
+    new.write_bytes(laid_out(changed))
+    comparison = conda_repodata.Comparison(str(kept), str(new), follows=True)
+    try:
+        assert set(comparison.children) == {"packages", "packages.conda"}
+        comparison.hand(str(new), URL, True)
+        streamed = comparison.streamed()
+    finally:
+        comparison.close()
+    assert streamed is not None
+    assert list(streamed.top) == list(json.loads(new.read_bytes()))
+    assert list(streamed.top)[:3] == ["packages", "info", "packages.conda"]
+    assert [name for name, _ in streamed.compared["packages.conda"][1]] == ["delta-1-0.conda"]
+    assert streamed.compared["packages"][1:] == ([], len(DOCUMENT["packages"]), [])
+    assert conda_fingerprints.load(str(new), "packages")[0] == "https://files.example/x/"
+    assert conda_fingerprints.load(str(new), "packages.conda") is None

@@ -229,3 +229,131 @@ def test_indentation_is_read_from_the_first_line_break():
     assert indentation(b"{\n") is None  # not yet said
     assert indentation(b'{"info": {}}') is None
     assert indentation(b"[\n 1]") is None
+
+
+SECTIONS = ("packages", "packages.conda")
+
+
+def _by_two(path) -> tuple[dict[str, bytes], _Read, tuple]:
+    """The document read by two streams, a section each (`own`): their top-level values
+    merged as `conda_repodata._joined` merges them, what each handed over, and where each
+    says the second section's key is (the first section's reader, then the other)."""
+    read, streams = _Read(), {}
+    for section in SECTIONS:
+        stream = DocumentStream(str(path), read, own=section)
+        try:
+            stream.advance()
+            streams[section] = (stream.finish(), stream)
+        finally:
+            stream.close()
+    assert set(read.batches) <= set(SECTIONS)
+    for section, (_, stream) in streams.items():  # each handed over its own section only
+        assert stream.read <= {section}
+    first, then = sorted(streams.values(), key=lambda item: item[1].first != item[1].own)
+    assert first[1].first == then[1].first
+    top = dict(first[0])
+    top.update(then[0])
+    return top, read, (first[1].next_at, then[1].own_at)
+
+
+def _document_orders() -> list:
+    document = _document(12)
+    return [
+        document,
+        {key: document[key] for key in ("removed", "packages.conda", "info", "packages")},
+        {"info": document["info"], "packages": document["packages"]},  # one section
+        {"packages.conda": document["packages.conda"], "removed": []},
+        {"info": document["info"]},  # none
+        {"packages": {}, "x": {"a": [1]}, "packages.conda": {}},  # both empty
+    ]
+
+
+@pytest.mark.parametrize("document", _document_orders())
+@pytest.mark.parametrize("indent", [1, 4])
+def test_two_readers_a_section_each_read_what_a_whole_reading_does(
+    tmp_path, monkeypatch, document, indent
+):
+    """Each reads its own section; the first section's reader stops at the second's key,
+    where the second found it; together they read what a whole reading gives."""
+    _small_batches(monkeypatch)
+    path = tmp_path / "repodata.json"
+    path.write_text(json.dumps(document, indent=indent))
+    top, read, (next_at, own_at) = _by_two(path)
+    whole_top, sections = _as_read_whole(path.read_bytes())
+    assert list(top.items()) == list(whole_top.items())
+    for section, entries in sections.items():
+        assert list(read.entries(section).items()) == list(entries.items())
+    assert next_at == own_at
+    raw = path.read_bytes()
+    if len(sections) == 2:  # at the second section's key, its line's start
+        second = max(sections, key=lambda section: raw.index(f'"{section}":'.encode()))
+        assert raw[next_at:].startswith(b"\n" + b" " * indent + f'"{second}"'.encode())
+    else:
+        assert next_at is None
+
+
+def test_two_readers_follow_a_document_while_it_is_written(tmp_path, monkeypatch):
+    """Written a few bytes at a time, a key split across two reads included: the reader of
+    the second section finds its key as it arrives."""
+    _small_batches(monkeypatch)
+    raw = json.dumps(_document(200), indent=1).encode()
+    path = tmp_path / "repodata.json"
+    path.write_bytes(b"")
+    read = _Read()
+    streams = [DocumentStream(str(path), read, own=section) for section in SECTIONS]
+    with open(path, "ab", buffering=0) as out:
+        for start in range(0, len(raw), 7):
+            out.write(raw[start : start + 7])
+            if start % 4900 == 0 or start > raw.index(b'"packages.conda"') - 40:
+                for stream in streams:
+                    stream.advance()
+    tops = [stream.finish() for stream in streams]
+    for stream in streams:
+        stream.close()
+    packages, conda = streams
+    assert packages.next_at == conda.own_at == raw.index(b'\n "packages.conda"')
+    whole_top, sections = _as_read_whole(raw)
+    assert {**tops[0], **tops[1]} == whole_top
+    assert read.entries("packages") == sections["packages"]
+    assert read.entries("packages.conda") == sections["packages.conda"]
+
+
+def test_a_second_sections_key_inside_the_first_is_not_where_the_first_reader_stops(tmp_path):
+    """A line laid out as the second section's key, inside an entry of the first: its
+    reader finds that one, not the key the first reader proved, or does not follow."""
+    text = json.dumps(_document(3), indent=1)
+    entry = '"p001-1.0-0.tar.bz2": {'
+    fake = entry + '"x": {\n "packages.conda": {\n   "z.conda": {}\n   }\n   },'
+    path = tmp_path / "repodata.json"
+    path.write_text(text.replace(entry, fake, 1))
+    _same_as_read_whole(path)  # read by one, it is followed (and valid)
+    try:
+        _, _, (next_at, own_at) = _by_two(path)
+    except Unfollowed:
+        return
+    assert next_at != own_at
+
+
+@pytest.mark.parametrize(
+    ("why", "text"),
+    [
+        (
+            "the second section given twice",
+            '{\n "packages": {},\n "packages.conda": {},\n "packages.conda": {}\n}',
+        ),
+        (
+            "the first given again after",
+            '{\n "packages": {},\n "packages.conda": {},\n "packages": {}\n}',
+        ),
+        ("the second not an object", '{\n "packages": {},\n "packages.conda": [],\n "x": 1\n}'),
+        (
+            "truncated after the second",
+            '{\n "packages": {},\n "packages.conda": {\n  "a.conda": {}\n }',
+        ),
+    ],
+)
+def test_what_two_readers_cannot_follow(tmp_path, why, text):
+    path = tmp_path / "repodata.json"
+    path.write_text(text)
+    with pytest.raises(Unfollowed):
+        _by_two(path)
