@@ -260,6 +260,30 @@ def test_a_child_that_answers_garbage_leaves_the_comparison_to_the_run(
     assert _published(mirror) == _published(fresh)
 
 
+def test_one_of_two_children_that_answers_garbage_leaves_both_sections_to_the_run(
+    upstream, run_mirror, compared, monkeypatch, tmp_path, begun
+):
+    """Of the two children that follow a document, the second to start answers garbage: the
+    other's reading alone is not the document's, so the run reads it whole and compares both
+    sections itself."""
+    mirror = _mirror(upstream)
+    assert run_mirror(mirror).state == SyncRun.State.COMPLETED
+    site = print_banner_in_children(tmp_path, monkeypatch, only=2)
+    document = _changed(_document())
+    _write(upstream, document)
+    read_here = _called_by(monkeypatch, conda_repodata, "_compare_here")
+    run = run_mirror(mirror)
+    assert run.state == SyncRun.State.COMPLETED, run.error
+    assert compared == ["linux-64"]
+    assert (run.seen, run.ingested, run.warnings) == (24, 5, "")
+    (comparison,) = begun
+    assert len(comparison.children) == 2
+    assert len((site / "started").read_text().split()) == 2
+    assert sorted(args[2] for args, _ in read_here) == ["packages", "packages.conda"]
+    fresh = _same_rows_as_a_fresh_read(upstream, mirror, run_mirror)
+    assert _published(mirror) == _published(fresh)
+
+
 def test_a_restart_reads_every_entry(upstream, run_mirror, compared):
     mirror = _mirror(upstream)
     run_mirror(mirror)
