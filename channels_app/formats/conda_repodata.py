@@ -172,8 +172,15 @@ def _compared(
     found = [
         (filename, entries[filename]) for filename, fp in new.items() if old.get(filename) != fp
     ]
-    gone = [filename for filename in old if filename not in new]
-    return found, len(entries) - len(found), gone, new
+    same = len(entries) - len(found)
+    return found, same, _gone(old, new, same + sum(name in old for name, _ in found)), new
+
+
+def _gone(old: fingerprints.Entries, new: fingerprints.Entries, listed: int) -> list[str]:
+    """The filenames of the kept section (`old`) the new one (`new`) no longer lists, sorted.
+    `listed`: how many of the new one's were in the kept one; when that is all of the kept
+    one's, nothing is gone, and the names need no pass."""
+    return [] if listed == len(old) else sorted(old.keys() - new.keys())
 
 
 def _compare_in_child(
@@ -271,11 +278,8 @@ class _Tally:
     def compared(self, base: str) -> Compared:
         found = list(self.changed.items())
         same = len(self.prints) - len(found)
-        # Every old entry is listed still when those unchanged and those changed that were
-        # listed before make up its number: nothing to look for among them all.
         listed = same + sum(filename in self.old for filename in self.changed)
-        gone = [] if listed == len(self.old) else sorted(self.old.keys() - self.prints.keys())
-        return base, found, same, gone
+        return base, found, same, _gone(self.old, self.prints, listed)
 
 
 #: What `_followed` polls while it waits for the parent (nothing handed yet).
@@ -400,17 +404,16 @@ class Comparison:
 
     def __init__(self, kept: str, path: str | None = None, *, follows: bool = False) -> None:
         self.kept, self.path = kept, path
+        here = ORDER[0][0]
         two = path is not None and follows
         self.children = {self.section: _started(_compare_in_child, kept, self.section, path, two)}
         if two:
-            here = ORDER[0][0]
             self.children[here] = _started(_compare_in_child, kept, here, path, True)
         self._answers: dict[str, Any] = {}
         # Here, not at the top: the child imports this module, and needs neither Django nor
         # Celery (`psm`'s own import), which would double its start-up.
         from psm.own_connection import meanwhile
 
-        here = ORDER[0][0]
         # Worked out meanwhile where this process will likely compare the first section (the
         # document's first bytes say the child will not follow it); else only if it must.
         self._kept_here = (

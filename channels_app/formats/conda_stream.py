@@ -206,15 +206,13 @@ class DocumentStream:
     def _own_section(self, size: int, whole: bool) -> bool:
         """Look for own's key past the other reader's section (what lies between is the
         other's to prove); whether there may be more to read now."""
-        key = b"\n" + self.indent + next(k for k, name in _KEYS.items() if name == self.own)
+        key = b"\n" + self.indent + f'"{self.own}"'.encode()
         begin = self.searched
         if size - begin < len(key):
             return False
-        offset = begin - begin % mmap.ALLOCATIONGRANULARITY
         # Searched where it lies (mapped, not copied): the other's section is most of it.
-        with mmap.mmap(
-            self.file.fileno(), size - offset, offset=offset, access=mmap.ACCESS_READ
-        ) as view:
+        view, offset = self._mapped(begin, size, mmap.ACCESS_READ)
+        with view:
             found = view.find(key, begin - offset)
         if found < 0:  # the next search begins where a key may straddle the two
             self.searched = size - len(key) + 1
@@ -249,9 +247,7 @@ class DocumentStream:
         # after the last batch) made an opening brace and the one where it ends a closing
         # one: parsed where it lies, without a copy.
         start = self.at - 1
-        offset = start - start % mmap.ALLOCATIONGRANULARITY
-        length = min(size, start + WINDOW_BYTES) - offset
-        view = mmap.mmap(self.file.fileno(), length, offset=offset, access=mmap.ACCESS_COPY)
+        view, offset = self._mapped(start, min(size, start + WINDOW_BYTES), mmap.ACCESS_COPY)
         first = start - offset
         # A batch up to the window's last separator, if it parses, is entries only: the
         # section's end is looked for only where it does not (or where there is none).
@@ -271,6 +267,12 @@ class DocumentStream:
             raise Unfollowed("entries that do not parse")
         self.entries(self.section, batch)
         return self._ended(offset + end + len(self.closing) - 1)
+
+    def _mapped(self, start: int, end: int, access: int) -> tuple[mmap.mmap, int]:
+        """The file from `start` to `end` mapped (from the page boundary at or before
+        `start`), and the file offset the mapping begins at."""
+        offset = start - start % mmap.ALLOCATIONGRANULARITY
+        return mmap.mmap(self.file.fileno(), end - offset, offset=offset, access=access), offset
 
     def _batch_to(self, view: mmap.mmap, first: int, cut: int) -> dict[str, Raw] | None:
         """The entries between `first` (a brace or comma) and `cut` (where a separator or the
