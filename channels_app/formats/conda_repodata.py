@@ -222,10 +222,10 @@ def _compare_in_child(
 
 class Streamed(NamedTuple):
     """A document read by the child as it downloaded: its top-level values as bytes (a
-    section's `{}`), and each section compared with the kept document's. A child that read
-    one section of it (`own`, see `_joined`) says where the sections met were (the
-    `DocumentStream`'s `first`, `own_at`, `next_at`) and the base each section's
-    fingerprints were left with (`left`)."""
+    section's `{}`; those its reading proved, `DocumentStream.proved`), and each section
+    compared with the kept document's. A child that read one section of it (`own`, see
+    `_joined`) says where the sections met were (the `DocumentStream`'s `first`, `own_at`,
+    `next_at`) and the base each section's fingerprints were left with (`left`)."""
 
     top: dict[str, bytes]
     compared: dict[str, Compared]
@@ -249,7 +249,7 @@ def _joined(answers: list[Any]) -> Streamed | None:
     if (first.first, first.next_at) != (then.first, then.own_at):
         return None
     top = dict(first.top)
-    top.update(then.top)  # what follows the second section (the values before are the same)
+    top.update(then.top)  # from the second section's key on (`DocumentStream.proved`)
     return Streamed(
         top, {**first.compared, **then.compared}, left={**(first.left or {}), **(then.left or {})}
     )
@@ -339,7 +339,8 @@ def _followed(
     compared = {
         name: tally.compared(base_url(url, sides[name][0])) for name, tally in tallies.items()
     }
-    return given, Streamed(top, compared, stream.first, stream.own_at, stream.next_at, left)
+    proved = stream.proved()
+    return given, Streamed(proved, compared, stream.first, stream.own_at, stream.next_at, left)
 
 
 def _left(path: str, section: str, top: dict[str, bytes], tally: _Tally) -> Any:

@@ -25,7 +25,9 @@ Two readers may share a document, one section each (`own`), so that two cores re
 one whose section comes first proves what precedes the other's, up to its key (`next_at`),
 and stops there. The other looks for its own key past the first section without proving what
 lies between (`own_at`), then proves its section and the rest. The two readings are the
-document's only where the two places agree (see `conda_repodata`).
+document's only where the two places agree (see `conda_repodata`), and each counts for what
+it proved (`proved`): a key given twice before the second section has its last value in the
+first reader's reading only.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class DocumentStream:
         self.stopped = False  # at the other's key, past own's section: nothing more to read
         self.indent: bytes | None = None  # of the top-level keys
         self.top: dict[str, bytes] = {}
+        self.later: dict[str, bytes] = {}  # `top`'s values from own's key on, past `own_at`
         self.read: set[str] = set()  # the sections read
         self.part_from = 0  # where the part after the last section (or the document) begins
         self.searched = 0  # how far the part has been searched for a section's start
@@ -150,6 +153,15 @@ class DocumentStream:
             raise Unfollowed("the document does not end after its last section")
         self._add(values)
         return self.top
+
+    def proved(self) -> dict[str, bytes]:
+        """The top-level values this reading vouches for (after `finish`), in document order:
+        all it read, or, where its own section came second, those from its key on (nothing,
+        if it found none). What comes before is the other reader's to prove: a key given
+        there twice has its last value only in the other's reading."""
+        if self.own is None or self.first in (None, self.own):
+            return self.top
+        return self.later
 
     def _step(self, size: int, whole: bool) -> bool:
         """One batch of the section being read, or the part up to the next section's start;
@@ -226,7 +238,7 @@ class DocumentStream:
                 return False
             raise Unfollowed(f"{self.own} not laid out as a section")
         self.skipping, self.own_at = False, found
-        self.top[self.own] = b"{}"
+        self.top[self.own] = self.later[self.own] = b"{}"
         self._begin(self.own, found + match.end() - 1)
         return True
 
@@ -295,6 +307,8 @@ class DocumentStream:
             if key in _KEYS.values():  # a section not laid out as one, or given twice
                 raise Unfollowed(f"{key} not on lines of its own")
             self.top[key] = bytes(raw)
+            if self.own_at is not None:
+                self.later[key] = self.top[key]
 
     def _parsed(self, part: bytes | memoryview) -> dict[str, Raw]:
         try:

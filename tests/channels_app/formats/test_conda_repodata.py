@@ -410,3 +410,42 @@ def test_two_children_follow_a_document_and_the_fingerprints_name_its_base(tmp_p
     assert streamed.compared["packages"][1:] == ([], len(DOCUMENT["packages"]), [])
     assert conda_fingerprints.load(str(new), "packages")[0] == "https://files.example/x/"
     assert conda_fingerprints.load(str(new), "packages.conda") is None
+
+
+def test_a_key_given_twice_before_the_second_section_counts_with_its_last_value(tmp_path):
+    """`info` given before the first section and again between the two: the second
+    section's child read only the first (it does not read between the sections), so the
+    joined reading takes the values before the second section from the first section's
+    child, as a whole reading gives them (the last), and that child's base."""
+    first = {"subdir": "linux-64", "base_url": "https://files.example/first/"}
+    last = {"subdir": "linux-64", "base_url": "https://files.example/last/"}
+
+    def laid_out(document: dict) -> bytes:
+        text = json.dumps(
+            {"info": first, "packages": document["packages"], "x-between": 1, **document},
+            indent=1,
+        )
+        again = '\n "x-between": 1,'
+        return text.replace(again, again + '\n "info": ' + json.dumps(last) + ",", 1).encode()
+
+    kept = tmp_path / "kept.json"
+    kept.write_bytes(laid_out(DOCUMENT))
+    new = tmp_path / "new.json"
+    new.write_bytes(laid_out(DOCUMENT))
+    comparison = conda_repodata.Comparison(str(kept), str(new), follows=True)
+    try:
+        assert set(comparison.children) == {"packages", "packages.conda"}
+        comparison.hand(str(new), URL, True)
+        streamed = comparison.streamed()
+    finally:
+        comparison.close()
+    assert streamed is not None
+    with open(new, "rb") as file:
+        whole = conda_document.Document(file, URL)
+        assert streamed.top == {
+            key: b"{}" if key.startswith("packages") else bytes(raw)
+            for key, raw in whole.top.items()
+        }
+    assert json.loads(streamed.top["info"]) == last
+    assert conda_fingerprints.load(str(new), "packages")[0] == last["base_url"]
+    assert conda_fingerprints.load(str(new), "packages.conda") is None  # named the first

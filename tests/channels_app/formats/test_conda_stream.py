@@ -235,8 +235,8 @@ SECTIONS = ("packages", "packages.conda")
 
 
 def _by_two(path) -> tuple[dict[str, bytes], _Read, tuple]:
-    """The document read by two streams, a section each (`own`): their top-level values
-    merged as `conda_repodata._joined` merges them, what each handed over, and where each
+    """The document read by two streams, a section each (`own`): the top-level values each
+    proved, merged as `conda_repodata._joined` merges them, what each handed over, and where each
     says the second section's key is (the first section's reader, then the other)."""
     read, streams = _Read(), {}
     for section in SECTIONS:
@@ -251,8 +251,8 @@ def _by_two(path) -> tuple[dict[str, bytes], _Read, tuple]:
         assert stream.read <= {section}
     first, then = sorted(streams.values(), key=lambda item: item[1].first != item[1].own)
     assert first[1].first == then[1].first
-    top = dict(first[0])
-    top.update(then[0])
+    top = dict(first[1].proved())
+    top.update(then[1].proved())
     return top, read, (first[1].next_at, then[1].own_at)
 
 
