@@ -3,6 +3,7 @@ in by them (`conda_members`): the bytes a render of the rows after gives, or not
 
 from __future__ import annotations
 
+import random
 from array import array
 
 import pytest
@@ -83,6 +84,39 @@ def test_a_name_that_sorts_otherwise_by_member_key_is_not_merged(old, changed):
     member key), or one JSON escapes: left to the database."""
     data, start, end, lengths = _section([old])
     assert merge_section(data, start, end, lengths, [(key(changed), _member(changed))]) is None
+
+
+def test_random_changes_merge_to_the_section_after_or_not_at_all(monkeypatch):
+    """Seeded random sections and changes, names that begin one another among them: a merge
+    either gives the bytes and lengths of the section rendered after, or is refused (the
+    file is then rendered whole)."""
+    monkeypatch.setattr(conda_members, "STRIDE", 4)  # many strides in a small section
+    merged = refused = 0
+    for case in range(1500):
+        rng = random.Random(case)
+        pool = [
+            "".join(rng.choice("ab-!.0é") for _ in range(rng.randint(1, 4)))
+            + ("" if rng.random() < 0.1 else "-1-0.conda")  # a few that begin others
+            for _ in range(60)
+        ]
+        old = {name: "1" for name in rng.sample(pool, rng.randint(0, 30))}
+        changes = {name: rng.choice([None, "1", "2", "33"]) for name in rng.sample(pool, 8)}
+        data, start, end, lengths = _section(sorted(old))
+        rows = sorted(
+            (key(name), None if version is None else _member(name, version))
+            for name, version in changes.items()
+        )
+        result = merge_section(data, start, end, lengths, rows)
+        if result is None:
+            refused += 1
+            continue
+        pieces, after = result
+        now = {name: version for name, version in (old | changes).items() if version}
+        expected = [_member(name, version) for name, version in sorted(now.items())]
+        assert _joined(data, pieces) == b",".join(expected), case
+        assert list(after) == [len(member) for member in expected], case
+        merged += 1
+    assert merged > 300 and refused > 30, (merged, refused)
 
 
 def test_a_render_s_member_list_keeps_lengths_while_its_keys_come_in_order():
