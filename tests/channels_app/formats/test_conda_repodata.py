@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import random
 
+import msgspec
 import orjson
 import pytest
 
@@ -449,3 +451,29 @@ def test_a_key_given_twice_before_the_second_section_counts_with_its_last_value(
     assert json.loads(streamed.top["info"]) == last
     assert conda_fingerprints.load(str(new), "packages")[0] == last["base_url"]
     assert conda_fingerprints.load(str(new), "packages.conda") is None  # named the first
+
+
+def test_a_section_tallied_batch_by_batch_compares_as_one_read_whole():
+    """Seeded random kept and new sections, the new one handed over in batches with names
+    given again in later batches (the last counts): the tally gives what comparing the
+    whole section gives."""
+    for case in range(500):
+        rng = random.Random(case)
+        names = [f"p{i:02d}-1-0.conda" for i in range(40)]
+        kept = {name: f'{{"v":{rng.randint(0, 2)}}}'.encode() for name in rng.sample(names, 20)}
+        old = conda_fingerprints.of(kept)
+        given = [
+            (name, f'{{"v":{rng.randint(0, 2)}}}'.encode())
+            for name in rng.choices(names, k=rng.randint(0, 40))
+        ]
+        tally = conda_repodata._Tally(old)
+        at = 0
+        while at < len(given):
+            step = rng.randint(1, 8)
+            tally.add({name: msgspec.Raw(raw) for name, raw in given[at : at + step]})
+            at += step
+        whole = {name: msgspec.Raw(raw) for name, raw in given}
+        found, same, gone, prints = conda_repodata._compared(whole, old)
+        base, found_here, same_here, gone_here = tally.compared(BASE)
+        assert sorted(found_here) == sorted((name, bytes(raw)) for name, raw in found), case
+        assert (same_here, gone_here, tally.prints) == (same, gone, prints), case
