@@ -382,6 +382,20 @@ def test_a_document_not_laid_out_to_be_followed_is_compared_once_whole(tmp_path)
     assert answer == (BASE, [], 2, [])  # the child's own section, compared once it is whole
 
 
+def _followed_by_two_children(kept, new) -> conda_repodata.Streamed:
+    """The joined reading of the document at `new` by two real children, a section each,
+    compared with the one at `kept`."""
+    comparison = conda_repodata.Comparison(str(kept), str(new), follows=True)
+    try:
+        assert set(comparison.children) == {"packages", "packages.conda"}
+        comparison.hand(str(new), URL, True)
+        streamed = comparison.streamed()
+    finally:
+        comparison.close()
+    assert streamed is not None
+    return streamed
+
+
 def test_two_children_follow_a_document_and_the_fingerprints_name_its_base(tmp_path):
     """A document laid out to be followed is read by two children, a section each, as it
     downloads; `info` between the sections (read by the first section's child only) names
@@ -398,14 +412,7 @@ def test_two_children_follow_a_document_and_the_fingerprints_name_its_base(tmp_p
     changed["packages.conda"]["delta-1-0.conda"] = _record("delta", "1")
     new = tmp_path / "new.json"
     new.write_bytes(laid_out(changed))
-    comparison = conda_repodata.Comparison(str(kept), str(new), follows=True)
-    try:
-        assert set(comparison.children) == {"packages", "packages.conda"}
-        comparison.hand(str(new), URL, True)
-        streamed = comparison.streamed()
-    finally:
-        comparison.close()
-    assert streamed is not None
+    streamed = _followed_by_two_children(kept, new)
     assert list(streamed.top) == list(json.loads(new.read_bytes()))
     assert list(streamed.top)[:3] == ["packages", "info", "packages.conda"]
     assert [name for name, _ in streamed.compared["packages.conda"][1]] == ["delta-1-0.conda"]
@@ -434,14 +441,7 @@ def test_a_key_given_twice_before_the_second_section_counts_with_its_last_value(
     kept.write_bytes(laid_out(DOCUMENT))
     new = tmp_path / "new.json"
     new.write_bytes(laid_out(DOCUMENT))
-    comparison = conda_repodata.Comparison(str(kept), str(new), follows=True)
-    try:
-        assert set(comparison.children) == {"packages", "packages.conda"}
-        comparison.hand(str(new), URL, True)
-        streamed = comparison.streamed()
-    finally:
-        comparison.close()
-    assert streamed is not None
+    streamed = _followed_by_two_children(kept, new)
     with open(new, "rb") as file:
         whole = conda_document.Document(file, URL)
         assert streamed.top == {
