@@ -10,13 +10,14 @@ import hashlib
 import html
 import io
 import json
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from html.parser import HTMLParser
 from operator import itemgetter
 from typing import Any
-from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlparse, urlsplit, urlunparse
 
 import ijson
 import orjson
@@ -154,9 +155,21 @@ def _parse_html_page(body: bytes, url: str) -> list[dict[str, Any]]:
     except AssertionError as exc:  # HTMLParser's way of giving up on broken markup
         raise FormatError(url, f"malformed HTML: {exc}") from None
     _check_api_version(parser.version, url)
-    base = urljoin(url, parser.base) if parser.base else url
+    base = _page_base(url, parser.base)
     entries = (_html_entry(attrs, base) for attrs in parser.anchors if attrs.get("href"))
-    return [entry for entry in entries if entry["filename"]]  # not links to folders
+    return [entry for entry in entries if entry is not None]
+
+
+def _page_base(page_url: str, base: str | None) -> str:
+    """What the page's links are relative to: its first `<base href>`, resolved against the
+    page as HTML resolves it (pip joins links to a relative one as written, giving URLs it
+    cannot fetch; PSM fetches what the page means), else the page."""
+    if base is None:
+        return page_url
+    try:
+        return urljoin(page_url, base)
+    except ValueError:  # e.g. "https://[x/": each link is refused (`_html_entry`)
+        return base
 
 
 def _check_api_version(version: Any, url: str) -> None:
@@ -169,30 +182,79 @@ def _check_api_version(version: Any, url: str) -> None:
         raise FormatError(url, f"unsupported repository API version {version}")
 
 
-def _html_entry(attrs: Mapping[str, str | None], base: str) -> dict[str, Any]:
-    """A PEP 503 anchor as a PEP 691 file entry (`#<hash>=<hex>` fragment, `data-*`)."""
-    href, fragment = urldefrag(urljoin(base, attrs.get("href") or ""))
+def _html_entry(attrs: Mapping[str, str | None], base: str) -> dict[str, Any] | None:
+    """A PEP 503 anchor as a PEP 691 file entry (`#<hash>=<hex>` fragment, `data-*`), read as
+    pip reads it (`Link.from_element`); None for a link to a folder.
+
+    The URL is pip's (`_link_url`); the entry is refused (no `url`) where it is not absolute,
+    as pip could not fetch it. The file name is the last segment of its path unquoted once
+    (`%2F` is a `/` in it, an unsafe name): `file_record` checks that pip reads the same."""
+    href = attrs.get("href") or ""
+    link = _link_url(base, href)
+    if link is None:  # pip fails on the whole page; PSM refuses the link alone
+        name = href.partition("#")[0].partition("?")[0].rpartition("/")[2]
+        return {"filename": unquote(name), "url": None}
+    url, _, fragment = link.partition("#")
+    parts = urlsplit(url)
+    if parts.path[-1:] in ("", "/") and not _url_filename(url).endswith(_PACKAGE_SUFFIXES):
+        return None  # a folder ("../"), not a file (pip takes ".../pkg-1.0.tar.gz/" for one)
     entry: dict[str, Any] = {
-        "filename": unquote(urlsplit(href).path.rsplit("/", 1)[-1]),
-        "url": href,
-        "hashes": _hash_pairs(fragment),
+        "filename": unquote(parts.path.rstrip("/").rpartition("/")[2]),
+        "url": url if parts.scheme and parts.netloc else None,
+        "hashes": _with_url_hash(_hash_pairs(fragment), link),
     }
     if attrs.get("data-requires-python"):
         entry["requires-python"] = attrs["data-requires-python"]
     if "data-yanked" in attrs:
+        # Without a value the attribute is the empty string to HTML (pip reads it as absent).
         entry["yanked"] = attrs["data-yanked"] or True
-    metadata = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
+    metadata = _renamed(attrs, "data-core-metadata", "data-dist-info-metadata")
     if metadata == "true":
         entry["core-metadata"] = True
-    elif metadata:
-        entry["core-metadata"] = _hash_pairs(metadata)
+    elif metadata is not None and "=" in metadata:
+        # One `<hash name>=<hex>`, all after the first `=` the digest, as pip reads it.
+        name, _, digest = metadata.partition("=")
+        entry["core-metadata"] = {name: digest}
     return entry
 
 
-def _hash_pairs(text: str) -> dict[str, str]:
-    """The `<hash name>=<hex>` pairs of a URL fragment or metadata attribute (`&`-separated)."""
-    pairs = (part.partition("=") for part in text.split("&"))
-    return {name: value for name, sep, value in pairs if sep and name in _HASH_LENGTHS}
+def _renamed(entry: Mapping[str, Any], key: str, old_key: str) -> Any:
+    """PEP 714: the value of `key`, else of its old name where `key` is missing or null."""
+    value = entry.get(key)
+    return entry.get(old_key) if value is None else value
+
+
+def _hash_pairs(text: str) -> dict[str, str] | None:
+    """The `<hash name>=<hex>` pairs of a URL fragment (`&`-separated); None if a name is
+    given twice with different digests (which one counts is anyone's guess)."""
+    hashes: dict[str, str] = {}
+    for part in text.split("&"):
+        name, sep, value = part.partition("=")
+        if (
+            sep
+            and name in _HASH_LENGTHS
+            and hashes.setdefault(name, value).lower() != value.lower()
+        ):
+            return None
+    return hashes
+
+
+#: The hash pip reads in a file's URL (`LinkHash`): the first `<name>=<value>` of these names
+#: after a `#` or `&`, wherever it is (in the query, too), the value up to the next `&`.
+_PIP_URL_HASH = re.compile(r"[#&](sha512|sha384|sha256|sha224|sha1|md5)=([^&]*)")
+
+
+def _with_url_hash(hashes: Any, link: str | None) -> Any:
+    """`hashes` (a PEP 691 `hashes` value) with the hash pip reads in the file's URL `link`
+    (`_link_url`) added; None if they give that hash different digests."""
+    found = _PIP_URL_HASH.search(link) if link is not None else None
+    if found is None or not isinstance(hashes, dict):
+        return hashes
+    name, digest = found.groups()
+    given = hashes.get(name, digest)
+    if not isinstance(given, str) or given.lower() != digest.lower():
+        return None
+    return {**hashes, name: digest}
 
 
 def looks_like_project_list(head: bytes, content_type: str) -> bool:
@@ -256,17 +318,17 @@ class _PageParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.anchors: list[dict[str, str | None]] = []
-        self.base = ""
+        self.base: str | None = None
         self.version: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
         if tag == "a":
-            self.anchors.append(values)
-        elif tag == "base" and values.get("href") and not self.base:
-            self.base = values["href"] or ""
-        elif tag == "meta" and values.get("name") == "pypi:repository-version":
-            self.version = values.get("content")
+            self.anchors.append(dict(attrs))
+        elif tag == "base" and self.base is None:
+            # pip's: the first `<base>` whose first `href` has a value, even an empty one.
+            self.base = next((value for name, value in attrs if name == "href"), None)
+        elif tag == "meta" and dict(attrs).get("name") == "pypi:repository-version":
+            self.version = dict(attrs).get("content")
 
 
 # --- Checking one file entry ------------------------------------------------------------------
@@ -279,6 +341,12 @@ _HASH_LENGTHS = {
 }
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _MAX_URL = 4000
+_MAX_REQUIRES_PYTHON = 1000
+#: The package files PSM mirrors (`pypi.SUFFIXES`).
+_PACKAGE_SUFFIXES = (".whl", ".tar.gz", ".zip")
+#: The names pip takes a file for a package by, whatever their case (`is_archive_file`).
+_PIP_ARCHIVES = (".zip", ".whl", ".tar.bz2", ".tbz", ".tar.gz", ".tgz", ".tar")
+_PIP_ARCHIVES += (".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma")
 
 
 def file_record(project: str, page_url: str, entry: Any) -> PackageRecord | Rejected:
@@ -297,25 +365,31 @@ def file_record(project: str, page_url: str, entry: Any) -> PackageRecord | Reje
     url = _upstream_url(page_url, entry.get("url"))
     if url is None:
         return Rejected(filename, "no http(s) URL")
-    hashes = _hashes(entry.get("hashes", {}))
+    hashes = _hashes(_with_url_hash(entry.get("hashes", {}), _hashed_link(page_url, entry)))
     if hashes is None:
         return Rejected(filename, "malformed hashes")
     if "sha256" not in hashes and "md5" not in hashes:
         return Rejected(filename, "no sha256 hash")
+    if _names_another_archive(url, filename):
+        return Rejected(filename, "the URL is of another file")
     document: dict[str, Any] = {"filename": filename, "hashes": hashes}
     requires = entry.get("requires-python")
-    if isinstance(requires, str) and requires.strip() and len(requires) <= 1000:
+    if isinstance(requires, str) and len(requires) > _MAX_REQUIRES_PYTHON:
+        return Rejected(filename, "requires-python too long")  # not served without it
+    if isinstance(requires, str) and requires.strip():
         document["requires-python"] = requires
     yanked = entry.get("yanked")
-    if yanked is True or (isinstance(yanked, str)):
-        document["yanked"] = yanked or True
+    if yanked or isinstance(yanked, str):
+        # Any true value, as pip reads it; a reason, or "" (not one to PEP 691: uv reads it
+        # as yanked, pip as not; in doubt, yanked: only an exact pin installs it).
+        document["yanked"] = yanked if isinstance(yanked, str) and yanked else True
     size = entry.get("size")
     if type(size) is int and size >= 0:
         document["size"] = size
     uploaded = entry.get("upload-time")
     if _is_timestamp(uploaded):
         document["upload-time"] = uploaded
-    metadata = entry.get("core-metadata", entry.get("dist-info-metadata"))
+    metadata = _renamed(entry, "core-metadata", "dist-info-metadata")
     if metadata is True:
         document["core-metadata"] = True
     elif isinstance(metadata, dict) and (metadata_hashes := _hashes(metadata)):
@@ -390,12 +464,15 @@ _PLAIN_WHEEL = re.compile(
     r"(?:-[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*){2}\.whl"
 )
 
-#: An absolute http(s) URL that joining, splitting and printing leave as it is (no query,
-#: parameters, user or odd characters): what nearly every index gives for a file.
-_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%+!-]*)*")
+#: An absolute http(s) URL that joining, splitting, quoting as pip does and printing leave as
+#: it is (no query, parameters, user, escapes or odd characters): what nearly every index
+#: gives for a file.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~-]*)*")
 
 
 def _upstream_url(page_url: str, url: Any) -> str | None:
+    """The URL pip fetches a file entry's file from (`_link_url` without the fragment), if it
+    is a safe http(s) URL."""
     if not isinstance(url, str) or not url or len(url) > _MAX_URL:
         return None
     plain = url.partition("#")[0]
@@ -406,8 +483,8 @@ def _upstream_url(page_url: str, url: Any) -> str | None:
     return _joined_url(page_url, url)
 
 
-#: A URL path that joining keeps as it is (no `.` or empty segments, no query).
-_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_~%+!-][A-Za-z0-9._~%+!-]*)+")
+#: A URL path that joining and quoting keep as it is (no `.` or empty segments, no query).
+_PLAIN_PATH = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
 
 
 @functools.lru_cache(maxsize=16)
@@ -420,13 +497,71 @@ def _origin(page_url: str) -> str | None:
 
 def _joined_url(page_url: str, url: str) -> str | None:
     try:
-        absolute = urldefrag(urljoin(page_url, url))[0]
-        if _unsafe_url(absolute):
+        joined = urljoin(page_url, url)
+        if _unsafe_url(joined.partition("#")[0]):  # before quoting would hide a space
             return None
+        absolute = _pip_quoted(joined).partition("#")[0]
         parts = urlsplit(absolute)
     except ValueError:  # e.g. "https://[x/": an entry to reject, not a page to fail on
         return None
     return absolute if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+def _link_url(base: str, url: str) -> str | None:
+    """The URL pip makes of a link on a page (`Link.url`): joined to `base` and quoted
+    (`_pip_quoted`), fragment kept; None where pip would fail on it."""
+    try:
+        return _pip_quoted(urljoin(base, url))
+    except ValueError:  # e.g. "https://[x/", or a lone surrogate quoting cannot encode
+        return None
+
+
+#: What pip keeps as it is between the parts of a path it quotes.
+_PATH_KEPT = re.compile("(@|%2F)", re.IGNORECASE)
+
+
+def _pip_quoted(url: str) -> str:
+    """`url` with its path unquoted and quoted again part by part, as pip requests it
+    (`_ensure_quoted_url`: `+` is sent as `%2B`, `%7e` as `~`, a space as `%20`). A URL
+    without a host is left as it is: pip reads it as a local path, PSM refuses it."""
+    parts = urlparse(url)
+    if not parts.netloc:
+        return url
+    pieces = _PATH_KEPT.split(parts.path)
+    path = "".join(p.upper() if i % 2 else quote(unquote(p)) for i, p in enumerate(pieces))
+    return urlunparse(parts._replace(path=path))
+
+
+def _hashed_link(page_url: str, entry: Mapping[str, Any]) -> str | None:
+    """The entry's URL as pip reads hashes in it (`_link_url`), or None where it can hold
+    none (pip looks after `#` and `&` only: not in PyPI's URLs)."""
+    url = entry.get("url")
+    if not isinstance(url, str) or ("#" not in url and "&" not in url):
+        return None
+    return _link_url(page_url, url)
+
+
+def _names_another_archive(url: str, filename: str) -> bool:
+    """Whether pip reads the URL as another package file than `filename`: pip ignores the
+    `filename` of a JSON entry and reads the name (so project and version) from the URL. A
+    URL that names no package file (".../download/1") pip skips, and uv goes by `filename`."""
+    name = _url_filename(url)
+    return name != filename and name.lower().endswith(_PIP_ARCHIVES)
+
+
+#: A last path segment pip reads as it is.
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+def _url_filename(url: str) -> str:
+    """The file name pip reads from a file's URL (`Link.filename`): the last segment of its
+    path without trailing slashes, unquoted twice, else its host."""
+    last = url.rpartition("/")[2]
+    if _PLAIN_SEGMENT.fullmatch(last) and "?" not in url and "#" not in url:
+        return last
+    parts = urlsplit(url)
+    name = posixpath.basename(unquote(parts.path).rstrip("/"))
+    return unquote(name) if name else parts.netloc.rpartition("@")[2]
 
 
 #: The ASCII characters that are spaces or not printable (`str.isspace`, `str.isprintable`).
