@@ -9,9 +9,12 @@ PACKAGES entry stays the same (within a `MISSING_RECHECK` period).
 A PACKAGES stanza is one record. Its `document` is the stanza as PSM serves it back: every field
 verbatim, in upstream's order (continuation lines kept), as a JSON object — except `Path` and
 `File`, which only say where upstream keeps the file: PSM serves every tarball at
-`src/contrib/<Package>_<Version>.tar.gz`. Stanzas whose name, version or checksum is missing or
-malformed are rejected one by one; the others go on. `MD5sum` (and a sha256, `SHA256sum`,
-where a repository gives one) is verified on every download.
+`src/contrib/<Package>_<Version>.tar.gz`. Stanzas are read as R's `read.dcf` reads them
+(`cran_index.iter_stanzas`); stanzas whose name, version or checksum is missing or malformed,
+that R refuses, or that R versions would read differently, are rejected one by one; the others
+go on. Of stanzas giving one version of a package (as R compares versions), only the first is
+kept: `install.packages` takes the first. `MD5sum` (and a sha256, `SHA256sum`, where a
+repository gives one) is verified on every download.
 
 Archive tarballs are listed in no index, so no checksum is known for them: they are stored
 content-addressed by the sha256 of what upstream sent, and judged by the filters with the
@@ -74,11 +77,10 @@ from .cran_index import (
     archive_records,
     archived_package,
     check_packages_file,
-    iter_stanzas,
+    packages_records,
     render_archive_rds,
     render_listing,
     render_packages,
-    stanza_record,
     withdraw_archive_rds,
     withdraw_listing,
     withdraw_packages,
@@ -249,9 +251,7 @@ class CranFormat(RepositoryFormat):
         if unit == CONTRIB:
             check_packages_file(fileobj, url)
             fileobj.seek(0)
-            items: Iterator[PackageRecord | Rejected] = (
-                stanza_record(stanza, url) for stanza in iter_stanzas(fileobj, url)
-            )
+            items: Iterator[PackageRecord | Rejected] = packages_records(fileobj, url)
         else:
             package = archived_package(unit)
             if package is None:

@@ -52,8 +52,20 @@ TARBALL = re.compile(rf"({PACKAGE_NAME})_([0-9]+(?:[.-][0-9]+)+)\.tar\.gz")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
-_FIELD = re.compile(rb"([^\s:#-][^\s:]*):(.*)")
 SHA256_FIELDS = ("SHA256sum", "sha256sum", "SHA256", "sha256")
+#: How R's connections end a line: LF, CRLF, and a lone CR too ("map CR or CRLF to LF").
+_EOL = re.compile(rb"\r\n?|\n")
+#: A blank line to R's `read.dcf`: spaces and tabs only (a form feed or a no-break space is text).
+_BLANK = re.compile(rb"[ \t]*")
+#: The fields PSM reads itself (name, version, checksums, location, license, dependencies); the
+#: others it serves back as they came. Of these, the one-word ones.
+ONE_WORD_FIELDS = ("Package", "Version", "MD5sum", *SHA256_FIELDS, *LOCATION_FIELDS)
+READ_FIELDS = (*ONE_WORD_FIELDS, "License", *cran_filters.DEPENDENCY_FIELDS)
+#: Whitespace R reads as text but Python's parsing (and R's `[[:space:]]` in some locales) as
+#: space: form feed, vertical tab, no-break and other Unicode spaces.
+_ODD_SPACE = re.compile(r"[^\S \t\n]")
+#: An escaped blank line (` .`), as `read.dcf` recognizes one among a value's continuation lines.
+_ESCAPED_BLANK = re.compile(r"[ \t\f\v]+\.[ \t\f\v]*")
 
 
 # --- Names, versions, paths -------------------------------------------------------------------
@@ -85,8 +97,8 @@ def tarball(package: str, version: str) -> str:
 def check_packages_file(fileobj: BinaryIO, url: str) -> None:
     """Refuse what is not a PACKAGES file at all: it would remove every package."""
     blank = True
-    for line in fileobj:
-        if not line.strip():
+    for line in r_lines(fileobj):
+        if _BLANK.fullmatch(line):
             continue
         if blank and line.lstrip()[:1] == b"<":
             raise FormatError(url, "an HTML page, not a PACKAGES file")
@@ -97,9 +109,25 @@ def check_packages_file(fileobj: BinaryIO, url: str) -> None:
         raise FormatError(url, "not a PACKAGES file: no stanza has a Package field")
 
 
+def r_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a file as R's connections read them: LF, CRLF and a lone CR each end one.
+
+    `chunks` are the file's lines (as a binary file iterates) or any pieces of it."""
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk
+        # A CR at the end may be the first half of a CRLF: kept until the next chunk says.
+        cut = len(data) - 1 if data.endswith(b"\r") else len(data)
+        *lines, rest = _EOL.split(data[:cut])
+        rest += data[cut:]
+        yield from lines
+    if rest:
+        yield rest.removesuffix(b"\r")
+
+
 class Stanza:
     """One PACKAGES stanza as read: its fields (raw values, continuation lines kept), the line
-    it starts on, and what was wrong with it."""
+    it starts on, and what was wrong with it (its fields then read as well as R would)."""
 
     __slots__ = ("fields", "line", "problem", "problem_line")
 
@@ -110,50 +138,63 @@ class Stanza:
         self.problem_line = 0
 
     def fault(self, line: int, problem: str) -> None:
-        self.problem, self.problem_line = problem, line
+        if not self.problem:
+            self.problem, self.problem_line = problem, line
 
 
 def iter_stanzas(lines: Iterable[bytes], where: str) -> Iterator[Stanza]:
-    """Stream the stanzas of a Debian-control-format file (R's `read.dcf` rules).
+    """Stream the stanzas of a Debian-control-format file as R's `read.dcf` reads them
+    (src/main/dcf.c): lines end at LF, CRLF or CR; a line of spaces and tabs ends a stanza; a
+    line beginning with a space or tab continues the current field; any other is
+    `Field: value`, the field everything before the first colon.
 
-    A malformed line (not `Field: value`, not UTF-8, a continuation without a field) marks
-    its stanza as bad; it never stops the others.
+    A line R refuses (no colon, a continuation beginning a stanza) or that R versions read
+    differently (a comment, a NUL byte, bytes not UTF-8), and a field given twice, mark their
+    stanza as bad; they never stop the others.
     """
     stanza: Stanza | None = None
     key = None
-    for number, raw in enumerate(lines, start=1):
-        line = raw.rstrip(b"\r\n")
-        if not line.strip():
+    for number, raw in enumerate(r_lines(lines), start=1):
+        line = raw.split(b"\0", 1)[0]  # R's C code ends a line at a NUL byte
+        if _BLANK.fullmatch(line):
             if stanza is not None:
                 yield stanza
             stanza, key = None, None
             continue
         if stanza is None:
             stanza = Stanza(number)
-        if stanza.problem:
-            continue
-        try:
-            text = line.decode("utf-8").rstrip()
-        except UnicodeDecodeError:
-            stanza.fault(number, "stanza is not UTF-8")
-            continue
-        if line[:1] in (b" ", b"\t"):
-            if key is None:
-                stanza.fault(number, "continuation line without a field")
-            else:
-                stanza.fields[key] += "\n" + text
-            continue
-        match = _FIELD.fullmatch(line)
-        if match is None:
-            stanza.fault(number, "malformed line (expected 'Field: value')")
-            continue
-        key = match[1].decode("utf-8")
-        if key in stanza.fields:
-            stanza.fault(number, f"field {key} given twice")
-            continue
-        stanza.fields[key] = match[2].decode("utf-8").strip()
+        if len(line) < len(raw):
+            stanza.fault(number, "NUL byte in a line")
+        key = _read_line(stanza, key, line, number)
     if stanza is not None:
         yield stanza
+
+
+def _read_line(stanza: Stanza, key: str | None, line: bytes, number: int) -> str | None:
+    """Add a (non-blank) line to the stanza; the field a continuation line now continues."""
+    if line[:1] == b"#":
+        # Recent R skips a comment line; older R (3.x) reads it as a field, or stops at it.
+        stanza.fault(number, "comment line")
+        return key
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        stanza.fault(number, "stanza is not UTF-8")
+        text = line.decode("utf-8", "replace")
+    if line[:1] in (b" ", b"\t"):
+        if key is None:
+            stanza.fault(number, "continuation line without a field")
+        else:
+            stanza.fields[key] += "\n" + text.rstrip(" \t")
+        return key
+    name, colon, value = text.partition(":")
+    if not colon or not name:
+        stanza.fault(number, "malformed line (expected 'Field: value')")
+        return key
+    if name in stanza.fields:
+        stanza.fault(number, f"field {name} given twice")  # R would keep the last
+    stanza.fields[name] = value.strip(" \t")
+    return name
 
 
 def parse_dcf(text: str, where: str) -> Iterator[dict[str, str]]:
@@ -166,8 +207,51 @@ def parse_dcf(text: str, where: str) -> Iterator[dict[str, str]]:
 
 
 def fold(value: str) -> str:
-    """A field value on one line, as `read.dcf` gives it (whitespace runs become one space)."""
+    """A field value on one line (whitespace runs become one space)."""
     return " ".join(value.split())
+
+
+def dcf_value(raw: str) -> str:
+    """A raw value (continuation lines kept) as `read.dcf` gives it: continuation lines without
+    their indentation, joined by newlines; an escaped blank line (` .`) an empty line before the
+    next one."""
+    first, *continued = raw.split("\n")
+    lines, escaped = [first] if first else [], 0
+    for line in continued:
+        if _ESCAPED_BLANK.fullmatch(line):
+            escaped += 1
+        else:
+            lines += [""] * escaped + [line.strip(" \t")]
+            escaped = 0
+    return "\n".join(lines)
+
+
+def r_listing(fields: Mapping[str, str]) -> tuple[str, tuple[int, ...]] | None:
+    """The package and version (in R's version order) R reads in a stanza's fields, if valid."""
+    name, version = dcf_value(fields.get("Package", "")), dcf_value(fields.get("Version", ""))
+    if is_package_name(name) and is_package_version(version):
+        return name, r_version(version)
+    return None
+
+
+def read_fields_problem(fields: Mapping[str, str]) -> str:
+    """Why R may read a field PSM reads otherwise than PSM does ("" if it cannot).
+
+    PSM parses those fields (names, versions, checksums, dependencies, licenses) where R's
+    versions and locales differ: on whitespace other than spaces and tabs, on an escaped blank
+    line (older R keeps a newline at a value's end for it, recent R not), on a one-word field
+    continued on the next line (older R begins its value with a newline when the first line is
+    empty)."""
+    for name in READ_FIELDS:
+        value = fields.get(name, "")
+        if _ODD_SPACE.search(value):
+            return f"{name} has whitespace other than spaces and tabs"
+        continued = value.split("\n")[1:]
+        if any(_ESCAPED_BLANK.fullmatch(line) for line in continued):
+            return f"{name} has an escaped blank line (' .')"
+        if continued and name in ONE_WORD_FIELDS:
+            return f"{name} continues on another line"
+    return ""
 
 
 def stanza_record(stanza: Stanza, url: str) -> PackageRecord | Rejected:
@@ -179,6 +263,9 @@ def stanza_record(stanza: Stanza, url: str) -> PackageRecord | Rejected:
         return Rejected(label[:255], stanza.problem)
     if not name or not version:
         return Rejected(label[:255], "stanza lacks Package or Version")
+    problem = read_fields_problem(fields)
+    if problem:
+        return Rejected(label[:255], problem)
     if not is_package_name(name):
         return Rejected(label[:255], "invalid package name")
     if not is_package_version(version):
@@ -212,6 +299,25 @@ def stanza_record(stanza: Stanza, url: str) -> PackageRecord | Rejected:
         document=raw.decode(),
         entry_digest=entry_digest(raw, upstream),
     )
+
+
+def packages_records(lines: Iterable[bytes], url: str) -> Iterator[PackageRecord | Rejected]:
+    """The records of a PACKAGES file's stanzas, one by one.
+
+    Of stanzas giving one package version (as R compares versions: `1.0-1` is `1.0.1`),
+    `install.packages` takes the first; PSM publishes in its own order, so it keeps only the
+    first (even one it rejects) and rejects the others."""
+    listed: dict[tuple[str, tuple[int, ...]], str] = {}
+    for stanza in iter_stanzas(lines, url):
+        item = stanza_record(stanza, url)
+        listing = r_listing(stanza.fields)
+        if listing in listed and isinstance(item, PackageRecord):
+            first = listed[listing]
+            same = first == item.version
+            item = Rejected(item.filename, "listed twice" + ("" if same else f" (as {first})"))
+        if listing is not None:
+            listed.setdefault(listing, dcf_value(stanza.fields["Version"]))
+        yield item
 
 
 def _upstream_location(fields: Mapping[str, str], filename: str) -> str | None:
@@ -439,11 +545,12 @@ def withdraw_packages(published: BinaryIO, filenames: set[str], emit: Emit) -> b
 
 
 def _raw_stanzas(lines: Iterable[bytes]) -> Iterator[bytes]:
-    """The stanzas of a DCF file as written, each ending in a newline; blank lines split."""
+    """The stanzas of a DCF file PSM wrote (LF line ends), each ending in a newline; blank
+    lines, as R reads them, split (a line of a form feed is a continuation line to R)."""
     stanza: list[bytes] = []
-    for line in lines:
-        if line.strip():
-            stanza.append(line if line.endswith(b"\n") else line + b"\n")
+    for line in r_lines(lines):
+        if not _BLANK.fullmatch(line):
+            stanza.append(line + b"\n")
         elif stanza:
             yield b"".join(stanza)
             stanza = []
