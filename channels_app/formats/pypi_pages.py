@@ -762,7 +762,15 @@ def _escape_repeated(text: str) -> str:
 _ESCAPED_VALUES: dict[str, str] = {}
 
 
+#: The hashes pip reads in a link's fragment and in `data-core-metadata` (`_SUPPORTED_HASHES`).
+_PIP_HASHES = frozenset({"sha512", "sha384", "sha256", "sha224", "sha1", "md5"})
+
+
 def _preferred_hash(hashes: Mapping[str, str]) -> str | None:
+    """The one hash an anchor gives (PEP 503 has room for one): sha256, else the first by
+    name that pip reads, else the first. pip ignores any other name: a `#blake2b=` before a
+    stored md5 left it installing the file (or trusting its metadata) unchecked."""
     if "sha256" in hashes:
         return "sha256"
-    return min(hashes) if hashes else None
+    readable = [name for name in hashes if name in _PIP_HASHES]
+    return min(readable or hashes, default=None)

@@ -999,7 +999,10 @@ def _straightforward_render(project: str, documents) -> tuple[bytes, bytes]:
         others = {key: value for key, value in document.items() if key != "filename"}
         entries.append({"filename": filename, "url": url, **others})
         hashes = document.get("hashes") or {}
-        chosen = "sha256" if "sha256" in hashes else min(hashes) if hashes else None
+        readable = [
+            name for name in hashes if name in ("sha512", "sha384", "sha224", "sha1", "md5")
+        ]
+        chosen = "sha256" if "sha256" in hashes else min(readable or hashes, default=None)
         attrs = [("href", f"{url}#{chosen}={hashes[chosen]}" if chosen else url)]
         if document.get("requires-python"):
             attrs.append(("data-requires-python", document["requires-python"]))
