@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 import orjson
+from rattler import Version
+from rattler.exceptions import InvalidVersionError
 
 from .base import PackageRecord, Rejected
 
@@ -20,6 +22,8 @@ _SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+!~=,-]{0,254}")
 _PLAIN = re.compile(r"[A-Za-z0-9_.-]+")  # needs no quoting in a URL (`+` would, on S3)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _MD5 = re.compile(r"[0-9a-fA-F]{32}")
+_CONDA_NAME = re.compile(r"[a-z0-9_.-]+")
+_PLAIN_VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*")  # a conda version, certainly
 
 
 #: The bytes that begin an object under a key named like a package file, in compact JSON.
@@ -34,6 +38,80 @@ def safe_filename(filename: Any) -> bool:
         and _SAFE_FILENAME.fullmatch(filename) is not None
         and ".." not in filename
     )
+
+
+#: The latest `timestamp` served, in ms (year 5138): py-rattler refuses one past its dates.
+MAX_TIMESTAMP = 10**14
+#: Clients read a `timestamp` above this as milliseconds, else as seconds.
+SECONDS_UP_TO = 253402300799
+_U64 = 1 << 64
+_BIGINT = 1 << 63  # `Package.size`'s limit
+
+
+def _count(value: Any) -> bool:
+    """A JSON unsigned 64-bit integer (not a boolean)."""
+    return type(value) is int and 0 <= value < _U64
+
+
+def _timestamp(value: Any) -> bool:
+    """A `timestamp` clients read: none, or a date from 1970 to MAX_TIMESTAMP."""
+    if value is None:
+        return True
+    if type(value) is not int:
+        return False
+    return 0 <= (value * 1000 if value <= SECONDS_UP_TO else value) < MAX_TIMESTAMP
+
+
+def _text_or_null(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+#: The fields conda clients read into typed values, each with what they take: an entry with
+#: another value is refused by py-rattler (and with it every file of the package name), so PSM
+#: refuses it too (`client_refuses`). Absent is fine for all but `build` and `build_number`.
+TYPED_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("constrains", _strings),
+    ("track_features", lambda v: isinstance(v, str) or _strings(v)),
+    ("features", _text_or_null),
+    ("license", _text_or_null),
+    ("license_family", _text_or_null),
+    ("arch", _text_or_null),
+    ("platform", _text_or_null),
+    ("python_site_packages_path", _text_or_null),
+    ("noarch", lambda v: v in (None, True, False, "", "python", "generic")),
+    ("timestamp", _timestamp),
+    ("legacy_bz2_size", lambda v: v is None or _count(v)),
+    ("legacy_bz2_md5", lambda v: v is None or (isinstance(v, str) and _MD5.fullmatch(v))),
+    ("purls", lambda v: v is None or (_strings(v) and all(p.startswith("pkg:") for p in v))),
+    ("run_exports", lambda v: v is None or isinstance(v, dict)),
+    ("extra_depends", lambda v: isinstance(v, dict) and all(map(_strings, v.values()))),
+)
+
+
+def client_refuses(record: dict[str, Any]) -> str | None:
+    """Why a conda client cannot read the entry `record` as it is (None: it can): a field it
+    needs missing, or one of another type than it takes, or a version it cannot parse."""
+    if _CONDA_NAME.fullmatch(record["name"]) is None:
+        # py-rattler finds a name's records by the file name's lowercase prefix: others are lost.
+        return "name is not a conda package name (a-z, 0-9, `_`, `-`, `.`)"
+    if not isinstance(record.get("build"), str):
+        return "record lacks a build string"
+    if not _count(record.get("build_number")):
+        return "record lacks a valid build_number"
+    version = record["version"]
+    if _PLAIN_VERSION.fullmatch(version) is None:  # most are: no parse needed for those
+        try:
+            Version(version)
+        except InvalidVersionError:
+            return "version is not a conda version"
+    for key, takes in TYPED_FIELDS:
+        if key in record and not takes(record[key]):
+            return f"malformed {key}"
+    return None
 
 
 def is_text(value: Any, max_length: int) -> bool:
@@ -95,7 +173,8 @@ def entry_record(
         return Rejected(filename, "malformed md5")
     if not sha256 and not md5:
         return Rejected(filename, "no sha256 or md5 to verify the file with")
-    if size is not None and (type(size) is not int or size < 0):
+    # Stored in a BIGINT: a larger size would sink the whole subdir's batch, not just this one.
+    if size is not None and (type(size) is not int or not 0 <= size < _BIGINT):
         return Rejected(filename, "malformed size")
     depends = get("depends", [])
     if not isinstance(depends, list):
@@ -103,6 +182,9 @@ def entry_record(
     for depend in depends:
         if not isinstance(depend, str):
             return Rejected(filename, "malformed depends")
+    # What conda clients refuse would break every file of the name for them: refused here.
+    if (refused := client_refuses(record)) is not None:
+        return Rejected(filename, refused)
     # An absolute per-record URL would send clients around PSM: keep it only as our source.
     url = record.pop("url", None)
     if url is not None:
