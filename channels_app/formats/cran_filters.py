@@ -70,7 +70,10 @@ DEPENDENCY_FIELDS = ("Depends", "Imports", "LinkingTo")
 _NAME = r"[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9]"
 _SPEC = re.compile(rf"\s*({_NAME})\s*(?:\((.*)\)|([<>=!].*))?\s*")
 _CONSTRAINT = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*([0-9]+(?:[.-][0-9]+)*)\s*")
-_DEPENDENCY = re.compile(r"\s*([A-Za-z][A-Za-z0-9.]*)\s*(?:\((.*)\))?\s*", re.DOTALL)
+#: A dependency as R reads one (`.clean_up_dependencies`, `.split_op_version`): the name is
+#: the leading run of letters, digits and dots, whatever follows; a version constraint is in
+#: the parentheses right after it.
+_DEPENDENCY = re.compile(r"\s*([A-Za-z0-9.]+)\s*(?:\(([^)]*)\))?.*", re.DOTALL)
 _OPS = {
     ">=": lambda a, b: a >= b,
     "<=": lambda a, b: a <= b,

@@ -10,6 +10,7 @@ from channels_app.formats.cran_filters import (
     archived_names,
     decide,
     dependencies,
+    parse_dependencies,
     parse_spec,
     r_license_families,
 )
@@ -169,6 +170,15 @@ def test_a_dependency_missing_from_the_source_or_a_cycle_is_fine():
     ]
     decisions = decide({"packages": ["aa"], "archive": True}, files)
     assert set(decisions.values()) == {""}
+
+
+def test_a_dependency_is_its_leading_name_whatever_follows_as_r_reads_it():
+    """R takes the leading letters, digits and dots of each part as the name (`foo [x]` is
+    foo), and a constraint from the parentheses right after it."""
+    document = {"Imports": "foo [x], bar(>= 1.2) extra, 3d.pkg, (odd)", "Depends": "R (>= 4.1)"}
+    assert dependencies(document) == ["foo", "bar", "3d.pkg"]
+    (found,) = [c for name, c in parse_dependencies(document["Imports"]) if name == "bar"]
+    assert [tuple(constraint) for constraint in found] == [(">=", (1, 2))]
 
 
 def test_dependencies_ignore_r_and_base_packages():
