@@ -173,7 +173,8 @@ def iter_stanzas(lines: Iterable[bytes], where: str) -> Iterator[Stanza]:
 def _read_line(stanza: Stanza, key: str | None, line: bytes, number: int) -> str | None:
     """Add a (non-blank) line to the stanza; the field a continuation line now continues."""
     if line[:1] == b"#":
-        # Recent R skips a comment line; older R (3.x) reads it as a field, or stops at it.
+        # R-devel skips a comment line, R 4.2 stops at it (nothing of the file read), R 3.x
+        # reads it as a field: refused, whichever R reads the stanza.
         stanza.fault(number, "comment line")
         return key
     try:
