@@ -44,6 +44,7 @@ from .base import (
     fetch_document,
 )
 from .pypi_pages import (
+    SUFFIXES,
     file_record,
     looks_like_project_list,
     parse_page,
@@ -65,8 +66,6 @@ PAGE_IN_MEMORY = 4 * 1024 * 1024
 #: Content types of the published pages.
 HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = SIMPLE_JSON
-#: Package file suffixes PSM mirrors (wheels and PEP 625 sdists); eggs and installers are not.
-SUFFIXES = (".whl", ".tar.gz", ".zip")
 
 
 class PypiFormat(RepositoryFormat):

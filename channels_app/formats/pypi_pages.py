@@ -196,7 +196,7 @@ def _html_entry(attrs: Mapping[str, str | None], base: str) -> dict[str, Any] | 
         return {"filename": unquote(name), "url": None}
     url, _, fragment = link.partition("#")
     parts = urlsplit(url)
-    if parts.path[-1:] in ("", "/") and not _url_filename(url).endswith(_PACKAGE_SUFFIXES):
+    if parts.path[-1:] in ("", "/") and not _url_filename(url).endswith(SUFFIXES):
         return None  # a folder ("../"), not a file (pip takes ".../pkg-1.0.tar.gz/" for one)
     entry: dict[str, Any] = {
         "filename": unquote(parts.path.rstrip("/").rpartition("/")[2]),
@@ -239,9 +239,11 @@ def _hash_pairs(text: str) -> dict[str, str] | None:
     return hashes
 
 
-#: The hash pip reads in a file's URL (`LinkHash`): the first `<name>=<value>` of these names
+#: The hashes pip reads in a link's URL and in `data-core-metadata` (`_SUPPORTED_HASHES`).
+_PIP_HASHES = frozenset({"sha512", "sha384", "sha256", "sha224", "sha1", "md5"})
+#: The hash pip reads in a file's URL (`LinkHash`): the first `<name>=<value>` of those names
 #: after a `#` or `&`, wherever it is (in the query, too), the value up to the next `&`.
-_PIP_URL_HASH = re.compile(r"[#&](sha512|sha384|sha256|sha224|sha1|md5)=([^&]*)")
+_PIP_URL_HASH = re.compile(rf"[#&]({'|'.join(sorted(_PIP_HASHES))})=([^&]*)")
 
 
 def _with_url_hash(hashes: Any, link: str | None) -> Any:
@@ -327,8 +329,8 @@ class _PageParser(HTMLParser):
         elif tag == "base" and self.base is None:
             # pip's: the first `<base>` whose first `href` has a value, even an empty one.
             self.base = next((value for name, value in attrs if name == "href"), None)
-        elif tag == "meta" and dict(attrs).get("name") == "pypi:repository-version":
-            self.version = dict(attrs).get("content")
+        elif tag == "meta" and (values := dict(attrs)).get("name") == "pypi:repository-version":
+            self.version = values.get("content")
 
 
 # --- Checking one file entry ------------------------------------------------------------------
@@ -342,8 +344,8 @@ _HASH_LENGTHS = {
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _MAX_URL = 4000
 _MAX_REQUIRES_PYTHON = 1000
-#: The package files PSM mirrors (`pypi.SUFFIXES`).
-_PACKAGE_SUFFIXES = (".whl", ".tar.gz", ".zip")
+#: Package file suffixes PSM mirrors (wheels and PEP 625 sdists); eggs and installers are not.
+SUFFIXES = (".whl", ".tar.gz", ".zip")
 #: The names pip takes a file for a package by, whatever their case (`is_archive_file`).
 _PIP_ARCHIVES = (".zip", ".whl", ".tar.bz2", ".tbz", ".tar.gz", ".tgz", ".tar")
 _PIP_ARCHIVES += (".tar.xz", ".txz", ".tlz", ".tar.lz", ".tar.lzma")
@@ -760,10 +762,6 @@ def _escape_repeated(text: str) -> str:
 
 
 _ESCAPED_VALUES: dict[str, str] = {}
-
-
-#: The hashes pip reads in a link's fragment and in `data-core-metadata` (`_SUPPORTED_HASHES`).
-_PIP_HASHES = frozenset({"sha512", "sha384", "sha256", "sha224", "sha1", "md5"})
 
 
 def _preferred_hash(hashes: Mapping[str, str]) -> str | None:

@@ -57,7 +57,6 @@ import random
 import re
 import shutil
 import subprocess
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -72,6 +71,7 @@ from channels_app.formats.cran_index import (
     render_stanza,
     withdraw_packages,
 )
+from tests.channels_app import in_memory
 
 cran = FORMATS["cran"]
 URL = "https://cran.example.org/src/contrib/PACKAGES"
@@ -411,14 +411,7 @@ class _Source:
 
 
 def _publish(records: list[PackageRecord]) -> dict[str, bytes]:
-    files: dict[str, bytes] = {}
-
-    @contextmanager
-    def emit(path: str, content_type: str):
-        out = io.BytesIO()
-        yield out
-        files[path] = out.getvalue()
-
+    emit, files = in_memory()
     cran.render_index(_Source(records), emit, {"src/contrib"})
     return files
 
@@ -501,14 +494,7 @@ def test_r_reads_psms_published_packages_as_the_records_psm_took(monkeypatch):
                 assert picks[name].fields == served(pick.fields), upstream
         # Withdrawing files leaves the other stanzas as R read them.
         gone = {r.filename for r in records if rng.random() < 0.3}
-        out: dict[str, bytes] = {}
-
-        @contextmanager
-        def emit(path: str, content_type: str, out=out):
-            buffer = io.BytesIO()
-            yield buffer
-            out[path] = buffer.getvalue()
-
+        emit, out = in_memory()
         if withdraw_packages(io.BytesIO(published), gone, emit):
             left = [r.fields for r in read_dcf(out["src/contrib/PACKAGES"])]
             kept = [

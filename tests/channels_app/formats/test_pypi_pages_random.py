@@ -39,21 +39,22 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import pytest
 
-try:  # pip's own reader, seeded into every venv (internal: its shape may change)
-    from pip._internal.index.collector import HTMLLinkParser, IndexContent, parse_links
-    from pip._internal.models.link import Link
-    from pip._internal.utils.filetypes import is_archive_file
-except ImportError as exc:  # pragma: no cover - a pip this was not written against
-    pytest.skip(f"pip's page reader is not importable: {exc}", allow_module_level=True)
-
 from channels_app.formats import FormatError
 from channels_app.formats.base import PackageRecord, Rejected
 from channels_app.formats.pypi_pages import (
+    SUFFIXES,
     _link_url,
     _upstream_url,
     _url_filename,
     file_record,
     parse_page,
+)
+from tests.fixtures.pip_reader import (
+    HTMLLinkParser,
+    IndexContent,
+    Link,
+    is_archive_file,
+    parse_links,
 )
 
 PROJECT = "demo-pkg"
@@ -63,7 +64,6 @@ PAGES = (
     "https://idx.example/simple/demo-pkg/index.html",
 )
 CASES = 700
-SUFFIXES = (".whl", ".tar.gz", ".zip")
 
 
 def digest(name: str, text: str) -> str:

@@ -29,14 +29,6 @@ from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import orjson
-import pytest
-
-try:  # pip's own reader, seeded into every venv (internal: its shape may change)
-    from pip._internal.index.collector import HTMLLinkParser, IndexContent, parse_links
-    from pip._internal.models.link import Link
-except ImportError as exc:  # pragma: no cover - a pip this was not written against
-    pytest.skip(f"pip's page reader is not importable: {exc}", allow_module_level=True)
-
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -56,6 +48,7 @@ from channels_app.formats.pypi_pages import (
     safe_filename,
     withdraw_project,
 )
+from tests.fixtures.pip_reader import HTMLLinkParser, IndexContent, Link, parse_links
 
 CASES = 400
 ORIGIN = "http://127.0.0.1:8000"
